@@ -1,0 +1,11 @@
+//! Keygate's domain: identifiers, resources, validation, the capability model and the one error
+//! enum that every layer above maps to a gRPC status exactly once. No I/O lives here.
+
+pub mod capability;
+pub mod error;
+pub mod ids;
+pub mod model;
+pub mod page;
+pub mod validate;
+
+pub use error::{Error, ErrorReason, FieldViolation, Resource};

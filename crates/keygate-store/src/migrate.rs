@@ -1,0 +1,47 @@
+//! Embedded migrations, one directory per dialect. `ignore_missing` lets an older replica run
+//! against a schema a newer one already migrated (rolling upgrades).
+
+use std::borrow::Cow;
+
+use sqlx::SqlStr;
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+
+/// The schema version this build expects.
+pub const SCHEMA_VERSION: i64 = 1;
+
+fn migrator(files: &'static [(i64, &'static str, &'static str)]) -> Migrator {
+    Migrator {
+        migrations: Cow::Owned(
+            files
+                .iter()
+                .map(|(version, description, sql)| {
+                    Migration::new(
+                        *version,
+                        Cow::Borrowed(*description),
+                        MigrationType::Simple,
+                        SqlStr::from_static(sql),
+                        false,
+                    )
+                })
+                .collect(),
+        ),
+        ignore_missing: true,
+        ..Migrator::DEFAULT
+    }
+}
+
+pub(crate) fn postgres() -> Migrator {
+    migrator(&[(
+        1,
+        "initial",
+        include_str!("../../../migrations/postgres/0001_initial.sql"),
+    )])
+}
+
+pub(crate) fn sqlite() -> Migrator {
+    migrator(&[(
+        1,
+        "initial",
+        include_str!("../../../migrations/sqlite/0001_initial.sql"),
+    )])
+}

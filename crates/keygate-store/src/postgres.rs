@@ -1,0 +1,35 @@
+//! PostgreSQL store of record.
+
+use std::time::Duration;
+
+use sqlx::postgres::{PgPool, PgPoolOptions};
+
+use crate::sql::{enc_cols, ent_cols, grp_cols, impl_store, key_cols, sys_cols, ui_cols, ws_cols};
+
+/// The PostgreSQL implementation of every storage trait.
+#[derive(Clone)]
+pub struct PostgresStore {
+    pool: PgPool,
+}
+
+impl PostgresStore {
+    /// Connects lazily-checked: the first query proves the server answers.
+    pub async fn connect(url: &str) -> Result<Self, keygate_domain::Error> {
+        let pool = PgPoolOptions::new()
+            .max_connections(16)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect(url)
+            .await
+            .map_err(crate::util::db_err)?;
+        Ok(Self { pool })
+    }
+}
+
+impl_store!(
+    PostgresStore,
+    sqlx::Postgres,
+    sqlx::postgres::PgRow,
+    begin = "BEGIN",
+    name = "postgres",
+    migrator = crate::migrate::postgres
+);

@@ -1,0 +1,47 @@
+//! SQLite store of record: the embedded default, one file under `KEYGATE_DATA_DIR`.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+
+use crate::sql::{enc_cols, ent_cols, grp_cols, impl_store, key_cols, sys_cols, ui_cols, ws_cols};
+
+/// The SQLite implementation of every storage trait.
+#[derive(Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens (creating if missing) the database file named by a `sqlite://` URL.
+    pub async fn connect(url: &str) -> Result<Self, keygate_domain::Error> {
+        let opts = SqliteConnectOptions::from_str(url)
+            .map_err(crate::util::db_err)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(5));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(8)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_with(opts)
+            .await
+            .map_err(crate::util::db_err)?;
+        Ok(Self { pool })
+    }
+}
+
+// Writers take the lock at BEGIN (IMMEDIATE): a deferred transaction that reads and then writes
+// can fail with SQLITE_BUSY without waiting, because SQLite will not upgrade its lock.
+impl_store!(
+    SqliteStore,
+    sqlx::Sqlite,
+    sqlx::sqlite::SqliteRow,
+    begin = "BEGIN IMMEDIATE",
+    name = "sqlite",
+    migrator = crate::migrate::sqlite
+);

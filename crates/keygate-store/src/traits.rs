@@ -1,0 +1,186 @@
+//! The storage traits. Each role has its own trait; `Store` composes them.
+
+use async_trait::async_trait;
+use keygate_domain::Error;
+use keygate_domain::ids::{AccessSystemId, ApiKeyId, EntranceId, UserIdentityId, WorkspaceId};
+use keygate_domain::model::{
+    AccessGroup, AccessSystem, ApiKey, Encoder, Entrance, NewAccessSystem, NewUserIdentity,
+    UserIdentity, UserIdentityFilter, UserIdentityPatch, Workspace,
+};
+use keygate_domain::page::{Page, PageRequest};
+use time::OffsetDateTime;
+
+/// An idempotency claim for a create call: the caller's `request_id`, the operation, and a hash
+/// of the request body (same id + same hash replays; same id + other hash is refused).
+#[derive(Clone, Debug)]
+pub struct Idempotency {
+    pub request_id: String,
+    pub operation: &'static str,
+    pub request_sha256: Vec<u8>,
+}
+
+/// Process-wide settings shared by all replicas (signing keys, the bootstrap marker).
+#[async_trait]
+pub trait SettingsStore: Send + Sync {
+    /// Returns the stored value of `key`, storing `init` first if there is none. Concurrent
+    /// callers all get the one value that won.
+    async fn setting_or_init(&self, key: &str, init: &str) -> Result<String, Error>;
+}
+
+/// Workspaces (tenants).
+#[async_trait]
+pub trait WorkspaceStore: Send + Sync {
+    /// Creates a workspace, its first API key and its access systems in one transaction.
+    async fn create_workspace(
+        &self,
+        workspace: &Workspace,
+        first_key: &ApiKey,
+        systems: &[NewAccessSystem],
+    ) -> Result<(), Error>;
+
+    /// Creates the bootstrap sandbox exactly once per database: returns `Ok(None)` after creating
+    /// it, or `Ok(Some(id))` with the workspace a previous start (or a concurrent replica) made.
+    async fn bootstrap_workspace(
+        &self,
+        workspace: &Workspace,
+        first_key: &ApiKey,
+        systems: &[NewAccessSystem],
+    ) -> Result<Option<WorkspaceId>, Error>;
+
+    async fn get_workspace(&self, id: WorkspaceId) -> Result<Workspace, Error>;
+
+    async fn list_workspaces(&self, page: &PageRequest) -> Result<Page<Workspace>, Error>;
+}
+
+/// API keys. `find_api_key` is the one unscoped read: it is how a request finds its workspace.
+#[async_trait]
+pub trait ApiKeyStore: Send + Sync {
+    async fn create_api_key(&self, key: &ApiKey) -> Result<(), Error>;
+
+    async fn find_api_key(&self, id: ApiKeyId) -> Result<Option<ApiKey>, Error>;
+
+    async fn list_api_keys(
+        &self,
+        workspace: WorkspaceId,
+        page: &PageRequest,
+    ) -> Result<Page<ApiKey>, Error>;
+
+    /// Revokes a key (idempotent: a second call keeps the first `revoked_at`).
+    async fn revoke_api_key(
+        &self,
+        workspace: WorkspaceId,
+        id: ApiKeyId,
+        at: OffsetDateTime,
+    ) -> Result<ApiKey, Error>;
+}
+
+/// Access systems and what they contain. Listing by system filter checks the system belongs to
+/// the workspace, so a foreign system id is `NotFound`, not an empty list.
+#[async_trait]
+pub trait AccessSystemStore: Send + Sync {
+    async fn connect_access_system(
+        &self,
+        workspace: WorkspaceId,
+        system: &NewAccessSystem,
+    ) -> Result<AccessSystem, Error>;
+
+    async fn get_access_system(
+        &self,
+        workspace: WorkspaceId,
+        id: AccessSystemId,
+    ) -> Result<AccessSystem, Error>;
+
+    async fn list_access_systems(
+        &self,
+        workspace: WorkspaceId,
+        external_type: Option<&str>,
+        page: &PageRequest,
+    ) -> Result<Page<AccessSystem>, Error>;
+
+    async fn get_entrance(&self, workspace: WorkspaceId, id: EntranceId)
+    -> Result<Entrance, Error>;
+
+    async fn list_entrances(
+        &self,
+        workspace: WorkspaceId,
+        system: Option<AccessSystemId>,
+        page: &PageRequest,
+    ) -> Result<Page<Entrance>, Error>;
+
+    async fn list_access_groups(
+        &self,
+        workspace: WorkspaceId,
+        system: Option<AccessSystemId>,
+        page: &PageRequest,
+    ) -> Result<Page<AccessGroup>, Error>;
+
+    async fn list_encoders(
+        &self,
+        workspace: WorkspaceId,
+        system: Option<AccessSystemId>,
+        page: &PageRequest,
+    ) -> Result<Page<Encoder>, Error>;
+}
+
+/// User identities.
+#[async_trait]
+pub trait UserIdentityStore: Send + Sync {
+    /// Creates a user identity. With `idempotency`, the claim is made in the same transaction:
+    /// a replay returns the identity created first.
+    async fn create_user_identity(
+        &self,
+        workspace: WorkspaceId,
+        id: UserIdentityId,
+        new: &NewUserIdentity,
+        idempotency: Option<&Idempotency>,
+        now: OffsetDateTime,
+    ) -> Result<UserIdentity, Error>;
+
+    async fn get_user_identity(
+        &self,
+        workspace: WorkspaceId,
+        id: UserIdentityId,
+    ) -> Result<UserIdentity, Error>;
+
+    async fn list_user_identities(
+        &self,
+        workspace: WorkspaceId,
+        filter: &UserIdentityFilter,
+        page: &PageRequest,
+    ) -> Result<Page<UserIdentity>, Error>;
+
+    async fn update_user_identity(
+        &self,
+        workspace: WorkspaceId,
+        id: UserIdentityId,
+        patch: &UserIdentityPatch,
+        now: OffsetDateTime,
+    ) -> Result<UserIdentity, Error>;
+
+    async fn delete_user_identity(
+        &self,
+        workspace: WorkspaceId,
+        id: UserIdentityId,
+    ) -> Result<(), Error>;
+}
+
+/// The whole store of record.
+#[async_trait]
+pub trait Store:
+    SettingsStore + WorkspaceStore + ApiKeyStore + AccessSystemStore + UserIdentityStore
+{
+    /// `postgres` or `sqlite`.
+    fn backend_name(&self) -> &'static str;
+
+    /// Applies pending migrations; returns the schema version now in place.
+    async fn migrate(&self) -> Result<i64, Error>;
+
+    /// The highest applied migration, or 0 on an empty database.
+    async fn schema_version(&self) -> Result<i64, Error>;
+
+    /// Answers when the store can serve: one round trip.
+    async fn ping(&self) -> Result<(), Error>;
+
+    /// Deletes idempotency records created before `before`; returns how many.
+    async fn purge_idempotency(&self, before: OffsetDateTime) -> Result<u64, Error>;
+}

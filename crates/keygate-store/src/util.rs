@@ -1,0 +1,62 @@
+//! Conversions shared by both backends.
+
+use keygate_domain::Error;
+use time::OffsetDateTime;
+
+/// Times are stored as Unix microseconds in both dialects.
+pub(crate) fn to_micros(t: OffsetDateTime) -> i64 {
+    i64::try_from(t.unix_timestamp_nanos() / 1_000).unwrap_or(i64::MAX)
+}
+
+pub(crate) fn from_micros(us: i64) -> Result<OffsetDateTime, Error> {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(us) * 1_000).map_err(|e| Error::Internal {
+        message: format!("stored time {us} out of range: {e}"),
+    })
+}
+
+pub(crate) fn parse<T: std::str::FromStr>(what: &str, s: &str) -> Result<T, Error> {
+    s.parse().map_err(|_| Error::Internal {
+        message: format!("stored {what} {s:?} is not a valid id"),
+    })
+}
+
+/// Maps a driver error to the domain: connection trouble is `Unavailable` (retryable), the rest
+/// is `Internal`. Constraint violations that mean something to the caller are mapped at the
+/// call site, before this.
+pub(crate) fn db_err(e: sqlx::Error) -> Error {
+    match e {
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::WorkerCrashed => Error::Unavailable {
+            message: e.to_string(),
+        },
+        other => Error::Internal {
+            message: other.to_string(),
+        },
+    }
+}
+
+pub(crate) fn is_unique_violation(e: &sqlx::Error) -> bool {
+    e.as_database_error()
+        .is_some_and(|d| d.is_unique_violation())
+}
+
+/// Splits a fetched `limit + 1` rows into a page and the id to continue after.
+pub(crate) fn into_page<T>(
+    mut items: Vec<T>,
+    limit: u32,
+    id_of: impl Fn(&T) -> String,
+) -> keygate_domain::page::Page<T> {
+    let limit = limit as usize;
+    let more = items.len() > limit;
+    items.truncate(limit);
+    let next_after = if more { items.last().map(id_of) } else { None };
+    keygate_domain::page::Page { items, next_after }
+}
+
+/// Rows to fetch for a page: one more than asked, to know whether another page exists.
+pub(crate) fn fetch_limit(limit: u32) -> i64 {
+    i64::from(limit) + 1
+}
