@@ -1,0 +1,106 @@
+//! Redis cache shared by all replicas. Every operation has a short deadline, and the connection
+//! is (re)made lazily: Keygate starts and serves with Redis down, and uses it once it is back.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use redis::aio::ConnectionManager;
+use redis::AsyncCommands as _;
+use tokio::sync::Mutex;
+
+use crate::{jittered, Cache, CacheError};
+
+/// How long one Redis call may take before it counts as a miss.
+const OP_TIMEOUT: Duration = Duration::from_millis(250);
+/// After a failed connect, wait this long before trying again, so an outage does not add a
+/// connect attempt to every request.
+const RECONNECT_BACKOFF: Duration = Duration::from_secs(1);
+
+/// Redis-backed [`Cache`].
+#[derive(Clone)]
+pub struct RedisCache {
+    client: redis::Client,
+    state: Arc<Mutex<State>>,
+}
+
+struct State {
+    conn: Option<ConnectionManager>,
+    last_attempt: Option<Instant>,
+}
+
+impl RedisCache {
+    /// Parses the URL; does not connect yet.
+    pub fn new(url: &str) -> Result<Self, CacheError> {
+        let client =
+            redis::Client::open(url).map_err(|e| CacheError::Unavailable(e.to_string()))?;
+        Ok(Self {
+            client,
+            state: Arc::new(Mutex::new(State {
+                conn: None,
+                last_attempt: None,
+            })),
+        })
+    }
+
+    async fn conn(&self) -> Result<ConnectionManager, CacheError> {
+        let mut state = self.state.lock().await;
+        if let Some(c) = &state.conn {
+            return Ok(c.clone());
+        }
+        if state
+            .last_attempt
+            .is_some_and(|t| t.elapsed() < RECONNECT_BACKOFF)
+        {
+            return Err(CacheError::Unavailable("redis reconnect backing off".into()));
+        }
+        state.last_attempt = Some(Instant::now());
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(OP_TIMEOUT))
+            .set_response_timeout(Some(OP_TIMEOUT))
+            .set_number_of_retries(1);
+        let conn = tokio::time::timeout(
+            OP_TIMEOUT * 2,
+            ConnectionManager::new_with_config(self.client.clone(), config),
+        )
+        .await
+        .map_err(|_| CacheError::Timeout(OP_TIMEOUT * 2))?
+        .map_err(|e| CacheError::Unavailable(e.to_string()))?;
+        state.conn = Some(conn.clone());
+        Ok(conn)
+    }
+
+    async fn run<T>(
+        &self,
+        op: impl AsyncFnOnce(ConnectionManager) -> redis::RedisResult<T>,
+    ) -> Result<T, CacheError> {
+        let conn = self.conn().await?;
+        match tokio::time::timeout(OP_TIMEOUT, op(conn)).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(CacheError::Unavailable(e.to_string())),
+            Err(_) => Err(CacheError::Timeout(OP_TIMEOUT)),
+        }
+    }
+}
+
+#[async_trait]
+impl Cache for RedisCache {
+    fn name(&self) -> &'static str {
+        "redis"
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, CacheError> {
+        self.run(async |mut c| c.get::<_, Option<Vec<u8>>>(key).await)
+            .await
+    }
+
+    async fn set(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), CacheError> {
+        let ms = u64::try_from(jittered(ttl).as_millis()).unwrap_or(u64::MAX);
+        self.run(async |mut c| c.pset_ex::<_, _, ()>(key, value, ms).await)
+            .await
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), CacheError> {
+        self.run(async |mut c| c.del::<_, ()>(key).await).await
+    }
+}
