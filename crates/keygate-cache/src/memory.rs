@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 
-use crate::{jittered, Cache, CacheError};
+use crate::{Cache, CacheError, jittered};
 
 /// A bounded in-process cache (moka, TinyLFU eviction).
 #[derive(Clone)]

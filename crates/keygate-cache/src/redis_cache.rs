@@ -5,11 +5,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use redis::aio::ConnectionManager;
 use redis::AsyncCommands as _;
+use redis::aio::ConnectionManager;
 use tokio::sync::Mutex;
 
-use crate::{jittered, Cache, CacheError};
+use crate::{Cache, CacheError, jittered};
 
 /// How long one Redis call may take before it counts as a miss.
 const OP_TIMEOUT: Duration = Duration::from_millis(250);
@@ -52,7 +52,9 @@ impl RedisCache {
             .last_attempt
             .is_some_and(|t| t.elapsed() < RECONNECT_BACKOFF)
         {
-            return Err(CacheError::Unavailable("redis reconnect backing off".into()));
+            return Err(CacheError::Unavailable(
+                "redis reconnect backing off".into(),
+            ));
         }
         state.last_attempt = Some(Instant::now());
         let config = redis::aio::ConnectionManagerConfig::new()

@@ -3,26 +3,39 @@
 
 use std::time::{Duration, Instant};
 
-use keygate_cache::{key, Cache, CacheError, InProcessCache, RedisCache};
+use keygate_cache::{Cache, CacheError, InProcessCache, RedisCache, key};
 
 fn redis_url() -> String {
     std::env::var("KEYGATE_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
 }
 
 fn unique(kind: &str) -> String {
-    key(kind, "test", &format!("{:?}-{}", Instant::now(), std::process::id()))
+    key(
+        kind,
+        "test",
+        &format!("{:?}-{}", Instant::now(), std::process::id()),
+    )
 }
 
 async fn behaves_like_a_cache(cache: &dyn Cache) {
     let k = unique("roundtrip");
     assert_eq!(cache.get(&k).await.expect("get"), None);
-    cache.set(&k, b"value", Duration::from_secs(30)).await.expect("set");
-    assert_eq!(cache.get(&k).await.expect("get").as_deref(), Some(&b"value"[..]));
+    cache
+        .set(&k, b"value", Duration::from_secs(30))
+        .await
+        .expect("set");
+    assert_eq!(
+        cache.get(&k).await.expect("get").as_deref(),
+        Some(&b"value"[..])
+    );
     cache.delete(&k).await.expect("delete");
     assert_eq!(cache.get(&k).await.expect("get"), None);
 
     let short = unique("ttl");
-    cache.set(&short, b"x", Duration::from_millis(100)).await.expect("set");
+    cache
+        .set(&short, b"x", Duration::from_millis(100))
+        .await
+        .expect("set");
     tokio::time::sleep(Duration::from_millis(250)).await;
     assert_eq!(cache.get(&short).await.expect("get"), None, "entry expired");
 }
@@ -45,9 +58,16 @@ async fn redis_down_fails_fast_instead_of_hanging() {
     let started = Instant::now();
     for _ in 0..5 {
         let r = cache.get("keygate:v1:x").await;
-        assert!(matches!(r, Err(CacheError::Unavailable(_) | CacheError::Timeout(_))));
+        assert!(matches!(
+            r,
+            Err(CacheError::Unavailable(_) | CacheError::Timeout(_))
+        ));
     }
-    assert!(started.elapsed() < Duration::from_secs(3), "took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "took {:?}",
+        started.elapsed()
+    );
 }
 
 #[test]

@@ -24,10 +24,10 @@ impl Backend {
 }
 
 /// Connects to the store named by `url`: `postgres://...` for PostgreSQL, otherwise a SQLite URL
-/// (`sqlite://path/to/file.db`), created if missing. Does not migrate.
-pub async fn open(url: &str) -> Result<Arc<dyn Store>, Error> {
+/// (`sqlite://path/to/file.db`), created if missing. Connects on first use; does not migrate.
+pub fn open(url: &str) -> Result<Arc<dyn Store>, Error> {
     Ok(match Backend::of_url(url) {
-        Backend::Postgres => Arc::new(PostgresStore::connect(url).await?),
-        Backend::Sqlite => Arc::new(SqliteStore::connect(url).await?),
+        Backend::Postgres => Arc::new(PostgresStore::connect_lazy(url)?),
+        Backend::Sqlite => Arc::new(SqliteStore::connect_lazy(url)?),
     })
 }

@@ -13,13 +13,13 @@ pub struct PostgresStore {
 }
 
 impl PostgresStore {
-    /// Connects lazily-checked: the first query proves the server answers.
-    pub async fn connect(url: &str) -> Result<Self, keygate_domain::Error> {
+    /// Parses the URL and makes a pool that connects on first use, so Keygate can start (and
+    /// report NOT_SERVING) while the database is still coming up.
+    pub fn connect_lazy(url: &str) -> Result<Self, keygate_domain::Error> {
         let pool = PgPoolOptions::new()
             .max_connections(16)
             .acquire_timeout(Duration::from_secs(5))
-            .connect(url)
-            .await
+            .connect_lazy(url)
             .map_err(crate::util::db_err)?;
         Ok(Self { pool })
     }

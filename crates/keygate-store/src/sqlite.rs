@@ -17,7 +17,7 @@ pub struct SqliteStore {
 
 impl SqliteStore {
     /// Opens (creating if missing) the database file named by a `sqlite://` URL.
-    pub async fn connect(url: &str) -> Result<Self, keygate_domain::Error> {
+    pub fn connect_lazy(url: &str) -> Result<Self, keygate_domain::Error> {
         let opts = SqliteConnectOptions::from_str(url)
             .map_err(crate::util::db_err)?
             .create_if_missing(true)
@@ -28,9 +28,7 @@ impl SqliteStore {
         let pool = SqlitePoolOptions::new()
             .max_connections(8)
             .acquire_timeout(Duration::from_secs(5))
-            .connect_with(opts)
-            .await
-            .map_err(crate::util::db_err)?;
+            .connect_lazy_with(opts);
         Ok(Self { pool })
     }
 }

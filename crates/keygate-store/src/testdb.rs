@@ -53,7 +53,7 @@ impl TestDb {
     }
 
     async fn migrated(url: String, dir: Option<TempDir>) -> Self {
-        let store = open(&url).await.expect("open test store");
+        let store = open(&url).expect("open test store");
         store.migrate().await.expect("migrate test store");
         Self {
             store,

@@ -1,10 +1,10 @@
 //! Tracing set-up, done once at start. Structured fields, never interpolated secrets; text for
 //! people, JSON for log pipelines. OTLP export and Prometheus metrics join with the telemetry issue.
 
+use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::format::FmtSpan;
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
-use tracing_subscriber::EnvFilter;
 
 /// How log lines are written.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -1,0 +1,146 @@
+//! Domain → wire. One function per resource; the proto field names are the seed vocabulary.
+
+use keygate_domain::capability::{
+    AccessMethodMode, CapabilityDescriptor, PermissionModel, PinCodeGenerator,
+};
+use keygate_domain::model::{
+    AccessGroup, AccessSystem, ApiKey, Encoder, Entrance, UserIdentity, Workspace, WorkspaceType,
+};
+use keygate_proto::{admin, v1};
+use time::OffsetDateTime;
+
+pub fn ts(t: OffsetDateTime) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: t.unix_timestamp(),
+        nanos: i32::try_from(t.nanosecond()).unwrap_or(0),
+    }
+}
+
+pub fn mode(m: AccessMethodMode) -> v1::AccessMethodMode {
+    match m {
+        AccessMethodMode::Card => v1::AccessMethodMode::Card,
+        AccessMethodMode::Code => v1::AccessMethodMode::Code,
+        AccessMethodMode::MobileKey => v1::AccessMethodMode::MobileKey,
+        AccessMethodMode::CloudKey => v1::AccessMethodMode::CloudKey,
+    }
+}
+
+pub fn capabilities(c: &CapabilityDescriptor) -> v1::CapabilityDescriptor {
+    v1::CapabilityDescriptor {
+        permission_model: match c.permission_model {
+            PermissionModel::AccessGroups => v1::PermissionModel::AccessGroups,
+            PermissionModel::CredentialBased => v1::PermissionModel::CredentialBased,
+            PermissionModel::ReservationOverride => v1::PermissionModel::ReservationOverride,
+        } as i32,
+        supported_modes: c.supported_modes.iter().map(|m| mode(*m) as i32).collect(),
+        pin_code_rules: c.pin_code_rules.as_ref().map(|p| v1::PinCodeRules {
+            generator: match p.generator {
+                PinCodeGenerator::Provider => v1::PinCodeGenerator::Provider,
+                PinCodeGenerator::Keygate => v1::PinCodeGenerator::Keygate,
+            } as i32,
+            min_length: i32::from(p.min_length),
+            max_length: i32::from(p.max_length),
+            can_request_code: p.can_request_code,
+            is_code_per_entrance: p.is_code_per_entrance,
+        }),
+        is_card_encoding_required: c.is_card_encoding_required,
+        can_remote_unlock: c.can_remote_unlock,
+        can_issue_mobile_keys: c.can_issue_mobile_keys,
+        can_assign_entrances_directly: c.can_assign_entrances_directly,
+        can_schedule_credentials: c.can_schedule_credentials,
+        rate_limit: Some(v1::ProviderRateLimit {
+            requests_per_second: c.rate_limit.requests_per_second,
+            burst: i32::try_from(c.rate_limit.burst).unwrap_or(i32::MAX),
+        }),
+    }
+}
+
+pub fn access_system(s: &AccessSystem) -> v1::AccessSystem {
+    v1::AccessSystem {
+        acs_system_id: s.id.to_string(),
+        workspace_id: s.workspace_id.to_string(),
+        name: s.name.clone(),
+        external_type: s.external_type.clone(),
+        system_type: s.system_type.clone(),
+        is_virtual: s.is_virtual,
+        time_zone: s.time_zone.clone(),
+        capabilities: Some(capabilities(&s.capabilities)),
+        created_at: Some(ts(s.created_at)),
+        warnings: Vec::new(),
+        errors: Vec::new(),
+    }
+}
+
+pub fn entrance(e: &Entrance) -> v1::Entrance {
+    v1::Entrance {
+        acs_entrance_id: e.id.to_string(),
+        acs_system_id: e.acs_system_id.to_string(),
+        display_name: e.display_name.clone(),
+        can_unlock_with_card: e.can_unlock_with_card,
+        can_unlock_with_code: e.can_unlock_with_code,
+        can_unlock_with_mobile_key: e.can_unlock_with_mobile_key,
+        can_unlock_with_cloud_key: e.can_unlock_with_cloud_key,
+        can_belong_to_reservation: e.can_belong_to_reservation,
+        created_at: Some(ts(e.created_at)),
+    }
+}
+
+pub fn access_group(g: &AccessGroup) -> v1::AccessGroup {
+    v1::AccessGroup {
+        acs_access_group_id: g.id.to_string(),
+        acs_system_id: g.acs_system_id.to_string(),
+        display_name: g.display_name.clone(),
+        acs_entrance_ids: g.entrance_ids.iter().map(ToString::to_string).collect(),
+        created_at: Some(ts(g.created_at)),
+    }
+}
+
+pub fn encoder(e: &Encoder) -> v1::Encoder {
+    v1::Encoder {
+        acs_encoder_id: e.id.to_string(),
+        acs_system_id: e.acs_system_id.to_string(),
+        display_name: e.display_name.clone(),
+        is_online: e.is_online,
+        created_at: Some(ts(e.created_at)),
+    }
+}
+
+pub fn user_identity(u: &UserIdentity) -> v1::UserIdentity {
+    v1::UserIdentity {
+        user_identity_id: u.id.to_string(),
+        user_identity_key: u.user_identity_key.clone().unwrap_or_default(),
+        full_name: u.full_name.clone(),
+        email_address: u.email_address.clone().unwrap_or_default(),
+        phone_number: u.phone_number.clone().unwrap_or_default(),
+        display_name: u.display_name().to_owned(),
+        acs_user_ids: Vec::new(),
+        created_at: Some(ts(u.created_at)),
+        updated_at: Some(ts(u.updated_at)),
+        warnings: Vec::new(),
+        errors: Vec::new(),
+    }
+}
+
+pub fn workspace(w: &Workspace) -> admin::Workspace {
+    admin::Workspace {
+        workspace_id: w.id.to_string(),
+        name: w.name.clone(),
+        workspace_type: match w.workspace_type {
+            WorkspaceType::Sandbox => admin::WorkspaceType::Sandbox,
+            WorkspaceType::Production => admin::WorkspaceType::Production,
+        } as i32,
+        is_sandbox: w.workspace_type == WorkspaceType::Sandbox,
+        created_at: Some(ts(w.created_at)),
+    }
+}
+
+pub fn api_key(k: &ApiKey) -> admin::ApiKey {
+    admin::ApiKey {
+        api_key_id: k.id.as_uuid().simple().to_string(),
+        workspace_id: k.workspace_id.to_string(),
+        name: k.name.clone(),
+        created_at: Some(ts(k.created_at)),
+        is_revoked: k.revoked_at.is_some(),
+        revoked_at: k.revoked_at.map(ts),
+    }
+}

@@ -1,0 +1,112 @@
+//! The one place a domain error becomes a gRPC status: a `google.rpc.Status` carrying an
+//! `ErrorInfo` with the stable reason, `BadRequest` field violations for input errors, and
+//! `RetryInfo` for rate limits. Unexpected errors are logged here, once, with their detail;
+//! the caller sees only the reason and the request id.
+
+use keygate_domain::Error;
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt as _};
+
+/// `google.rpc.ErrorInfo.domain` of every Keygate error.
+pub const ERROR_DOMAIN: &str = "keygate.dev";
+
+/// Maps a domain error to a status. Exhaustive on purpose: a new error variant does not
+/// compile until it has a gRPC code.
+pub fn to_status(err: Error) -> Status {
+    let reason = err.reason().as_str();
+    let mut details = ErrorDetails::new();
+    let (code, message) = match &err {
+        Error::InvalidArgument { violations } => {
+            for v in violations {
+                details.add_bad_request_violation(v.field.clone(), v.description.clone());
+            }
+            (Code::InvalidArgument, err.to_string())
+        }
+        Error::InvalidToken { .. } => (Code::InvalidArgument, err.to_string()),
+        Error::NotFound { .. } => (Code::NotFound, err.to_string()),
+        Error::AlreadyExists { .. } => (Code::AlreadyExists, err.to_string()),
+        Error::FailedPrecondition { .. } => (Code::FailedPrecondition, err.to_string()),
+        Error::Unauthenticated { .. } => (Code::Unauthenticated, err.to_string()),
+        Error::PermissionDenied { .. } => (Code::PermissionDenied, err.to_string()),
+        Error::RateLimited { retry_after } => {
+            details.set_retry_info(Some(*retry_after));
+            (Code::ResourceExhausted, err.to_string())
+        }
+        Error::NotImplemented { .. } => (Code::Unimplemented, err.to_string()),
+        Error::Unavailable { message } => {
+            tracing::warn!(error = %message, "store unavailable");
+            (
+                Code::Unavailable,
+                "the store of record is unavailable; retry with backoff".to_owned(),
+            )
+        }
+        Error::Internal { message } => {
+            tracing::error!(error = %message, "internal error");
+            (
+                Code::Internal,
+                "internal error; the server log has the details under this request id".to_owned(),
+            )
+        }
+    };
+    details.set_error_info(reason, ERROR_DOMAIN, std::collections::HashMap::new());
+    Status::with_error_details(code, message, details)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use keygate_domain::{FieldViolation, Resource};
+    use tonic_types::StatusExt as _;
+
+    use super::*;
+
+    #[test]
+    fn input_errors_carry_field_violations_and_reason() {
+        let s = to_status(Error::InvalidArgument {
+            violations: vec![FieldViolation::new("phone_number", "must be E.164")],
+        });
+        assert_eq!(s.code(), Code::InvalidArgument);
+        let d = s.get_error_details();
+        assert_eq!(
+            d.error_info().map(|i| i.reason.as_str()),
+            Some("INVALID_FIELD")
+        );
+        let br = d.bad_request().expect("bad request");
+        assert_eq!(br.field_violations[0].field, "phone_number");
+    }
+
+    #[test]
+    fn rate_limits_say_when_to_retry() {
+        let s = to_status(Error::RateLimited {
+            retry_after: Duration::from_millis(1500),
+        });
+        assert_eq!(s.code(), Code::ResourceExhausted);
+        let d = s.get_error_details();
+        assert_eq!(
+            d.retry_info().and_then(|r| r.retry_delay),
+            Some(Duration::from_millis(1500))
+        );
+    }
+
+    #[test]
+    fn not_found_names_the_resource_reason() {
+        let s = to_status(Error::not_found(Resource::UserIdentity, "x"));
+        assert_eq!(s.code(), Code::NotFound);
+        assert_eq!(
+            s.get_error_details()
+                .error_info()
+                .map(|i| i.reason.clone())
+                .as_deref(),
+            Some("USER_IDENTITY_NOT_FOUND")
+        );
+    }
+
+    #[test]
+    fn internal_errors_do_not_leak_detail() {
+        let s = to_status(Error::Internal {
+            message: "password=hunter2".into(),
+        });
+        assert!(!s.message().contains("hunter2"));
+    }
+}

@@ -1,0 +1,194 @@
+//! Builds the whole gRPC server in one function: services, health, reflection, the stack of
+//! `stack.rs`, message limits, and graceful shutdown.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use keygate_cache::Cache;
+use keygate_proto::{admin, v1};
+use keygate_store::Store;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::Server;
+use tonic_health::ServingStatus;
+use tonic_health::server::HealthReporter;
+
+use crate::auth::Authenticator;
+use crate::services::access_systems::AccessSystems;
+use crate::services::user_identities::UserIdentities;
+use crate::services::workspaces::Workspaces;
+use crate::stack::{self, StackConfig};
+use crate::tokens::PageTokens;
+use crate::unimplemented::Unimplemented;
+
+/// Every service this server answers, by its full gRPC name. Health is reported per name.
+pub const SERVICE_NAMES: [&str; 11] = [
+    "keygate.v1.AccessGrantService",
+    "keygate.v1.AccessMethodService",
+    "keygate.v1.AccessSystemService",
+    "keygate.v1.AcsUserService",
+    "keygate.v1.UserIdentityService",
+    "keygate.v1.InstantKeyService",
+    "keygate.v1.EventService",
+    "keygate.v1.WebhookService",
+    "keygate.v1.ActionAttemptService",
+    "keygate.admin.v1.WorkspaceService",
+    // The empty name is the server as a whole.
+    "",
+];
+
+/// What the gateway needs from the rest of the process.
+#[derive(Clone)]
+pub struct GatewayDeps {
+    pub store: Arc<dyn Store>,
+    pub cache: Arc<dyn Cache>,
+    pub admin_token: Option<String>,
+    /// Page token sealing; its key (shared by every replica, kept in the store) is set once
+    /// the store answers.
+    pub page_tokens: PageTokens,
+}
+
+/// Limits of the server.
+#[derive(Clone)]
+pub struct ServerConfig {
+    pub stack: StackConfig,
+    /// Largest request or response message, in bytes.
+    pub max_message_bytes: usize,
+    /// Concurrent streams per HTTP/2 connection.
+    pub max_concurrent_streams: u32,
+    /// Connections are closed after this age so L4 load balancers can rebalance.
+    pub max_connection_age: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            stack: StackConfig {
+                rate_per_second: 100.0,
+                rate_burst: 200,
+                max_deadline: Duration::from_secs(30),
+                max_in_flight: 1024,
+            },
+            max_message_bytes: 4 * 1024 * 1024,
+            max_concurrent_streams: 256,
+            max_connection_age: Duration::from_secs(30 * 60),
+        }
+    }
+}
+
+/// Marks every service as `status` in the health service.
+pub async fn set_health(reporter: &HealthReporter, status: ServingStatus) {
+    for name in SERVICE_NAMES {
+        reporter.set_service_status(name, status).await;
+    }
+}
+
+macro_rules! limited {
+    ($server:expr, $cfg:expr) => {
+        $server
+            .max_decoding_message_size($cfg.max_message_bytes)
+            .max_encoding_message_size($cfg.max_message_bytes)
+    };
+}
+
+/// Serves until `shutdown` resolves, then stops accepting and lets in-flight calls finish.
+/// The caller bounds the drain with its own deadline.
+pub async fn serve(
+    listener: TcpListener,
+    deps: GatewayDeps,
+    cfg: ServerConfig,
+    health: tonic_health::pb::health_server::HealthServer<
+        impl tonic_health::pb::health_server::Health,
+    >,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), tonic::transport::Error> {
+    let tokens = deps.page_tokens.clone();
+    let auth = Authenticator::new(
+        deps.store.clone(),
+        deps.cache.clone(),
+        deps.admin_token.clone(),
+    );
+
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(keygate_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1();
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(keygate_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha();
+    let (reflection_v1, reflection_v1alpha) = match (reflection_v1, reflection_v1alpha) {
+        (Ok(a), Ok(b)) => (a, b),
+        (Err(e), _) | (_, Err(e)) => {
+            // The descriptor set is compiled in; failing here means a broken build.
+            tracing::error!(error = %e, "reflection descriptor set is invalid");
+            return Ok(());
+        }
+    };
+
+    let access_systems = AccessSystems {
+        store: deps.store.clone(),
+        tokens: tokens.clone(),
+    };
+    let user_identities = UserIdentities {
+        store: deps.store.clone(),
+        tokens: tokens.clone(),
+    };
+    let workspaces = Workspaces {
+        store: deps.store.clone(),
+        cache: deps.cache.clone(),
+        tokens,
+    };
+
+    Server::builder()
+        .max_concurrent_streams(Some(cfg.max_concurrent_streams))
+        .max_connection_age(cfg.max_connection_age)
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .layer(stack::build(&cfg.stack, auth))
+        .add_service(health)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(limited!(
+            v1::access_system_service_server::AccessSystemServiceServer::new(access_systems),
+            cfg
+        ))
+        .add_service(limited!(
+            v1::user_identity_service_server::UserIdentityServiceServer::new(user_identities),
+            cfg
+        ))
+        .add_service(limited!(
+            admin::workspace_service_server::WorkspaceServiceServer::new(workspaces),
+            cfg
+        ))
+        .add_service(limited!(
+            v1::access_grant_service_server::AccessGrantServiceServer::new(Unimplemented),
+            cfg
+        ))
+        .add_service(limited!(
+            v1::access_method_service_server::AccessMethodServiceServer::new(Unimplemented),
+            cfg
+        ))
+        .add_service(limited!(
+            v1::acs_user_service_server::AcsUserServiceServer::new(Unimplemented),
+            cfg
+        ))
+        .add_service(limited!(
+            v1::instant_key_service_server::InstantKeyServiceServer::new(Unimplemented),
+            cfg
+        ))
+        .add_service(limited!(
+            v1::event_service_server::EventServiceServer::new(Unimplemented),
+            cfg
+        ))
+        .add_service(limited!(
+            v1::webhook_service_server::WebhookServiceServer::new(Unimplemented),
+            cfg
+        ))
+        .add_service(limited!(
+            v1::action_attempt_service_server::ActionAttemptServiceServer::new(Unimplemented),
+            cfg
+        ))
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await
+}

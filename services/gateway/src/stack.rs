@@ -1,0 +1,487 @@
+//! The gRPC middleware stack, in one fixed and named order (outermost first):
+//!
+//! 1. `request_id`  — takes `x-request-id` or makes one; echoes it on the response.
+//! 2. `trace`       — one span per RPC with method, request id, workspace and gRPC code.
+//! 3. `auth`        — API key → workspace (or admin token → operator); refuses with UNAUTHENTICATED.
+//! 4. `rate_limit`  — per-workspace token bucket; RESOURCE_EXHAUSTED with `RetryInfo`.
+//! 5. `deadline`    — the shorter of the client's `grpc-timeout` and the server maximum.
+//! 6. `load_shed`   — a global in-flight limit that refuses at once (UNAVAILABLE) rather than queue.
+//!
+//! Bounded message sizes come last, in each service's codec (see `server.rs`). Auth runs
+//! before the rate limit because the bucket is per workspace; load shedding sits after the
+//! deadline so a shed call never waits.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use http::{HeaderValue, Request, Response};
+use keygate_domain::Error;
+use keygate_domain::ids::WorkspaceId;
+use tokio::sync::Semaphore;
+use tonic::body::Body;
+use tower::{Layer, Service};
+use tracing::Instrument as _;
+
+use crate::auth::{Authenticator, Principal};
+use crate::error::to_status;
+
+/// The stack's stages, outermost first. `build` follows this order and a test asserts it.
+pub const ORDER: [&str; 6] = [
+    RequestId::NAME,
+    Trace::NAME,
+    Auth::NAME,
+    RateLimit::NAME,
+    Deadline::NAME,
+    LoadShed::NAME,
+];
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+/// One stage of the stack.
+pub trait Middleware: Clone + Send + Sync + 'static {
+    const NAME: &'static str;
+
+    fn handle<S>(
+        &self,
+        req: Request<Body>,
+        next: Next<S>,
+    ) -> BoxFuture<Result<Response<Body>, S::Error>>
+    where
+        S: Service<Request<Body>, Response = Response<Body>> + Send + 'static,
+        S::Future: Send,
+        S::Error: Send;
+}
+
+/// The rest of the stack, ready to take exactly one request.
+pub struct Next<S>(S);
+
+impl<S> Next<S>
+where
+    S: Service<Request<Body>, Response = Response<Body>>,
+{
+    pub fn run(mut self, req: Request<Body>) -> S::Future {
+        self.0.call(req)
+    }
+}
+
+/// Records the stages a request passed through, when present (tests only attach it).
+#[derive(Clone, Default)]
+pub struct Trail(pub Arc<Mutex<Vec<&'static str>>>);
+
+/// A service running middleware `M` in front of `S`.
+#[derive(Clone)]
+pub struct Stage<M, S> {
+    middleware: M,
+    inner: S,
+}
+
+impl<M: Middleware, S> Layer<S> for StageLayer<M> {
+    type Service = Stage<M, S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        Stage {
+            middleware: self.0.clone(),
+            inner,
+        }
+    }
+}
+
+/// The layer of one stage.
+#[derive(Clone)]
+pub struct StageLayer<M>(pub M);
+
+impl<M, S> Service<Request<Body>> for Stage<M, S>
+where
+    M: Middleware,
+    S: Service<Request<Body>, Response = Response<Body>> + Clone + Send + 'static,
+    S::Future: Send,
+    S::Error: Send,
+{
+    type Response = Response<Body>;
+    type Error = S::Error;
+    type Future = BoxFuture<Result<Response<Body>, S::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<Body>) -> Self::Future {
+        if let Some(trail) = req.extensions().get::<Trail>() {
+            if let Ok(mut t) = trail.0.lock() {
+                t.push(M::NAME);
+            }
+        }
+        // The service that was polled ready is the one that must be called; leave a fresh
+        // clone behind for the next request (tower's documented idiom).
+        let clone = self.inner.clone();
+        let ready = std::mem::replace(&mut self.inner, clone);
+        self.middleware.handle(req, Next(ready))
+    }
+}
+
+fn refuse(err: Error) -> Response<Body> {
+    to_status(err).into_http()
+}
+
+/// The id of one request, for logs and support.
+#[derive(Clone, Debug)]
+pub struct RequestIdValue(pub String);
+
+/// Stage 1.
+#[derive(Clone)]
+pub struct RequestId;
+
+impl Middleware for RequestId {
+    const NAME: &'static str = "request_id";
+
+    fn handle<S>(
+        &self,
+        mut req: Request<Body>,
+        next: Next<S>,
+    ) -> BoxFuture<Result<Response<Body>, S::Error>>
+    where
+        S: Service<Request<Body>, Response = Response<Body>> + Send + 'static,
+        S::Future: Send,
+        S::Error: Send,
+    {
+        let id = req
+            .headers()
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
+            .map(str::to_owned)
+            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        req.extensions_mut().insert(RequestIdValue(id.clone()));
+        let fut = next.run(req);
+        Box::pin(async move {
+            let mut resp = fut.await?;
+            if let Ok(v) = HeaderValue::from_str(&id) {
+                resp.headers_mut().insert("x-request-id", v);
+            }
+            Ok(resp)
+        })
+    }
+}
+
+/// Stage 2.
+#[derive(Clone)]
+pub struct Trace;
+
+impl Middleware for Trace {
+    const NAME: &'static str = "trace";
+
+    fn handle<S>(
+        &self,
+        req: Request<Body>,
+        next: Next<S>,
+    ) -> BoxFuture<Result<Response<Body>, S::Error>>
+    where
+        S: Service<Request<Body>, Response = Response<Body>> + Send + 'static,
+        S::Future: Send,
+        S::Error: Send,
+    {
+        let path = req.uri().path().to_owned();
+        let request_id = req
+            .extensions()
+            .get::<RequestIdValue>()
+            .map(|r| r.0.clone())
+            .unwrap_or_default();
+        let span = tracing::info_span!(
+            "rpc",
+            rpc.method = %path,
+            request_id = %request_id,
+            workspace_id = tracing::field::Empty,
+            grpc.code = tracing::field::Empty,
+        );
+        let is_health = path.starts_with("/grpc.health.");
+        let started = Instant::now();
+        let fut = next.run(req);
+        Box::pin(
+            async move {
+                let resp = fut.await?;
+                // Errors carry grpc-status in the headers; successes carry it in the trailers.
+                let code = resp
+                    .headers()
+                    .get("grpc-status")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse::<i32>().ok())
+                    .map(tonic::Code::from_i32)
+                    .unwrap_or(tonic::Code::Ok);
+                let span = tracing::Span::current();
+                span.record("grpc.code", tracing::field::debug(code));
+                let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+                if is_health {
+                    tracing::debug!(latency_ms, "rpc finished");
+                } else {
+                    tracing::info!(latency_ms, "rpc finished");
+                }
+                Ok(resp)
+            }
+            .instrument(span),
+        )
+    }
+}
+
+/// Stage 3.
+#[derive(Clone)]
+pub struct Auth(pub Authenticator);
+
+impl Middleware for Auth {
+    const NAME: &'static str = "auth";
+
+    fn handle<S>(
+        &self,
+        mut req: Request<Body>,
+        next: Next<S>,
+    ) -> BoxFuture<Result<Response<Body>, S::Error>>
+    where
+        S: Service<Request<Body>, Response = Response<Body>> + Send + 'static,
+        S::Future: Send,
+        S::Error: Send,
+    {
+        let auth = self.0.clone();
+        Box::pin(async move {
+            if req.extensions().get::<Principal>().is_some() {
+                // A principal must come from this layer only, never from upstream.
+                return Ok(refuse(Error::Internal {
+                    message: "principal set twice".into(),
+                }));
+            }
+            match auth.authenticate(req.uri().path(), req.headers()).await {
+                Ok(p) => {
+                    req.extensions_mut().insert(p);
+                    next.run(req).await
+                }
+                Err(e) => Ok(refuse(e)),
+            }
+        })
+    }
+}
+
+/// Per-workspace token buckets.
+pub struct RateLimiter {
+    per_second: f64,
+    burst: f64,
+    buckets: Mutex<HashMap<WorkspaceId, (f64, Instant)>>,
+}
+
+impl RateLimiter {
+    pub fn new(per_second: f64, burst: u32) -> Self {
+        Self {
+            per_second: per_second.max(0.001),
+            burst: f64::from(burst.max(1)),
+            buckets: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Takes one token, or says how long until one is available.
+    pub fn check(&self, ws: WorkspaceId) -> Result<(), Duration> {
+        let now = Instant::now();
+        let Ok(mut buckets) = self.buckets.lock() else {
+            return Ok(()); // A poisoned lock must not take the API down; limits resume on restart.
+        };
+        let (tokens, last) = buckets.entry(ws).or_insert((self.burst, now));
+        *tokens =
+            (*tokens + now.duration_since(*last).as_secs_f64() * self.per_second).min(self.burst);
+        *last = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            Ok(())
+        } else {
+            Err(Duration::from_secs_f64((1.0 - *tokens) / self.per_second))
+        }
+    }
+}
+
+/// Stage 4.
+#[derive(Clone)]
+pub struct RateLimit(pub Arc<RateLimiter>);
+
+impl Middleware for RateLimit {
+    const NAME: &'static str = "rate_limit";
+
+    fn handle<S>(
+        &self,
+        req: Request<Body>,
+        next: Next<S>,
+    ) -> BoxFuture<Result<Response<Body>, S::Error>>
+    where
+        S: Service<Request<Body>, Response = Response<Body>> + Send + 'static,
+        S::Future: Send,
+        S::Error: Send,
+    {
+        if let Some(Principal::Workspace { workspace_id, .. }) = req.extensions().get::<Principal>()
+        {
+            if let Err(retry_after) = self.0.check(*workspace_id) {
+                return Box::pin(async move { Ok(refuse(Error::RateLimited { retry_after })) });
+            }
+        }
+        Box::pin(next.run(req))
+    }
+}
+
+/// Parses a `grpc-timeout` header value (`<up to 8 digits><H|M|S|m|u|n>`).
+pub fn parse_grpc_timeout(v: &str) -> Option<Duration> {
+    if v.len() < 2 || v.len() > 9 {
+        return None;
+    }
+    let (digits, unit) = v.split_at(v.len() - 1);
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n.checked_mul(3600)?),
+        "M" => Duration::from_secs(n.checked_mul(60)?),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
+/// Stage 5.
+#[derive(Clone)]
+pub struct Deadline {
+    pub max: Duration,
+}
+
+impl Middleware for Deadline {
+    const NAME: &'static str = "deadline";
+
+    fn handle<S>(
+        &self,
+        req: Request<Body>,
+        next: Next<S>,
+    ) -> BoxFuture<Result<Response<Body>, S::Error>>
+    where
+        S: Service<Request<Body>, Response = Response<Body>> + Send + 'static,
+        S::Future: Send,
+        S::Error: Send,
+    {
+        let asked = req
+            .headers()
+            .get("grpc-timeout")
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_grpc_timeout);
+        let deadline = asked.map_or(self.max, |a| a.min(self.max));
+        let fut = next.run(req);
+        // Bounds the time to the response head: a stream, once started, is not cut by this.
+        Box::pin(async move {
+            match tokio::time::timeout(deadline, fut).await {
+                Ok(r) => r,
+                Err(_) => Ok(tonic::Status::deadline_exceeded(format!(
+                    "deadline of {deadline:?} exceeded"
+                ))
+                .into_http()),
+            }
+        })
+    }
+}
+
+/// Stage 6.
+#[derive(Clone)]
+pub struct LoadShed(pub Arc<Semaphore>);
+
+impl Middleware for LoadShed {
+    const NAME: &'static str = "load_shed";
+
+    fn handle<S>(
+        &self,
+        req: Request<Body>,
+        next: Next<S>,
+    ) -> BoxFuture<Result<Response<Body>, S::Error>>
+    where
+        S: Service<Request<Body>, Response = Response<Body>> + Send + 'static,
+        S::Future: Send,
+        S::Error: Send,
+    {
+        let Ok(permit) = self.0.clone().try_acquire_owned() else {
+            return Box::pin(async {
+                Ok(tonic::Status::unavailable("server overloaded; retry with backoff").into_http())
+            });
+        };
+        let fut = next.run(req);
+        Box::pin(async move {
+            let r = fut.await;
+            drop(permit);
+            r
+        })
+    }
+}
+
+/// Settings of the stack.
+#[derive(Clone)]
+pub struct StackConfig {
+    pub rate_per_second: f64,
+    pub rate_burst: u32,
+    pub max_deadline: Duration,
+    pub max_in_flight: usize,
+}
+
+/// The whole stack as one layer, in [`ORDER`].
+pub fn build(
+    cfg: &StackConfig,
+    auth: Authenticator,
+) -> tower::layer::util::Stack<
+    StageLayer<LoadShed>,
+    tower::layer::util::Stack<
+        StageLayer<Deadline>,
+        tower::layer::util::Stack<
+            StageLayer<RateLimit>,
+            tower::layer::util::Stack<
+                StageLayer<Auth>,
+                tower::layer::util::Stack<
+                    StageLayer<Trace>,
+                    tower::layer::util::Stack<StageLayer<RequestId>, tower::layer::util::Identity>,
+                >,
+            >,
+        >,
+    >,
+> {
+    tower::ServiceBuilder::new()
+        .layer(StageLayer(RequestId))
+        .layer(StageLayer(Trace))
+        .layer(StageLayer(Auth(auth)))
+        .layer(StageLayer(RateLimit(Arc::new(RateLimiter::new(
+            cfg.rate_per_second,
+            cfg.rate_burst,
+        )))))
+        .layer(StageLayer(Deadline {
+            max: cfg.max_deadline,
+        }))
+        .layer(StageLayer(LoadShed(Arc::new(Semaphore::new(
+            cfg.max_in_flight,
+        )))))
+        .into_inner()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_timeout_parsing() {
+        assert_eq!(parse_grpc_timeout("100m"), Some(Duration::from_millis(100)));
+        assert_eq!(parse_grpc_timeout("2S"), Some(Duration::from_secs(2)));
+        assert_eq!(parse_grpc_timeout("1H"), Some(Duration::from_secs(3600)));
+        assert_eq!(parse_grpc_timeout("123456789m"), None, "more than 8 digits");
+        assert_eq!(parse_grpc_timeout("10x"), None);
+        assert_eq!(parse_grpc_timeout("m"), None);
+    }
+
+    #[test]
+    fn token_bucket() {
+        let rl = RateLimiter::new(1.0, 2);
+        let ws = WorkspaceId::new();
+        assert!(rl.check(ws).is_ok());
+        assert!(rl.check(ws).is_ok());
+        let wait = rl.check(ws).expect_err("bucket empty");
+        assert!(wait > Duration::ZERO && wait <= Duration::from_secs(1));
+        assert!(
+            rl.check(WorkspaceId::new()).is_ok(),
+            "other workspaces have their own bucket"
+        );
+    }
+}

@@ -1,0 +1,273 @@
+//! `keygate serve`: wires the roles, reports readiness, and drains on SIGTERM.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use keygate_cache::{Cache, InProcessCache, RedisCache};
+use keygate_gateway::stack::StackConfig;
+use keygate_gateway::tokens::PageTokens;
+use keygate_gateway::{GatewayDeps, ServerConfig, set_health};
+use keygate_store::{SCHEMA_VERSION, Store};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tonic_health::ServingStatus;
+use tonic_health::server::HealthReporter;
+
+use crate::bootstrap;
+use crate::config::{Role, ServeArgs};
+
+/// Consecutive failed store pings before health turns NOT_SERVING (dampens one slow query).
+const PINGS_BEFORE_UNHEALTHY: u32 = 3;
+const PING_EVERY: Duration = Duration::from_secs(5);
+
+pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let url = args.store.database_url();
+    if args.store.database_url.is_empty() {
+        create_private_dir(&args.store.data_dir)?;
+    }
+    let store = keygate_store::open(&url).context("opening the store")?;
+    let cache: Arc<dyn Cache> = if args.redis_url.is_empty() {
+        Arc::new(InProcessCache::new(100_000))
+    } else {
+        Arc::new(RedisCache::new(&args.redis_url).context("parsing KEYGATE_REDIS_URL")?)
+    };
+    tracing::info!(store = store.backend_name(), cache = cache.name(), roles = ?args.roles, "starting");
+
+    let (reporter, health_service) = tonic_health::server::health_reporter();
+    set_health(&reporter, ServingStatus::NotServing).await;
+    let ready = Arc::new(AtomicBool::new(false));
+    let page_tokens = PageTokens::default();
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut servers = tokio::task::JoinSet::new();
+
+    if args.roles.contains(&Role::Gateway) {
+        let listener = TcpListener::bind(args.grpc_addr)
+            .await
+            .with_context(|| format!("binding the gRPC address {}", args.grpc_addr))?;
+        let addr = listener.local_addr()?;
+        println!("keygate: gRPC API listening on {addr}");
+        let deps = GatewayDeps {
+            store: store.clone(),
+            cache: cache.clone(),
+            admin_token: Some(args.admin_token.clone()).filter(|t| !t.is_empty()),
+            page_tokens: page_tokens.clone(),
+        };
+        let cfg = ServerConfig {
+            stack: StackConfig {
+                rate_per_second: args.rate_limit_rps,
+                rate_burst: args.rate_limit_burst,
+                max_deadline: Duration::from_secs(args.max_deadline_secs.max(1)),
+                max_in_flight: args.max_in_flight.max(1),
+            },
+            max_message_bytes: args.max_message_bytes,
+            ..ServerConfig::default()
+        };
+        let stop = stopped(stop_rx.clone());
+        servers.spawn(async move {
+            if let Err(e) = keygate_gateway::serve(listener, deps, cfg, health_service, stop).await
+            {
+                tracing::error!(error = %e, "gRPC server failed");
+            }
+        });
+    }
+    for role in [Role::Orchestrator, Role::Delivery] {
+        if args.roles.contains(&role) {
+            tracing::info!(
+                ?role,
+                "role has no work in this version; it starts with access grants and delivery"
+            );
+        }
+    }
+
+    let http = TcpListener::bind(args.http_addr)
+        .await
+        .with_context(|| format!("binding the HTTP address {}", args.http_addr))?;
+    println!(
+        "keygate: HTTP (livez, readyz) listening on {}",
+        http.local_addr()?
+    );
+    let app = crate::http::router(ready.clone());
+    let stop = stopped(stop_rx.clone());
+    servers.spawn(async move {
+        if let Err(e) = axum::serve(http, app).with_graceful_shutdown(stop).await {
+            tracing::error!(error = %e, "HTTP server failed");
+        }
+    });
+
+    let readiness = tokio::spawn(become_ready(
+        store.clone(),
+        args.store.data_dir.clone(),
+        args.migrate_on_start,
+        args.bootstrap_sandbox,
+        page_tokens,
+        reporter.clone(),
+        ready.clone(),
+    ));
+
+    shutdown_signal().await;
+    tracing::info!(
+        drain_secs = args.drain_secs,
+        "shutting down: NOT_SERVING, draining in-flight calls"
+    );
+    ready.store(false, Ordering::SeqCst);
+    set_health(&reporter, ServingStatus::NotServing).await;
+    readiness.abort();
+    let _ = stop_tx.send(true);
+    let drain = Duration::from_secs(args.drain_secs);
+    if tokio::time::timeout(drain, async {
+        while servers.join_next().await.is_some() {}
+    })
+    .await
+    .is_err()
+    {
+        tracing::warn!("drain deadline passed; closing the remaining connections");
+    }
+    Ok(())
+}
+
+/// Resolves when the stop flag turns true.
+async fn stopped(mut rx: watch::Receiver<bool>) {
+    let _ = rx.wait_for(|stop| *stop).await;
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// Brings the store to the expected schema, loads shared secrets, makes the sandbox, and only
+/// then reports SERVING; afterwards keeps checking the store.
+async fn become_ready(
+    store: Arc<dyn Store>,
+    data_dir: std::path::PathBuf,
+    migrate: bool,
+    bootstrap_sandbox: bool,
+    page_tokens: PageTokens,
+    reporter: HealthReporter,
+    ready: Arc<AtomicBool>,
+) {
+    let mut delay = Duration::from_millis(200);
+    loop {
+        match prepare(&*store, &data_dir, migrate, bootstrap_sandbox, &page_tokens).await {
+            Ok(()) => break,
+            Err(e) => {
+                tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "store not ready");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+    set_health(&reporter, ServingStatus::Serving).await;
+    ready.store(true, Ordering::SeqCst);
+    println!("keygate: ready (store: {})", store.backend_name());
+
+    let mut failures = 0;
+    loop {
+        tokio::time::sleep(PING_EVERY).await;
+        match store.ping().await {
+            Ok(()) => {
+                if failures >= PINGS_BEFORE_UNHEALTHY {
+                    tracing::info!("store answers again: SERVING");
+                    set_health(&reporter, ServingStatus::Serving).await;
+                    ready.store(true, Ordering::SeqCst);
+                }
+                failures = 0;
+            }
+            Err(e) => {
+                failures += 1;
+                tracing::warn!(error = %e, failures, "store ping failed");
+                if failures == PINGS_BEFORE_UNHEALTHY {
+                    set_health(&reporter, ServingStatus::NotServing).await;
+                    ready.store(false, Ordering::SeqCst);
+                }
+            }
+        }
+    }
+}
+
+async fn prepare(
+    store: &dyn Store,
+    data_dir: &std::path::Path,
+    migrate: bool,
+    bootstrap_sandbox: bool,
+    page_tokens: &PageTokens,
+) -> anyhow::Result<()> {
+    let version = if migrate {
+        store.migrate().await?
+    } else {
+        store.schema_version().await?
+    };
+    anyhow::ensure!(
+        version >= SCHEMA_VERSION,
+        "schema is at version {version}, this build needs {SCHEMA_VERSION}: run `keygate migrate`"
+    );
+    store.ping().await?;
+    let fresh: [u8; 32] = rand::random();
+    let key = store
+        .setting_or_init("page_token_key", &URL_SAFE_NO_PAD.encode(fresh))
+        .await?;
+    page_tokens.set_key(
+        URL_SAFE_NO_PAD
+            .decode(key)
+            .context("stored page token key")?,
+    );
+    if bootstrap_sandbox {
+        match bootstrap::sandbox(store, data_dir).await? {
+            bootstrap::Outcome::Created {
+                workspace_id,
+                token,
+                key_file,
+            } => {
+                println!(
+                    "keygate: created sandbox workspace {workspace_id} with five virtual access systems"
+                );
+                println!("keygate: sandbox API key (shown once): {token}");
+                if let Some(path) = key_file {
+                    println!(
+                        "keygate: the key is also in {} (owner-only)",
+                        path.display()
+                    );
+                }
+            }
+            bootstrap::Outcome::Existing { workspace_id } => {
+                println!(
+                    "keygate: using sandbox workspace {workspace_id}; its API key is in {}",
+                    data_dir.join(bootstrap::KEY_FILE).display()
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+fn create_private_dir(dir: &std::path::Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("restricting {}", dir.display()))?;
+    }
+    Ok(())
+}
