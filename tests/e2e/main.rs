@@ -1,0 +1,10 @@
+//! End-to-end tests: each starts the real `keygate` binary and speaks gRPC to it.
+//! PostgreSQL and Redis variants use the servers on loopback (`KEYGATE_TEST_DATABASE_URL`,
+//! `KEYGATE_TEST_REDIS_URL`), which `.ci/run` starts.
+
+mod harness;
+
+mod bad_input;
+mod embedded;
+mod lifecycle;
+mod tenancy;
