@@ -109,10 +109,8 @@ where
     }
 
     fn call(&mut self, req: Request<Body>) -> Self::Future {
-        if let Some(trail) = req.extensions().get::<Trail>() {
-            if let Ok(mut t) = trail.0.lock() {
-                t.push(M::NAME);
-            }
+        if let Some(Ok(mut t)) = req.extensions().get::<Trail>().map(|t| t.0.lock()) {
+            t.push(M::NAME);
         }
         // The service that was polled ready is the one that must be called; leave a fresh
         // clone behind for the next request (tower's documented idiom).
@@ -314,10 +312,9 @@ impl Middleware for RateLimit {
         S::Error: Send,
     {
         if let Some(Principal::Workspace { workspace_id, .. }) = req.extensions().get::<Principal>()
+            && let Err(retry_after) = self.0.check(*workspace_id)
         {
-            if let Err(retry_after) = self.0.check(*workspace_id) {
-                return Box::pin(async move { Ok(refuse(Error::RateLimited { retry_after })) });
-            }
+            return Box::pin(async move { Ok(refuse(Error::RateLimited { retry_after })) });
         }
         Box::pin(next.run(req))
     }
@@ -420,26 +417,16 @@ pub struct StackConfig {
     pub max_in_flight: usize,
 }
 
+/// The composed layer type of [`build`], outermost stage last in the nesting.
+pub type Stack = Nest<
+    LoadShed,
+    Nest<Deadline, Nest<RateLimit, Nest<Auth, Nest<Trace, Nest<RequestId, Identity>>>>>,
+>;
+type Nest<M, Inner> = tower::layer::util::Stack<StageLayer<M>, Inner>;
+type Identity = tower::layer::util::Identity;
+
 /// The whole stack as one layer, in [`ORDER`].
-pub fn build(
-    cfg: &StackConfig,
-    auth: Authenticator,
-) -> tower::layer::util::Stack<
-    StageLayer<LoadShed>,
-    tower::layer::util::Stack<
-        StageLayer<Deadline>,
-        tower::layer::util::Stack<
-            StageLayer<RateLimit>,
-            tower::layer::util::Stack<
-                StageLayer<Auth>,
-                tower::layer::util::Stack<
-                    StageLayer<Trace>,
-                    tower::layer::util::Stack<StageLayer<RequestId>, tower::layer::util::Identity>,
-                >,
-            >,
-        >,
-    >,
-> {
+pub fn build(cfg: &StackConfig, auth: Authenticator) -> Stack {
     tower::ServiceBuilder::new()
         .layer(StageLayer(RequestId))
         .layer(StageLayer(Trace))

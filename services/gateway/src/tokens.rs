@@ -19,6 +19,8 @@ use subtle::ConstantTimeEq as _;
 
 const TOKEN_PREFIX: &str = "kg_";
 const ID_HEX_LEN: usize = 32;
+/// 32 random bytes in unpadded base64url.
+const SECRET_LEN: usize = 43;
 
 /// A freshly minted API key: the full token (shown once) and the hash to store.
 pub struct MintedKey {
@@ -44,7 +46,11 @@ pub fn parse_api_key(token: &str) -> Option<(ApiKeyId, &str)> {
     let rest = token.strip_prefix(TOKEN_PREFIX)?;
     let id_hex = rest.get(..ID_HEX_LEN)?;
     let secret = rest.get(ID_HEX_LEN..)?.strip_prefix('_')?;
-    if secret.is_empty() || !id_hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+    let secret_ok = secret.len() == SECRET_LEN
+        && secret
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if !secret_ok || !id_hex.bytes().all(|b| b.is_ascii_hexdigit()) {
         return None;
     }
     let id = uuid::Uuid::try_parse(id_hex).ok()?;

@@ -181,6 +181,7 @@ async fn become_ready(
     set_health(&reporter, ServingStatus::Serving).await;
     ready.store(true, Ordering::SeqCst);
     println!("keygate: ready (store: {})", store.backend_name());
+    tokio::spawn(purge_idempotency(store.clone()));
 
     let mut failures = 0;
     loop {
@@ -202,6 +203,23 @@ async fn become_ready(
                     ready.store(false, Ordering::SeqCst);
                 }
             }
+        }
+    }
+}
+
+/// How long a `request_id` replays its first result. After this a retry creates anew.
+const IDEMPOTENCY_RETENTION: time::Duration = time::Duration::hours(24);
+
+/// Deletes expired idempotency records once an hour (every replica may run it; it is idempotent).
+async fn purge_idempotency(store: Arc<dyn Store>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(3600));
+    loop {
+        tick.tick().await;
+        let before = keygate_domain::model::now() - IDEMPOTENCY_RETENTION;
+        match store.purge_idempotency(before).await {
+            Ok(n) if n > 0 => tracing::info!(purged = n, "expired idempotency records deleted"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "idempotency purge failed; retrying next hour"),
         }
     }
 }
