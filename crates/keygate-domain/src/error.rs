@@ -21,6 +21,12 @@ pub enum ErrorReason {
     ApiKeyNotFound,
     UserIdentityKeyTaken,
     IdempotencyKeyReused,
+    AccessGrantKeyTaken,
+    AccessGrantNotFound,
+    AccessMethodNotFound,
+    EventNotFound,
+    InvalidCursor,
+    ModeNotSupported,
     UnknownAccessSystemType,
     RateLimited,
     NotImplemented,
@@ -48,6 +54,12 @@ impl ErrorReason {
             Self::ApiKeyNotFound => "API_KEY_NOT_FOUND",
             Self::UserIdentityKeyTaken => "USER_IDENTITY_KEY_TAKEN",
             Self::IdempotencyKeyReused => "IDEMPOTENCY_KEY_REUSED",
+            Self::AccessGrantKeyTaken => "ACCESS_GRANT_KEY_TAKEN",
+            Self::AccessGrantNotFound => "ACCESS_GRANT_NOT_FOUND",
+            Self::AccessMethodNotFound => "ACCESS_METHOD_NOT_FOUND",
+            Self::EventNotFound => "EVENT_NOT_FOUND",
+            Self::InvalidCursor => "INVALID_CURSOR",
+            Self::ModeNotSupported => "MODE_NOT_SUPPORTED",
             Self::UnknownAccessSystemType => "UNKNOWN_ACCESS_SYSTEM_TYPE",
             Self::RateLimited => "RATE_LIMITED",
             Self::NotImplemented => "NOT_IMPLEMENTED",
@@ -65,6 +77,9 @@ pub enum Resource {
     AccessSystem,
     Entrance,
     UserIdentity,
+    AccessGrant,
+    AccessMethod,
+    Event,
 }
 
 impl Resource {
@@ -76,6 +91,9 @@ impl Resource {
             Self::AccessSystem => ErrorReason::AccessSystemNotFound,
             Self::Entrance => ErrorReason::EntranceNotFound,
             Self::UserIdentity => ErrorReason::UserIdentityNotFound,
+            Self::AccessGrant => ErrorReason::AccessGrantNotFound,
+            Self::AccessMethod => ErrorReason::AccessMethodNotFound,
+            Self::Event => ErrorReason::EventNotFound,
         }
     }
 
@@ -87,6 +105,9 @@ impl Resource {
             Self::AccessSystem => "access system",
             Self::Entrance => "entrance",
             Self::UserIdentity => "user identity",
+            Self::AccessGrant => "access grant",
+            Self::AccessMethod => "access method",
+            Self::Event => "event",
         }
     }
 }

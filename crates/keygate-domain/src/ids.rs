@@ -9,7 +9,8 @@ use uuid::Uuid;
 macro_rules! id_type {
     ($(#[$doc:meta])* $name:ident) => {
         $(#[$doc])*
-        #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug)]
+        #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug, serde::Serialize, serde::Deserialize)]
+        #[serde(transparent)]
         pub struct $name(Uuid);
 
         impl $name {
@@ -79,4 +80,20 @@ id_type!(
 id_type!(
     /// A user identity.
     UserIdentityId
+);
+id_type!(
+    /// An access grant.
+    AccessGrantId
+);
+id_type!(
+    /// An access method of a grant.
+    AccessMethodId
+);
+id_type!(
+    /// A durable orchestration job.
+    JobId
+);
+id_type!(
+    /// A lifecycle event.
+    EventId
 );

@@ -3,9 +3,12 @@
 
 pub mod capability;
 pub mod error;
+pub mod events;
+pub mod grant;
 pub mod ids;
 pub mod model;
 pub mod page;
+pub mod tracker;
 pub mod validate;
 
 pub use error::{Error, ErrorReason, FieldViolation, Resource};

@@ -1,0 +1,141 @@
+//! Every lifecycle event type, in the hosted API's dotted form, listed once. The proto documents
+//! the same list; webhooks and `WatchEvents` carry these strings.
+
+/// An event type and its description.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct EventType {
+    pub name: &'static str,
+    pub description: &'static str,
+}
+
+macro_rules! event_types {
+    ($($ident:ident = $name:literal, $desc:literal;)*) => {
+        $(
+            #[doc = $desc]
+            pub const $ident: EventType = EventType { name: $name, description: $desc };
+        )*
+        /// Every event type Keygate emits.
+        pub const ALL: &[EventType] = &[$($ident),*];
+    };
+}
+
+event_types! {
+    ACCESS_GRANT_CREATED = "access_grant.created", "An access grant was created.";
+    ACCESS_GRANT_DELETED = "access_grant.deleted", "An access grant was deleted.";
+    ACCESS_GRANT_ACCESS_GRANTED_TO_DOOR = "access_grant.access_granted_to_door", "Access was granted to one entrance of an access grant.";
+    ACCESS_GRANT_ACCESS_GRANTED_TO_ALL_DOORS = "access_grant.access_granted_to_all_doors", "Access was granted to every entrance of an access grant.";
+    ACCESS_GRANT_ACCESS_TO_DOOR_LOST = "access_grant.access_to_door_lost", "An access grant lost access to an entrance.";
+    ACCESS_GRANT_ACCESS_TIMES_CHANGED = "access_grant.access_times_changed", "The starts_at or ends_at of an access grant changed.";
+    ACCESS_GRANT_COULD_NOT_CREATE_REQUESTED_ACCESS_METHODS = "access_grant.could_not_create_requested_access_methods", "Some requested access methods could not be created.";
+    ACCESS_METHOD_CREATED = "access_method.created", "An access method was created.";
+    ACCESS_METHOD_ISSUED = "access_method.issued", "An access method was issued and can be delivered.";
+    ACCESS_METHOD_REISSUED = "access_method.reissued", "An access method was issued again after a change.";
+    ACCESS_METHOD_REVOKED = "access_method.revoked", "An access method was revoked.";
+    ACCESS_METHOD_DELETED = "access_method.deleted", "An access method was deleted.";
+    ACCESS_METHOD_CARD_ENCODING_REQUIRED = "access_method.card_encoding_required", "An access method representing a physical card requires encoding.";
+    ACCESS_METHOD_DELAY_IN_ISSUING = "access_method.delay_in_issuing", "Issuing an access method is taking longer than expected.";
+    ACCESS_METHOD_FAILED_TO_ISSUE = "access_method.failed_to_issue", "An access method could not be issued.";
+}
+
+/// Looks an event type up by its dotted name.
+pub fn by_name(name: &str) -> Option<EventType> {
+    ALL.iter().copied().find(|e| e.name == name)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn names_are_unique_and_dotted() {
+        let mut names: Vec<_> = super::ALL.iter().map(|e| e.name).collect();
+        assert!(names.iter().all(|n| n.split('.').count() == 2));
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), super::ALL.len());
+    }
+}
+
+use time::OffsetDateTime;
+
+use crate::ids::{AccessGrantId, AccessMethodId, AccessSystemId, EntranceId, EventId, UserIdentityId, WorkspaceId};
+
+/// An event about to be appended to the log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewEvent {
+    pub id: EventId,
+    pub event_type: EventType,
+    pub occurred_at: OffsetDateTime,
+    pub access_grant_id: Option<AccessGrantId>,
+    pub access_method_id: Option<AccessMethodId>,
+    pub acs_system_id: Option<AccessSystemId>,
+    pub acs_entrance_id: Option<EntranceId>,
+    pub user_identity_id: Option<UserIdentityId>,
+}
+
+impl NewEvent {
+    pub fn new(event_type: EventType, at: OffsetDateTime) -> Self {
+        Self {
+            id: EventId::new(),
+            event_type,
+            occurred_at: at,
+            access_grant_id: None,
+            access_method_id: None,
+            acs_system_id: None,
+            acs_entrance_id: None,
+            user_identity_id: None,
+        }
+    }
+    pub fn grant(mut self, id: AccessGrantId) -> Self {
+        self.access_grant_id = Some(id);
+        self
+    }
+    pub fn method(mut self, id: AccessMethodId) -> Self {
+        self.access_method_id = Some(id);
+        self
+    }
+    pub fn system(mut self, id: AccessSystemId) -> Self {
+        self.acs_system_id = Some(id);
+        self
+    }
+    pub fn entrance(mut self, id: EntranceId) -> Self {
+        self.acs_entrance_id = Some(id);
+        self
+    }
+    pub fn user(mut self, id: UserIdentityId) -> Self {
+        self.user_identity_id = Some(id);
+        self
+    }
+}
+
+/// An event in the log. `seq` orders a workspace's events in commit order; it is the cursor.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Event {
+    pub seq: i64,
+    pub workspace_id: WorkspaceId,
+    pub id: EventId,
+    pub event_type: String,
+    pub description: String,
+    pub occurred_at: OffsetDateTime,
+    pub created_at: OffsetDateTime,
+    pub access_grant_id: Option<AccessGrantId>,
+    pub access_method_id: Option<AccessMethodId>,
+    pub acs_system_id: Option<AccessSystemId>,
+    pub acs_entrance_id: Option<EntranceId>,
+    pub user_identity_id: Option<UserIdentityId>,
+}
+
+/// Filters of `ListEvents` / `WatchEvents`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct EventFilter {
+    pub event_types: Vec<String>,
+    pub access_grant_id: Option<AccessGrantId>,
+    pub access_method_id: Option<AccessMethodId>,
+}
+
+impl EventFilter {
+    /// Whether an event passes the filter (used on the live bus; the store filters in SQL).
+    pub fn matches(&self, e: &Event) -> bool {
+        (self.event_types.is_empty() || self.event_types.iter().any(|t| *t == e.event_type))
+            && self.access_grant_id.is_none_or(|g| e.access_grant_id == Some(g))
+            && self.access_method_id.is_none_or(|m| e.access_method_id == Some(m))
+    }
+}

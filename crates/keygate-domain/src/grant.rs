@@ -1,0 +1,533 @@
+//! Access grants, their access methods and per-door state, and the planner that turns a request
+//! into methods and provider jobs from the capability descriptors alone (no I/O).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use crate::capability::{AccessMethodMode, CapabilityDescriptor, PermissionModel};
+use crate::error::{Error, ErrorReason};
+use crate::ids::{
+    AccessGrantId, AccessGroupId, AccessMethodId, AccessSystemId, EntranceId, UserIdentityId,
+    WorkspaceId,
+};
+
+/// Serde for times as Unix microseconds, the precision Keygate stores.
+pub mod micros {
+    use serde::{Deserialize as _, Deserializer, Serializer};
+    use time::OffsetDateTime;
+
+    pub fn serialize<S: Serializer>(t: &OffsetDateTime, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_i64(i64::try_from(t.unix_timestamp_nanos() / 1_000).unwrap_or(i64::MAX))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<OffsetDateTime, D::Error> {
+        let us = i64::deserialize(d)?;
+        OffsetDateTime::from_unix_timestamp_nanos(i128::from(us) * 1_000)
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+/// A warning or error on a resource: `{code, message, created_at}`, as the seeds carry them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Notice {
+    pub code: String,
+    pub message: String,
+    #[serde(with = "micros")]
+    pub created_at: OffsetDateTime,
+}
+
+impl Notice {
+    pub fn new(code: &str, message: impl Into<String>, at: OffsetDateTime) -> Self {
+        Self {
+            code: code.to_owned(),
+            message: message.into(),
+            created_at: at,
+        }
+    }
+}
+
+/// Where one entrance of one access method stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DoorState {
+    /// Queued or being pushed to the access system.
+    Pending,
+    /// The access system confirmed access.
+    Granted,
+    /// The access system refused, or no way to grant exists (reason says which).
+    Failed,
+    /// Access was taken away.
+    Revoked,
+    /// The provider's answer was ambiguous (timeout, 5xx); read back before deciding.
+    Unknown,
+}
+
+impl DoorState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Granted => "granted",
+            Self::Failed => "failed",
+            Self::Revoked => "revoked",
+            Self::Unknown => "unknown",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "pending" => Self::Pending,
+            "granted" => Self::Granted,
+            "failed" => Self::Failed,
+            "revoked" => Self::Revoked,
+            "unknown" => Self::Unknown,
+            _ => return None,
+        })
+    }
+}
+
+/// The state of one entrance of an access method.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DoorStatus {
+    pub entrance_id: EntranceId,
+    pub acs_system_id: AccessSystemId,
+    pub state: DoorState,
+    pub reason: Option<String>,
+    pub updated_at: OffsetDateTime,
+}
+
+/// One requested mode of a grant, and the methods made for it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestedAccessMethod {
+    pub mode: AccessMethodMode,
+    pub display_name: String,
+    #[serde(with = "micros")]
+    pub created_at: OffsetDateTime,
+    pub created_access_method_ids: Vec<AccessMethodId>,
+    pub code: Option<String>,
+}
+
+/// An access grant: who, where, when and how.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AccessGrant {
+    pub id: AccessGrantId,
+    pub workspace_id: WorkspaceId,
+    pub user_identity_id: UserIdentityId,
+    pub access_grant_key: Option<String>,
+    pub name: String,
+    pub reservation_key: Option<String>,
+    pub starts_at: OffsetDateTime,
+    pub ends_at: Option<OffsetDateTime>,
+    pub entrance_ids: Vec<EntranceId>,
+    pub requested: Vec<RequestedAccessMethod>,
+    pub access_method_ids: Vec<AccessMethodId>,
+    pub instant_key_url: Option<String>,
+    pub warnings: Vec<Notice>,
+    pub errors: Vec<Notice>,
+    pub created_at: OffsetDateTime,
+    pub updated_at: OffsetDateTime,
+}
+
+/// An access method: one way in (card, PIN, mobile key) for some of a grant's entrances.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AccessMethod {
+    pub id: AccessMethodId,
+    pub workspace_id: WorkspaceId,
+    pub access_grant_id: AccessGrantId,
+    pub user_identity_id: UserIdentityId,
+    pub mode: AccessMethodMode,
+    pub display_name: String,
+    pub is_issued: bool,
+    pub issued_at: Option<OffsetDateTime>,
+    pub is_card_encoding_required: bool,
+    pub is_ready_for_encoding: bool,
+    /// The PIN. Returned only to the owning workspace; never in events or logs.
+    pub code: Option<String>,
+    pub client_session_token: Option<String>,
+    pub instant_key_url: Option<String>,
+    pub doors: Vec<DoorStatus>,
+    pub warnings: Vec<Notice>,
+    pub errors: Vec<Notice>,
+    pub created_at: OffsetDateTime,
+    pub updated_at: OffsetDateTime,
+}
+
+/// An entrance as the planner sees it: its flags, its system's capabilities, and the access
+/// groups that open it.
+#[derive(Clone, Debug)]
+pub struct PlanningEntrance {
+    pub entrance_id: EntranceId,
+    pub display_name: String,
+    pub acs_system_id: AccessSystemId,
+    pub capabilities: CapabilityDescriptor,
+    pub can_unlock_with_card: bool,
+    pub can_unlock_with_code: bool,
+    pub can_unlock_with_mobile_key: bool,
+    pub can_unlock_with_cloud_key: bool,
+    /// Groups of this entrance's system that open it, with every entrance each group opens.
+    pub covering_groups: Vec<(AccessGroupId, Vec<EntranceId>)>,
+}
+
+impl PlanningEntrance {
+    fn opens_with(&self, mode: AccessMethodMode) -> bool {
+        let door = match mode {
+            AccessMethodMode::Card => self.can_unlock_with_card,
+            AccessMethodMode::Code => self.can_unlock_with_code,
+            AccessMethodMode::MobileKey => self.can_unlock_with_mobile_key,
+            AccessMethodMode::CloudKey => self.can_unlock_with_cloud_key,
+        };
+        let system = match mode {
+            AccessMethodMode::MobileKey => self.capabilities.can_issue_mobile_keys,
+            AccessMethodMode::CloudKey => self.capabilities.can_remote_unlock,
+            m => self.capabilities.supports(m),
+        };
+        door && system
+    }
+}
+
+/// A method the grant will have.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PlannedMethod {
+    pub id: AccessMethodId,
+    pub mode: AccessMethodMode,
+    pub display_name: String,
+    pub requested_code: Option<String>,
+    /// Every entrance of the method with its starting state (pending, or failed with a reason).
+    pub doors: Vec<(EntranceId, AccessSystemId, DoorState, Option<String>)>,
+}
+
+/// One provider call to make: give the method's holder these entrances in one system, through
+/// these access groups (group-based systems) or directly (credential-based systems).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProvisionJob {
+    pub access_method_id: AccessMethodId,
+    pub acs_system_id: AccessSystemId,
+    pub mode: AccessMethodMode,
+    pub entrance_ids: Vec<EntranceId>,
+    pub access_group_ids: Vec<AccessGroupId>,
+    pub requested_code: Option<String>,
+}
+
+/// Everything a new grant creates.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GrantPlan {
+    pub methods: Vec<PlannedMethod>,
+    pub jobs: Vec<ProvisionJob>,
+    pub warnings: Vec<Notice>,
+    pub requested: Vec<RequestedAccessMethod>,
+}
+
+/// A requested mode, with an optional requested PIN.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ModeRequest {
+    pub mode: AccessMethodMode,
+    pub code: Option<String>,
+}
+
+/// Plans a grant. Fails with FAILED_PRECONDITION (`MODE_NOT_SUPPORTED`) when a requested mode
+/// opens none of the entrances. Card and PIN methods are split per access system (one card or
+/// PIN cannot carry two vendors' credentials), PINs further per entrance where the system gives
+/// each door its own code; a mobile key is one method across systems (one Instant Key).
+pub fn plan(
+    modes: &[ModeRequest],
+    entrances: &[PlanningEntrance],
+    now: OffsetDateTime,
+) -> Result<GrantPlan, Error> {
+    let mut out = GrantPlan {
+        methods: Vec::new(),
+        jobs: Vec::new(),
+        warnings: Vec::new(),
+        requested: Vec::new(),
+    };
+    for req in modes {
+        let (able, unable): (Vec<&PlanningEntrance>, Vec<&PlanningEntrance>) =
+            entrances.iter().partition(|e| e.opens_with(req.mode));
+        if able.is_empty() {
+            let names: Vec<_> = entrances.iter().map(|e| e.display_name.as_str()).collect();
+            return Err(Error::FailedPrecondition {
+                reason: ErrorReason::ModeNotSupported,
+                message: format!(
+                    "mode {:?} opens none of the chosen entrances ({})",
+                    req.mode,
+                    names.join(", ")
+                ),
+            });
+        }
+        for e in &unable {
+            out.warnings.push(Notice::new(
+                "underprovisioned_access",
+                format!(
+                    "{} cannot be opened with {}",
+                    e.display_name,
+                    req.mode.display_name()
+                ),
+                now,
+            ));
+        }
+        // Which entrances share one method.
+        let mut groups: BTreeMap<String, Vec<&PlanningEntrance>> = BTreeMap::new();
+        for e in able {
+            let key = match req.mode {
+                AccessMethodMode::MobileKey | AccessMethodMode::CloudKey => String::new(),
+                AccessMethodMode::Code
+                    if e.capabilities
+                        .pin_code_rules
+                        .as_ref()
+                        .is_some_and(|r| r.is_code_per_entrance) =>
+                {
+                    format!("{}:{}", e.acs_system_id, e.entrance_id)
+                }
+                _ => e.acs_system_id.to_string(),
+            };
+            groups.entry(key).or_default().push(e);
+        }
+        let mut ids = Vec::new();
+        for doors in groups.into_values() {
+            let method = AccessMethodId::new();
+            ids.push(method);
+            let mut planned = PlannedMethod {
+                id: method,
+                mode: req.mode,
+                display_name: req.mode.display_name().to_owned(),
+                requested_code: req.code.clone(),
+                doors: Vec::new(),
+            };
+            let mut by_system: BTreeMap<AccessSystemId, Vec<&PlanningEntrance>> = BTreeMap::new();
+            for d in doors {
+                by_system.entry(d.acs_system_id).or_default().push(d);
+            }
+            for (system, doors) in by_system {
+                let model = doors[0].capabilities.permission_model;
+                let (groups, uncovered) = if model == PermissionModel::AccessGroups {
+                    cover_with_groups(&doors)
+                } else {
+                    (Vec::new(), Vec::new())
+                };
+                let mut job_doors = Vec::new();
+                for d in &doors {
+                    if uncovered.contains(&d.entrance_id) {
+                        let reason = format!("no access group of its system opens {}", d.display_name);
+                        out.warnings.push(Notice::new("underprovisioned_access", reason.clone(), now));
+                        planned.doors.push((d.entrance_id, system, DoorState::Failed, Some(reason)));
+                    } else {
+                        planned.doors.push((d.entrance_id, system, DoorState::Pending, None));
+                        job_doors.push(d.entrance_id);
+                    }
+                }
+                let extra = overprovisioned(&doors, &groups);
+                if !extra.is_empty() {
+                    out.warnings.push(Notice::new(
+                        "overprovisioned_access",
+                        format!("the access groups used also open {} other entrance(s)", extra.len()),
+                        now,
+                    ));
+                }
+                if !job_doors.is_empty() {
+                    out.jobs.push(ProvisionJob {
+                        access_method_id: method,
+                        acs_system_id: system,
+                        mode: req.mode,
+                        entrance_ids: job_doors,
+                        access_group_ids: groups,
+                        requested_code: req.code.clone(),
+                    });
+                }
+            }
+            out.methods.push(planned);
+        }
+        out.requested.push(RequestedAccessMethod {
+            mode: req.mode,
+            display_name: req.mode.display_name().to_owned(),
+            created_at: now,
+            created_access_method_ids: ids,
+            code: req.code.clone(),
+        });
+    }
+    Ok(out)
+}
+
+/// Greedy set cover: the fewest groups (preferring those opening fewer unrequested doors) that
+/// open the doors; returns the groups and the doors no group opens.
+fn cover_with_groups(doors: &[&PlanningEntrance]) -> (Vec<AccessGroupId>, Vec<EntranceId>) {
+    let wanted: BTreeSet<EntranceId> = doors.iter().map(|d| d.entrance_id).collect();
+    let mut candidates: BTreeMap<AccessGroupId, BTreeSet<EntranceId>> = BTreeMap::new();
+    for d in doors {
+        for (g, members) in &d.covering_groups {
+            candidates.insert(*g, members.iter().copied().collect());
+        }
+    }
+    let mut uncovered: BTreeSet<EntranceId> = wanted
+        .iter()
+        .copied()
+        .filter(|e| candidates.values().any(|m| m.contains(e)))
+        .collect();
+    let never: Vec<EntranceId> = wanted.difference(&uncovered).copied().collect();
+    let mut chosen = Vec::new();
+    while !uncovered.is_empty() {
+        let best = candidates
+            .iter()
+            .filter(|(g, _)| !chosen.contains(*g))
+            .map(|(g, m)| (g, m.intersection(&uncovered).count(), m.difference(&wanted).count()))
+            .filter(|(_, gain, _)| *gain > 0)
+            .max_by(|a, b| a.1.cmp(&b.1).then(b.2.cmp(&a.2)));
+        let Some((g, _, _)) = best else { break };
+        let g = *g;
+        if let Some(m) = candidates.get(&g) {
+            for e in m {
+                uncovered.remove(e);
+            }
+        }
+        chosen.push(g);
+    }
+    (chosen, never)
+}
+
+fn overprovisioned(doors: &[&PlanningEntrance], groups: &[AccessGroupId]) -> BTreeSet<EntranceId> {
+    let wanted: BTreeSet<EntranceId> = doors.iter().map(|d| d.entrance_id).collect();
+    let mut extra = BTreeSet::new();
+    for d in doors {
+        for (g, members) in &d.covering_groups {
+            if groups.contains(g) {
+                extra.extend(members.iter().filter(|e| !wanted.contains(e)));
+            }
+        }
+    }
+    extra
+}
+
+/// Checks a schedule: `ends_at` after `starts_at`; a `starts_at` in the past becomes now, with
+/// a warning.
+pub fn schedule(
+    starts_at: Option<OffsetDateTime>,
+    ends_at: Option<OffsetDateTime>,
+    now: OffsetDateTime,
+) -> Result<(OffsetDateTime, Option<OffsetDateTime>, Option<Notice>), Error> {
+    let (start, warning) = match starts_at {
+        Some(s) if s < now => (
+            now,
+            Some(Notice::new(
+                "starts_at_in_past",
+                format!("starts_at {s} is in the past; access starts now"),
+                now,
+            )),
+        ),
+        Some(s) => (s, None),
+        None => (now, None),
+    };
+    if let Some(end) = ends_at {
+        if end <= start {
+            return Err(Error::invalid("ends_at", "must be after starts_at (and after now)"));
+        }
+    }
+    Ok((start, ends_at, warning))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::capability::{PinCodeGenerator, PinCodeRules, ProviderRateLimit};
+    use AccessMethodMode::*;
+
+    fn caps(model: PermissionModel, modes: Vec<AccessMethodMode>, per_door_pin: bool) -> CapabilityDescriptor {
+        CapabilityDescriptor {
+            permission_model: model,
+            pin_code_rules: modes.contains(&Code).then_some(PinCodeRules {
+                generator: PinCodeGenerator::Keygate,
+                min_length: 4,
+                max_length: 6,
+                can_request_code: true,
+                is_code_per_entrance: per_door_pin,
+            }),
+            supported_modes: modes,
+            is_card_encoding_required: true,
+            can_remote_unlock: true,
+            can_issue_mobile_keys: true,
+            can_assign_entrances_directly: model != PermissionModel::AccessGroups,
+            can_schedule_credentials: true,
+            rate_limit: ProviderRateLimit { requests_per_second: 1.0, burst: 1 },
+        }
+    }
+
+    fn door(name: &str, system: AccessSystemId, c: &CapabilityDescriptor, groups: Vec<(AccessGroupId, Vec<EntranceId>)>) -> PlanningEntrance {
+        PlanningEntrance {
+            entrance_id: EntranceId::new(),
+            display_name: name.into(),
+            acs_system_id: system,
+            capabilities: c.clone(),
+            can_unlock_with_card: c.supports(Card),
+            can_unlock_with_code: c.supports(Code),
+            can_unlock_with_mobile_key: true,
+            can_unlock_with_cloud_key: true,
+            covering_groups: groups,
+        }
+    }
+
+    fn now() -> OffsetDateTime {
+        crate::model::now()
+    }
+
+    #[test]
+    fn card_splits_per_system_and_mobile_key_spans_them() {
+        let (s1, s2) = (AccessSystemId::new(), AccessSystemId::new());
+        let c1 = caps(PermissionModel::CredentialBased, vec![Card, MobileKey], false);
+        let c2 = caps(PermissionModel::ReservationOverride, vec![Card, MobileKey], false);
+        let doors = [door("A", s1, &c1, vec![]), door("B", s2, &c2, vec![])];
+        let p = plan(&[ModeRequest { mode: Card, code: None }, ModeRequest { mode: MobileKey, code: None }], &doors, now()).expect("plan");
+        assert_eq!(p.requested.len(), 2);
+        assert_eq!(p.requested[0].created_access_method_ids.len(), 2, "a card per system");
+        assert_eq!(p.requested[1].created_access_method_ids.len(), 1, "one mobile key");
+        assert_eq!(p.jobs.len(), 4, "one job per (system, method)");
+        assert!(p.warnings.is_empty());
+    }
+
+    #[test]
+    fn group_systems_use_the_fewest_groups_and_warn_on_gaps() {
+        let s = AccessSystemId::new();
+        let c = caps(PermissionModel::AccessGroups, vec![MobileKey], false);
+        let (ga, gb) = (AccessGroupId::new(), AccessGroupId::new());
+        let mut a = door("A", s, &c, vec![]);
+        let mut b = door("B", s, &c, vec![]);
+        let lonely = door("Server Room", s, &c, vec![]);
+        let other = EntranceId::new();
+        a.covering_groups = vec![(ga, vec![a.entrance_id, b.entrance_id, other]), (gb, vec![a.entrance_id])];
+        b.covering_groups = vec![(ga, vec![a.entrance_id, b.entrance_id, other])];
+        let p = plan(&[ModeRequest { mode: MobileKey, code: None }], &[a, b, lonely], now()).expect("plan");
+        assert_eq!(p.jobs.len(), 1);
+        assert_eq!(p.jobs[0].access_group_ids, vec![ga]);
+        assert_eq!(p.jobs[0].entrance_ids.len(), 2);
+        let codes: Vec<_> = p.warnings.iter().map(|w| w.code.as_str()).collect();
+        assert!(codes.contains(&"underprovisioned_access"));
+        assert!(codes.contains(&"overprovisioned_access"));
+        let failed: Vec<_> = p.methods[0].doors.iter().filter(|d| d.2 == DoorState::Failed).collect();
+        assert_eq!(failed.len(), 1);
+        assert!(failed[0].3.as_deref().unwrap_or("").contains("Server Room"));
+    }
+
+    #[test]
+    fn per_door_pins_make_a_method_per_door() {
+        let s = AccessSystemId::new();
+        let c = caps(PermissionModel::CredentialBased, vec![Code], true);
+        let p = plan(&[ModeRequest { mode: Code, code: None }], &[door("A", s, &c, vec![]), door("B", s, &c, vec![])], now()).expect("plan");
+        assert_eq!(p.methods.len(), 2);
+    }
+
+    #[test]
+    fn a_mode_no_door_supports_is_refused() {
+        let s = AccessSystemId::new();
+        let c = caps(PermissionModel::CredentialBased, vec![MobileKey], false);
+        let err = plan(&[ModeRequest { mode: Card, code: None }], &[door("Lobby", s, &c, vec![])], now()).expect_err("refused");
+        assert_eq!(err.reason(), ErrorReason::ModeNotSupported);
+        assert!(err.to_string().contains("Lobby"));
+    }
+
+    #[test]
+    fn schedules() {
+        let n = now();
+        let (s, e, w) = schedule(Some(n - time::Duration::hours(1)), Some(n + time::Duration::hours(1)), n).expect("ok");
+        assert_eq!(s, n);
+        assert!(e.is_some() && w.is_some());
+        assert!(schedule(Some(n + time::Duration::hours(2)), Some(n + time::Duration::hours(1)), n).is_err());
+        assert!(schedule(None, None, n).expect("open").1.is_none());
+    }
+}
