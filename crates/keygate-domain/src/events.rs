@@ -56,7 +56,9 @@ mod tests {
 
 use time::OffsetDateTime;
 
-use crate::ids::{AccessGrantId, AccessMethodId, AccessSystemId, EntranceId, EventId, UserIdentityId, WorkspaceId};
+use crate::ids::{
+    AccessGrantId, AccessMethodId, AccessSystemId, EntranceId, EventId, UserIdentityId, WorkspaceId,
+};
 
 /// An event about to be appended to the log.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -135,7 +137,11 @@ impl EventFilter {
     /// Whether an event passes the filter (used on the live bus; the store filters in SQL).
     pub fn matches(&self, e: &Event) -> bool {
         (self.event_types.is_empty() || self.event_types.iter().any(|t| *t == e.event_type))
-            && self.access_grant_id.is_none_or(|g| e.access_grant_id == Some(g))
-            && self.access_method_id.is_none_or(|m| e.access_method_id == Some(m))
+            && self
+                .access_grant_id
+                .is_none_or(|g| e.access_grant_id == Some(g))
+            && self
+                .access_method_id
+                .is_none_or(|m| e.access_method_id == Some(m))
     }
 }

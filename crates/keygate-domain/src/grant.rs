@@ -201,6 +201,7 @@ pub struct PlannedMethod {
 /// these access groups (group-based systems) or directly (credential-based systems).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProvisionJob {
+    pub access_grant_id: AccessGrantId,
     pub access_method_id: AccessMethodId,
     pub acs_system_id: AccessSystemId,
     pub mode: AccessMethodMode,
@@ -230,6 +231,7 @@ pub struct ModeRequest {
 /// PIN cannot carry two vendors' credentials), PINs further per entrance where the system gives
 /// each door its own code; a mobile key is one method across systems (one Instant Key).
 pub fn plan(
+    grant: AccessGrantId,
     modes: &[ModeRequest],
     entrances: &[PlanningEntrance],
     now: OffsetDateTime,
@@ -307,11 +309,23 @@ pub fn plan(
                 let mut job_doors = Vec::new();
                 for d in &doors {
                     if uncovered.contains(&d.entrance_id) {
-                        let reason = format!("no access group of its system opens {}", d.display_name);
-                        out.warnings.push(Notice::new("underprovisioned_access", reason.clone(), now));
-                        planned.doors.push((d.entrance_id, system, DoorState::Failed, Some(reason)));
+                        let reason =
+                            format!("no access group of its system opens {}", d.display_name);
+                        out.warnings.push(Notice::new(
+                            "underprovisioned_access",
+                            reason.clone(),
+                            now,
+                        ));
+                        planned.doors.push((
+                            d.entrance_id,
+                            system,
+                            DoorState::Failed,
+                            Some(reason),
+                        ));
                     } else {
-                        planned.doors.push((d.entrance_id, system, DoorState::Pending, None));
+                        planned
+                            .doors
+                            .push((d.entrance_id, system, DoorState::Pending, None));
                         job_doors.push(d.entrance_id);
                     }
                 }
@@ -319,12 +333,16 @@ pub fn plan(
                 if !extra.is_empty() {
                     out.warnings.push(Notice::new(
                         "overprovisioned_access",
-                        format!("the access groups used also open {} other entrance(s)", extra.len()),
+                        format!(
+                            "the access groups used also open {} other entrance(s)",
+                            extra.len()
+                        ),
                         now,
                     ));
                 }
                 if !job_doors.is_empty() {
                     out.jobs.push(ProvisionJob {
+                        access_grant_id: grant,
                         access_method_id: method,
                         acs_system_id: system,
                         mode: req.mode,
@@ -368,7 +386,13 @@ fn cover_with_groups(doors: &[&PlanningEntrance]) -> (Vec<AccessGroupId>, Vec<En
         let best = candidates
             .iter()
             .filter(|(g, _)| !chosen.contains(*g))
-            .map(|(g, m)| (g, m.intersection(&uncovered).count(), m.difference(&wanted).count()))
+            .map(|(g, m)| {
+                (
+                    g,
+                    m.intersection(&uncovered).count(),
+                    m.difference(&wanted).count(),
+                )
+            })
             .filter(|(_, gain, _)| *gain > 0)
             .max_by(|a, b| a.1.cmp(&b.1).then(b.2.cmp(&a.2)));
         let Some((g, _, _)) = best else { break };
@@ -417,7 +441,10 @@ pub fn schedule(
     };
     if let Some(end) = ends_at {
         if end <= start {
-            return Err(Error::invalid("ends_at", "must be after starts_at (and after now)"));
+            return Err(Error::invalid(
+                "ends_at",
+                "must be after starts_at (and after now)",
+            ));
         }
     }
     Ok((start, ends_at, warning))
@@ -429,7 +456,11 @@ mod tests {
     use crate::capability::{PinCodeGenerator, PinCodeRules, ProviderRateLimit};
     use AccessMethodMode::*;
 
-    fn caps(model: PermissionModel, modes: Vec<AccessMethodMode>, per_door_pin: bool) -> CapabilityDescriptor {
+    fn caps(
+        model: PermissionModel,
+        modes: Vec<AccessMethodMode>,
+        per_door_pin: bool,
+    ) -> CapabilityDescriptor {
         CapabilityDescriptor {
             permission_model: model,
             pin_code_rules: modes.contains(&Code).then_some(PinCodeRules {
@@ -445,11 +476,19 @@ mod tests {
             can_issue_mobile_keys: true,
             can_assign_entrances_directly: model != PermissionModel::AccessGroups,
             can_schedule_credentials: true,
-            rate_limit: ProviderRateLimit { requests_per_second: 1.0, burst: 1 },
+            rate_limit: ProviderRateLimit {
+                requests_per_second: 1.0,
+                burst: 1,
+            },
         }
     }
 
-    fn door(name: &str, system: AccessSystemId, c: &CapabilityDescriptor, groups: Vec<(AccessGroupId, Vec<EntranceId>)>) -> PlanningEntrance {
+    fn door(
+        name: &str,
+        system: AccessSystemId,
+        c: &CapabilityDescriptor,
+        groups: Vec<(AccessGroupId, Vec<EntranceId>)>,
+    ) -> PlanningEntrance {
         PlanningEntrance {
             entrance_id: EntranceId::new(),
             display_name: name.into(),
@@ -470,13 +509,44 @@ mod tests {
     #[test]
     fn card_splits_per_system_and_mobile_key_spans_them() {
         let (s1, s2) = (AccessSystemId::new(), AccessSystemId::new());
-        let c1 = caps(PermissionModel::CredentialBased, vec![Card, MobileKey], false);
-        let c2 = caps(PermissionModel::ReservationOverride, vec![Card, MobileKey], false);
+        let c1 = caps(
+            PermissionModel::CredentialBased,
+            vec![Card, MobileKey],
+            false,
+        );
+        let c2 = caps(
+            PermissionModel::ReservationOverride,
+            vec![Card, MobileKey],
+            false,
+        );
         let doors = [door("A", s1, &c1, vec![]), door("B", s2, &c2, vec![])];
-        let p = plan(&[ModeRequest { mode: Card, code: None }, ModeRequest { mode: MobileKey, code: None }], &doors, now()).expect("plan");
+        let p = plan(
+            AccessGrantId::new(),
+            &[
+                ModeRequest {
+                    mode: Card,
+                    code: None,
+                },
+                ModeRequest {
+                    mode: MobileKey,
+                    code: None,
+                },
+            ],
+            &doors,
+            now(),
+        )
+        .expect("plan");
         assert_eq!(p.requested.len(), 2);
-        assert_eq!(p.requested[0].created_access_method_ids.len(), 2, "a card per system");
-        assert_eq!(p.requested[1].created_access_method_ids.len(), 1, "one mobile key");
+        assert_eq!(
+            p.requested[0].created_access_method_ids.len(),
+            2,
+            "a card per system"
+        );
+        assert_eq!(
+            p.requested[1].created_access_method_ids.len(),
+            1,
+            "one mobile key"
+        );
         assert_eq!(p.jobs.len(), 4, "one job per (system, method)");
         assert!(p.warnings.is_empty());
     }
@@ -490,16 +560,32 @@ mod tests {
         let mut b = door("B", s, &c, vec![]);
         let lonely = door("Server Room", s, &c, vec![]);
         let other = EntranceId::new();
-        a.covering_groups = vec![(ga, vec![a.entrance_id, b.entrance_id, other]), (gb, vec![a.entrance_id])];
+        a.covering_groups = vec![
+            (ga, vec![a.entrance_id, b.entrance_id, other]),
+            (gb, vec![a.entrance_id]),
+        ];
         b.covering_groups = vec![(ga, vec![a.entrance_id, b.entrance_id, other])];
-        let p = plan(&[ModeRequest { mode: MobileKey, code: None }], &[a, b, lonely], now()).expect("plan");
+        let p = plan(
+            AccessGrantId::new(),
+            &[ModeRequest {
+                mode: MobileKey,
+                code: None,
+            }],
+            &[a, b, lonely],
+            now(),
+        )
+        .expect("plan");
         assert_eq!(p.jobs.len(), 1);
         assert_eq!(p.jobs[0].access_group_ids, vec![ga]);
         assert_eq!(p.jobs[0].entrance_ids.len(), 2);
         let codes: Vec<_> = p.warnings.iter().map(|w| w.code.as_str()).collect();
         assert!(codes.contains(&"underprovisioned_access"));
         assert!(codes.contains(&"overprovisioned_access"));
-        let failed: Vec<_> = p.methods[0].doors.iter().filter(|d| d.2 == DoorState::Failed).collect();
+        let failed: Vec<_> = p.methods[0]
+            .doors
+            .iter()
+            .filter(|d| d.2 == DoorState::Failed)
+            .collect();
         assert_eq!(failed.len(), 1);
         assert!(failed[0].3.as_deref().unwrap_or("").contains("Server Room"));
     }
@@ -508,7 +594,16 @@ mod tests {
     fn per_door_pins_make_a_method_per_door() {
         let s = AccessSystemId::new();
         let c = caps(PermissionModel::CredentialBased, vec![Code], true);
-        let p = plan(&[ModeRequest { mode: Code, code: None }], &[door("A", s, &c, vec![]), door("B", s, &c, vec![])], now()).expect("plan");
+        let p = plan(
+            AccessGrantId::new(),
+            &[ModeRequest {
+                mode: Code,
+                code: None,
+            }],
+            &[door("A", s, &c, vec![]), door("B", s, &c, vec![])],
+            now(),
+        )
+        .expect("plan");
         assert_eq!(p.methods.len(), 2);
     }
 
@@ -516,7 +611,16 @@ mod tests {
     fn a_mode_no_door_supports_is_refused() {
         let s = AccessSystemId::new();
         let c = caps(PermissionModel::CredentialBased, vec![MobileKey], false);
-        let err = plan(&[ModeRequest { mode: Card, code: None }], &[door("Lobby", s, &c, vec![])], now()).expect_err("refused");
+        let err = plan(
+            AccessGrantId::new(),
+            &[ModeRequest {
+                mode: Card,
+                code: None,
+            }],
+            &[door("Lobby", s, &c, vec![])],
+            now(),
+        )
+        .expect_err("refused");
         assert_eq!(err.reason(), ErrorReason::ModeNotSupported);
         assert!(err.to_string().contains("Lobby"));
     }
@@ -524,10 +628,117 @@ mod tests {
     #[test]
     fn schedules() {
         let n = now();
-        let (s, e, w) = schedule(Some(n - time::Duration::hours(1)), Some(n + time::Duration::hours(1)), n).expect("ok");
+        let (s, e, w) = schedule(
+            Some(n - time::Duration::hours(1)),
+            Some(n + time::Duration::hours(1)),
+            n,
+        )
+        .expect("ok");
         assert_eq!(s, n);
         assert!(e.is_some() && w.is_some());
-        assert!(schedule(Some(n + time::Duration::hours(2)), Some(n + time::Duration::hours(1)), n).is_err());
+        assert!(
+            schedule(
+                Some(n + time::Duration::hours(2)),
+                Some(n + time::Duration::hours(1)),
+                n
+            )
+            .is_err()
+        );
         assert!(schedule(None, None, n).expect("open").1.is_none());
     }
+}
+
+/// What a new grant is, apart from its plan.
+#[derive(Clone, Debug)]
+pub struct GrantSpec {
+    pub id: AccessGrantId,
+    pub workspace_id: WorkspaceId,
+    pub user_identity_id: UserIdentityId,
+    pub access_grant_key: Option<String>,
+    pub name: String,
+    pub reservation_key: Option<String>,
+    pub starts_at: OffsetDateTime,
+    pub ends_at: Option<OffsetDateTime>,
+    pub entrance_ids: Vec<EntranceId>,
+    /// The Instant Key link, when a mobile key was requested.
+    pub instant_key_url: Option<String>,
+}
+
+/// Turns a spec and its plan into the grant, its methods, and the creation events.
+pub fn assemble(
+    spec: GrantSpec,
+    plan: &GrantPlan,
+    mut warnings: Vec<Notice>,
+    now: OffsetDateTime,
+) -> (AccessGrant, Vec<AccessMethod>, Vec<crate::events::NewEvent>) {
+    use crate::events::{self, NewEvent};
+    warnings.extend(plan.warnings.iter().cloned());
+    let grant = AccessGrant {
+        id: spec.id,
+        workspace_id: spec.workspace_id,
+        user_identity_id: spec.user_identity_id,
+        access_grant_key: spec.access_grant_key,
+        name: spec.name,
+        reservation_key: spec.reservation_key,
+        starts_at: spec.starts_at,
+        ends_at: spec.ends_at,
+        entrance_ids: spec.entrance_ids,
+        requested: plan.requested.clone(),
+        access_method_ids: plan.methods.iter().map(|m| m.id).collect(),
+        instant_key_url: spec.instant_key_url.clone(),
+        warnings,
+        errors: Vec::new(),
+        created_at: now,
+        updated_at: now,
+    };
+    let methods: Vec<AccessMethod> = plan
+        .methods
+        .iter()
+        .map(|p| AccessMethod {
+            id: p.id,
+            workspace_id: grant.workspace_id,
+            access_grant_id: grant.id,
+            user_identity_id: grant.user_identity_id,
+            mode: p.mode,
+            display_name: p.display_name.clone(),
+            is_issued: false,
+            issued_at: None,
+            is_card_encoding_required: false,
+            is_ready_for_encoding: false,
+            code: None,
+            client_session_token: None,
+            instant_key_url: (p.mode == AccessMethodMode::MobileKey)
+                .then(|| spec.instant_key_url.clone())
+                .flatten(),
+            doors: p
+                .doors
+                .iter()
+                .map(|(e, s, state, reason)| DoorStatus {
+                    entrance_id: *e,
+                    acs_system_id: *s,
+                    state: *state,
+                    reason: reason.clone(),
+                    updated_at: now,
+                })
+                .collect(),
+            warnings: Vec::new(),
+            errors: Vec::new(),
+            created_at: now,
+            updated_at: now,
+        })
+        .collect();
+    let mut evs = vec![
+        NewEvent::new(events::ACCESS_GRANT_CREATED, now)
+            .grant(grant.id)
+            .user(grant.user_identity_id),
+    ];
+    for m in &methods {
+        evs.push(
+            NewEvent::new(events::ACCESS_METHOD_CREATED, now)
+                .grant(grant.id)
+                .method(m.id)
+                .user(grant.user_identity_id),
+        );
+    }
+    (grant, methods, evs)
 }

@@ -39,11 +39,18 @@ pub struct Transition {
 }
 
 fn settled(m: &AccessMethod) -> bool {
-    m.doors.iter().all(|d| matches!(d.state, DoorState::Granted | DoorState::Failed | DoorState::Revoked))
+    m.doors.iter().all(|d| {
+        matches!(
+            d.state,
+            DoorState::Granted | DoorState::Failed | DoorState::Revoked
+        )
+    })
 }
 
 fn all_granted(methods: &[AccessMethod]) -> bool {
-    methods.iter().all(|m| m.doors.iter().all(|d| d.state == DoorState::Granted))
+    methods
+        .iter()
+        .all(|m| m.doors.iter().all(|d| d.state == DoorState::Granted))
 }
 
 /// Applies a provider outcome for `job` to the grant's methods.
@@ -55,12 +62,29 @@ pub fn apply(
     now: OffsetDateTime,
 ) -> Transition {
     let before_all = all_granted(methods);
-    let mut out = Transition { methods: methods.to_vec(), grant_warnings: Vec::new(), events: Vec::new() };
-    let ev = |t| NewEvent::new(t, now).grant(grant.id).user(grant.user_identity_id);
-    for m in out.methods.iter_mut().filter(|m| m.id == job.access_method_id) {
+    let mut out = Transition {
+        methods: methods.to_vec(),
+        grant_warnings: Vec::new(),
+        events: Vec::new(),
+    };
+    let ev = |t| {
+        NewEvent::new(t, now)
+            .grant(grant.id)
+            .user(grant.user_identity_id)
+    };
+    for m in out
+        .methods
+        .iter_mut()
+        .filter(|m| m.id == job.access_method_id)
+    {
         let was_settled = settled(m);
-        for door in m.doors.iter_mut().filter(|d| d.acs_system_id == job.acs_system_id) {
-            let Some((_, outcome)) = result.doors.iter().find(|(e, _)| *e == door.entrance_id) else {
+        for door in m
+            .doors
+            .iter_mut()
+            .filter(|d| d.acs_system_id == job.acs_system_id)
+        {
+            let Some((_, outcome)) = result.doors.iter().find(|(e, _)| *e == door.entrance_id)
+            else {
                 continue;
             };
             let (state, reason) = match outcome {
@@ -83,7 +107,11 @@ pub fn apply(
                 ),
                 DoorState::Failed => out.grant_warnings.push(Notice::new(
                     "underprovisioned_access",
-                    format!("entrance {} could not be granted: {}", door.entrance_id, reason.unwrap_or_default()),
+                    format!(
+                        "entrance {} could not be granted: {}",
+                        door.entrance_id,
+                        reason.unwrap_or_default()
+                    ),
                     now,
                 )),
                 _ => {}
@@ -93,29 +121,49 @@ pub fn apply(
             m.code.clone_from(&result.code);
         }
         if result.client_session_token.is_some() {
-            m.client_session_token.clone_from(&result.client_session_token);
+            m.client_session_token
+                .clone_from(&result.client_session_token);
         }
         m.updated_at = now;
         if was_settled || !settled(m) {
             continue;
         }
-        let granted = m.doors.iter().filter(|d| d.state == DoorState::Granted).count();
+        let granted = m
+            .doors
+            .iter()
+            .filter(|d| d.state == DoorState::Granted)
+            .count();
         if granted == 0 {
-            m.errors.push(Notice::new("failed_to_issue", "no entrance of this access method could be granted", now));
-            out.events.push(ev(events::ACCESS_METHOD_FAILED_TO_ISSUE).method(m.id));
-            out.events.push(ev(events::ACCESS_GRANT_COULD_NOT_CREATE_REQUESTED_ACCESS_METHODS).method(m.id));
-        } else if m.mode == AccessMethodMode::Card && (result.card_encoding_required || m.is_card_encoding_required) {
+            m.errors.push(Notice::new(
+                "failed_to_issue",
+                "no entrance of this access method could be granted",
+                now,
+            ));
+            out.events
+                .push(ev(events::ACCESS_METHOD_FAILED_TO_ISSUE).method(m.id));
+            out.events.push(
+                ev(events::ACCESS_GRANT_COULD_NOT_CREATE_REQUESTED_ACCESS_METHODS).method(m.id),
+            );
+        } else if m.mode == AccessMethodMode::Card
+            && (result.card_encoding_required || m.is_card_encoding_required)
+        {
             m.is_card_encoding_required = true;
             m.is_ready_for_encoding = true;
-            out.events.push(ev(events::ACCESS_METHOD_CARD_ENCODING_REQUIRED).method(m.id).system(job.acs_system_id));
+            out.events.push(
+                ev(events::ACCESS_METHOD_CARD_ENCODING_REQUIRED)
+                    .method(m.id)
+                    .system(job.acs_system_id),
+            );
         } else if !m.is_issued {
             m.is_issued = true;
             m.issued_at = Some(now);
-            out.events.push(ev(events::ACCESS_METHOD_ISSUED).method(m.id));
+            out.events
+                .push(ev(events::ACCESS_METHOD_ISSUED).method(m.id));
         }
     }
     if !before_all && all_granted(&out.methods) {
-        out.events.push(ev(events::ACCESS_GRANT_ACCESS_GRANTED_TO_ALL_DOORS));
+        out.events
+            .push(ev(events::ACCESS_GRANT_ACCESS_GRANTED_TO_ALL_DOORS));
     }
     out
 }
@@ -126,7 +174,10 @@ mod tests {
     use crate::grant::DoorStatus;
     use crate::ids::*;
 
-    fn fixture(mode: AccessMethodMode, doors: usize) -> (AccessGrant, Vec<AccessMethod>, ProvisionJob) {
+    fn fixture(
+        mode: AccessMethodMode,
+        doors: usize,
+    ) -> (AccessGrant, Vec<AccessMethod>, ProvisionJob) {
         let now = crate::model::now();
         let system = AccessSystemId::new();
         let grant = AccessGrant {
@@ -148,7 +199,13 @@ mod tests {
             updated_at: now,
         };
         let doors: Vec<DoorStatus> = (0..doors)
-            .map(|_| DoorStatus { entrance_id: EntranceId::new(), acs_system_id: system, state: DoorState::Pending, reason: None, updated_at: now })
+            .map(|_| DoorStatus {
+                entrance_id: EntranceId::new(),
+                acs_system_id: system,
+                state: DoorState::Pending,
+                reason: None,
+                updated_at: now,
+            })
             .collect();
         let m = AccessMethod {
             id: AccessMethodId::new(),
@@ -171,6 +228,7 @@ mod tests {
             updated_at: now,
         };
         let job = ProvisionJob {
+            access_grant_id: grant.id,
             access_method_id: m.id,
             acs_system_id: system,
             mode,
@@ -189,7 +247,11 @@ mod tests {
     fn a_mobile_key_is_issued_once_all_doors_are_granted() {
         let (g, ms, job) = fixture(AccessMethodMode::MobileKey, 2);
         let all = ProvisionResult {
-            doors: job.entrance_ids.iter().map(|e| (*e, DoorOutcome::Granted)).collect(),
+            doors: job
+                .entrance_ids
+                .iter()
+                .map(|e| (*e, DoorOutcome::Granted))
+                .collect(),
             code: None,
             card_encoding_required: false,
             client_session_token: Some("tok".into()),
@@ -228,7 +290,10 @@ mod tests {
     fn partial_failure_keeps_the_granted_door_and_warns() {
         let (g, ms, job) = fixture(AccessMethodMode::MobileKey, 2);
         let r = ProvisionResult {
-            doors: vec![(job.entrance_ids[0], DoorOutcome::Granted), (job.entrance_ids[1], DoorOutcome::Failed("rejected".into()))],
+            doors: vec![
+                (job.entrance_ids[0], DoorOutcome::Granted),
+                (job.entrance_ids[1], DoorOutcome::Failed("rejected".into())),
+            ],
             code: None,
             card_encoding_required: false,
             client_session_token: None,

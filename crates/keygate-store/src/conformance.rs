@@ -39,6 +39,12 @@ macro_rules! conformance_suite {
                 concurrent_idempotent_creates_make_one,
                 settings_are_set_once,
                 idempotency_records_expire,
+                grants_are_written_in_one_transaction,
+                grant_lists_filter_and_stay_in_their_workspace,
+                idempotent_grant_creates_make_one_grant,
+                jobs_are_leased_taken_over_and_fenced,
+                provision_outcomes_emit_events_once,
+                event_sequence_follows_commit_order,
             );
         }
     };
@@ -680,4 +686,508 @@ pub async fn idempotency_records_expire(store: Arc<dyn Store>) {
         )
         .await
         .expect("reuse after expiry");
+}
+
+// ---- access grants, jobs and events ----
+
+use keygate_domain::capability::AccessMethodMode;
+use keygate_domain::events::EventFilter;
+use keygate_domain::grant::{self, GrantSpec, ModeRequest};
+use keygate_domain::ids::{AccessGrantId, EntranceId};
+use keygate_domain::tracker::{DoorOutcome, ProvisionResult};
+
+use crate::{GrantFilter, MethodFilter, NewGrant};
+
+/// Two entrances in two systems of different permission models (Salto Space: access groups,
+/// cards that need encoding; Visionline: credential based), as in the quick start.
+pub async fn quick_start_entrances(store: &dyn Store, ws: WorkspaceId) -> Vec<EntranceId> {
+    let systems = store
+        .list_access_systems(ws, None, &all())
+        .await
+        .expect("systems")
+        .items;
+    let mut picked = Vec::new();
+    for t in ["virtual_salto_space", "virtual_visionline"] {
+        let s = systems.iter().find(|s| s.system_type == t).expect("system");
+        let e = store
+            .list_entrances(ws, Some(s.id), &all())
+            .await
+            .expect("entrances")
+            .items;
+        let lobby = e
+            .iter()
+            .find(|e| e.can_unlock_with_card && e.can_unlock_with_mobile_key)
+            .expect("door");
+        picked.push(lobby.id);
+    }
+    picked
+}
+
+/// A planned grant for Jane over `entrances` with `modes`, as the gateway builds it.
+pub async fn new_grant(
+    store: &dyn Store,
+    ws: WorkspaceId,
+    entrances: &[EntranceId],
+    modes: &[AccessMethodMode],
+) -> NewGrant {
+    let now = now();
+    let planning = store
+        .planning_entrances(ws, entrances)
+        .await
+        .expect("planning");
+    let id = AccessGrantId::new();
+    let requests: Vec<_> = modes
+        .iter()
+        .map(|m| ModeRequest {
+            mode: *m,
+            code: None,
+        })
+        .collect();
+    let plan = grant::plan(id, &requests, &planning, now).expect("plan");
+    let spec = GrantSpec {
+        id,
+        workspace_id: ws,
+        user_identity_id: UserIdentityId::new(),
+        access_grant_key: None,
+        name: "Jane's stay".into(),
+        reservation_key: None,
+        starts_at: now,
+        ends_at: Some(now + time::Duration::days(3)),
+        entrance_ids: entrances.to_vec(),
+        instant_key_url: None,
+    };
+    let (g, methods, events) = grant::assemble(spec, &plan, Vec::new(), now);
+    NewGrant {
+        grant: g,
+        new_identity: Some(NewUserIdentity {
+            user_identity_key: None,
+            ..jane()
+        }),
+        entrances: planning
+            .iter()
+            .map(|p| (p.entrance_id, p.acs_system_id))
+            .collect(),
+        methods,
+        jobs: plan.jobs,
+        events,
+    }
+}
+
+fn grant_idem(request_id: &str) -> Idempotency {
+    Idempotency {
+        request_id: request_id.into(),
+        operation: "CreateAccessGrant",
+        request_sha256: vec![1; 32],
+    }
+}
+
+pub async fn grants_are_written_in_one_transaction(store: Arc<dyn Store>) {
+    let ws = seeded_workspace(&*store, "grants").await;
+    let doors = quick_start_entrances(&*store, ws).await;
+    let new = new_grant(
+        &*store,
+        ws,
+        &doors,
+        &[AccessMethodMode::Card, AccessMethodMode::MobileKey],
+    )
+    .await;
+    let (g, events) = store
+        .create_access_grant(ws, &new, None)
+        .await
+        .expect("create");
+    assert_eq!(g.entrance_ids, doors);
+    let got = store.get_access_grant(ws, g.id).await.expect("get");
+    assert_eq!(got, g, "what create returns is what is stored");
+    // Card: one per system; mobile key: one across both.
+    assert_eq!(got.requested[0].created_access_method_ids.len(), 2);
+    assert_eq!(got.requested[1].created_access_method_ids.len(), 1);
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| e.event_type == "access_method.created")
+            .count(),
+        3
+    );
+    assert_eq!(events[0].event_type, "access_grant.created");
+    for m in &new.methods {
+        let stored = store.get_access_method(ws, m.id).await.expect("method");
+        assert_eq!(&stored, m);
+    }
+    assert_eq!(store.count_jobs("queued").await.ok(), Some(4));
+    // The inline person exists.
+    store
+        .get_user_identity(ws, g.user_identity_id)
+        .await
+        .expect("inline identity created");
+}
+
+pub async fn grant_lists_filter_and_stay_in_their_workspace(store: Arc<dyn Store>) {
+    let a = seeded_workspace(&*store, "a").await;
+    let b = seeded_workspace(&*store, "b").await;
+    let doors = quick_start_entrances(&*store, a).await;
+    let first = new_grant(&*store, a, &doors, &[AccessMethodMode::MobileKey]).await;
+    let second = new_grant(&*store, a, &doors[..1], &[AccessMethodMode::Card]).await;
+    let (g1, _) = store
+        .create_access_grant(a, &first, None)
+        .await
+        .expect("g1");
+    let (g2, _) = store
+        .create_access_grant(a, &second, None)
+        .await
+        .expect("g2");
+    let by_door = GrantFilter {
+        acs_entrance_id: Some(doors[1]),
+        ..Default::default()
+    };
+    let found = store
+        .list_access_grants(a, &by_door, &all())
+        .await
+        .expect("by door")
+        .items;
+    assert_eq!(found.iter().map(|g| g.id).collect::<Vec<_>>(), vec![g1.id]);
+    let by_user = GrantFilter {
+        user_identity_id: Some(g2.user_identity_id),
+        ..Default::default()
+    };
+    assert_eq!(
+        store
+            .list_access_grants(a, &by_user, &all())
+            .await
+            .expect("by user")
+            .items
+            .len(),
+        1
+    );
+    let methods = store
+        .list_access_methods(
+            a,
+            &MethodFilter {
+                access_grant_id: Some(g1.id),
+                ..Default::default()
+            },
+            &all(),
+        )
+        .await
+        .expect("methods")
+        .items;
+    assert_eq!(methods.len(), 1);
+    assert_eq!(methods[0].doors.len(), 2);
+    // Nothing of A is visible from B.
+    assert_not_found(
+        store.get_access_grant(b, g1.id).await,
+        Resource::AccessGrant,
+    );
+    assert_not_found(
+        store.get_access_method(b, methods[0].id).await,
+        Resource::AccessMethod,
+    );
+    assert!(
+        store
+            .list_access_grants(b, &GrantFilter::default(), &all())
+            .await
+            .expect("b")
+            .items
+            .is_empty()
+    );
+    assert!(
+        store
+            .list_access_methods(b, &MethodFilter::default(), &all())
+            .await
+            .expect("b")
+            .items
+            .is_empty()
+    );
+    assert!(
+        store
+            .list_events(b, &EventFilter::default(), 0, 100)
+            .await
+            .expect("b events")
+            .is_empty()
+    );
+    let some_event = store
+        .list_events(a, &EventFilter::default(), 0, 1)
+        .await
+        .expect("a events")[0]
+        .id;
+    assert_not_found(store.get_event(b, some_event).await, Resource::Event);
+}
+
+pub async fn idempotent_grant_creates_make_one_grant(store: Arc<dyn Store>) {
+    let ws = seeded_workspace(&*store, "idem-grants").await;
+    let doors = quick_start_entrances(&*store, ws).await;
+    let tasks: Vec<_> = (0..20)
+        .map(|_| {
+            let store = store.clone();
+            let doors = doors.clone();
+            tokio::spawn(async move {
+                let new = new_grant(&*store, ws, &doors, &[AccessMethodMode::MobileKey]).await;
+                store
+                    .create_access_grant(ws, &new, Some(&grant_idem("same")))
+                    .await
+            })
+        })
+        .collect();
+    let mut ids = HashSet::new();
+    for t in tasks {
+        ids.insert(t.await.expect("join").expect("create").0.id);
+    }
+    assert_eq!(ids.len(), 1, "one grant for one request_id");
+    assert_eq!(
+        store
+            .list_access_grants(ws, &GrantFilter::default(), &all())
+            .await
+            .expect("list")
+            .items
+            .len(),
+        1
+    );
+    assert_eq!(
+        store.count_jobs("queued").await.ok(),
+        Some(2),
+        "one set of provider jobs"
+    );
+    let other = Idempotency {
+        request_sha256: vec![2; 32],
+        ..grant_idem("same")
+    };
+    let new = new_grant(&*store, ws, &doors, &[AccessMethodMode::MobileKey]).await;
+    assert_reason(
+        store.create_access_grant(ws, &new, Some(&other)).await,
+        ErrorReason::IdempotencyKeyReused,
+    );
+}
+
+pub async fn jobs_are_leased_taken_over_and_fenced(store: Arc<dyn Store>) {
+    let ws = seeded_workspace(&*store, "jobs").await;
+    let doors = quick_start_entrances(&*store, ws).await;
+    let new = new_grant(&*store, ws, &doors, &[AccessMethodMode::MobileKey]).await;
+    store
+        .create_access_grant(ws, &new, None)
+        .await
+        .expect("create");
+    let t0 = now();
+    let lease = std::time::Duration::from_secs(30);
+    let mine = store
+        .claim_jobs("worker-a", 10, lease, t0)
+        .await
+        .expect("claim");
+    assert_eq!(mine.len(), 2);
+    assert!(mine.iter().all(|j| j.attempts == 1));
+    assert!(
+        store
+            .claim_jobs("worker-b", 10, lease, t0)
+            .await
+            .expect("claim")
+            .is_empty(),
+        "leased jobs are not handed out twice"
+    );
+    // worker-a dies; after the lease expires worker-b takes over.
+    let later = t0 + time::Duration::seconds(31);
+    let taken = store
+        .claim_jobs("worker-b", 10, lease, later)
+        .await
+        .expect("takeover");
+    assert_eq!(taken.len(), 2);
+    assert!(taken.iter().all(|j| j.attempts == 2));
+    // worker-a comes back: its lease is gone, so its result is refused and nothing changes.
+    let granted = |j: &crate::Job| ProvisionResult {
+        doors: j
+            .payload
+            .entrance_ids
+            .iter()
+            .map(|e| (*e, DoorOutcome::Granted))
+            .collect(),
+        code: None,
+        card_encoding_required: false,
+        client_session_token: Some("token".into()),
+    };
+    assert_eq!(
+        store
+            .complete_provision(&mine[0], "worker-a", &granted(&mine[0]), later)
+            .await
+            .expect("fenced"),
+        None
+    );
+    assert!(
+        !store
+            .reschedule_job(&mine[0], "worker-a", later, "x", later)
+            .await
+            .expect("fenced")
+    );
+    // worker-b reschedules one (a transient failure) and completes the other.
+    assert!(
+        store
+            .reschedule_job(
+                &taken[0],
+                "worker-b",
+                later + time::Duration::seconds(5),
+                "503",
+                later
+            )
+            .await
+            .expect("reschedule")
+    );
+    assert!(
+        store
+            .complete_provision(&taken[1], "worker-b", &granted(&taken[1]), later)
+            .await
+            .expect("complete")
+            .is_some()
+    );
+    assert_eq!(store.count_jobs("done").await.ok(), Some(1));
+    assert!(
+        store
+            .claim_jobs("worker-c", 10, lease, later)
+            .await
+            .expect("not due")
+            .is_empty(),
+        "rescheduled job waits for run_at"
+    );
+    let due = store
+        .claim_jobs("worker-c", 10, lease, later + time::Duration::seconds(6))
+        .await
+        .expect("due");
+    assert_eq!(due.len(), 1);
+    assert_eq!(due[0].attempts, 3);
+}
+
+pub async fn provision_outcomes_emit_events_once(store: Arc<dyn Store>) {
+    let ws = seeded_workspace(&*store, "events").await;
+    let doors = quick_start_entrances(&*store, ws).await;
+    let new = new_grant(
+        &*store,
+        ws,
+        &doors,
+        &[AccessMethodMode::MobileKey, AccessMethodMode::Card],
+    )
+    .await;
+    let (g, created) = store
+        .create_access_grant(ws, &new, None)
+        .await
+        .expect("create");
+    let jobs = store
+        .claim_jobs("w", 10, std::time::Duration::from_secs(30), now())
+        .await
+        .expect("claim");
+    assert_eq!(jobs.len(), 4, "mobile key and card, each in two systems");
+    let mut emitted = Vec::new();
+    for j in &jobs {
+        let r = ProvisionResult {
+            doors: j
+                .payload
+                .entrance_ids
+                .iter()
+                .map(|e| (*e, DoorOutcome::Granted))
+                .collect(),
+            code: None,
+            card_encoding_required: j.payload.mode == AccessMethodMode::Card,
+            client_session_token: (j.payload.mode == AccessMethodMode::MobileKey)
+                .then(|| "t".to_owned()),
+        };
+        emitted.extend(
+            store
+                .complete_provision(j, "w", &r, now())
+                .await
+                .expect("complete")
+                .expect("lease held"),
+        );
+    }
+    let count = |t: &str| emitted.iter().filter(|e| e.event_type == t).count();
+    assert_eq!(
+        count("access_grant.access_granted_to_door"),
+        4,
+        "2 doors × (mobile key + card)"
+    );
+    assert_eq!(count("access_method.issued"), 1, "the mobile key");
+    assert_eq!(
+        count("access_method.card_encoding_required"),
+        2,
+        "a card per system"
+    );
+    assert_eq!(count("access_grant.access_granted_to_all_doors"), 1);
+    let mobile = store
+        .list_access_methods(
+            ws,
+            &MethodFilter {
+                access_grant_id: Some(g.id),
+                ..Default::default()
+            },
+            &all(),
+        )
+        .await
+        .expect("methods")
+        .items
+        .into_iter()
+        .find(|m| m.mode == AccessMethodMode::MobileKey)
+        .expect("mobile");
+    assert!(mobile.is_issued && mobile.issued_at.is_some());
+    assert_eq!(mobile.client_session_token.as_deref(), Some("t"));
+    // The log holds exactly what was returned, in order, and filters work.
+    let log = store
+        .list_events(ws, &EventFilter::default(), 0, 1000)
+        .await
+        .expect("log");
+    assert_eq!(log.len(), created.len() + emitted.len());
+    let after = created.last().expect("created events").seq;
+    let tail = store
+        .list_events(ws, &EventFilter::default(), after, 1000)
+        .await
+        .expect("tail");
+    assert_eq!(
+        tail, emitted,
+        "resuming after a cursor yields exactly the later events"
+    );
+    let only = EventFilter {
+        event_types: vec![
+            "access_method.issued".into(),
+            "access_grant.access_granted_to_all_doors".into(),
+        ],
+        ..Default::default()
+    };
+    assert_eq!(
+        store
+            .list_events(ws, &only, 0, 1000)
+            .await
+            .expect("filtered")
+            .len(),
+        2
+    );
+    let ev = store.get_event(ws, tail[0].id).await.expect("get event");
+    assert_eq!(ev, tail[0]);
+}
+
+pub async fn event_sequence_follows_commit_order(store: Arc<dyn Store>) {
+    let ws = seeded_workspace(&*store, "seq").await;
+    let doors = quick_start_entrances(&*store, ws).await;
+    let tasks: Vec<_> = (0..16)
+        .map(|_| {
+            let store = store.clone();
+            let doors = doors.clone();
+            tokio::spawn(async move {
+                let new = new_grant(&*store, ws, &doors, &[AccessMethodMode::MobileKey]).await;
+                store
+                    .create_access_grant(ws, &new, None)
+                    .await
+                    .map(|(_, e)| e.len())
+            })
+        })
+        .collect();
+    let mut total = 0;
+    for t in tasks {
+        total += t.await.expect("join").expect("create");
+    }
+    let log = store
+        .list_events(ws, &EventFilter::default(), 0, 10_000)
+        .await
+        .expect("log");
+    let seqs: Vec<i64> = log.iter().map(|e| e.seq).collect();
+    let want: Vec<i64> = (1..=i64::try_from(total).expect("small")).collect();
+    assert_eq!(seqs, want, "gapless and unique per workspace");
+    // Events of one grant are contiguous: each transaction appends its batch under the counter lock.
+    for w in log.windows(2) {
+        if w[1].event_type == "access_grant.created" {
+            continue;
+        }
+        assert_eq!(w[0].access_grant_id, w[1].access_grant_id);
+    }
 }

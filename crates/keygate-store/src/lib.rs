@@ -8,6 +8,7 @@ pub mod conformance;
 mod migrate;
 mod postgres;
 mod sql;
+mod sql_grants;
 mod sqlite;
 #[cfg(feature = "testing")]
 pub mod testdb;
@@ -19,6 +20,6 @@ pub use migrate::SCHEMA_VERSION;
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 pub use traits::{
-    AccessSystemStore, ApiKeyStore, Idempotency, SettingsStore, Store, UserIdentityStore,
-    WorkspaceStore,
+    AccessSystemStore, ApiKeyStore, EventLog, GrantFilter, GrantStore, Idempotency, Job, JobQueue,
+    MethodFilter, NewGrant, SettingsStore, Store, UserIdentityStore, WorkspaceStore,
 };

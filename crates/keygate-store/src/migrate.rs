@@ -7,7 +7,7 @@ use sqlx::SqlStr;
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 
 /// The schema version this build expects.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 fn migrator(files: &'static [(i64, &'static str, &'static str)]) -> Migrator {
     Migrator {
@@ -31,17 +31,31 @@ fn migrator(files: &'static [(i64, &'static str, &'static str)]) -> Migrator {
 }
 
 pub(crate) fn postgres() -> Migrator {
-    migrator(&[(
-        1,
-        "initial",
-        include_str!("../../../migrations/postgres/0001_initial.sql"),
-    )])
+    migrator(&[
+        (
+            1,
+            "initial",
+            include_str!("../../../migrations/postgres/0001_initial.sql"),
+        ),
+        (
+            2,
+            "access_grants",
+            include_str!("../../../migrations/postgres/0002_access_grants.sql"),
+        ),
+    ])
 }
 
 pub(crate) fn sqlite() -> Migrator {
-    migrator(&[(
-        1,
-        "initial",
-        include_str!("../../../migrations/sqlite/0001_initial.sql"),
-    )])
+    migrator(&[
+        (
+            1,
+            "initial",
+            include_str!("../../../migrations/sqlite/0001_initial.sql"),
+        ),
+        (
+            2,
+            "access_grants",
+            include_str!("../../../migrations/sqlite/0002_access_grants.sql"),
+        ),
+    ])
 }

@@ -544,6 +544,52 @@ macro_rules! impl_store {
                     .map_err(db_err)?;
                 Ok(into_page(rows(&r, encoder_row)?, page.limit, |e| e.id.to_string()))
             }
+
+            async fn planning_entrances(&self, ws: WorkspaceId, ids: &[EntranceId]) -> Result<Vec<keygate_domain::grant::PlanningEntrance>, Error> {
+                let mut systems = HashMap::new();
+                let mut out = Vec::with_capacity(ids.len());
+                for id in ids {
+                    out.push(self.planning_entrance(ws, *id, &mut systems).await?);
+                }
+                Ok(out)
+            }
+        }
+
+        impl $store {
+            async fn planning_entrance(&self, ws: WorkspaceId, id: EntranceId, systems: &mut HashMap<AccessSystemId, AccessSystem>) -> Result<keygate_domain::grant::PlanningEntrance, Error> {
+                let e = self.get_entrance(ws, id).await?;
+                if !systems.contains_key(&e.acs_system_id) {
+                    let s = self.get_access_system(ws, e.acs_system_id).await?;
+                    systems.insert(s.id, s);
+                }
+                let system = systems.get(&e.acs_system_id).ok_or_else(|| Error::Internal { message: "system vanished".into() })?;
+                let rows = sqlx::query("SELECT m2.acs_access_group_id, m2.acs_entrance_id FROM access_group_entrances m JOIN access_group_entrances m2 ON m2.workspace_id = m.workspace_id AND m2.acs_access_group_id = m.acs_access_group_id WHERE m.workspace_id = $1 AND m.acs_entrance_id = $2 ORDER BY m2.acs_access_group_id, m2.acs_entrance_id")
+                    .bind(ws.to_string())
+                    .bind(id.to_string())
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(db_err)?;
+                let mut groups: Vec<(AccessGroupId, Vec<EntranceId>)> = Vec::new();
+                for r in &rows {
+                    let g: AccessGroupId = parse("acs_access_group_id", &r.try_get::<String, _>("acs_access_group_id").map_err(db_err)?)?;
+                    let member: EntranceId = parse("acs_entrance_id", &r.try_get::<String, _>("acs_entrance_id").map_err(db_err)?)?;
+                    match groups.last_mut() {
+                        Some((last, members)) if *last == g => members.push(member),
+                        _ => groups.push((g, vec![member])),
+                    }
+                }
+                Ok(keygate_domain::grant::PlanningEntrance {
+                    entrance_id: e.id,
+                    display_name: e.display_name,
+                    acs_system_id: e.acs_system_id,
+                    capabilities: system.capabilities.clone(),
+                    can_unlock_with_card: e.can_unlock_with_card,
+                    can_unlock_with_code: e.can_unlock_with_code,
+                    can_unlock_with_mobile_key: e.can_unlock_with_mobile_key,
+                    can_unlock_with_cloud_key: e.can_unlock_with_cloud_key,
+                    covering_groups: groups,
+                })
+            }
         }
 
         fn key_taken(e: sqlx::Error) -> Error {

@@ -2,12 +2,16 @@
 
 use async_trait::async_trait;
 use keygate_domain::Error;
+use keygate_domain::events::{Event, EventFilter, NewEvent};
+use keygate_domain::grant::{AccessGrant, AccessMethod, ProvisionJob};
+use keygate_domain::ids::{AccessGrantId, AccessMethodId, EventId, JobId};
 use keygate_domain::ids::{AccessSystemId, ApiKeyId, EntranceId, UserIdentityId, WorkspaceId};
 use keygate_domain::model::{
     AccessGroup, AccessSystem, ApiKey, Encoder, Entrance, NewAccessSystem, NewUserIdentity,
     UserIdentity, UserIdentityFilter, UserIdentityPatch, Workspace,
 };
 use keygate_domain::page::{Page, PageRequest};
+use keygate_domain::tracker::ProvisionResult;
 use time::OffsetDateTime;
 
 /// An idempotency claim for a create call: the caller's `request_id`, the operation, and a hash
@@ -120,6 +124,14 @@ pub trait AccessSystemStore: Send + Sync {
         system: Option<AccessSystemId>,
         page: &PageRequest,
     ) -> Result<Page<Encoder>, Error>;
+
+    /// The planner's view of these entrances (flags, system capabilities, covering groups), in
+    /// the order given. An id that is not in the workspace is `NotFound`.
+    async fn planning_entrances(
+        &self,
+        workspace: WorkspaceId,
+        ids: &[EntranceId],
+    ) -> Result<Vec<keygate_domain::grant::PlanningEntrance>, Error>;
 }
 
 /// User identities.
@@ -164,10 +176,148 @@ pub trait UserIdentityStore: Send + Sync {
     ) -> Result<(), Error>;
 }
 
+/// Everything one `CreateAccessGrant` writes, in one transaction.
+#[derive(Clone, Debug)]
+pub struct NewGrant {
+    pub grant: AccessGrant,
+    /// Set when the person was given inline: created with `grant.user_identity_id`.
+    pub new_identity: Option<NewUserIdentity>,
+    /// The grant's entrances with their systems, in request order.
+    pub entrances: Vec<(EntranceId, AccessSystemId)>,
+    pub methods: Vec<AccessMethod>,
+    pub jobs: Vec<ProvisionJob>,
+    pub events: Vec<NewEvent>,
+}
+
+/// Filters of `ListAccessGrants`.
+#[derive(Clone, Debug, Default)]
+pub struct GrantFilter {
+    pub user_identity_id: Option<UserIdentityId>,
+    pub acs_entrance_id: Option<EntranceId>,
+    pub acs_system_id: Option<AccessSystemId>,
+}
+
+/// Filters of `ListAccessMethods`.
+#[derive(Clone, Debug, Default)]
+pub struct MethodFilter {
+    pub access_grant_id: Option<AccessGrantId>,
+    pub user_identity_id: Option<UserIdentityId>,
+    pub acs_entrance_id: Option<EntranceId>,
+    pub acs_system_id: Option<AccessSystemId>,
+}
+
+/// Access grants and access methods.
+#[async_trait]
+pub trait GrantStore: Send + Sync {
+    /// Writes the grant, its methods, doors, jobs and events (and the inline user identity and
+    /// idempotency claim) in one transaction. Returns the grant and whether it is new (false on
+    /// an idempotent replay).
+    async fn create_access_grant(
+        &self,
+        workspace: WorkspaceId,
+        new: &NewGrant,
+        idempotency: Option<&Idempotency>,
+    ) -> Result<(AccessGrant, Vec<Event>), Error>;
+
+    async fn get_access_grant(
+        &self,
+        workspace: WorkspaceId,
+        id: AccessGrantId,
+    ) -> Result<AccessGrant, Error>;
+
+    async fn list_access_grants(
+        &self,
+        workspace: WorkspaceId,
+        filter: &GrantFilter,
+        page: &PageRequest,
+    ) -> Result<Page<AccessGrant>, Error>;
+
+    async fn get_access_method(
+        &self,
+        workspace: WorkspaceId,
+        id: AccessMethodId,
+    ) -> Result<AccessMethod, Error>;
+
+    async fn list_access_methods(
+        &self,
+        workspace: WorkspaceId,
+        filter: &MethodFilter,
+        page: &PageRequest,
+    ) -> Result<Page<AccessMethod>, Error>;
+}
+
+/// A leased orchestration job.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Job {
+    pub id: JobId,
+    pub workspace_id: WorkspaceId,
+    pub payload: ProvisionJob,
+    /// Attempts so far, this one included.
+    pub attempts: u32,
+}
+
+/// The durable job queue of the orchestrator.
+#[async_trait]
+pub trait JobQueue: Send + Sync {
+    /// Leases up to `limit` due jobs (queued and due, or running with an expired lease) to `owner`.
+    async fn claim_jobs(
+        &self,
+        owner: &str,
+        limit: u32,
+        lease: std::time::Duration,
+        now: OffsetDateTime,
+    ) -> Result<Vec<Job>, Error>;
+
+    /// Applies a provider outcome (status transitions, events) and finishes the job, in one
+    /// transaction. `Ok(None)` when the lease was lost to another worker: nothing is written.
+    async fn complete_provision(
+        &self,
+        job: &Job,
+        owner: &str,
+        result: &ProvisionResult,
+        now: OffsetDateTime,
+    ) -> Result<Option<Vec<Event>>, Error>;
+
+    /// Puts a job back in the queue for `run_at`. `Ok(false)` when the lease was lost.
+    async fn reschedule_job(
+        &self,
+        job: &Job,
+        owner: &str,
+        run_at: OffsetDateTime,
+        error: &str,
+        now: OffsetDateTime,
+    ) -> Result<bool, Error>;
+
+    /// How many jobs are in `state` (`queued`, `running`, `done`, `dead`).
+    async fn count_jobs(&self, state: &str) -> Result<i64, Error>;
+}
+
+/// The per-workspace event log. `seq` is the resume cursor.
+#[async_trait]
+pub trait EventLog: Send + Sync {
+    /// Events with `seq > after`, oldest first, at most `limit`.
+    async fn list_events(
+        &self,
+        workspace: WorkspaceId,
+        filter: &EventFilter,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<Event>, Error>;
+
+    async fn get_event(&self, workspace: WorkspaceId, id: EventId) -> Result<Event, Error>;
+}
+
 /// The whole store of record.
 #[async_trait]
 pub trait Store:
-    SettingsStore + WorkspaceStore + ApiKeyStore + AccessSystemStore + UserIdentityStore
+    SettingsStore
+    + WorkspaceStore
+    + ApiKeyStore
+    + AccessSystemStore
+    + UserIdentityStore
+    + GrantStore
+    + JobQueue
+    + EventLog
 {
     /// `postgres` or `sqlite`.
     fn backend_name(&self) -> &'static str;

@@ -22,7 +22,15 @@ pub fn to_status(err: Error) -> Status {
             }
             (Code::InvalidArgument, err.to_string())
         }
-        Error::InvalidToken { .. } => (Code::InvalidArgument, err.to_string()),
+        Error::InvalidToken { reason, .. } => {
+            let field = match reason {
+                keygate_domain::ErrorReason::InvalidPageSize => "page_size",
+                keygate_domain::ErrorReason::InvalidCursor => "cursor",
+                _ => "page_token",
+            };
+            details.add_bad_request_violation(field, err.to_string());
+            (Code::InvalidArgument, err.to_string())
+        }
         Error::NotFound { .. } => (Code::NotFound, err.to_string()),
         Error::AlreadyExists { .. } => (Code::AlreadyExists, err.to_string()),
         Error::FailedPrecondition { .. } => (Code::FailedPrecondition, err.to_string()),

@@ -136,9 +136,11 @@ pub struct ServeArgs {
     #[arg(long, env = "KEYGATE_MIGRATE_ON_START", default_value_t = true, action = clap::ArgAction::Set)]
     pub migrate_on_start: bool,
 
-    /// Create a sandbox workspace with virtual access systems on first start.
-    #[arg(long, env = "KEYGATE_BOOTSTRAP_SANDBOX", default_value_t = true, action = clap::ArgAction::Set)]
-    pub bootstrap_sandbox: bool,
+    /// Create a sandbox workspace with virtual access systems on first start. Default: on with
+    /// the embedded SQLite store, off with PostgreSQL (a production database gets no sandbox
+    /// unless asked).
+    #[arg(long, env = "KEYGATE_BOOTSTRAP_SANDBOX", action = clap::ArgAction::Set)]
+    pub bootstrap_sandbox: Option<bool>,
 
     /// Sustained requests per second allowed per workspace.
     #[arg(long, env = "KEYGATE_RATE_LIMIT_RPS", default_value_t = 100.0)]

@@ -26,7 +26,10 @@ const PING_EVERY: Duration = Duration::from_secs(5);
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let url = args.store.database_url();
-    if args.store.database_url.is_empty() {
+    let embedded = args.store.database_url.is_empty();
+    let bootstrap_sandbox = args.bootstrap_sandbox.unwrap_or(embedded);
+    if embedded || bootstrap_sandbox {
+        // The SQLite file and the sandbox key file live here.
         create_private_dir(&args.store.data_dir)?;
     }
     let store = keygate_store::open(&url).context("opening the store")?;
@@ -102,7 +105,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         store.clone(),
         args.store.data_dir.clone(),
         args.migrate_on_start,
-        args.bootstrap_sandbox,
+        bootstrap_sandbox,
         page_tokens,
         reporter.clone(),
         ready.clone(),

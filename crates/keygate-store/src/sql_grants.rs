@@ -1,0 +1,625 @@
+//! The SQL of access grants, the job queue and the event log, shared by both dialects like
+//! `sql.rs`. Only two fragments differ and are passed in: the row-lock clause (`FOR UPDATE` on
+//! PostgreSQL; SQLite's `BEGIN IMMEDIATE` already serializes writers) and the event-type filter.
+
+macro_rules! grant_cols {
+    () => {
+        "access_grant_id, workspace_id, user_identity_id, access_grant_key, name, reservation_key, starts_at, ends_at, requested_access_methods, instant_key_url, warnings, errors, created_at, updated_at"
+    };
+}
+macro_rules! method_cols {
+    () => {
+        "access_method_id, workspace_id, access_grant_id, user_identity_id, mode, display_name, is_issued, issued_at, is_card_encoding_required, is_ready_for_encoding, code, client_session_token, instant_key_url, warnings, errors, created_at, updated_at"
+    };
+}
+macro_rules! event_cols {
+    () => {
+        "seq, workspace_id, event_id, event_type, description, occurred_at, created_at, access_grant_id, access_method_id, acs_system_id, acs_entrance_id, user_identity_id"
+    };
+}
+
+macro_rules! impl_grant_store {
+    ($store:ident, $db:ty, $row:ty, begin = $begin:literal, lock = $lock:literal, claim = $claim:literal, types_filter = $types:literal) => {
+        mod grants {
+            use std::collections::HashMap;
+
+            use async_trait::async_trait;
+            use keygate_domain::capability::AccessMethodMode;
+            use keygate_domain::events::{Event, EventFilter, NewEvent};
+            use keygate_domain::grant::{
+                AccessGrant, AccessMethod, DoorState, DoorStatus, ProvisionJob, RequestedAccessMethod,
+            };
+            use keygate_domain::ids::{AccessGrantId, AccessMethodId, EventId, JobId, WorkspaceId};
+            use keygate_domain::page::{Page, PageRequest};
+            use keygate_domain::tracker::{self, ProvisionResult};
+            use keygate_domain::{Error, ErrorReason, Resource};
+            use sqlx::Row as _;
+            use time::OffsetDateTime;
+
+            use super::$store;
+            use crate::sql_grants::{event_cols, grant_cols, method_cols};
+            use crate::traits::*;
+            use crate::util::{db_err, fetch_limit, from_micros, into_page, is_unique_violation, parse, to_micros};
+
+            type Conn = <$db as sqlx::Database>::Connection;
+
+            fn json<T: serde::Serialize>(v: &T) -> Result<String, Error> {
+                serde_json::to_string(v).map_err(|e| Error::Internal { message: format!("serialize: {e}") })
+            }
+
+            fn unjson<T: serde::de::DeserializeOwned>(what: &str, s: &str) -> Result<T, Error> {
+                serde_json::from_str(s).map_err(|e| Error::Internal { message: format!("stored {what} does not parse: {e}") })
+            }
+
+            fn mode_str(m: AccessMethodMode) -> Result<String, Error> {
+                Ok(json(&m)?.trim_matches('"').to_owned())
+            }
+
+            fn opt_id<T: std::str::FromStr>(r: &$row, col: &str) -> Result<Option<T>, Error> {
+                r.try_get::<Option<String>, _>(col).map_err(db_err)?.map(|s| parse(col, &s)).transpose()
+            }
+
+            fn grant_row(r: &$row) -> Result<AccessGrant, Error> {
+                let requested: Vec<RequestedAccessMethod> = unjson("requested_access_methods", &r.try_get::<String, _>("requested_access_methods").map_err(db_err)?)?;
+                Ok(AccessGrant {
+                    id: parse("access_grant_id", &r.try_get::<String, _>("access_grant_id").map_err(db_err)?)?,
+                    workspace_id: parse("workspace_id", &r.try_get::<String, _>("workspace_id").map_err(db_err)?)?,
+                    user_identity_id: parse("user_identity_id", &r.try_get::<String, _>("user_identity_id").map_err(db_err)?)?,
+                    access_grant_key: r.try_get("access_grant_key").map_err(db_err)?,
+                    name: r.try_get("name").map_err(db_err)?,
+                    reservation_key: r.try_get("reservation_key").map_err(db_err)?,
+                    starts_at: from_micros(r.try_get("starts_at").map_err(db_err)?)?,
+                    ends_at: r.try_get::<Option<i64>, _>("ends_at").map_err(db_err)?.map(from_micros).transpose()?,
+                    entrance_ids: Vec::new(),
+                    access_method_ids: requested.iter().flat_map(|q| q.created_access_method_ids.iter().copied()).collect(),
+                    requested,
+                    instant_key_url: r.try_get("instant_key_url").map_err(db_err)?,
+                    warnings: unjson("warnings", &r.try_get::<String, _>("warnings").map_err(db_err)?)?,
+                    errors: unjson("errors", &r.try_get::<String, _>("errors").map_err(db_err)?)?,
+                    created_at: from_micros(r.try_get("created_at").map_err(db_err)?)?,
+                    updated_at: from_micros(r.try_get("updated_at").map_err(db_err)?)?,
+                })
+            }
+
+            fn method_row(r: &$row) -> Result<AccessMethod, Error> {
+                let mode: String = r.try_get("mode").map_err(db_err)?;
+                Ok(AccessMethod {
+                    id: parse("access_method_id", &r.try_get::<String, _>("access_method_id").map_err(db_err)?)?,
+                    workspace_id: parse("workspace_id", &r.try_get::<String, _>("workspace_id").map_err(db_err)?)?,
+                    access_grant_id: parse("access_grant_id", &r.try_get::<String, _>("access_grant_id").map_err(db_err)?)?,
+                    user_identity_id: parse("user_identity_id", &r.try_get::<String, _>("user_identity_id").map_err(db_err)?)?,
+                    mode: unjson("mode", &format!("\"{mode}\""))?,
+                    display_name: r.try_get("display_name").map_err(db_err)?,
+                    is_issued: r.try_get("is_issued").map_err(db_err)?,
+                    issued_at: r.try_get::<Option<i64>, _>("issued_at").map_err(db_err)?.map(from_micros).transpose()?,
+                    is_card_encoding_required: r.try_get("is_card_encoding_required").map_err(db_err)?,
+                    is_ready_for_encoding: r.try_get("is_ready_for_encoding").map_err(db_err)?,
+                    code: r.try_get("code").map_err(db_err)?,
+                    client_session_token: r.try_get("client_session_token").map_err(db_err)?,
+                    instant_key_url: r.try_get("instant_key_url").map_err(db_err)?,
+                    doors: Vec::new(),
+                    warnings: unjson("warnings", &r.try_get::<String, _>("warnings").map_err(db_err)?)?,
+                    errors: unjson("errors", &r.try_get::<String, _>("errors").map_err(db_err)?)?,
+                    created_at: from_micros(r.try_get("created_at").map_err(db_err)?)?,
+                    updated_at: from_micros(r.try_get("updated_at").map_err(db_err)?)?,
+                })
+            }
+
+            fn event_row(r: &$row) -> Result<Event, Error> {
+                Ok(Event {
+                    seq: r.try_get("seq").map_err(db_err)?,
+                    workspace_id: parse("workspace_id", &r.try_get::<String, _>("workspace_id").map_err(db_err)?)?,
+                    id: parse("event_id", &r.try_get::<String, _>("event_id").map_err(db_err)?)?,
+                    event_type: r.try_get("event_type").map_err(db_err)?,
+                    description: r.try_get("description").map_err(db_err)?,
+                    occurred_at: from_micros(r.try_get("occurred_at").map_err(db_err)?)?,
+                    created_at: from_micros(r.try_get("created_at").map_err(db_err)?)?,
+                    access_grant_id: opt_id(r, "access_grant_id")?,
+                    access_method_id: opt_id(r, "access_method_id")?,
+                    acs_system_id: opt_id(r, "acs_system_id")?,
+                    acs_entrance_id: opt_id(r, "acs_entrance_id")?,
+                    user_identity_id: opt_id(r, "user_identity_id")?,
+                })
+            }
+
+            /// Appends events at the end of a transaction. The counter row stays locked until
+            /// commit, so sequence numbers follow commit order within a workspace.
+            async fn append_events(conn: &mut Conn, ws: WorkspaceId, events: &[NewEvent], now: OffsetDateTime) -> Result<Vec<Event>, Error> {
+                if events.is_empty() {
+                    return Ok(Vec::new());
+                }
+                let n = i64::try_from(events.len()).unwrap_or(i64::MAX);
+                let last: i64 = sqlx::query_scalar("INSERT INTO event_counters (workspace_id, last_seq) VALUES ($1, $2) ON CONFLICT (workspace_id) DO UPDATE SET last_seq = event_counters.last_seq + $2 RETURNING last_seq")
+                    .bind(ws.to_string())
+                    .bind(n)
+                    .fetch_one(&mut *conn)
+                    .await
+                    .map_err(db_err)?;
+                let mut out = Vec::with_capacity(events.len());
+                for (i, e) in events.iter().enumerate() {
+                    let seq = last - n + 1 + i64::try_from(i).unwrap_or(0);
+                    let event = Event {
+                        seq,
+                        workspace_id: ws,
+                        id: e.id,
+                        event_type: e.event_type.name.to_owned(),
+                        description: e.event_type.description.to_owned(),
+                        occurred_at: keygate_domain::model::truncate_to_micros(e.occurred_at),
+                        created_at: now,
+                        access_grant_id: e.access_grant_id,
+                        access_method_id: e.access_method_id,
+                        acs_system_id: e.acs_system_id,
+                        acs_entrance_id: e.acs_entrance_id,
+                        user_identity_id: e.user_identity_id,
+                    };
+                    sqlx::query(concat!("INSERT INTO events (", event_cols!(), ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"))
+                        .bind(seq)
+                        .bind(ws.to_string())
+                        .bind(event.id.to_string())
+                        .bind(&event.event_type)
+                        .bind(&event.description)
+                        .bind(to_micros(event.occurred_at))
+                        .bind(to_micros(now))
+                        .bind(event.access_grant_id.map(|i| i.to_string()))
+                        .bind(event.access_method_id.map(|i| i.to_string()))
+                        .bind(event.acs_system_id.map(|i| i.to_string()))
+                        .bind(event.acs_entrance_id.map(|i| i.to_string()))
+                        .bind(event.user_identity_id.map(|i| i.to_string()))
+                        .execute(&mut *conn)
+                        .await
+                        .map_err(db_err)?;
+                    out.push(event);
+                }
+                Ok(out)
+            }
+
+            async fn write_method(conn: &mut Conn, m: &AccessMethod, insert: bool) -> Result<(), Error> {
+                let q = if insert {
+                    concat!("INSERT INTO access_methods (", method_cols!(), ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)")
+                } else {
+                    "UPDATE access_methods SET access_grant_id = $3, user_identity_id = $4, mode = $5, display_name = $6, is_issued = $7, issued_at = $8, is_card_encoding_required = $9, is_ready_for_encoding = $10, code = $11, client_session_token = $12, instant_key_url = $13, warnings = $14, errors = $15, created_at = $16, updated_at = $17 WHERE access_method_id = $1 AND workspace_id = $2"
+                };
+                sqlx::query(q)
+                    .bind(m.id.to_string())
+                    .bind(m.workspace_id.to_string())
+                    .bind(m.access_grant_id.to_string())
+                    .bind(m.user_identity_id.to_string())
+                    .bind(mode_str(m.mode)?)
+                    .bind(&m.display_name)
+                    .bind(m.is_issued)
+                    .bind(m.issued_at.map(to_micros))
+                    .bind(m.is_card_encoding_required)
+                    .bind(m.is_ready_for_encoding)
+                    .bind(&m.code)
+                    .bind(&m.client_session_token)
+                    .bind(&m.instant_key_url)
+                    .bind(json(&m.warnings)?)
+                    .bind(json(&m.errors)?)
+                    .bind(to_micros(m.created_at))
+                    .bind(to_micros(m.updated_at))
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(db_err)?;
+                for d in &m.doors {
+                    let q = if insert {
+                        "INSERT INTO access_method_entrances (workspace_id, access_method_id, acs_entrance_id, acs_system_id, state, reason, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7)"
+                    } else {
+                        "UPDATE access_method_entrances SET acs_system_id = $4, state = $5, reason = $6, updated_at = $7 WHERE workspace_id = $1 AND access_method_id = $2 AND acs_entrance_id = $3"
+                    };
+                    sqlx::query(q)
+                        .bind(m.workspace_id.to_string())
+                        .bind(m.id.to_string())
+                        .bind(d.entrance_id.to_string())
+                        .bind(d.acs_system_id.to_string())
+                        .bind(d.state.as_str())
+                        .bind(&d.reason)
+                        .bind(to_micros(d.updated_at))
+                        .execute(&mut *conn)
+                        .await
+                        .map_err(db_err)?;
+                }
+                Ok(())
+            }
+
+            async fn load_doors(conn: &mut Conn, ws: WorkspaceId, first: &str, last: &str) -> Result<HashMap<String, Vec<DoorStatus>>, Error> {
+                let rows = sqlx::query("SELECT access_method_id, acs_entrance_id, acs_system_id, state, reason, updated_at FROM access_method_entrances WHERE workspace_id = $1 AND access_method_id >= $2 AND access_method_id <= $3 ORDER BY access_method_id, acs_entrance_id")
+                    .bind(ws.to_string())
+                    .bind(first)
+                    .bind(last)
+                    .fetch_all(&mut *conn)
+                    .await
+                    .map_err(db_err)?;
+                let mut out: HashMap<String, Vec<DoorStatus>> = HashMap::new();
+                for r in &rows {
+                    let state: String = r.try_get("state").map_err(db_err)?;
+                    out.entry(r.try_get("access_method_id").map_err(db_err)?).or_default().push(DoorStatus {
+                        entrance_id: parse("acs_entrance_id", &r.try_get::<String, _>("acs_entrance_id").map_err(db_err)?)?,
+                        acs_system_id: parse("acs_system_id", &r.try_get::<String, _>("acs_system_id").map_err(db_err)?)?,
+                        state: DoorState::parse(&state).ok_or_else(|| Error::Internal { message: format!("stored door state {state:?}") })?,
+                        reason: r.try_get("reason").map_err(db_err)?,
+                        updated_at: from_micros(r.try_get("updated_at").map_err(db_err)?)?,
+                    });
+                }
+                Ok(out)
+            }
+
+            async fn with_doors(conn: &mut Conn, ws: WorkspaceId, mut methods: Vec<AccessMethod>) -> Result<Vec<AccessMethod>, Error> {
+                let (Some(first), Some(last)) = (methods.iter().map(|m| m.id).min(), methods.iter().map(|m| m.id).max()) else {
+                    return Ok(methods);
+                };
+                let mut doors = load_doors(conn, ws, &first.to_string(), &last.to_string()).await?;
+                for m in &mut methods {
+                    m.doors = doors.remove(&m.id.to_string()).unwrap_or_default();
+                }
+                Ok(methods)
+            }
+
+            async fn with_entrances(conn: &mut Conn, ws: WorkspaceId, mut grants: Vec<AccessGrant>) -> Result<Vec<AccessGrant>, Error> {
+                let (Some(first), Some(last)) = (grants.iter().map(|g| g.id).min(), grants.iter().map(|g| g.id).max()) else {
+                    return Ok(grants);
+                };
+                let rows = sqlx::query("SELECT access_grant_id, acs_entrance_id FROM access_grant_entrances WHERE workspace_id = $1 AND access_grant_id >= $2 AND access_grant_id <= $3 ORDER BY access_grant_id, position")
+                    .bind(ws.to_string())
+                    .bind(first.to_string())
+                    .bind(last.to_string())
+                    .fetch_all(&mut *conn)
+                    .await
+                    .map_err(db_err)?;
+                let mut by: HashMap<String, Vec<_>> = HashMap::new();
+                for r in &rows {
+                    let e: String = r.try_get("acs_entrance_id").map_err(db_err)?;
+                    by.entry(r.try_get("access_grant_id").map_err(db_err)?).or_default().push(parse("acs_entrance_id", &e)?);
+                }
+                for g in &mut grants {
+                    g.entrance_ids = by.remove(&g.id.to_string()).unwrap_or_default();
+                }
+                Ok(grants)
+            }
+
+            async fn grant_in(conn: &mut Conn, ws: WorkspaceId, id: AccessGrantId) -> Result<AccessGrant, Error> {
+                let row = sqlx::query(concat!("SELECT ", grant_cols!(), " FROM access_grants WHERE workspace_id = $1 AND access_grant_id = $2", $lock))
+                    .bind(ws.to_string())
+                    .bind(id.to_string())
+                    .fetch_optional(&mut *conn)
+                    .await
+                    .map_err(db_err)?
+                    .ok_or_else(|| Error::not_found(Resource::AccessGrant, id.to_string()))?;
+                let g = grant_row(&row)?;
+                Ok(with_entrances(conn, ws, vec![g]).await?.remove(0))
+            }
+
+            async fn methods_of(conn: &mut Conn, ws: WorkspaceId, grant: AccessGrantId) -> Result<Vec<AccessMethod>, Error> {
+                let rows = sqlx::query(concat!("SELECT ", method_cols!(), " FROM access_methods WHERE workspace_id = $1 AND access_grant_id = $2 ORDER BY access_method_id"))
+                    .bind(ws.to_string())
+                    .bind(grant.to_string())
+                    .fetch_all(&mut *conn)
+                    .await
+                    .map_err(db_err)?;
+                let methods = rows.iter().map(method_row).collect::<Result<Vec<_>, _>>()?;
+                with_doors(conn, ws, methods).await
+            }
+
+            #[async_trait]
+            impl GrantStore for $store {
+                async fn create_access_grant(&self, ws: WorkspaceId, new: &NewGrant, idem: Option<&Idempotency>) -> Result<(AccessGrant, Vec<Event>), Error> {
+                    let now = new.grant.created_at;
+                    let mut tx = self.pool.begin_with($begin).await.map_err(db_err)?;
+                    if let Some(idem) = idem {
+                        let claimed = sqlx::query("INSERT INTO idempotency_records (workspace_id, request_id, operation, request_sha256, resource_id, created_at) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (workspace_id, request_id) DO NOTHING")
+                            .bind(ws.to_string())
+                            .bind(&idem.request_id)
+                            .bind(idem.operation)
+                            .bind(&idem.request_sha256)
+                            .bind(new.grant.id.to_string())
+                            .bind(to_micros(now))
+                            .execute(&mut *tx)
+                            .await
+                            .map_err(db_err)?
+                            .rows_affected() == 1;
+                        if !claimed {
+                            let prior = sqlx::query("SELECT operation, request_sha256, resource_id FROM idempotency_records WHERE workspace_id = $1 AND request_id = $2")
+                                .bind(ws.to_string())
+                                .bind(&idem.request_id)
+                                .fetch_one(&mut *tx)
+                                .await
+                                .map_err(db_err)?;
+                            let op: String = prior.try_get("operation").map_err(db_err)?;
+                            let hash: Vec<u8> = prior.try_get("request_sha256").map_err(db_err)?;
+                            if op != idem.operation || hash != idem.request_sha256 {
+                                return Err(Error::AlreadyExists {
+                                    reason: ErrorReason::IdempotencyKeyReused,
+                                    message: format!("request_id {:?} was already used with a different request", idem.request_id),
+                                });
+                            }
+                            let first: String = prior.try_get("resource_id").map_err(db_err)?;
+                            let g = grant_in(&mut tx, ws, parse("access_grant_id", &first)?).await?;
+                            return Ok((g, Vec::new()));
+                        }
+                    }
+                    let g = &new.grant;
+                    if let Some(person) = &new.new_identity {
+                        sqlx::query("INSERT INTO user_identities (user_identity_id, workspace_id, user_identity_key, full_name, email_address, phone_number, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)")
+                            .bind(g.user_identity_id.to_string())
+                            .bind(ws.to_string())
+                            .bind(&person.user_identity_key)
+                            .bind(&person.full_name)
+                            .bind(&person.email_address)
+                            .bind(&person.phone_number)
+                            .bind(to_micros(now))
+                            .bind(to_micros(now))
+                            .execute(&mut *tx)
+                            .await
+                            .map_err(|e| if is_unique_violation(&e) {
+                                Error::AlreadyExists { reason: ErrorReason::UserIdentityKeyTaken, message: "another user identity in this workspace has this user_identity_key".into() }
+                            } else { db_err(e) })?;
+                    }
+                    sqlx::query(concat!("INSERT INTO access_grants (", grant_cols!(), ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"))
+                        .bind(g.id.to_string())
+                        .bind(ws.to_string())
+                        .bind(g.user_identity_id.to_string())
+                        .bind(&g.access_grant_key)
+                        .bind(&g.name)
+                        .bind(&g.reservation_key)
+                        .bind(to_micros(g.starts_at))
+                        .bind(g.ends_at.map(to_micros))
+                        .bind(json(&g.requested)?)
+                        .bind(&g.instant_key_url)
+                        .bind(json(&g.warnings)?)
+                        .bind(json(&g.errors)?)
+                        .bind(to_micros(now))
+                        .bind(to_micros(now))
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(|e| if is_unique_violation(&e) {
+                            Error::AlreadyExists { reason: ErrorReason::AccessGrantKeyTaken, message: "another access grant in this workspace has this access_grant_key".into() }
+                        } else { db_err(e) })?;
+                    for (i, (entrance, system)) in new.entrances.iter().enumerate() {
+                        sqlx::query("INSERT INTO access_grant_entrances (workspace_id, access_grant_id, acs_entrance_id, acs_system_id, position) VALUES ($1, $2, $3, $4, $5)")
+                            .bind(ws.to_string())
+                            .bind(g.id.to_string())
+                            .bind(entrance.to_string())
+                            .bind(system.to_string())
+                            .bind(i32::try_from(i).unwrap_or(i32::MAX))
+                            .execute(&mut *tx)
+                            .await
+                            .map_err(db_err)?;
+                    }
+                    for m in &new.methods {
+                        write_method(&mut tx, m, true).await?;
+                    }
+                    for j in &new.jobs {
+                        sqlx::query("INSERT INTO jobs (job_id, workspace_id, kind, acs_system_id, subject_id, payload, state, attempts, run_at, created_at, updated_at) VALUES ($1, $2, 'provision', $3, $4, $5, 'queued', 0, $6, $6, $6)")
+                            .bind(JobId::new().to_string())
+                            .bind(ws.to_string())
+                            .bind(j.acs_system_id.to_string())
+                            .bind(j.access_method_id.to_string())
+                            .bind(json(j)?)
+                            .bind(to_micros(now))
+                            .execute(&mut *tx)
+                            .await
+                            .map_err(db_err)?;
+                    }
+                    let events = append_events(&mut tx, ws, &new.events, now).await?;
+                    tx.commit().await.map_err(db_err)?;
+                    let mut created = g.clone();
+                    created.entrance_ids = new.entrances.iter().map(|(e, _)| *e).collect();
+                    Ok((created, events))
+                }
+
+                async fn get_access_grant(&self, ws: WorkspaceId, id: AccessGrantId) -> Result<AccessGrant, Error> {
+                    let mut conn = self.pool.acquire().await.map_err(db_err)?;
+                    let row = sqlx::query(concat!("SELECT ", grant_cols!(), " FROM access_grants WHERE workspace_id = $1 AND access_grant_id = $2"))
+                        .bind(ws.to_string())
+                        .bind(id.to_string())
+                        .fetch_optional(&mut *conn)
+                        .await
+                        .map_err(db_err)?
+                        .ok_or_else(|| Error::not_found(Resource::AccessGrant, id.to_string()))?;
+                    let g = grant_row(&row)?;
+                    Ok(with_entrances(&mut conn, ws, vec![g]).await?.remove(0))
+                }
+
+                async fn list_access_grants(&self, ws: WorkspaceId, f: &GrantFilter, page: &PageRequest) -> Result<Page<AccessGrant>, Error> {
+                    let mut conn = self.pool.acquire().await.map_err(db_err)?;
+                    let rows = sqlx::query(concat!("SELECT ", grant_cols!(), " FROM access_grants g WHERE workspace_id = $1 AND access_grant_id > $2 AND ($3 = '' OR user_identity_id = $3) AND ($4 = '' OR EXISTS (SELECT 1 FROM access_grant_entrances e WHERE e.workspace_id = g.workspace_id AND e.access_grant_id = g.access_grant_id AND e.acs_entrance_id = $4)) AND ($5 = '' OR EXISTS (SELECT 1 FROM access_grant_entrances e WHERE e.workspace_id = g.workspace_id AND e.access_grant_id = g.access_grant_id AND e.acs_system_id = $5)) ORDER BY access_grant_id LIMIT $6"))
+                        .bind(ws.to_string())
+                        .bind(page.after.clone().unwrap_or_default())
+                        .bind(f.user_identity_id.map(|i| i.to_string()).unwrap_or_default())
+                        .bind(f.acs_entrance_id.map(|i| i.to_string()).unwrap_or_default())
+                        .bind(f.acs_system_id.map(|i| i.to_string()).unwrap_or_default())
+                        .bind(fetch_limit(page.limit))
+                        .fetch_all(&mut *conn)
+                        .await
+                        .map_err(db_err)?;
+                    let grants = rows.iter().map(grant_row).collect::<Result<Vec<_>, _>>()?;
+                    let mut p = into_page(grants, page.limit, |g| g.id.to_string());
+                    p.items = with_entrances(&mut conn, ws, p.items).await?;
+                    Ok(p)
+                }
+
+                async fn get_access_method(&self, ws: WorkspaceId, id: AccessMethodId) -> Result<AccessMethod, Error> {
+                    let mut conn = self.pool.acquire().await.map_err(db_err)?;
+                    let row = sqlx::query(concat!("SELECT ", method_cols!(), " FROM access_methods WHERE workspace_id = $1 AND access_method_id = $2"))
+                        .bind(ws.to_string())
+                        .bind(id.to_string())
+                        .fetch_optional(&mut *conn)
+                        .await
+                        .map_err(db_err)?
+                        .ok_or_else(|| Error::not_found(Resource::AccessMethod, id.to_string()))?;
+                    Ok(with_doors(&mut conn, ws, vec![method_row(&row)?]).await?.remove(0))
+                }
+
+                async fn list_access_methods(&self, ws: WorkspaceId, f: &MethodFilter, page: &PageRequest) -> Result<Page<AccessMethod>, Error> {
+                    let mut conn = self.pool.acquire().await.map_err(db_err)?;
+                    let rows = sqlx::query(concat!("SELECT ", method_cols!(), " FROM access_methods m WHERE workspace_id = $1 AND access_method_id > $2 AND ($3 = '' OR access_grant_id = $3) AND ($4 = '' OR user_identity_id = $4) AND ($5 = '' OR EXISTS (SELECT 1 FROM access_method_entrances d WHERE d.workspace_id = m.workspace_id AND d.access_method_id = m.access_method_id AND d.acs_entrance_id = $5)) AND ($6 = '' OR EXISTS (SELECT 1 FROM access_method_entrances d WHERE d.workspace_id = m.workspace_id AND d.access_method_id = m.access_method_id AND d.acs_system_id = $6)) ORDER BY access_method_id LIMIT $7"))
+                        .bind(ws.to_string())
+                        .bind(page.after.clone().unwrap_or_default())
+                        .bind(f.access_grant_id.map(|i| i.to_string()).unwrap_or_default())
+                        .bind(f.user_identity_id.map(|i| i.to_string()).unwrap_or_default())
+                        .bind(f.acs_entrance_id.map(|i| i.to_string()).unwrap_or_default())
+                        .bind(f.acs_system_id.map(|i| i.to_string()).unwrap_or_default())
+                        .bind(fetch_limit(page.limit))
+                        .fetch_all(&mut *conn)
+                        .await
+                        .map_err(db_err)?;
+                    let methods = rows.iter().map(method_row).collect::<Result<Vec<_>, _>>()?;
+                    let mut p = into_page(methods, page.limit, |m| m.id.to_string());
+                    p.items = with_doors(&mut conn, ws, p.items).await?;
+                    Ok(p)
+                }
+            }
+
+            async fn lease_held(conn: &mut Conn, job: &Job, owner: &str) -> Result<bool, Error> {
+                let row = sqlx::query(concat!("SELECT state, lease_owner FROM jobs WHERE job_id = $1", $lock))
+                    .bind(job.id.to_string())
+                    .fetch_optional(&mut *conn)
+                    .await
+                    .map_err(db_err)?;
+                Ok(match row {
+                    Some(r) => {
+                        let state: String = r.try_get("state").map_err(db_err)?;
+                        let lease: Option<String> = r.try_get("lease_owner").map_err(db_err)?;
+                        state == "running" && lease.as_deref() == Some(owner)
+                    }
+                    None => false,
+                })
+            }
+
+            #[async_trait]
+            impl JobQueue for $store {
+                async fn claim_jobs(&self, owner: &str, limit: u32, lease: std::time::Duration, now: OffsetDateTime) -> Result<Vec<Job>, Error> {
+                    let until = now + lease;
+                    let mut tx = self.pool.begin_with($begin).await.map_err(db_err)?;
+                    let rows = sqlx::query($claim)
+                        .bind(owner)
+                        .bind(to_micros(until))
+                        .bind(to_micros(now))
+                        .bind(i64::from(limit))
+                        .fetch_all(&mut *tx)
+                        .await
+                        .map_err(db_err)?;
+                    tx.commit().await.map_err(db_err)?;
+                    rows.iter()
+                        .map(|r| {
+                            let payload: ProvisionJob = unjson("job payload", &r.try_get::<String, _>("payload").map_err(db_err)?)?;
+                            Ok(Job {
+                                id: parse("job_id", &r.try_get::<String, _>("job_id").map_err(db_err)?)?,
+                                workspace_id: parse("workspace_id", &r.try_get::<String, _>("workspace_id").map_err(db_err)?)?,
+                                payload,
+                                attempts: u32::try_from(r.try_get::<i32, _>("attempts").map_err(db_err)?).unwrap_or(0),
+                            })
+                        })
+                        .collect()
+                }
+
+                async fn complete_provision(&self, job: &Job, owner: &str, result: &ProvisionResult, now: OffsetDateTime) -> Result<Option<Vec<Event>>, Error> {
+                    let ws = job.workspace_id;
+                    let mut tx = self.pool.begin_with($begin).await.map_err(db_err)?;
+                    if !lease_held(&mut tx, job, owner).await? {
+                        return Ok(None);
+                    }
+                    // Locks the grant: completions of one grant's jobs apply one after another,
+                    // so "all doors granted" is decided once.
+                    let grant = grant_in(&mut tx, ws, job.payload.access_grant_id).await;
+                    let grant = match grant {
+                        Ok(g) => g,
+                        Err(Error::NotFound { .. }) => {
+                            sqlx::query("UPDATE jobs SET state = 'done', last_error = 'grant no longer exists', updated_at = $2 WHERE job_id = $1")
+                                .bind(job.id.to_string())
+                                .bind(to_micros(now))
+                                .execute(&mut *tx)
+                                .await
+                                .map_err(db_err)?;
+                            tx.commit().await.map_err(db_err)?;
+                            return Ok(Some(Vec::new()));
+                        }
+                        Err(e) => return Err(e),
+                    };
+                    let methods = methods_of(&mut tx, ws, grant.id).await?;
+                    let t = tracker::apply(&grant, &methods, &job.payload, result, now);
+                    for (after, before) in t.methods.iter().zip(&methods) {
+                        if after != before {
+                            write_method(&mut tx, after, false).await?;
+                        }
+                    }
+                    if !t.grant_warnings.is_empty() {
+                        let mut warnings = grant.warnings.clone();
+                        warnings.extend(t.grant_warnings.iter().cloned());
+                        sqlx::query("UPDATE access_grants SET warnings = $3, updated_at = $4 WHERE workspace_id = $1 AND access_grant_id = $2")
+                            .bind(ws.to_string())
+                            .bind(grant.id.to_string())
+                            .bind(json(&warnings)?)
+                            .bind(to_micros(now))
+                            .execute(&mut *tx)
+                            .await
+                            .map_err(db_err)?;
+                    }
+                    sqlx::query("UPDATE jobs SET state = 'done', lease_owner = NULL, lease_until = NULL, updated_at = $2 WHERE job_id = $1")
+                        .bind(job.id.to_string())
+                        .bind(to_micros(now))
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(db_err)?;
+                    let events = append_events(&mut tx, ws, &t.events, now).await?;
+                    tx.commit().await.map_err(db_err)?;
+                    Ok(Some(events))
+                }
+
+                async fn reschedule_job(&self, job: &Job, owner: &str, run_at: OffsetDateTime, error: &str, now: OffsetDateTime) -> Result<bool, Error> {
+                    let mut tx = self.pool.begin_with($begin).await.map_err(db_err)?;
+                    if !lease_held(&mut tx, job, owner).await? {
+                        return Ok(false);
+                    }
+                    sqlx::query("UPDATE jobs SET state = 'queued', run_at = $2, last_error = $3, lease_owner = NULL, lease_until = NULL, updated_at = $4 WHERE job_id = $1")
+                        .bind(job.id.to_string())
+                        .bind(to_micros(run_at))
+                        .bind(error)
+                        .bind(to_micros(now))
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(db_err)?;
+                    tx.commit().await.map_err(db_err)?;
+                    Ok(true)
+                }
+
+                async fn count_jobs(&self, state: &str) -> Result<i64, Error> {
+                    sqlx::query_scalar("SELECT COUNT(*) FROM jobs WHERE state = $1")
+                        .bind(state)
+                        .fetch_one(&self.pool)
+                        .await
+                        .map_err(db_err)
+                }
+            }
+
+            #[async_trait]
+            impl EventLog for $store {
+                async fn list_events(&self, ws: WorkspaceId, f: &EventFilter, after: i64, limit: u32) -> Result<Vec<Event>, Error> {
+                    let rows = sqlx::query(concat!("SELECT ", event_cols!(), " FROM events WHERE workspace_id = $1 AND seq > $2 AND ", $types, " AND ($4 = '' OR access_grant_id = $4) AND ($5 = '' OR access_method_id = $5) ORDER BY seq LIMIT $6"))
+                        .bind(ws.to_string())
+                        .bind(after)
+                        .bind(f.event_types.join(","))
+                        .bind(f.access_grant_id.map(|i| i.to_string()).unwrap_or_default())
+                        .bind(f.access_method_id.map(|i| i.to_string()).unwrap_or_default())
+                        .bind(i64::from(limit))
+                        .fetch_all(&self.pool)
+                        .await
+                        .map_err(db_err)?;
+                    rows.iter().map(event_row).collect()
+                }
+
+                async fn get_event(&self, ws: WorkspaceId, id: EventId) -> Result<Event, Error> {
+                    let row = sqlx::query(concat!("SELECT ", event_cols!(), " FROM events WHERE workspace_id = $1 AND event_id = $2"))
+                        .bind(ws.to_string())
+                        .bind(id.to_string())
+                        .fetch_optional(&self.pool)
+                        .await
+                        .map_err(db_err)?
+                        .ok_or_else(|| Error::not_found(Resource::Event, id.to_string()))?;
+                    event_row(&row)
+                }
+            }
+        }
+    };
+}
+
+pub(crate) use {event_cols, grant_cols, impl_grant_store, method_cols};
