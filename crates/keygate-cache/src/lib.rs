@@ -2,6 +2,7 @@
 //! every replica), an in-process cache otherwise. The cache is never the record: every caller
 //! treats an error as a miss and goes to the store, so a Redis outage costs latency, not data.
 
+pub mod bus;
 mod memory;
 mod redis_cache;
 

@@ -1,5 +1,9 @@
-//! Access system providers. Today this crate holds the catalog of sandbox virtual access systems
-//! (their capability descriptors and seed data); the `AccessSystemProvider` trait the
-//! orchestrator calls, and the HTTP vendor adapters, join it with access grant orchestration.
+//! Access system providers: the one trait the orchestrator calls, and its implementations.
+//! Today: the sandbox virtual systems (catalog in `sandbox`, behaviour in `virtual_system`).
+//! HTTP vendor adapters and the external gRPC connector implement the same trait.
 
+pub mod provider;
 pub mod sandbox;
+pub mod virtual_system;
+
+pub use provider::{AccessSystemProvider, Holder, ProviderError};

@@ -39,6 +39,7 @@ crate::sql_grants::impl_grant_store!(
     sqlx::Postgres,
     sqlx::postgres::PgRow,
     begin = "BEGIN",
+    read = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
     lock = " FOR UPDATE",
     claim = "UPDATE jobs SET state = 'running', lease_owner = $1, lease_until = $2, attempts = attempts + 1, updated_at = $3 WHERE job_id IN (SELECT job_id FROM jobs WHERE (state = 'queued' AND run_at <= $3) OR (state = 'running' AND lease_until < $3) ORDER BY run_at LIMIT $4 FOR UPDATE SKIP LOCKED) RETURNING job_id, workspace_id, payload, attempts",
     types_filter = "($3 = '' OR event_type = ANY(string_to_array($3, ',')))"

@@ -19,7 +19,7 @@ macro_rules! event_cols {
 }
 
 macro_rules! impl_grant_store {
-    ($store:ident, $db:ty, $row:ty, begin = $begin:literal, lock = $lock:literal, claim = $claim:literal, types_filter = $types:literal) => {
+    ($store:ident, $db:ty, $row:ty, begin = $begin:literal, read = $read:literal, lock = $lock:literal, claim = $claim:literal, types_filter = $types:literal) => {
         mod grants {
             use std::collections::HashMap;
 
@@ -407,7 +407,8 @@ macro_rules! impl_grant_store {
                 }
 
                 async fn get_access_grant(&self, ws: WorkspaceId, id: AccessGrantId) -> Result<AccessGrant, Error> {
-                    let mut conn = self.pool.acquire().await.map_err(db_err)?;
+                    // One snapshot for the rows and their doors: a concurrent completion is seen whole or not at all.
+                    let mut conn = self.pool.begin_with($read).await.map_err(db_err)?;
                     let row = sqlx::query(concat!("SELECT ", grant_cols!(), " FROM access_grants WHERE workspace_id = $1 AND access_grant_id = $2"))
                         .bind(ws.to_string())
                         .bind(id.to_string())
@@ -420,7 +421,8 @@ macro_rules! impl_grant_store {
                 }
 
                 async fn list_access_grants(&self, ws: WorkspaceId, f: &GrantFilter, page: &PageRequest) -> Result<Page<AccessGrant>, Error> {
-                    let mut conn = self.pool.acquire().await.map_err(db_err)?;
+                    // One snapshot for the rows and their doors: a concurrent completion is seen whole or not at all.
+                    let mut conn = self.pool.begin_with($read).await.map_err(db_err)?;
                     let rows = sqlx::query(concat!("SELECT ", grant_cols!(), " FROM access_grants g WHERE workspace_id = $1 AND access_grant_id > $2 AND ($3 = '' OR user_identity_id = $3) AND ($4 = '' OR EXISTS (SELECT 1 FROM access_grant_entrances e WHERE e.workspace_id = g.workspace_id AND e.access_grant_id = g.access_grant_id AND e.acs_entrance_id = $4)) AND ($5 = '' OR EXISTS (SELECT 1 FROM access_grant_entrances e WHERE e.workspace_id = g.workspace_id AND e.access_grant_id = g.access_grant_id AND e.acs_system_id = $5)) ORDER BY access_grant_id LIMIT $6"))
                         .bind(ws.to_string())
                         .bind(page.after.clone().unwrap_or_default())
@@ -438,7 +440,8 @@ macro_rules! impl_grant_store {
                 }
 
                 async fn get_access_method(&self, ws: WorkspaceId, id: AccessMethodId) -> Result<AccessMethod, Error> {
-                    let mut conn = self.pool.acquire().await.map_err(db_err)?;
+                    // One snapshot for the rows and their doors: a concurrent completion is seen whole or not at all.
+                    let mut conn = self.pool.begin_with($read).await.map_err(db_err)?;
                     let row = sqlx::query(concat!("SELECT ", method_cols!(), " FROM access_methods WHERE workspace_id = $1 AND access_method_id = $2"))
                         .bind(ws.to_string())
                         .bind(id.to_string())
@@ -450,7 +453,8 @@ macro_rules! impl_grant_store {
                 }
 
                 async fn list_access_methods(&self, ws: WorkspaceId, f: &MethodFilter, page: &PageRequest) -> Result<Page<AccessMethod>, Error> {
-                    let mut conn = self.pool.acquire().await.map_err(db_err)?;
+                    // One snapshot for the rows and their doors: a concurrent completion is seen whole or not at all.
+                    let mut conn = self.pool.begin_with($read).await.map_err(db_err)?;
                     let rows = sqlx::query(concat!("SELECT ", method_cols!(), " FROM access_methods m WHERE workspace_id = $1 AND access_method_id > $2 AND ($3 = '' OR access_grant_id = $3) AND ($4 = '' OR user_identity_id = $4) AND ($5 = '' OR EXISTS (SELECT 1 FROM access_method_entrances d WHERE d.workspace_id = m.workspace_id AND d.access_method_id = m.access_method_id AND d.acs_entrance_id = $5)) AND ($6 = '' OR EXISTS (SELECT 1 FROM access_method_entrances d WHERE d.workspace_id = m.workspace_id AND d.access_method_id = m.access_method_id AND d.acs_system_id = $6)) ORDER BY access_method_id LIMIT $7"))
                         .bind(ws.to_string())
                         .bind(page.after.clone().unwrap_or_default())

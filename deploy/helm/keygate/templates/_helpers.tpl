@@ -199,3 +199,26 @@ topologySpreadConstraints with the component's selector added where none is give
 - {{ toYaml $c | nindent 2 | trim }}
 {{- end }}
 {{- end }}
+
+{{/* Egress rules for DNS and PostgreSQL, shared by both NetworkPolicies. */}}
+{{- define "keygate.egressDnsPostgres" -}}
+{{- $egress := .Values.networkPolicy.egress }}
+# DNS
+- ports:
+    - port: 53
+      protocol: UDP
+    - port: 53
+      protocol: TCP
+  {{- with $egress.dns.to }}
+  to:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+# PostgreSQL
+- ports:
+    - port: {{ $egress.postgres.port }}
+      protocol: TCP
+  {{- with $egress.postgres.to }}
+  to:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+{{- end }}

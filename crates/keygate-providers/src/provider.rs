@@ -1,0 +1,49 @@
+//! The provider contract. Adapters only translate: planning (which groups, which doors, which
+//! PIN rules) happened before, from the capability descriptor.
+
+use async_trait::async_trait;
+use keygate_domain::grant::ProvisionJob;
+use keygate_domain::ids::UserIdentityId;
+use keygate_domain::model::AccessSystem;
+use keygate_domain::tracker::ProvisionResult;
+
+/// The person a credential is for, as the provider needs to see them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Holder {
+    pub user_identity_id: UserIdentityId,
+    pub full_name: String,
+    pub email_address: Option<String>,
+    pub phone_number: Option<String>,
+    pub starts_at: time::OffsetDateTime,
+    pub ends_at: Option<time::OffsetDateTime>,
+}
+
+/// How a provider call failed. The split decides what the orchestrator may do next.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ProviderError {
+    /// Nothing was applied (connection refused, 429, 503 before processing): retry with backoff.
+    #[error("transient: {0}")]
+    Transient(String),
+    /// The call may or may not have been applied (timeout, 5xx after sending). Only safe to
+    /// repeat because every call is idempotent by Keygate's reference id; the repeat doubles as
+    /// the read-back.
+    #[error("ambiguous: {0}")]
+    Ambiguous(String),
+    /// Refused for good (invalid, forbidden, unsupported): retrying cannot help.
+    #[error("permanent: {0}")]
+    Permanent(String),
+}
+
+/// One access control system, as the orchestrator sees it.
+#[async_trait]
+pub trait AccessSystemProvider: Send + Sync {
+    /// Gives `holder` the job's entrances (through its access groups, or on a credential) for the
+    /// job's mode. Idempotent by `job.access_method_id` + system: a repeated call returns the
+    /// first call's result and creates nothing new.
+    async fn provision(
+        &self,
+        system: &AccessSystem,
+        job: &ProvisionJob,
+        holder: &Holder,
+    ) -> Result<ProvisionResult, ProviderError>;
+}

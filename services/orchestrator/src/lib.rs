@@ -1,0 +1,9 @@
+//! The orchestrator role: leases provisioning jobs from the store, calls the access systems
+//! concurrently, and records each outcome (status, events) in the same transaction that ends the
+//! job. A crashed worker's leases expire and another worker takes the jobs over; a stale worker's
+//! late result is refused by the store (fencing), so no outcome is applied twice.
+
+mod breaker;
+mod worker;
+
+pub use worker::{Orchestrator, OrchestratorConfig};

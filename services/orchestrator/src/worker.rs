@@ -1,0 +1,280 @@
+//! The worker loop.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use keygate_cache::bus::Doorbell;
+use keygate_domain::Error;
+use keygate_domain::ids::AccessSystemId;
+use keygate_domain::model::now;
+use keygate_domain::tracker::{DoorOutcome, ProvisionResult};
+use keygate_providers::{AccessSystemProvider, Holder, ProviderError};
+use keygate_store::{Job, Store};
+use rand::RngExt as _;
+use tokio::sync::{Notify, Semaphore, watch};
+
+use crate::breaker::Breakers;
+
+/// Tuning of the orchestrator.
+#[derive(Clone, Debug)]
+pub struct OrchestratorConfig {
+    /// This worker's name in job leases (unique per process).
+    pub owner: String,
+    /// Jobs leased per poll.
+    pub batch: u32,
+    /// How long a lease lasts; a worker that dies loses its jobs to others after this.
+    pub lease: Duration,
+    /// How often to look for due jobs when not woken.
+    pub poll: Duration,
+    /// Longest a single provider call may take before it counts as ambiguous.
+    pub call_timeout: Duration,
+    /// Retry budget per job; after it the doors are marked failed with the last error.
+    pub max_attempts: u32,
+    /// First retry delay; doubles per attempt up to `backoff_cap`, with full jitter.
+    pub backoff_base: Duration,
+    pub backoff_cap: Duration,
+    /// Provider calls in flight per access system.
+    pub per_system_concurrency: usize,
+    /// Consecutive failures that open a system's circuit, and for how long.
+    pub breaker_threshold: u32,
+    pub breaker_open_for: Duration,
+}
+
+impl Default for OrchestratorConfig {
+    fn default() -> Self {
+        Self {
+            owner: format!("orchestrator-{}", uuid_like()),
+            batch: 64,
+            lease: Duration::from_secs(30),
+            poll: Duration::from_millis(500),
+            call_timeout: Duration::from_secs(10),
+            max_attempts: 8,
+            backoff_base: Duration::from_millis(200),
+            backoff_cap: Duration::from_secs(60),
+            per_system_concurrency: 8,
+            breaker_threshold: 5,
+            breaker_open_for: Duration::from_secs(30),
+        }
+    }
+}
+
+fn uuid_like() -> String {
+    keygate_domain::ids::JobId::new().to_string()
+}
+
+/// Full-jitter exponential backoff: uniform in [0, min(cap, base * 2^(attempt-1))].
+pub fn backoff(cfg: &OrchestratorConfig, attempt: u32) -> Duration {
+    let exp = cfg
+        .backoff_base
+        .saturating_mul(1u32 << attempt.saturating_sub(1).min(20));
+    let ceiling = exp.min(cfg.backoff_cap);
+    ceiling.mul_f64(rand::rng().random_range(0.0..=1.0))
+}
+
+/// The orchestrator of one process.
+#[derive(Clone)]
+pub struct Orchestrator {
+    store: Arc<dyn Store>,
+    provider: Arc<dyn AccessSystemProvider>,
+    doorbell: Doorbell,
+    wake: Arc<Notify>,
+    cfg: Arc<OrchestratorConfig>,
+    limits: Arc<Mutex<HashMap<AccessSystemId, Arc<Semaphore>>>>,
+    breakers: Arc<Breakers>,
+}
+
+impl Orchestrator {
+    pub fn new(
+        store: Arc<dyn Store>,
+        provider: Arc<dyn AccessSystemProvider>,
+        doorbell: Doorbell,
+        wake: Arc<Notify>,
+        cfg: OrchestratorConfig,
+    ) -> Self {
+        let breakers = Arc::new(Breakers::new(cfg.breaker_threshold, cfg.breaker_open_for));
+        Self {
+            store,
+            provider,
+            doorbell,
+            wake,
+            cfg: Arc::new(cfg),
+            limits: Arc::default(),
+            breakers,
+        }
+    }
+
+    fn limit(&self, system: AccessSystemId) -> Arc<Semaphore> {
+        let mut limits = match self.limits.lock() {
+            Ok(l) => l,
+            Err(p) => p.into_inner(),
+        };
+        limits
+            .entry(system)
+            .or_insert_with(|| Arc::new(Semaphore::new(self.cfg.per_system_concurrency.max(1))))
+            .clone()
+    }
+
+    /// Runs until `stop` turns true. Jobs in flight at stop keep their leases and are taken
+    /// over after the lease expires if this process does not finish them.
+    pub async fn run(self, mut stop: watch::Receiver<bool>) {
+        tracing::info!(owner = %self.cfg.owner, "orchestrator started");
+        loop {
+            if *stop.borrow() {
+                break;
+            }
+            let claimed = match self
+                .store
+                .claim_jobs(&self.cfg.owner, self.cfg.batch, self.cfg.lease, now())
+                .await
+            {
+                Ok(jobs) => jobs,
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not lease jobs");
+                    Vec::new()
+                }
+            };
+            let full = claimed.len() as u32 >= self.cfg.batch;
+            for job in claimed {
+                let this = self.clone();
+                tokio::spawn(async move {
+                    let permit = this.limit(job.payload.acs_system_id).acquire_owned().await;
+                    this.process(job).await;
+                    drop(permit);
+                });
+            }
+            if !full {
+                tokio::select! {
+                    _ = self.wake.notified() => {}
+                    _ = tokio::time::sleep(self.cfg.poll) => {}
+                    _ = stop.changed() => {}
+                }
+            }
+        }
+        tracing::info!("orchestrator stopped");
+    }
+
+    #[tracing::instrument(skip_all, fields(job_id = %job.id, workspace_id = %job.workspace_id, acs_system_id = %job.payload.acs_system_id, attempt = job.attempts))]
+    async fn process(&self, job: Job) {
+        if let Err(e) = self.try_process(&job).await {
+            tracing::warn!(error = %e, "job processing failed; it will be retried when its lease expires");
+        }
+    }
+
+    async fn try_process(&self, job: &Job) -> Result<(), Error> {
+        let ws = job.workspace_id;
+        let system = self
+            .store
+            .get_access_system(ws, job.payload.acs_system_id)
+            .await?;
+        let grant = self
+            .store
+            .get_access_grant(ws, job.payload.access_grant_id)
+            .await?;
+        let person = self
+            .store
+            .get_user_identity(ws, grant.user_identity_id)
+            .await?;
+        let holder = Holder {
+            user_identity_id: person.id,
+            full_name: person.full_name,
+            email_address: person.email_address,
+            phone_number: person.phone_number,
+            starts_at: grant.starts_at,
+            ends_at: grant.ends_at,
+        };
+        let outcome = if let Some(wait) = self.breakers.open(system.id) {
+            Err(ProviderError::Transient(format!(
+                "circuit open for {} ms",
+                wait.as_millis()
+            )))
+        } else {
+            match tokio::time::timeout(
+                self.cfg.call_timeout,
+                self.provider.provision(&system, &job.payload, &holder),
+            )
+            .await
+            {
+                Ok(r) => r,
+                Err(_) => Err(ProviderError::Ambiguous(format!(
+                    "no answer within {:?}",
+                    self.cfg.call_timeout
+                ))),
+            }
+        };
+        let result = match outcome {
+            Ok(r) => {
+                self.breakers.success(system.id);
+                r
+            }
+            Err(ProviderError::Permanent(reason)) => {
+                tracing::warn!(%reason, "access system refused");
+                all_failed(job, &reason)
+            }
+            Err(e) => {
+                self.breakers.failure(system.id);
+                if job.attempts >= self.cfg.max_attempts {
+                    tracing::warn!(error = %e, "retry budget spent");
+                    all_failed(
+                        job,
+                        &format!("gave up after {} attempts: {e}", job.attempts),
+                    )
+                } else {
+                    let delay = backoff(&self.cfg, job.attempts);
+                    tracing::info!(error = %e, retry_in_ms = delay.as_millis() as u64, "retrying");
+                    let at = now() + delay;
+                    self.store
+                        .reschedule_job(job, &self.cfg.owner, at, &e.to_string(), now())
+                        .await?;
+                    return Ok(());
+                }
+            }
+        };
+        match self
+            .store
+            .complete_provision(job, &self.cfg.owner, &result, now())
+            .await?
+        {
+            Some(events) => {
+                if let Some(last) = events.last() {
+                    self.doorbell.ring(ws.to_string(), last.seq);
+                }
+            }
+            None => tracing::info!("lease lost to another worker; its outcome stands"),
+        }
+        Ok(())
+    }
+}
+
+fn all_failed(job: &Job, reason: &str) -> ProvisionResult {
+    ProvisionResult {
+        doors: job
+            .payload
+            .entrance_ids
+            .iter()
+            .map(|e| (*e, DoorOutcome::Failed(reason.to_owned())))
+            .collect(),
+        code: None,
+        card_encoding_required: false,
+        client_session_token: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_is_bounded_and_grows() {
+        let cfg = OrchestratorConfig {
+            backoff_base: Duration::from_millis(100),
+            backoff_cap: Duration::from_secs(1),
+            ..Default::default()
+        };
+        for attempt in 1..30 {
+            assert!(backoff(&cfg, attempt) <= Duration::from_secs(1));
+        }
+        let first: Duration = (0..200).map(|_| backoff(&cfg, 1)).max().unwrap_or_default();
+        assert!(first <= Duration::from_millis(100));
+    }
+}

@@ -1,0 +1,371 @@
+//! The orchestrator against real stores and the virtual access systems.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use keygate_cache::bus::Doorbell;
+use keygate_domain::capability::AccessMethodMode;
+use keygate_domain::events::EventFilter;
+use keygate_domain::grant::{AccessMethod, DoorState};
+use keygate_domain::ids::{AccessGrantId, WorkspaceId};
+use keygate_domain::page::PageRequest;
+use keygate_orchestrator::{Orchestrator, OrchestratorConfig};
+use keygate_providers::virtual_system::{Fault, VirtualSystems};
+use keygate_store::conformance::{new_grant, quick_start_entrances, seeded_workspace};
+use keygate_store::testdb::TestDb;
+use keygate_store::{MethodFilter, Store};
+use tokio::sync::{Notify, watch};
+
+fn cfg(owner: &str) -> OrchestratorConfig {
+    OrchestratorConfig {
+        owner: owner.into(),
+        poll: Duration::from_millis(20),
+        backoff_base: Duration::from_millis(5),
+        backoff_cap: Duration::from_millis(20),
+        max_attempts: 4,
+        breaker_threshold: 100,
+        ..Default::default()
+    }
+}
+
+struct Running {
+    stop: watch::Sender<bool>,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+    }
+}
+
+fn start(store: Arc<dyn Store>, systems: &VirtualSystems, owners: &[&str]) -> Running {
+    let (stop, rx) = watch::channel(false);
+    for owner in owners {
+        let o = Orchestrator::new(
+            store.clone(),
+            Arc::new(systems.clone()),
+            Doorbell::new(),
+            Arc::new(Notify::new()),
+            cfg(owner),
+        );
+        tokio::spawn(o.run(rx.clone()));
+    }
+    Running { stop }
+}
+
+async fn methods(store: &dyn Store, ws: WorkspaceId, g: AccessGrantId) -> Vec<AccessMethod> {
+    store
+        .list_access_methods(
+            ws,
+            &MethodFilter {
+                access_grant_id: Some(g),
+                ..Default::default()
+            },
+            &PageRequest {
+                after: None,
+                limit: 100,
+            },
+        )
+        .await
+        .expect("methods")
+        .items
+}
+
+/// Waits until no door of the grant is pending or unknown.
+async fn settled(store: &dyn Store, ws: WorkspaceId, g: AccessGrantId) -> Vec<AccessMethod> {
+    for _ in 0..500 {
+        let ms = methods(store, ws, g).await;
+        if ms.iter().all(|m| {
+            m.doors
+                .iter()
+                .all(|d| !matches!(d.state, DoorState::Pending | DoorState::Unknown))
+        }) {
+            return ms;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("grant did not settle: {:?}", methods(store, ws, g).await);
+}
+
+async fn event_types(store: &dyn Store, ws: WorkspaceId) -> Vec<String> {
+    store
+        .list_events(ws, &EventFilter::default(), 0, 1000)
+        .await
+        .expect("events")
+        .into_iter()
+        .map(|e| e.event_type)
+        .collect()
+}
+
+async fn fans_out_to_every_door(store: Arc<dyn Store>) {
+    let ws = seeded_workspace(&*store, "fan-out").await;
+    let doors = quick_start_entrances(&*store, ws).await;
+    let (g, _) = store
+        .create_access_grant(
+            ws,
+            &new_grant(
+                &*store,
+                ws,
+                &doors,
+                &[AccessMethodMode::Card, AccessMethodMode::MobileKey],
+            )
+            .await,
+            None,
+        )
+        .await
+        .expect("create");
+    let systems = VirtualSystems::new(Duration::from_millis(30));
+    let _run = start(store.clone(), &systems, &["w1"]);
+    let ms = settled(&*store, ws, g.id).await;
+    assert!(
+        ms.iter()
+            .all(|m| m.doors.iter().all(|d| d.state == DoorState::Granted))
+    );
+    let mobile = ms
+        .iter()
+        .find(|m| m.mode == AccessMethodMode::MobileKey)
+        .expect("mobile");
+    assert!(mobile.is_issued);
+    assert!(
+        ms.iter()
+            .filter(|m| m.mode == AccessMethodMode::Card)
+            .all(|m| m.is_card_encoding_required && !m.is_issued)
+    );
+    let types = event_types(&*store, ws).await;
+    assert_eq!(
+        types
+            .iter()
+            .filter(|t| *t == "access_grant.access_granted_to_all_doors")
+            .count(),
+        1
+    );
+    assert_eq!(
+        types
+            .iter()
+            .filter(|t| *t == "access_grant.access_granted_to_door")
+            .count(),
+        4
+    );
+    assert_eq!(
+        types.last().map(String::as_str),
+        Some("access_grant.access_granted_to_all_doors")
+    );
+    assert_eq!(
+        systems.credential_count(),
+        4,
+        "one credential per (method, system)"
+    );
+}
+
+async fn transient_and_ambiguous_faults_are_retried_without_duplicates(store: Arc<dyn Store>) {
+    let ws = seeded_workspace(&*store, "faults").await;
+    let doors = quick_start_entrances(&*store, ws).await;
+    let planning = store
+        .planning_entrances(ws, &doors)
+        .await
+        .expect("planning");
+    let systems = VirtualSystems::new(Duration::from_millis(5));
+    systems.inject(
+        planning[0].acs_system_id,
+        [Fault::Unavailable, Fault::Timeout],
+    );
+    systems.inject(planning[1].acs_system_id, [Fault::FailedButApplied]);
+    let (g, _) = store
+        .create_access_grant(
+            ws,
+            &new_grant(&*store, ws, &doors, &[AccessMethodMode::MobileKey]).await,
+            None,
+        )
+        .await
+        .expect("create");
+    let _run = start(store.clone(), &systems, &["w1"]);
+    let ms = settled(&*store, ws, g.id).await;
+    assert!(
+        ms[0].doors.iter().all(|d| d.state == DoorState::Granted),
+        "{ms:?}"
+    );
+    assert!(ms[0].is_issued);
+    assert_eq!(
+        systems.credential_count(),
+        2,
+        "the 'failed but applied' call was not applied twice"
+    );
+    assert_eq!(
+        systems.calls(),
+        5,
+        "3 calls to the first system, 2 to the second"
+    );
+    assert_eq!(
+        event_types(&*store, ws)
+            .await
+            .iter()
+            .filter(|t| *t == "access_method.issued")
+            .count(),
+        1
+    );
+}
+
+async fn a_permanent_rejection_fails_only_its_door(store: Arc<dyn Store>) {
+    let ws = seeded_workspace(&*store, "reject").await;
+    let doors = quick_start_entrances(&*store, ws).await;
+    let planning = store
+        .planning_entrances(ws, &doors)
+        .await
+        .expect("planning");
+    let systems = VirtualSystems::new(Duration::from_millis(5));
+    systems.inject(planning[1].acs_system_id, [Fault::RejectEntrance(doors[1])]);
+    let (g, _) = store
+        .create_access_grant(
+            ws,
+            &new_grant(&*store, ws, &doors, &[AccessMethodMode::MobileKey]).await,
+            None,
+        )
+        .await
+        .expect("create");
+    let _run = start(store.clone(), &systems, &["w1"]);
+    let ms = settled(&*store, ws, g.id).await;
+    let door = |e| {
+        ms[0]
+            .doors
+            .iter()
+            .find(|d| d.entrance_id == e)
+            .expect("door")
+            .clone()
+    };
+    assert_eq!(door(doors[0]).state, DoorState::Granted);
+    assert_eq!(door(doors[1]).state, DoorState::Failed);
+    assert!(
+        door(doors[1])
+            .reason
+            .unwrap_or_default()
+            .contains("rejected")
+    );
+    assert!(ms[0].is_issued, "the granted door is usable");
+    let grant = store.get_access_grant(ws, g.id).await.expect("grant");
+    assert!(
+        grant
+            .warnings
+            .iter()
+            .any(|w| w.code == "underprovisioned_access"
+                && w.message.contains(&doors[1].to_string()))
+    );
+    let types = event_types(&*store, ws).await;
+    assert!(
+        !types
+            .iter()
+            .any(|t| t == "access_grant.access_granted_to_all_doors")
+    );
+}
+
+async fn an_exhausted_retry_budget_is_a_visible_failure(store: Arc<dyn Store>) {
+    let ws = seeded_workspace(&*store, "budget").await;
+    let doors = quick_start_entrances(&*store, ws).await;
+    let planning = store
+        .planning_entrances(ws, &doors[..1])
+        .await
+        .expect("planning");
+    let systems = VirtualSystems::new(Duration::from_millis(1));
+    systems.inject(
+        planning[0].acs_system_id,
+        std::iter::repeat_n(Fault::Unavailable, 10),
+    );
+    let (g, _) = store
+        .create_access_grant(
+            ws,
+            &new_grant(&*store, ws, &doors[..1], &[AccessMethodMode::MobileKey]).await,
+            None,
+        )
+        .await
+        .expect("create");
+    let _run = start(store.clone(), &systems, &["w1"]);
+    let ms = settled(&*store, ws, g.id).await;
+    assert_eq!(ms[0].doors[0].state, DoorState::Failed);
+    assert!(
+        ms[0].doors[0]
+            .reason
+            .clone()
+            .unwrap_or_default()
+            .contains("gave up after 4 attempts")
+    );
+    assert!(ms[0].errors.iter().any(|e| e.code == "failed_to_issue"));
+    let types = event_types(&*store, ws).await;
+    assert!(types.contains(&"access_method.failed_to_issue".to_owned()));
+    assert!(types.contains(&"access_grant.could_not_create_requested_access_methods".to_owned()));
+}
+
+async fn competing_workers_apply_each_outcome_once(store: Arc<dyn Store>) {
+    let ws = seeded_workspace(&*store, "compete").await;
+    let doors = quick_start_entrances(&*store, ws).await;
+    let systems = VirtualSystems::new(Duration::from_millis(10));
+    let mut grants = Vec::new();
+    for _ in 0..6 {
+        let (g, _) = store
+            .create_access_grant(
+                ws,
+                &new_grant(
+                    &*store,
+                    ws,
+                    &doors,
+                    &[AccessMethodMode::MobileKey, AccessMethodMode::Card],
+                )
+                .await,
+                None,
+            )
+            .await
+            .expect("create");
+        grants.push(g.id);
+    }
+    let _run = start(store.clone(), &systems, &["w1", "w2", "w3"]);
+    for g in &grants {
+        settled(&*store, ws, *g).await;
+    }
+    let types = event_types(&*store, ws).await;
+    assert_eq!(
+        types
+            .iter()
+            .filter(|t| *t == "access_grant.access_granted_to_all_doors")
+            .count(),
+        6
+    );
+    assert_eq!(
+        types
+            .iter()
+            .filter(|t| *t == "access_grant.access_granted_to_door")
+            .count(),
+        6 * 4
+    );
+    assert_eq!(systems.credential_count(), 6 * 4);
+    assert_eq!(store.count_jobs("done").await.ok(), Some(6 * 4));
+}
+
+macro_rules! suite {
+    ($backend:ident, $make:expr) => {
+        mod $backend {
+            use super::*;
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn fans_out() {
+                fans_out_to_every_door($make.await.store).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn faults_retried() {
+                transient_and_ambiguous_faults_are_retried_without_duplicates($make.await.store)
+                    .await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn rejection_isolated() {
+                a_permanent_rejection_fails_only_its_door($make.await.store).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn budget_exhausted() {
+                an_exhausted_retry_budget_is_a_visible_failure($make.await.store).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn competing_workers() {
+                competing_workers_apply_each_outcome_once($make.await.store).await
+            }
+        }
+    };
+}
+
+suite!(sqlite, TestDb::sqlite());
+suite!(postgres, TestDb::postgres());
