@@ -406,14 +406,14 @@ async fn rpcs_of_later_issues_answer_unimplemented() {
     let kg = Keygate::start(&dir.0, &Options::with_admin());
     let ch = kg.channel().await;
     let (_ws, key) = create_workspace(&ch, "Later", true).await;
-    let err = v1::access_grant_service_client::AccessGrantServiceClient::new(ch.clone())
-        .get_access_grant(authed(&key, v1::GetAccessGrantRequest::default()))
+    let err = v1::webhook_service_client::WebhookServiceClient::new(ch.clone())
+        .get_webhook(authed(&key, v1::GetWebhookRequest::default()))
         .await
         .expect_err("not served yet");
     assert_eq!(err.code(), Code::Unimplemented);
     // Unauthenticated callers learn nothing, not even that the RPC is unimplemented.
-    let err = v1::access_grant_service_client::AccessGrantServiceClient::new(ch)
-        .get_access_grant(tonic::Request::new(v1::GetAccessGrantRequest::default()))
+    let err = v1::webhook_service_client::WebhookServiceClient::new(ch)
+        .get_webhook(tonic::Request::new(v1::GetWebhookRequest::default()))
         .await
         .expect_err("no key");
     assert_eq!(err.code(), Code::Unauthenticated);

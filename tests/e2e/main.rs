@@ -6,5 +6,6 @@ mod harness;
 
 mod bad_input;
 mod embedded;
+mod grants;
 mod lifecycle;
 mod tenancy;

@@ -131,12 +131,17 @@ pub struct EventFilter {
     pub event_types: Vec<String>,
     pub access_grant_id: Option<AccessGrantId>,
     pub access_method_id: Option<AccessMethodId>,
+    pub acs_system_id: Option<AccessSystemId>,
+    pub acs_entrance_id: Option<EntranceId>,
+    pub user_identity_id: Option<UserIdentityId>,
+    pub occurred_after: Option<OffsetDateTime>,
+    pub occurred_before: Option<OffsetDateTime>,
 }
 
 impl EventFilter {
     /// Whether an event passes the filter (used on the live bus; the store filters in SQL).
     pub fn matches(&self, e: &Event) -> bool {
-        (self.event_types.is_empty() || self.event_types.iter().any(|t| *t == e.event_type))
+        (self.event_types.is_empty() || self.event_types.contains(&e.event_type))
             && self
                 .access_grant_id
                 .is_none_or(|g| e.access_grant_id == Some(g))

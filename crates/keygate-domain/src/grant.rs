@@ -439,13 +439,13 @@ pub fn schedule(
         Some(s) => (s, None),
         None => (now, None),
     };
-    if let Some(end) = ends_at {
-        if end <= start {
-            return Err(Error::invalid(
-                "ends_at",
-                "must be after starts_at (and after now)",
-            ));
-        }
+    if let Some(end) = ends_at
+        && end <= start
+    {
+        return Err(Error::invalid(
+            "ends_at",
+            "must be after starts_at (and after now)",
+        ));
     }
     Ok((start, ends_at, warning))
 }

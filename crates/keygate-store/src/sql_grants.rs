@@ -598,17 +598,30 @@ macro_rules! impl_grant_store {
             #[async_trait]
             impl EventLog for $store {
                 async fn list_events(&self, ws: WorkspaceId, f: &EventFilter, after: i64, limit: u32) -> Result<Vec<Event>, Error> {
-                    let rows = sqlx::query(concat!("SELECT ", event_cols!(), " FROM events WHERE workspace_id = $1 AND seq > $2 AND ", $types, " AND ($4 = '' OR access_grant_id = $4) AND ($5 = '' OR access_method_id = $5) ORDER BY seq LIMIT $6"))
+                    let rows = sqlx::query(concat!("SELECT ", event_cols!(), " FROM events WHERE workspace_id = $1 AND seq > $2 AND ", $types, " AND ($4 = '' OR access_grant_id = $4) AND ($5 = '' OR access_method_id = $5) AND ($6 = '' OR acs_system_id = $6) AND ($7 = '' OR acs_entrance_id = $7) AND ($8 = '' OR user_identity_id = $8) AND ($9 = 0 OR occurred_at >= $9) AND ($10 = 0 OR occurred_at < $10) ORDER BY seq LIMIT $11"))
                         .bind(ws.to_string())
                         .bind(after)
                         .bind(f.event_types.join(","))
                         .bind(f.access_grant_id.map(|i| i.to_string()).unwrap_or_default())
                         .bind(f.access_method_id.map(|i| i.to_string()).unwrap_or_default())
+                        .bind(f.acs_system_id.map(|i| i.to_string()).unwrap_or_default())
+                        .bind(f.acs_entrance_id.map(|i| i.to_string()).unwrap_or_default())
+                        .bind(f.user_identity_id.map(|i| i.to_string()).unwrap_or_default())
+                        .bind(f.occurred_after.map(to_micros).unwrap_or(0))
+                        .bind(f.occurred_before.map(to_micros).unwrap_or(0))
                         .bind(i64::from(limit))
                         .fetch_all(&self.pool)
                         .await
                         .map_err(db_err)?;
                     rows.iter().map(event_row).collect()
+                }
+
+                async fn latest_event_seq(&self, ws: WorkspaceId) -> Result<i64, Error> {
+                    sqlx::query_scalar("SELECT COALESCE(MAX(last_seq), 0) FROM event_counters WHERE workspace_id = $1")
+                        .bind(ws.to_string())
+                        .fetch_one(&self.pool)
+                        .await
+                        .map_err(db_err)
                 }
 
                 async fn get_event(&self, ws: WorkspaceId, id: EventId) -> Result<Event, Error> {

@@ -305,6 +305,9 @@ pub trait EventLog: Send + Sync {
     ) -> Result<Vec<Event>, Error>;
 
     async fn get_event(&self, workspace: WorkspaceId, id: EventId) -> Result<Event, Error>;
+
+    /// The seq of the workspace's newest event (0 when none): where a live watch starts.
+    async fn latest_event_seq(&self, workspace: WorkspaceId) -> Result<i64, Error>;
 }
 
 /// The whole store of record.

@@ -144,3 +144,149 @@ pub fn api_key(k: &ApiKey) -> admin::ApiKey {
         revoked_at: k.revoked_at.map(ts),
     }
 }
+
+use keygate_domain::events::Event;
+use keygate_domain::grant::{AccessGrant, AccessMethod, DoorState, Notice};
+
+fn warning(n: &Notice) -> v1::ResourceWarning {
+    v1::ResourceWarning {
+        code: n.code.clone(),
+        message: n.message.clone(),
+        created_at: Some(ts(n.created_at)),
+    }
+}
+
+fn error(n: &Notice) -> v1::ResourceError {
+    v1::ResourceError {
+        code: n.code.clone(),
+        message: n.message.clone(),
+        created_at: Some(ts(n.created_at)),
+    }
+}
+
+pub fn access_grant(g: &AccessGrant) -> v1::AccessGrant {
+    v1::AccessGrant {
+        access_grant_id: g.id.to_string(),
+        workspace_id: g.workspace_id.to_string(),
+        access_grant_key: g.access_grant_key.clone().unwrap_or_default(),
+        user_identity_id: g.user_identity_id.to_string(),
+        name: g.name.clone(),
+        display_name: g.name.clone(),
+        acs_entrance_ids: g.entrance_ids.iter().map(ToString::to_string).collect(),
+        access_method_ids: g
+            .access_method_ids
+            .iter()
+            .map(ToString::to_string)
+            .collect(),
+        requested_access_methods: g
+            .requested
+            .iter()
+            .map(|r| v1::RequestedAccessMethod {
+                mode: mode(r.mode) as i32,
+                display_name: r.display_name.clone(),
+                created_at: Some(ts(r.created_at)),
+                created_access_method_ids: r
+                    .created_access_method_ids
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect(),
+                code: r.code.clone().unwrap_or_default(),
+            })
+            .collect(),
+        starts_at: Some(ts(g.starts_at)),
+        ends_at: g.ends_at.map(ts),
+        instant_key_url: g.instant_key_url.clone().unwrap_or_default(),
+        reservation_key: g.reservation_key.clone().unwrap_or_default(),
+        created_at: Some(ts(g.created_at)),
+        updated_at: Some(ts(g.updated_at)),
+        warnings: g.warnings.iter().map(warning).collect(),
+        errors: g.errors.iter().map(error).collect(),
+        pending_mutations: Vec::new(),
+    }
+}
+
+pub fn door_state(s: DoorState) -> v1::AccessState {
+    match s {
+        DoorState::Pending => v1::AccessState::Pending,
+        DoorState::Granted => v1::AccessState::Granted,
+        DoorState::Failed => v1::AccessState::Failed,
+        DoorState::Revoked => v1::AccessState::Revoked,
+        DoorState::Unknown => v1::AccessState::Unknown,
+    }
+}
+
+/// Pending doors are what is still being pushed to a provider.
+fn pending(m: &AccessMethod) -> Vec<v1::PendingMutation> {
+    m.doors
+        .iter()
+        .filter(|d| matches!(d.state, DoorState::Pending | DoorState::Unknown))
+        .map(|d| v1::PendingMutation {
+            mutation_code: "provisioning_access".into(),
+            message: format!("granting access to entrance {}", d.entrance_id),
+            created_at: Some(ts(d.updated_at)),
+            from: String::new(),
+            to: String::new(),
+        })
+        .collect()
+}
+
+pub fn access_method(m: &AccessMethod) -> v1::AccessMethod {
+    v1::AccessMethod {
+        access_method_id: m.id.to_string(),
+        workspace_id: m.workspace_id.to_string(),
+        access_grant_id: m.access_grant_id.to_string(),
+        user_identity_id: m.user_identity_id.to_string(),
+        mode: mode(m.mode) as i32,
+        display_name: m.display_name.clone(),
+        created_at: Some(ts(m.created_at)),
+        is_issued: m.is_issued,
+        issued_at: m.issued_at.map(ts),
+        is_card_encoding_required: m.is_card_encoding_required,
+        is_ready_for_encoding: m.is_ready_for_encoding,
+        code: m.code.clone().unwrap_or_default(),
+        client_session_token: m.client_session_token.clone().unwrap_or_default(),
+        instant_key_url: m.instant_key_url.clone().unwrap_or_default(),
+        acs_entrance_ids: m.doors.iter().map(|d| d.entrance_id.to_string()).collect(),
+        entrances: m
+            .doors
+            .iter()
+            .map(|d| v1::EntranceAccessState {
+                acs_entrance_id: d.entrance_id.to_string(),
+                acs_system_id: d.acs_system_id.to_string(),
+                state: door_state(d.state) as i32,
+                reason: d.reason.clone().unwrap_or_default(),
+                updated_at: Some(ts(d.updated_at)),
+            })
+            .collect(),
+        warnings: m.warnings.iter().map(warning).collect(),
+        errors: m.errors.iter().map(error).collect(),
+        pending_mutations: pending(m),
+    }
+}
+
+pub fn event(e: &Event, cursor: String) -> v1::Event {
+    let s = |o: Option<String>| o.unwrap_or_default();
+    v1::Event {
+        event_id: e.id.to_string(),
+        event_type: e.event_type.clone(),
+        event_description: e.description.clone(),
+        workspace_id: e.workspace_id.to_string(),
+        created_at: Some(ts(e.created_at)),
+        occurred_at: Some(ts(e.occurred_at)),
+        access_grant_id: s(e.access_grant_id.map(|i| i.to_string())),
+        access_method_id: s(e.access_method_id.map(|i| i.to_string())),
+        acs_system_id: s(e.acs_system_id.map(|i| i.to_string())),
+        acs_entrance_id: s(e.acs_entrance_id.map(|i| i.to_string())),
+        user_identity_id: s(e.user_identity_id.map(|i| i.to_string())),
+        cursor,
+        ..Default::default()
+    }
+}
+
+/// Wire → domain time.
+pub fn from_ts(t: &prost_types::Timestamp) -> Option<OffsetDateTime> {
+    let nanos = i128::from(t.seconds) * 1_000_000_000 + i128::from(t.nanos);
+    OffsetDateTime::from_unix_timestamp_nanos(nanos)
+        .ok()
+        .map(keygate_domain::model::truncate_to_micros)
+}

@@ -15,7 +15,10 @@ use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
 use crate::auth::Authenticator;
+use crate::services::access_grants::AccessGrants;
+use crate::services::access_methods::AccessMethods;
 use crate::services::access_systems::AccessSystems;
+use crate::services::events::Events;
 use crate::services::user_identities::UserIdentities;
 use crate::services::workspaces::Workspaces;
 use crate::stack::{self, StackConfig};
@@ -47,6 +50,14 @@ pub struct GatewayDeps {
     /// Page token sealing; its key (shared by every replica, kept in the store) is set once
     /// the store answers.
     pub page_tokens: PageTokens,
+    /// Rung after events are committed; wakes watchers.
+    pub doorbell: keygate_cache::bus::Doorbell,
+    /// Wakes this process's orchestrator when new jobs are queued.
+    pub wake_orchestrator: Arc<tokio::sync::Notify>,
+    /// Base URL of the HTTP port, for Instant Key links.
+    pub public_url: String,
+    /// Turns true on shutdown; streams end.
+    pub shutdown: tokio::sync::watch::Receiver<bool>,
 }
 
 /// Limits of the server.
@@ -135,6 +146,23 @@ pub async fn serve(
         store: deps.store.clone(),
         tokens: tokens.clone(),
     };
+    let access_grants = AccessGrants {
+        store: deps.store.clone(),
+        tokens: tokens.clone(),
+        doorbell: deps.doorbell.clone(),
+        wake_orchestrator: deps.wake_orchestrator.clone(),
+        public_url: deps.public_url.clone(),
+    };
+    let access_methods = AccessMethods {
+        store: deps.store.clone(),
+        tokens: tokens.clone(),
+    };
+    let events = Events {
+        store: deps.store.clone(),
+        tokens: tokens.clone(),
+        doorbell: deps.doorbell.clone(),
+        shutdown: deps.shutdown.clone(),
+    };
     let workspaces = Workspaces {
         store: deps.store.clone(),
         cache: deps.cache.clone(),
@@ -162,11 +190,11 @@ pub async fn serve(
             cfg
         ))
         .add_service(limited!(
-            v1::access_grant_service_server::AccessGrantServiceServer::new(Unimplemented),
+            v1::access_grant_service_server::AccessGrantServiceServer::new(access_grants),
             cfg
         ))
         .add_service(limited!(
-            v1::access_method_service_server::AccessMethodServiceServer::new(Unimplemented),
+            v1::access_method_service_server::AccessMethodServiceServer::new(access_methods),
             cfg
         ))
         .add_service(limited!(
@@ -178,7 +206,7 @@ pub async fn serve(
             cfg
         ))
         .add_service(limited!(
-            v1::event_service_server::EventServiceServer::new(Unimplemented),
+            v1::event_service_server::EventServiceServer::new(events),
             cfg
         ))
         .add_service(limited!(

@@ -8,15 +8,9 @@ use keygate_proto::v1;
 pub struct Unimplemented;
 
 #[tonic::async_trait]
-impl v1::access_grant_service_server::AccessGrantService for Unimplemented {}
-#[tonic::async_trait]
-impl v1::access_method_service_server::AccessMethodService for Unimplemented {}
-#[tonic::async_trait]
 impl v1::acs_user_service_server::AcsUserService for Unimplemented {}
 #[tonic::async_trait]
 impl v1::instant_key_service_server::InstantKeyService for Unimplemented {}
-#[tonic::async_trait]
-impl v1::event_service_server::EventService for Unimplemented {}
 #[tonic::async_trait]
 impl v1::webhook_service_server::WebhookService for Unimplemented {}
 #[tonic::async_trait]

@@ -21,6 +21,8 @@ pub struct Cli {
 }
 
 #[derive(Subcommand, Debug)]
+// Parsed once at start; boxing the large variant would buy nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum Command {
     /// Runs Keygate (all roles by default).
     Serve(ServeArgs),
@@ -161,6 +163,14 @@ pub struct ServeArgs {
     /// Largest gRPC message accepted or sent, in bytes.
     #[arg(long, env = "KEYGATE_MAX_MESSAGE_BYTES", default_value_t = 4 * 1024 * 1024)]
     pub max_message_bytes: usize,
+
+    /// How long the sandbox virtual access systems take to provision, in milliseconds.
+    #[arg(
+        long,
+        env = "KEYGATE_SANDBOX_PROVISION_DELAY_MS",
+        default_value_t = 250
+    )]
+    pub sandbox_provision_delay_ms: u64,
 
     /// Seconds to let in-flight calls finish after SIGTERM before exiting anyway.
     #[arg(long, env = "KEYGATE_DRAIN_SECS", default_value_t = 20)]

@@ -7,13 +7,16 @@ use std::time::Duration;
 use anyhow::Context as _;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use keygate_cache::bus::Doorbell;
 use keygate_cache::{Cache, InProcessCache, RedisCache};
 use keygate_gateway::stack::StackConfig;
 use keygate_gateway::tokens::PageTokens;
 use keygate_gateway::{GatewayDeps, ServerConfig, set_health};
+use keygate_orchestrator::{Orchestrator, OrchestratorConfig};
+use keygate_providers::virtual_system::VirtualSystems;
 use keygate_store::{SCHEMA_VERSION, Store};
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
@@ -46,6 +49,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let page_tokens = PageTokens::default();
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut servers = tokio::task::JoinSet::new();
+    let doorbell = Doorbell::new();
+    let wake_orchestrator = Arc::new(Notify::new());
+    let (ready_tx, ready_rx) = watch::channel(false);
 
     if args.roles.contains(&Role::Gateway) {
         let listener = TcpListener::bind(args.grpc_addr)
@@ -58,6 +64,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             cache: cache.clone(),
             admin_token: Some(args.admin_token.clone()).filter(|t| !t.is_empty()),
             page_tokens: page_tokens.clone(),
+            doorbell: doorbell.clone(),
+            wake_orchestrator: wake_orchestrator.clone(),
+            public_url: args.public_url.clone(),
+            shutdown: stop_rx.clone(),
         };
         let cfg = ServerConfig {
             stack: StackConfig {
@@ -77,13 +87,28 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             }
         });
     }
-    for role in [Role::Orchestrator, Role::Delivery] {
-        if args.roles.contains(&role) {
-            tracing::info!(
-                ?role,
-                "role has no work in this version; it starts with access grants and delivery"
-            );
-        }
+    if args.roles.contains(&Role::Orchestrator) {
+        let providers = Arc::new(VirtualSystems::new(Duration::from_millis(
+            args.sandbox_provision_delay_ms,
+        )));
+        let orchestrator = Orchestrator::new(
+            store.clone(),
+            providers,
+            doorbell.clone(),
+            wake_orchestrator.clone(),
+            OrchestratorConfig::default(),
+        );
+        let stop = stop_rx.clone();
+        let mut ready = ready_rx.clone();
+        // Not drained like a server: on exit its leases expire and another worker takes over.
+        tokio::spawn(async move {
+            if ready.wait_for(|r| *r).await.is_ok() {
+                orchestrator.run(stop).await;
+            }
+        });
+    }
+    if args.roles.contains(&Role::Delivery) {
+        tracing::info!("the delivery role has no work yet; Instant Key pages arrive with delivery");
     }
 
     let http = TcpListener::bind(args.http_addr)
@@ -101,15 +126,16 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         }
     });
 
-    let readiness = tokio::spawn(become_ready(
-        store.clone(),
-        args.store.data_dir.clone(),
-        args.migrate_on_start,
+    let readiness = tokio::spawn(become_ready(Readiness {
+        store: store.clone(),
+        data_dir: args.store.data_dir.clone(),
+        migrate: args.migrate_on_start,
         bootstrap_sandbox,
         page_tokens,
-        reporter.clone(),
-        ready.clone(),
-    ));
+        reporter: reporter.clone(),
+        ready: ready.clone(),
+        store_ready: ready_tx,
+    }));
 
     shutdown_signal().await;
     tracing::info!(
@@ -161,7 +187,8 @@ async fn shutdown_signal() {
 
 /// Brings the store to the expected schema, loads shared secrets, makes the sandbox, and only
 /// then reports SERVING; afterwards keeps checking the store.
-async fn become_ready(
+/// What readiness needs: the store to prepare, and the flags and signals to raise after.
+struct Readiness {
     store: Arc<dyn Store>,
     data_dir: std::path::PathBuf,
     migrate: bool,
@@ -169,7 +196,20 @@ async fn become_ready(
     page_tokens: PageTokens,
     reporter: HealthReporter,
     ready: Arc<AtomicBool>,
-) {
+    store_ready: watch::Sender<bool>,
+}
+
+async fn become_ready(r: Readiness) {
+    let Readiness {
+        store,
+        data_dir,
+        migrate,
+        bootstrap_sandbox,
+        page_tokens,
+        reporter,
+        ready,
+        store_ready,
+    } = r;
     let mut delay = Duration::from_millis(200);
     loop {
         match prepare(&*store, &data_dir, migrate, bootstrap_sandbox, &page_tokens).await {
@@ -183,6 +223,7 @@ async fn become_ready(
     }
     set_health(&reporter, ServingStatus::Serving).await;
     ready.store(true, Ordering::SeqCst);
+    let _ = store_ready.send(true);
     println!("keygate: ready (store: {})", store.backend_name());
     tokio::spawn(purge_idempotency(store.clone()));
 

@@ -1,6 +1,9 @@
 //! The tonic service implementations, one module per service.
 
+pub mod access_grants;
+pub mod access_methods;
 pub mod access_systems;
+pub mod events;
 pub mod user_identities;
 pub mod workspaces;
 

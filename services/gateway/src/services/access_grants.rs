@@ -1,0 +1,325 @@
+//! `keygate.v1.AccessGrantService`: one call says who, where, when and how; the reply comes at
+//! once, with no provider call in the request path. The orchestrator does the rest.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use base64::Engine as _;
+use keygate_cache::bus::Doorbell;
+use keygate_domain::capability::AccessMethodMode;
+use keygate_domain::grant::{self, GrantSpec, ModeRequest};
+use keygate_domain::ids::{AccessGrantId, EntranceId, UserIdentityId};
+use keygate_domain::model::now;
+use keygate_domain::validate::{self, Violations};
+use keygate_domain::{Error, FieldViolation, Resource};
+use keygate_proto::v1::{self, access_grant_service_server::AccessGrantService};
+use keygate_store::{GrantFilter, NewGrant, Store};
+use rand::RngExt as _;
+use tokio::sync::Notify;
+use tonic::{Request, Response, Status};
+
+use super::page_request;
+use super::user_identities::idempotency;
+use crate::auth::principal;
+use crate::convert;
+use crate::error::to_status;
+use crate::tokens::{PageScope, PageTokens};
+
+/// Most entrances one grant may name.
+const MAX_ENTRANCES: usize = 100;
+
+pub struct AccessGrants {
+    pub store: Arc<dyn Store>,
+    pub tokens: PageTokens,
+    pub doorbell: Doorbell,
+    pub wake_orchestrator: Arc<Notify>,
+    pub public_url: String,
+}
+
+pub(crate) fn mode_from(i: i32) -> Option<AccessMethodMode> {
+    match v1::AccessMethodMode::try_from(i).ok()? {
+        v1::AccessMethodMode::Card => Some(AccessMethodMode::Card),
+        v1::AccessMethodMode::Code => Some(AccessMethodMode::Code),
+        v1::AccessMethodMode::MobileKey => Some(AccessMethodMode::MobileKey),
+        v1::AccessMethodMode::CloudKey => Some(AccessMethodMode::CloudKey),
+        v1::AccessMethodMode::Unspecified => None,
+    }
+}
+
+fn pin(field: &str, code: &str) -> Result<Option<String>, FieldViolation> {
+    if code.is_empty() {
+        return Ok(None);
+    }
+    if (4..=12).contains(&code.len()) && code.bytes().all(|b| b.is_ascii_digit()) {
+        Ok(Some(code.to_owned()))
+    } else {
+        Err(FieldViolation::new(field, "must be 4 to 12 digits"))
+    }
+}
+
+fn instant_key_url(public_url: &str) -> String {
+    let token: [u8; 32] = rand::rng().random();
+    format!(
+        "{}/ik/{}",
+        public_url.trim_end_matches('/'),
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(token)
+    )
+}
+
+#[tonic::async_trait]
+impl AccessGrantService for AccessGrants {
+    #[tracing::instrument(skip_all)]
+    async fn create_access_grant(
+        &self,
+        req: Request<v1::CreateAccessGrantRequest>,
+    ) -> Result<Response<v1::CreateAccessGrantResponse>, Status> {
+        let ws = principal(&req)
+            .and_then(|p| p.workspace())
+            .map_err(to_status)?;
+        let r = req.into_inner();
+        let at = now();
+        let mut v = Violations::default();
+        let request_id = v.check(validate::request_id(&r.request_id)).flatten();
+        let name = v.check(validate::optional_name("name", &r.name)).flatten();
+        let key = v
+            .check(validate::optional_name(
+                "access_grant_key",
+                &r.access_grant_key,
+            ))
+            .flatten();
+        let reservation = v
+            .check(validate::optional_name(
+                "reservation_key",
+                &r.reservation_key,
+            ))
+            .flatten();
+        if r.acs_entrance_ids.is_empty() {
+            v.check::<()>(Err(FieldViolation::new(
+                "acs_entrance_ids",
+                "at least one entrance is required",
+            )));
+        }
+        if r.acs_entrance_ids.len() > MAX_ENTRANCES {
+            v.check::<()>(Err(FieldViolation::new(
+                "acs_entrance_ids",
+                format!("at most {MAX_ENTRANCES} entrances"),
+            )));
+        }
+        let mut seen = HashSet::new();
+        if !r.acs_entrance_ids.iter().all(|e| seen.insert(e)) {
+            v.check::<()>(Err(FieldViolation::new(
+                "acs_entrance_ids",
+                "must not repeat an entrance",
+            )));
+        }
+        if r.requested_access_methods.is_empty() {
+            v.check::<()>(Err(FieldViolation::new(
+                "requested_access_methods",
+                "at least one access method is required",
+            )));
+        }
+        let mut modes = Vec::new();
+        for (i, m) in r.requested_access_methods.iter().enumerate() {
+            let field = format!("requested_access_methods[{i}]");
+            let Some(mode) = mode_from(m.mode) else {
+                v.check::<()>(Err(FieldViolation::new(
+                    format!("{field}.mode"),
+                    "must be card, code, mobile_key or cloud_key",
+                )));
+                continue;
+            };
+            if modes.iter().any(|x: &ModeRequest| x.mode == mode) {
+                v.check::<()>(Err(FieldViolation::new(
+                    format!("{field}.mode"),
+                    "each mode may be requested once",
+                )));
+            }
+            let code = v.check(pin(&format!("{field}.code"), &m.code)).flatten();
+            if code.is_some() && mode != AccessMethodMode::Code {
+                v.check::<()>(Err(FieldViolation::new(
+                    format!("{field}.code"),
+                    "only a code (PIN) method takes a code",
+                )));
+            }
+            modes.push(ModeRequest { mode, code });
+        }
+        let (new_identity, existing_identity) = match &r.grantee {
+            Some(v1::create_access_grant_request::Grantee::UserIdentity(p)) => (
+                Some(
+                    validate::new_user_identity(
+                        &p.user_identity_key,
+                        &p.full_name,
+                        &p.email_address,
+                        &p.phone_number,
+                    )
+                    .map_err(to_status)?,
+                ),
+                None,
+            ),
+            Some(v1::create_access_grant_request::Grantee::UserIdentityId(id)) => {
+                let id: UserIdentityId =
+                    validate::id("user_identity_id", id, Resource::UserIdentity)
+                        .map_err(to_status)?;
+                (None, Some(id))
+            }
+            None => {
+                v.check::<()>(Err(FieldViolation::new(
+                    "user_identity",
+                    "give user_identity or user_identity_id",
+                )));
+                (None, None)
+            }
+        };
+        v.finish().map_err(to_status)?;
+        let (starts_at, ends_at, warning) = grant::schedule(
+            r.starts_at.as_ref().and_then(convert::from_ts),
+            r.ends_at.as_ref().and_then(convert::from_ts),
+            at,
+        )
+        .map_err(to_status)?;
+
+        let entrance_ids: Vec<EntranceId> = r
+            .acs_entrance_ids
+            .iter()
+            .map(|e| validate::id("acs_entrance_ids", e, Resource::Entrance))
+            .collect::<Result<_, Error>>()
+            .map_err(to_status)?;
+        let person_name = match (&new_identity, existing_identity) {
+            (Some(p), _) => p.full_name.clone(),
+            (None, Some(id)) => {
+                self.store
+                    .get_user_identity(ws, id)
+                    .await
+                    .map_err(to_status)?
+                    .full_name
+            }
+            (None, None) => String::new(),
+        };
+        let planning = self
+            .store
+            .planning_entrances(ws, &entrance_ids)
+            .await
+            .map_err(to_status)?;
+        let id = AccessGrantId::new();
+        let plan = grant::plan(id, &modes, &planning, at).map_err(to_status)?;
+        let wants_mobile = modes.iter().any(|m| m.mode == AccessMethodMode::MobileKey);
+        let spec = GrantSpec {
+            id,
+            workspace_id: ws,
+            user_identity_id: existing_identity.unwrap_or_default(),
+            access_grant_key: key,
+            name: name.unwrap_or_else(|| format!("Access for {person_name}")),
+            reservation_key: reservation,
+            starts_at,
+            ends_at,
+            entrance_ids: entrance_ids.clone(),
+            instant_key_url: wants_mobile.then(|| instant_key_url(&self.public_url)),
+        };
+        let (g, methods, events) = grant::assemble(spec, &plan, warning.into_iter().collect(), at);
+        let new = NewGrant {
+            grant: g,
+            new_identity,
+            entrances: planning
+                .iter()
+                .map(|p| (p.entrance_id, p.acs_system_id))
+                .collect(),
+            methods,
+            jobs: plan.jobs,
+            events,
+        };
+        let body = v1::CreateAccessGrantRequest {
+            request_id: String::new(),
+            ..r
+        };
+        let idem = idempotency("CreateAccessGrant", request_id, &body);
+        let (created, appended) = self
+            .store
+            .create_access_grant(ws, &new, idem.as_ref())
+            .await
+            .map_err(to_status)?;
+        if let Some(last) = appended.last() {
+            self.doorbell.ring(ws.to_string(), last.seq);
+            self.wake_orchestrator.notify_one();
+        }
+        tracing::info!(access_grant_id = %created.id, methods = created.access_method_ids.len(), "access grant created");
+        Ok(Response::new(v1::CreateAccessGrantResponse {
+            access_grant: Some(convert::access_grant(&created)),
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn get_access_grant(
+        &self,
+        req: Request<v1::GetAccessGrantRequest>,
+    ) -> Result<Response<v1::GetAccessGrantResponse>, Status> {
+        let ws = principal(&req)
+            .and_then(|p| p.workspace())
+            .map_err(to_status)?;
+        let id: AccessGrantId = validate::id(
+            "access_grant_id",
+            &req.get_ref().access_grant_id,
+            Resource::AccessGrant,
+        )
+        .map_err(to_status)?;
+        let g = self
+            .store
+            .get_access_grant(ws, id)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(v1::GetAccessGrantResponse {
+            access_grant: Some(convert::access_grant(&g)),
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn list_access_grants(
+        &self,
+        req: Request<v1::ListAccessGrantsRequest>,
+    ) -> Result<Response<v1::ListAccessGrantsResponse>, Status> {
+        let ws = principal(&req)
+            .and_then(|p| p.workspace())
+            .map_err(to_status)?;
+        let r = req.into_inner();
+        let parts = [
+            "ListAccessGrants",
+            r.user_identity_id.as_str(),
+            r.acs_entrance_id.as_str(),
+            r.acs_system_id.as_str(),
+        ];
+        let scope = PageScope::workspace(ws, &parts);
+        let page =
+            page_request(&self.tokens, &scope, r.page_size, &r.page_token).map_err(to_status)?;
+        let filter = GrantFilter {
+            user_identity_id: validate::optional_id(
+                "user_identity_id",
+                &r.user_identity_id,
+                Resource::UserIdentity,
+            )
+            .map_err(to_status)?,
+            acs_entrance_id: validate::optional_id(
+                "acs_entrance_id",
+                &r.acs_entrance_id,
+                Resource::Entrance,
+            )
+            .map_err(to_status)?,
+            acs_system_id: validate::optional_id(
+                "acs_system_id",
+                &r.acs_system_id,
+                Resource::AccessSystem,
+            )
+            .map_err(to_status)?,
+        };
+        let found = self
+            .store
+            .list_access_grants(ws, &filter, &page)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(v1::ListAccessGrantsResponse {
+            access_grants: found.items.iter().map(convert::access_grant).collect(),
+            next_page_token: self
+                .tokens
+                .seal(&scope, found.next_after)
+                .map_err(to_status)?,
+        }))
+    }
+}

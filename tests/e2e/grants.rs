@@ -1,0 +1,513 @@
+//! The access grant quick start (seed 004) end to end, through the real binary.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use keygate_proto::v1;
+use tokio_stream::StreamExt as _;
+use tonic::Code;
+
+use crate::harness::*;
+
+const CARD: i32 = v1::AccessMethodMode::Card as i32;
+const MOBILE: i32 = v1::AccessMethodMode::MobileKey as i32;
+const CODE: i32 = v1::AccessMethodMode::Code as i32;
+
+/// One entrance of Salto Space and one of Visionline (access groups vs credential based), both
+/// opening with a card and a mobile key.
+async fn two_doors(ch: &tonic::transport::Channel, key: &str) -> Vec<String> {
+    let systems = systems(ch)
+        .list_access_systems(authed(key, v1::ListAccessSystemsRequest::default()))
+        .await
+        .expect("systems")
+        .into_inner()
+        .acs_systems;
+    let mut doors = Vec::new();
+    for t in ["virtual_salto_space", "virtual_visionline"] {
+        let s = systems.iter().find(|s| s.system_type == t).expect("system");
+        let e = systems_client_entrances(ch, key, &s.acs_system_id).await;
+        doors.push(
+            e.into_iter()
+                .find(|e| e.can_unlock_with_card && e.can_unlock_with_mobile_key)
+                .expect("door")
+                .acs_entrance_id,
+        );
+    }
+    doors
+}
+
+async fn systems_client_entrances(
+    ch: &tonic::transport::Channel,
+    key: &str,
+    system: &str,
+) -> Vec<v1::Entrance> {
+    systems(ch)
+        .list_entrances(authed(
+            key,
+            v1::ListEntrancesRequest {
+                acs_system_id: system.into(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .expect("entrances")
+        .into_inner()
+        .acs_entrances
+}
+
+fn grants(
+    ch: &tonic::transport::Channel,
+) -> v1::access_grant_service_client::AccessGrantServiceClient<tonic::transport::Channel> {
+    v1::access_grant_service_client::AccessGrantServiceClient::new(ch.clone())
+}
+
+fn methods(
+    ch: &tonic::transport::Channel,
+) -> v1::access_method_service_client::AccessMethodServiceClient<tonic::transport::Channel> {
+    v1::access_method_service_client::AccessMethodServiceClient::new(ch.clone())
+}
+
+fn events(
+    ch: &tonic::transport::Channel,
+) -> v1::event_service_client::EventServiceClient<tonic::transport::Channel> {
+    v1::event_service_client::EventServiceClient::new(ch.clone())
+}
+
+fn ts(offset: Duration, past: bool) -> prost_types::Timestamp {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock");
+    let t = if past { now - offset } else { now + offset };
+    prost_types::Timestamp {
+        seconds: i64::try_from(t.as_secs()).expect("secs"),
+        nanos: 0,
+    }
+}
+
+fn jane_grant(request_id: &str, doors: &[String], modes: &[i32]) -> v1::CreateAccessGrantRequest {
+    v1::CreateAccessGrantRequest {
+        request_id: request_id.into(),
+        grantee: Some(v1::create_access_grant_request::Grantee::UserIdentity(
+            v1::NewUserIdentity {
+                full_name: "Jane Doe".into(),
+                email_address: "jane.doe@example.com".into(),
+                phone_number: "+15555551000".into(),
+                user_identity_key: String::new(),
+            },
+        )),
+        acs_entrance_ids: doors.to_vec(),
+        requested_access_methods: modes
+            .iter()
+            .map(|m| v1::NewRequestedAccessMethod {
+                mode: *m,
+                code: String::new(),
+            })
+            .collect(),
+        starts_at: Some(ts(Duration::from_secs(60), true)),
+        ends_at: Some(ts(Duration::from_secs(3 * 86_400), false)),
+        ..Default::default()
+    }
+}
+
+async fn quick_start(opts: Options) {
+    let dir = DataDir::new();
+    let kg = Keygate::start(
+        &dir.0,
+        &Options {
+            extra_args: vec!["--sandbox-provision-delay-ms".into(), "100".into()],
+            ..opts
+        },
+    );
+    let ch = kg.channel().await;
+    let (_ws, key) = create_workspace(&ch, "Hotel", true).await;
+    let (_other_ws, other_key) = create_workspace(&ch, "Other", true).await;
+    let doors = two_doors(&ch, &key).await;
+
+    let mut watch = events(&ch)
+        .watch_events(authed(&key, v1::WatchEventsRequest::default()))
+        .await
+        .expect("watch")
+        .into_inner();
+
+    let first_request = jane_grant("qs-1", &doors, &[CARD, MOBILE]);
+    let created = grants(&ch)
+        .create_access_grant(authed(&key, first_request.clone()))
+        .await
+        .expect("create")
+        .into_inner()
+        .access_grant
+        .expect("grant");
+    assert!(!created.access_grant_id.is_empty() && !created.user_identity_id.is_empty());
+    assert!(
+        created.instant_key_url.contains("/ik/"),
+        "{}",
+        created.instant_key_url
+    );
+    assert_eq!(created.requested_access_methods.len(), 2);
+    assert_eq!(
+        created.requested_access_methods[0].display_name,
+        "Plastic Card"
+    );
+    assert_eq!(
+        created.requested_access_methods[0]
+            .created_access_method_ids
+            .len(),
+        2,
+        "a card per access system"
+    );
+    assert_eq!(
+        created.requested_access_methods[1].display_name,
+        "Mobile Key"
+    );
+    assert_eq!(
+        created.requested_access_methods[1]
+            .created_access_method_ids
+            .len(),
+        1
+    );
+    assert!(
+        created
+            .warnings
+            .iter()
+            .any(|w| w.code == "starts_at_in_past"),
+        "{:?}",
+        created.warnings
+    );
+
+    // Poll until the mobile key is issued and the cards need encoding.
+    let ids: Vec<String> = created
+        .requested_access_methods
+        .iter()
+        .flat_map(|r| r.created_access_method_ids.clone())
+        .collect();
+    let mut settled = Vec::new();
+    for _ in 0..200 {
+        settled.clear();
+        for id in &ids {
+            let m = methods(&ch)
+                .get_access_method(authed(
+                    &key,
+                    v1::GetAccessMethodRequest {
+                        access_method_id: id.clone(),
+                    },
+                ))
+                .await
+                .expect("get")
+                .into_inner()
+                .access_method
+                .expect("m");
+            settled.push(m);
+        }
+        let mobile_issued = settled
+            .iter()
+            .any(|m| m.mode == MOBILE && m.is_issued && m.issued_at.is_some());
+        let cards_ready = settled
+            .iter()
+            .filter(|m| m.mode == CARD)
+            .all(|m| m.is_card_encoding_required && !m.is_issued);
+        if mobile_issued && cards_ready {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mobile = settled.iter().find(|m| m.mode == MOBILE).expect("mobile");
+    assert!(mobile.is_issued, "{settled:?}");
+    assert_eq!(mobile.instant_key_url, created.instant_key_url);
+    assert!(
+        mobile
+            .entrances
+            .iter()
+            .all(|d| d.state == v1::AccessState::Granted as i32)
+    );
+    assert!(
+        settled
+            .iter()
+            .filter(|m| m.mode == CARD)
+            .all(|m| m.is_card_encoding_required)
+    );
+
+    // The watcher saw the lifecycle in causal order.
+    let mut seen = Vec::new();
+    while !seen
+        .iter()
+        .any(|(t, _, _): &(String, String, String)| t == "access_grant.access_granted_to_all_doors")
+    {
+        let msg = tokio::time::timeout(Duration::from_secs(10), watch.next())
+            .await
+            .expect("event in time")
+            .expect("stream open")
+            .expect("ok");
+        let e = msg.event.expect("event");
+        assert_eq!(e.cursor, msg.cursor);
+        seen.push((e.event_type, e.event_id, msg.cursor));
+    }
+    let types: Vec<&str> = seen.iter().map(|(t, _, _)| t.as_str()).collect();
+    assert_eq!(types[0], "access_grant.created");
+    assert_eq!(&types[1..4], ["access_method.created"; 3]);
+    assert_eq!(
+        types
+            .iter()
+            .filter(|t| **t == "access_grant.access_granted_to_door")
+            .count(),
+        4
+    );
+    assert_eq!(
+        types
+            .iter()
+            .filter(|t| **t == "access_method.card_encoding_required")
+            .count(),
+        2
+    );
+    assert_eq!(
+        types
+            .iter()
+            .filter(|t| **t == "access_method.issued")
+            .count(),
+        1
+    );
+    assert_eq!(
+        *types.last().expect("last"),
+        "access_grant.access_granted_to_all_doors"
+    );
+    let pos = |name: &str| types.iter().position(|t| *t == name).expect("present");
+    assert!(pos("access_method.issued") > pos("access_grant.access_granted_to_door"));
+
+    // Reconnecting with a cursor yields exactly the events after it, none twice.
+    let (_, _, cursor) = seen[2].clone();
+    let mut resumed = events(&ch)
+        .watch_events(authed(
+            &key,
+            v1::WatchEventsRequest {
+                cursor,
+                ..Default::default()
+            },
+        ))
+        .await
+        .expect("resume")
+        .into_inner();
+    for (t, id, _) in &seen[3..] {
+        let e = tokio::time::timeout(Duration::from_secs(5), resumed.next())
+            .await
+            .expect("in time")
+            .expect("open")
+            .expect("ok")
+            .event
+            .expect("e");
+        assert_eq!((&e.event_type, &e.event_id), (t, id));
+    }
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), resumed.next())
+            .await
+            .is_err(),
+        "nothing more"
+    );
+    // ListEvents pages the same log, filterable by type.
+    let listed = events(&ch)
+        .list_events(authed(
+            &key,
+            v1::ListEventsRequest {
+                event_types: vec!["access_grant.access_granted_to_door".into()],
+                access_grant_id: created.access_grant_id.clone(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .expect("list")
+        .into_inner()
+        .events;
+    assert_eq!(listed.len(), 4);
+
+    // Idempotency: the same request returns the same grant; another body is refused.
+    let again = grants(&ch)
+        .create_access_grant(authed(&key, first_request.clone()))
+        .await
+        .expect("replay")
+        .into_inner()
+        .access_grant
+        .expect("g");
+    assert_eq!(again.access_grant_id, created.access_grant_id);
+    let other_body = v1::CreateAccessGrantRequest {
+        name: "Someone else's stay".into(),
+        ..first_request
+    };
+    assert_fails(
+        grants(&ch)
+            .create_access_grant(authed(&key, other_body))
+            .await,
+        Code::AlreadyExists,
+        "IDEMPOTENCY_KEY_REUSED",
+    );
+
+    // A mode none of the doors supports; a foreign entrance; a bad schedule.
+    let s = assert_fails(
+        grants(&ch)
+            .create_access_grant(authed(&key, jane_grant("", &doors, &[CODE])))
+            .await,
+        Code::FailedPrecondition,
+        "MODE_NOT_SUPPORTED",
+    );
+    assert!(
+        s.message().contains("Code") || s.message().contains("code"),
+        "{}",
+        s.message()
+    );
+    let foreign = two_doors(&ch, &other_key).await;
+    assert_fails(
+        grants(&ch)
+            .create_access_grant(authed(&key, jane_grant("", &foreign, &[MOBILE])))
+            .await,
+        Code::NotFound,
+        "ENTRANCE_NOT_FOUND",
+    );
+    let mut backwards = jane_grant("", &doors, &[MOBILE]);
+    backwards.ends_at = Some(ts(Duration::from_secs(3600), true));
+    assert_fails(
+        grants(&ch)
+            .create_access_grant(authed(&key, backwards))
+            .await,
+        Code::InvalidArgument,
+        "INVALID_FIELD",
+    );
+
+    // Another workspace sees none of it.
+    assert_fails(
+        grants(&ch)
+            .get_access_grant(authed(
+                &other_key,
+                v1::GetAccessGrantRequest {
+                    access_grant_id: created.access_grant_id.clone(),
+                },
+            ))
+            .await,
+        Code::NotFound,
+        "ACCESS_GRANT_NOT_FOUND",
+    );
+    assert_fails(
+        methods(&ch)
+            .get_access_method(authed(
+                &other_key,
+                v1::GetAccessMethodRequest {
+                    access_method_id: mobile.access_method_id.clone(),
+                },
+            ))
+            .await,
+        Code::NotFound,
+        "ACCESS_METHOD_NOT_FOUND",
+    );
+    assert_fails(
+        events(&ch)
+            .get_event(authed(
+                &other_key,
+                v1::GetEventRequest {
+                    event_id: seen[0].1.clone(),
+                },
+            ))
+            .await,
+        Code::NotFound,
+        "EVENT_NOT_FOUND",
+    );
+    assert!(
+        events(&ch)
+            .list_events(authed(&other_key, v1::ListEventsRequest::default()))
+            .await
+            .expect("list")
+            .into_inner()
+            .events
+            .is_empty()
+    );
+    assert!(
+        grants(&ch)
+            .list_access_grants(authed(&other_key, v1::ListAccessGrantsRequest::default()))
+            .await
+            .expect("list")
+            .into_inner()
+            .access_grants
+            .is_empty()
+    );
+    let stolen = seen[0].2.clone();
+    let err = match events(&ch)
+        .watch_events(authed(
+            &other_key,
+            v1::WatchEventsRequest {
+                cursor: stolen,
+                ..Default::default()
+            },
+        ))
+        .await
+    {
+        Err(s) => s,
+        Ok(mut st) => st
+            .get_mut()
+            .next()
+            .await
+            .expect("item")
+            .expect_err("refused"),
+    };
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert_eq!(reason(&err), "INVALID_CURSOR");
+}
+
+async fn concurrent_identical_creates(opts: Options) {
+    let dir = DataDir::new();
+    let kg = Keygate::start(
+        &dir.0,
+        &Options {
+            extra_args: ["--rate-limit-rps", "1000", "--rate-limit-burst", "1000"]
+                .map(String::from)
+                .to_vec(),
+            ..opts
+        },
+    );
+    let ch = kg.channel().await;
+    let (_ws, key) = create_workspace(&ch, "Race", true).await;
+    let doors = two_doors(&ch, &key).await;
+    let race = jane_grant("race-1", &doors, &[MOBILE]);
+    let calls: Vec<_> = (0..50)
+        .map(|_| {
+            let ch = ch.clone();
+            let key = key.clone();
+            let req = race.clone();
+            tokio::spawn(async move { grants(&ch).create_access_grant(authed(&key, req)).await })
+        })
+        .collect();
+    let mut ids = HashSet::new();
+    for c in calls {
+        ids.insert(
+            c.await
+                .expect("join")
+                .expect("create")
+                .into_inner()
+                .access_grant
+                .expect("g")
+                .access_grant_id,
+        );
+    }
+    assert_eq!(ids.len(), 1, "50 identical creates, one grant");
+    let all = grants(&ch)
+        .list_access_grants(authed(&key, v1::ListAccessGrantsRequest::default()))
+        .await
+        .expect("list")
+        .into_inner()
+        .access_grants;
+    assert_eq!(all.len(), 1);
+}
+
+#[tokio::test]
+async fn quick_start_sqlite() {
+    quick_start(Options::with_admin()).await;
+}
+
+#[tokio::test]
+async fn quick_start_postgres_redis() {
+    quick_start(Options::postgres_redis().await).await;
+}
+
+#[tokio::test]
+async fn fifty_concurrent_creates_make_one_grant_sqlite() {
+    concurrent_identical_creates(Options::with_admin()).await;
+}
+
+#[tokio::test]
+async fn fifty_concurrent_creates_make_one_grant_postgres() {
+    concurrent_identical_creates(Options::postgres_redis().await).await;
+}
