@@ -317,6 +317,173 @@ async fn quick_start(opts: Options) {
         .events;
     assert_eq!(listed.len(), 4);
 
+    // Encode each card on an encoder of its own system; the card is then issued.
+    let all_systems = systems(&ch)
+        .list_access_systems(authed(&key, v1::ListAccessSystemsRequest::default()))
+        .await
+        .expect("systems")
+        .into_inner()
+        .acs_systems;
+    for card in settled.iter().filter(|m| m.mode == CARD) {
+        let system = card.entrances[0].acs_system_id.clone();
+        let encoders = systems(&ch)
+            .list_encoders(authed(
+                &key,
+                v1::ListEncodersRequest {
+                    acs_system_id: system.clone(),
+                    ..Default::default()
+                },
+            ))
+            .await
+            .expect("encoders")
+            .into_inner()
+            .acs_encoders;
+        let wrong = all_systems
+            .iter()
+            .find(|s| {
+                s.acs_system_id != system
+                    && s.capabilities
+                        .as_ref()
+                        .is_some_and(|c| c.is_card_encoding_required)
+            })
+            .expect("other system");
+        let wrong_encoder = systems(&ch)
+            .list_encoders(authed(
+                &key,
+                v1::ListEncodersRequest {
+                    acs_system_id: wrong.acs_system_id.clone(),
+                    ..Default::default()
+                },
+            ))
+            .await
+            .expect("encoders")
+            .into_inner()
+            .acs_encoders[0]
+            .acs_encoder_id
+            .clone();
+        assert_fails(
+            methods(&ch)
+                .encode_access_method(authed(
+                    &key,
+                    v1::EncodeAccessMethodRequest {
+                        access_method_id: card.access_method_id.clone(),
+                        acs_encoder_id: wrong_encoder,
+                        request_id: String::new(),
+                    },
+                ))
+                .await,
+            Code::InvalidArgument,
+            "INVALID_FIELD",
+        );
+        let attempt = methods(&ch)
+            .encode_access_method(authed(
+                &key,
+                v1::EncodeAccessMethodRequest {
+                    access_method_id: card.access_method_id.clone(),
+                    acs_encoder_id: encoders[0].acs_encoder_id.clone(),
+                    request_id: String::new(),
+                },
+            ))
+            .await
+            .expect("encode")
+            .into_inner()
+            .action_attempt
+            .expect("attempt");
+        assert_eq!(attempt.status, v1::ActionAttemptStatus::Pending as i32);
+        assert_eq!(attempt.action_type, v1::ActionType::EncodeCredential as i32);
+        let mut done = attempt.clone();
+        for _ in 0..100 {
+            done = v1::action_attempt_service_client::ActionAttemptServiceClient::new(ch.clone())
+                .get_action_attempt(authed(
+                    &key,
+                    v1::GetActionAttemptRequest {
+                        action_attempt_id: attempt.action_attempt_id.clone(),
+                    },
+                ))
+                .await
+                .expect("poll")
+                .into_inner()
+                .action_attempt
+                .expect("attempt");
+            if done.status != v1::ActionAttemptStatus::Pending as i32 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(
+            done.status,
+            v1::ActionAttemptStatus::Success as i32,
+            "{done:?}"
+        );
+        assert!(
+            done.result
+                .as_ref()
+                .is_some_and(|r| !r.card_number.is_empty())
+        );
+        let issued = methods(&ch)
+            .get_access_method(authed(
+                &key,
+                v1::GetAccessMethodRequest {
+                    access_method_id: card.access_method_id.clone(),
+                },
+            ))
+            .await
+            .expect("get")
+            .into_inner()
+            .access_method
+            .expect("m");
+        assert!(
+            issued.is_issued && !issued.is_card_encoding_required && issued.issued_at.is_some(),
+            "{issued:?}"
+        );
+        // Encoding again is refused: the card is no longer waiting for it.
+        assert_fails(
+            methods(&ch)
+                .encode_access_method(authed(
+                    &key,
+                    v1::EncodeAccessMethodRequest {
+                        access_method_id: card.access_method_id.clone(),
+                        acs_encoder_id: encoders[0].acs_encoder_id.clone(),
+                        request_id: String::new(),
+                    },
+                ))
+                .await,
+            Code::FailedPrecondition,
+            "NOT_READY_FOR_ENCODING",
+        );
+    }
+    assert_fails(
+        methods(&ch)
+            .encode_access_method(authed(
+                &key,
+                v1::EncodeAccessMethodRequest {
+                    access_method_id: mobile.access_method_id.clone(),
+                    acs_encoder_id: uuid::Uuid::now_v7().to_string(),
+                    request_id: String::new(),
+                },
+            ))
+            .await,
+        Code::NotFound,
+        "ENCODER_NOT_FOUND",
+    );
+    let issued_events = events(&ch)
+        .list_events(authed(
+            &key,
+            v1::ListEventsRequest {
+                event_types: vec!["access_method.issued".into()],
+                ..Default::default()
+            },
+        ))
+        .await
+        .expect("issued events")
+        .into_inner()
+        .events;
+    assert_eq!(
+        issued_events.len(),
+        3,
+        "the mobile key, then each card once encoded"
+    );
+
     // Idempotency: the same request returns the same grant; another body is refused.
     let again = grants(&ch)
         .create_access_grant(authed(&key, first_request.clone()))

@@ -27,6 +27,9 @@ pub enum ErrorReason {
     EventNotFound,
     InvalidCursor,
     ModeNotSupported,
+    NotReadyForEncoding,
+    EncoderNotFound,
+    ActionAttemptNotFound,
     UnknownAccessSystemType,
     RateLimited,
     NotImplemented,
@@ -60,6 +63,9 @@ impl ErrorReason {
             Self::EventNotFound => "EVENT_NOT_FOUND",
             Self::InvalidCursor => "INVALID_CURSOR",
             Self::ModeNotSupported => "MODE_NOT_SUPPORTED",
+            Self::NotReadyForEncoding => "NOT_READY_FOR_ENCODING",
+            Self::EncoderNotFound => "ENCODER_NOT_FOUND",
+            Self::ActionAttemptNotFound => "ACTION_ATTEMPT_NOT_FOUND",
             Self::UnknownAccessSystemType => "UNKNOWN_ACCESS_SYSTEM_TYPE",
             Self::RateLimited => "RATE_LIMITED",
             Self::NotImplemented => "NOT_IMPLEMENTED",
@@ -80,6 +86,8 @@ pub enum Resource {
     AccessGrant,
     AccessMethod,
     Event,
+    Encoder,
+    ActionAttempt,
 }
 
 impl Resource {
@@ -94,6 +102,8 @@ impl Resource {
             Self::AccessGrant => ErrorReason::AccessGrantNotFound,
             Self::AccessMethod => ErrorReason::AccessMethodNotFound,
             Self::Event => ErrorReason::EventNotFound,
+            Self::Encoder => ErrorReason::EncoderNotFound,
+            Self::ActionAttempt => ErrorReason::ActionAttemptNotFound,
         }
     }
 
@@ -108,6 +118,8 @@ impl Resource {
             Self::AccessGrant => "access grant",
             Self::AccessMethod => "access method",
             Self::Event => "event",
+            Self::Encoder => "encoder",
+            Self::ActionAttempt => "action attempt",
         }
     }
 }

@@ -97,3 +97,7 @@ id_type!(
     /// A lifecycle event.
     EventId
 );
+id_type!(
+    /// An asynchronous action (card encoding, unlock).
+    ActionAttemptId
+);

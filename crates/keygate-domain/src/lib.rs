@@ -1,6 +1,7 @@
 //! Keygate's domain: identifiers, resources, validation, the capability model and the one error
 //! enum that every layer above maps to a gRPC status exactly once. No I/O lives here.
 
+pub mod action;
 pub mod capability;
 pub mod error;
 pub mod events;

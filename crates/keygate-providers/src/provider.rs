@@ -2,6 +2,7 @@
 //! PIN rules) happened before, from the capability descriptor.
 
 use async_trait::async_trait;
+use keygate_domain::action::{AttemptError, EncodeJob, EncodedCard};
 use keygate_domain::grant::ProvisionJob;
 use keygate_domain::ids::UserIdentityId;
 use keygate_domain::model::AccessSystem;
@@ -46,4 +47,19 @@ pub trait AccessSystemProvider: Send + Sync {
         job: &ProvisionJob,
         holder: &Holder,
     ) -> Result<ProvisionResult, ProviderError>;
+
+    /// Writes the credential of a card method onto a card in `job.acs_encoder_id`. Encoder
+    /// faults come back typed (`encoder_not_online`, `incompatible_card_format`, ...); an
+    /// encoding is interactive, so it is not retried behind the person's back.
+    async fn encode(
+        &self,
+        system: &AccessSystem,
+        job: &EncodeJob,
+    ) -> Result<EncodedCard, AttemptError> {
+        let _ = job;
+        Err(AttemptError {
+            error_type: "credential_cannot_be_reissued".into(),
+            message: format!("{} cannot encode cards", system.system_type),
+        })
+    }
 }

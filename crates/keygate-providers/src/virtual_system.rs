@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use keygate_domain::action::{AttemptError, EncodeJob, EncodedCard};
 use keygate_domain::capability::{AccessMethodMode, PinCodeGenerator};
 use keygate_domain::grant::ProvisionJob;
 use keygate_domain::ids::{AccessMethodId, AccessSystemId, EntranceId};
@@ -27,6 +28,10 @@ pub enum Fault {
     FailedButApplied,
     /// The system refuses this entrance for good.
     RejectEntrance(EntranceId),
+    /// The encoder does not answer.
+    EncoderOffline,
+    /// The card on the encoder is of a format the system cannot write.
+    IncompatibleCard,
 }
 
 /// What a virtual system holds for one reference: the credential it issued.
@@ -195,6 +200,78 @@ impl AccessSystemProvider for VirtualSystems {
             return Err(ProviderError::Ambiguous("500 internal server error".into()));
         }
         Ok(result)
+    }
+
+    #[tracing::instrument(skip_all, fields(acs_system_id = %system.id, acs_encoder_id = %job.acs_encoder_id))]
+    async fn encode(
+        &self,
+        system: &AccessSystem,
+        job: &EncodeJob,
+    ) -> Result<EncodedCard, AttemptError> {
+        let (delay, fault, credential) = self.with(|s| {
+            s.calls += 1;
+            let delay = s
+                .delays
+                .get(&system.id)
+                .copied()
+                .unwrap_or(self.default_delay);
+            let queue = s.faults.entry(system.id).or_default();
+            let fault = (!queue.is_empty()).then(|| queue.remove(0));
+            (
+                delay,
+                fault,
+                s.credentials
+                    .get(&(system.id, job.access_method_id))
+                    .cloned(),
+            )
+        });
+        tokio::time::sleep(delay).await;
+        let fail = |t: &str, m: &str| {
+            Err(AttemptError {
+                error_type: t.into(),
+                message: m.into(),
+            })
+        };
+        match fault {
+            Some(Fault::EncoderOffline) => {
+                return fail("encoder_not_online", "the encoder did not answer");
+            }
+            Some(Fault::IncompatibleCard) => {
+                return fail(
+                    "incompatible_card_format",
+                    "the card on the encoder cannot hold this credential",
+                );
+            }
+            Some(Fault::Timeout) => {
+                return fail(
+                    "encoder_communication_timeout",
+                    "the encoder stopped answering mid-write",
+                );
+            }
+            _ => {}
+        }
+        if !system.capabilities.is_card_encoding_required {
+            return fail(
+                "credential_cannot_be_reissued",
+                "this access system does not encode cards",
+            );
+        }
+        let Some(credential) = credential else {
+            return fail(
+                "no_credential_on_encoder",
+                "the access system holds no credential for this access method yet",
+            );
+        };
+        let card_number = {
+            let mut rng = rand::rng();
+            (0..10)
+                .map(|_| char::from(b'0' + rng.random_range(0..10u8)))
+                .collect()
+        };
+        Ok(EncodedCard {
+            acs_credential_id: credential.credential_id,
+            card_number,
+        })
     }
 }
 

@@ -773,6 +773,14 @@ pub async fn new_grant(
     }
 }
 
+/// The provisioning work of a job (every job these tests make is one).
+pub fn prov(j: &crate::Job) -> &keygate_domain::grant::ProvisionJob {
+    match &j.work {
+        keygate_domain::action::JobWork::Provision(p) => p,
+        other => panic!("not a provision job: {other:?}"),
+    }
+}
+
 fn grant_idem(request_id: &str) -> Idempotency {
     Idempotency {
         request_id: request_id.into(),
@@ -991,8 +999,7 @@ pub async fn jobs_are_leased_taken_over_and_fenced(store: Arc<dyn Store>) {
     assert!(taken.iter().all(|j| j.attempts == 2));
     // worker-a comes back: its lease is gone, so its result is refused and nothing changes.
     let granted = |j: &crate::Job| ProvisionResult {
-        doors: j
-            .payload
+        doors: prov(j)
             .entrance_ids
             .iter()
             .map(|e| (*e, DoorOutcome::Granted))
@@ -1073,15 +1080,14 @@ pub async fn provision_outcomes_emit_events_once(store: Arc<dyn Store>) {
     let mut emitted = Vec::new();
     for j in &jobs {
         let r = ProvisionResult {
-            doors: j
-                .payload
+            doors: prov(j)
                 .entrance_ids
                 .iter()
                 .map(|e| (*e, DoorOutcome::Granted))
                 .collect(),
             code: None,
-            card_encoding_required: j.payload.mode == AccessMethodMode::Card,
-            client_session_token: (j.payload.mode == AccessMethodMode::MobileKey)
+            card_encoding_required: prov(j).mode == AccessMethodMode::Card,
+            client_session_token: (prov(j).mode == AccessMethodMode::MobileKey)
                 .then(|| "t".to_owned()),
         };
         emitted.extend(

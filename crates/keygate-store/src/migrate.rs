@@ -7,7 +7,7 @@ use sqlx::SqlStr;
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 
 /// The schema version this build expects.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 fn migrator(files: &'static [(i64, &'static str, &'static str)]) -> Migrator {
     Migrator {
@@ -42,6 +42,11 @@ pub(crate) fn postgres() -> Migrator {
             "access_grants",
             include_str!("../../../migrations/postgres/0002_access_grants.sql"),
         ),
+        (
+            3,
+            "action_attempts",
+            include_str!("../../../migrations/postgres/0003_action_attempts.sql"),
+        ),
     ])
 }
 
@@ -56,6 +61,11 @@ pub(crate) fn sqlite() -> Migrator {
             2,
             "access_grants",
             include_str!("../../../migrations/sqlite/0002_access_grants.sql"),
+        ),
+        (
+            3,
+            "action_attempts",
+            include_str!("../../../migrations/sqlite/0003_action_attempts.sql"),
         ),
     ])
 }

@@ -545,6 +545,17 @@ macro_rules! impl_store {
                 Ok(into_page(rows(&r, encoder_row)?, page.limit, |e| e.id.to_string()))
             }
 
+            async fn get_encoder(&self, ws: WorkspaceId, id: EncoderId) -> Result<Encoder, Error> {
+                let row = sqlx::query(concat!("SELECT ", enc_cols!(), " FROM encoders WHERE workspace_id = $1 AND acs_encoder_id = $2"))
+                    .bind(ws.to_string())
+                    .bind(id.to_string())
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(db_err)?
+                    .ok_or_else(|| Error::not_found(Resource::Encoder, id.to_string()))?;
+                encoder_row(&row)
+            }
+
             async fn planning_entrances(&self, ws: WorkspaceId, ids: &[EntranceId]) -> Result<Vec<keygate_domain::grant::PlanningEntrance>, Error> {
                 let mut systems = HashMap::new();
                 let mut out = Vec::with_capacity(ids.len());

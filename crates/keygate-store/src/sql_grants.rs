@@ -27,9 +27,10 @@ macro_rules! impl_grant_store {
             use keygate_domain::capability::AccessMethodMode;
             use keygate_domain::events::{Event, EventFilter, NewEvent};
             use keygate_domain::grant::{
-                AccessGrant, AccessMethod, DoorState, DoorStatus, ProvisionJob, RequestedAccessMethod,
+                AccessGrant, AccessMethod, DoorState, DoorStatus, RequestedAccessMethod,
             };
-            use keygate_domain::ids::{AccessGrantId, AccessMethodId, EventId, JobId, WorkspaceId};
+            use keygate_domain::action::{ActionAttempt, AttemptError, EncodeJob, EncodedCard, JobWork};
+            use keygate_domain::ids::{AccessGrantId, AccessMethodId, ActionAttemptId, EventId, JobId, WorkspaceId};
             use keygate_domain::page::{Page, PageRequest};
             use keygate_domain::tracker::{self, ProvisionResult};
             use keygate_domain::{Error, ErrorReason, Resource};
@@ -276,6 +277,31 @@ macro_rules! impl_grant_store {
                 Ok(grants)
             }
 
+            fn attempt_row(r: &$row) -> Result<ActionAttempt, Error> {
+                let status: String = r.try_get("status").map_err(db_err)?;
+                let error_type: Option<String> = r.try_get("error_type").map_err(db_err)?;
+                Ok(ActionAttempt {
+                    id: parse("action_attempt_id", &r.try_get::<String, _>("action_attempt_id").map_err(db_err)?)?,
+                    workspace_id: parse("workspace_id", &r.try_get::<String, _>("workspace_id").map_err(db_err)?)?,
+                    action_type: unjson("action_type", &format!("\"{}\"", r.try_get::<String, _>("action_type").map_err(db_err)?))?,
+                    status: unjson("status", &format!("\"{status}\""))?,
+                    access_method_id: opt_id(r, "access_method_id")?,
+                    acs_encoder_id: opt_id(r, "acs_encoder_id")?,
+                    acs_entrance_id: opt_id(r, "acs_entrance_id")?,
+                    result: r.try_get::<Option<String>, _>("result").map_err(db_err)?.map(|j| unjson("result", &j)).transpose()?,
+                    error: match error_type {
+                        Some(error_type) => Some(AttemptError { error_type, message: r.try_get::<Option<String>, _>("error_message").map_err(db_err)?.unwrap_or_default() }),
+                        None => None,
+                    },
+                    created_at: from_micros(r.try_get("created_at").map_err(db_err)?)?,
+                    completed_at: r.try_get::<Option<i64>, _>("completed_at").map_err(db_err)?.map(from_micros).transpose()?,
+                })
+            }
+
+            fn enum_str<T: serde::Serialize>(v: &T) -> Result<String, Error> {
+                Ok(json(v)?.trim_matches('"').to_owned())
+            }
+
             async fn grant_in(conn: &mut Conn, ws: WorkspaceId, id: AccessGrantId) -> Result<AccessGrant, Error> {
                 let row = sqlx::query(concat!("SELECT ", grant_cols!(), " FROM access_grants WHERE workspace_id = $1 AND access_grant_id = $2", $lock))
                     .bind(ws.to_string())
@@ -301,6 +327,74 @@ macro_rules! impl_grant_store {
 
             #[async_trait]
             impl GrantStore for $store {
+                async fn create_encode_attempt(&self, ws: WorkspaceId, a: &ActionAttempt, job: &EncodeJob, idem: Option<&Idempotency>) -> Result<ActionAttempt, Error> {
+                    let mut tx = self.pool.begin_with($begin).await.map_err(db_err)?;
+                    if let Some(idem) = idem {
+                        let claimed = sqlx::query("INSERT INTO idempotency_records (workspace_id, request_id, operation, request_sha256, resource_id, created_at) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (workspace_id, request_id) DO NOTHING")
+                            .bind(ws.to_string())
+                            .bind(&idem.request_id)
+                            .bind(idem.operation)
+                            .bind(&idem.request_sha256)
+                            .bind(a.id.to_string())
+                            .bind(to_micros(a.created_at))
+                            .execute(&mut *tx)
+                            .await
+                            .map_err(db_err)?
+                            .rows_affected() == 1;
+                        if !claimed {
+                            let prior = sqlx::query("SELECT operation, request_sha256, resource_id FROM idempotency_records WHERE workspace_id = $1 AND request_id = $2")
+                                .bind(ws.to_string())
+                                .bind(&idem.request_id)
+                                .fetch_one(&mut *tx)
+                                .await
+                                .map_err(db_err)?;
+                            drop(tx);
+                            let op: String = prior.try_get("operation").map_err(db_err)?;
+                            let hash: Vec<u8> = prior.try_get("request_sha256").map_err(db_err)?;
+                            if op != idem.operation || hash != idem.request_sha256 {
+                                return Err(Error::AlreadyExists { reason: ErrorReason::IdempotencyKeyReused, message: format!("request_id {:?} was already used with a different request", idem.request_id) });
+                            }
+                            let first: String = prior.try_get("resource_id").map_err(db_err)?;
+                            return self.get_action_attempt(ws, parse("action_attempt_id", &first)?).await;
+                        }
+                    }
+                    sqlx::query("INSERT INTO action_attempts (workspace_id, action_attempt_id, action_type, status, access_method_id, acs_encoder_id, acs_entrance_id, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)")
+                        .bind(ws.to_string())
+                        .bind(a.id.to_string())
+                        .bind(enum_str(&a.action_type)?)
+                        .bind(enum_str(&a.status)?)
+                        .bind(a.access_method_id.map(|i| i.to_string()))
+                        .bind(a.acs_encoder_id.map(|i| i.to_string()))
+                        .bind(a.acs_entrance_id.map(|i| i.to_string()))
+                        .bind(to_micros(a.created_at))
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(db_err)?;
+                    sqlx::query("INSERT INTO jobs (job_id, workspace_id, kind, acs_system_id, subject_id, payload, state, attempts, run_at, created_at, updated_at) VALUES ($1, $2, 'encode', $3, $4, $5, 'queued', 0, $6, $6, $6)")
+                        .bind(JobId::new().to_string())
+                        .bind(ws.to_string())
+                        .bind(job.acs_system_id.to_string())
+                        .bind(a.id.to_string())
+                        .bind(json(&JobWork::Encode(job.clone()))?)
+                        .bind(to_micros(a.created_at))
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(db_err)?;
+                    tx.commit().await.map_err(db_err)?;
+                    Ok(a.clone())
+                }
+
+                async fn get_action_attempt(&self, ws: WorkspaceId, id: ActionAttemptId) -> Result<ActionAttempt, Error> {
+                    let row = sqlx::query("SELECT * FROM action_attempts WHERE workspace_id = $1 AND action_attempt_id = $2")
+                        .bind(ws.to_string())
+                        .bind(id.to_string())
+                        .fetch_optional(&self.pool)
+                        .await
+                        .map_err(db_err)?
+                        .ok_or_else(|| Error::not_found(Resource::ActionAttempt, id.to_string()))?;
+                    attempt_row(&row)
+                }
+
                 async fn create_access_grant(&self, ws: WorkspaceId, new: &NewGrant, idem: Option<&Idempotency>) -> Result<(AccessGrant, Vec<Event>), Error> {
                     let now = new.grant.created_at;
                     let mut tx = self.pool.begin_with($begin).await.map_err(db_err)?;
@@ -393,7 +487,7 @@ macro_rules! impl_grant_store {
                             .bind(ws.to_string())
                             .bind(j.acs_system_id.to_string())
                             .bind(j.access_method_id.to_string())
-                            .bind(json(j)?)
+                            .bind(json(&JobWork::Provision(j.clone()))?)
                             .bind(to_micros(now))
                             .execute(&mut *tx)
                             .await
@@ -505,11 +599,11 @@ macro_rules! impl_grant_store {
                     tx.commit().await.map_err(db_err)?;
                     rows.iter()
                         .map(|r| {
-                            let payload: ProvisionJob = unjson("job payload", &r.try_get::<String, _>("payload").map_err(db_err)?)?;
+                            let work: JobWork = unjson("job payload", &r.try_get::<String, _>("payload").map_err(db_err)?)?;
                             Ok(Job {
                                 id: parse("job_id", &r.try_get::<String, _>("job_id").map_err(db_err)?)?,
                                 workspace_id: parse("workspace_id", &r.try_get::<String, _>("workspace_id").map_err(db_err)?)?,
-                                payload,
+                                work,
                                 attempts: u32::try_from(r.try_get::<i32, _>("attempts").map_err(db_err)?).unwrap_or(0),
                             })
                         })
@@ -518,13 +612,16 @@ macro_rules! impl_grant_store {
 
                 async fn complete_provision(&self, job: &Job, owner: &str, result: &ProvisionResult, now: OffsetDateTime) -> Result<Option<Vec<Event>>, Error> {
                     let ws = job.workspace_id;
+                    let JobWork::Provision(p) = &job.work else {
+                        return Err(Error::Internal { message: format!("job {} is not a provision job", job.id) });
+                    };
                     let mut tx = self.pool.begin_with($begin).await.map_err(db_err)?;
                     if !lease_held(&mut tx, job, owner).await? {
                         return Ok(None);
                     }
                     // Locks the grant: completions of one grant's jobs apply one after another,
                     // so "all doors granted" is decided once.
-                    let grant = grant_in(&mut tx, ws, job.payload.access_grant_id).await;
+                    let grant = grant_in(&mut tx, ws, p.access_grant_id).await;
                     let grant = match grant {
                         Ok(g) => g,
                         Err(Error::NotFound { .. }) => {
@@ -540,7 +637,7 @@ macro_rules! impl_grant_store {
                         Err(e) => return Err(e),
                     };
                     let methods = methods_of(&mut tx, ws, grant.id).await?;
-                    let t = tracker::apply(&grant, &methods, &job.payload, result, now);
+                    let t = tracker::apply(&grant, &methods, p, result, now);
                     for (after, before) in t.methods.iter().zip(&methods) {
                         if after != before {
                             write_method(&mut tx, after, false).await?;
@@ -584,6 +681,68 @@ macro_rules! impl_grant_store {
                         .map_err(db_err)?;
                     tx.commit().await.map_err(db_err)?;
                     Ok(true)
+                }
+
+                async fn complete_encode(&self, job: &Job, owner: &str, outcome: &Result<EncodedCard, AttemptError>, now: OffsetDateTime) -> Result<Option<Vec<Event>>, Error> {
+                    let ws = job.workspace_id;
+                    let JobWork::Encode(e) = &job.work else {
+                        return Err(Error::Internal { message: format!("job {} is not an encode job", job.id) });
+                    };
+                    let mut tx = self.pool.begin_with($begin).await.map_err(db_err)?;
+                    if !lease_held(&mut tx, job, owner).await? {
+                        return Ok(None);
+                    }
+                    let mut events = Vec::new();
+                    match outcome {
+                        Ok(card) => {
+                            sqlx::query("UPDATE action_attempts SET status = 'success', result = $3, completed_at = $4 WHERE workspace_id = $1 AND action_attempt_id = $2")
+                                .bind(ws.to_string())
+                                .bind(e.action_attempt_id.to_string())
+                                .bind(json(card)?)
+                                .bind(to_micros(now))
+                                .execute(&mut *tx)
+                                .await
+                                .map_err(db_err)?;
+                            let row = sqlx::query(concat!("SELECT ", method_cols!(), " FROM access_methods WHERE workspace_id = $1 AND access_method_id = $2", $lock))
+                                .bind(ws.to_string())
+                                .bind(e.access_method_id.to_string())
+                                .fetch_optional(&mut *tx)
+                                .await
+                                .map_err(db_err)?;
+                            if let Some(row) = row {
+                                let mut m = with_doors(&mut tx, ws, vec![method_row(&row)?]).await?.remove(0);
+                                let was_issued = m.is_issued;
+                                m.is_card_encoding_required = false;
+                                m.is_ready_for_encoding = false;
+                                m.is_issued = true;
+                                m.issued_at = m.issued_at.or(Some(now));
+                                m.updated_at = now;
+                                write_method(&mut tx, &m, false).await?;
+                                let kind = if was_issued { keygate_domain::events::ACCESS_METHOD_REISSUED } else { keygate_domain::events::ACCESS_METHOD_ISSUED };
+                                events.push(NewEvent::new(kind, now).grant(m.access_grant_id).method(m.id).system(e.acs_system_id).user(m.user_identity_id));
+                            }
+                        }
+                        Err(err) => {
+                            sqlx::query("UPDATE action_attempts SET status = 'error', error_type = $3, error_message = $4, completed_at = $5 WHERE workspace_id = $1 AND action_attempt_id = $2")
+                                .bind(ws.to_string())
+                                .bind(e.action_attempt_id.to_string())
+                                .bind(&err.error_type)
+                                .bind(&err.message)
+                                .bind(to_micros(now))
+                                .execute(&mut *tx)
+                                .await
+                                .map_err(db_err)?;
+                        }
+                    }
+                    sqlx::query("UPDATE jobs SET state = 'done', lease_owner = NULL, lease_until = NULL, updated_at = $2 WHERE job_id = $1")
+                        .bind(job.id.to_string())
+                        .bind(to_micros(now))
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(db_err)?;
+                    let appended = append_events(&mut tx, ws, &events, now).await?;
+                    tx.commit().await.map_err(db_err)?;
+                    Ok(Some(appended))
                 }
 
                 async fn count_jobs(&self, state: &str) -> Result<i64, Error> {

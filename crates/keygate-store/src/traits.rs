@@ -127,6 +127,12 @@ pub trait AccessSystemStore: Send + Sync {
 
     /// The planner's view of these entrances (flags, system capabilities, covering groups), in
     /// the order given. An id that is not in the workspace is `NotFound`.
+    async fn get_encoder(
+        &self,
+        workspace: WorkspaceId,
+        id: keygate_domain::ids::EncoderId,
+    ) -> Result<Encoder, Error>;
+
     async fn planning_entrances(
         &self,
         workspace: WorkspaceId,
@@ -244,6 +250,22 @@ pub trait GrantStore: Send + Sync {
         filter: &MethodFilter,
         page: &PageRequest,
     ) -> Result<Page<AccessMethod>, Error>;
+
+    /// Starts an encoding: the pending attempt and its job, in one transaction (with the
+    /// idempotency claim). A replay returns the first attempt.
+    async fn create_encode_attempt(
+        &self,
+        workspace: WorkspaceId,
+        attempt: &keygate_domain::action::ActionAttempt,
+        job: &keygate_domain::action::EncodeJob,
+        idempotency: Option<&Idempotency>,
+    ) -> Result<keygate_domain::action::ActionAttempt, Error>;
+
+    async fn get_action_attempt(
+        &self,
+        workspace: WorkspaceId,
+        id: keygate_domain::ids::ActionAttemptId,
+    ) -> Result<keygate_domain::action::ActionAttempt, Error>;
 }
 
 /// A leased orchestration job.
@@ -251,7 +273,7 @@ pub trait GrantStore: Send + Sync {
 pub struct Job {
     pub id: JobId,
     pub workspace_id: WorkspaceId,
-    pub payload: ProvisionJob,
+    pub work: keygate_domain::action::JobWork,
     /// Attempts so far, this one included.
     pub attempts: u32,
 }
@@ -287,6 +309,16 @@ pub trait JobQueue: Send + Sync {
         error: &str,
         now: OffsetDateTime,
     ) -> Result<bool, Error>;
+
+    /// Records an encoding outcome (the attempt's result, the card method issued, the event)
+    /// and finishes the job, in one transaction. `Ok(None)` when the lease was lost.
+    async fn complete_encode(
+        &self,
+        job: &Job,
+        owner: &str,
+        outcome: &Result<keygate_domain::action::EncodedCard, keygate_domain::action::AttemptError>,
+        now: OffsetDateTime,
+    ) -> Result<Option<Vec<Event>>, Error>;
 
     /// How many jobs are in `state` (`queued`, `running`, `done`, `dead`).
     async fn count_jobs(&self, state: &str) -> Result<i64, Error>;

@@ -290,3 +290,37 @@ pub fn from_ts(t: &prost_types::Timestamp) -> Option<OffsetDateTime> {
         .ok()
         .map(keygate_domain::model::truncate_to_micros)
 }
+
+use keygate_domain::action::{ActionAttempt, ActionType, AttemptStatus};
+
+pub fn action_attempt(a: &ActionAttempt) -> v1::ActionAttempt {
+    v1::ActionAttempt {
+        action_attempt_id: a.id.to_string(),
+        workspace_id: a.workspace_id.to_string(),
+        action_type: match a.action_type {
+            ActionType::EncodeCredential => v1::ActionType::EncodeCredential,
+            ActionType::UnlockDoor => v1::ActionType::UnlockDoor,
+        } as i32,
+        status: match a.status {
+            AttemptStatus::Pending => v1::ActionAttemptStatus::Pending,
+            AttemptStatus::Success => v1::ActionAttemptStatus::Success,
+            AttemptStatus::Error => v1::ActionAttemptStatus::Error,
+        } as i32,
+        access_method_id: a
+            .access_method_id
+            .map(|i| i.to_string())
+            .unwrap_or_default(),
+        acs_encoder_id: a.acs_encoder_id.map(|i| i.to_string()).unwrap_or_default(),
+        acs_entrance_id: a.acs_entrance_id.map(|i| i.to_string()).unwrap_or_default(),
+        created_at: Some(ts(a.created_at)),
+        completed_at: a.completed_at.map(ts),
+        result: a.result.as_ref().map(|r| v1::ActionAttemptResult {
+            acs_credential_id: r.acs_credential_id.clone(),
+            card_number: r.card_number.clone(),
+        }),
+        error: a.error.as_ref().map(|e| v1::ActionAttemptError {
+            r#type: e.error_type.clone(),
+            message: e.message.clone(),
+        }),
+    }
+}

@@ -16,7 +16,7 @@ use tonic_health::server::HealthReporter;
 
 use crate::auth::Authenticator;
 use crate::services::access_grants::AccessGrants;
-use crate::services::access_methods::AccessMethods;
+use crate::services::access_methods::{AccessMethods, ActionAttempts};
 use crate::services::access_systems::AccessSystems;
 use crate::services::events::Events;
 use crate::services::user_identities::UserIdentities;
@@ -156,6 +156,10 @@ pub async fn serve(
     let access_methods = AccessMethods {
         store: deps.store.clone(),
         tokens: tokens.clone(),
+        wake_orchestrator: deps.wake_orchestrator.clone(),
+    };
+    let action_attempts = ActionAttempts {
+        store: deps.store.clone(),
     };
     let events = Events {
         store: deps.store.clone(),
@@ -214,7 +218,7 @@ pub async fn serve(
             cfg
         ))
         .add_service(limited!(
-            v1::action_attempt_service_server::ActionAttemptServiceServer::new(Unimplemented),
+            v1::action_attempt_service_server::ActionAttemptServiceServer::new(action_attempts),
             cfg
         ))
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)

@@ -13,5 +13,3 @@ impl v1::acs_user_service_server::AcsUserService for Unimplemented {}
 impl v1::instant_key_service_server::InstantKeyService for Unimplemented {}
 #[tonic::async_trait]
 impl v1::webhook_service_server::WebhookService for Unimplemented {}
-#[tonic::async_trait]
-impl v1::action_attempt_service_server::ActionAttemptService for Unimplemented {}

@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use keygate_cache::bus::Doorbell;
 use keygate_domain::Error;
+use keygate_domain::action::{AttemptError, EncodeJob, JobWork};
+use keygate_domain::grant::ProvisionJob;
 use keygate_domain::ids::AccessSystemId;
 use keygate_domain::model::now;
 use keygate_domain::tracker::{DoorOutcome, ProvisionResult};
@@ -138,7 +140,7 @@ impl Orchestrator {
             for job in claimed {
                 let this = self.clone();
                 tokio::spawn(async move {
-                    let permit = this.limit(job.payload.acs_system_id).acquire_owned().await;
+                    let permit = this.limit(job.work.acs_system_id()).acquire_owned().await;
                     this.process(job).await;
                     drop(permit);
                 });
@@ -154,23 +156,47 @@ impl Orchestrator {
         tracing::info!("orchestrator stopped");
     }
 
-    #[tracing::instrument(skip_all, fields(job_id = %job.id, workspace_id = %job.workspace_id, acs_system_id = %job.payload.acs_system_id, attempt = job.attempts))]
+    #[tracing::instrument(skip_all, fields(job_id = %job.id, kind = job.work.kind(), workspace_id = %job.workspace_id, acs_system_id = %job.work.acs_system_id(), attempt = job.attempts))]
     async fn process(&self, job: Job) {
-        if let Err(e) = self.try_process(&job).await {
+        let r = match &job.work {
+            JobWork::Provision(p) => self.provision(&job, p).await,
+            JobWork::Encode(e) => self.encode(&job, e).await,
+        };
+        if let Err(e) = r {
             tracing::warn!(error = %e, "job processing failed; it will be retried when its lease expires");
         }
     }
 
-    async fn try_process(&self, job: &Job) -> Result<(), Error> {
+    async fn encode(&self, job: &Job, e: &EncodeJob) -> Result<(), Error> {
         let ws = job.workspace_id;
-        let system = self
+        let system = self.store.get_access_system(ws, e.acs_system_id).await?;
+        let outcome =
+            match tokio::time::timeout(self.cfg.call_timeout, self.provider.encode(&system, e))
+                .await
+            {
+                Ok(r) => r,
+                Err(_) => Err(AttemptError {
+                    error_type: "encoder_communication_timeout".into(),
+                    message: format!("no answer within {:?}", self.cfg.call_timeout),
+                }),
+            };
+        if let Err(err) = &outcome {
+            tracing::info!(error_type = %err.error_type, "encoding failed");
+        }
+        let events = self
             .store
-            .get_access_system(ws, job.payload.acs_system_id)
+            .complete_encode(job, &self.cfg.owner, &outcome, now())
             .await?;
-        let grant = self
-            .store
-            .get_access_grant(ws, job.payload.access_grant_id)
-            .await?;
+        if let Some(last) = events.as_ref().and_then(|e| e.last()) {
+            self.doorbell.ring(ws.to_string(), last.seq);
+        }
+        Ok(())
+    }
+
+    async fn provision(&self, job: &Job, p: &ProvisionJob) -> Result<(), Error> {
+        let ws = job.workspace_id;
+        let system = self.store.get_access_system(ws, p.acs_system_id).await?;
+        let grant = self.store.get_access_grant(ws, p.access_grant_id).await?;
         let person = self
             .store
             .get_user_identity(ws, grant.user_identity_id)
@@ -191,7 +217,7 @@ impl Orchestrator {
         } else {
             match tokio::time::timeout(
                 self.cfg.call_timeout,
-                self.provider.provision(&system, &job.payload, &holder),
+                self.provider.provision(&system, p, &holder),
             )
             .await
             {
@@ -209,16 +235,13 @@ impl Orchestrator {
             }
             Err(ProviderError::Permanent(reason)) => {
                 tracing::warn!(%reason, "access system refused");
-                all_failed(job, &reason)
+                all_failed(p, &reason)
             }
             Err(e) => {
                 self.breakers.failure(system.id);
                 if job.attempts >= self.cfg.max_attempts {
                     tracing::warn!(error = %e, "retry budget spent");
-                    all_failed(
-                        job,
-                        &format!("gave up after {} attempts: {e}", job.attempts),
-                    )
+                    all_failed(p, &format!("gave up after {} attempts: {e}", job.attempts))
                 } else {
                     let delay = backoff(&self.cfg, job.attempts);
                     tracing::info!(error = %e, retry_in_ms = delay.as_millis() as u64, "retrying");
@@ -246,10 +269,9 @@ impl Orchestrator {
     }
 }
 
-fn all_failed(job: &Job, reason: &str) -> ProvisionResult {
+fn all_failed(p: &ProvisionJob, reason: &str) -> ProvisionResult {
     ProvisionResult {
-        doors: job
-            .payload
+        doors: p
             .entrance_ids
             .iter()
             .map(|e| (*e, DoorOutcome::Failed(reason.to_owned())))

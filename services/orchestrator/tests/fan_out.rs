@@ -338,6 +338,91 @@ async fn competing_workers_apply_each_outcome_once(store: Arc<dyn Store>) {
     assert_eq!(store.count_jobs("done").await.ok(), Some(6 * 4));
 }
 
+async fn encoder_faults_are_typed_and_a_retry_succeeds(store: Arc<dyn Store>) {
+    use keygate_domain::action::{ActionAttempt, ActionType, AttemptStatus, EncodeJob};
+    use keygate_domain::ids::ActionAttemptId;
+    let ws = seeded_workspace(&*store, "encode").await;
+    let doors = quick_start_entrances(&*store, ws).await;
+    let systems = VirtualSystems::new(Duration::from_millis(5));
+    let (g, _) = store
+        .create_access_grant(
+            ws,
+            &new_grant(&*store, ws, &doors[..1], &[AccessMethodMode::Card]).await,
+            None,
+        )
+        .await
+        .expect("create");
+    let _run = start(store.clone(), &systems, &["w1"]);
+    let card = settled(&*store, ws, g.id).await.remove(0);
+    assert!(card.is_ready_for_encoding);
+    let system = card.doors[0].acs_system_id;
+    let encoder = store
+        .list_encoders(
+            ws,
+            Some(system),
+            &PageRequest {
+                after: None,
+                limit: 10,
+            },
+        )
+        .await
+        .expect("encoders")
+        .items[0]
+        .id;
+    systems.inject(system, [Fault::EncoderOffline]);
+    let encode = |store: Arc<dyn Store>| async move {
+        let a = ActionAttempt {
+            id: ActionAttemptId::new(),
+            workspace_id: ws,
+            action_type: ActionType::EncodeCredential,
+            status: AttemptStatus::Pending,
+            access_method_id: Some(card.id),
+            acs_encoder_id: Some(encoder),
+            acs_entrance_id: None,
+            result: None,
+            error: None,
+            created_at: keygate_domain::model::now(),
+            completed_at: None,
+        };
+        let job = EncodeJob {
+            action_attempt_id: a.id,
+            access_method_id: card.id,
+            acs_system_id: system,
+            acs_encoder_id: encoder,
+        };
+        store
+            .create_encode_attempt(ws, &a, &job, None)
+            .await
+            .expect("attempt");
+        for _ in 0..200 {
+            let got = store.get_action_attempt(ws, a.id).await.expect("get");
+            if got.status != AttemptStatus::Pending {
+                return got;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("attempt stayed pending");
+    };
+    let failed = encode(store.clone()).await;
+    assert_eq!(failed.status, AttemptStatus::Error);
+    assert_eq!(
+        failed.error.as_ref().map(|e| e.error_type.as_str()),
+        Some("encoder_not_online")
+    );
+    assert!(
+        !store
+            .get_access_method(ws, card.id)
+            .await
+            .expect("m")
+            .is_issued,
+        "a failed encoding issues nothing"
+    );
+    let ok = encode(store.clone()).await;
+    assert_eq!(ok.status, AttemptStatus::Success);
+    let m = store.get_access_method(ws, card.id).await.expect("m");
+    assert!(m.is_issued && !m.is_card_encoding_required);
+}
+
 macro_rules! suite {
     ($backend:ident, $make:expr) => {
         mod $backend {
@@ -362,6 +447,10 @@ macro_rules! suite {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn competing_workers() {
                 competing_workers_apply_each_outcome_once($make.await.store).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn encoder_faults() {
+                encoder_faults_are_typed_and_a_retry_succeeds($make.await.store).await
             }
         }
     };

@@ -4,7 +4,14 @@
 use std::sync::Arc;
 
 use keygate_domain::Resource;
-use keygate_domain::ids::AccessMethodId;
+use keygate_domain::action::{ActionAttempt, ActionType, AttemptStatus, EncodeJob};
+use keygate_domain::capability::AccessMethodMode;
+use keygate_domain::ids::{AccessMethodId, ActionAttemptId, EncoderId};
+use keygate_domain::model::now;
+use keygate_domain::{Error, ErrorReason};
+use tokio::sync::Notify;
+
+use super::user_identities::idempotency;
 use keygate_domain::validate;
 use keygate_proto::v1::{self, access_method_service_server::AccessMethodService};
 use keygate_store::{MethodFilter, Store};
@@ -19,6 +26,7 @@ use crate::tokens::{PageScope, PageTokens};
 pub struct AccessMethods {
     pub store: Arc<dyn Store>,
     pub tokens: PageTokens,
+    pub wake_orchestrator: Arc<Notify>,
 }
 
 #[tonic::async_trait]
@@ -103,6 +111,122 @@ impl AccessMethodService for AccessMethods {
                 .tokens
                 .seal(&scope, found.next_after)
                 .map_err(to_status)?,
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn encode_access_method(
+        &self,
+        req: Request<v1::EncodeAccessMethodRequest>,
+    ) -> Result<Response<v1::EncodeAccessMethodResponse>, Status> {
+        let ws = principal(&req)
+            .and_then(|p| p.workspace())
+            .map_err(to_status)?;
+        let r = req.into_inner();
+        let request_id = validate::request_id(&r.request_id).map_err(|v| {
+            to_status(Error::InvalidArgument {
+                violations: vec![v],
+            })
+        })?;
+        let id: AccessMethodId = validate::id(
+            "access_method_id",
+            &r.access_method_id,
+            Resource::AccessMethod,
+        )
+        .map_err(to_status)?;
+        let encoder_id: EncoderId =
+            validate::id("acs_encoder_id", &r.acs_encoder_id, Resource::Encoder)
+                .map_err(to_status)?;
+        let method = self
+            .store
+            .get_access_method(ws, id)
+            .await
+            .map_err(to_status)?;
+        let encoder = self
+            .store
+            .get_encoder(ws, encoder_id)
+            .await
+            .map_err(to_status)?;
+        if method.mode != AccessMethodMode::Card || !method.is_ready_for_encoding {
+            return Err(to_status(Error::FailedPrecondition {
+                reason: ErrorReason::NotReadyForEncoding,
+                message: "this access method is not a card ready for encoding (wait for access_method.card_encoding_required)".into(),
+            }));
+        }
+        if !method
+            .doors
+            .iter()
+            .any(|d| d.acs_system_id == encoder.acs_system_id)
+        {
+            return Err(to_status(Error::invalid(
+                "acs_encoder_id",
+                "the encoder belongs to another access system than this card",
+            )));
+        }
+        let attempt = ActionAttempt {
+            id: ActionAttemptId::new(),
+            workspace_id: ws,
+            action_type: ActionType::EncodeCredential,
+            status: AttemptStatus::Pending,
+            access_method_id: Some(id),
+            acs_encoder_id: Some(encoder_id),
+            acs_entrance_id: None,
+            result: None,
+            error: None,
+            created_at: now(),
+            completed_at: None,
+        };
+        let job = EncodeJob {
+            action_attempt_id: attempt.id,
+            access_method_id: id,
+            acs_system_id: encoder.acs_system_id,
+            acs_encoder_id: encoder_id,
+        };
+        let body = v1::EncodeAccessMethodRequest {
+            request_id: String::new(),
+            ..r
+        };
+        let idem = idempotency("EncodeAccessMethod", request_id, &body);
+        let stored = self
+            .store
+            .create_encode_attempt(ws, &attempt, &job, idem.as_ref())
+            .await
+            .map_err(to_status)?;
+        self.wake_orchestrator.notify_one();
+        Ok(Response::new(v1::EncodeAccessMethodResponse {
+            action_attempt: Some(convert::action_attempt(&stored)),
+        }))
+    }
+}
+
+/// `keygate.v1.ActionAttemptService`: poll asynchronous actions.
+pub struct ActionAttempts {
+    pub store: Arc<dyn Store>,
+}
+
+#[tonic::async_trait]
+impl v1::action_attempt_service_server::ActionAttemptService for ActionAttempts {
+    #[tracing::instrument(skip_all)]
+    async fn get_action_attempt(
+        &self,
+        req: Request<v1::GetActionAttemptRequest>,
+    ) -> Result<Response<v1::GetActionAttemptResponse>, Status> {
+        let ws = principal(&req)
+            .and_then(|p| p.workspace())
+            .map_err(to_status)?;
+        let id: ActionAttemptId = validate::id(
+            "action_attempt_id",
+            &req.get_ref().action_attempt_id,
+            Resource::ActionAttempt,
+        )
+        .map_err(to_status)?;
+        let a = self
+            .store
+            .get_action_attempt(ws, id)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(v1::GetActionAttemptResponse {
+            action_attempt: Some(convert::action_attempt(&a)),
         }))
     }
 }

@@ -1,0 +1,91 @@
+//! Action attempts: long operations a caller starts and then polls (card encoding today,
+//! remote unlock with delivery). `pending` → `success` | `error`, with typed errors.
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use crate::grant::ProvisionJob;
+use crate::ids::{
+    AccessMethodId, AccessSystemId, ActionAttemptId, EncoderId, EntranceId, WorkspaceId,
+};
+
+/// What an attempt does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ActionType {
+    EncodeCredential,
+    UnlockDoor,
+}
+
+/// Where an attempt stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AttemptStatus {
+    Pending,
+    Success,
+    Error,
+}
+
+/// A typed failure, such as `encoder_not_online` or `incompatible_card_format`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttemptError {
+    pub error_type: String,
+    pub message: String,
+}
+
+/// What a successful encoding produced.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EncodedCard {
+    pub acs_credential_id: String,
+    pub card_number: String,
+}
+
+/// An action attempt.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ActionAttempt {
+    pub id: ActionAttemptId,
+    pub workspace_id: WorkspaceId,
+    pub action_type: ActionType,
+    pub status: AttemptStatus,
+    pub access_method_id: Option<AccessMethodId>,
+    pub acs_encoder_id: Option<EncoderId>,
+    pub acs_entrance_id: Option<EntranceId>,
+    pub result: Option<EncodedCard>,
+    pub error: Option<AttemptError>,
+    pub created_at: OffsetDateTime,
+    pub completed_at: Option<OffsetDateTime>,
+}
+
+/// Encode a card method's credential on an encoder.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EncodeJob {
+    pub action_attempt_id: ActionAttemptId,
+    pub access_method_id: AccessMethodId,
+    pub acs_system_id: AccessSystemId,
+    pub acs_encoder_id: EncoderId,
+}
+
+/// The work of one orchestration job.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum JobWork {
+    Provision(ProvisionJob),
+    Encode(EncodeJob),
+}
+
+impl JobWork {
+    /// The access system the job talks to (for per-system limits and breakers).
+    pub fn acs_system_id(&self) -> AccessSystemId {
+        match self {
+            Self::Provision(p) => p.acs_system_id,
+            Self::Encode(e) => e.acs_system_id,
+        }
+    }
+
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Provision(_) => "provision",
+            Self::Encode(_) => "encode",
+        }
+    }
+}
