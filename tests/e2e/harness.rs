@@ -188,6 +188,12 @@ impl Keygate {
             .unwrap_or(0)
     }
 
+    /// Kills the process at once (SIGKILL): no drain, no cleanup, leases left behind.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }

@@ -5,6 +5,7 @@
 mod harness;
 
 mod bad_input;
+mod crash;
 mod embedded;
 mod grants;
 mod lifecycle;

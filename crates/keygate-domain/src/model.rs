@@ -194,3 +194,15 @@ pub fn truncate_to_micros(t: OffsetDateTime) -> OffsetDateTime {
     let nanos = t.nanosecond();
     t.replace_nanosecond(nanos - nanos % 1_000).unwrap_or(t)
 }
+
+/// A credential held by a sandbox virtual access system (its "vendor-side" record).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SandboxCredential {
+    pub acs_system_id: AccessSystemId,
+    pub access_method_id: crate::ids::AccessMethodId,
+    pub workspace_id: WorkspaceId,
+    pub provider_user_id: String,
+    pub credential_id: String,
+    pub entrance_ids: Vec<EntranceId>,
+    pub code: Option<String>,
+}

@@ -11,7 +11,7 @@ use keygate_domain::action::{AttemptError, EncodeJob, EncodedCard};
 use keygate_domain::capability::{AccessMethodMode, PinCodeGenerator};
 use keygate_domain::grant::ProvisionJob;
 use keygate_domain::ids::{AccessMethodId, AccessSystemId, EntranceId};
-use keygate_domain::model::AccessSystem;
+use keygate_domain::model::{AccessSystem, SandboxCredential};
 use keygate_domain::tracker::{DoorOutcome, ProvisionResult};
 use rand::RngExt as _;
 
@@ -34,18 +34,53 @@ pub enum Fault {
     IncompatibleCard,
 }
 
-/// What a virtual system holds for one reference: the credential it issued.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct VirtualCredential {
-    pub provider_user_id: String,
-    pub credential_id: String,
-    pub entrances: Vec<EntranceId>,
-    pub code: Option<String>,
+/// Where the virtual systems keep what they issued (their "vendor database").
+#[async_trait]
+pub trait Ledger: Send + Sync {
+    /// Stores `c` unless a credential exists for its (system, method); returns the stored one.
+    async fn put(&self, c: &SandboxCredential) -> Result<SandboxCredential, String>;
+    async fn get(
+        &self,
+        system: AccessSystemId,
+        method: AccessMethodId,
+    ) -> Result<Option<SandboxCredential>, String>;
+}
+
+/// An in-memory ledger (lost on restart): for tests of a single process.
+#[derive(Default)]
+pub struct MemoryLedger(Mutex<HashMap<(AccessSystemId, AccessMethodId), SandboxCredential>>);
+
+impl MemoryLedger {
+    pub fn len(&self) -> usize {
+        self.0.lock().map(|m| m.len()).unwrap_or(0)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[async_trait]
+impl Ledger for MemoryLedger {
+    async fn put(&self, c: &SandboxCredential) -> Result<SandboxCredential, String> {
+        let mut m = self.0.lock().map_err(|_| "ledger poisoned".to_owned())?;
+        Ok(m.entry((c.acs_system_id, c.access_method_id))
+            .or_insert_with(|| c.clone())
+            .clone())
+    }
+
+    async fn get(
+        &self,
+        system: AccessSystemId,
+        method: AccessMethodId,
+    ) -> Result<Option<SandboxCredential>, String> {
+        let m = self.0.lock().map_err(|_| "ledger poisoned".to_owned())?;
+        Ok(m.get(&(system, method)).cloned())
+    }
 }
 
 #[derive(Default)]
 struct State {
-    credentials: HashMap<(AccessSystemId, AccessMethodId), VirtualCredential>,
     codes_by_door: HashMap<EntranceId, HashSet<String>>,
     faults: HashMap<AccessSystemId, Vec<Fault>>,
     delays: HashMap<AccessSystemId, Duration>,
@@ -53,17 +88,34 @@ struct State {
 }
 
 /// Every virtual system of a process. Cheap to clone; clones share state.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct VirtualSystems {
     state: Arc<Mutex<State>>,
+    ledger: Arc<dyn Ledger>,
+    memory: Option<Arc<MemoryLedger>>,
     default_delay: Duration,
 }
 
 impl VirtualSystems {
-    /// Virtual systems that take `default_delay` to provision, as real cloud systems do.
+    /// Virtual systems that take `default_delay` to provision, as real cloud systems do, and
+    /// keep their credentials in memory.
     pub fn new(default_delay: Duration) -> Self {
+        let memory = Arc::new(MemoryLedger::default());
         Self {
             state: Arc::default(),
+            ledger: memory.clone(),
+            memory: Some(memory),
+            default_delay,
+        }
+    }
+
+    /// Virtual systems whose credentials live in `ledger` (the store, in the binary), so they
+    /// survive restarts as a vendor's would.
+    pub fn with_ledger(default_delay: Duration, ledger: Arc<dyn Ledger>) -> Self {
+        Self {
+            state: Arc::default(),
+            ledger,
+            memory: None,
             default_delay,
         }
     }
@@ -87,18 +139,9 @@ impl VirtualSystems {
         self.with(|s| s.faults.entry(system).or_default().extend(faults));
     }
 
-    /// The credential a system holds for a reference, if any.
-    pub fn credential(
-        &self,
-        system: AccessSystemId,
-        method: AccessMethodId,
-    ) -> Option<VirtualCredential> {
-        self.with(|s| s.credentials.get(&(system, method)).cloned())
-    }
-
-    /// How many credentials all systems hold (a duplicate would show here).
+    /// How many credentials all systems hold, with the in-memory ledger (0 otherwise).
     pub fn credential_count(&self) -> usize {
-        self.with(|s| s.credentials.len())
+        self.memory.as_ref().map_or(0, |m| m.len())
     }
 
     /// How many provision calls arrived, faults included.
@@ -134,7 +177,9 @@ impl AccessSystemProvider for VirtualSystems {
             let fault = (!queue.is_empty()).then(|| queue.remove(0));
             (delay, fault)
         });
-        tokio::time::sleep(delay).await;
+        // Half the latency before the change is applied, half after: a caller that gives up
+        // (or dies) mid-call may leave a change applied but unconfirmed, as with real vendors.
+        tokio::time::sleep(delay / 2).await;
         let rejected: Vec<EntranceId> = match &fault {
             Some(Fault::Timeout) => {
                 return Err(ProviderError::Ambiguous(
@@ -148,58 +193,71 @@ impl AccessSystemProvider for VirtualSystems {
             _ => Vec::new(),
         };
         let caps = &system.capabilities;
-        let result = self.with(|s| {
-            let key = (system.id, job.access_method_id);
-            if let Some(existing) = s.credentials.get(&key) {
-                // Idempotent by reference: the first result, nothing new.
-                return result_of(existing, job, &rejected, caps.is_card_encoding_required);
+        let existing = self
+            .ledger
+            .get(system.id, job.access_method_id)
+            .await
+            .map_err(ProviderError::Transient)?;
+        let stored = match existing {
+            // Idempotent by reference: the first result, nothing new.
+            Some(c) => c,
+            None => {
+                let granted: Vec<EntranceId> = job
+                    .entrance_ids
+                    .iter()
+                    .copied()
+                    .filter(|e| !rejected.contains(e))
+                    .collect();
+                let wants_code = job.mode == AccessMethodMode::Code
+                    && caps
+                        .pin_code_rules
+                        .as_ref()
+                        .is_some_and(|r| r.generator == PinCodeGenerator::Provider);
+                let code = wants_code.then(|| {
+                    let len = caps
+                        .pin_code_rules
+                        .as_ref()
+                        .map_or(6, |r| r.min_length.max(4));
+                    self.with(|s| {
+                        // Never a code already active on one of these doors (within this process).
+                        loop {
+                            let c = random_digits(len);
+                            if granted.iter().all(|d| {
+                                !s.codes_by_door.get(d).is_some_and(|set| set.contains(&c))
+                            }) {
+                                for d in &granted {
+                                    s.codes_by_door.entry(*d).or_default().insert(c.clone());
+                                }
+                                break c;
+                            }
+                        }
+                    })
+                });
+                let cred = SandboxCredential {
+                    acs_system_id: system.id,
+                    access_method_id: job.access_method_id,
+                    workspace_id: system.workspace_id,
+                    provider_user_id: format!("vu_{}", holder.user_identity_id.as_uuid().simple()),
+                    credential_id: format!("vc_{}", job.access_method_id.as_uuid().simple()),
+                    entrance_ids: granted,
+                    code,
+                };
+                self.ledger
+                    .put(&cred)
+                    .await
+                    .map_err(ProviderError::Transient)?
             }
-            let granted: Vec<EntranceId> = job
-                .entrance_ids
-                .iter()
-                .copied()
-                .filter(|e| !rejected.contains(e))
-                .collect();
-            let code = (job.mode == AccessMethodMode::Code
-                && caps
-                    .pin_code_rules
-                    .as_ref()
-                    .is_some_and(|r| r.generator == PinCodeGenerator::Provider))
-            .then(|| {
-                let len = caps
-                    .pin_code_rules
-                    .as_ref()
-                    .map_or(6, |r| r.min_length.max(4));
-                // Never a code already active on one of these doors.
-                loop {
-                    let c = random_digits(len);
-                    if granted
-                        .iter()
-                        .all(|d| !s.codes_by_door.get(d).is_some_and(|set| set.contains(&c)))
-                    {
-                        break c;
-                    }
-                }
-            });
-            if let Some(c) = &code {
-                for d in &granted {
-                    s.codes_by_door.entry(*d).or_default().insert(c.clone());
-                }
-            }
-            let cred = VirtualCredential {
-                provider_user_id: format!("vu_{}", holder.user_identity_id.as_uuid().simple()),
-                credential_id: format!("vc_{}", job.access_method_id.as_uuid().simple()),
-                entrances: granted,
-                code,
-            };
-            let r = result_of(&cred, job, &rejected, caps.is_card_encoding_required);
-            s.credentials.insert(key, cred);
-            r
-        });
+        };
+        tokio::time::sleep(delay / 2).await;
         if fault == Some(Fault::FailedButApplied) {
             return Err(ProviderError::Ambiguous("500 internal server error".into()));
         }
-        Ok(result)
+        Ok(result_of(
+            &stored,
+            job,
+            &rejected,
+            caps.is_card_encoding_required,
+        ))
     }
 
     #[tracing::instrument(skip_all, fields(acs_system_id = %system.id, acs_encoder_id = %job.acs_encoder_id))]
@@ -208,7 +266,7 @@ impl AccessSystemProvider for VirtualSystems {
         system: &AccessSystem,
         job: &EncodeJob,
     ) -> Result<EncodedCard, AttemptError> {
-        let (delay, fault, credential) = self.with(|s| {
+        let (delay, fault) = self.with(|s| {
             s.calls += 1;
             let delay = s
                 .delays
@@ -217,14 +275,14 @@ impl AccessSystemProvider for VirtualSystems {
                 .unwrap_or(self.default_delay);
             let queue = s.faults.entry(system.id).or_default();
             let fault = (!queue.is_empty()).then(|| queue.remove(0));
-            (
-                delay,
-                fault,
-                s.credentials
-                    .get(&(system.id, job.access_method_id))
-                    .cloned(),
-            )
+            (delay, fault)
         });
+        let credential = self
+            .ledger
+            .get(system.id, job.access_method_id)
+            .await
+            .ok()
+            .flatten();
         tokio::time::sleep(delay).await;
         let fail = |t: &str, m: &str| {
             Err(AttemptError {
@@ -276,7 +334,7 @@ impl AccessSystemProvider for VirtualSystems {
 }
 
 fn result_of(
-    c: &VirtualCredential,
+    c: &SandboxCredential,
     job: &ProvisionJob,
     rejected: &[EntranceId],
     encoding: bool,
@@ -286,7 +344,7 @@ fn result_of(
             .entrance_ids
             .iter()
             .map(|e| {
-                let outcome = if rejected.contains(e) || !c.entrances.contains(e) {
+                let outcome = if rejected.contains(e) || !c.entrance_ids.contains(e) {
                     DoorOutcome::Failed("the access system rejected this entrance".into())
                 } else {
                     DoorOutcome::Granted

@@ -7,7 +7,7 @@ use sqlx::SqlStr;
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 
 /// The schema version this build expects.
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 4;
 
 fn migrator(files: &'static [(i64, &'static str, &'static str)]) -> Migrator {
     Migrator {
@@ -47,6 +47,11 @@ pub(crate) fn postgres() -> Migrator {
             "action_attempts",
             include_str!("../../../migrations/postgres/0003_action_attempts.sql"),
         ),
+        (
+            4,
+            "sandbox_ledger",
+            include_str!("../../../migrations/postgres/0004_sandbox_ledger.sql"),
+        ),
     ])
 }
 
@@ -66,6 +71,11 @@ pub(crate) fn sqlite() -> Migrator {
             3,
             "action_attempts",
             include_str!("../../../migrations/sqlite/0003_action_attempts.sql"),
+        ),
+        (
+            4,
+            "sandbox_ledger",
+            include_str!("../../../migrations/sqlite/0004_sandbox_ledger.sql"),
         ),
     ])
 }

@@ -754,6 +754,58 @@ macro_rules! impl_grant_store {
                 }
             }
 
+            fn sandbox_row(r: &$row) -> Result<keygate_domain::model::SandboxCredential, Error> {
+                Ok(keygate_domain::model::SandboxCredential {
+                    acs_system_id: parse("acs_system_id", &r.try_get::<String, _>("acs_system_id").map_err(db_err)?)?,
+                    access_method_id: parse("access_method_id", &r.try_get::<String, _>("access_method_id").map_err(db_err)?)?,
+                    workspace_id: parse("workspace_id", &r.try_get::<String, _>("workspace_id").map_err(db_err)?)?,
+                    provider_user_id: r.try_get("provider_user_id").map_err(db_err)?,
+                    credential_id: r.try_get("credential_id").map_err(db_err)?,
+                    entrance_ids: unjson("entrance_ids", &r.try_get::<String, _>("entrance_ids").map_err(db_err)?)?,
+                    code: r.try_get("code").map_err(db_err)?,
+                })
+            }
+
+            #[async_trait]
+            impl SandboxLedger for $store {
+                async fn sandbox_credential(&self, c: &keygate_domain::model::SandboxCredential) -> Result<keygate_domain::model::SandboxCredential, Error> {
+                    sqlx::query("INSERT INTO sandbox_credentials (acs_system_id, access_method_id, workspace_id, provider_user_id, credential_id, entrance_ids, code, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (acs_system_id, access_method_id) DO NOTHING")
+                        .bind(c.acs_system_id.to_string())
+                        .bind(c.access_method_id.to_string())
+                        .bind(c.workspace_id.to_string())
+                        .bind(&c.provider_user_id)
+                        .bind(&c.credential_id)
+                        .bind(json(&c.entrance_ids)?)
+                        .bind(&c.code)
+                        .bind(to_micros(keygate_domain::model::now()))
+                        .execute(&self.pool)
+                        .await
+                        .map_err(db_err)?;
+                    self.find_sandbox_credential(c.acs_system_id, c.access_method_id)
+                        .await?
+                        .ok_or_else(|| Error::Internal { message: "sandbox credential vanished".into() })
+                }
+
+                async fn find_sandbox_credential(&self, system: keygate_domain::ids::AccessSystemId, method: AccessMethodId) -> Result<Option<keygate_domain::model::SandboxCredential>, Error> {
+                    sqlx::query("SELECT * FROM sandbox_credentials WHERE acs_system_id = $1 AND access_method_id = $2")
+                        .bind(system.to_string())
+                        .bind(method.to_string())
+                        .fetch_optional(&self.pool)
+                        .await
+                        .map_err(db_err)?
+                        .map(|r| sandbox_row(&r))
+                        .transpose()
+                }
+
+                async fn count_sandbox_credentials(&self, ws: WorkspaceId) -> Result<i64, Error> {
+                    sqlx::query_scalar("SELECT COUNT(*) FROM sandbox_credentials WHERE workspace_id = $1")
+                        .bind(ws.to_string())
+                        .fetch_one(&self.pool)
+                        .await
+                        .map_err(db_err)
+                }
+            }
+
             #[async_trait]
             impl EventLog for $store {
                 async fn list_events(&self, ws: WorkspaceId, f: &EventFilter, after: i64, limit: u32) -> Result<Vec<Event>, Error> {

@@ -342,6 +342,27 @@ pub trait EventLog: Send + Sync {
     async fn latest_event_seq(&self, workspace: WorkspaceId) -> Result<i64, Error>;
 }
 
+/// The vendor-side state of the sandbox virtual access systems, kept in the store so it
+/// survives restarts like a real vendor's would.
+#[async_trait]
+pub trait SandboxLedger: Send + Sync {
+    /// Stores `credential` unless one exists for its (system, access method); returns the one
+    /// that is stored (the first, on a repeat).
+    async fn sandbox_credential(
+        &self,
+        credential: &keygate_domain::model::SandboxCredential,
+    ) -> Result<keygate_domain::model::SandboxCredential, Error>;
+
+    async fn find_sandbox_credential(
+        &self,
+        system: AccessSystemId,
+        method: AccessMethodId,
+    ) -> Result<Option<keygate_domain::model::SandboxCredential>, Error>;
+
+    /// Credentials held by the sandbox systems of a workspace.
+    async fn count_sandbox_credentials(&self, workspace: WorkspaceId) -> Result<i64, Error>;
+}
+
 /// The whole store of record.
 #[async_trait]
 pub trait Store:
@@ -353,6 +374,7 @@ pub trait Store:
     + GrantStore
     + JobQueue
     + EventLog
+    + SandboxLedger
 {
     /// `postgres` or `sqlite`.
     fn backend_name(&self) -> &'static str;

@@ -172,6 +172,10 @@ pub struct ServeArgs {
     )]
     pub sandbox_provision_delay_ms: u64,
 
+    /// Seconds an orchestrator holds a job; a crashed worker's jobs are taken over after this.
+    #[arg(long, env = "KEYGATE_JOB_LEASE_SECS", default_value_t = 30)]
+    pub job_lease_secs: u64,
+
     /// Seconds to let in-flight calls finish after SIGTERM before exiting anyway.
     #[arg(long, env = "KEYGATE_DRAIN_SECS", default_value_t = 20)]
     pub drain_secs: u64,

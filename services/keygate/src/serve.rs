@@ -12,7 +12,7 @@ use keygate_cache::{Cache, InProcessCache, RedisCache};
 use keygate_gateway::stack::StackConfig;
 use keygate_gateway::tokens::PageTokens;
 use keygate_gateway::{GatewayDeps, ServerConfig, set_health};
-use keygate_orchestrator::{Orchestrator, OrchestratorConfig};
+use keygate_orchestrator::{Orchestrator, OrchestratorConfig, StoreLedger};
 use keygate_providers::virtual_system::VirtualSystems;
 use keygate_store::{SCHEMA_VERSION, Store};
 use tokio::net::TcpListener;
@@ -88,15 +88,19 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         });
     }
     if args.roles.contains(&Role::Orchestrator) {
-        let providers = Arc::new(VirtualSystems::new(Duration::from_millis(
-            args.sandbox_provision_delay_ms,
-        )));
+        let providers = Arc::new(VirtualSystems::with_ledger(
+            Duration::from_millis(args.sandbox_provision_delay_ms),
+            Arc::new(StoreLedger(store.clone())),
+        ));
         let orchestrator = Orchestrator::new(
             store.clone(),
             providers,
             doorbell.clone(),
             wake_orchestrator.clone(),
-            OrchestratorConfig::default(),
+            OrchestratorConfig {
+                lease: Duration::from_secs(args.job_lease_secs.max(1)),
+                ..OrchestratorConfig::default()
+            },
         );
         let stop = stop_rx.clone();
         let mut ready = ready_rx.clone();

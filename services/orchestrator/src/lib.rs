@@ -4,6 +4,8 @@
 //! late result is refused by the store (fencing), so no outcome is applied twice.
 
 mod breaker;
+mod ledger;
 mod worker;
 
+pub use ledger::StoreLedger;
 pub use worker::{Orchestrator, OrchestratorConfig};

@@ -1,0 +1,34 @@
+//! The sandbox virtual systems' ledger, kept in the store of record so their "vendor-side"
+//! credentials survive restarts and are shared by every orchestrator replica.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use keygate_domain::ids::{AccessMethodId, AccessSystemId};
+use keygate_domain::model::SandboxCredential;
+use keygate_providers::virtual_system::Ledger;
+use keygate_store::Store;
+
+/// [`Ledger`] over the store.
+pub struct StoreLedger(pub Arc<dyn Store>);
+
+#[async_trait]
+impl Ledger for StoreLedger {
+    async fn put(&self, c: &SandboxCredential) -> Result<SandboxCredential, String> {
+        self.0
+            .sandbox_credential(c)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    async fn get(
+        &self,
+        system: AccessSystemId,
+        method: AccessMethodId,
+    ) -> Result<Option<SandboxCredential>, String> {
+        self.0
+            .find_sandbox_credential(system, method)
+            .await
+            .map_err(|e| e.to_string())
+    }
+}
