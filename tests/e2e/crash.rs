@@ -85,17 +85,23 @@ async fn crash_and_recover(opts: Options, db_url: impl Fn(&DataDir) -> String) {
             .expect("g");
         grant_ids.push(g.access_grant_id);
     }
-    // Mid fan-out: the provider calls have applied their changes but not confirmed them.
-    tokio::time::sleep(Duration::from_millis(900)).await;
-    kg.kill9();
-    // The kill landed in the window that matters: the access systems applied changes that
-    // Keygate never recorded.
+    // Kill mid fan-out, once every provider call has applied its change and none has been
+    // confirmed: the window where a naive retry would create duplicates.
     let store = keygate_store::open(&db_url(&dir)).expect("open store");
-    let ws_id = ws.parse().expect("workspace id");
-    let applied = store.count_sandbox_credentials(ws_id).await.expect("count");
-    assert!(
-        applied > 0,
-        "provider calls had applied changes before the kill"
+    let ws_id: keygate_domain::ids::WorkspaceId = ws.parse().expect("workspace id");
+    let mut applied = 0;
+    for _ in 0..100 {
+        applied = store.count_sandbox_credentials(ws_id).await.expect("count");
+        if applied == 4 * 4 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    kg.kill9();
+    assert_eq!(
+        applied,
+        4 * 4,
+        "every provider call had applied its change before the kill"
     );
     let confirmed = store
         .list_events(ws_id, &Default::default(), 0, 1000)
