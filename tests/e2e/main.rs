@@ -9,4 +9,5 @@ mod crash;
 mod embedded;
 mod grants;
 mod lifecycle;
+mod roles;
 mod tenancy;
