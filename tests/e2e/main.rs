@@ -9,5 +9,6 @@ mod crash;
 mod embedded;
 mod grants;
 mod lifecycle;
+mod redis_outage;
 mod roles;
 mod tenancy;

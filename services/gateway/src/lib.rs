@@ -4,6 +4,7 @@
 pub mod auth;
 pub mod convert;
 pub mod error;
+pub mod read_cache;
 pub mod server;
 pub mod services;
 pub mod stack;

@@ -152,11 +152,13 @@ pub async fn serve(
         doorbell: deps.doorbell.clone(),
         wake_orchestrator: deps.wake_orchestrator.clone(),
         public_url: deps.public_url.clone(),
+        cache: deps.cache.clone(),
     };
     let access_methods = AccessMethods {
         store: deps.store.clone(),
         tokens: tokens.clone(),
         wake_orchestrator: deps.wake_orchestrator.clone(),
+        cache: deps.cache.clone(),
     };
     let action_attempts = ActionAttempts {
         store: deps.store.clone(),

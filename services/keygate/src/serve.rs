@@ -94,6 +94,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         ));
         let orchestrator = Orchestrator::new(
             store.clone(),
+            cache.clone(),
             providers,
             doorbell.clone(),
             wake_orchestrator.clone(),

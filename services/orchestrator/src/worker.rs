@@ -5,6 +5,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use keygate_cache::bus::Doorbell;
+use keygate_cache::{Cache, keys};
 use keygate_domain::Error;
 use keygate_domain::action::{AttemptError, EncodeJob, JobWork};
 use keygate_domain::grant::ProvisionJob;
@@ -78,6 +79,7 @@ pub fn backoff(cfg: &OrchestratorConfig, attempt: u32) -> Duration {
 #[derive(Clone)]
 pub struct Orchestrator {
     store: Arc<dyn Store>,
+    cache: Arc<dyn Cache>,
     provider: Arc<dyn AccessSystemProvider>,
     doorbell: Doorbell,
     wake: Arc<Notify>,
@@ -89,6 +91,7 @@ pub struct Orchestrator {
 impl Orchestrator {
     pub fn new(
         store: Arc<dyn Store>,
+        cache: Arc<dyn Cache>,
         provider: Arc<dyn AccessSystemProvider>,
         doorbell: Doorbell,
         wake: Arc<Notify>,
@@ -97,6 +100,7 @@ impl Orchestrator {
         let breakers = Arc::new(Breakers::new(cfg.breaker_threshold, cfg.breaker_open_for));
         Self {
             store,
+            cache,
             provider,
             doorbell,
             wake,
@@ -187,6 +191,13 @@ impl Orchestrator {
             .store
             .complete_encode(job, &self.cfg.owner, &outcome, now())
             .await?;
+        if events.is_some() {
+            self.evict(&[keys::access_method(
+                &ws.to_string(),
+                &e.access_method_id.to_string(),
+            )])
+            .await;
+        }
         if let Some(last) = events.as_ref().and_then(|e| e.last()) {
             self.doorbell.ring(ws.to_string(), last.seq);
         }
@@ -259,6 +270,13 @@ impl Orchestrator {
             .await?
         {
             Some(events) => {
+                // The store is the record and now holds the new state; drop the cached copies.
+                let w = ws.to_string();
+                self.evict(&[
+                    keys::access_method(&w, &p.access_method_id.to_string()),
+                    keys::access_grant(&w, &p.access_grant_id.to_string()),
+                ])
+                .await;
                 if let Some(last) = events.last() {
                     self.doorbell.ring(ws.to_string(), last.seq);
                 }
@@ -266,6 +284,15 @@ impl Orchestrator {
             None => tracing::info!("lease lost to another worker; its outcome stands"),
         }
         Ok(())
+    }
+
+    /// Best effort: a cache that cannot be reached only delays freshness by its TTL.
+    async fn evict(&self, keys: &[String]) {
+        for k in keys {
+            if let Err(e) = self.cache.delete(k).await {
+                tracing::debug!(error = %e, "cache eviction skipped; the entry expires on its own");
+            }
+        }
     }
 }
 

@@ -43,6 +43,7 @@ fn start(store: Arc<dyn Store>, systems: &VirtualSystems, owners: &[&str]) -> Ru
     for owner in owners {
         let o = Orchestrator::new(
             store.clone(),
+            Arc::new(keygate_cache::InProcessCache::new(100)),
             Arc::new(systems.clone()),
             Doorbell::new(),
             Arc::new(Notify::new()),

@@ -23,6 +23,7 @@ use super::user_identities::idempotency;
 use crate::auth::principal;
 use crate::convert;
 use crate::error::to_status;
+use crate::read_cache;
 use crate::tokens::{PageScope, PageTokens};
 
 /// Most entrances one grant may name.
@@ -34,6 +35,7 @@ pub struct AccessGrants {
     pub doorbell: Doorbell,
     pub wake_orchestrator: Arc<Notify>,
     pub public_url: String,
+    pub cache: Arc<dyn keygate_cache::Cache>,
 }
 
 pub(crate) fn mode_from(i: i32) -> Option<AccessMethodMode> {
@@ -261,13 +263,17 @@ impl AccessGrantService for AccessGrants {
             Resource::AccessGrant,
         )
         .map_err(to_status)?;
-        let g = self
-            .store
-            .get_access_grant(ws, id)
-            .await
-            .map_err(to_status)?;
+        let key = read_cache::grant_key(ws, &id.to_string());
+        let store = self.store.clone();
+        let g = read_cache::read_through(&self.cache, &key, async move {
+            Ok(convert::access_grant(
+                &store.get_access_grant(ws, id).await?,
+            ))
+        })
+        .await
+        .map_err(to_status)?;
         Ok(Response::new(v1::GetAccessGrantResponse {
-            access_grant: Some(convert::access_grant(&g)),
+            access_grant: Some(g),
         }))
     }
 

@@ -21,12 +21,14 @@ use super::page_request;
 use crate::auth::principal;
 use crate::convert;
 use crate::error::to_status;
+use crate::read_cache;
 use crate::tokens::{PageScope, PageTokens};
 
 pub struct AccessMethods {
     pub store: Arc<dyn Store>,
     pub tokens: PageTokens,
     pub wake_orchestrator: Arc<Notify>,
+    pub cache: Arc<dyn keygate_cache::Cache>,
 }
 
 #[tonic::async_trait]
@@ -45,13 +47,17 @@ impl AccessMethodService for AccessMethods {
             Resource::AccessMethod,
         )
         .map_err(to_status)?;
-        let m = self
-            .store
-            .get_access_method(ws, id)
-            .await
-            .map_err(to_status)?;
+        let key = read_cache::method_key(ws, &id.to_string());
+        let store = self.store.clone();
+        let m = read_cache::read_through(&self.cache, &key, async move {
+            Ok(convert::access_method(
+                &store.get_access_method(ws, id).await?,
+            ))
+        })
+        .await
+        .map_err(to_status)?;
         Ok(Response::new(v1::GetAccessMethodResponse {
-            access_method: Some(convert::access_method(&m)),
+            access_method: Some(m),
         }))
     }
 
