@@ -678,3 +678,152 @@ async fn fifty_concurrent_creates_make_one_grant_sqlite() {
 async fn fifty_concurrent_creates_make_one_grant_postgres() {
     concurrent_identical_creates(Options::postgres_redis().await).await;
 }
+
+async fn brivo_doors(ch: &tonic::transport::Channel, key: &str) -> Vec<String> {
+    let all = systems(ch)
+        .list_access_systems(authed(key, v1::ListAccessSystemsRequest::default()))
+        .await
+        .expect("systems")
+        .into_inner()
+        .acs_systems;
+    let brivo = all
+        .iter()
+        .find(|s| s.system_type == "virtual_brivo")
+        .expect("brivo");
+    systems_client_entrances(ch, key, &brivo.acs_system_id)
+        .await
+        .into_iter()
+        .filter(|e| e.can_unlock_with_code)
+        .map(|e| e.acs_entrance_id)
+        .take(2)
+        .collect()
+}
+
+fn pin_grant(doors: &[String], code: &str) -> v1::CreateAccessGrantRequest {
+    v1::CreateAccessGrantRequest {
+        grantee: Some(v1::create_access_grant_request::Grantee::UserIdentity(
+            v1::NewUserIdentity {
+                full_name: "Kim Park".into(),
+                ..Default::default()
+            },
+        )),
+        acs_entrance_ids: doors.to_vec(),
+        requested_access_methods: vec![v1::NewRequestedAccessMethod {
+            mode: CODE,
+            code: code.into(),
+        }],
+        ..Default::default()
+    }
+}
+
+async fn issued_code(ch: &tonic::transport::Channel, key: &str, id: &str) -> v1::AccessMethod {
+    for _ in 0..100 {
+        let m = methods(ch)
+            .get_access_method(authed(
+                key,
+                v1::GetAccessMethodRequest {
+                    access_method_id: id.into(),
+                },
+            ))
+            .await
+            .expect("get")
+            .into_inner()
+            .access_method
+            .expect("m");
+        if m.is_issued {
+            return m;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("code method not issued");
+}
+
+#[tokio::test]
+async fn keygate_chosen_pins_never_collide_and_never_appear_in_events() {
+    use prost::Message as _;
+    let dir = DataDir::new();
+    let kg = Keygate::start(
+        &dir.0,
+        &Options {
+            extra_args: ["--sandbox-provision-delay-ms", "20"]
+                .map(String::from)
+                .to_vec(),
+            ..Options::with_admin()
+        },
+    );
+    let ch = kg.channel().await;
+    let (_ws, key) = create_workspace(&ch, "Offices", true).await;
+    let doors = brivo_doors(&ch, &key).await;
+
+    // Brivo lets the integrator choose: a free requested code is honoured.
+    let first = grants(&ch)
+        .create_access_grant(authed(&key, pin_grant(&doors, "482913")))
+        .await
+        .expect("create")
+        .into_inner()
+        .access_grant
+        .expect("g");
+    assert!(
+        first
+            .warnings
+            .iter()
+            .all(|w| w.code != "requested_code_unavailable")
+    );
+    let m1 = issued_code(
+        &ch,
+        &key,
+        &first.requested_access_methods[0].created_access_method_ids[0],
+    )
+    .await;
+    assert_eq!(m1.code, "482913");
+
+    // The same code on the same doors is taken: another one is chosen, with a warning.
+    let second = grants(&ch)
+        .create_access_grant(authed(&key, pin_grant(&doors[..1], "482913")))
+        .await
+        .expect("create")
+        .into_inner()
+        .access_grant
+        .expect("g");
+    assert!(
+        second
+            .warnings
+            .iter()
+            .any(|w| w.code == "requested_code_unavailable"),
+        "{:?}",
+        second.warnings
+    );
+    let m2 = issued_code(
+        &ch,
+        &key,
+        &second.requested_access_methods[0].created_access_method_ids[0],
+    )
+    .await;
+    assert_ne!(m2.code, m1.code);
+    assert!(m2.code.len() >= 4 && m2.code.bytes().all(|b| b.is_ascii_digit()));
+
+    // No event carries a PIN, in any field.
+    let log = events(&ch)
+        .list_events(authed(
+            &key,
+            v1::ListEventsRequest {
+                page_size: 500,
+                ..Default::default()
+            },
+        ))
+        .await
+        .expect("events")
+        .into_inner()
+        .events;
+    assert!(!log.is_empty());
+    for e in &log {
+        let bytes = e.encode_to_vec();
+        for code in [&m1.code, &m2.code] {
+            assert!(
+                !bytes.windows(code.len()).any(|w| w == code.as_bytes()),
+                "event {} carries a PIN",
+                e.event_type
+            );
+        }
+    }
+}

@@ -9,6 +9,7 @@ pub mod grant;
 pub mod ids;
 pub mod model;
 pub mod page;
+pub mod pin;
 pub mod tracker;
 pub mod validate;
 

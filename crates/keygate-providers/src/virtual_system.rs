@@ -233,6 +233,16 @@ impl AccessSystemProvider for VirtualSystems {
                         }
                     })
                 });
+                // Where Keygate chooses PINs, the system programs the code it is given.
+                let code = code.or_else(|| {
+                    let keygate_chooses = caps
+                        .pin_code_rules
+                        .as_ref()
+                        .is_some_and(|r| r.generator == PinCodeGenerator::Keygate);
+                    (job.mode == AccessMethodMode::Code && keygate_chooses)
+                        .then(|| job.requested_code.clone())
+                        .flatten()
+                });
                 let cred = SandboxCredential {
                     acs_system_id: system.id,
                     access_method_id: job.access_method_id,

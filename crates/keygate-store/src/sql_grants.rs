@@ -384,6 +384,20 @@ macro_rules! impl_grant_store {
                     Ok(a.clone())
                 }
 
+                async fn active_codes(&self, ws: WorkspaceId, entrances: &[keygate_domain::ids::EntranceId]) -> Result<Vec<String>, Error> {
+                    let mut out = Vec::new();
+                    for e in entrances {
+                        let codes: Vec<String> = sqlx::query_scalar("SELECT DISTINCT m.code FROM access_methods m JOIN access_method_entrances d ON d.workspace_id = m.workspace_id AND d.access_method_id = m.access_method_id WHERE m.workspace_id = $1 AND d.acs_entrance_id = $2 AND m.code IS NOT NULL AND d.state <> 'revoked'")
+                            .bind(ws.to_string())
+                            .bind(e.to_string())
+                            .fetch_all(&self.pool)
+                            .await
+                            .map_err(db_err)?;
+                        out.extend(codes);
+                    }
+                    Ok(out)
+                }
+
                 async fn get_action_attempt(&self, ws: WorkspaceId, id: ActionAttemptId) -> Result<ActionAttempt, Error> {
                     let row = sqlx::query("SELECT * FROM action_attempts WHERE workspace_id = $1 AND action_attempt_id = $2")
                         .bind(ws.to_string())

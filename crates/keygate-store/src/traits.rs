@@ -266,6 +266,13 @@ pub trait GrantStore: Send + Sync {
         workspace: WorkspaceId,
         id: keygate_domain::ids::ActionAttemptId,
     ) -> Result<keygate_domain::action::ActionAttempt, Error>;
+
+    /// PIN codes of access methods that are not revoked on any of `entrances`.
+    async fn active_codes(
+        &self,
+        workspace: WorkspaceId,
+        entrances: &[EntranceId],
+    ) -> Result<Vec<String>, Error>;
 }
 
 /// A leased orchestration job.

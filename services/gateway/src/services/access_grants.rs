@@ -68,6 +68,77 @@ fn instant_key_url(public_url: &str) -> String {
     )
 }
 
+impl AccessGrants {
+    /// Chooses the PIN of every code method whose access system leaves the choice to Keygate,
+    /// and warns where a requested code cannot be honoured. Returns the chosen codes by method.
+    async fn choose_pins(
+        &self,
+        ws: keygate_domain::ids::WorkspaceId,
+        plan: &mut grant::GrantPlan,
+        planning: &[grant::PlanningEntrance],
+        at: time::OffsetDateTime,
+    ) -> Result<
+        (
+            Vec<(keygate_domain::ids::AccessMethodId, String)>,
+            Vec<grant::Notice>,
+        ),
+        Error,
+    > {
+        use keygate_domain::capability::PinCodeGenerator;
+        let mut chosen = Vec::new();
+        let mut warnings = Vec::new();
+        for m in plan
+            .methods
+            .iter_mut()
+            .filter(|m| m.mode == AccessMethodMode::Code)
+        {
+            let Some(rules) = m
+                .doors
+                .first()
+                .and_then(|d| planning.iter().find(|p| p.acs_system_id == d.1))
+                .and_then(|p| p.capabilities.pin_code_rules.clone())
+            else {
+                continue;
+            };
+            if rules.generator != PinCodeGenerator::Keygate {
+                if m.requested_code.is_some() {
+                    warnings.push(grant::Notice::new(
+                        "requested_code_unavailable",
+                        "this access system generates its own codes; the requested code was not used",
+                        at,
+                    ));
+                }
+                continue;
+            }
+            let doors: Vec<EntranceId> = m.doors.iter().map(|d| d.0).collect();
+            let taken: std::collections::HashSet<String> = self
+                .store
+                .active_codes(ws, &doors)
+                .await?
+                .into_iter()
+                .collect();
+            let (code, warning) = keygate_domain::pin::choose(
+                &rules,
+                m.requested_code.as_deref(),
+                &taken,
+                || rand::rng().random_range(0..10u8),
+                at,
+            )
+            .ok_or_else(|| Error::FailedPrecondition {
+                reason: keygate_domain::ErrorReason::ModeNotSupported,
+                message: "no free PIN code is left on these entrances".into(),
+            })?;
+            warnings.extend(warning);
+            m.requested_code = Some(code.clone());
+            for j in plan.jobs.iter_mut().filter(|j| j.access_method_id == m.id) {
+                j.requested_code = Some(code.clone());
+            }
+            chosen.push((m.id, code));
+        }
+        Ok((chosen, warnings))
+    }
+}
+
 #[tonic::async_trait]
 impl AccessGrantService for AccessGrants {
     #[tracing::instrument(skip_all)]
@@ -203,7 +274,11 @@ impl AccessGrantService for AccessGrants {
             .await
             .map_err(to_status)?;
         let id = AccessGrantId::new();
-        let plan = grant::plan(id, &modes, &planning, at).map_err(to_status)?;
+        let mut plan = grant::plan(id, &modes, &planning, at).map_err(to_status)?;
+        let (chosen, mut pin_warnings) = self
+            .choose_pins(ws, &mut plan, &planning, at)
+            .await
+            .map_err(to_status)?;
         let wants_mobile = modes.iter().any(|m| m.mode == AccessMethodMode::MobileKey);
         let spec = GrantSpec {
             id,
@@ -217,7 +292,19 @@ impl AccessGrantService for AccessGrants {
             entrance_ids: entrance_ids.clone(),
             instant_key_url: wants_mobile.then(|| instant_key_url(&self.public_url)),
         };
-        let (g, methods, events) = grant::assemble(spec, &plan, warning.into_iter().collect(), at);
+        pin_warnings.extend(warning);
+        let (g, mut methods, events) = grant::assemble(spec, &plan, pin_warnings, at);
+        // A code Keygate chose is known now; showing it on the method lets the next grant on
+        // these doors avoid it.
+        for m in &mut methods {
+            if let Some(code) = chosen
+                .iter()
+                .find(|(id, _)| *id == m.id)
+                .map(|(_, c)| c.clone())
+            {
+                m.code = Some(code);
+            }
+        }
         let new = NewGrant {
             grant: g,
             new_identity,

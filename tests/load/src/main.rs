@@ -1,0 +1,426 @@
+//! `cargo run --release -p keygate-load [-- --postgres]`
+//!
+//! Starts the gateway and an orchestrator in this process (real tonic server on loopback, real
+//! store; SQLite by default, PostgreSQL with `--postgres` using KEYGATE_TEST_DATABASE_URL) and
+//! measures, each against a baseline taken in the same run on the same machine:
+//! 1. fan-out: create → `access_granted_to_all_doors` with systems taking 50/100/200 ms, against
+//!    the slowest system's delay (what a perfectly concurrent fan-out would take);
+//! 2. `GetAccessMethod` on a cache hit, against a bare tonic health server (hello world),
+//!    same client and concurrency;
+//! 3. `CreateAccessGrant` throughput at 32 concurrent clients.
+//!
+//! Figures are printed as a table; ratios matter more than absolutes on a shared machine.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use keygate_cache::InProcessCache;
+use keygate_cache::bus::Doorbell;
+use keygate_domain::model::WorkspaceType;
+use keygate_gateway::services::workspaces::{new_workspace, sandbox_systems};
+use keygate_gateway::stack::StackConfig;
+use keygate_gateway::tokens::PageTokens;
+use keygate_gateway::{GatewayDeps, ServerConfig};
+use keygate_orchestrator::{Orchestrator, OrchestratorConfig};
+use keygate_proto::v1;
+use keygate_providers::virtual_system::VirtualSystems;
+use keygate_store::testdb::TestDb;
+use tokio::net::TcpListener;
+use tokio::sync::{Notify, watch};
+use tokio_stream::StreamExt as _;
+use tonic::transport::Channel;
+
+fn authed<T>(key: &str, msg: T) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(msg);
+    if let Ok(v) = format!("Bearer {key}").parse() {
+        r.metadata_mut().insert("authorization", v);
+    }
+    r
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+struct Harness {
+    channel: Channel,
+    addr: String,
+    key: String,
+    systems: VirtualSystems,
+    _stop: watch::Sender<bool>,
+    _db: TestDb,
+}
+
+async fn start(postgres: bool) -> anyhow::Result<Harness> {
+    let db = if postgres {
+        TestDb::postgres().await
+    } else {
+        TestDb::sqlite().await
+    };
+    let store = db.store.clone();
+    let (ws, key, token) = new_workspace("Load".into(), WorkspaceType::Sandbox, "load".into());
+    store
+        .create_workspace(&ws, &key, &sandbox_systems())
+        .await?;
+    let cache: Arc<dyn keygate_cache::Cache> = Arc::new(InProcessCache::new(100_000));
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let doorbell = Doorbell::new();
+    let wake = Arc::new(Notify::new());
+    let tokens = PageTokens::new(vec![7; 32]);
+    let deps = GatewayDeps {
+        store: store.clone(),
+        cache: cache.clone(),
+        admin_token: None,
+        page_tokens: tokens,
+        doorbell: doorbell.clone(),
+        wake_orchestrator: wake.clone(),
+        public_url: "http://localhost:8080".into(),
+        shutdown: stop_rx.clone(),
+    };
+    let cfg = ServerConfig {
+        stack: StackConfig {
+            rate_per_second: 1e9,
+            rate_burst: u32::MAX,
+            max_deadline: Duration::from_secs(30),
+            max_in_flight: 100_000,
+        },
+        ..ServerConfig::default()
+    };
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let (_reporter, health) = tonic_health::server::health_reporter();
+    let mut stop = stop_rx.clone();
+    tokio::spawn(keygate_gateway::serve(
+        listener,
+        deps,
+        cfg,
+        health,
+        async move {
+            let _ = stop.wait_for(|s| *s).await;
+        },
+    ));
+    let systems = VirtualSystems::new(Duration::from_millis(10));
+    let orchestrator = Orchestrator::new(
+        store,
+        cache,
+        Arc::new(systems.clone()),
+        doorbell,
+        wake,
+        OrchestratorConfig {
+            per_system_concurrency: 64,
+            ..Default::default()
+        },
+    );
+    tokio::spawn(orchestrator.run(stop_rx));
+    let channel = Channel::from_shared(format!("http://{addr}"))?
+        .connect()
+        .await?;
+    Ok(Harness {
+        channel,
+        addr: format!("http://{addr}"),
+        key: token,
+        systems,
+        _stop: stop_tx,
+        _db: db,
+    })
+}
+
+/// One entrance per system type, opening with a mobile key, with its system id.
+async fn doors(h: &Harness, types: &[&str]) -> anyhow::Result<Vec<(String, String)>> {
+    let mut sys =
+        v1::access_system_service_client::AccessSystemServiceClient::new(h.channel.clone());
+    let all = sys
+        .list_access_systems(authed(&h.key, v1::ListAccessSystemsRequest::default()))
+        .await?
+        .into_inner()
+        .acs_systems;
+    let mut out = Vec::new();
+    for t in types {
+        let s = all
+            .iter()
+            .find(|s| s.system_type == *t)
+            .context("system type")?;
+        let e = sys
+            .list_entrances(authed(
+                &h.key,
+                v1::ListEntrancesRequest {
+                    acs_system_id: s.acs_system_id.clone(),
+                    ..Default::default()
+                },
+            ))
+            .await?
+            .into_inner()
+            .acs_entrances
+            .into_iter()
+            .find(|e| e.can_unlock_with_mobile_key)
+            .context("mobile door")?;
+        out.push((e.acs_entrance_id, s.acs_system_id.clone()));
+    }
+    Ok(out)
+}
+
+fn mobile_grant(doors: &[String]) -> v1::CreateAccessGrantRequest {
+    v1::CreateAccessGrantRequest {
+        grantee: Some(v1::create_access_grant_request::Grantee::UserIdentity(
+            v1::NewUserIdentity {
+                full_name: "Load Guest".into(),
+                ..Default::default()
+            },
+        )),
+        acs_entrance_ids: doors.to_vec(),
+        requested_access_methods: vec![v1::NewRequestedAccessMethod {
+            mode: v1::AccessMethodMode::MobileKey as i32,
+            code: String::new(),
+        }],
+        ..Default::default()
+    }
+}
+
+async fn fan_out(h: &Harness, rounds: usize) -> anyhow::Result<Vec<Duration>> {
+    let picked = doors(
+        h,
+        &[
+            "virtual_salto_ks",
+            "virtual_salto_space",
+            "virtual_visionline",
+        ],
+    )
+    .await?;
+    for ((_, system), delay) in picked.iter().zip([50u64, 100, 200]) {
+        h.systems.set_delay(
+            system.parse().context("system id")?,
+            Duration::from_millis(delay),
+        );
+    }
+    let door_ids: Vec<String> = picked.into_iter().map(|(d, _)| d).collect();
+    let mut grants =
+        v1::access_grant_service_client::AccessGrantServiceClient::new(h.channel.clone());
+    let mut samples = Vec::new();
+    for _ in 0..rounds {
+        let mut watch = v1::event_service_client::EventServiceClient::new(h.channel.clone())
+            .watch_events(authed(
+                &h.key,
+                v1::WatchEventsRequest {
+                    event_types: vec!["access_grant.access_granted_to_all_doors".into()],
+                    ..Default::default()
+                },
+            ))
+            .await?
+            .into_inner();
+        let started = Instant::now();
+        let g = grants
+            .create_access_grant(authed(&h.key, mobile_grant(&door_ids)))
+            .await?
+            .into_inner()
+            .access_grant
+            .context("grant")?;
+        loop {
+            let e = watch
+                .next()
+                .await
+                .context("stream ended")??
+                .event
+                .context("event")?;
+            if e.access_grant_id == g.access_grant_id {
+                break;
+            }
+        }
+        samples.push(started.elapsed());
+    }
+    samples.sort();
+    Ok(samples)
+}
+
+/// Runs `call` from `concurrency` tasks for `duration`; returns (ops/s, sorted latencies).
+async fn drive<F, Fut>(concurrency: usize, duration: Duration, call: F) -> (f64, Vec<Duration>)
+where
+    F: Fn(usize) -> Fut + Send + Sync + Clone + 'static,
+    Fut: std::future::Future<Output = bool> + Send,
+{
+    let deadline = Instant::now() + duration;
+    let tasks: Vec<_> = (0..concurrency)
+        .map(|i| {
+            let call = call.clone();
+            tokio::spawn(async move {
+                let mut lat = Vec::new();
+                while Instant::now() < deadline {
+                    let t = Instant::now();
+                    if call(i).await {
+                        lat.push(t.elapsed());
+                    }
+                }
+                lat
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap_or_default());
+    }
+    all.sort();
+    (all.len() as f64 / duration.as_secs_f64(), all)
+}
+
+async fn channels(addr: String, n: usize) -> anyhow::Result<Vec<Channel>> {
+    let mut out = Vec::new();
+    for _ in 0..n {
+        out.push(Channel::from_shared(addr.clone())?.connect().await?);
+    }
+    Ok(out)
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let postgres = std::env::args().any(|a| a == "--postgres");
+    let concurrency = 32;
+    let secs = Duration::from_secs(5);
+    let h = start(postgres).await?;
+    println!(
+        "keygate-load: store = {}, {} cores",
+        if postgres { "postgres" } else { "sqlite" },
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    );
+
+    // 1. Fan-out latency.
+    let f = fan_out(&h, 40).await?;
+    let target = 1.1 * 200.0 + 20.0;
+    println!(
+        "\n1. fan-out create → access_granted_to_all_doors (systems at 50/100/200 ms, 40 grants)"
+    );
+    println!(
+        "   p50 {:.1} ms  p95 {:.1} ms  max {:.1} ms",
+        ms(percentile(&f, 0.5)),
+        ms(percentile(&f, 0.95)),
+        ms(percentile(&f, 1.0))
+    );
+    println!(
+        "   baseline (slowest system) 200 ms; sequential sum would be 350 ms; target p50 ≤ {target:.0} ms → {}",
+        if ms(percentile(&f, 0.5)) <= target {
+            "met"
+        } else {
+            "NOT met"
+        }
+    );
+    println!(
+        "   ratio p50 / slowest = {:.2}",
+        ms(percentile(&f, 0.5)) / 200.0
+    );
+
+    // 2. Cached GetAccessMethod vs a bare tonic server.
+    let picked = doors(&h, &["virtual_salto_ks"]).await?;
+    let g = v1::access_grant_service_client::AccessGrantServiceClient::new(h.channel.clone())
+        .create_access_grant(authed(&h.key, mobile_grant(&[picked[0].0.clone()])))
+        .await?
+        .into_inner()
+        .access_grant
+        .context("grant")?;
+    let method_id = g.requested_access_methods[0].created_access_method_ids[0].clone();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let chans = channels(h.addr.clone(), 4).await?;
+    let key = h.key.clone();
+    let (kg_ops, kg_lat) = drive(concurrency, secs, move |i| {
+        let ch = chans[i % chans.len()].clone();
+        let key = key.clone();
+        let id = method_id.clone();
+        async move {
+            v1::access_method_service_client::AccessMethodServiceClient::new(ch)
+                .get_access_method(authed(
+                    &key,
+                    v1::GetAccessMethodRequest {
+                        access_method_id: id,
+                    },
+                ))
+                .await
+                .is_ok()
+        }
+    })
+    .await;
+    let bare = TcpListener::bind("127.0.0.1:0").await?;
+    let bare_addr = format!("http://{}", bare.local_addr()?);
+    let (_r, health) = tonic_health::server::health_reporter();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(health)
+            .serve_with_incoming(
+                tonic::transport::server::TcpIncoming::from(bare).with_nodelay(Some(true)),
+            ),
+    );
+    let bare_chans = channels(bare_addr, 4).await?;
+    let (hw_ops, hw_lat) = drive(concurrency, secs, move |i| {
+        let ch = bare_chans[i % bare_chans.len()].clone();
+        async move {
+            tonic_health::pb::health_client::HealthClient::new(ch)
+                .check(tonic_health::pb::HealthCheckRequest {
+                    service: String::new(),
+                })
+                .await
+                .is_ok()
+        }
+    })
+    .await;
+    println!(
+        "\n2. GetAccessMethod (cache hit, full middleware stack) vs bare tonic hello world, {concurrency} concurrent, {}s each",
+        secs.as_secs()
+    );
+    println!(
+        "   keygate   {kg_ops:>9.0} req/s  p50 {:.2} ms  p99 {:.2} ms",
+        ms(percentile(&kg_lat, 0.5)),
+        ms(percentile(&kg_lat, 0.99))
+    );
+    println!(
+        "   baseline  {hw_ops:>9.0} req/s  p50 {:.2} ms  p99 {:.2} ms",
+        ms(percentile(&hw_lat, 0.5)),
+        ms(percentile(&hw_lat, 0.99))
+    );
+    println!(
+        "   ratio {:.2} (target ≥ 0.50 → {})",
+        kg_ops / hw_ops,
+        if kg_ops / hw_ops >= 0.5 {
+            "met"
+        } else {
+            "NOT met"
+        }
+    );
+
+    // 3. CreateAccessGrant throughput.
+    let door = picked[0].0.clone();
+    let chans = channels(h.addr.clone(), 4).await?;
+    let key = h.key.clone();
+    let (c_ops, c_lat) = drive(concurrency, secs, move |i| {
+        let ch = chans[i % chans.len()].clone();
+        let key = key.clone();
+        let door = door.clone();
+        async move {
+            v1::access_grant_service_client::AccessGrantServiceClient::new(ch)
+                .create_access_grant(authed(&key, mobile_grant(&[door])))
+                .await
+                .is_ok()
+        }
+    })
+    .await;
+    println!(
+        "\n3. CreateAccessGrant, {concurrency} concurrent clients, {}s ({})",
+        secs.as_secs(),
+        if postgres { "postgres" } else { "sqlite" }
+    );
+    println!(
+        "   {c_ops:.0} grants/s  p50 {:.1} ms  p99 {:.1} ms",
+        ms(percentile(&c_lat, 0.5)),
+        ms(percentile(&c_lat, 0.99))
+    );
+    println!(
+        "   (one write transaction per create; orchestration runs concurrently in the same process)"
+    );
+    Ok(())
+}
