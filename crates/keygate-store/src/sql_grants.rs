@@ -329,34 +329,9 @@ macro_rules! impl_grant_store {
             impl GrantStore for $store {
                 async fn create_encode_attempt(&self, ws: WorkspaceId, a: &ActionAttempt, job: &EncodeJob, idem: Option<&Idempotency>) -> Result<ActionAttempt, Error> {
                     let mut tx = self.pool.begin_with($begin).await.map_err(db_err)?;
-                    if let Some(idem) = idem {
-                        let claimed = sqlx::query("INSERT INTO idempotency_records (workspace_id, request_id, operation, request_sha256, resource_id, created_at) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (workspace_id, request_id) DO NOTHING")
-                            .bind(ws.to_string())
-                            .bind(&idem.request_id)
-                            .bind(idem.operation)
-                            .bind(&idem.request_sha256)
-                            .bind(a.id.to_string())
-                            .bind(to_micros(a.created_at))
-                            .execute(&mut *tx)
-                            .await
-                            .map_err(db_err)?
-                            .rows_affected() == 1;
-                        if !claimed {
-                            let prior = sqlx::query("SELECT operation, request_sha256, resource_id FROM idempotency_records WHERE workspace_id = $1 AND request_id = $2")
-                                .bind(ws.to_string())
-                                .bind(&idem.request_id)
-                                .fetch_one(&mut *tx)
-                                .await
-                                .map_err(db_err)?;
-                            drop(tx);
-                            let op: String = prior.try_get("operation").map_err(db_err)?;
-                            let hash: Vec<u8> = prior.try_get("request_sha256").map_err(db_err)?;
-                            if op != idem.operation || hash != idem.request_sha256 {
-                                return Err(Error::AlreadyExists { reason: ErrorReason::IdempotencyKeyReused, message: format!("request_id {:?} was already used with a different request", idem.request_id) });
-                            }
-                            let first: String = prior.try_get("resource_id").map_err(db_err)?;
-                            return self.get_action_attempt(ws, parse("action_attempt_id", &first)?).await;
-                        }
+                    if let Some(first) = super::claim_idempotency(&mut tx, ws, idem, &a.id.to_string(), a.created_at).await? {
+                        drop(tx);
+                        return self.get_action_attempt(ws, parse("action_attempt_id", &first)?).await;
                     }
                     sqlx::query("INSERT INTO action_attempts (workspace_id, action_attempt_id, action_type, status, access_method_id, acs_encoder_id, acs_entrance_id, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)")
                         .bind(ws.to_string())
@@ -412,37 +387,9 @@ macro_rules! impl_grant_store {
                 async fn create_access_grant(&self, ws: WorkspaceId, new: &NewGrant, idem: Option<&Idempotency>) -> Result<(AccessGrant, Vec<Event>), Error> {
                     let now = new.grant.created_at;
                     let mut tx = self.pool.begin_with($begin).await.map_err(db_err)?;
-                    if let Some(idem) = idem {
-                        let claimed = sqlx::query("INSERT INTO idempotency_records (workspace_id, request_id, operation, request_sha256, resource_id, created_at) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (workspace_id, request_id) DO NOTHING")
-                            .bind(ws.to_string())
-                            .bind(&idem.request_id)
-                            .bind(idem.operation)
-                            .bind(&idem.request_sha256)
-                            .bind(new.grant.id.to_string())
-                            .bind(to_micros(now))
-                            .execute(&mut *tx)
-                            .await
-                            .map_err(db_err)?
-                            .rows_affected() == 1;
-                        if !claimed {
-                            let prior = sqlx::query("SELECT operation, request_sha256, resource_id FROM idempotency_records WHERE workspace_id = $1 AND request_id = $2")
-                                .bind(ws.to_string())
-                                .bind(&idem.request_id)
-                                .fetch_one(&mut *tx)
-                                .await
-                                .map_err(db_err)?;
-                            let op: String = prior.try_get("operation").map_err(db_err)?;
-                            let hash: Vec<u8> = prior.try_get("request_sha256").map_err(db_err)?;
-                            if op != idem.operation || hash != idem.request_sha256 {
-                                return Err(Error::AlreadyExists {
-                                    reason: ErrorReason::IdempotencyKeyReused,
-                                    message: format!("request_id {:?} was already used with a different request", idem.request_id),
-                                });
-                            }
-                            let first: String = prior.try_get("resource_id").map_err(db_err)?;
-                            let g = grant_in(&mut tx, ws, parse("access_grant_id", &first)?).await?;
-                            return Ok((g, Vec::new()));
-                        }
+                    if let Some(first) = super::claim_idempotency(&mut tx, ws, idem, &new.grant.id.to_string(), now).await? {
+                        let g = grant_in(&mut tx, ws, parse("access_grant_id", &first)?).await?;
+                        return Ok((g, Vec::new()));
                     }
                     let g = &new.grant;
                     if let Some(person) = &new.new_identity {
@@ -581,6 +528,17 @@ macro_rules! impl_grant_store {
                 }
             }
 
+            /// Marks a job done and drops its lease.
+            async fn finish_job(conn: &mut Conn, job: &Job, now: OffsetDateTime) -> Result<(), Error> {
+                sqlx::query("UPDATE jobs SET state = 'done', lease_owner = NULL, lease_until = NULL, updated_at = $2 WHERE job_id = $1")
+                    .bind(job.id.to_string())
+                    .bind(to_micros(now))
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(db_err)?;
+                Ok(())
+            }
+
             async fn lease_held(conn: &mut Conn, job: &Job, owner: &str) -> Result<bool, Error> {
                 let row = sqlx::query(concat!("SELECT state, lease_owner FROM jobs WHERE job_id = $1", $lock))
                     .bind(job.id.to_string())
@@ -639,12 +597,7 @@ macro_rules! impl_grant_store {
                     let grant = match grant {
                         Ok(g) => g,
                         Err(Error::NotFound { .. }) => {
-                            sqlx::query("UPDATE jobs SET state = 'done', last_error = 'grant no longer exists', updated_at = $2 WHERE job_id = $1")
-                                .bind(job.id.to_string())
-                                .bind(to_micros(now))
-                                .execute(&mut *tx)
-                                .await
-                                .map_err(db_err)?;
+                            finish_job(&mut tx, job, now).await?;
                             tx.commit().await.map_err(db_err)?;
                             return Ok(Some(Vec::new()));
                         }
@@ -669,12 +622,7 @@ macro_rules! impl_grant_store {
                             .await
                             .map_err(db_err)?;
                     }
-                    sqlx::query("UPDATE jobs SET state = 'done', lease_owner = NULL, lease_until = NULL, updated_at = $2 WHERE job_id = $1")
-                        .bind(job.id.to_string())
-                        .bind(to_micros(now))
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(db_err)?;
+                    finish_job(&mut tx, job, now).await?;
                     let events = append_events(&mut tx, ws, &t.events, now).await?;
                     tx.commit().await.map_err(db_err)?;
                     Ok(Some(events))
@@ -748,12 +696,7 @@ macro_rules! impl_grant_store {
                                 .map_err(db_err)?;
                         }
                     }
-                    sqlx::query("UPDATE jobs SET state = 'done', lease_owner = NULL, lease_until = NULL, updated_at = $2 WHERE job_id = $1")
-                        .bind(job.id.to_string())
-                        .bind(to_micros(now))
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(db_err)?;
+                    finish_job(&mut tx, job, now).await?;
                     let appended = append_events(&mut tx, ws, &events, now).await?;
                     tx.commit().await.map_err(db_err)?;
                     Ok(Some(appended))

@@ -41,19 +41,29 @@ pub const ORDER: [&str; 6] = [
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 
+/// What a stage can wrap: the rest of the stack, as tonic hands it over.
+pub trait Inner:
+    Service<Request<Body>, Response = Response<Body>, Future: Send, Error: Send> + Send + 'static
+{
+}
+
+impl<S> Inner for S
+where
+    S: Service<Request<Body>, Response = Response<Body>> + Send + 'static,
+    S::Future: Send,
+    S::Error: Send,
+{
+}
+
 /// One stage of the stack.
 pub trait Middleware: Clone + Send + Sync + 'static {
     const NAME: &'static str;
 
-    fn handle<S>(
+    fn handle<S: Inner>(
         &self,
         req: Request<Body>,
         next: Next<S>,
-    ) -> BoxFuture<Result<Response<Body>, S::Error>>
-    where
-        S: Service<Request<Body>, Response = Response<Body>> + Send + 'static,
-        S::Future: Send,
-        S::Error: Send;
+    ) -> BoxFuture<Result<Response<Body>, S::Error>>;
 }
 
 /// The rest of the stack, ready to take exactly one request.
@@ -135,16 +145,11 @@ pub struct RequestId;
 impl Middleware for RequestId {
     const NAME: &'static str = "request_id";
 
-    fn handle<S>(
+    fn handle<S: Inner>(
         &self,
         mut req: Request<Body>,
         next: Next<S>,
-    ) -> BoxFuture<Result<Response<Body>, S::Error>>
-    where
-        S: Service<Request<Body>, Response = Response<Body>> + Send + 'static,
-        S::Future: Send,
-        S::Error: Send,
-    {
+    ) -> BoxFuture<Result<Response<Body>, S::Error>> {
         let id = req
             .headers()
             .get("x-request-id")
@@ -171,16 +176,11 @@ pub struct Trace;
 impl Middleware for Trace {
     const NAME: &'static str = "trace";
 
-    fn handle<S>(
+    fn handle<S: Inner>(
         &self,
         req: Request<Body>,
         next: Next<S>,
-    ) -> BoxFuture<Result<Response<Body>, S::Error>>
-    where
-        S: Service<Request<Body>, Response = Response<Body>> + Send + 'static,
-        S::Future: Send,
-        S::Error: Send,
-    {
+    ) -> BoxFuture<Result<Response<Body>, S::Error>> {
         let path = req.uri().path().to_owned();
         let request_id = req
             .extensions()
@@ -230,16 +230,11 @@ pub struct Auth(pub Authenticator);
 impl Middleware for Auth {
     const NAME: &'static str = "auth";
 
-    fn handle<S>(
+    fn handle<S: Inner>(
         &self,
         mut req: Request<Body>,
         next: Next<S>,
-    ) -> BoxFuture<Result<Response<Body>, S::Error>>
-    where
-        S: Service<Request<Body>, Response = Response<Body>> + Send + 'static,
-        S::Future: Send,
-        S::Error: Send,
-    {
+    ) -> BoxFuture<Result<Response<Body>, S::Error>> {
         let auth = self.0.clone();
         Box::pin(async move {
             if req.extensions().get::<Principal>().is_some() {
@@ -301,16 +296,11 @@ pub struct RateLimit(pub Arc<RateLimiter>);
 impl Middleware for RateLimit {
     const NAME: &'static str = "rate_limit";
 
-    fn handle<S>(
+    fn handle<S: Inner>(
         &self,
         req: Request<Body>,
         next: Next<S>,
-    ) -> BoxFuture<Result<Response<Body>, S::Error>>
-    where
-        S: Service<Request<Body>, Response = Response<Body>> + Send + 'static,
-        S::Future: Send,
-        S::Error: Send,
-    {
+    ) -> BoxFuture<Result<Response<Body>, S::Error>> {
         if let Some(Principal::Workspace { workspace_id, .. }) = req.extensions().get::<Principal>()
             && let Err(retry_after) = self.0.check(*workspace_id)
         {
@@ -347,16 +337,11 @@ pub struct Deadline {
 impl Middleware for Deadline {
     const NAME: &'static str = "deadline";
 
-    fn handle<S>(
+    fn handle<S: Inner>(
         &self,
         req: Request<Body>,
         next: Next<S>,
-    ) -> BoxFuture<Result<Response<Body>, S::Error>>
-    where
-        S: Service<Request<Body>, Response = Response<Body>> + Send + 'static,
-        S::Future: Send,
-        S::Error: Send,
-    {
+    ) -> BoxFuture<Result<Response<Body>, S::Error>> {
         let asked = req
             .headers()
             .get("grpc-timeout")
@@ -384,16 +369,11 @@ pub struct LoadShed(pub Arc<Semaphore>);
 impl Middleware for LoadShed {
     const NAME: &'static str = "load_shed";
 
-    fn handle<S>(
+    fn handle<S: Inner>(
         &self,
         req: Request<Body>,
         next: Next<S>,
-    ) -> BoxFuture<Result<Response<Body>, S::Error>>
-    where
-        S: Service<Request<Body>, Response = Response<Body>> + Send + 'static,
-        S::Future: Send,
-        S::Error: Send,
-    {
+    ) -> BoxFuture<Result<Response<Body>, S::Error>> {
         let Ok(permit) = self.0.clone().try_acquire_owned() else {
             return Box::pin(async {
                 Ok(tonic::Status::unavailable("server overloaded; retry with backoff").into_http())
