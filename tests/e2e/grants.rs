@@ -591,6 +591,87 @@ async fn quick_start(opts: Options) {
             .access_grants
             .is_empty()
     );
+    // Deleting: another workspace cannot; the owner can, once; then everything is revoked.
+    assert_fails(
+        grants(&ch)
+            .delete_access_grant(authed(
+                &other_key,
+                v1::DeleteAccessGrantRequest {
+                    access_grant_id: created.access_grant_id.clone(),
+                },
+            ))
+            .await,
+        Code::NotFound,
+        "ACCESS_GRANT_NOT_FOUND",
+    );
+    grants(&ch)
+        .delete_access_grant(authed(
+            &key,
+            v1::DeleteAccessGrantRequest {
+                access_grant_id: created.access_grant_id.clone(),
+            },
+        ))
+        .await
+        .expect("delete");
+    assert_fails(
+        grants(&ch)
+            .get_access_grant(authed(
+                &key,
+                v1::GetAccessGrantRequest {
+                    access_grant_id: created.access_grant_id.clone(),
+                },
+            ))
+            .await,
+        Code::NotFound,
+        "ACCESS_GRANT_NOT_FOUND",
+    );
+    assert_fails(
+        methods(&ch)
+            .get_access_method(authed(
+                &key,
+                v1::GetAccessMethodRequest {
+                    access_method_id: mobile.access_method_id.clone(),
+                },
+            ))
+            .await,
+        Code::NotFound,
+        "ACCESS_METHOD_NOT_FOUND",
+    );
+    assert_fails(
+        grants(&ch)
+            .delete_access_grant(authed(
+                &key,
+                v1::DeleteAccessGrantRequest {
+                    access_grant_id: created.access_grant_id.clone(),
+                },
+            ))
+            .await,
+        Code::NotFound,
+        "ACCESS_GRANT_NOT_FOUND",
+    );
+    let mut revoked = 0;
+    for _ in 0..100 {
+        revoked = events(&ch)
+            .list_events(authed(
+                &key,
+                v1::ListEventsRequest {
+                    event_types: vec!["access_method.revoked".into()],
+                    access_grant_id: created.access_grant_id.clone(),
+                    ..Default::default()
+                },
+            ))
+            .await
+            .expect("events")
+            .into_inner()
+            .events
+            .len();
+        if revoked == 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(revoked, 3, "the mobile key and both cards revoked");
+
     let stolen = seen[0].2.clone();
     let err = match events(&ch)
         .watch_events(authed(

@@ -65,12 +65,22 @@ pub struct EncodeJob {
     pub acs_encoder_id: EncoderId,
 }
 
+/// Take a method's access away in one system (after a delete).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RevokeJob {
+    pub access_grant_id: crate::ids::AccessGrantId,
+    pub access_method_id: AccessMethodId,
+    pub acs_system_id: AccessSystemId,
+    pub entrance_ids: Vec<EntranceId>,
+}
+
 /// The work of one orchestration job.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum JobWork {
     Provision(ProvisionJob),
     Encode(EncodeJob),
+    Revoke(RevokeJob),
 }
 
 impl JobWork {
@@ -79,6 +89,7 @@ impl JobWork {
         match self {
             Self::Provision(p) => p.acs_system_id,
             Self::Encode(e) => e.acs_system_id,
+            Self::Revoke(r) => r.acs_system_id,
         }
     }
 
@@ -86,6 +97,7 @@ impl JobWork {
         match self {
             Self::Provision(_) => "provision",
             Self::Encode(_) => "encode",
+            Self::Revoke(_) => "revoke",
         }
     }
 }

@@ -591,6 +591,49 @@ mod tests {
     }
 
     #[test]
+    fn a_method_no_door_of_which_can_be_granted_fails_at_creation() {
+        let s = AccessSystemId::new();
+        let c = caps(PermissionModel::AccessGroups, vec![MobileKey], false);
+        let lonely = door("Server Room", s, &c, vec![]);
+        let id = AccessGrantId::new();
+        let p = plan(
+            id,
+            &[ModeRequest {
+                mode: MobileKey,
+                code: None,
+            }],
+            &[lonely],
+            now(),
+        )
+        .expect("plan");
+        assert!(p.jobs.is_empty());
+        let spec = GrantSpec {
+            id,
+            workspace_id: WorkspaceId::new(),
+            user_identity_id: UserIdentityId::new(),
+            access_grant_key: None,
+            name: "g".into(),
+            reservation_key: None,
+            starts_at: now(),
+            ends_at: None,
+            entrance_ids: Vec::new(),
+            instant_key_url: None,
+        };
+        let (_, methods, events) = assemble(spec, &p, Vec::new(), now());
+        assert!(
+            methods[0]
+                .errors
+                .iter()
+                .any(|e| e.code == "failed_to_issue")
+        );
+        assert!(
+            events
+                .iter()
+                .any(|e| e.event_type.name == "access_method.failed_to_issue")
+        );
+    }
+
+    #[test]
     fn per_door_pins_make_a_method_per_door() {
         let s = AccessSystemId::new();
         let c = caps(PermissionModel::CredentialBased, vec![Code], true);
@@ -732,13 +775,34 @@ pub fn assemble(
             .grant(grant.id)
             .user(grant.user_identity_id),
     ];
-    for m in &methods {
+    let mut methods = methods;
+    for m in &mut methods {
         evs.push(
             NewEvent::new(events::ACCESS_METHOD_CREATED, now)
                 .grant(grant.id)
                 .method(m.id)
                 .user(grant.user_identity_id),
         );
+        // No door of this method can be granted (no access group opens any of them): it has
+        // no provider job, so it fails here, visibly, rather than stay pending for ever.
+        if m.doors.iter().all(|d| d.state == DoorState::Failed) {
+            m.errors.push(Notice::new(
+                "failed_to_issue",
+                "no entrance of this access method can be granted",
+                now,
+            ));
+            for t in [
+                events::ACCESS_METHOD_FAILED_TO_ISSUE,
+                events::ACCESS_GRANT_COULD_NOT_CREATE_REQUESTED_ACCESS_METHODS,
+            ] {
+                evs.push(
+                    NewEvent::new(t, now)
+                        .grant(grant.id)
+                        .method(m.id)
+                        .user(grant.user_identity_id),
+                );
+            }
+        }
     }
     (grant, methods, evs)
 }

@@ -2,7 +2,7 @@
 //! PIN rules) happened before, from the capability descriptor.
 
 use async_trait::async_trait;
-use keygate_domain::action::{AttemptError, EncodeJob, EncodedCard};
+use keygate_domain::action::{AttemptError, EncodeJob, EncodedCard, RevokeJob};
 use keygate_domain::grant::ProvisionJob;
 use keygate_domain::ids::UserIdentityId;
 use keygate_domain::model::AccessSystem;
@@ -47,6 +47,10 @@ pub trait AccessSystemProvider: Send + Sync {
         job: &ProvisionJob,
         holder: &Holder,
     ) -> Result<ProvisionResult, ProviderError>;
+
+    /// Takes the job's access away: removes the credential (or the group memberships) made for
+    /// `job.access_method_id` in this system. Idempotent: revoking what is gone succeeds.
+    async fn revoke(&self, system: &AccessSystem, job: &RevokeJob) -> Result<(), ProviderError>;
 
     /// Writes the credential of a card method onto a card in `job.acs_encoder_id`. Encoder
     /// faults come back typed (`encoder_not_online`, `incompatible_card_format`, ...); an

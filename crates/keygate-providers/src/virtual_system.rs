@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use keygate_domain::action::{AttemptError, EncodeJob, EncodedCard};
+use keygate_domain::action::{AttemptError, EncodeJob, EncodedCard, RevokeJob};
 use keygate_domain::capability::{AccessMethodMode, PinCodeGenerator};
 use keygate_domain::grant::ProvisionJob;
 use keygate_domain::ids::{AccessMethodId, AccessSystemId, EntranceId};
@@ -44,6 +44,8 @@ pub trait Ledger: Send + Sync {
         system: AccessSystemId,
         method: AccessMethodId,
     ) -> Result<Option<SandboxCredential>, String>;
+    /// Removes the credential of (system, method), if any.
+    async fn remove(&self, system: AccessSystemId, method: AccessMethodId) -> Result<(), String>;
 }
 
 /// An in-memory ledger (lost on restart): for tests of a single process.
@@ -76,6 +78,12 @@ impl Ledger for MemoryLedger {
     ) -> Result<Option<SandboxCredential>, String> {
         let m = self.0.lock().map_err(|_| "ledger poisoned".to_owned())?;
         Ok(m.get(&(system, method)).cloned())
+    }
+
+    async fn remove(&self, system: AccessSystemId, method: AccessMethodId) -> Result<(), String> {
+        let mut m = self.0.lock().map_err(|_| "ledger poisoned".to_owned())?;
+        m.remove(&(system, method));
+        Ok(())
     }
 }
 
@@ -268,6 +276,42 @@ impl AccessSystemProvider for VirtualSystems {
             &rejected,
             caps.is_card_encoding_required,
         ))
+    }
+
+    #[tracing::instrument(skip_all, fields(acs_system_id = %system.id, access_method_id = %job.access_method_id))]
+    async fn revoke(&self, system: &AccessSystem, job: &RevokeJob) -> Result<(), ProviderError> {
+        let (delay, fault) = self.with(|s| {
+            s.calls += 1;
+            let delay = s
+                .delays
+                .get(&system.id)
+                .copied()
+                .unwrap_or(self.default_delay);
+            let queue = s.faults.entry(system.id).or_default();
+            let fault = (!queue.is_empty()).then(|| queue.remove(0));
+            (delay, fault)
+        });
+        tokio::time::sleep(delay / 2).await;
+        match fault {
+            Some(Fault::Timeout) => {
+                return Err(ProviderError::Ambiguous(
+                    "timed out waiting for the access system".into(),
+                ));
+            }
+            Some(Fault::Unavailable) => {
+                return Err(ProviderError::Transient("503 service unavailable".into()));
+            }
+            _ => {}
+        }
+        self.ledger
+            .remove(system.id, job.access_method_id)
+            .await
+            .map_err(ProviderError::Transient)?;
+        tokio::time::sleep(delay / 2).await;
+        if fault == Some(Fault::FailedButApplied) {
+            return Err(ProviderError::Ambiguous("500 internal server error".into()));
+        }
+        Ok(())
     }
 
     #[tracing::instrument(skip_all, fields(acs_system_id = %system.id, acs_encoder_id = %job.acs_encoder_id))]

@@ -1017,7 +1017,7 @@ pub async fn jobs_are_leased_taken_over_and_fenced(store: Arc<dyn Store>) {
     );
     assert!(
         !store
-            .reschedule_job(&mine[0], "worker-a", later, "x", later)
+            .reschedule_job(&mine[0], "worker-a", later, "x", false, later)
             .await
             .expect("fenced")
     );
@@ -1029,6 +1029,7 @@ pub async fn jobs_are_leased_taken_over_and_fenced(store: Arc<dyn Store>) {
                 "worker-b",
                 later + time::Duration::seconds(5),
                 "503",
+                false,
                 later
             )
             .await

@@ -7,7 +7,7 @@ use sqlx::SqlStr;
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 
 /// The schema version this build expects.
-pub const SCHEMA_VERSION: i64 = 4;
+pub const SCHEMA_VERSION: i64 = 5;
 
 fn migrator(files: &'static [(i64, &'static str, &'static str)]) -> Migrator {
     Migrator {
@@ -52,6 +52,11 @@ pub(crate) fn postgres() -> Migrator {
             "sandbox_ledger",
             include_str!("../../../migrations/postgres/0004_sandbox_ledger.sql"),
         ),
+        (
+            5,
+            "deletion",
+            include_str!("../../../migrations/postgres/0005_deletion.sql"),
+        ),
     ])
 }
 
@@ -76,6 +81,11 @@ pub(crate) fn sqlite() -> Migrator {
             4,
             "sandbox_ledger",
             include_str!("../../../migrations/sqlite/0004_sandbox_ledger.sql"),
+        ),
+        (
+            5,
+            "deletion",
+            include_str!("../../../migrations/sqlite/0005_deletion.sql"),
         ),
     ])
 }

@@ -359,6 +359,58 @@ macro_rules! impl_grant_store {
                     Ok(a.clone())
                 }
 
+                async fn delete_access_grant(&self, ws: WorkspaceId, id: AccessGrantId, now: OffsetDateTime) -> Result<Vec<Event>, Error> {
+                    let mut tx = self.pool.begin_with($begin).await.map_err(db_err)?;
+                    let found: Option<Option<i64>> = sqlx::query_scalar(concat!("SELECT deleted_at FROM access_grants WHERE workspace_id = $1 AND access_grant_id = $2", $lock))
+                        .bind(ws.to_string())
+                        .bind(id.to_string())
+                        .fetch_optional(&mut *tx)
+                        .await
+                        .map_err(db_err)?;
+                    if !matches!(found, Some(None)) {
+                        return Err(Error::not_found(Resource::AccessGrant, id.to_string()));
+                    }
+                    let grant = grant_in(&mut tx, ws, id).await?;
+                    sqlx::query("UPDATE access_grants SET deleted_at = $3, updated_at = $3 WHERE workspace_id = $1 AND access_grant_id = $2")
+                        .bind(ws.to_string())
+                        .bind(id.to_string())
+                        .bind(to_micros(now))
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(db_err)?;
+                    let live: Vec<AccessMethod> = {
+                        let all = methods_of(&mut tx, ws, id).await?;
+                        let mut live = Vec::new();
+                        for m in all {
+                            if !method_deleted(&mut tx, ws, m.id).await? {
+                                live.push(m);
+                            }
+                        }
+                        live
+                    };
+                    let mut events = delete_methods(&mut tx, ws, &live, now).await?;
+                    events.push(NewEvent::new(keygate_domain::events::ACCESS_GRANT_DELETED, now).grant(id).user(grant.user_identity_id));
+                    let appended = append_events(&mut tx, ws, &events, now).await?;
+                    tx.commit().await.map_err(db_err)?;
+                    Ok(appended)
+                }
+
+                async fn delete_access_method(&self, ws: WorkspaceId, id: AccessMethodId, now: OffsetDateTime) -> Result<Vec<Event>, Error> {
+                    let mut tx = self.pool.begin_with($begin).await.map_err(db_err)?;
+                    let row = sqlx::query(concat!("SELECT ", method_cols!(), " FROM access_methods WHERE workspace_id = $1 AND access_method_id = $2 AND deleted_at IS NULL", $lock))
+                        .bind(ws.to_string())
+                        .bind(id.to_string())
+                        .fetch_optional(&mut *tx)
+                        .await
+                        .map_err(db_err)?
+                        .ok_or_else(|| Error::not_found(Resource::AccessMethod, id.to_string()))?;
+                    let m = with_doors(&mut tx, ws, vec![method_row(&row)?]).await?.remove(0);
+                    let events = delete_methods(&mut tx, ws, std::slice::from_ref(&m), now).await?;
+                    let appended = append_events(&mut tx, ws, &events, now).await?;
+                    tx.commit().await.map_err(db_err)?;
+                    Ok(appended)
+                }
+
                 async fn active_codes(&self, ws: WorkspaceId, entrances: &[keygate_domain::ids::EntranceId]) -> Result<Vec<String>, Error> {
                     let mut out = Vec::new();
                     for e in entrances {
@@ -464,7 +516,7 @@ macro_rules! impl_grant_store {
                 async fn get_access_grant(&self, ws: WorkspaceId, id: AccessGrantId) -> Result<AccessGrant, Error> {
                     // One snapshot for the rows and their doors: a concurrent completion is seen whole or not at all.
                     let mut conn = self.pool.begin_with($read).await.map_err(db_err)?;
-                    let row = sqlx::query(concat!("SELECT ", grant_cols!(), " FROM access_grants WHERE workspace_id = $1 AND access_grant_id = $2"))
+                    let row = sqlx::query(concat!("SELECT ", grant_cols!(), " FROM access_grants WHERE workspace_id = $1 AND access_grant_id = $2 AND deleted_at IS NULL"))
                         .bind(ws.to_string())
                         .bind(id.to_string())
                         .fetch_optional(&mut *conn)
@@ -478,7 +530,7 @@ macro_rules! impl_grant_store {
                 async fn list_access_grants(&self, ws: WorkspaceId, f: &GrantFilter, page: &PageRequest) -> Result<Page<AccessGrant>, Error> {
                     // One snapshot for the rows and their doors: a concurrent completion is seen whole or not at all.
                     let mut conn = self.pool.begin_with($read).await.map_err(db_err)?;
-                    let rows = sqlx::query(concat!("SELECT ", grant_cols!(), " FROM access_grants g WHERE workspace_id = $1 AND access_grant_id > $2 AND ($3 = '' OR user_identity_id = $3) AND ($4 = '' OR EXISTS (SELECT 1 FROM access_grant_entrances e WHERE e.workspace_id = g.workspace_id AND e.access_grant_id = g.access_grant_id AND e.acs_entrance_id = $4)) AND ($5 = '' OR EXISTS (SELECT 1 FROM access_grant_entrances e WHERE e.workspace_id = g.workspace_id AND e.access_grant_id = g.access_grant_id AND e.acs_system_id = $5)) ORDER BY access_grant_id LIMIT $6"))
+                    let rows = sqlx::query(concat!("SELECT ", grant_cols!(), " FROM access_grants g WHERE workspace_id = $1 AND deleted_at IS NULL AND access_grant_id > $2 AND ($3 = '' OR user_identity_id = $3) AND ($4 = '' OR EXISTS (SELECT 1 FROM access_grant_entrances e WHERE e.workspace_id = g.workspace_id AND e.access_grant_id = g.access_grant_id AND e.acs_entrance_id = $4)) AND ($5 = '' OR EXISTS (SELECT 1 FROM access_grant_entrances e WHERE e.workspace_id = g.workspace_id AND e.access_grant_id = g.access_grant_id AND e.acs_system_id = $5)) ORDER BY access_grant_id LIMIT $6"))
                         .bind(ws.to_string())
                         .bind(page.after.clone().unwrap_or_default())
                         .bind(f.user_identity_id.map(|i| i.to_string()).unwrap_or_default())
@@ -497,7 +549,7 @@ macro_rules! impl_grant_store {
                 async fn get_access_method(&self, ws: WorkspaceId, id: AccessMethodId) -> Result<AccessMethod, Error> {
                     // One snapshot for the rows and their doors: a concurrent completion is seen whole or not at all.
                     let mut conn = self.pool.begin_with($read).await.map_err(db_err)?;
-                    let row = sqlx::query(concat!("SELECT ", method_cols!(), " FROM access_methods WHERE workspace_id = $1 AND access_method_id = $2"))
+                    let row = sqlx::query(concat!("SELECT ", method_cols!(), " FROM access_methods WHERE workspace_id = $1 AND access_method_id = $2 AND deleted_at IS NULL"))
                         .bind(ws.to_string())
                         .bind(id.to_string())
                         .fetch_optional(&mut *conn)
@@ -510,7 +562,7 @@ macro_rules! impl_grant_store {
                 async fn list_access_methods(&self, ws: WorkspaceId, f: &MethodFilter, page: &PageRequest) -> Result<Page<AccessMethod>, Error> {
                     // One snapshot for the rows and their doors: a concurrent completion is seen whole or not at all.
                     let mut conn = self.pool.begin_with($read).await.map_err(db_err)?;
-                    let rows = sqlx::query(concat!("SELECT ", method_cols!(), " FROM access_methods m WHERE workspace_id = $1 AND access_method_id > $2 AND ($3 = '' OR access_grant_id = $3) AND ($4 = '' OR user_identity_id = $4) AND ($5 = '' OR EXISTS (SELECT 1 FROM access_method_entrances d WHERE d.workspace_id = m.workspace_id AND d.access_method_id = m.access_method_id AND d.acs_entrance_id = $5)) AND ($6 = '' OR EXISTS (SELECT 1 FROM access_method_entrances d WHERE d.workspace_id = m.workspace_id AND d.access_method_id = m.access_method_id AND d.acs_system_id = $6)) ORDER BY access_method_id LIMIT $7"))
+                    let rows = sqlx::query(concat!("SELECT ", method_cols!(), " FROM access_methods m WHERE workspace_id = $1 AND deleted_at IS NULL AND access_method_id > $2 AND ($3 = '' OR access_grant_id = $3) AND ($4 = '' OR user_identity_id = $4) AND ($5 = '' OR EXISTS (SELECT 1 FROM access_method_entrances d WHERE d.workspace_id = m.workspace_id AND d.access_method_id = m.access_method_id AND d.acs_entrance_id = $5)) AND ($6 = '' OR EXISTS (SELECT 1 FROM access_method_entrances d WHERE d.workspace_id = m.workspace_id AND d.access_method_id = m.access_method_id AND d.acs_system_id = $6)) ORDER BY access_method_id LIMIT $7"))
                         .bind(ws.to_string())
                         .bind(page.after.clone().unwrap_or_default())
                         .bind(f.access_grant_id.map(|i| i.to_string()).unwrap_or_default())
@@ -526,6 +578,60 @@ macro_rules! impl_grant_store {
                     p.items = with_doors(&mut conn, ws, p.items).await?;
                     Ok(p)
                 }
+            }
+
+            /// Queues revocation of every door of `m` that may hold access, one job per system.
+            async fn queue_revokes(conn: &mut Conn, ws: WorkspaceId, m: &AccessMethod, now: OffsetDateTime) -> Result<(), Error> {
+                let mut by_system: std::collections::BTreeMap<keygate_domain::ids::AccessSystemId, Vec<keygate_domain::ids::EntranceId>> = Default::default();
+                for d in m.doors.iter().filter(|d| d.state != DoorState::Revoked) {
+                    by_system.entry(d.acs_system_id).or_default().push(d.entrance_id);
+                }
+                for (system, entrance_ids) in by_system {
+                    let job = keygate_domain::action::RevokeJob { access_grant_id: m.access_grant_id, access_method_id: m.id, acs_system_id: system, entrance_ids };
+                    insert_revoke_job(conn, ws, &job, now).await?;
+                }
+                Ok(())
+            }
+
+            async fn insert_revoke_job(conn: &mut Conn, ws: WorkspaceId, job: &keygate_domain::action::RevokeJob, now: OffsetDateTime) -> Result<(), Error> {
+                sqlx::query("INSERT INTO jobs (job_id, workspace_id, kind, acs_system_id, subject_id, payload, state, attempts, run_at, created_at, updated_at) VALUES ($1, $2, 'revoke', $3, $4, $5, 'queued', 0, $6, $6, $6)")
+                    .bind(JobId::new().to_string())
+                    .bind(ws.to_string())
+                    .bind(job.acs_system_id.to_string())
+                    .bind(job.access_method_id.to_string())
+                    .bind(json(&JobWork::Revoke(job.clone()))?)
+                    .bind(to_micros(now))
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(db_err)?;
+                Ok(())
+            }
+
+            /// Marks methods deleted, queues their revocation, and returns the deletion events.
+            async fn delete_methods(conn: &mut Conn, ws: WorkspaceId, methods: &[AccessMethod], now: OffsetDateTime) -> Result<Vec<NewEvent>, Error> {
+                let mut events = Vec::new();
+                for m in methods {
+                    sqlx::query("UPDATE access_methods SET deleted_at = $3, updated_at = $3 WHERE workspace_id = $1 AND access_method_id = $2")
+                        .bind(ws.to_string())
+                        .bind(m.id.to_string())
+                        .bind(to_micros(now))
+                        .execute(&mut *conn)
+                        .await
+                        .map_err(db_err)?;
+                    queue_revokes(conn, ws, m, now).await?;
+                    events.push(NewEvent::new(keygate_domain::events::ACCESS_METHOD_DELETED, now).grant(m.access_grant_id).method(m.id).user(m.user_identity_id));
+                }
+                Ok(events)
+            }
+
+            async fn method_deleted(conn: &mut Conn, ws: WorkspaceId, id: AccessMethodId) -> Result<bool, Error> {
+                let d: Option<Option<i64>> = sqlx::query_scalar("SELECT deleted_at FROM access_methods WHERE workspace_id = $1 AND access_method_id = $2")
+                    .bind(ws.to_string())
+                    .bind(id.to_string())
+                    .fetch_optional(&mut *conn)
+                    .await
+                    .map_err(db_err)?;
+                Ok(!matches!(d, Some(None)))
             }
 
             /// Marks a job done and drops its lease.
@@ -591,6 +697,20 @@ macro_rules! impl_grant_store {
                     if !lease_held(&mut tx, job, owner).await? {
                         return Ok(None);
                     }
+                    if method_deleted(&mut tx, ws, p.access_method_id).await? {
+                        // Deleted while this call was in flight: whatever it granted is taken back,
+                        // whichever of the two jobs finished first.
+                        let revoke = keygate_domain::action::RevokeJob {
+                            access_grant_id: p.access_grant_id,
+                            access_method_id: p.access_method_id,
+                            acs_system_id: p.acs_system_id,
+                            entrance_ids: p.entrance_ids.clone(),
+                        };
+                        insert_revoke_job(&mut tx, ws, &revoke, now).await?;
+                        finish_job(&mut tx, job, now).await?;
+                        tx.commit().await.map_err(db_err)?;
+                        return Ok(Some(Vec::new()));
+                    }
                     // Locks the grant: completions of one grant's jobs apply one after another,
                     // so "all doors granted" is decided once.
                     let grant = grant_in(&mut tx, ws, p.access_grant_id).await;
@@ -628,16 +748,17 @@ macro_rules! impl_grant_store {
                     Ok(Some(events))
                 }
 
-                async fn reschedule_job(&self, job: &Job, owner: &str, run_at: OffsetDateTime, error: &str, now: OffsetDateTime) -> Result<bool, Error> {
+                async fn reschedule_job(&self, job: &Job, owner: &str, run_at: OffsetDateTime, error: &str, refund: bool, now: OffsetDateTime) -> Result<bool, Error> {
                     let mut tx = self.pool.begin_with($begin).await.map_err(db_err)?;
                     if !lease_held(&mut tx, job, owner).await? {
                         return Ok(false);
                     }
-                    sqlx::query("UPDATE jobs SET state = 'queued', run_at = $2, last_error = $3, lease_owner = NULL, lease_until = NULL, updated_at = $4 WHERE job_id = $1")
+                    sqlx::query("UPDATE jobs SET state = 'queued', run_at = $2, last_error = $3, lease_owner = NULL, lease_until = NULL, updated_at = $4, attempts = attempts - $5 WHERE job_id = $1")
                         .bind(job.id.to_string())
                         .bind(to_micros(run_at))
                         .bind(error)
                         .bind(to_micros(now))
+                        .bind(i32::from(refund))
                         .execute(&mut *tx)
                         .await
                         .map_err(db_err)?;
@@ -702,6 +823,46 @@ macro_rules! impl_grant_store {
                     Ok(Some(appended))
                 }
 
+                async fn complete_revoke(&self, job: &Job, owner: &str, now: OffsetDateTime) -> Result<Option<Vec<Event>>, Error> {
+                    let ws = job.workspace_id;
+                    let JobWork::Revoke(r) = &job.work else {
+                        return Err(Error::Internal { message: format!("job {} is not a revoke job", job.id) });
+                    };
+                    let mut tx = self.pool.begin_with($begin).await.map_err(db_err)?;
+                    if !lease_held(&mut tx, job, owner).await? {
+                        return Ok(None);
+                    }
+                    let row = sqlx::query(concat!("SELECT ", method_cols!(), " FROM access_methods WHERE workspace_id = $1 AND access_method_id = $2", $lock))
+                        .bind(ws.to_string())
+                        .bind(r.access_method_id.to_string())
+                        .fetch_optional(&mut *tx)
+                        .await
+                        .map_err(db_err)?;
+                    let mut events = Vec::new();
+                    if let Some(row) = row {
+                        let mut m = with_doors(&mut tx, ws, vec![method_row(&row)?]).await?.remove(0);
+                        let before = m.clone();
+                        for d in m.doors.iter_mut().filter(|d| d.acs_system_id == r.acs_system_id && r.entrance_ids.contains(&d.entrance_id)) {
+                            if d.state == DoorState::Granted {
+                                events.push(NewEvent::new(keygate_domain::events::ACCESS_GRANT_ACCESS_TO_DOOR_LOST, now).grant(m.access_grant_id).method(m.id).system(d.acs_system_id).entrance(d.entrance_id).user(m.user_identity_id));
+                            }
+                            d.state = DoorState::Revoked;
+                            d.updated_at = now;
+                        }
+                        let all_revoked = m.doors.iter().all(|d| d.state == DoorState::Revoked);
+                        if all_revoked && before.doors.iter().any(|d| d.state != DoorState::Revoked) {
+                            m.is_issued = false;
+                            events.push(NewEvent::new(keygate_domain::events::ACCESS_METHOD_REVOKED, now).grant(m.access_grant_id).method(m.id).user(m.user_identity_id));
+                        }
+                        m.updated_at = now;
+                        write_method(&mut tx, &m, false).await?;
+                    }
+                    finish_job(&mut tx, job, now).await?;
+                    let appended = append_events(&mut tx, ws, &events, now).await?;
+                    tx.commit().await.map_err(db_err)?;
+                    Ok(Some(appended))
+                }
+
                 async fn count_jobs(&self, state: &str) -> Result<i64, Error> {
                     sqlx::query_scalar("SELECT COUNT(*) FROM jobs WHERE state = $1")
                         .bind(state)
@@ -752,6 +913,16 @@ macro_rules! impl_grant_store {
                         .map_err(db_err)?
                         .map(|r| sandbox_row(&r))
                         .transpose()
+                }
+
+                async fn delete_sandbox_credential(&self, system: keygate_domain::ids::AccessSystemId, method: AccessMethodId) -> Result<(), Error> {
+                    sqlx::query("DELETE FROM sandbox_credentials WHERE acs_system_id = $1 AND access_method_id = $2")
+                        .bind(system.to_string())
+                        .bind(method.to_string())
+                        .execute(&self.pool)
+                        .await
+                        .map_err(db_err)?;
+                    Ok(())
                 }
 
                 async fn count_sandbox_credentials(&self, ws: WorkspaceId) -> Result<i64, Error> {

@@ -267,6 +267,23 @@ pub trait GrantStore: Send + Sync {
         id: keygate_domain::ids::ActionAttemptId,
     ) -> Result<keygate_domain::action::ActionAttempt, Error>;
 
+    /// Deletes a grant and its methods: they vanish from reads now; a revocation job per
+    /// (method, system) takes the access back. Returns the events appended.
+    async fn delete_access_grant(
+        &self,
+        workspace: WorkspaceId,
+        id: AccessGrantId,
+        now: OffsetDateTime,
+    ) -> Result<Vec<Event>, Error>;
+
+    /// Deletes one method, as `delete_access_grant` does for all of a grant's.
+    async fn delete_access_method(
+        &self,
+        workspace: WorkspaceId,
+        id: AccessMethodId,
+        now: OffsetDateTime,
+    ) -> Result<Vec<Event>, Error>;
+
     /// PIN codes of access methods that are not revoked on any of `entrances`.
     async fn active_codes(
         &self,
@@ -307,13 +324,16 @@ pub trait JobQueue: Send + Sync {
         now: OffsetDateTime,
     ) -> Result<Option<Vec<Event>>, Error>;
 
-    /// Puts a job back in the queue for `run_at`. `Ok(false)` when the lease was lost.
+    /// Puts a job back in the queue for `run_at`. With `refund`, this attempt does not count
+    /// against the retry budget (the call was never made, as while a circuit is open).
+    /// `Ok(false)` when the lease was lost.
     async fn reschedule_job(
         &self,
         job: &Job,
         owner: &str,
         run_at: OffsetDateTime,
         error: &str,
+        refund: bool,
         now: OffsetDateTime,
     ) -> Result<bool, Error>;
 
@@ -324,6 +344,14 @@ pub trait JobQueue: Send + Sync {
         job: &Job,
         owner: &str,
         outcome: &Result<keygate_domain::action::EncodedCard, keygate_domain::action::AttemptError>,
+        now: OffsetDateTime,
+    ) -> Result<Option<Vec<Event>>, Error>;
+
+    /// Records that a revocation went through (doors revoked, events) and finishes the job.
+    async fn complete_revoke(
+        &self,
+        job: &Job,
+        owner: &str,
         now: OffsetDateTime,
     ) -> Result<Option<Vec<Event>>, Error>;
 
@@ -365,6 +393,13 @@ pub trait SandboxLedger: Send + Sync {
         system: AccessSystemId,
         method: AccessMethodId,
     ) -> Result<Option<keygate_domain::model::SandboxCredential>, Error>;
+
+    /// Removes a credential (revocation); removing one that is not there is fine.
+    async fn delete_sandbox_credential(
+        &self,
+        system: AccessSystemId,
+        method: AccessMethodId,
+    ) -> Result<(), Error>;
 
     /// Credentials held by the sandbox systems of a workspace.
     async fn count_sandbox_credentials(&self, workspace: WorkspaceId) -> Result<i64, Error>;

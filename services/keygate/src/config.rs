@@ -85,9 +85,9 @@ pub enum LogFormatArg {
 pub enum Role {
     /// The gRPC API.
     Gateway,
-    /// Access grant workers (arrives with access grant orchestration).
+    /// Access grant workers: provisioning, encoding and revocation jobs.
     Orchestrator,
-    /// Instant Key pages and notifications (arrives with delivery).
+    /// Instant Key pages and notifications (no work yet: arrives with delivery).
     Delivery,
 }
 
@@ -138,9 +138,9 @@ pub struct ServeArgs {
     #[arg(long, env = "KEYGATE_MIGRATE_ON_START", default_value_t = true, action = clap::ArgAction::Set)]
     pub migrate_on_start: bool,
 
-    /// Create a sandbox workspace with virtual access systems on first start. Default: on with
-    /// the embedded SQLite store, off with PostgreSQL (a production database gets no sandbox
-    /// unless asked).
+    /// Create a sandbox workspace with virtual access systems on first start. Default: on when
+    /// KEYGATE_DATABASE_URL is empty (the embedded store), off otherwise (a production database
+    /// gets no sandbox unless asked).
     #[arg(long, env = "KEYGATE_BOOTSTRAP_SANDBOX", action = clap::ArgAction::Set)]
     pub bootstrap_sandbox: Option<bool>,
 

@@ -21,6 +21,13 @@ impl Ledger for StoreLedger {
             .map_err(|e| e.to_string())
     }
 
+    async fn remove(&self, system: AccessSystemId, method: AccessMethodId) -> Result<(), String> {
+        self.0
+            .delete_sandbox_credential(system, method)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
     async fn get(
         &self,
         system: AccessSystemId,

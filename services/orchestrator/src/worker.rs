@@ -7,7 +7,7 @@ use std::time::Duration;
 use keygate_cache::bus::Doorbell;
 use keygate_cache::{Cache, keys};
 use keygate_domain::Error;
-use keygate_domain::action::{AttemptError, EncodeJob, JobWork};
+use keygate_domain::action::{AttemptError, EncodeJob, JobWork, RevokeJob};
 use keygate_domain::grant::ProvisionJob;
 use keygate_domain::ids::AccessSystemId;
 use keygate_domain::model::now;
@@ -165,6 +165,7 @@ impl Orchestrator {
         let r = match &job.work {
             JobWork::Provision(p) => self.provision(&job, p).await,
             JobWork::Encode(e) => self.encode(&job, e).await,
+            JobWork::Revoke(r) => self.revoke(&job, r).await,
         };
         if let Err(e) = r {
             tracing::warn!(error = %e, "job processing failed; it will be retried when its lease expires");
@@ -204,6 +205,62 @@ impl Orchestrator {
         Ok(())
     }
 
+    async fn revoke(&self, job: &Job, r: &RevokeJob) -> Result<(), Error> {
+        let ws = job.workspace_id;
+        let system = self.store.get_access_system(ws, r.acs_system_id).await?;
+        let outcome =
+            match tokio::time::timeout(self.cfg.call_timeout, self.provider.revoke(&system, r))
+                .await
+            {
+                Ok(o) => o,
+                Err(_) => Err(ProviderError::Ambiguous(format!(
+                    "no answer within {:?}",
+                    self.cfg.call_timeout
+                ))),
+            };
+        match outcome {
+            Ok(()) => self.breakers.success(system.id),
+            // Access that cannot be taken back must stay visible, so a refused or exhausted
+            // revocation is retried on the budget's schedule and then left queued for an operator.
+            Err(e) => {
+                self.breakers.failure(system.id);
+                let delay = if job.attempts >= self.cfg.max_attempts {
+                    self.cfg.backoff_cap
+                } else {
+                    backoff(&self.cfg, job.attempts)
+                };
+                tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "revocation not confirmed; retrying");
+                self.store
+                    .reschedule_job(
+                        job,
+                        &self.cfg.owner,
+                        now() + delay,
+                        &e.to_string(),
+                        false,
+                        now(),
+                    )
+                    .await?;
+                return Ok(());
+            }
+        }
+        if let Some(events) = self
+            .store
+            .complete_revoke(job, &self.cfg.owner, now())
+            .await?
+        {
+            let w = ws.to_string();
+            self.evict(&[
+                keys::access_method(&w, &r.access_method_id.to_string()),
+                keys::access_grant(&w, &r.access_grant_id.to_string()),
+            ])
+            .await;
+            if let Some(last) = events.last() {
+                self.doorbell.ring(w, last.seq);
+            }
+        }
+        Ok(())
+    }
+
     async fn provision(&self, job: &Job, p: &ProvisionJob) -> Result<(), Error> {
         let ws = job.workspace_id;
         let system = self.store.get_access_system(ws, p.acs_system_id).await?;
@@ -220,24 +277,27 @@ impl Orchestrator {
             starts_at: grant.starts_at,
             ends_at: grant.ends_at,
         };
-        let outcome = if let Some(wait) = self.breakers.open(system.id) {
-            Err(ProviderError::Transient(format!(
-                "circuit open for {} ms",
-                wait.as_millis()
-            )))
-        } else {
-            match tokio::time::timeout(
-                self.cfg.call_timeout,
-                self.provider.provision(&system, p, &holder),
-            )
-            .await
-            {
-                Ok(r) => r,
-                Err(_) => Err(ProviderError::Ambiguous(format!(
-                    "no answer within {:?}",
-                    self.cfg.call_timeout
-                ))),
-            }
+        if let Some(wait) = self.breakers.open(system.id) {
+            // No call is made while the circuit is open, so the attempt is refunded: jobs wait
+            // for the system instead of burning their retry budget.
+            let at = now() + wait + backoff(&self.cfg, 1);
+            let why = format!("circuit open for {} ms", wait.as_millis());
+            self.store
+                .reschedule_job(job, &self.cfg.owner, at, &why, true, now())
+                .await?;
+            return Ok(());
+        }
+        let outcome = match tokio::time::timeout(
+            self.cfg.call_timeout,
+            self.provider.provision(&system, p, &holder),
+        )
+        .await
+        {
+            Ok(r) => r,
+            Err(_) => Err(ProviderError::Ambiguous(format!(
+                "no answer within {:?}",
+                self.cfg.call_timeout
+            ))),
         };
         let result = match outcome {
             Ok(r) => {
@@ -258,7 +318,7 @@ impl Orchestrator {
                     tracing::info!(error = %e, retry_in_ms = delay.as_millis() as u64, "retrying");
                     let at = now() + delay;
                     self.store
-                        .reschedule_job(job, &self.cfg.owner, at, &e.to_string(), now())
+                        .reschedule_job(job, &self.cfg.owner, at, &e.to_string(), false, now())
                         .await?;
                     return Ok(());
                 }

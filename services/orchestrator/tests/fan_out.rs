@@ -424,6 +424,178 @@ async fn encoder_faults_are_typed_and_a_retry_succeeds(store: Arc<dyn Store>) {
     assert!(m.is_issued && !m.is_card_encoding_required);
 }
 
+async fn wait_for(mut check: impl FnMut() -> bool) -> bool {
+    for _ in 0..300 {
+        if check() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    false
+}
+
+async fn deleting_an_issued_grant_revokes_everything(store: Arc<dyn Store>) {
+    let ws = seeded_workspace(&*store, "delete").await;
+    let doors = quick_start_entrances(&*store, ws).await;
+    let systems = VirtualSystems::new(Duration::from_millis(5));
+    let (g, _) = store
+        .create_access_grant(
+            ws,
+            &new_grant(
+                &*store,
+                ws,
+                &doors,
+                &[AccessMethodMode::MobileKey, AccessMethodMode::Card],
+            )
+            .await,
+            None,
+        )
+        .await
+        .expect("create");
+    let _run = start(store.clone(), &systems, &["w1"]);
+    let before = settled(&*store, ws, g.id).await;
+    assert_eq!(systems.credential_count(), 4);
+    let deleted = store
+        .delete_access_grant(ws, g.id, keygate_domain::model::now())
+        .await
+        .expect("delete");
+    assert_eq!(
+        deleted.last().map(|e| e.event_type.as_str()),
+        Some("access_grant.deleted")
+    );
+    assert!(matches!(
+        store.get_access_grant(ws, g.id).await,
+        Err(keygate_domain::Error::NotFound { .. })
+    ));
+    assert!(matches!(
+        store.get_access_method(ws, before[0].id).await,
+        Err(keygate_domain::Error::NotFound { .. })
+    ));
+    assert!(
+        matches!(
+            store
+                .delete_access_grant(ws, g.id, keygate_domain::model::now())
+                .await,
+            Err(keygate_domain::Error::NotFound { .. })
+        ),
+        "deleting twice"
+    );
+    assert!(
+        wait_for(|| systems.credential_count() == 0).await,
+        "every credential revoked at the vendor"
+    );
+    let mut types = Vec::new();
+    for _ in 0..100 {
+        types = event_types(&*store, ws).await;
+        if types
+            .iter()
+            .filter(|t| *t == "access_method.revoked")
+            .count()
+            == 3
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        types
+            .iter()
+            .filter(|t| *t == "access_method.revoked")
+            .count(),
+        3
+    );
+    assert_eq!(
+        types
+            .iter()
+            .filter(|t| *t == "access_grant.access_to_door_lost")
+            .count(),
+        4
+    );
+    assert_eq!(
+        types
+            .iter()
+            .filter(|t| *t == "access_method.deleted")
+            .count(),
+        3
+    );
+}
+
+async fn deleting_during_an_in_flight_provision_leaves_nothing_behind(store: Arc<dyn Store>) {
+    let ws = seeded_workspace(&*store, "delete-race").await;
+    let doors = quick_start_entrances(&*store, ws).await;
+    // Calls apply after 150 ms and confirm after 300 ms; the delete lands in between.
+    let systems = VirtualSystems::new(Duration::from_millis(300));
+    let _run = start(store.clone(), &systems, &["w1"]);
+    let (g, _) = store
+        .create_access_grant(
+            ws,
+            &new_grant(&*store, ws, &doors, &[AccessMethodMode::MobileKey]).await,
+            None,
+        )
+        .await
+        .expect("create");
+    assert!(
+        wait_for(|| systems.credential_count() == 2).await,
+        "both calls applied"
+    );
+    store
+        .delete_access_grant(ws, g.id, keygate_domain::model::now())
+        .await
+        .expect("delete");
+    assert!(
+        wait_for(|| systems.credential_count() == 0).await,
+        "the late provision results were revoked too"
+    );
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(systems.credential_count(), 0, "and nothing came back");
+    assert_eq!(store.count_jobs("queued").await.ok(), Some(0));
+}
+
+async fn an_open_circuit_does_not_burn_the_retry_budget(store: Arc<dyn Store>) {
+    let ws = seeded_workspace(&*store, "breaker").await;
+    let doors = quick_start_entrances(&*store, ws).await;
+    let planning = store
+        .planning_entrances(ws, &doors[..1])
+        .await
+        .expect("planning");
+    let systems = VirtualSystems::new(Duration::from_millis(1));
+    systems.inject(
+        planning[0].acs_system_id,
+        [Fault::Unavailable, Fault::Unavailable],
+    );
+    let (g, _) = store
+        .create_access_grant(
+            ws,
+            &new_grant(&*store, ws, &doors[..1], &[AccessMethodMode::MobileKey]).await,
+            None,
+        )
+        .await
+        .expect("create");
+    let (stop, rx) = watch::channel(false);
+    let o = Orchestrator::new(
+        store.clone(),
+        Arc::new(keygate_cache::InProcessCache::new(100)),
+        Arc::new(systems.clone()),
+        Doorbell::new(),
+        Arc::new(Notify::new()),
+        OrchestratorConfig {
+            breaker_threshold: 2,
+            breaker_open_for: Duration::from_millis(300),
+            max_attempts: 3,
+            ..cfg("w1")
+        },
+    );
+    tokio::spawn(o.run(rx));
+    let ms = settled(&*store, ws, g.id).await;
+    let _ = stop.send(true);
+    assert_eq!(ms[0].doors[0].state, DoorState::Granted, "{ms:?}");
+    assert_eq!(
+        systems.calls(),
+        3,
+        "two failures, then one call after the circuit closed"
+    );
+}
+
 macro_rules! suite {
     ($backend:ident, $make:expr) => {
         mod $backend {
@@ -448,6 +620,19 @@ macro_rules! suite {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn competing_workers() {
                 competing_workers_apply_each_outcome_once($make.await.store).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn delete_revokes() {
+                deleting_an_issued_grant_revokes_everything($make.await.store).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn delete_during_provision() {
+                deleting_during_an_in_flight_provision_leaves_nothing_behind($make.await.store)
+                    .await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn breaker_refunds() {
+                an_open_circuit_does_not_burn_the_retry_budget($make.await.store).await
             }
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn encoder_faults() {

@@ -415,4 +415,39 @@ impl AccessGrantService for AccessGrants {
                 .map_err(to_status)?,
         }))
     }
+
+    #[tracing::instrument(skip_all)]
+    async fn delete_access_grant(
+        &self,
+        req: Request<v1::DeleteAccessGrantRequest>,
+    ) -> Result<Response<v1::DeleteAccessGrantResponse>, Status> {
+        let ws = principal(&req)
+            .and_then(|p| p.workspace())
+            .map_err(to_status)?;
+        let id: AccessGrantId = validate::id(
+            "access_grant_id",
+            &req.get_ref().access_grant_id,
+            Resource::AccessGrant,
+        )
+        .map_err(to_status)?;
+        let events = self
+            .store
+            .delete_access_grant(ws, id, now())
+            .await
+            .map_err(to_status)?;
+        let mut keys = vec![read_cache::grant_key(ws, &id.to_string())];
+        keys.extend(
+            events
+                .iter()
+                .filter_map(|e| e.access_method_id)
+                .map(|m| read_cache::method_key(ws, &m.to_string())),
+        );
+        read_cache::evict(&self.cache, &keys).await;
+        if let Some(last) = events.last() {
+            self.doorbell.ring(ws.to_string(), last.seq);
+        }
+        self.wake_orchestrator.notify_one();
+        tracing::info!(access_grant_id = %id, "access grant deleted; revocation queued");
+        Ok(Response::new(v1::DeleteAccessGrantResponse {}))
+    }
 }

@@ -121,6 +121,37 @@ impl AccessMethodService for AccessMethods {
     }
 
     #[tracing::instrument(skip_all)]
+    async fn delete_access_method(
+        &self,
+        req: Request<v1::DeleteAccessMethodRequest>,
+    ) -> Result<Response<v1::DeleteAccessMethodResponse>, Status> {
+        let ws = principal(&req)
+            .and_then(|p| p.workspace())
+            .map_err(to_status)?;
+        let id: AccessMethodId = validate::id(
+            "access_method_id",
+            &req.get_ref().access_method_id,
+            Resource::AccessMethod,
+        )
+        .map_err(to_status)?;
+        let events = self
+            .store
+            .delete_access_method(ws, id, now())
+            .await
+            .map_err(to_status)?;
+        let mut keys = vec![read_cache::method_key(ws, &id.to_string())];
+        keys.extend(
+            events
+                .iter()
+                .filter_map(|e| e.access_grant_id)
+                .map(|g| read_cache::grant_key(ws, &g.to_string())),
+        );
+        read_cache::evict(&self.cache, &keys).await;
+        self.wake_orchestrator.notify_one();
+        Ok(Response::new(v1::DeleteAccessMethodResponse {}))
+    }
+
+    #[tracing::instrument(skip_all)]
     async fn encode_access_method(
         &self,
         req: Request<v1::EncodeAccessMethodRequest>,
