@@ -10,6 +10,7 @@ pub mod ids;
 pub mod model;
 pub mod page;
 pub mod pin;
+pub mod rate;
 pub mod tracker;
 pub mod validate;
 

@@ -1021,6 +1021,35 @@ pub async fn jobs_are_leased_taken_over_and_fenced(store: Arc<dyn Store>) {
             .await
             .expect("fenced")
     );
+    // An ambiguous answer marks the job's pending doors unknown, with the reason.
+    assert!(
+        store
+            .mark_unknown(&taken[1], "worker-b", "timeout", later)
+            .await
+            .expect("mark")
+    );
+    let m = store
+        .get_access_method(ws, prov(&taken[1]).access_method_id)
+        .await
+        .expect("method");
+    let unknown: Vec<_> = m
+        .doors
+        .iter()
+        .filter(|d| d.acs_system_id == prov(&taken[1]).acs_system_id)
+        .collect();
+    assert!(
+        unknown
+            .iter()
+            .all(|d| d.state == keygate_domain::grant::DoorState::Unknown
+                && d.reason.as_deref() == Some("timeout"))
+    );
+    assert!(
+        !store
+            .mark_unknown(&mine[0], "worker-a", "x", later)
+            .await
+            .expect("fenced"),
+        "a stale worker cannot"
+    );
     // worker-b reschedules one (a transient failure) and completes the other.
     assert!(
         store

@@ -823,6 +823,27 @@ macro_rules! impl_grant_store {
                     Ok(Some(appended))
                 }
 
+                async fn mark_unknown(&self, job: &Job, owner: &str, reason: &str, now: OffsetDateTime) -> Result<bool, Error> {
+                    let JobWork::Provision(p) = &job.work else {
+                        return Ok(true);
+                    };
+                    let mut tx = self.pool.begin_with($begin).await.map_err(db_err)?;
+                    if !lease_held(&mut tx, job, owner).await? {
+                        return Ok(false);
+                    }
+                    sqlx::query("UPDATE access_method_entrances SET state = 'unknown', reason = $4, updated_at = $5 WHERE workspace_id = $1 AND access_method_id = $2 AND acs_system_id = $3 AND state = 'pending'")
+                        .bind(job.workspace_id.to_string())
+                        .bind(p.access_method_id.to_string())
+                        .bind(p.acs_system_id.to_string())
+                        .bind(reason)
+                        .bind(to_micros(now))
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(db_err)?;
+                    tx.commit().await.map_err(db_err)?;
+                    Ok(true)
+                }
+
                 async fn complete_revoke(&self, job: &Job, owner: &str, now: OffsetDateTime) -> Result<Option<Vec<Event>>, Error> {
                     let ws = job.workspace_id;
                     let JobWork::Revoke(r) = &job.work else {

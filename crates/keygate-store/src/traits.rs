@@ -347,6 +347,17 @@ pub trait JobQueue: Send + Sync {
         now: OffsetDateTime,
     ) -> Result<Option<Vec<Event>>, Error>;
 
+    /// Records that the provider's answer to a provision job was ambiguous (timeout, 5xx): its
+    /// pending doors become `unknown`, with the reason, until the retry (idempotent by
+    /// reference, so it doubles as the read-back) settles them. `Ok(false)` when the lease was lost.
+    async fn mark_unknown(
+        &self,
+        job: &Job,
+        owner: &str,
+        reason: &str,
+        now: OffsetDateTime,
+    ) -> Result<bool, Error>;
+
     /// Records that a revocation went through (doors revoked, events) and finishes the job.
     async fn complete_revoke(
         &self,

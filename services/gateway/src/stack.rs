@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 use http::{HeaderValue, Request, Response};
 use keygate_domain::Error;
 use keygate_domain::ids::WorkspaceId;
+use keygate_domain::rate::TokenBucket;
 use tokio::sync::Semaphore;
 use tonic::body::Body;
 use tower::{Layer, Service};
@@ -257,15 +258,15 @@ impl Middleware for Auth {
 /// Per-workspace token buckets.
 pub struct RateLimiter {
     per_second: f64,
-    burst: f64,
-    buckets: Mutex<HashMap<WorkspaceId, (f64, Instant)>>,
+    burst: u32,
+    buckets: Mutex<HashMap<WorkspaceId, TokenBucket>>,
 }
 
 impl RateLimiter {
     pub fn new(per_second: f64, burst: u32) -> Self {
         Self {
-            per_second: per_second.max(0.001),
-            burst: f64::from(burst.max(1)),
+            per_second,
+            burst,
             buckets: Mutex::new(HashMap::new()),
         }
     }
@@ -276,16 +277,10 @@ impl RateLimiter {
         let Ok(mut buckets) = self.buckets.lock() else {
             return Ok(()); // A poisoned lock must not take the API down; limits resume on restart.
         };
-        let (tokens, last) = buckets.entry(ws).or_insert((self.burst, now));
-        *tokens =
-            (*tokens + now.duration_since(*last).as_secs_f64() * self.per_second).min(self.burst);
-        *last = now;
-        if *tokens >= 1.0 {
-            *tokens -= 1.0;
-            Ok(())
-        } else {
-            Err(Duration::from_secs_f64((1.0 - *tokens) / self.per_second))
-        }
+        buckets
+            .entry(ws)
+            .or_insert_with(|| TokenBucket::new(self.per_second, self.burst, now))
+            .take(now)
     }
 }
 

@@ -5,6 +5,7 @@
 
 mod breaker;
 mod ledger;
+mod vendor_limits;
 mod worker;
 
 pub use ledger::StoreLedger;

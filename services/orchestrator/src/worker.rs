@@ -18,6 +18,7 @@ use rand::RngExt as _;
 use tokio::sync::{Notify, Semaphore, watch};
 
 use crate::breaker::Breakers;
+use crate::vendor_limits::VendorLimits;
 
 /// Tuning of the orchestrator.
 #[derive(Clone, Debug)]
@@ -86,6 +87,7 @@ pub struct Orchestrator {
     cfg: Arc<OrchestratorConfig>,
     limits: Arc<Mutex<HashMap<AccessSystemId, Arc<Semaphore>>>>,
     breakers: Arc<Breakers>,
+    vendor_limits: Arc<VendorLimits>,
 }
 
 impl Orchestrator {
@@ -107,6 +109,7 @@ impl Orchestrator {
             cfg: Arc::new(cfg),
             limits: Arc::default(),
             breakers,
+            vendor_limits: Arc::default(),
         }
     }
 
@@ -175,6 +178,7 @@ impl Orchestrator {
     async fn encode(&self, job: &Job, e: &EncodeJob) -> Result<(), Error> {
         let ws = job.workspace_id;
         let system = self.store.get_access_system(ws, e.acs_system_id).await?;
+        self.vendor_limits.acquire(&system).await;
         let outcome =
             match tokio::time::timeout(self.cfg.call_timeout, self.provider.encode(&system, e))
                 .await
@@ -208,6 +212,7 @@ impl Orchestrator {
     async fn revoke(&self, job: &Job, r: &RevokeJob) -> Result<(), Error> {
         let ws = job.workspace_id;
         let system = self.store.get_access_system(ws, r.acs_system_id).await?;
+        self.vendor_limits.acquire(&system).await;
         let outcome =
             match tokio::time::timeout(self.cfg.call_timeout, self.provider.revoke(&system, r))
                 .await
@@ -287,6 +292,7 @@ impl Orchestrator {
                 .await?;
             return Ok(());
         }
+        self.vendor_limits.acquire(&system).await;
         let outcome = match tokio::time::timeout(
             self.cfg.call_timeout,
             self.provider.provision(&system, p, &holder),
@@ -316,6 +322,15 @@ impl Orchestrator {
                 } else {
                     let delay = backoff(&self.cfg, job.attempts);
                     tracing::info!(error = %e, retry_in_ms = delay.as_millis() as u64, "retrying");
+                    if matches!(e, ProviderError::Ambiguous(_)) {
+                        // Maybe applied, maybe not: say so until the retry reads it back.
+                        self.store
+                            .mark_unknown(job, &self.cfg.owner, &e.to_string(), now())
+                            .await?;
+                        let w = ws.to_string();
+                        self.evict(&[keys::access_method(&w, &p.access_method_id.to_string())])
+                            .await;
+                    }
                     let at = now() + delay;
                     self.store
                         .reschedule_job(job, &self.cfg.owner, at, &e.to_string(), false, now())
