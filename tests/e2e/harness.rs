@@ -190,6 +190,21 @@ impl Keygate {
             .unwrap_or(0)
     }
 
+    /// Waits for the process to exit on its own (after a signal sent elsewhere).
+    pub fn terminate_wait(&mut self, within: Duration) -> (std::process::ExitStatus, Duration) {
+        let started = std::time::Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return (status, started.elapsed());
+            }
+            assert!(
+                started.elapsed() < within,
+                "keygate did not exit within {within:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Kills the process at once (SIGKILL): no drain, no cleanup, leases left behind.
     pub fn kill9(&mut self) {
         let _ = self.child.kill();

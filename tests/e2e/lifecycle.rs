@@ -227,3 +227,63 @@ async fn per_workspace_rate_limit_says_when_to_retry() {
         .await
         .expect("other workspace unaffected");
 }
+
+#[tokio::test]
+async fn sigterm_lets_an_in_flight_unary_call_finish() {
+    use sqlx::Connection as _;
+    let dir = DataDir::new();
+    let opts = Options {
+        extra_args: vec!["--drain-secs".into(), "10".into()],
+        ..Options::default()
+    };
+    let mut kg = Keygate::start(&dir.0, &opts);
+    let key = kg.sandbox_key.clone().expect("sandbox key");
+    let ch = kg.channel().await;
+
+    // Hold SQLite's write lock so the next write blocks inside the server (busy timeout 5 s).
+    let url = format!("sqlite://{}", dir.0.join("keygate.db").display());
+    let mut blocker = sqlx::SqliteConnection::connect(&url).await.expect("open");
+    sqlx::raw_sql("BEGIN IMMEDIATE")
+        .execute(&mut blocker)
+        .await
+        .expect("lock");
+
+    let call = {
+        let ch = ch.clone();
+        let key = key.clone();
+        tokio::spawn(async move {
+            identities(&ch)
+                .create_user_identity(authed(&key, jane("drain-1")))
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(
+        !call.is_finished(),
+        "the call is in flight, waiting for the lock"
+    );
+
+    let pid = kg.pid();
+    let term = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .expect("kill");
+    assert!(term.success());
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    sqlx::raw_sql("ROLLBACK")
+        .execute(&mut blocker)
+        .await
+        .expect("unlock");
+
+    let created = call
+        .await
+        .expect("join")
+        .expect("the in-flight call completed after SIGTERM");
+    assert_eq!(
+        created.into_inner().user_identity.expect("ui").full_name,
+        "Jane Doe"
+    );
+    let (status, took) = kg.terminate_wait(Duration::from_secs(10));
+    assert!(status.success(), "{status:?}");
+    assert!(took < Duration::from_secs(10));
+}
