@@ -74,3 +74,33 @@ async fn redis_down_fails_fast_instead_of_hanging() {
 fn keys_are_namespaced_and_scoped() {
     assert_eq!(key("api_key", "ws1", "k1"), "keygate:v1:api_key:ws1:k1");
 }
+
+#[tokio::test]
+async fn rings_cross_processes_through_redis() {
+    use keygate_cache::bus::Doorbell;
+    let a = Doorbell::with_redis(&redis_url()).expect("a");
+    let b = Doorbell::with_redis(&redis_url()).expect("b");
+    let mut heard = b.subscribe();
+    let ws = format!("ws-{}", std::process::id());
+    // The subscriber connects in the background: ring until it hears.
+    let got = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            a.ring(ws.clone(), 42);
+            let wait = tokio::time::timeout(Duration::from_millis(200), async {
+                loop {
+                    match heard.recv().await {
+                        Ok(r) if r.workspace_id == ws => return r,
+                        Ok(_) => continue,
+                        Err(_) => continue,
+                    }
+                }
+            });
+            if let Ok(r) = wait.await {
+                return r;
+            }
+        }
+    })
+    .await
+    .expect("b heard a's ring through Redis");
+    assert_eq!(got.seq, 42);
+}

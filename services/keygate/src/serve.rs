@@ -49,7 +49,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let page_tokens = PageTokens::default();
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut servers = tokio::task::JoinSet::new();
-    let doorbell = Doorbell::new();
+    let doorbell = if args.redis_url.is_empty() {
+        Doorbell::new()
+    } else {
+        Doorbell::with_redis(&args.redis_url).context("KEYGATE_REDIS_URL for the event doorbell")?
+    };
     let wake_orchestrator = Arc::new(Notify::new());
     let (ready_tx, ready_rx) = watch::channel(false);
 

@@ -128,6 +128,7 @@ impl Orchestrator {
     /// over after the lease expires if this process does not finish them.
     pub async fn run(self, mut stop: watch::Receiver<bool>) {
         tracing::info!(owner = %self.cfg.owner, "orchestrator started");
+        let mut rings = self.doorbell.subscribe();
         loop {
             if *stop.borrow() {
                 break;
@@ -155,6 +156,8 @@ impl Orchestrator {
             if !full {
                 tokio::select! {
                     _ = self.wake.notified() => {}
+                    // A grant created on another replica rings through the shared doorbell.
+                    _ = rings.recv() => {}
                     _ = tokio::time::sleep(self.cfg.poll) => {}
                     _ = stop.changed() => {}
                 }
