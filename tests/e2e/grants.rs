@@ -908,3 +908,77 @@ async fn keygate_chosen_pins_never_collide_and_never_appear_in_events() {
         }
     }
 }
+
+async fn concurrent_requests_for_one_pin(opts: Options) {
+    let dir = DataDir::new();
+    let kg = Keygate::start(
+        &dir.0,
+        &Options {
+            extra_args: ["--rate-limit-rps", "1000", "--rate-limit-burst", "1000"]
+                .map(String::from)
+                .to_vec(),
+            ..opts
+        },
+    );
+    let ch = kg.channel().await;
+    let (_ws, key) = create_workspace(&ch, "PIN race", true).await;
+    let door = brivo_doors(&ch, &key).await[..1].to_vec();
+    let calls: Vec<_> = (0..10)
+        .map(|_| {
+            let (ch, key, req) = (ch.clone(), key.clone(), pin_grant(&door, "771122"));
+            tokio::spawn(async move { grants(&ch).create_access_grant(authed(&key, req)).await })
+        })
+        .collect();
+    let mut codes = Vec::new();
+    let mut warned = 0;
+    for c in calls {
+        let g = c
+            .await
+            .expect("join")
+            .expect("create")
+            .into_inner()
+            .access_grant
+            .expect("g");
+        warned += usize::from(
+            g.warnings
+                .iter()
+                .any(|w| w.code == "requested_code_unavailable"),
+        );
+        let id = g.requested_access_methods[0].created_access_method_ids[0].clone();
+        let m = methods(&ch)
+            .get_access_method(authed(
+                &key,
+                v1::GetAccessMethodRequest {
+                    access_method_id: id,
+                },
+            ))
+            .await
+            .expect("get")
+            .into_inner()
+            .access_method
+            .expect("m");
+        codes.push(m.code);
+    }
+    let unique: std::collections::HashSet<_> = codes.iter().collect();
+    assert_eq!(
+        unique.len(),
+        10,
+        "no two grants share a PIN on the door: {codes:?}"
+    );
+    assert_eq!(
+        codes.iter().filter(|c| *c == "771122").count(),
+        1,
+        "exactly one got the requested code"
+    );
+    assert_eq!(warned, 9);
+}
+
+#[tokio::test]
+async fn concurrent_requests_for_one_pin_sqlite() {
+    concurrent_requests_for_one_pin(Options::with_admin()).await;
+}
+
+#[tokio::test]
+async fn concurrent_requests_for_one_pin_postgres() {
+    concurrent_requests_for_one_pin(Options::postgres_redis().await).await;
+}

@@ -414,7 +414,7 @@ macro_rules! impl_grant_store {
                 async fn active_codes(&self, ws: WorkspaceId, entrances: &[keygate_domain::ids::EntranceId]) -> Result<Vec<String>, Error> {
                     let mut out = Vec::new();
                     for e in entrances {
-                        let codes: Vec<String> = sqlx::query_scalar("SELECT DISTINCT m.code FROM access_methods m JOIN access_method_entrances d ON d.workspace_id = m.workspace_id AND d.access_method_id = m.access_method_id WHERE m.workspace_id = $1 AND d.acs_entrance_id = $2 AND m.code IS NOT NULL AND d.state <> 'revoked'")
+                        let codes: Vec<String> = sqlx::query_scalar("SELECT DISTINCT m.code FROM access_methods m JOIN access_method_entrances d ON d.workspace_id = m.workspace_id AND d.access_method_id = m.access_method_id WHERE m.workspace_id = $1 AND d.acs_entrance_id = $2 AND m.code IS NOT NULL AND d.state <> 'revoked' AND m.deleted_at IS NULL")
                             .bind(ws.to_string())
                             .bind(e.to_string())
                             .fetch_all(&self.pool)
@@ -444,6 +444,28 @@ macro_rules! impl_grant_store {
                         return Ok((g, Vec::new()));
                     }
                     let g = &new.grant;
+                    if new.methods.iter().any(|m| m.code.is_some()) {
+                        // Serialize with other creates of this workspace (the event counter row
+                        // stays locked until commit), then check the chosen PINs are still free.
+                        sqlx::query("INSERT INTO event_counters (workspace_id, last_seq) VALUES ($1, 0) ON CONFLICT (workspace_id) DO UPDATE SET last_seq = event_counters.last_seq")
+                            .bind(ws.to_string())
+                            .execute(&mut *tx)
+                            .await
+                            .map_err(db_err)?;
+                        for m in new.methods.iter().filter(|m| m.code.is_some()) {
+                            for d in &m.doors {
+                                let taken: Vec<String> = sqlx::query_scalar("SELECT DISTINCT m.code FROM access_methods m JOIN access_method_entrances d ON d.workspace_id = m.workspace_id AND d.access_method_id = m.access_method_id WHERE m.workspace_id = $1 AND d.acs_entrance_id = $2 AND m.code IS NOT NULL AND d.state <> 'revoked' AND m.deleted_at IS NULL")
+                                    .bind(ws.to_string())
+                                    .bind(d.entrance_id.to_string())
+                                    .fetch_all(&mut *tx)
+                                    .await
+                                    .map_err(db_err)?;
+                                if taken.iter().any(|c| Some(c) == m.code.as_ref()) {
+                                    return Err(Error::AlreadyExists { reason: ErrorReason::PinCodeTaken, message: "the chosen PIN code was taken on one of these entrances".into() });
+                                }
+                            }
+                        }
+                    }
                     if let Some(person) = &new.new_identity {
                         sqlx::query("INSERT INTO user_identities (user_identity_id, workspace_id, user_identity_key, full_name, email_address, phone_number, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)")
                             .bind(g.user_identity_id.to_string())

@@ -159,6 +159,7 @@ pub async fn serve(
         tokens: tokens.clone(),
         wake_orchestrator: deps.wake_orchestrator.clone(),
         cache: deps.cache.clone(),
+        doorbell: deps.doorbell.clone(),
     };
     let action_attempts = ActionAttempts {
         store: deps.store.clone(),

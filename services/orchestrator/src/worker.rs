@@ -272,7 +272,20 @@ impl Orchestrator {
     async fn provision(&self, job: &Job, p: &ProvisionJob) -> Result<(), Error> {
         let ws = job.workspace_id;
         let system = self.store.get_access_system(ws, p.acs_system_id).await?;
-        let grant = self.store.get_access_grant(ws, p.access_grant_id).await?;
+        let grant = match self.store.get_access_grant(ws, p.access_grant_id).await {
+            Ok(g) => g,
+            // Deleted before this job ran: nothing to grant. Completing it lets the store see
+            // the deletion, queue a (harmless) revocation and end the job, instead of leaving it
+            // to be leased again for ever.
+            Err(Error::NotFound { .. }) => {
+                let result = all_failed(p, "the access grant was deleted");
+                self.store
+                    .complete_provision(job, &self.cfg.owner, &result, now())
+                    .await?;
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        };
         let person = self
             .store
             .get_user_identity(ws, grant.user_identity_id)

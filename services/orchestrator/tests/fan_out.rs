@@ -596,6 +596,36 @@ async fn an_open_circuit_does_not_burn_the_retry_budget(store: Arc<dyn Store>) {
     );
 }
 
+async fn a_job_of_a_grant_deleted_before_it_ran_finishes(store: Arc<dyn Store>) {
+    let ws = seeded_workspace(&*store, "deleted-early").await;
+    let doors = quick_start_entrances(&*store, ws).await;
+    let (g, _) = store
+        .create_access_grant(
+            ws,
+            &new_grant(&*store, ws, &doors, &[AccessMethodMode::MobileKey]).await,
+            None,
+        )
+        .await
+        .expect("create");
+    store
+        .delete_access_grant(ws, g.id, keygate_domain::model::now())
+        .await
+        .expect("delete");
+    let systems = VirtualSystems::new(Duration::from_millis(5));
+    let _run = start(store.clone(), &systems, &["w1"]);
+    let mut queued = -1;
+    for _ in 0..200 {
+        queued = store.count_jobs("queued").await.expect("count")
+            + store.count_jobs("running").await.expect("count");
+        if queued == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(queued, 0, "every job of the deleted grant ends");
+    assert_eq!(systems.credential_count(), 0, "and nothing was granted");
+}
+
 macro_rules! suite {
     ($backend:ident, $make:expr) => {
         mod $backend {
@@ -633,6 +663,10 @@ macro_rules! suite {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn breaker_refunds() {
                 an_open_circuit_does_not_burn_the_retry_budget($make.await.store).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn deleted_before_running() {
+                a_job_of_a_grant_deleted_before_it_ran_finishes($make.await.store).await
             }
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn encoder_faults() {

@@ -273,59 +273,73 @@ impl AccessGrantService for AccessGrants {
             .planning_entrances(ws, &entrance_ids)
             .await
             .map_err(to_status)?;
-        let id = AccessGrantId::new();
-        let mut plan = grant::plan(id, &modes, &planning, at).map_err(to_status)?;
-        let (chosen, mut pin_warnings) = self
-            .choose_pins(ws, &mut plan, &planning, at)
-            .await
-            .map_err(to_status)?;
-        let wants_mobile = modes.iter().any(|m| m.mode == AccessMethodMode::MobileKey);
-        let spec = GrantSpec {
-            id,
-            workspace_id: ws,
-            user_identity_id: existing_identity.unwrap_or_default(),
-            access_grant_key: key,
-            name: name.unwrap_or_else(|| format!("Access for {person_name}")),
-            reservation_key: reservation,
-            starts_at,
-            ends_at,
-            entrance_ids: entrance_ids.clone(),
-            instant_key_url: wants_mobile.then(|| instant_key_url(&self.public_url)),
-        };
-        pin_warnings.extend(warning);
-        let (g, mut methods, events) = grant::assemble(spec, &plan, pin_warnings, at);
-        // A code Keygate chose is known now; showing it on the method lets the next grant on
-        // these doors avoid it.
-        for m in &mut methods {
-            if let Some(code) = chosen
-                .iter()
-                .find(|(id, _)| *id == m.id)
-                .map(|(_, c)| c.clone())
-            {
-                m.code = Some(code);
-            }
-        }
-        let new = NewGrant {
-            grant: g,
-            new_identity,
-            entrances: planning
-                .iter()
-                .map(|p| (p.entrance_id, p.acs_system_id))
-                .collect(),
-            methods,
-            jobs: plan.jobs,
-            events,
-        };
         let body = v1::CreateAccessGrantRequest {
             request_id: String::new(),
             ..r
         };
         let idem = idempotency("CreateAccessGrant", request_id, &body);
-        let (created, appended) = self
-            .store
-            .create_access_grant(ws, &new, idem.as_ref())
-            .await
-            .map_err(to_status)?;
+        let wants_mobile = modes.iter().any(|m| m.mode == AccessMethodMode::MobileKey);
+        let name = name.unwrap_or_else(|| format!("Access for {person_name}"));
+        // A PIN Keygate chose can be taken by a concurrent grant on the same door between the
+        // choice and the commit; the store checks again under the workspace's lock and refuses,
+        // and the choice is made again.
+        let mut attempt = 0;
+        let (created, appended) = loop {
+            attempt += 1;
+            let id = AccessGrantId::new();
+            let mut plan = grant::plan(id, &modes, &planning, at).map_err(to_status)?;
+            let (chosen, mut pin_warnings) = self
+                .choose_pins(ws, &mut plan, &planning, at)
+                .await
+                .map_err(to_status)?;
+            let spec = GrantSpec {
+                id,
+                workspace_id: ws,
+                user_identity_id: existing_identity.unwrap_or_default(),
+                access_grant_key: key.clone(),
+                name: name.clone(),
+                reservation_key: reservation.clone(),
+                starts_at,
+                ends_at,
+                entrance_ids: entrance_ids.clone(),
+                instant_key_url: wants_mobile.then(|| instant_key_url(&self.public_url)),
+            };
+            pin_warnings.extend(warning.clone());
+            let (g, mut methods, events) = grant::assemble(spec, &plan, pin_warnings, at);
+            // A code Keygate chose is known now; showing it on the method lets the next grant
+            // on these doors avoid it.
+            for m in &mut methods {
+                if let Some(code) = chosen
+                    .iter()
+                    .find(|(id, _)| *id == m.id)
+                    .map(|(_, c)| c.clone())
+                {
+                    m.code = Some(code);
+                }
+            }
+            let new = NewGrant {
+                grant: g,
+                new_identity: new_identity.clone(),
+                entrances: planning
+                    .iter()
+                    .map(|p| (p.entrance_id, p.acs_system_id))
+                    .collect(),
+                methods,
+                jobs: plan.jobs,
+                events,
+            };
+            match self
+                .store
+                .create_access_grant(ws, &new, idem.as_ref())
+                .await
+            {
+                Err(Error::AlreadyExists {
+                    reason: keygate_domain::ErrorReason::PinCodeTaken,
+                    ..
+                }) if attempt < 3 => continue,
+                other => break other.map_err(to_status)?,
+            }
+        };
         if let Some(last) = appended.last() {
             self.doorbell.ring(ws.to_string(), last.seq);
             self.wake_orchestrator.notify_one();

@@ -29,6 +29,7 @@ pub struct AccessMethods {
     pub tokens: PageTokens,
     pub wake_orchestrator: Arc<Notify>,
     pub cache: Arc<dyn keygate_cache::Cache>,
+    pub doorbell: keygate_cache::bus::Doorbell,
 }
 
 #[tonic::async_trait]
@@ -147,6 +148,9 @@ impl AccessMethodService for AccessMethods {
                 .map(|g| read_cache::grant_key(ws, &g.to_string())),
         );
         read_cache::evict(&self.cache, &keys).await;
+        if let Some(last) = events.last() {
+            self.doorbell.ring(ws.to_string(), last.seq);
+        }
         self.wake_orchestrator.notify_one();
         Ok(Response::new(v1::DeleteAccessMethodResponse {}))
     }
