@@ -375,15 +375,13 @@ async fn quick_start(opts: Options) {
             Code::InvalidArgument,
             "INVALID_FIELD",
         );
+        let encode_req = v1::EncodeAccessMethodRequest {
+            access_method_id: card.access_method_id.clone(),
+            acs_encoder_id: encoders[0].acs_encoder_id.clone(),
+            request_id: format!("enc-{}", card.access_method_id),
+        };
         let attempt = methods(&ch)
-            .encode_access_method(authed(
-                &key,
-                v1::EncodeAccessMethodRequest {
-                    access_method_id: card.access_method_id.clone(),
-                    acs_encoder_id: encoders[0].acs_encoder_id.clone(),
-                    request_id: String::new(),
-                },
-            ))
+            .encode_access_method(authed(&key, encode_req.clone()))
             .await
             .expect("encode")
             .into_inner()
@@ -436,6 +434,19 @@ async fn quick_start(opts: Options) {
             issued.is_issued && !issued.is_card_encoding_required && issued.issued_at.is_some(),
             "{issued:?}"
         );
+        // Replaying the encode request returns the first attempt, though the card is done now.
+        let again = methods(&ch)
+            .encode_access_method(authed(&key, encode_req.clone()))
+            .await
+            .expect("replay")
+            .into_inner()
+            .action_attempt
+            .expect("attempt");
+        assert_eq!(
+            again.action_attempt_id, attempt.action_attempt_id,
+            "a replay returns the first attempt"
+        );
+        assert_eq!(again.status, v1::ActionAttemptStatus::Success as i32);
         // Encoding again is refused: the card is no longer waiting for it.
         assert_fails(
             methods(&ch)

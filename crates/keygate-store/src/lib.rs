@@ -20,6 +20,7 @@ pub use migrate::SCHEMA_VERSION;
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 pub use traits::{
-    AccessSystemStore, ApiKeyStore, EventLog, GrantFilter, GrantStore, Idempotency, Job, JobQueue,
-    MethodFilter, NewGrant, SettingsStore, Store, UserIdentityStore, WorkspaceStore,
+    AccessSystemStore, ApiKeyStore, EventLog, GrantFilter, GrantStore, Idempotency,
+    IdempotencyStore, Job, JobQueue, MethodFilter, NewGrant, SettingsStore, Store,
+    UserIdentityStore, WorkspaceStore,
 };

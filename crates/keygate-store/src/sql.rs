@@ -337,6 +337,11 @@ macro_rules! impl_store {
                 .fetch_one(&mut *conn)
                 .await
                 .map_err(db_err)?;
+            first_result(&prior, idem).map(Some)
+        }
+
+        /// The resource a recorded request made, when `idem` is that same request.
+        fn first_result(prior: &$row, idem: &Idempotency) -> Result<String, Error> {
             let op: String = prior.try_get("operation").map_err(db_err)?;
             let hash: Vec<u8> = prior.try_get("request_sha256").map_err(db_err)?;
             if op != idem.operation || hash != idem.request_sha256 {
@@ -345,7 +350,7 @@ macro_rules! impl_store {
                     message: format!("request_id {:?} was already used with a different request", idem.request_id),
                 });
             }
-            Ok(Some(prior.try_get("resource_id").map_err(db_err)?))
+            prior.try_get("resource_id").map_err(db_err)
         }
 
         impl $store {
@@ -357,6 +362,19 @@ macro_rules! impl_store {
                         Ok(id.to_string())
                     }
                 }
+            }
+        }
+
+        #[async_trait]
+        impl IdempotencyStore for $store {
+            async fn replay(&self, ws: WorkspaceId, idem: &Idempotency) -> Result<Option<String>, Error> {
+                let prior = sqlx::query("SELECT operation, request_sha256, resource_id FROM idempotency_records WHERE workspace_id = $1 AND request_id = $2")
+                    .bind(ws.to_string())
+                    .bind(&idem.request_id)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(db_err)?;
+                prior.map(|p| first_result(&p, idem)).transpose()
             }
         }
 

@@ -416,6 +416,19 @@ pub trait SandboxLedger: Send + Sync {
     async fn count_sandbox_credentials(&self, workspace: WorkspaceId) -> Result<i64, Error>;
 }
 
+/// Idempotency records, read outside a create.
+#[async_trait]
+pub trait IdempotencyStore: Send + Sync {
+    /// Looks `idem` up: `Some(resource_id)` when the same request was made before, `None` when
+    /// the key is unused; the same key with another body is ALREADY_EXISTS. Lets a replay return
+    /// the first result even where validating the request again would now fail.
+    async fn replay(
+        &self,
+        workspace: WorkspaceId,
+        idem: &Idempotency,
+    ) -> Result<Option<String>, Error>;
+}
+
 /// The whole store of record.
 #[async_trait]
 pub trait Store:
@@ -428,6 +441,7 @@ pub trait Store:
     + JobQueue
     + EventLog
     + SandboxLedger
+    + IdempotencyStore
 {
     /// `postgres` or `sqlite`.
     fn backend_name(&self) -> &'static str;

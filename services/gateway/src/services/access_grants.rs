@@ -244,6 +244,30 @@ impl AccessGrantService for AccessGrants {
             }
         };
         v.finish().map_err(to_status)?;
+        // A replay returns the first grant, even if re-validating the request would now fail
+        // (a past starts_at, a deleted user identity).
+        let body = v1::CreateAccessGrantRequest {
+            request_id: String::new(),
+            ..r.clone()
+        };
+        let idem = idempotency("CreateAccessGrant", request_id, &body);
+        if let Some(idem) = &idem
+            && let Some(first) = self.store.replay(ws, idem).await.map_err(to_status)?
+        {
+            let first: AccessGrantId = first.parse().map_err(|_| {
+                to_status(Error::Internal {
+                    message: "stored grant id".into(),
+                })
+            })?;
+            let g = self
+                .store
+                .get_access_grant(ws, first)
+                .await
+                .map_err(to_status)?;
+            return Ok(Response::new(v1::CreateAccessGrantResponse {
+                access_grant: Some(convert::access_grant(&g)),
+            }));
+        }
         let (starts_at, ends_at, warning) = grant::schedule(
             r.starts_at.as_ref().and_then(convert::from_ts),
             r.ends_at.as_ref().and_then(convert::from_ts),
@@ -273,11 +297,6 @@ impl AccessGrantService for AccessGrants {
             .planning_entrances(ws, &entrance_ids)
             .await
             .map_err(to_status)?;
-        let body = v1::CreateAccessGrantRequest {
-            request_id: String::new(),
-            ..r
-        };
-        let idem = idempotency("CreateAccessGrant", request_id, &body);
         let wants_mobile = modes.iter().any(|m| m.mode == AccessMethodMode::MobileKey);
         let name = name.unwrap_or_else(|| format!("Access for {person_name}"));
         // A PIN Keygate chose can be taken by a concurrent grant on the same door between the

@@ -178,6 +178,29 @@ impl AccessMethodService for AccessMethods {
         let encoder_id: EncoderId =
             validate::id("acs_encoder_id", &r.acs_encoder_id, Resource::Encoder)
                 .map_err(to_status)?;
+        // A replay returns the first attempt, even though the card may no longer be waiting.
+        let body = v1::EncodeAccessMethodRequest {
+            request_id: String::new(),
+            ..r.clone()
+        };
+        let idem = idempotency("EncodeAccessMethod", request_id.clone(), &body);
+        if let Some(idem) = &idem
+            && let Some(first) = self.store.replay(ws, idem).await.map_err(to_status)?
+        {
+            let first: ActionAttemptId = first.parse().map_err(|_| {
+                to_status(Error::Internal {
+                    message: "stored attempt id".into(),
+                })
+            })?;
+            let a = self
+                .store
+                .get_action_attempt(ws, first)
+                .await
+                .map_err(to_status)?;
+            return Ok(Response::new(v1::EncodeAccessMethodResponse {
+                action_attempt: Some(convert::action_attempt(&a)),
+            }));
+        }
         let method = self
             .store
             .get_access_method(ws, id)
@@ -223,11 +246,6 @@ impl AccessMethodService for AccessMethods {
             acs_system_id: encoder.acs_system_id,
             acs_encoder_id: encoder_id,
         };
-        let body = v1::EncodeAccessMethodRequest {
-            request_id: String::new(),
-            ..r
-        };
-        let idem = idempotency("EncodeAccessMethod", request_id, &body);
         let stored = self
             .store
             .create_encode_attempt(ws, &attempt, &job, idem.as_ref())
