@@ -619,7 +619,12 @@ mod tests {
             entrance_ids: Vec::new(),
             instant_key_url: None,
         };
-        let (_, methods, events) = assemble(spec, &p, Vec::new(), now());
+        let (g, methods, events) = assemble(spec, &p, Vec::new(), now());
+        assert!(
+            g.errors
+                .iter()
+                .any(|e| e.code == "cannot_create_requested_access_methods")
+        );
         assert!(
             methods[0]
                 .errors
@@ -776,6 +781,7 @@ pub fn assemble(
             .user(grant.user_identity_id),
     ];
     let mut methods = methods;
+    let mut grant_errors = Vec::new();
     for m in &mut methods {
         evs.push(
             NewEvent::new(events::ACCESS_METHOD_CREATED, now)
@@ -786,6 +792,14 @@ pub fn assemble(
         // No door of this method can be granted (no access group opens any of them): it has
         // no provider job, so it fails here, visibly, rather than stay pending for ever.
         if m.doors.iter().all(|d| d.state == DoorState::Failed) {
+            grant_errors.push(Notice::new(
+                "cannot_create_requested_access_methods",
+                format!(
+                    "the {} access method {} could not be issued",
+                    m.display_name, m.id
+                ),
+                now,
+            ));
             m.errors.push(Notice::new(
                 "failed_to_issue",
                 "no entrance of this access method can be granted",
@@ -804,5 +818,7 @@ pub fn assemble(
             }
         }
     }
+    let mut grant = grant;
+    grant.errors = grant_errors;
     (grant, methods, evs)
 }

@@ -35,6 +35,8 @@ pub struct ProvisionResult {
 pub struct Transition {
     pub methods: Vec<AccessMethod>,
     pub grant_warnings: Vec<Notice>,
+    /// Errors to add to the grant (a method that could not be issued at all).
+    pub grant_errors: Vec<Notice>,
     pub events: Vec<NewEvent>,
 }
 
@@ -65,6 +67,7 @@ pub fn apply(
     let mut out = Transition {
         methods: methods.to_vec(),
         grant_warnings: Vec::new(),
+        grant_errors: Vec::new(),
         events: Vec::new(),
     };
     let ev = |t| {
@@ -137,6 +140,14 @@ pub fn apply(
             m.errors.push(Notice::new(
                 "failed_to_issue",
                 "no entrance of this access method could be granted",
+                now,
+            ));
+            out.grant_errors.push(Notice::new(
+                "cannot_create_requested_access_methods",
+                format!(
+                    "the {} access method {} could not be issued",
+                    m.display_name, m.id
+                ),
                 now,
             ));
             out.events

@@ -752,14 +752,17 @@ macro_rules! impl_grant_store {
                             write_method(&mut tx, after, false).await?;
                         }
                     }
-                    if !t.grant_warnings.is_empty() {
+                    if !t.grant_warnings.is_empty() || !t.grant_errors.is_empty() {
                         let mut warnings = grant.warnings.clone();
                         warnings.extend(t.grant_warnings.iter().cloned());
-                        sqlx::query("UPDATE access_grants SET warnings = $3, updated_at = $4 WHERE workspace_id = $1 AND access_grant_id = $2")
+                        let mut errors = grant.errors.clone();
+                        errors.extend(t.grant_errors.iter().cloned());
+                        sqlx::query("UPDATE access_grants SET warnings = $3, errors = $5, updated_at = $4 WHERE workspace_id = $1 AND access_grant_id = $2")
                             .bind(ws.to_string())
                             .bind(grant.id.to_string())
                             .bind(json(&warnings)?)
                             .bind(to_micros(now))
+                            .bind(json(&errors)?)
                             .execute(&mut *tx)
                             .await
                             .map_err(db_err)?;

@@ -289,6 +289,15 @@ async fn an_exhausted_retry_budget_is_a_visible_failure(store: Arc<dyn Store>) {
             .contains("gave up after 4 attempts")
     );
     assert!(ms[0].errors.iter().any(|e| e.code == "failed_to_issue"));
+    let grant = store.get_access_grant(ws, g.id).await.expect("grant");
+    assert!(
+        grant
+            .errors
+            .iter()
+            .any(|e| e.code == "cannot_create_requested_access_methods"),
+        "{:?}",
+        grant.errors
+    );
     let types = event_types(&*store, ws).await;
     assert!(types.contains(&"access_method.failed_to_issue".to_owned()));
     assert!(types.contains(&"access_grant.could_not_create_requested_access_methods".to_owned()));
