@@ -1072,6 +1072,23 @@ pub async fn jobs_are_leased_taken_over_and_fenced(store: Arc<dyn Store>) {
             .is_some()
     );
     assert_eq!(store.count_jobs("done").await.ok(), Some(1));
+    // Finished jobs are purged once old enough; queued ones never are.
+    assert_eq!(
+        store
+            .purge_finished_jobs(later - time::Duration::days(1))
+            .await
+            .ok(),
+        Some(0),
+        "too recent"
+    );
+    assert_eq!(
+        store
+            .purge_finished_jobs(later + time::Duration::days(1))
+            .await
+            .ok(),
+        Some(1)
+    );
+    assert_eq!(store.count_jobs("done").await.ok(), Some(0));
     assert!(
         store
             .claim_jobs("worker-c", 10, lease, later)

@@ -826,6 +826,15 @@ macro_rules! impl_store {
                 Ok(())
             }
 
+            async fn purge_finished_jobs(&self, before: OffsetDateTime) -> Result<u64, Error> {
+                Ok(sqlx::query("DELETE FROM jobs WHERE state = 'done' AND updated_at < $1")
+                    .bind(to_micros(before))
+                    .execute(&self.pool)
+                    .await
+                    .map_err(db_err)?
+                    .rows_affected())
+            }
+
             async fn purge_idempotency(&self, before: OffsetDateTime) -> Result<u64, Error> {
                 Ok(sqlx::query("DELETE FROM idempotency_records WHERE created_at < $1")
                     .bind(to_micros(before))

@@ -455,6 +455,9 @@ pub trait Store:
     /// Answers when the store can serve: one round trip.
     async fn ping(&self) -> Result<(), Error>;
 
+    /// Deletes finished jobs last changed before `before`; returns how many.
+    async fn purge_finished_jobs(&self, before: OffsetDateTime) -> Result<u64, Error>;
+
     /// Deletes idempotency records created before `before`; returns how many.
     async fn purge_idempotency(&self, before: OffsetDateTime) -> Result<u64, Error>;
 }

@@ -263,7 +263,10 @@ async fn become_ready(r: Readiness) {
 /// How long a `request_id` replays its first result. After this a retry creates anew.
 const IDEMPOTENCY_RETENTION: time::Duration = time::Duration::hours(24);
 
-/// Deletes expired idempotency records once an hour (every replica may run it; it is idempotent).
+/// How long a finished job is kept (for inspection) before the hourly purge deletes it.
+const FINISHED_JOB_RETENTION: time::Duration = time::Duration::days(7);
+
+/// Deletes expired idempotency records and old finished jobs once an hour (every replica may run it; it is idempotent).
 async fn purge_idempotency(store: Arc<dyn Store>) {
     let mut tick = tokio::time::interval(Duration::from_secs(3600));
     loop {
@@ -273,6 +276,12 @@ async fn purge_idempotency(store: Arc<dyn Store>) {
             Ok(n) if n > 0 => tracing::info!(purged = n, "expired idempotency records deleted"),
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "idempotency purge failed; retrying next hour"),
+        }
+        let done_before = keygate_domain::model::now() - FINISHED_JOB_RETENTION;
+        match store.purge_finished_jobs(done_before).await {
+            Ok(n) if n > 0 => tracing::info!(purged = n, "finished jobs deleted"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "job purge failed; retrying next hour"),
         }
     }
 }
