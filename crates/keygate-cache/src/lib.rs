@@ -37,6 +37,16 @@ pub trait Cache: Send + Sync {
     async fn delete(&self, key: &str) -> Result<(), CacheError>;
 }
 
+/// Drops cached copies after a write to the store (best effort: an entry that cannot be deleted
+/// expires on its own TTL).
+pub async fn evict(cache: &dyn Cache, keys: &[String]) {
+    for k in keys {
+        if let Err(e) = cache.delete(k).await {
+            tracing::debug!(error = %e, "cache eviction skipped; the entry expires on its own");
+        }
+    }
+}
+
 /// Every key Keygate writes starts with this, so a shared Redis can be inspected and flushed
 /// by prefix.
 pub const KEY_PREFIX: &str = "keygate:v1:";

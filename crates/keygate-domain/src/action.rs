@@ -93,6 +93,15 @@ impl JobWork {
         }
     }
 
+    /// The id the job is about: the access method, or the action attempt of an encoding.
+    pub fn subject_id(&self) -> String {
+        match self {
+            Self::Provision(p) => p.access_method_id.to_string(),
+            Self::Encode(e) => e.action_attempt_id.to_string(),
+            Self::Revoke(r) => r.access_method_id.to_string(),
+        }
+    }
+
     pub fn kind(&self) -> &'static str {
         match self {
             Self::Provision(_) => "provision",

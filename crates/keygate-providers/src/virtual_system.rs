@@ -147,6 +147,17 @@ impl VirtualSystems {
         self.with(|s| s.faults.entry(system).or_default().extend(faults));
     }
 
+    /// Counts a call to `system` and returns its latency and the next scripted fault, if any.
+    fn next_call(&self, system: AccessSystemId) -> (Duration, Option<Fault>) {
+        self.with(|s| {
+            s.calls += 1;
+            let delay = s.delays.get(&system).copied().unwrap_or(self.default_delay);
+            let queue = s.faults.entry(system).or_default();
+            let fault = (!queue.is_empty()).then(|| queue.remove(0));
+            (delay, fault)
+        })
+    }
+
     /// How many credentials all systems hold, with the in-memory ledger (0 otherwise).
     pub fn credential_count(&self) -> usize {
         self.memory.as_ref().map_or(0, |m| m.len())
@@ -174,17 +185,7 @@ impl AccessSystemProvider for VirtualSystems {
         job: &ProvisionJob,
         holder: &Holder,
     ) -> Result<ProvisionResult, ProviderError> {
-        let (delay, fault) = self.with(|s| {
-            s.calls += 1;
-            let delay = s
-                .delays
-                .get(&system.id)
-                .copied()
-                .unwrap_or(self.default_delay);
-            let queue = s.faults.entry(system.id).or_default();
-            let fault = (!queue.is_empty()).then(|| queue.remove(0));
-            (delay, fault)
-        });
+        let (delay, fault) = self.next_call(system.id);
         // Half the latency before the change is applied, half after: a caller that gives up
         // (or dies) mid-call may leave a change applied but unconfirmed, as with real vendors.
         tokio::time::sleep(delay / 2).await;
@@ -280,17 +281,7 @@ impl AccessSystemProvider for VirtualSystems {
 
     #[tracing::instrument(skip_all, fields(acs_system_id = %system.id, access_method_id = %job.access_method_id))]
     async fn revoke(&self, system: &AccessSystem, job: &RevokeJob) -> Result<(), ProviderError> {
-        let (delay, fault) = self.with(|s| {
-            s.calls += 1;
-            let delay = s
-                .delays
-                .get(&system.id)
-                .copied()
-                .unwrap_or(self.default_delay);
-            let queue = s.faults.entry(system.id).or_default();
-            let fault = (!queue.is_empty()).then(|| queue.remove(0));
-            (delay, fault)
-        });
+        let (delay, fault) = self.next_call(system.id);
         tokio::time::sleep(delay / 2).await;
         match fault {
             Some(Fault::Timeout) => {
@@ -320,17 +311,7 @@ impl AccessSystemProvider for VirtualSystems {
         system: &AccessSystem,
         job: &EncodeJob,
     ) -> Result<EncodedCard, AttemptError> {
-        let (delay, fault) = self.with(|s| {
-            s.calls += 1;
-            let delay = s
-                .delays
-                .get(&system.id)
-                .copied()
-                .unwrap_or(self.default_delay);
-            let queue = s.faults.entry(system.id).or_default();
-            let fault = (!queue.is_empty()).then(|| queue.remove(0));
-            (delay, fault)
-        });
+        let (delay, fault) = self.next_call(system.id);
         let credential = self
             .ledger
             .get(system.id, job.access_method_id)

@@ -24,7 +24,6 @@ macro_rules! impl_grant_store {
             use std::collections::HashMap;
 
             use async_trait::async_trait;
-            use keygate_domain::capability::AccessMethodMode;
             use keygate_domain::events::{Event, EventFilter, NewEvent};
             use keygate_domain::grant::{
                 AccessGrant, AccessMethod, DoorState, DoorStatus, RequestedAccessMethod,
@@ -52,9 +51,6 @@ macro_rules! impl_grant_store {
                 serde_json::from_str(s).map_err(|e| Error::Internal { message: format!("stored {what} does not parse: {e}") })
             }
 
-            fn mode_str(m: AccessMethodMode) -> Result<String, Error> {
-                Ok(json(&m)?.trim_matches('"').to_owned())
-            }
 
             fn opt_id<T: std::str::FromStr>(r: &$row, col: &str) -> Result<Option<T>, Error> {
                 r.try_get::<Option<String>, _>(col).map_err(db_err)?.map(|s| parse(col, &s)).transpose()
@@ -185,7 +181,7 @@ macro_rules! impl_grant_store {
                     .bind(m.workspace_id.to_string())
                     .bind(m.access_grant_id.to_string())
                     .bind(m.user_identity_id.to_string())
-                    .bind(mode_str(m.mode)?)
+                    .bind(enum_str(&m.mode)?)
                     .bind(&m.display_name)
                     .bind(m.is_issued)
                     .bind(m.issued_at.map(to_micros))
@@ -345,16 +341,7 @@ macro_rules! impl_grant_store {
                         .execute(&mut *tx)
                         .await
                         .map_err(db_err)?;
-                    sqlx::query("INSERT INTO jobs (job_id, workspace_id, kind, acs_system_id, subject_id, payload, state, attempts, run_at, created_at, updated_at) VALUES ($1, $2, 'encode', $3, $4, $5, 'queued', 0, $6, $6, $6)")
-                        .bind(JobId::new().to_string())
-                        .bind(ws.to_string())
-                        .bind(job.acs_system_id.to_string())
-                        .bind(a.id.to_string())
-                        .bind(json(&JobWork::Encode(job.clone()))?)
-                        .bind(to_micros(a.created_at))
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(db_err)?;
+                    insert_job(&mut tx, ws, &JobWork::Encode(job.clone()), a.created_at).await?;
                     tx.commit().await.map_err(db_err)?;
                     Ok(a.clone())
                 }
@@ -517,16 +504,7 @@ macro_rules! impl_grant_store {
                         write_method(&mut tx, m, true).await?;
                     }
                     for j in &new.jobs {
-                        sqlx::query("INSERT INTO jobs (job_id, workspace_id, kind, acs_system_id, subject_id, payload, state, attempts, run_at, created_at, updated_at) VALUES ($1, $2, 'provision', $3, $4, $5, 'queued', 0, $6, $6, $6)")
-                            .bind(JobId::new().to_string())
-                            .bind(ws.to_string())
-                            .bind(j.acs_system_id.to_string())
-                            .bind(j.access_method_id.to_string())
-                            .bind(json(&JobWork::Provision(j.clone()))?)
-                            .bind(to_micros(now))
-                            .execute(&mut *tx)
-                            .await
-                            .map_err(db_err)?;
+                        insert_job(&mut tx, ws, &JobWork::Provision(j.clone()), now).await?;
                     }
                     let events = append_events(&mut tx, ws, &new.events, now).await?;
                     tx.commit().await.map_err(db_err)?;
@@ -610,18 +588,20 @@ macro_rules! impl_grant_store {
                 }
                 for (system, entrance_ids) in by_system {
                     let job = keygate_domain::action::RevokeJob { access_grant_id: m.access_grant_id, access_method_id: m.id, acs_system_id: system, entrance_ids };
-                    insert_revoke_job(conn, ws, &job, now).await?;
+                    insert_job(conn, ws, &JobWork::Revoke(job), now).await?;
                 }
                 Ok(())
             }
 
-            async fn insert_revoke_job(conn: &mut Conn, ws: WorkspaceId, job: &keygate_domain::action::RevokeJob, now: OffsetDateTime) -> Result<(), Error> {
-                sqlx::query("INSERT INTO jobs (job_id, workspace_id, kind, acs_system_id, subject_id, payload, state, attempts, run_at, created_at, updated_at) VALUES ($1, $2, 'revoke', $3, $4, $5, 'queued', 0, $6, $6, $6)")
+            /// Queues a job, due now.
+            async fn insert_job(conn: &mut Conn, ws: WorkspaceId, work: &JobWork, now: OffsetDateTime) -> Result<(), Error> {
+                sqlx::query("INSERT INTO jobs (job_id, workspace_id, kind, acs_system_id, subject_id, payload, state, attempts, run_at, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, 'queued', 0, $7, $7, $7)")
                     .bind(JobId::new().to_string())
                     .bind(ws.to_string())
-                    .bind(job.acs_system_id.to_string())
-                    .bind(job.access_method_id.to_string())
-                    .bind(json(&JobWork::Revoke(job.clone()))?)
+                    .bind(work.kind())
+                    .bind(work.acs_system_id().to_string())
+                    .bind(work.subject_id())
+                    .bind(json(work)?)
                     .bind(to_micros(now))
                     .execute(&mut *conn)
                     .await
@@ -728,7 +708,7 @@ macro_rules! impl_grant_store {
                             acs_system_id: p.acs_system_id,
                             entrance_ids: p.entrance_ids.clone(),
                         };
-                        insert_revoke_job(&mut tx, ws, &revoke, now).await?;
+                        insert_job(&mut tx, ws, &JobWork::Revoke(revoke), now).await?;
                         finish_job(&mut tx, job, now).await?;
                         tx.commit().await.map_err(db_err)?;
                         return Ok(Some(Vec::new()));

@@ -45,12 +45,3 @@ where
     }
     Ok(m)
 }
-
-/// Drops cached copies after a write through this process (best effort: entries also expire).
-pub async fn evict(cache: &Arc<dyn Cache>, keys: &[String]) {
-    for k in keys {
-        if let Err(e) = cache.delete(k).await {
-            tracing::debug!(error = %e, "cache eviction skipped; the entry expires on its own");
-        }
-    }
-}

@@ -200,10 +200,13 @@ impl Orchestrator {
             .complete_encode(job, &self.cfg.owner, &outcome, now())
             .await?;
         if events.is_some() {
-            self.evict(&[keys::access_method(
-                &ws.to_string(),
-                &e.access_method_id.to_string(),
-            )])
+            keygate_cache::evict(
+                &*self.cache,
+                &[keys::access_method(
+                    &ws.to_string(),
+                    &e.access_method_id.to_string(),
+                )],
+            )
             .await;
         }
         if let Some(last) = events.as_ref().and_then(|e| e.last()) {
@@ -257,10 +260,13 @@ impl Orchestrator {
             .await?
         {
             let w = ws.to_string();
-            self.evict(&[
-                keys::access_method(&w, &r.access_method_id.to_string()),
-                keys::access_grant(&w, &r.access_grant_id.to_string()),
-            ])
+            keygate_cache::evict(
+                &*self.cache,
+                &[
+                    keys::access_method(&w, &r.access_method_id.to_string()),
+                    keys::access_grant(&w, &r.access_grant_id.to_string()),
+                ],
+            )
             .await;
             if let Some(last) = events.last() {
                 self.doorbell.ring(w, last.seq);
@@ -344,8 +350,11 @@ impl Orchestrator {
                             .mark_unknown(job, &self.cfg.owner, &e.to_string(), now())
                             .await?;
                         let w = ws.to_string();
-                        self.evict(&[keys::access_method(&w, &p.access_method_id.to_string())])
-                            .await;
+                        keygate_cache::evict(
+                            &*self.cache,
+                            &[keys::access_method(&w, &p.access_method_id.to_string())],
+                        )
+                        .await;
                     }
                     let at = now() + delay;
                     self.store
@@ -363,10 +372,13 @@ impl Orchestrator {
             Some(events) => {
                 // The store is the record and now holds the new state; drop the cached copies.
                 let w = ws.to_string();
-                self.evict(&[
-                    keys::access_method(&w, &p.access_method_id.to_string()),
-                    keys::access_grant(&w, &p.access_grant_id.to_string()),
-                ])
+                keygate_cache::evict(
+                    &*self.cache,
+                    &[
+                        keys::access_method(&w, &p.access_method_id.to_string()),
+                        keys::access_grant(&w, &p.access_grant_id.to_string()),
+                    ],
+                )
                 .await;
                 if let Some(last) = events.last() {
                     self.doorbell.ring(ws.to_string(), last.seq);
@@ -375,15 +387,6 @@ impl Orchestrator {
             None => tracing::info!("lease lost to another worker; its outcome stands"),
         }
         Ok(())
-    }
-
-    /// Best effort: a cache that cannot be reached only delays freshness by its TTL.
-    async fn evict(&self, keys: &[String]) {
-        for k in keys {
-            if let Err(e) = self.cache.delete(k).await {
-                tracing::debug!(error = %e, "cache eviction skipped; the entry expires on its own");
-            }
-        }
     }
 }
 

@@ -475,7 +475,7 @@ impl AccessGrantService for AccessGrants {
                 .filter_map(|e| e.access_method_id)
                 .map(|m| read_cache::method_key(ws, &m.to_string())),
         );
-        read_cache::evict(&self.cache, &keys).await;
+        keygate_cache::evict(&*self.cache, &keys).await;
         if let Some(last) = events.last() {
             self.doorbell.ring(ws.to_string(), last.seq);
         }

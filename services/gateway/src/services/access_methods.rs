@@ -147,7 +147,7 @@ impl AccessMethodService for AccessMethods {
                 .filter_map(|e| e.access_grant_id)
                 .map(|g| read_cache::grant_key(ws, &g.to_string())),
         );
-        read_cache::evict(&self.cache, &keys).await;
+        keygate_cache::evict(&*self.cache, &keys).await;
         if let Some(last) = events.last() {
             self.doorbell.ring(ws.to_string(), last.seq);
         }
