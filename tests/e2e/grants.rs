@@ -9,13 +9,13 @@ use tonic::Code;
 
 use crate::harness::*;
 
-const CARD: i32 = v1::AccessMethodMode::Card as i32;
-const MOBILE: i32 = v1::AccessMethodMode::MobileKey as i32;
+pub(crate) const CARD: i32 = v1::AccessMethodMode::Card as i32;
+pub(crate) const MOBILE: i32 = v1::AccessMethodMode::MobileKey as i32;
 const CODE: i32 = v1::AccessMethodMode::Code as i32;
 
 /// One entrance of Salto Space and one of Visionline (access groups vs credential based), both
 /// opening with a card and a mobile key.
-async fn two_doors(ch: &tonic::transport::Channel, key: &str) -> Vec<String> {
+pub(crate) async fn two_doors(ch: &tonic::transport::Channel, key: &str) -> Vec<String> {
     let systems = systems(ch)
         .list_access_systems(authed(key, v1::ListAccessSystemsRequest::default()))
         .await
@@ -36,7 +36,7 @@ async fn two_doors(ch: &tonic::transport::Channel, key: &str) -> Vec<String> {
     doors
 }
 
-async fn systems_client_entrances(
+pub(crate) async fn systems_client_entrances(
     ch: &tonic::transport::Channel,
     key: &str,
     system: &str,
@@ -55,25 +55,25 @@ async fn systems_client_entrances(
         .acs_entrances
 }
 
-fn grants(
+pub(crate) fn grants(
     ch: &tonic::transport::Channel,
 ) -> v1::access_grant_service_client::AccessGrantServiceClient<tonic::transport::Channel> {
     v1::access_grant_service_client::AccessGrantServiceClient::new(ch.clone())
 }
 
-fn methods(
+pub(crate) fn methods(
     ch: &tonic::transport::Channel,
 ) -> v1::access_method_service_client::AccessMethodServiceClient<tonic::transport::Channel> {
     v1::access_method_service_client::AccessMethodServiceClient::new(ch.clone())
 }
 
-fn events(
+pub(crate) fn events(
     ch: &tonic::transport::Channel,
 ) -> v1::event_service_client::EventServiceClient<tonic::transport::Channel> {
     v1::event_service_client::EventServiceClient::new(ch.clone())
 }
 
-fn ts(offset: Duration, past: bool) -> prost_types::Timestamp {
+pub(crate) fn ts(offset: Duration, past: bool) -> prost_types::Timestamp {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .expect("clock");
@@ -84,7 +84,11 @@ fn ts(offset: Duration, past: bool) -> prost_types::Timestamp {
     }
 }
 
-fn jane_grant(request_id: &str, doors: &[String], modes: &[i32]) -> v1::CreateAccessGrantRequest {
+pub(crate) fn jane_grant(
+    request_id: &str,
+    doors: &[String],
+    modes: &[i32],
+) -> v1::CreateAccessGrantRequest {
     v1::CreateAccessGrantRequest {
         request_id: request_id.into(),
         grantee: Some(v1::create_access_grant_request::Grantee::UserIdentity(
@@ -103,7 +107,7 @@ fn jane_grant(request_id: &str, doors: &[String], modes: &[i32]) -> v1::CreateAc
                 code: String::new(),
             })
             .collect(),
-        starts_at: Some(ts(Duration::from_secs(60), true)),
+        starts_at: Some(ts(Duration::from_secs(600), true)),
         ends_at: Some(ts(Duration::from_secs(3 * 86_400), false)),
         ..Default::default()
     }

@@ -12,3 +12,4 @@ mod lifecycle;
 mod redis_outage;
 mod roles;
 mod tenancy;
+mod updates;

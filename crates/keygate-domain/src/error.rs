@@ -28,6 +28,8 @@ pub enum ErrorReason {
     InvalidCursor,
     ModeNotSupported,
     NotReadyForEncoding,
+    ResourceInactive,
+    ConcurrentModification,
     PinCodeTaken,
     EncoderNotFound,
     ActionAttemptNotFound,
@@ -65,6 +67,8 @@ impl ErrorReason {
             Self::InvalidCursor => "INVALID_CURSOR",
             Self::ModeNotSupported => "MODE_NOT_SUPPORTED",
             Self::NotReadyForEncoding => "NOT_READY_FOR_ENCODING",
+            Self::ResourceInactive => "RESOURCE_INACTIVE",
+            Self::ConcurrentModification => "CONCURRENT_MODIFICATION",
             Self::PinCodeTaken => "PIN_CODE_TAKEN",
             Self::EncoderNotFound => "ENCODER_NOT_FOUND",
             Self::ActionAttemptNotFound => "ACTION_ATTEMPT_NOT_FOUND",
@@ -177,6 +181,9 @@ pub enum Error {
         reason: ErrorReason,
         message: String,
     },
+    /// Another change of the same resource committed first; the call can be retried as is.
+    #[error("{message}")]
+    Aborted { message: String },
     #[error("rate limit exceeded; retry in {retry_after:?}")]
     RateLimited { retry_after: Duration },
     #[error("{rpc} is not implemented in this version of Keygate")]
@@ -222,6 +229,7 @@ impl Error {
             | Self::Unauthenticated { reason, .. }
             | Self::PermissionDenied { reason, .. } => *reason,
             Self::NotFound { resource, .. } => resource.not_found_reason(),
+            Self::Aborted { .. } => ErrorReason::ConcurrentModification,
             Self::RateLimited { .. } => ErrorReason::RateLimited,
             Self::NotImplemented { .. } => ErrorReason::NotImplemented,
             Self::Unavailable { .. } => ErrorReason::StoreUnavailable,

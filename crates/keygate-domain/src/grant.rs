@@ -95,6 +95,24 @@ pub struct DoorStatus {
     pub state: DoorState,
     pub reason: Option<String>,
     pub updated_at: OffsetDateTime,
+    /// A change to this door that an access system has not confirmed yet (an update of the
+    /// grant): the door keeps its state until then.
+    pub pending: Option<PendingChange>,
+}
+
+/// A change being pushed to an access system for one door, as `pending_mutations` show it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingChange {
+    /// `revoking_access` or `updating_access_times`.
+    pub mutation_code: String,
+    pub message: String,
+    #[serde(with = "micros")]
+    pub created_at: OffsetDateTime,
+    /// Compact JSON of the state before and after; empty when not applicable.
+    #[serde(default)]
+    pub from: String,
+    #[serde(default)]
+    pub to: String,
 }
 
 /// One requested mode of a grant, and the methods made for it.
@@ -125,8 +143,39 @@ pub struct AccessGrant {
     pub instant_key_url: Option<String>,
     pub warnings: Vec<Notice>,
     pub errors: Vec<Notice>,
+    /// What is still being pushed to access systems, derived from the doors of its methods.
+    pub pending_mutations: Vec<PendingChange>,
     pub created_at: OffsetDateTime,
     pub updated_at: OffsetDateTime,
+}
+
+/// The pending mutations that `doors` show: `provisioning_access` for a door not confirmed yet,
+/// and the change waiting on a door (`revoking_access`, `updating_access_times`). One per
+/// (mutation, entrance), across methods.
+pub fn pending_mutations<'a>(
+    doors: impl IntoIterator<Item = &'a DoorStatus>,
+) -> Vec<PendingChange> {
+    let mut out: Vec<PendingChange> = Vec::new();
+    for d in doors {
+        let change = match (&d.pending, d.state) {
+            (Some(p), _) => p.clone(),
+            (None, DoorState::Pending | DoorState::Unknown) => PendingChange {
+                mutation_code: "provisioning_access".into(),
+                message: format!("granting access to entrance {}", d.entrance_id),
+                created_at: d.updated_at,
+                from: String::new(),
+                to: String::new(),
+            },
+            _ => continue,
+        };
+        if !out
+            .iter()
+            .any(|c| c.mutation_code == change.mutation_code && c.message == change.message)
+        {
+            out.push(change);
+        }
+    }
+    out
 }
 
 /// An access method: one way in (card, PIN, mobile key) for some of a grant's entrances.
@@ -170,7 +219,7 @@ pub struct PlanningEntrance {
 }
 
 impl PlanningEntrance {
-    fn opens_with(&self, mode: AccessMethodMode) -> bool {
+    pub(crate) fn opens_with(&self, mode: AccessMethodMode) -> bool {
         let door = match mode {
             AccessMethodMode::Card => self.can_unlock_with_card,
             AccessMethodMode::Code => self.can_unlock_with_code,
@@ -208,6 +257,14 @@ pub struct ProvisionJob {
     pub entrance_ids: Vec<EntranceId>,
     pub access_group_ids: Vec<AccessGroupId>,
     pub requested_code: Option<String>,
+    /// Doors of this method in this system that the call takes away (an update removed them
+    /// from the grant); they turn revoked once the access system confirms.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub removed_entrance_ids: Vec<EntranceId>,
+    /// The call changes a credential that was already pushed (new doors or times): when it
+    /// settles, the method is reissued (a card must be encoded again).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub update: bool,
 }
 
 /// Everything a new grant creates.
@@ -349,6 +406,8 @@ pub fn plan(
                         entrance_ids: job_doors,
                         access_group_ids: groups,
                         requested_code: req.code.clone(),
+                        removed_entrance_ids: Vec::new(),
+                        update: false,
                     });
                 }
             }
@@ -367,7 +426,9 @@ pub fn plan(
 
 /// Greedy set cover: the fewest groups (preferring those opening fewer unrequested doors) that
 /// open the doors; returns the groups and the doors no group opens.
-fn cover_with_groups(doors: &[&PlanningEntrance]) -> (Vec<AccessGroupId>, Vec<EntranceId>) {
+pub(crate) fn cover_with_groups(
+    doors: &[&PlanningEntrance],
+) -> (Vec<AccessGroupId>, Vec<EntranceId>) {
     let wanted: BTreeSet<EntranceId> = doors.iter().map(|d| d.entrance_id).collect();
     let mut candidates: BTreeMap<AccessGroupId, BTreeSet<EntranceId>> = BTreeMap::new();
     for d in doors {
@@ -407,7 +468,10 @@ fn cover_with_groups(doors: &[&PlanningEntrance]) -> (Vec<AccessGroupId>, Vec<En
     (chosen, never)
 }
 
-fn overprovisioned(doors: &[&PlanningEntrance], groups: &[AccessGroupId]) -> BTreeSet<EntranceId> {
+pub(crate) fn overprovisioned(
+    doors: &[&PlanningEntrance],
+    groups: &[AccessGroupId],
+) -> BTreeSet<EntranceId> {
     let wanted: BTreeSet<EntranceId> = doors.iter().map(|d| d.entrance_id).collect();
     let mut extra = BTreeSet::new();
     for d in doors {
@@ -420,6 +484,29 @@ fn overprovisioned(doors: &[&PlanningEntrance], groups: &[AccessGroupId]) -> BTr
     extra
 }
 
+/// How far in the past a `starts_at` may be before it earns a warning: a caller's "now" is a
+/// little in the past by the time it arrives.
+const START_GRACE: time::Duration = time::Duration::minutes(1);
+
+/// A start in the past becomes now; more than a minute in the past also gets the warning
+/// `starts_at_in_past`.
+pub fn clamp_start(s: OffsetDateTime, now: OffsetDateTime) -> (OffsetDateTime, Option<Notice>) {
+    if s >= now {
+        return (s, None);
+    }
+    let warning = (s < now - START_GRACE).then(|| {
+        let when = s
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_else(|_| s.to_string());
+        Notice::new(
+            "starts_at_in_past",
+            format!("starts_at {when} is in the past; access starts now"),
+            now,
+        )
+    });
+    (now, warning)
+}
+
 /// Checks a schedule: `ends_at` after `starts_at`; a `starts_at` in the past becomes now, with
 /// a warning.
 pub fn schedule(
@@ -428,15 +515,7 @@ pub fn schedule(
     now: OffsetDateTime,
 ) -> Result<(OffsetDateTime, Option<OffsetDateTime>, Option<Notice>), Error> {
     let (start, warning) = match starts_at {
-        Some(s) if s < now => (
-            now,
-            Some(Notice::new(
-                "starts_at_in_past",
-                format!("starts_at {s} is in the past; access starts now"),
-                now,
-            )),
-        ),
-        Some(s) => (s, None),
+        Some(s) => clamp_start(s, now),
         None => (now, None),
     };
     if let Some(end) = ends_at
@@ -736,61 +815,85 @@ pub fn assemble(
         instant_key_url: spec.instant_key_url.clone(),
         warnings,
         errors: Vec::new(),
+        pending_mutations: Vec::new(),
         created_at: now,
         updated_at: now,
     };
-    let methods: Vec<AccessMethod> = plan
+    let mut methods: Vec<AccessMethod> = plan
         .methods
         .iter()
-        .map(|p| AccessMethod {
-            id: p.id,
-            workspace_id: grant.workspace_id,
-            access_grant_id: grant.id,
-            user_identity_id: grant.user_identity_id,
-            mode: p.mode,
-            display_name: p.display_name.clone(),
-            is_issued: false,
-            issued_at: None,
-            is_card_encoding_required: false,
-            is_ready_for_encoding: false,
-            code: None,
-            client_session_token: None,
-            instant_key_url: (p.mode == AccessMethodMode::MobileKey)
-                .then(|| spec.instant_key_url.clone())
-                .flatten(),
-            doors: p
-                .doors
-                .iter()
-                .map(|(e, s, state, reason)| DoorStatus {
-                    entrance_id: *e,
-                    acs_system_id: *s,
-                    state: *state,
-                    reason: reason.clone(),
-                    updated_at: now,
-                })
-                .collect(),
-            warnings: Vec::new(),
-            errors: Vec::new(),
-            created_at: now,
-            updated_at: now,
-        })
+        .map(|p| planned_method(&grant, p, now))
         .collect();
     let mut evs = vec![
         NewEvent::new(events::ACCESS_GRANT_CREATED, now)
             .grant(grant.id)
             .user(grant.user_identity_id),
     ];
-    let mut methods = methods;
+    let mut grant = grant;
+    grant.errors = creation_events(&grant, &mut methods, &mut evs, now);
+    grant.pending_mutations = pending_mutations(methods.iter().flat_map(|m| &m.doors));
+    (grant, methods, evs)
+}
+
+/// The access method of a planned method of `grant`, before any provider call.
+pub(crate) fn planned_method(
+    grant: &AccessGrant,
+    p: &PlannedMethod,
+    now: OffsetDateTime,
+) -> AccessMethod {
+    AccessMethod {
+        id: p.id,
+        workspace_id: grant.workspace_id,
+        access_grant_id: grant.id,
+        user_identity_id: grant.user_identity_id,
+        mode: p.mode,
+        display_name: p.display_name.clone(),
+        is_issued: false,
+        issued_at: None,
+        is_card_encoding_required: false,
+        is_ready_for_encoding: false,
+        code: None,
+        client_session_token: None,
+        instant_key_url: (p.mode == AccessMethodMode::MobileKey)
+            .then(|| grant.instant_key_url.clone())
+            .flatten(),
+        doors: p
+            .doors
+            .iter()
+            .map(|(e, s, state, reason)| DoorStatus {
+                entrance_id: *e,
+                acs_system_id: *s,
+                state: *state,
+                reason: reason.clone(),
+                updated_at: now,
+                pending: None,
+            })
+            .collect(),
+        warnings: Vec::new(),
+        errors: Vec::new(),
+        created_at: now,
+        updated_at: now,
+    }
+}
+
+/// Appends `access_method.created` per new method, and fails (with its events) every method
+/// no door of which can be granted: it has no provider job, so it fails here, visibly, rather
+/// than stay pending for ever. Returns the errors for the grant.
+pub(crate) fn creation_events(
+    grant: &AccessGrant,
+    methods: &mut [AccessMethod],
+    evs: &mut Vec<crate::events::NewEvent>,
+    now: OffsetDateTime,
+) -> Vec<Notice> {
+    use crate::events::{self, NewEvent};
     let mut grant_errors = Vec::new();
-    for m in &mut methods {
+    for m in methods {
         evs.push(
             NewEvent::new(events::ACCESS_METHOD_CREATED, now)
                 .grant(grant.id)
                 .method(m.id)
                 .user(grant.user_identity_id),
         );
-        // No door of this method can be granted (no access group opens any of them): it has
-        // no provider job, so it fails here, visibly, rather than stay pending for ever.
         if m.doors.iter().all(|d| d.state == DoorState::Failed) {
             grant_errors.push(Notice::new(
                 "cannot_create_requested_access_methods",
@@ -818,7 +921,5 @@ pub fn assemble(
             }
         }
     }
-    let mut grant = grant;
-    grant.errors = grant_errors;
-    (grant, methods, evs)
+    grant_errors
 }

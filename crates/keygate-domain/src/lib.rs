@@ -12,6 +12,7 @@ pub mod page;
 pub mod pin;
 pub mod rate;
 pub mod tracker;
+pub mod update;
 pub mod validate;
 
 pub use error::{Error, ErrorReason, FieldViolation, Resource};

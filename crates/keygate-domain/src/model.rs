@@ -205,4 +205,7 @@ pub struct SandboxCredential {
     pub credential_id: String,
     pub entrance_ids: Vec<EntranceId>,
     pub code: Option<String>,
+    /// The schedule the credential was last given.
+    pub starts_at: Option<time::OffsetDateTime>,
+    pub ends_at: Option<time::OffsetDateTime>,
 }

@@ -4,6 +4,7 @@
 
 use time::OffsetDateTime;
 
+use crate::action::RevokeJob;
 use crate::capability::AccessMethodMode;
 use crate::events::{self, NewEvent};
 use crate::grant::{AccessGrant, AccessMethod, DoorState, Notice, ProvisionJob};
@@ -49,10 +50,15 @@ fn settled(m: &AccessMethod) -> bool {
     })
 }
 
-fn all_granted(methods: &[AccessMethod]) -> bool {
-    methods
+/// Every door the grant still has is granted, with no change pending. Revoked doors (taken off
+/// by an update) do not count.
+pub fn all_granted(methods: &[AccessMethod]) -> bool {
+    let mut live = methods
         .iter()
-        .all(|m| m.doors.iter().all(|d| d.state == DoorState::Granted))
+        .flat_map(|m| &m.doors)
+        .filter(|d| d.state != DoorState::Revoked)
+        .peekable();
+    live.peek().is_some() && live.all(|d| d.state == DoorState::Granted && d.pending.is_none())
 }
 
 /// Applies a provider outcome for `job` to the grant's methods.
@@ -95,6 +101,22 @@ pub fn apply(
                 DoorOutcome::Failed(r) => (DoorState::Failed, Some(r.clone())),
                 DoorOutcome::Unknown(r) => (DoorState::Unknown, Some(r.clone())),
             };
+            if state != DoorState::Unknown && door.pending.take().is_some() {
+                door.updated_at = now;
+            }
+            if job.update && door.state == DoorState::Granted && state == DoorState::Failed {
+                // The change was refused, but the credential as it was still opens this door.
+                out.grant_warnings.push(Notice::new(
+                    "underprovisioned_access",
+                    format!(
+                        "entrance {} keeps its earlier access; the change was refused: {}",
+                        door.entrance_id,
+                        reason.unwrap_or_default()
+                    ),
+                    now,
+                ));
+                continue;
+            }
             if door.state == state {
                 continue;
             }
@@ -120,6 +142,42 @@ pub fn apply(
                 _ => {}
             }
         }
+        // Doors the update took off: revoked once the access system has taken the change.
+        let refused = !result.doors.is_empty()
+            && result
+                .doors
+                .iter()
+                .all(|(_, o)| matches!(o, DoorOutcome::Failed(_)));
+        for door in m.doors.iter_mut().filter(|d| {
+            d.acs_system_id == job.acs_system_id
+                && job.removed_entrance_ids.contains(&d.entrance_id)
+                && d.state != DoorState::Revoked
+        }) {
+            door.pending = None;
+            door.updated_at = now;
+            if refused {
+                door.reason = Some("the access system refused to take this access back".into());
+                out.grant_warnings.push(Notice::new(
+                    "revocation_failed",
+                    format!(
+                        "access to entrance {} could not be taken back",
+                        door.entrance_id
+                    ),
+                    now,
+                ));
+                continue;
+            }
+            if door.state == DoorState::Granted {
+                out.events.push(
+                    ev(events::ACCESS_GRANT_ACCESS_TO_DOOR_LOST)
+                        .method(m.id)
+                        .system(door.acs_system_id)
+                        .entrance(door.entrance_id),
+                );
+            }
+            door.state = DoorState::Revoked;
+            door.reason = Some("removed from the grant".into());
+        }
         if result.code.is_some() && m.mode == AccessMethodMode::Code {
             m.code.clone_from(&result.code);
         }
@@ -128,6 +186,33 @@ pub fn apply(
                 .clone_from(&result.client_session_token);
         }
         m.updated_at = now;
+        if job.update {
+            // An update settles when the last of its jobs for this method has: the method is
+            // then issued again (a card must be encoded again first).
+            let done = settled(m) && m.doors.iter().all(|d| d.pending.is_none());
+            let granted = m.doors.iter().any(|d| d.state == DoorState::Granted);
+            if !done || !granted {
+                continue;
+            }
+            if m.mode == AccessMethodMode::Card && result.card_encoding_required {
+                m.is_card_encoding_required = true;
+                m.is_ready_for_encoding = true;
+                out.events.push(
+                    ev(events::ACCESS_METHOD_CARD_ENCODING_REQUIRED)
+                        .method(m.id)
+                        .system(job.acs_system_id),
+                );
+            } else if m.is_issued {
+                out.events
+                    .push(ev(events::ACCESS_METHOD_REISSUED).method(m.id));
+            } else {
+                m.is_issued = true;
+                m.issued_at = Some(now);
+                out.events
+                    .push(ev(events::ACCESS_METHOD_ISSUED).method(m.id));
+            }
+            continue;
+        }
         if was_settled || !settled(m) {
             continue;
         }
@@ -179,6 +264,68 @@ pub fn apply(
     out
 }
 
+/// Applies a confirmed revocation (`job`'s doors are gone from its access system) to the
+/// grant's methods. `grant_live` is false when the grant itself was deleted: then no door is
+/// left to report on, so there is no "all doors" event.
+pub fn revoked(
+    grant_live: bool,
+    methods: &[AccessMethod],
+    job: &RevokeJob,
+    now: OffsetDateTime,
+) -> Transition {
+    let before_all = all_granted(methods);
+    let mut out = Transition {
+        methods: methods.to_vec(),
+        grant_warnings: Vec::new(),
+        grant_errors: Vec::new(),
+        events: Vec::new(),
+    };
+    for m in out
+        .methods
+        .iter_mut()
+        .filter(|m| m.id == job.access_method_id)
+    {
+        let ev = |t| {
+            NewEvent::new(t, now)
+                .grant(m.access_grant_id)
+                .method(m.id)
+                .user(m.user_identity_id)
+        };
+        let was_revoked = m.doors.iter().all(|d| d.state == DoorState::Revoked);
+        for d in m.doors.iter_mut().filter(|d| {
+            d.acs_system_id == job.acs_system_id && job.entrance_ids.contains(&d.entrance_id)
+        }) {
+            if d.state == DoorState::Granted {
+                out.events.push(
+                    ev(events::ACCESS_GRANT_ACCESS_TO_DOOR_LOST)
+                        .system(d.acs_system_id)
+                        .entrance(d.entrance_id),
+                );
+            }
+            d.state = DoorState::Revoked;
+            d.pending = None;
+            d.updated_at = now;
+        }
+        if !was_revoked && m.doors.iter().all(|d| d.state == DoorState::Revoked) {
+            m.is_issued = false;
+            out.events.push(ev(events::ACCESS_METHOD_REVOKED));
+        }
+        m.updated_at = now;
+    }
+    if grant_live
+        && !before_all
+        && all_granted(&out.methods)
+        && let Some(m) = methods.first()
+    {
+        out.events.push(
+            NewEvent::new(events::ACCESS_GRANT_ACCESS_GRANTED_TO_ALL_DOORS, now)
+                .grant(m.access_grant_id)
+                .user(m.user_identity_id),
+        );
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -206,6 +353,7 @@ mod tests {
             instant_key_url: None,
             warnings: Vec::new(),
             errors: Vec::new(),
+            pending_mutations: Vec::new(),
             created_at: now,
             updated_at: now,
         };
@@ -216,6 +364,7 @@ mod tests {
                 state: DoorState::Pending,
                 reason: None,
                 updated_at: now,
+                pending: None,
             })
             .collect();
         let m = AccessMethod {
@@ -246,6 +395,8 @@ mod tests {
             entrance_ids: doors.iter().map(|d| d.entrance_id).collect(),
             access_group_ids: Vec::new(),
             requested_code: None,
+            removed_entrance_ids: Vec::new(),
+            update: false,
         };
         (grant, vec![m], job)
     }

@@ -37,7 +37,8 @@ pub enum Fault {
 /// Where the virtual systems keep what they issued (their "vendor database").
 #[async_trait]
 pub trait Ledger: Send + Sync {
-    /// Stores `c` unless a credential exists for its (system, method); returns the stored one.
+    /// Stores `c`; when a credential exists for its (system, method), only its entrances and
+    /// schedule change (ids and code stay). Returns the stored one.
     async fn put(&self, c: &SandboxCredential) -> Result<SandboxCredential, String>;
     async fn get(
         &self,
@@ -66,9 +67,13 @@ impl MemoryLedger {
 impl Ledger for MemoryLedger {
     async fn put(&self, c: &SandboxCredential) -> Result<SandboxCredential, String> {
         let mut m = self.0.lock().map_err(|_| "ledger poisoned".to_owned())?;
-        Ok(m.entry((c.acs_system_id, c.access_method_id))
-            .or_insert_with(|| c.clone())
-            .clone())
+        let stored = m
+            .entry((c.acs_system_id, c.access_method_id))
+            .or_insert_with(|| c.clone());
+        stored.entrance_ids.clone_from(&c.entrance_ids);
+        stored.starts_at = c.starts_at;
+        stored.ends_at = c.ends_at;
+        Ok(stored.clone())
     }
 
     async fn get(
@@ -163,6 +168,15 @@ impl VirtualSystems {
         self.memory.as_ref().map_or(0, |m| m.len())
     }
 
+    /// What the system `system` holds for `method`: the vendor-side view of a credential.
+    pub async fn credential(
+        &self,
+        system: AccessSystemId,
+        method: AccessMethodId,
+    ) -> Option<SandboxCredential> {
+        self.ledger.get(system, method).await.ok().flatten()
+    }
+
     /// How many provision calls arrived, faults included.
     pub fn calls(&self) -> u64 {
         self.with(|s| s.calls)
@@ -207,16 +221,35 @@ impl AccessSystemProvider for VirtualSystems {
             .get(system.id, job.access_method_id)
             .await
             .map_err(ProviderError::Transient)?;
+        let granted: Vec<EntranceId> = job
+            .entrance_ids
+            .iter()
+            .copied()
+            .filter(|e| !rejected.contains(e))
+            .collect();
         let stored = match existing {
-            // Idempotent by reference: the first result, nothing new.
-            Some(c) => c,
+            // Idempotent by reference: the same credential, with its first code; an update
+            // only changes what it opens and when.
+            Some(c)
+                if c.entrance_ids == granted
+                    && c.starts_at == Some(holder.starts_at)
+                    && c.ends_at == holder.ends_at =>
+            {
+                c
+            }
+            Some(c) => {
+                let updated = SandboxCredential {
+                    entrance_ids: granted,
+                    starts_at: Some(holder.starts_at),
+                    ends_at: holder.ends_at,
+                    ..c
+                };
+                self.ledger
+                    .put(&updated)
+                    .await
+                    .map_err(ProviderError::Transient)?
+            }
             None => {
-                let granted: Vec<EntranceId> = job
-                    .entrance_ids
-                    .iter()
-                    .copied()
-                    .filter(|e| !rejected.contains(e))
-                    .collect();
                 let wants_code = job.mode == AccessMethodMode::Code
                     && caps
                         .pin_code_rules
@@ -260,6 +293,8 @@ impl AccessSystemProvider for VirtualSystems {
                     credential_id: format!("vc_{}", job.access_method_id.as_uuid().simple()),
                     entrance_ids: granted,
                     code,
+                    starts_at: Some(holder.starts_at),
+                    ends_at: holder.ends_at,
                 };
                 self.ledger
                     .put(&cred)

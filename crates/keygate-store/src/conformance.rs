@@ -773,6 +773,50 @@ pub async fn new_grant(
     }
 }
 
+/// The entrance called `name` in the workspace's access system of `system_type`.
+pub async fn entrance_named(
+    store: &dyn Store,
+    ws: WorkspaceId,
+    system_type: &str,
+    name: &str,
+) -> EntranceId {
+    let systems = store
+        .list_access_systems(ws, None, &all())
+        .await
+        .expect("systems")
+        .items;
+    let s = systems
+        .iter()
+        .find(|s| s.system_type == system_type)
+        .expect("system");
+    store
+        .list_entrances(ws, Some(s.id), &all())
+        .await
+        .expect("entrances")
+        .items
+        .into_iter()
+        .find(|e| e.display_name == name)
+        .map(|e| e.id)
+        .expect("entrance")
+}
+
+/// Plans and writes an update as the gateway does (no Keygate-chosen PINs).
+pub async fn update_grant(
+    store: &dyn Store,
+    ws: WorkspaceId,
+    id: AccessGrantId,
+    change: &keygate_domain::update::GrantChange,
+) -> Result<(grant::AccessGrant, Vec<keygate_domain::events::Event>), Error> {
+    let before = store.access_grant_with_methods(ws, id).await?;
+    let mut wanted = before.0.entrance_ids.clone();
+    wanted.extend(change.add.iter().copied());
+    let planning = store.planning_entrances(ws, &wanted).await?;
+    let plan = keygate_domain::update::plan_update(&before.0, &before.1, change, &planning, now())?;
+    store
+        .update_access_grant(ws, &before, &plan.finish(&[], now()))
+        .await
+}
+
 /// The provisioning work of a job (every job these tests make is one).
 pub fn prov(j: &crate::Job) -> &keygate_domain::grant::ProvisionJob {
     match &j.work {

@@ -7,7 +7,7 @@ use sqlx::SqlStr;
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 
 /// The schema version this build expects.
-pub const SCHEMA_VERSION: i64 = 5;
+pub const SCHEMA_VERSION: i64 = 6;
 
 fn migrator(files: &'static [(i64, &'static str, &'static str)]) -> Migrator {
     Migrator {
@@ -57,6 +57,11 @@ pub(crate) fn postgres() -> Migrator {
             "deletion",
             include_str!("../../../migrations/postgres/0005_deletion.sql"),
         ),
+        (
+            6,
+            "grant_updates",
+            include_str!("../../../migrations/postgres/0006_grant_updates.sql"),
+        ),
     ])
 }
 
@@ -86,6 +91,11 @@ pub(crate) fn sqlite() -> Migrator {
             5,
             "deletion",
             include_str!("../../../migrations/sqlite/0005_deletion.sql"),
+        ),
+        (
+            6,
+            "grant_updates",
+            include_str!("../../../migrations/sqlite/0006_grant_updates.sql"),
         ),
     ])
 }

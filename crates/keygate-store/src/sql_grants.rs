@@ -73,6 +73,7 @@ macro_rules! impl_grant_store {
                     instant_key_url: r.try_get("instant_key_url").map_err(db_err)?,
                     warnings: unjson("warnings", &r.try_get::<String, _>("warnings").map_err(db_err)?)?,
                     errors: unjson("errors", &r.try_get::<String, _>("errors").map_err(db_err)?)?,
+                    pending_mutations: Vec::new(),
                     created_at: from_micros(r.try_get("created_at").map_err(db_err)?)?,
                     updated_at: from_micros(r.try_get("updated_at").map_err(db_err)?)?,
                 })
@@ -197,13 +198,9 @@ macro_rules! impl_grant_store {
                     .execute(&mut *conn)
                     .await
                     .map_err(db_err)?;
+                // Upserted: an update of the grant adds doors to an existing method.
                 for d in &m.doors {
-                    let q = if insert {
-                        "INSERT INTO access_method_entrances (workspace_id, access_method_id, acs_entrance_id, acs_system_id, state, reason, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7)"
-                    } else {
-                        "UPDATE access_method_entrances SET acs_system_id = $4, state = $5, reason = $6, updated_at = $7 WHERE workspace_id = $1 AND access_method_id = $2 AND acs_entrance_id = $3"
-                    };
-                    sqlx::query(q)
+                    sqlx::query("INSERT INTO access_method_entrances (workspace_id, access_method_id, acs_entrance_id, acs_system_id, state, reason, updated_at, pending_mutation) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (workspace_id, access_method_id, acs_entrance_id) DO UPDATE SET acs_system_id = excluded.acs_system_id, state = excluded.state, reason = excluded.reason, updated_at = excluded.updated_at, pending_mutation = excluded.pending_mutation")
                         .bind(m.workspace_id.to_string())
                         .bind(m.id.to_string())
                         .bind(d.entrance_id.to_string())
@@ -211,6 +208,7 @@ macro_rules! impl_grant_store {
                         .bind(d.state.as_str())
                         .bind(&d.reason)
                         .bind(to_micros(d.updated_at))
+                        .bind(d.pending.as_ref().map(json).transpose()?)
                         .execute(&mut *conn)
                         .await
                         .map_err(db_err)?;
@@ -218,8 +216,20 @@ macro_rules! impl_grant_store {
                 Ok(())
             }
 
+            fn door_row(r: &$row) -> Result<DoorStatus, Error> {
+                let state: String = r.try_get("state").map_err(db_err)?;
+                Ok(DoorStatus {
+                    entrance_id: parse("acs_entrance_id", &r.try_get::<String, _>("acs_entrance_id").map_err(db_err)?)?,
+                    acs_system_id: parse("acs_system_id", &r.try_get::<String, _>("acs_system_id").map_err(db_err)?)?,
+                    state: DoorState::parse(&state).ok_or_else(|| Error::Internal { message: format!("stored door state {state:?}") })?,
+                    reason: r.try_get("reason").map_err(db_err)?,
+                    updated_at: from_micros(r.try_get("updated_at").map_err(db_err)?)?,
+                    pending: r.try_get::<Option<String>, _>("pending_mutation").map_err(db_err)?.map(|j| unjson("pending_mutation", &j)).transpose()?,
+                })
+            }
+
             async fn load_doors(conn: &mut Conn, ws: WorkspaceId, first: &str, last: &str) -> Result<HashMap<String, Vec<DoorStatus>>, Error> {
-                let rows = sqlx::query("SELECT access_method_id, acs_entrance_id, acs_system_id, state, reason, updated_at FROM access_method_entrances WHERE workspace_id = $1 AND access_method_id >= $2 AND access_method_id <= $3 ORDER BY access_method_id, acs_entrance_id")
+                let rows = sqlx::query("SELECT access_method_id, acs_entrance_id, acs_system_id, state, reason, updated_at, pending_mutation FROM access_method_entrances WHERE workspace_id = $1 AND access_method_id >= $2 AND access_method_id <= $3 ORDER BY access_method_id, acs_entrance_id")
                     .bind(ws.to_string())
                     .bind(first)
                     .bind(last)
@@ -228,14 +238,7 @@ macro_rules! impl_grant_store {
                     .map_err(db_err)?;
                 let mut out: HashMap<String, Vec<DoorStatus>> = HashMap::new();
                 for r in &rows {
-                    let state: String = r.try_get("state").map_err(db_err)?;
-                    out.entry(r.try_get("access_method_id").map_err(db_err)?).or_default().push(DoorStatus {
-                        entrance_id: parse("acs_entrance_id", &r.try_get::<String, _>("acs_entrance_id").map_err(db_err)?)?,
-                        acs_system_id: parse("acs_system_id", &r.try_get::<String, _>("acs_system_id").map_err(db_err)?)?,
-                        state: DoorState::parse(&state).ok_or_else(|| Error::Internal { message: format!("stored door state {state:?}") })?,
-                        reason: r.try_get("reason").map_err(db_err)?,
-                        updated_at: from_micros(r.try_get("updated_at").map_err(db_err)?)?,
-                    });
+                    out.entry(r.try_get("access_method_id").map_err(db_err)?).or_default().push(door_row(r)?);
                 }
                 Ok(out)
             }
@@ -267,8 +270,21 @@ macro_rules! impl_grant_store {
                     let e: String = r.try_get("acs_entrance_id").map_err(db_err)?;
                     by.entry(r.try_get("access_grant_id").map_err(db_err)?).or_default().push(parse("acs_entrance_id", &e)?);
                 }
+                // What is still being pushed: the unconfirmed doors of the grants' live methods.
+                let rows = sqlx::query("SELECT m.access_grant_id, d.acs_entrance_id, d.acs_system_id, d.state, d.reason, d.updated_at, d.pending_mutation FROM access_method_entrances d JOIN access_methods m ON m.workspace_id = d.workspace_id AND m.access_method_id = d.access_method_id WHERE m.workspace_id = $1 AND m.access_grant_id >= $2 AND m.access_grant_id <= $3 AND m.deleted_at IS NULL AND (d.state IN ('pending', 'unknown') OR d.pending_mutation IS NOT NULL) ORDER BY d.acs_entrance_id")
+                    .bind(ws.to_string())
+                    .bind(first.to_string())
+                    .bind(last.to_string())
+                    .fetch_all(&mut *conn)
+                    .await
+                    .map_err(db_err)?;
+                let mut doors: HashMap<String, Vec<DoorStatus>> = HashMap::new();
+                for r in &rows {
+                    doors.entry(r.try_get("access_grant_id").map_err(db_err)?).or_default().push(door_row(r)?);
+                }
                 for g in &mut grants {
                     g.entrance_ids = by.remove(&g.id.to_string()).unwrap_or_default();
+                    g.pending_mutations = keygate_domain::grant::pending_mutations(doors.get(&g.id.to_string()).into_iter().flatten());
                 }
                 Ok(grants)
             }
@@ -299,7 +315,11 @@ macro_rules! impl_grant_store {
             }
 
             async fn grant_in(conn: &mut Conn, ws: WorkspaceId, id: AccessGrantId) -> Result<AccessGrant, Error> {
-                let row = sqlx::query(concat!("SELECT ", grant_cols!(), " FROM access_grants WHERE workspace_id = $1 AND access_grant_id = $2", $lock))
+                grant_by(conn, ws, id, concat!("SELECT ", grant_cols!(), " FROM access_grants WHERE workspace_id = $1 AND access_grant_id = $2", $lock)).await
+            }
+
+            async fn grant_by(conn: &mut Conn, ws: WorkspaceId, id: AccessGrantId, sql: &'static str) -> Result<AccessGrant, Error> {
+                let row = sqlx::query(sql)
                     .bind(ws.to_string())
                     .bind(id.to_string())
                     .fetch_optional(&mut *conn)
@@ -321,8 +341,146 @@ macro_rules! impl_grant_store {
                 with_doors(conn, ws, methods).await
             }
 
+            /// Checks, under the workspace's lock, that the PINs Keygate chose for `methods` are
+            /// still free on their doors: a concurrent grant may have taken one since the choice.
+            async fn check_pins(conn: &mut Conn, ws: WorkspaceId, methods: &[AccessMethod]) -> Result<(), Error> {
+                if !methods.iter().any(|m| m.code.is_some()) {
+                    return Ok(());
+                }
+                // Serialize with other creates of this workspace (the event counter row stays
+                // locked until commit).
+                sqlx::query("INSERT INTO event_counters (workspace_id, last_seq) VALUES ($1, 0) ON CONFLICT (workspace_id) DO UPDATE SET last_seq = event_counters.last_seq")
+                    .bind(ws.to_string())
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(db_err)?;
+                for m in methods.iter().filter(|m| m.code.is_some()) {
+                    for d in &m.doors {
+                        let taken: Vec<String> = sqlx::query_scalar("SELECT DISTINCT m.code FROM access_methods m JOIN access_method_entrances d ON d.workspace_id = m.workspace_id AND d.access_method_id = m.access_method_id WHERE m.workspace_id = $1 AND d.acs_entrance_id = $2 AND m.code IS NOT NULL AND d.state <> 'revoked' AND m.deleted_at IS NULL")
+                            .bind(ws.to_string())
+                            .bind(d.entrance_id.to_string())
+                            .fetch_all(&mut *conn)
+                            .await
+                            .map_err(db_err)?;
+                        if taken.iter().any(|c| Some(c) == m.code.as_ref()) {
+                            return Err(Error::AlreadyExists { reason: ErrorReason::PinCodeTaken, message: "the chosen PIN code was taken on one of these entrances".into() });
+                        }
+                    }
+                }
+                Ok(())
+            }
+
+            /// A grant that is not deleted (locked, with `lock`), with its live methods.
+            async fn live_grant(conn: &mut Conn, ws: WorkspaceId, id: AccessGrantId, lock: bool) -> Result<(AccessGrant, Vec<AccessMethod>), Error> {
+                let sql = if lock {
+                    concat!("SELECT deleted_at FROM access_grants WHERE workspace_id = $1 AND access_grant_id = $2", $lock)
+                } else {
+                    "SELECT deleted_at FROM access_grants WHERE workspace_id = $1 AND access_grant_id = $2"
+                };
+                let found: Option<Option<i64>> = sqlx::query_scalar(sql)
+                    .bind(ws.to_string())
+                    .bind(id.to_string())
+                    .fetch_optional(&mut *conn)
+                    .await
+                    .map_err(db_err)?;
+                if !matches!(found, Some(None)) {
+                    return Err(Error::not_found(Resource::AccessGrant, id.to_string()));
+                }
+                let grant = if lock {
+                    grant_in(conn, ws, id).await?
+                } else {
+                    grant_by(conn, ws, id, concat!("SELECT ", grant_cols!(), " FROM access_grants WHERE workspace_id = $1 AND access_grant_id = $2")).await?
+                };
+                let rows = sqlx::query(concat!("SELECT ", method_cols!(), " FROM access_methods WHERE workspace_id = $1 AND access_grant_id = $2 AND deleted_at IS NULL ORDER BY access_method_id"))
+                    .bind(ws.to_string())
+                    .bind(id.to_string())
+                    .fetch_all(&mut *conn)
+                    .await
+                    .map_err(db_err)?;
+                let methods = rows.iter().map(method_row).collect::<Result<Vec<_>, _>>()?;
+                Ok((grant, with_doors(conn, ws, methods).await?))
+            }
+
             #[async_trait]
             impl GrantStore for $store {
+                async fn access_grant_with_methods(&self, ws: WorkspaceId, id: AccessGrantId) -> Result<(AccessGrant, Vec<AccessMethod>), Error> {
+                    let mut conn = self.pool.begin_with($read).await.map_err(db_err)?;
+                    live_grant(&mut conn, ws, id, false).await
+                }
+
+                async fn update_access_grant(&self, ws: WorkspaceId, before: &(AccessGrant, Vec<AccessMethod>), w: &keygate_domain::update::GrantWrite) -> Result<(AccessGrant, Vec<Event>), Error> {
+                    let now = w.grant.updated_at;
+                    let g = &w.grant;
+                    let mut tx = self.pool.begin_with($begin).await.map_err(db_err)?;
+                    let current = live_grant(&mut tx, ws, g.id, true).await?;
+                    if current != *before {
+                        return Err(Error::Aborted { message: format!("access grant {} changed while the update was planned", g.id) });
+                    }
+                    check_pins(&mut tx, ws, &w.new_methods).await?;
+                    sqlx::query("UPDATE access_grants SET name = $3, starts_at = $4, ends_at = $5, requested_access_methods = $6, warnings = $7, errors = $8, updated_at = $9 WHERE workspace_id = $1 AND access_grant_id = $2")
+                        .bind(ws.to_string())
+                        .bind(g.id.to_string())
+                        .bind(&g.name)
+                        .bind(to_micros(g.starts_at))
+                        .bind(g.ends_at.map(to_micros))
+                        .bind(json(&g.requested)?)
+                        .bind(json(&g.warnings)?)
+                        .bind(json(&g.errors)?)
+                        .bind(to_micros(now))
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(db_err)?;
+                    for e in &w.removed {
+                        sqlx::query("DELETE FROM access_grant_entrances WHERE workspace_id = $1 AND access_grant_id = $2 AND acs_entrance_id = $3")
+                            .bind(ws.to_string())
+                            .bind(g.id.to_string())
+                            .bind(e.to_string())
+                            .execute(&mut *tx)
+                            .await
+                            .map_err(db_err)?;
+                    }
+                    let last: i32 = sqlx::query_scalar("SELECT COALESCE(MAX(position), -1) FROM access_grant_entrances WHERE workspace_id = $1 AND access_grant_id = $2")
+                        .bind(ws.to_string())
+                        .bind(g.id.to_string())
+                        .fetch_one(&mut *tx)
+                        .await
+                        .map_err(db_err)?;
+                    for (i, (entrance, system)) in w.added.iter().enumerate() {
+                        sqlx::query("INSERT INTO access_grant_entrances (workspace_id, access_grant_id, acs_entrance_id, acs_system_id, position) VALUES ($1, $2, $3, $4, $5)")
+                            .bind(ws.to_string())
+                            .bind(g.id.to_string())
+                            .bind(entrance.to_string())
+                            .bind(system.to_string())
+                            .bind(last + 1 + i32::try_from(i).unwrap_or(i32::MAX - last - 1))
+                            .execute(&mut *tx)
+                            .await
+                            .map_err(db_err)?;
+                    }
+                    for m in &w.methods {
+                        write_method(&mut tx, m, false).await?;
+                    }
+                    for m in &w.new_methods {
+                        write_method(&mut tx, m, true).await?;
+                    }
+                    for work in &w.jobs {
+                        // The new job carries the whole wanted state of its credential, so a
+                        // provision of it that has not started yet is no longer needed.
+                        sqlx::query("UPDATE jobs SET state = 'done', last_error = 'superseded by an update of the grant', updated_at = $4 WHERE workspace_id = $1 AND kind = 'provision' AND subject_id = $2 AND acs_system_id = $3 AND state = 'queued'")
+                            .bind(ws.to_string())
+                            .bind(work.subject_id())
+                            .bind(work.acs_system_id().to_string())
+                            .bind(to_micros(now))
+                            .execute(&mut *tx)
+                            .await
+                            .map_err(db_err)?;
+                        insert_job(&mut tx, ws, work, now).await?;
+                    }
+                    let events = append_events(&mut tx, ws, &w.events, now).await?;
+                    let (after, _) = live_grant(&mut tx, ws, g.id, true).await?;
+                    tx.commit().await.map_err(db_err)?;
+                    Ok((after, events))
+                }
+
                 async fn create_encode_attempt(&self, ws: WorkspaceId, a: &ActionAttempt, job: &EncodeJob, idem: Option<&Idempotency>) -> Result<ActionAttempt, Error> {
                     let mut tx = self.pool.begin_with($begin).await.map_err(db_err)?;
                     if let Some(first) = super::claim_idempotency(&mut tx, ws, idem, &a.id.to_string(), a.created_at).await? {
@@ -431,28 +589,7 @@ macro_rules! impl_grant_store {
                         return Ok((g, Vec::new()));
                     }
                     let g = &new.grant;
-                    if new.methods.iter().any(|m| m.code.is_some()) {
-                        // Serialize with other creates of this workspace (the event counter row
-                        // stays locked until commit), then check the chosen PINs are still free.
-                        sqlx::query("INSERT INTO event_counters (workspace_id, last_seq) VALUES ($1, 0) ON CONFLICT (workspace_id) DO UPDATE SET last_seq = event_counters.last_seq")
-                            .bind(ws.to_string())
-                            .execute(&mut *tx)
-                            .await
-                            .map_err(db_err)?;
-                        for m in new.methods.iter().filter(|m| m.code.is_some()) {
-                            for d in &m.doors {
-                                let taken: Vec<String> = sqlx::query_scalar("SELECT DISTINCT m.code FROM access_methods m JOIN access_method_entrances d ON d.workspace_id = m.workspace_id AND d.access_method_id = m.access_method_id WHERE m.workspace_id = $1 AND d.acs_entrance_id = $2 AND m.code IS NOT NULL AND d.state <> 'revoked' AND m.deleted_at IS NULL")
-                                    .bind(ws.to_string())
-                                    .bind(d.entrance_id.to_string())
-                                    .fetch_all(&mut *tx)
-                                    .await
-                                    .map_err(db_err)?;
-                                if taken.iter().any(|c| Some(c) == m.code.as_ref()) {
-                                    return Err(Error::AlreadyExists { reason: ErrorReason::PinCodeTaken, message: "the chosen PIN code was taken on one of these entrances".into() });
-                                }
-                            }
-                        }
-                    }
+                    check_pins(&mut tx, ws, &new.methods).await?;
                     if let Some(person) = &new.new_identity {
                         sqlx::query("INSERT INTO user_identities (user_identity_id, workspace_id, user_identity_key, full_name, email_address, phone_number, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)")
                             .bind(g.user_identity_id.to_string())
@@ -636,6 +773,27 @@ macro_rules! impl_grant_store {
                 Ok(!matches!(d, Some(None)))
             }
 
+            /// Locks the grant of access method `method`. Every write of a grant's methods takes
+            /// this lock first, so completions of jobs in different systems (which rewrite the
+            /// same method rows) apply one after another instead of losing each other's doors.
+            async fn lock_grant_of(conn: &mut Conn, ws: WorkspaceId, method: AccessMethodId) -> Result<(), Error> {
+                let grant: Option<String> = sqlx::query_scalar("SELECT access_grant_id FROM access_methods WHERE workspace_id = $1 AND access_method_id = $2")
+                    .bind(ws.to_string())
+                    .bind(method.to_string())
+                    .fetch_optional(&mut *conn)
+                    .await
+                    .map_err(db_err)?;
+                if let Some(grant) = grant {
+                    sqlx::query(concat!("SELECT access_grant_id FROM access_grants WHERE workspace_id = $1 AND access_grant_id = $2", $lock))
+                        .bind(ws.to_string())
+                        .bind(grant)
+                        .fetch_optional(&mut *conn)
+                        .await
+                        .map_err(db_err)?;
+                }
+                Ok(())
+            }
+
             /// Marks a job done and drops its lease.
             async fn finish_job(conn: &mut Conn, job: &Job, now: OffsetDateTime) -> Result<(), Error> {
                 sqlx::query("UPDATE jobs SET state = 'done', lease_owner = NULL, lease_until = NULL, updated_at = $2 WHERE job_id = $1")
@@ -780,6 +938,7 @@ macro_rules! impl_grant_store {
                     if !lease_held(&mut tx, job, owner).await? {
                         return Ok(None);
                     }
+                    lock_grant_of(&mut tx, ws, e.access_method_id).await?;
                     let mut events = Vec::new();
                     match outcome {
                         Ok(card) => {
@@ -836,6 +995,7 @@ macro_rules! impl_grant_store {
                     if !lease_held(&mut tx, job, owner).await? {
                         return Ok(false);
                     }
+                    lock_grant_of(&mut tx, job.workspace_id, p.access_method_id).await?;
                     sqlx::query("UPDATE access_method_entrances SET state = 'unknown', reason = $4, updated_at = $5 WHERE workspace_id = $1 AND access_method_id = $2 AND acs_system_id = $3 AND state = 'pending'")
                         .bind(job.workspace_id.to_string())
                         .bind(p.access_method_id.to_string())
@@ -858,31 +1018,20 @@ macro_rules! impl_grant_store {
                     if !lease_held(&mut tx, job, owner).await? {
                         return Ok(None);
                     }
-                    let row = sqlx::query(concat!("SELECT ", method_cols!(), " FROM access_methods WHERE workspace_id = $1 AND access_method_id = $2", $lock))
+                    let live: Option<Option<i64>> = sqlx::query_scalar(concat!("SELECT deleted_at FROM access_grants WHERE workspace_id = $1 AND access_grant_id = $2", $lock))
                         .bind(ws.to_string())
-                        .bind(r.access_method_id.to_string())
+                        .bind(r.access_grant_id.to_string())
                         .fetch_optional(&mut *tx)
                         .await
                         .map_err(db_err)?;
-                    let mut events = Vec::new();
-                    if let Some(row) = row {
-                        let mut m = with_doors(&mut tx, ws, vec![method_row(&row)?]).await?.remove(0);
-                        let before = m.clone();
-                        for d in m.doors.iter_mut().filter(|d| d.acs_system_id == r.acs_system_id && r.entrance_ids.contains(&d.entrance_id)) {
-                            if d.state == DoorState::Granted {
-                                events.push(NewEvent::new(keygate_domain::events::ACCESS_GRANT_ACCESS_TO_DOOR_LOST, now).grant(m.access_grant_id).method(m.id).system(d.acs_system_id).entrance(d.entrance_id).user(m.user_identity_id));
-                            }
-                            d.state = DoorState::Revoked;
-                            d.updated_at = now;
+                    let methods = methods_of(&mut tx, ws, r.access_grant_id).await?;
+                    let t = tracker::revoked(matches!(live, Some(None)), &methods, r, now);
+                    for (after, before) in t.methods.iter().zip(&methods) {
+                        if after != before {
+                            write_method(&mut tx, after, false).await?;
                         }
-                        let all_revoked = m.doors.iter().all(|d| d.state == DoorState::Revoked);
-                        if all_revoked && before.doors.iter().any(|d| d.state != DoorState::Revoked) {
-                            m.is_issued = false;
-                            events.push(NewEvent::new(keygate_domain::events::ACCESS_METHOD_REVOKED, now).grant(m.access_grant_id).method(m.id).user(m.user_identity_id));
-                        }
-                        m.updated_at = now;
-                        write_method(&mut tx, &m, false).await?;
                     }
+                    let events = t.events;
                     finish_job(&mut tx, job, now).await?;
                     let appended = append_events(&mut tx, ws, &events, now).await?;
                     tx.commit().await.map_err(db_err)?;
@@ -907,13 +1056,16 @@ macro_rules! impl_grant_store {
                     credential_id: r.try_get("credential_id").map_err(db_err)?,
                     entrance_ids: unjson("entrance_ids", &r.try_get::<String, _>("entrance_ids").map_err(db_err)?)?,
                     code: r.try_get("code").map_err(db_err)?,
+                    starts_at: r.try_get::<Option<i64>, _>("starts_at").map_err(db_err)?.map(from_micros).transpose()?,
+                    ends_at: r.try_get::<Option<i64>, _>("ends_at").map_err(db_err)?.map(from_micros).transpose()?,
                 })
             }
 
             #[async_trait]
             impl SandboxLedger for $store {
                 async fn sandbox_credential(&self, c: &keygate_domain::model::SandboxCredential) -> Result<keygate_domain::model::SandboxCredential, Error> {
-                    sqlx::query("INSERT INTO sandbox_credentials (acs_system_id, access_method_id, workspace_id, provider_user_id, credential_id, entrance_ids, code, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (acs_system_id, access_method_id) DO NOTHING")
+                    // A repeat keeps the first ids and code; entrances and schedule follow the latest call.
+                    sqlx::query("INSERT INTO sandbox_credentials (acs_system_id, access_method_id, workspace_id, provider_user_id, credential_id, entrance_ids, code, created_at, starts_at, ends_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (acs_system_id, access_method_id) DO UPDATE SET entrance_ids = excluded.entrance_ids, starts_at = excluded.starts_at, ends_at = excluded.ends_at")
                         .bind(c.acs_system_id.to_string())
                         .bind(c.access_method_id.to_string())
                         .bind(c.workspace_id.to_string())
@@ -922,6 +1074,8 @@ macro_rules! impl_grant_store {
                         .bind(json(&c.entrance_ids)?)
                         .bind(&c.code)
                         .bind(to_micros(keygate_domain::model::now()))
+                        .bind(c.starts_at.map(to_micros))
+                        .bind(c.ends_at.map(to_micros))
                         .execute(&self.pool)
                         .await
                         .map_err(db_err)?;

@@ -284,6 +284,25 @@ pub trait GrantStore: Send + Sync {
         now: OffsetDateTime,
     ) -> Result<Vec<Event>, Error>;
 
+    /// A grant that is not deleted with its live methods, at one snapshot: what an update is
+    /// planned from.
+    async fn access_grant_with_methods(
+        &self,
+        workspace: WorkspaceId,
+        id: AccessGrantId,
+    ) -> Result<(AccessGrant, Vec<AccessMethod>), Error>;
+
+    /// Writes an update planned from `before` (as `access_grant_with_methods` returned it), in
+    /// one transaction, after checking under the grant's lock that it has not changed since:
+    /// `Aborted` when it has (plan again). Queued provisions of each (method, system) a new job
+    /// covers are superseded. Returns the grant as it now is and the events appended.
+    async fn update_access_grant(
+        &self,
+        workspace: WorkspaceId,
+        before: &(AccessGrant, Vec<AccessMethod>),
+        write: &keygate_domain::update::GrantWrite,
+    ) -> Result<(AccessGrant, Vec<Event>), Error>;
+
     /// PIN codes of access methods that are not revoked on any of `entrances`.
     async fn active_codes(
         &self,
@@ -392,8 +411,8 @@ pub trait EventLog: Send + Sync {
 /// survives restarts like a real vendor's would.
 #[async_trait]
 pub trait SandboxLedger: Send + Sync {
-    /// Stores `credential` unless one exists for its (system, access method); returns the one
-    /// that is stored (the first, on a repeat).
+    /// Stores `credential`, or, when one exists for its (system, access method), gives it the new
+    /// entrances and schedule while keeping its ids and code. Returns the one stored.
     async fn sandbox_credential(
         &self,
         credential: &keygate_domain::model::SandboxCredential,

@@ -146,7 +146,7 @@ pub fn api_key(k: &ApiKey) -> admin::ApiKey {
 }
 
 use keygate_domain::events::Event;
-use keygate_domain::grant::{AccessGrant, AccessMethod, DoorState, Notice};
+use keygate_domain::grant::{AccessGrant, AccessMethod, DoorState, Notice, PendingChange};
 
 fn warning(n: &Notice) -> v1::ResourceWarning {
     v1::ResourceWarning {
@@ -171,7 +171,11 @@ pub fn access_grant(g: &AccessGrant) -> v1::AccessGrant {
         access_grant_key: g.access_grant_key.clone().unwrap_or_default(),
         user_identity_id: g.user_identity_id.to_string(),
         name: g.name.clone(),
-        display_name: g.name.clone(),
+        display_name: if g.name.is_empty() {
+            format!("Access grant {}", g.id)
+        } else {
+            g.name.clone()
+        },
         acs_entrance_ids: g.entrance_ids.iter().map(ToString::to_string).collect(),
         access_method_ids: g
             .access_method_ids
@@ -201,7 +205,7 @@ pub fn access_grant(g: &AccessGrant) -> v1::AccessGrant {
         updated_at: Some(ts(g.updated_at)),
         warnings: g.warnings.iter().map(warning).collect(),
         errors: g.errors.iter().map(error).collect(),
-        pending_mutations: Vec::new(),
+        pending_mutations: pending(&g.pending_mutations),
     }
 }
 
@@ -215,17 +219,15 @@ pub fn door_state(s: DoorState) -> v1::AccessState {
     }
 }
 
-/// Pending doors are what is still being pushed to a provider.
-fn pending(m: &AccessMethod) -> Vec<v1::PendingMutation> {
-    m.doors
+fn pending(changes: &[PendingChange]) -> Vec<v1::PendingMutation> {
+    changes
         .iter()
-        .filter(|d| matches!(d.state, DoorState::Pending | DoorState::Unknown))
-        .map(|d| v1::PendingMutation {
-            mutation_code: "provisioning_access".into(),
-            message: format!("granting access to entrance {}", d.entrance_id),
-            created_at: Some(ts(d.updated_at)),
-            from: String::new(),
-            to: String::new(),
+        .map(|c| v1::PendingMutation {
+            mutation_code: c.mutation_code.clone(),
+            message: c.message.clone(),
+            created_at: Some(ts(c.created_at)),
+            from: c.from.clone(),
+            to: c.to.clone(),
         })
         .collect()
 }
@@ -260,7 +262,7 @@ pub fn access_method(m: &AccessMethod) -> v1::AccessMethod {
             .collect(),
         warnings: m.warnings.iter().map(warning).collect(),
         errors: m.errors.iter().map(error).collect(),
-        pending_mutations: pending(m),
+        pending_mutations: pending(&keygate_domain::grant::pending_mutations(&m.doors)),
     }
 }
 

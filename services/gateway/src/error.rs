@@ -36,6 +36,7 @@ pub fn to_status(err: Error) -> Status {
         Error::FailedPrecondition { .. } => (Code::FailedPrecondition, err.to_string()),
         Error::Unauthenticated { .. } => (Code::Unauthenticated, err.to_string()),
         Error::PermissionDenied { .. } => (Code::PermissionDenied, err.to_string()),
+        Error::Aborted { .. } => (Code::Aborted, err.to_string()),
         Error::RateLimited { retry_after } => {
             details.set_retry_info(Some(*retry_after));
             (Code::ResourceExhausted, err.to_string())

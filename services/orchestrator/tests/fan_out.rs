@@ -9,9 +9,12 @@ use keygate_domain::events::EventFilter;
 use keygate_domain::grant::{AccessMethod, DoorState};
 use keygate_domain::ids::{AccessGrantId, WorkspaceId};
 use keygate_domain::page::PageRequest;
+use keygate_domain::update::{EndsAt, GrantChange};
 use keygate_orchestrator::{Orchestrator, OrchestratorConfig};
 use keygate_providers::virtual_system::{Fault, VirtualSystems};
-use keygate_store::conformance::{new_grant, quick_start_entrances, seeded_workspace};
+use keygate_store::conformance::{
+    entrance_named, new_grant, quick_start_entrances, seeded_workspace, update_grant,
+};
 use keygate_store::testdb::TestDb;
 use keygate_store::{MethodFilter, Store};
 use tokio::sync::{Notify, watch};
@@ -635,6 +638,201 @@ async fn a_job_of_a_grant_deleted_before_it_ran_finishes(store: Arc<dyn Store>) 
     assert_eq!(systems.credential_count(), 0, "and nothing was granted");
 }
 
+/// Waits until no door of the grant is pending, unknown or waiting on a change.
+async fn quiet(store: &dyn Store, ws: WorkspaceId, g: AccessGrantId) -> Vec<AccessMethod> {
+    for _ in 0..500 {
+        let ms = methods(store, ws, g).await;
+        if ms.iter().all(|m| {
+            m.doors.iter().all(|d| {
+                !matches!(d.state, DoorState::Pending | DoorState::Unknown) && d.pending.is_none()
+            })
+        }) {
+            return ms;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("grant did not settle: {:?}", methods(store, ws, g).await);
+}
+
+async fn an_update_changes_only_what_changed(store: Arc<dyn Store>) {
+    let ws = seeded_workspace(&*store, "update").await;
+    let doors = quick_start_entrances(&*store, ws).await; // Space Room 101, Visionline Room 301
+    let (g, _) = store
+        .create_access_grant(
+            ws,
+            &new_grant(
+                &*store,
+                ws,
+                &doors,
+                &[AccessMethodMode::Card, AccessMethodMode::MobileKey],
+            )
+            .await,
+            None,
+        )
+        .await
+        .expect("create");
+    let systems = VirtualSystems::new(Duration::from_millis(20));
+    let _run = start(store.clone(), &systems, &["w1"]);
+    let before = settled(&*store, ws, g.id).await;
+    let events_before = event_types(&*store, ws).await.len();
+
+    let fitness = entrance_named(&*store, ws, "virtual_visionline", "Fitness Center").await;
+    let ks_main = entrance_named(&*store, ws, "virtual_salto_ks", "Main Entrance").await;
+    let new_end = g.ends_at.expect("ends") + time::Duration::days(2);
+    let (updated, _) = update_grant(
+        &*store,
+        ws,
+        g.id,
+        &GrantChange {
+            starts_at: None,
+            ends_at: EndsAt::Set(new_end),
+            add: vec![fitness, ks_main],
+            remove: vec![doors[0]],
+            name: None,
+        },
+    )
+    .await
+    .expect("update");
+    assert_eq!(updated.entrance_ids, vec![doors[1], fitness, ks_main]);
+    assert_eq!(updated.ends_at, Some(new_end));
+    let codes: Vec<&str> = updated
+        .pending_mutations
+        .iter()
+        .map(|p| p.mutation_code.as_str())
+        .collect();
+    for c in [
+        "provisioning_access",
+        "revoking_access",
+        "updating_access_times",
+    ] {
+        assert!(
+            codes.contains(&c),
+            "{c} pending right after the update: {codes:?}"
+        );
+    }
+    assert!(
+        updated
+            .warnings
+            .iter()
+            .any(|w| w.code == "underprovisioned_access" && w.message.contains("Main Entrance")),
+        "Salto KS takes no cards: {:?}",
+        updated.warnings
+    );
+    assert_eq!(
+        updated.access_method_ids.len(),
+        before.len(),
+        "every added door fits an existing method"
+    );
+
+    let after = quiet(&*store, ws, g.id).await;
+    let space = before
+        .iter()
+        .find(|m| m.mode == AccessMethodMode::Card && m.doors[0].entrance_id == doors[0])
+        .expect("Salto Space card");
+    let vision = before
+        .iter()
+        .find(|m| m.mode == AccessMethodMode::Card && m.doors[0].entrance_id == doors[1])
+        .expect("Visionline card");
+    let find = |id| after.iter().find(|m| m.id == id).expect("method");
+    // The Salto Space card lost its only door: revoked there, and nothing left at the vendor.
+    let space_after = find(space.id);
+    assert!(
+        space_after
+            .doors
+            .iter()
+            .all(|d| d.state == DoorState::Revoked)
+    );
+    assert!(!space_after.is_issued);
+    assert!(
+        systems
+            .credential(space.doors[0].acs_system_id, space.id)
+            .await
+            .is_none()
+    );
+    // The Visionline card now opens two doors until the new end, and must be encoded again.
+    let vision_after = find(vision.id);
+    assert_eq!(vision_after.doors.len(), 2);
+    assert!(
+        vision_after
+            .doors
+            .iter()
+            .all(|d| d.state == DoorState::Granted)
+    );
+    assert!(vision_after.is_card_encoding_required && vision_after.is_ready_for_encoding);
+    let held = systems
+        .credential(vision.doors[0].acs_system_id, vision.id)
+        .await
+        .expect("Visionline credential");
+    assert_eq!(held.entrance_ids.len(), 2);
+    assert!(held.entrance_ids.contains(&fitness));
+    assert_eq!(
+        held.ends_at,
+        Some(new_end),
+        "the new end reached the vendor"
+    );
+    // The mobile key: Room 101 taken back, Fitness Center and Salto KS added, reissued once.
+    let mobile = after
+        .iter()
+        .find(|m| m.mode == AccessMethodMode::MobileKey)
+        .expect("mobile");
+    for (door, state) in [
+        (doors[0], DoorState::Revoked),
+        (doors[1], DoorState::Granted),
+        (fitness, DoorState::Granted),
+        (ks_main, DoorState::Granted),
+    ] {
+        let d = mobile
+            .doors
+            .iter()
+            .find(|d| d.entrance_id == door)
+            .expect("door");
+        assert_eq!(d.state, state, "{d:?}");
+    }
+    assert!(mobile.is_issued);
+
+    let grant = store.get_access_grant(ws, g.id).await.expect("grant");
+    assert!(
+        grant.pending_mutations.is_empty(),
+        "{:?}",
+        grant.pending_mutations
+    );
+    let new_events: Vec<String> = event_types(&*store, ws).await[events_before..].to_vec();
+    let count = |t: &str| new_events.iter().filter(|e| *e == t).count();
+    assert_eq!(
+        new_events[0], "access_grant.access_times_changed",
+        "{new_events:?}"
+    );
+    assert_eq!(
+        count("access_grant.access_to_door_lost"),
+        2,
+        "{new_events:?}"
+    );
+    assert_eq!(count("access_method.revoked"), 1, "{new_events:?}");
+    assert_eq!(
+        count("access_grant.access_granted_to_door"),
+        3,
+        "{new_events:?}"
+    );
+    assert_eq!(
+        count("access_method.card_encoding_required"),
+        1,
+        "{new_events:?}"
+    );
+    assert_eq!(count("access_method.reissued"), 1, "{new_events:?}");
+    assert_eq!(
+        count("access_grant.access_granted_to_all_doors"),
+        1,
+        "{new_events:?}"
+    );
+    assert_eq!(
+        new_events.last().map(String::as_str),
+        Some("access_grant.access_granted_to_all_doors"),
+        "{new_events:?}"
+    );
+    // Mobile key in Space, Visionline and KS, and the Visionline card: the Space card is gone.
+    assert_eq!(systems.credential_count(), 3);
+}
+
 macro_rules! suite {
     ($backend:ident, $make:expr) => {
         mod $backend {
@@ -676,6 +874,10 @@ macro_rules! suite {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn deleted_before_running() {
                 a_job_of_a_grant_deleted_before_it_ran_finishes($make.await.store).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn update_changes_only_what_changed() {
+                an_update_changes_only_what_changed($make.await.store).await
             }
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn encoder_faults() {
