@@ -426,9 +426,7 @@ pub fn plan(
 
 /// Greedy set cover: the fewest groups (preferring those opening fewer unrequested doors) that
 /// open the doors; returns the groups and the doors no group opens.
-pub(crate) fn cover_with_groups(
-    doors: &[&PlanningEntrance],
-) -> (Vec<AccessGroupId>, Vec<EntranceId>) {
+pub fn cover_with_groups(doors: &[&PlanningEntrance]) -> (Vec<AccessGroupId>, Vec<EntranceId>) {
     let wanted: BTreeSet<EntranceId> = doors.iter().map(|d| d.entrance_id).collect();
     let mut candidates: BTreeMap<AccessGroupId, BTreeSet<EntranceId>> = BTreeMap::new();
     for d in doors {

@@ -266,9 +266,11 @@ pub fn apply(
 
 /// Applies a confirmed revocation (`job`'s doors are gone from its access system) to the
 /// grant's methods. `grant_live` is false when the grant itself was deleted: then no door is
-/// left to report on, so there is no "all doors" event.
+/// left to report on, so there is no "all doors" event; `method_live` is false when the method
+/// was deleted: its partial revocations are steps of the delete, not a change to report.
 pub fn revoked(
     grant_live: bool,
+    method_live: bool,
     methods: &[AccessMethod],
     job: &RevokeJob,
     now: OffsetDateTime,
@@ -292,9 +294,11 @@ pub fn revoked(
                 .user(m.user_identity_id)
         };
         let was_revoked = m.doors.iter().all(|d| d.state == DoorState::Revoked);
+        let mut changed = false;
         for d in m.doors.iter_mut().filter(|d| {
             d.acs_system_id == job.acs_system_id && job.entrance_ids.contains(&d.entrance_id)
         }) {
+            changed |= d.state != DoorState::Revoked;
             if d.state == DoorState::Granted {
                 out.events.push(
                     ev(events::ACCESS_GRANT_ACCESS_TO_DOOR_LOST)
@@ -309,6 +313,15 @@ pub fn revoked(
         if !was_revoked && m.doors.iter().all(|d| d.state == DoorState::Revoked) {
             m.is_issued = false;
             out.events.push(ev(events::ACCESS_METHOD_REVOKED));
+        } else if changed
+            && method_live
+            && m.is_issued
+            && settled(m)
+            && m.doors.iter().all(|d| d.pending.is_none())
+        {
+            // The last step of an update that took some of the method's doors away (the other
+            // steps already settled): the method stands changed, as after an update job.
+            out.events.push(ev(events::ACCESS_METHOD_REISSUED));
         }
         m.updated_at = now;
     }

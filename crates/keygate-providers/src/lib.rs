@@ -6,4 +6,4 @@ pub mod provider;
 pub mod sandbox;
 pub mod virtual_system;
 
-pub use provider::{AccessSystemProvider, Holder, ProviderError};
+pub use provider::{AccessSystemProvider, HeldCredential, Holder, ProviderError};

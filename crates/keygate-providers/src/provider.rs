@@ -19,6 +19,18 @@ pub struct Holder {
     pub ends_at: Option<time::OffsetDateTime>,
 }
 
+/// What an access system holds for one of Keygate's access methods, read back to reconcile.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HeldCredential {
+    pub entrance_ids: Vec<keygate_domain::ids::EntranceId>,
+    pub starts_at: Option<time::OffsetDateTime>,
+    pub ends_at: Option<time::OffsetDateTime>,
+    /// The PIN, for code credentials.
+    pub code: Option<String>,
+    /// Whether the credential still has to be written onto a card.
+    pub card_encoding_required: bool,
+}
+
 /// How a provider call failed. The split decides what the orchestrator may do next.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ProviderError {
@@ -51,6 +63,14 @@ pub trait AccessSystemProvider: Send + Sync {
     /// Takes the job's access away: removes the credential (or the group memberships) made for
     /// `job.access_method_id` in this system. Idempotent: revoking what is gone succeeds.
     async fn revoke(&self, system: &AccessSystem, job: &RevokeJob) -> Result<(), ProviderError>;
+
+    /// Reads back what this system holds for `access_method_id` in it: `None` when nothing.
+    /// The reconciler compares it with the record, since systems can say one thing and do another.
+    async fn read_back(
+        &self,
+        system: &AccessSystem,
+        access_method_id: keygate_domain::ids::AccessMethodId,
+    ) -> Result<Option<HeldCredential>, ProviderError>;
 
     /// Writes the credential of a card method onto a card in `job.acs_encoder_id`. Encoder
     /// faults come back typed (`encoder_not_online`, `incompatible_card_format`, ...); an

@@ -15,7 +15,7 @@ use keygate_domain::model::{AccessSystem, SandboxCredential};
 use keygate_domain::tracker::{DoorOutcome, ProvisionResult};
 use rand::RngExt as _;
 
-use crate::provider::{AccessSystemProvider, Holder, ProviderError};
+use crate::provider::{AccessSystemProvider, HeldCredential, Holder, ProviderError};
 
 /// A scripted misbehaviour, consumed one call at a time.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -175,6 +175,32 @@ impl VirtualSystems {
         method: AccessMethodId,
     ) -> Option<SandboxCredential> {
         self.ledger.get(system, method).await.ok().flatten()
+    }
+
+    /// Makes the system lose what it holds for `method`, as when someone deletes a key by hand
+    /// at the front desk.
+    pub async fn forget(&self, system: AccessSystemId, method: AccessMethodId) {
+        let _ = self.ledger.remove(system, method).await;
+    }
+
+    /// Makes the credential of `method` open `entrance_ids` instead, behind Keygate's back.
+    pub async fn tamper(
+        &self,
+        system: AccessSystemId,
+        method: AccessMethodId,
+        entrance_ids: Vec<EntranceId>,
+    ) {
+        if let Ok(Some(c)) = self.ledger.get(system, method).await {
+            let _ = self
+                .ledger
+                .put(&SandboxCredential { entrance_ids, ..c })
+                .await;
+        }
+    }
+
+    /// Puts a credential into the system behind Keygate's back.
+    pub async fn plant(&self, credential: SandboxCredential) {
+        let _ = self.ledger.put(&credential).await;
     }
 
     /// How many provision calls arrived, faults included.
@@ -338,6 +364,35 @@ impl AccessSystemProvider for VirtualSystems {
             return Err(ProviderError::Ambiguous("500 internal server error".into()));
         }
         Ok(())
+    }
+
+    #[tracing::instrument(skip_all, fields(acs_system_id = %system.id, %access_method_id))]
+    async fn read_back(
+        &self,
+        system: &AccessSystem,
+        access_method_id: AccessMethodId,
+    ) -> Result<Option<HeldCredential>, ProviderError> {
+        // A read takes the system's latency but no scripted fault: faults are queued for the
+        // writes a test is about.
+        let delay = self.with(|s| {
+            s.delays
+                .get(&system.id)
+                .copied()
+                .unwrap_or(self.default_delay)
+        });
+        tokio::time::sleep(delay / 2).await;
+        let held = self
+            .ledger
+            .get(system.id, access_method_id)
+            .await
+            .map_err(ProviderError::Transient)?;
+        Ok(held.map(|c| HeldCredential {
+            entrance_ids: c.entrance_ids,
+            starts_at: c.starts_at,
+            ends_at: c.ends_at,
+            code: c.code,
+            card_encoding_required: system.capabilities.is_card_encoding_required,
+        }))
     }
 
     #[tracing::instrument(skip_all, fields(acs_system_id = %system.id, acs_encoder_id = %job.acs_encoder_id))]

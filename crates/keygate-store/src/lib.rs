@@ -21,6 +21,6 @@ pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 pub use traits::{
     AccessSystemStore, ApiKeyStore, EventLog, GrantFilter, GrantStore, Idempotency,
-    IdempotencyStore, Job, JobQueue, MethodFilter, NewGrant, SettingsStore, Store,
+    IdempotencyStore, Job, JobQueue, MethodFilter, NewGrant, ReconcileItem, SettingsStore, Store,
     UserIdentityStore, WorkspaceStore,
 };

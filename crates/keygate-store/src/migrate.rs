@@ -7,7 +7,7 @@ use sqlx::SqlStr;
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 
 /// The schema version this build expects.
-pub const SCHEMA_VERSION: i64 = 6;
+pub const SCHEMA_VERSION: i64 = 7;
 
 fn migrator(files: &'static [(i64, &'static str, &'static str)]) -> Migrator {
     Migrator {
@@ -62,6 +62,11 @@ pub(crate) fn postgres() -> Migrator {
             "grant_updates",
             include_str!("../../../migrations/postgres/0006_grant_updates.sql"),
         ),
+        (
+            7,
+            "expiry",
+            include_str!("../../../migrations/postgres/0007_expiry.sql"),
+        ),
     ])
 }
 
@@ -96,6 +101,11 @@ pub(crate) fn sqlite() -> Migrator {
             6,
             "grant_updates",
             include_str!("../../../migrations/sqlite/0006_grant_updates.sql"),
+        ),
+        (
+            7,
+            "expiry",
+            include_str!("../../../migrations/sqlite/0007_expiry.sql"),
         ),
     ])
 }

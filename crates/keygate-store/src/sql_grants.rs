@@ -1025,7 +1025,8 @@ macro_rules! impl_grant_store {
                         .await
                         .map_err(db_err)?;
                     let methods = methods_of(&mut tx, ws, r.access_grant_id).await?;
-                    let t = tracker::revoked(matches!(live, Some(None)), &methods, r, now);
+                    let method_live = !method_deleted(&mut tx, ws, r.access_method_id).await?;
+                    let t = tracker::revoked(matches!(live, Some(None)), method_live, &methods, r, now);
                     for (after, before) in t.methods.iter().zip(&methods) {
                         if after != before {
                             write_method(&mut tx, after, false).await?;
@@ -1036,6 +1037,116 @@ macro_rules! impl_grant_store {
                     let appended = append_events(&mut tx, ws, &events, now).await?;
                     tx.commit().await.map_err(db_err)?;
                     Ok(Some(appended))
+                }
+
+                async fn reconcile_page(&self, after: Option<AccessMethodId>, limit: u32) -> Result<Vec<ReconcileItem>, Error> {
+                    let mut conn = self.pool.begin_with($read).await.map_err(db_err)?;
+                    let rows = sqlx::query(concat!("SELECT ", method_cols!(), ", deleted_at AS method_deleted_at, (SELECT g.deleted_at FROM access_grants g WHERE g.workspace_id = m.workspace_id AND g.access_grant_id = m.access_grant_id) AS grant_deleted_at, (SELECT g.starts_at FROM access_grants g WHERE g.workspace_id = m.workspace_id AND g.access_grant_id = m.access_grant_id) AS grant_starts_at, (SELECT g.ends_at FROM access_grants g WHERE g.workspace_id = m.workspace_id AND g.access_grant_id = m.access_grant_id) AS grant_ends_at FROM access_methods m WHERE access_method_id > $1 ORDER BY access_method_id LIMIT $2"))
+                        .bind(after.map(|a| a.to_string()).unwrap_or_default())
+                        .bind(i64::from(limit))
+                        .fetch_all(&mut *conn)
+                        .await
+                        .map_err(db_err)?;
+                    let now = to_micros(keygate_domain::model::now());
+                    let mut out = Vec::new();
+                    for r in &rows {
+                        let m = method_row(r)?;
+                        let ends: Option<i64> = r.try_get("grant_ends_at").map_err(db_err)?;
+                        let gone = r.try_get::<Option<i64>, _>("method_deleted_at").map_err(db_err)?.is_some()
+                            || r.try_get::<Option<i64>, _>("grant_deleted_at").map_err(db_err)?.is_some()
+                            || ends.is_some_and(|e| e <= now);
+                        let starts_at = from_micros(r.try_get("grant_starts_at").map_err(db_err)?)?;
+                        let ends_at = ends.map(from_micros).transpose()?;
+                        let m = with_doors(&mut conn, m.workspace_id, vec![m]).await?.remove(0);
+                        let mut by_system: std::collections::BTreeMap<keygate_domain::ids::AccessSystemId, Vec<DoorStatus>> = Default::default();
+                        for d in &m.doors {
+                            by_system.entry(d.acs_system_id).or_default().push(d.clone());
+                        }
+                        for (system, doors) in by_system {
+                            let active: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM jobs WHERE subject_id = $1 AND acs_system_id = $2 AND state IN ('queued', 'running')")
+                                .bind(m.id.to_string())
+                                .bind(system.to_string())
+                                .fetch_one(&mut *conn)
+                                .await
+                                .map_err(db_err)?;
+                            if active > 0 {
+                                continue;
+                            }
+                            out.push(ReconcileItem {
+                                workspace_id: m.workspace_id,
+                                access_grant_id: m.access_grant_id,
+                                access_method_id: m.id,
+                                acs_system_id: system,
+                                mode: m.mode,
+                                code: m.code.clone(),
+                                gone,
+                                starts_at,
+                                ends_at,
+                                doors,
+                            });
+                        }
+                    }
+                    Ok(out)
+                }
+
+                async fn repair(&self, item: &ReconcileItem, lost: &[keygate_domain::ids::EntranceId], reason: &str, work: &JobWork, now: OffsetDateTime) -> Result<bool, Error> {
+                    let ws = item.workspace_id;
+                    let mut tx = self.pool.begin_with($begin).await.map_err(db_err)?;
+                    lock_grant_of(&mut tx, ws, item.access_method_id).await?;
+                    let active: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM jobs WHERE subject_id = $1 AND acs_system_id = $2 AND state IN ('queued', 'running')")
+                        .bind(item.access_method_id.to_string())
+                        .bind(item.acs_system_id.to_string())
+                        .fetch_one(&mut *tx)
+                        .await
+                        .map_err(db_err)?;
+                    if active > 0 {
+                        return Ok(false);
+                    }
+                    for e in lost {
+                        sqlx::query("UPDATE access_method_entrances SET state = 'pending', reason = $4, updated_at = $5 WHERE workspace_id = $1 AND access_method_id = $2 AND acs_entrance_id = $3")
+                            .bind(ws.to_string())
+                            .bind(item.access_method_id.to_string())
+                            .bind(e.to_string())
+                            .bind(reason)
+                            .bind(to_micros(now))
+                            .execute(&mut *tx)
+                            .await
+                            .map_err(db_err)?;
+                    }
+                    insert_job(&mut tx, ws, work, now).await?;
+                    tx.commit().await.map_err(db_err)?;
+                    Ok(true)
+                }
+
+                async fn expire_grants(&self, now: OffsetDateTime, limit: u32) -> Result<Vec<WorkspaceId>, Error> {
+                    let mut tx = self.pool.begin_with($begin).await.map_err(db_err)?;
+                    let rows = sqlx::query(concat!("SELECT workspace_id, access_grant_id FROM access_grants WHERE ends_at <= $1 AND expired_at IS NULL AND deleted_at IS NULL ORDER BY ends_at LIMIT $2", $lock))
+                        .bind(to_micros(now))
+                        .bind(i64::from(limit))
+                        .fetch_all(&mut *tx)
+                        .await
+                        .map_err(db_err)?;
+                    let mut touched = Vec::new();
+                    for r in &rows {
+                        let ws: WorkspaceId = parse("workspace_id", &r.try_get::<String, _>("workspace_id").map_err(db_err)?)?;
+                        let id: AccessGrantId = parse("access_grant_id", &r.try_get::<String, _>("access_grant_id").map_err(db_err)?)?;
+                        sqlx::query("UPDATE access_grants SET expired_at = $3 WHERE workspace_id = $1 AND access_grant_id = $2")
+                            .bind(ws.to_string())
+                            .bind(id.to_string())
+                            .bind(to_micros(now))
+                            .execute(&mut *tx)
+                            .await
+                            .map_err(db_err)?;
+                        let (_, methods) = live_grant(&mut tx, ws, id, true).await?;
+                        for m in &methods {
+                            queue_revokes(&mut tx, ws, m, now).await?;
+                        }
+                        if !touched.contains(&ws) {
+                            touched.push(ws);
+                        }
+                    }
+                    tx.commit().await.map_err(db_err)?;
+                    Ok(touched)
                 }
 
                 async fn count_jobs(&self, state: &str) -> Result<i64, Error> {

@@ -321,6 +321,23 @@ pub struct Job {
     pub attempts: u32,
 }
 
+/// One access method's doors in one access system as the record has them: what the reconciler
+/// compares with what the access system holds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReconcileItem {
+    pub workspace_id: WorkspaceId,
+    pub access_grant_id: AccessGrantId,
+    pub access_method_id: AccessMethodId,
+    pub acs_system_id: AccessSystemId,
+    pub mode: keygate_domain::capability::AccessMethodMode,
+    pub code: Option<String>,
+    /// The method or its grant was deleted, or the grant ended: nothing should be held.
+    pub gone: bool,
+    pub starts_at: OffsetDateTime,
+    pub ends_at: Option<OffsetDateTime>,
+    pub doors: Vec<keygate_domain::grant::DoorStatus>,
+}
+
 /// The durable job queue of the orchestrator.
 #[async_trait]
 pub trait JobQueue: Send + Sync {
@@ -384,6 +401,34 @@ pub trait JobQueue: Send + Sync {
         owner: &str,
         now: OffsetDateTime,
     ) -> Result<Option<Vec<Event>>, Error>;
+
+    /// A page of (method, system) pairs to reconcile, methods after `after` in id order, across
+    /// workspaces. Pairs with a queued or running job are left out: that job settles them.
+    async fn reconcile_page(
+        &self,
+        after: Option<AccessMethodId>,
+        limit: u32,
+    ) -> Result<Vec<ReconcileItem>, Error>;
+
+    /// Queues `work` to repair `item` and marks its doors `lost` pending with `reason`, in one
+    /// transaction, unless a job of the same (method, system) was queued meanwhile (then
+    /// `Ok(false)` and nothing is written).
+    async fn repair(
+        &self,
+        item: &ReconcileItem,
+        lost: &[EntranceId],
+        reason: &str,
+        work: &keygate_domain::action::JobWork,
+        now: OffsetDateTime,
+    ) -> Result<bool, Error>;
+
+    /// Marks up to `limit` grants whose `ends_at` has passed as expired and queues the
+    /// revocation of all their access. Returns the workspaces touched.
+    async fn expire_grants(
+        &self,
+        now: OffsetDateTime,
+        limit: u32,
+    ) -> Result<Vec<WorkspaceId>, Error>;
 
     /// How many jobs are in `state` (`queued`, `running`, `done`, `dead`).
     async fn count_jobs(&self, state: &str) -> Result<i64, Error>;

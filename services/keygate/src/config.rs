@@ -176,6 +176,16 @@ pub struct ServeArgs {
     #[arg(long, env = "KEYGATE_JOB_LEASE_SECS", default_value_t = 30)]
     pub job_lease_secs: u64,
 
+    /// Seconds between reconciliation passes, which read every access system back and repair
+    /// what drifted from the record; 0 turns them off.
+    #[arg(long, env = "KEYGATE_RECONCILE_SECS", default_value_t = 300)]
+    pub reconcile_secs: u64,
+
+    /// Milliseconds between checks for grants whose `ends_at` has passed (their access is then
+    /// revoked everywhere).
+    #[arg(long, env = "KEYGATE_EXPIRY_CHECK_MS", default_value_t = 5000)]
+    pub expiry_check_ms: u64,
+
     /// Seconds to let in-flight calls finish after SIGTERM before exiting anyway.
     #[arg(long, env = "KEYGATE_DRAIN_SECS", default_value_t = 20)]
     pub drain_secs: u64,

@@ -12,7 +12,7 @@ use keygate_cache::{Cache, InProcessCache, RedisCache};
 use keygate_gateway::stack::StackConfig;
 use keygate_gateway::tokens::PageTokens;
 use keygate_gateway::{GatewayDeps, ServerConfig, set_health};
-use keygate_orchestrator::{Orchestrator, OrchestratorConfig, StoreLedger};
+use keygate_orchestrator::{Orchestrator, OrchestratorConfig, Reconciler, StoreLedger};
 use keygate_providers::virtual_system::VirtualSystems;
 use keygate_store::{SCHEMA_VERSION, Store};
 use tokio::net::TcpListener;
@@ -96,16 +96,23 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             Duration::from_millis(args.sandbox_provision_delay_ms),
             Arc::new(StoreLedger(store.clone())),
         ));
+        let cfg = OrchestratorConfig {
+            lease: Duration::from_secs(args.job_lease_secs.max(1)),
+            ..OrchestratorConfig::default()
+        };
+        let reconciler = Reconciler::new(
+            store.clone(),
+            providers.clone(),
+            wake_orchestrator.clone(),
+            cfg.call_timeout,
+        );
         let orchestrator = Orchestrator::new(
             store.clone(),
             cache.clone(),
             providers,
             doorbell.clone(),
             wake_orchestrator.clone(),
-            OrchestratorConfig {
-                lease: Duration::from_secs(args.job_lease_secs.max(1)),
-                ..OrchestratorConfig::default()
-            },
+            cfg,
         );
         let stop = stop_rx.clone();
         let mut ready = ready_rx.clone();
@@ -113,6 +120,15 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         tokio::spawn(async move {
             if ready.wait_for(|r| *r).await.is_ok() {
                 orchestrator.run(stop).await;
+            }
+        });
+        let stop = stop_rx.clone();
+        let mut ready = ready_rx.clone();
+        let every = (args.reconcile_secs > 0).then(|| Duration::from_secs(args.reconcile_secs));
+        let expiry = Duration::from_millis(args.expiry_check_ms);
+        tokio::spawn(async move {
+            if ready.wait_for(|r| *r).await.is_ok() {
+                reconciler.run(every, expiry, stop).await;
             }
         });
     }

@@ -5,8 +5,10 @@
 
 mod breaker;
 mod ledger;
+mod reconciler;
 mod vendor_limits;
 mod worker;
 
 pub use ledger::StoreLedger;
+pub use reconciler::{PassReport, Reconciler};
 pub use worker::{Orchestrator, OrchestratorConfig};

@@ -338,11 +338,27 @@ impl Orchestrator {
             }
             Err(e) => {
                 self.breakers.failure(system.id);
-                if job.attempts >= self.cfg.max_attempts {
+                // Maybe applied, maybe not: read the system back before deciding, so an applied
+                // change is recorded as granted rather than sent again or called failed.
+                let read = if matches!(e, ProviderError::Ambiguous(_)) {
+                    self.read_back(&system, p, &holder).await
+                } else {
+                    ReadBack::NotApplied
+                };
+                if let ReadBack::Applied(result) = read {
+                    tracing::info!(error = %e, "ambiguous answer; the read-back shows it applied");
+                    result
+                } else if job.attempts >= self.cfg.max_attempts && read == ReadBack::NotApplied {
                     tracing::warn!(error = %e, "retry budget spent");
                     all_failed(p, &format!("gave up after {} attempts: {e}", job.attempts))
                 } else {
-                    let delay = backoff(&self.cfg, job.attempts);
+                    // Past the budget only when the read-back could not tell: the doors stay
+                    // unknown and the job keeps trying at the slowest pace, never "failed".
+                    let delay = if job.attempts >= self.cfg.max_attempts {
+                        self.cfg.backoff_cap
+                    } else {
+                        backoff(&self.cfg, job.attempts)
+                    };
                     tracing::info!(error = %e, retry_in_ms = delay.as_millis() as u64, "retrying");
                     if matches!(e, ProviderError::Ambiguous(_)) {
                         // Maybe applied, maybe not: say so until the retry reads it back.
@@ -387,6 +403,62 @@ impl Orchestrator {
             None => tracing::info!("lease lost to another worker; its outcome stands"),
         }
         Ok(())
+    }
+}
+
+/// What a read-back after an ambiguous answer showed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum ReadBack {
+    /// The system holds the job's credential as asked: the result to record.
+    Applied(ProvisionResult),
+    /// It holds nothing of it, or not all of it: the call did not go through.
+    NotApplied,
+    /// The read failed too: still unknown.
+    Unreadable,
+}
+
+impl Orchestrator {
+    #[tracing::instrument(skip_all)]
+    async fn read_back(
+        &self,
+        system: &keygate_domain::model::AccessSystem,
+        p: &ProvisionJob,
+        holder: &Holder,
+    ) -> ReadBack {
+        let read = tokio::time::timeout(
+            self.cfg.call_timeout,
+            self.provider.read_back(system, p.access_method_id),
+        )
+        .await;
+        match read {
+            Ok(Ok(Some(held)))
+                if p.entrance_ids.iter().all(|e| held.entrance_ids.contains(e))
+                    && !p
+                        .removed_entrance_ids
+                        .iter()
+                        .any(|e| held.entrance_ids.contains(e))
+                    && held.starts_at.is_none_or(|s| s == holder.starts_at)
+                    && held.ends_at == holder.ends_at =>
+            {
+                ReadBack::Applied(ProvisionResult {
+                    doors: p
+                        .entrance_ids
+                        .iter()
+                        .map(|e| (*e, DoorOutcome::Granted))
+                        .collect(),
+                    code: held.code,
+                    card_encoding_required: held.card_encoding_required
+                        && p.mode == keygate_domain::capability::AccessMethodMode::Card,
+                    client_session_token: None,
+                })
+            }
+            Ok(Ok(_)) => ReadBack::NotApplied,
+            Ok(Err(e)) => {
+                tracing::info!(error = %e, "read-back failed");
+                ReadBack::Unreadable
+            }
+            Err(_) => ReadBack::Unreadable,
+        }
     }
 }
 

@@ -10,7 +10,7 @@ use keygate_domain::grant::{AccessMethod, DoorState};
 use keygate_domain::ids::{AccessGrantId, WorkspaceId};
 use keygate_domain::page::PageRequest;
 use keygate_domain::update::{EndsAt, GrantChange};
-use keygate_orchestrator::{Orchestrator, OrchestratorConfig};
+use keygate_orchestrator::{Orchestrator, OrchestratorConfig, Reconciler};
 use keygate_providers::virtual_system::{Fault, VirtualSystems};
 use keygate_store::conformance::{
     entrance_named, new_grant, quick_start_entrances, seeded_workspace, update_grant,
@@ -196,8 +196,9 @@ async fn transient_and_ambiguous_faults_are_retried_without_duplicates(store: Ar
     );
     assert_eq!(
         systems.calls(),
-        5,
-        "3 calls to the first system, 2 to the second"
+        4,
+        "3 calls to the first system; 1 to the second, whose 'failed but applied' answer was \
+         read back instead of sent again"
     );
     assert_eq!(
         event_types(&*store, ws)
@@ -530,6 +531,10 @@ async fn deleting_an_issued_grant_revokes_everything(store: Arc<dyn Store>) {
             .count(),
         3
     );
+    assert!(
+        !types.iter().any(|t| t == "access_method.reissued"),
+        "revoking a deleted mobile key system by system is not a reissue: {types:?}"
+    );
 }
 
 async fn deleting_during_an_in_flight_provision_leaves_nothing_behind(store: Arc<dyn Store>) {
@@ -833,6 +838,182 @@ async fn an_update_changes_only_what_changed(store: Arc<dyn Store>) {
     assert_eq!(systems.credential_count(), 3);
 }
 
+fn reconciler(store: &Arc<dyn Store>, systems: &VirtualSystems) -> Reconciler {
+    Reconciler::new(
+        store.clone(),
+        Arc::new(systems.clone()),
+        Arc::new(Notify::new()),
+        Duration::from_secs(5),
+    )
+}
+
+async fn drift_is_read_back_and_repaired(store: Arc<dyn Store>) {
+    let ws = seeded_workspace(&*store, "drift").await;
+    let doors = quick_start_entrances(&*store, ws).await;
+    let (g, _) = store
+        .create_access_grant(
+            ws,
+            &new_grant(
+                &*store,
+                ws,
+                &doors,
+                &[AccessMethodMode::Card, AccessMethodMode::MobileKey],
+            )
+            .await,
+            None,
+        )
+        .await
+        .expect("create");
+    let systems = VirtualSystems::new(Duration::from_millis(5));
+    let _run = start(store.clone(), &systems, &["w1"]);
+    let ms = quiet(&*store, ws, g.id).await;
+    let r = reconciler(&store, &systems);
+    let clean = r.pass().await.expect("pass");
+    assert_eq!(
+        (clean.checked, clean.repaired),
+        (4, 0),
+        "nothing drifted yet"
+    );
+
+    // Behind Keygate's back: the mobile key vanishes from Visionline, and the Salto Space card
+    // is made to open a door it was never given.
+    let mobile = ms
+        .iter()
+        .find(|m| m.mode == AccessMethodMode::MobileKey)
+        .expect("mobile");
+    let vision = mobile
+        .doors
+        .iter()
+        .find(|d| d.entrance_id == doors[1])
+        .expect("door")
+        .acs_system_id;
+    systems.forget(vision, mobile.id).await;
+    let card = ms
+        .iter()
+        .find(|m| m.mode == AccessMethodMode::Card && m.doors[0].entrance_id == doors[0])
+        .expect("card");
+    let space = card.doors[0].acs_system_id;
+    let pool = entrance_named(&*store, ws, "virtual_salto_space", "Pool").await;
+    systems.tamper(space, card.id, vec![doors[0], pool]).await;
+    let before = event_types(&*store, ws).await.len();
+
+    let report = r.pass().await.expect("pass");
+    assert_eq!(report.repaired, 2, "{report:?}");
+    let lost = methods(&*store, ws, g.id).await;
+    let door = lost
+        .iter()
+        .find(|m| m.id == mobile.id)
+        .and_then(|m| m.doors.iter().find(|d| d.entrance_id == doors[1]))
+        .expect("door");
+    assert_eq!(door.state, DoorState::Pending, "{door:?}");
+    assert!(
+        door.reason
+            .as_deref()
+            .unwrap_or("")
+            .contains("no longer had")
+    );
+    quiet(&*store, ws, g.id).await;
+    assert!(
+        systems.credential(vision, mobile.id).await.is_some(),
+        "issued again"
+    );
+    assert_eq!(
+        systems
+            .credential(space, card.id)
+            .await
+            .map(|c| c.entrance_ids),
+        Some(vec![doors[0]]),
+        "the extra door was taken back"
+    );
+    let after = event_types(&*store, ws).await[before..].to_vec();
+    assert!(
+        after.contains(&"access_grant.access_granted_to_door".to_owned()),
+        "{after:?}"
+    );
+    assert_eq!(r.pass().await.expect("pass").repaired, 0, "in step again");
+
+    // A revocation that did not stick: the method is deleted and revoked, then reappears.
+    store
+        .delete_access_method(ws, card.id, keygate_domain::model::now())
+        .await
+        .expect("delete");
+    for _ in 0..200 {
+        if systems.credential(space, card.id).await.is_none() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(systems.credential(space, card.id).await.is_none());
+    let mut ghost = systems
+        .credential(vision, mobile.id)
+        .await
+        .expect("template");
+    ghost.acs_system_id = space;
+    ghost.access_method_id = card.id;
+    ghost.entrance_ids = vec![doors[0]];
+    systems.plant(ghost).await;
+    assert_eq!(r.pass().await.expect("pass").repaired, 1);
+    for _ in 0..200 {
+        if systems.credential(space, card.id).await.is_none() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        systems.credential(space, card.id).await.is_none(),
+        "taken back again"
+    );
+}
+
+async fn ended_grants_are_revoked_everywhere(store: Arc<dyn Store>) {
+    let ws = seeded_workspace(&*store, "expiry").await;
+    let doors = quick_start_entrances(&*store, ws).await;
+    let mut new = new_grant(&*store, ws, &doors, &[AccessMethodMode::MobileKey]).await;
+    new.grant.ends_at = Some(new.grant.starts_at + time::Duration::milliseconds(1500));
+    let (g, _) = store
+        .create_access_grant(ws, &new, None)
+        .await
+        .expect("create");
+    let systems = VirtualSystems::new(Duration::from_millis(5));
+    let _run = start(store.clone(), &systems, &["w1"]);
+    quiet(&*store, ws, g.id).await;
+    assert_eq!(systems.credential_count(), 2);
+    let r = reconciler(&store, &systems);
+    assert_eq!(r.expire().await.expect("expire"), 0, "not ended yet");
+    tokio::time::sleep(Duration::from_millis(1600)).await;
+    assert_eq!(r.expire().await.expect("expire"), 1);
+    assert_eq!(r.expire().await.expect("expire"), 0, "once");
+    for _ in 0..200 {
+        if systems.credential_count() == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(systems.credential_count(), 0);
+    let mut ms = methods(&*store, ws, g.id).await;
+    for _ in 0..200 {
+        if ms[0].doors.iter().all(|d| d.state == DoorState::Revoked) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        ms = methods(&*store, ws, g.id).await;
+    }
+    assert!(
+        ms[0].doors.iter().all(|d| d.state == DoorState::Revoked),
+        "{ms:?}"
+    );
+    assert!(!ms[0].is_issued);
+    let types = event_types(&*store, ws).await;
+    assert_eq!(
+        types
+            .iter()
+            .filter(|t| *t == "access_grant.access_to_door_lost")
+            .count(),
+        2
+    );
+    assert!(types.contains(&"access_method.revoked".to_owned()));
+}
+
 macro_rules! suite {
     ($backend:ident, $make:expr) => {
         mod $backend {
@@ -878,6 +1059,14 @@ macro_rules! suite {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn update_changes_only_what_changed() {
                 an_update_changes_only_what_changed($make.await.store).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn drift_repaired() {
+                drift_is_read_back_and_repaired($make.await.store).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn ended_grants_revoked() {
+                ended_grants_are_revoked_everywhere($make.await.store).await
             }
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn encoder_faults() {
