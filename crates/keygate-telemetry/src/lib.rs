@@ -1,41 +1,108 @@
-//! Tracing set-up, done once at start. Structured fields, never interpolated secrets; text for
-//! people, JSON for log pipelines. OTLP export and Prometheus metrics join with the telemetry issue.
+//! Telemetry set-up, done once at start, and the small helpers the rest of Keygate records with.
+//!
+//! - [`logs`]: log lines on stderr, text for people or JSON for log pipelines. Structured fields,
+//!   never interpolated secrets.
+//! - [`otel`]: OpenTelemetry traces exported over OTLP/gRPC, only when
+//!   `OTEL_EXPORTER_OTLP_ENDPOINT` (or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`) is set.
+//! - [`propagation`]: W3C trace context (`traceparent`, `tracestate`) in and out of HTTP/gRPC
+//!   headers, and as text stored with a job.
+//! - [`metrics`]: the Prometheus recorder, and one function per metric Keygate records, so that
+//!   every name and label is declared in this one file.
+//!
+//! `docs/telemetry.md` is the operator's guide to all of it.
 
-use tracing_subscriber::EnvFilter;
-use tracing_subscriber::fmt::format::FmtSpan;
+pub mod logs;
+pub mod metrics;
+pub mod otel;
+pub mod propagation;
+
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
+use tracing_subscriber::{EnvFilter, Layer as _};
 
-/// How log lines are written.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum LogFormat {
-    Text,
-    Json,
+pub use logs::LogFormat;
+
+/// What [`init`] sets up.
+#[derive(Clone, Debug)]
+pub struct Config<'a> {
+    pub format: LogFormat,
+    /// An `EnvFilter` directive such as `info,keygate=debug`; `RUST_LOG` wins when set.
+    pub filter: &'a str,
+    /// The roles this process runs (`gateway`, `orchestrator`, `delivery`): the
+    /// `keygate.roles` resource attribute of exported spans. `None` never exports (used by
+    /// one-shot commands such as `keygate migrate`).
+    pub roles: Option<&'a [&'a str]>,
 }
 
-/// Installs the global subscriber. `filter` is an `EnvFilter` directive such as
-/// `info,keygate=debug`; `RUST_LOG` wins when set. Safe to call twice (the second is a no-op).
-pub fn init(format: LogFormat, filter: &str) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(filter));
-    let registry = tracing_subscriber::registry().with(filter);
-    let result = match format {
-        LogFormat::Text => registry
-            .with(
-                tracing_subscriber::fmt::layer()
-                    .with_writer(std::io::stderr)
-                    .with_span_events(FmtSpan::NONE),
-            )
-            .try_init(),
-        LogFormat::Json => registry
-            .with(
-                tracing_subscriber::fmt::layer()
-                    .json()
-                    .with_current_span(true)
-                    .with_span_list(false)
-                    .with_writer(std::io::stderr),
-            )
-            .try_init(),
+/// Why telemetry could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum InitError {
+    #[error("OTLP trace exporter: {0}")]
+    Otlp(String),
+}
+
+/// What was set up. Call [`Telemetry::shutdown`] before the process exits so that spans still
+/// queued for export are sent.
+#[must_use = "call shutdown() before exit to flush spans"]
+pub struct Telemetry {
+    tracer: Option<opentelemetry_sdk::trace::SdkTracerProvider>,
+}
+
+impl Telemetry {
+    /// Whether spans are exported over OTLP.
+    pub fn exporting(&self) -> bool {
+        self.tracer.is_some()
+    }
+
+    /// Flushes and stops the OTLP exporter (a no-op when nothing is exported). Waits at most
+    /// the exporter's own timeout (`OTEL_BSP_EXPORT_TIMEOUT`, 30 s by default).
+    pub async fn shutdown(self) {
+        let Some(provider) = self.tracer else { return };
+        // The SDK's shutdown blocks its caller until the batch thread has exported: keep it off
+        // the async workers, which must stay free to drive the exporter's connection.
+        let joined = tokio::task::spawn_blocking(move || provider.shutdown()).await;
+        match joined {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => eprintln!("keygate: flushing spans at exit failed: {e}"),
+            Err(e) => eprintln!("keygate: flushing spans at exit failed: {e}"),
+        }
+    }
+}
+
+/// Installs the global subscriber: the log layer (filtered by `cfg.filter`) and, when
+/// configured, the OTLP layer (its own fixed filter, [`otel::span_filter`], so that
+/// `KEYGATE_LOG=warn` still exports every RPC, job and provider call span). Must run inside the
+/// Tokio runtime when OTLP is on. Calling it again keeps the first subscriber.
+pub fn init(cfg: &Config<'_>) -> Result<Telemetry, InitError> {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(cfg.filter));
+    let tracer = match cfg.roles {
+        Some(roles) if otel::endpoint_configured() => Some(otel::provider(roles)?),
+        _ => None,
     };
-    // Already initialised (tests start several servers in one process): keep the first.
-    let _ = result;
+    let otel_layer = tracer.as_ref().map(|p| {
+        use opentelemetry::trace::TracerProvider as _;
+        tracing_opentelemetry::layer()
+            .with_tracer(p.tracer("keygate"))
+            .with_threads(false)
+            .with_filter(otel::span_filter())
+    });
+    let result = tracing_subscriber::registry()
+        .with(logs::layer(cfg.format).with_filter(filter))
+        .with(otel_layer)
+        .try_init();
+    // Already initialised (tests start several servers in one process): keep the first, and
+    // do not leave a second exporter running.
+    if result.is_err() {
+        if let Some(p) = tracer {
+            let _ = p.shutdown();
+        }
+        return Ok(Telemetry { tracer: None });
+    }
+    if let Some(p) = &tracer {
+        opentelemetry::global::set_tracer_provider(p.clone());
+    }
+    opentelemetry::global::set_text_map_propagator(
+        opentelemetry_sdk::propagation::TraceContextPropagator::new(),
+    );
+    Ok(Telemetry { tracer })
 }

@@ -189,15 +189,21 @@ impl Authenticator {
     }
 
     async fn lookup(&self, id: ApiKeyId) -> Result<Option<CachedKey>, Error> {
+        use keygate_telemetry::metrics::{CacheResult, cache_lookup};
         let cache_key = api_key_cache_key(id);
         match self.cache.get(&cache_key).await {
             Ok(Some(bytes)) => {
                 if let Some(k) = CachedKey::decode(&bytes) {
+                    cache_lookup("api_key", CacheResult::Hit);
                     return Ok(Some(k));
                 }
+                cache_lookup("api_key", CacheResult::Miss);
             }
-            Ok(None) => {}
-            Err(e) => tracing::debug!(error = %e, "cache read failed; using the store"),
+            Ok(None) => cache_lookup("api_key", CacheResult::Miss),
+            Err(e) => {
+                cache_lookup("api_key", CacheResult::Error);
+                tracing::debug!(error = %e, "cache read failed; using the store")
+            }
         }
         let Some(key) = self.store.find_api_key(id).await? else {
             return Ok(None);

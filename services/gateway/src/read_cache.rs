@@ -31,13 +31,23 @@ where
     M: Message + Default,
     F: Future<Output = Result<M, Error>>,
 {
+    use keygate_telemetry::metrics::{CacheResult, cache_lookup};
     match cache.get(key).await {
         Ok(Some(bytes)) => match M::decode(bytes.as_slice()) {
-            Ok(m) => return Ok(m),
-            Err(e) => tracing::warn!(error = %e, "undecodable cache entry; reloading"),
+            Ok(m) => {
+                cache_lookup("status", CacheResult::Hit);
+                return Ok(m);
+            }
+            Err(e) => {
+                cache_lookup("status", CacheResult::Miss);
+                tracing::warn!(error = %e, "undecodable cache entry; reloading")
+            }
         },
-        Ok(None) => {}
-        Err(e) => tracing::debug!(error = %e, "cache unavailable; reading the store"),
+        Ok(None) => cache_lookup("status", CacheResult::Miss),
+        Err(e) => {
+            cache_lookup("status", CacheResult::Error);
+            tracing::debug!(error = %e, "cache unavailable; reading the store")
+        }
     }
     let m = load.await?;
     if let Err(e) = cache.set(key, &m.encode_to_vec(), STATUS_TTL).await {

@@ -1,20 +1,23 @@
 //! The gRPC middleware stack, in one fixed and named order (outermost first):
 //!
 //! 1. `request_id`  — takes `x-request-id` or makes one; echoes it on the response.
-//! 2. `trace`       — one span per RPC with method, request id, workspace and gRPC code.
-//! 3. `auth`        — API key → workspace (or admin token → operator); refuses with UNAUTHENTICATED.
-//! 4. `rate_limit`  — per-workspace token bucket; RESOURCE_EXHAUSTED with `RetryInfo`.
-//! 5. `deadline`    — the shorter of the client's `grpc-timeout` and the server maximum.
-//! 6. `load_shed`   — a global in-flight limit that refuses at once (UNAVAILABLE) rather than queue.
+//! 2. `trace`       — one span per RPC with method, request id, workspace and gRPC code; it
+//!    continues the caller's trace when the call carries a W3C `traceparent`.
+//! 3. `metrics`     — the RPC latency histogram, by method and gRPC code.
+//! 4. `auth`        — API key → workspace (or admin token → operator); refuses with UNAUTHENTICATED.
+//! 5. `rate_limit`  — per-workspace token bucket; RESOURCE_EXHAUSTED with `RetryInfo`.
+//! 6. `deadline`    — the shorter of the client's `grpc-timeout` and the server maximum.
+//! 7. `load_shed`   — a global in-flight limit that refuses at once (UNAVAILABLE) rather than queue.
 //!
 //! Bounded message sizes come last, in each service's codec (see `server.rs`). Auth runs
 //! before the rate limit because the bucket is per workspace; load shedding sits after the
-//! deadline so a shed call never waits.
+//! deadline so a shed call never waits. Metrics sit outside auth so refused calls are counted
+//! too, and inside the trace span so their time is the call's, not the span's bookkeeping.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, LazyLock, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -31,9 +34,10 @@ use crate::auth::{Authenticator, Principal};
 use crate::error::to_status;
 
 /// The stack's stages, outermost first. `build` follows this order and a test asserts it.
-pub const ORDER: [&str; 6] = [
+pub const ORDER: [&str; 7] = [
     RequestId::NAME,
     Trace::NAME,
+    Metrics::NAME,
     Auth::NAME,
     RateLimit::NAME,
     Deadline::NAME,
@@ -170,9 +174,118 @@ impl Middleware for RequestId {
     }
 }
 
+/// Every RPC served here, as `/package.Service/Method`: the values the `method` label of the
+/// latency histogram may take (any other path is `other`, so a caller cannot grow the label set).
+static KNOWN_METHODS: LazyLock<HashSet<String>> = LazyLock::new(|| {
+    use prost::Message as _;
+    let mut known: HashSet<String> = [
+        "/grpc.health.v1.Health/Check",
+        "/grpc.health.v1.Health/Watch",
+        "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+        "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+    ]
+    .into_iter()
+    .map(str::to_owned)
+    .collect();
+    if let Ok(set) = prost_types::FileDescriptorSet::decode(keygate_proto::FILE_DESCRIPTOR_SET) {
+        for file in &set.file {
+            for service in &file.service {
+                for method in &service.method {
+                    known.insert(format!(
+                        "/{}.{}/{}",
+                        file.package(),
+                        service.name(),
+                        method.name()
+                    ));
+                }
+            }
+        }
+    }
+    known
+});
+
+/// The `method` label of a request path: `package.Service/Method`, or `other`.
+pub fn method_label(path: &str) -> &str {
+    if KNOWN_METHODS.contains(path) {
+        path.trim_start_matches('/')
+    } else {
+        "other"
+    }
+}
+
+/// The gRPC status of a response head. Errors carry `grpc-status` in the headers
+/// (trailers-only); a success carries it in the trailers, so no header means OK. For a stream
+/// this is the status at its start.
+pub fn response_code(resp: &Response<Body>) -> tonic::Code {
+    resp.headers()
+        .get("grpc-status")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<i32>().ok())
+        .map(tonic::Code::from_i32)
+        .unwrap_or(tonic::Code::Ok)
+}
+
+/// The canonical name of a gRPC code (`OK`, `NOT_FOUND`, ...), as metrics label it.
+pub fn code_name(code: tonic::Code) -> &'static str {
+    use tonic::Code as C;
+    match code {
+        C::Ok => "OK",
+        C::Cancelled => "CANCELLED",
+        C::Unknown => "UNKNOWN",
+        C::InvalidArgument => "INVALID_ARGUMENT",
+        C::DeadlineExceeded => "DEADLINE_EXCEEDED",
+        C::NotFound => "NOT_FOUND",
+        C::AlreadyExists => "ALREADY_EXISTS",
+        C::PermissionDenied => "PERMISSION_DENIED",
+        C::ResourceExhausted => "RESOURCE_EXHAUSTED",
+        C::FailedPrecondition => "FAILED_PRECONDITION",
+        C::Aborted => "ABORTED",
+        C::OutOfRange => "OUT_OF_RANGE",
+        C::Unimplemented => "UNIMPLEMENTED",
+        C::Internal => "INTERNAL",
+        C::Unavailable => "UNAVAILABLE",
+        C::DataLoss => "DATA_LOSS",
+        C::Unauthenticated => "UNAUTHENTICATED",
+    }
+}
+
+/// Codes that mark a server span as an error (OpenTelemetry's gRPC conventions): the server
+/// failed, rather than the caller asking for something it may not have.
+fn is_server_error(code: tonic::Code) -> bool {
+    use tonic::Code as C;
+    matches!(
+        code,
+        C::Unknown
+            | C::DeadlineExceeded
+            | C::Unimplemented
+            | C::Internal
+            | C::Unavailable
+            | C::DataLoss
+    )
+}
+
 /// Stage 2.
 #[derive(Clone)]
 pub struct Trace;
+
+macro_rules! rpc_span {
+    ($level:expr, $name:expr, $service:expr, $method:expr, $request_id:expr) => {
+        tracing::span!(
+            $level,
+            "rpc",
+            otel.name = %$name,
+            otel.kind = "server",
+            otel.status_code = tracing::field::Empty,
+            rpc.system = "grpc",
+            rpc.service = %$service,
+            rpc.method = %$method,
+            request_id = %$request_id,
+            workspace_id = tracing::field::Empty,
+            grpc.code = tracing::field::Empty,
+            rpc.grpc.status_code = tracing::field::Empty,
+        )
+    };
+}
 
 impl Middleware for Trace {
     const NAME: &'static str = "trace";
@@ -188,29 +301,30 @@ impl Middleware for Trace {
             .get::<RequestIdValue>()
             .map(|r| r.0.clone())
             .unwrap_or_default();
-        let span = tracing::info_span!(
-            "rpc",
-            rpc.method = %path,
-            request_id = %request_id,
-            workspace_id = tracing::field::Empty,
-            grpc.code = tracing::field::Empty,
-        );
+        let name = path.trim_start_matches('/');
+        let (service, method) = name.split_once('/').unwrap_or((name, ""));
+        // Health checks (probes, every few seconds) are debug: out of the default log and of
+        // the exported traces.
         let is_health = path.starts_with("/grpc.health.");
+        let span = if is_health {
+            rpc_span!(tracing::Level::DEBUG, name, service, method, request_id)
+        } else {
+            rpc_span!(tracing::Level::INFO, name, service, method, request_id)
+        };
+        // A caller's `traceparent` makes this span its child, so its trace continues here.
+        keygate_telemetry::propagation::set_parent_from_headers(&span, req.headers());
         let started = Instant::now();
         let fut = next.run(req);
         Box::pin(
             async move {
                 let resp = fut.await?;
-                // Errors carry grpc-status in the headers; successes carry it in the trailers.
-                let code = resp
-                    .headers()
-                    .get("grpc-status")
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.parse::<i32>().ok())
-                    .map(tonic::Code::from_i32)
-                    .unwrap_or(tonic::Code::Ok);
+                let code = response_code(&resp);
                 let span = tracing::Span::current();
                 span.record("grpc.code", tracing::field::debug(code));
+                span.record("rpc.grpc.status_code", code as i64);
+                if is_server_error(code) {
+                    span.record("otel.status_code", "ERROR");
+                }
                 let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
                 if is_health {
                     tracing::debug!(latency_ms, "rpc finished");
@@ -224,7 +338,34 @@ impl Middleware for Trace {
     }
 }
 
-/// Stage 3.
+/// Stage 3: `keygate_rpc_duration_seconds{method, code}`.
+#[derive(Clone)]
+pub struct Metrics;
+
+impl Middleware for Metrics {
+    const NAME: &'static str = "metrics";
+
+    fn handle<S: Inner>(
+        &self,
+        req: Request<Body>,
+        next: Next<S>,
+    ) -> BoxFuture<Result<Response<Body>, S::Error>> {
+        let method = method_label(req.uri().path()).to_owned();
+        let started = Instant::now();
+        let fut = next.run(req);
+        Box::pin(async move {
+            let resp = fut.await?;
+            keygate_telemetry::metrics::rpc(
+                &method,
+                code_name(response_code(&resp)),
+                started.elapsed(),
+            );
+            Ok(resp)
+        })
+    }
+}
+
+/// Stage 4.
 #[derive(Clone)]
 pub struct Auth(pub Authenticator);
 
@@ -284,7 +425,7 @@ impl RateLimiter {
     }
 }
 
-/// Stage 4.
+/// Stage 5.
 #[derive(Clone)]
 pub struct RateLimit(pub Arc<RateLimiter>);
 
@@ -323,7 +464,7 @@ pub fn parse_grpc_timeout(v: &str) -> Option<Duration> {
     })
 }
 
-/// Stage 5.
+/// Stage 6.
 #[derive(Clone)]
 pub struct Deadline {
     pub max: Duration,
@@ -357,7 +498,7 @@ impl Middleware for Deadline {
     }
 }
 
-/// Stage 6.
+/// Stage 7.
 #[derive(Clone)]
 pub struct LoadShed(pub Arc<Semaphore>);
 
@@ -395,7 +536,10 @@ pub struct StackConfig {
 /// The composed layer type of [`build`], outermost stage last in the nesting.
 pub type Stack = Nest<
     LoadShed,
-    Nest<Deadline, Nest<RateLimit, Nest<Auth, Nest<Trace, Nest<RequestId, Identity>>>>>,
+    Nest<
+        Deadline,
+        Nest<RateLimit, Nest<Auth, Nest<Metrics, Nest<Trace, Nest<RequestId, Identity>>>>>,
+    >,
 >;
 type Nest<M, Inner> = tower::layer::util::Stack<StageLayer<M>, Inner>;
 type Identity = tower::layer::util::Identity;
@@ -405,6 +549,7 @@ pub fn build(cfg: &StackConfig, auth: Authenticator) -> Stack {
     tower::ServiceBuilder::new()
         .layer(StageLayer(RequestId))
         .layer(StageLayer(Trace))
+        .layer(StageLayer(Metrics))
         .layer(StageLayer(Auth(auth)))
         .layer(StageLayer(RateLimit(Arc::new(RateLimiter::new(
             cfg.rate_per_second,
@@ -431,6 +576,21 @@ mod tests {
         assert_eq!(parse_grpc_timeout("123456789m"), None, "more than 8 digits");
         assert_eq!(parse_grpc_timeout("10x"), None);
         assert_eq!(parse_grpc_timeout("m"), None);
+    }
+
+    #[test]
+    fn method_labels_are_bounded() {
+        assert_eq!(
+            method_label("/keygate.v1.AccessGrantService/CreateAccessGrant"),
+            "keygate.v1.AccessGrantService/CreateAccessGrant"
+        );
+        assert_eq!(
+            method_label("/grpc.health.v1.Health/Check"),
+            "grpc.health.v1.Health/Check"
+        );
+        assert_eq!(method_label("/keygate.v1.AccessGrantService/Nope"), "other");
+        assert_eq!(method_label("/anything/else"), "other");
+        assert_eq!(code_name(tonic::Code::NotFound), "NOT_FOUND");
     }
 
     #[test]

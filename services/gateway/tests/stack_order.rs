@@ -52,6 +52,7 @@ async fn stages_run_in_the_named_order() {
         [
             "request_id",
             "trace",
+            "metrics",
             "auth",
             "rate_limit",
             "deadline",
@@ -67,7 +68,7 @@ async fn stages_run_in_the_named_order() {
 #[tokio::test]
 async fn auth_stops_a_call_before_the_inner_stages() {
     let (seen, resp) = run("/keygate.v1.UserIdentityService/ListUserIdentities", &[]).await;
-    assert_eq!(seen, ["request_id", "trace", "auth"]);
+    assert_eq!(seen, ["request_id", "trace", "metrics", "auth"]);
     assert_eq!(
         resp.headers()
             .get("grpc-status")

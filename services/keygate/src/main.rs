@@ -2,22 +2,28 @@
 
 mod bootstrap;
 mod config;
+mod deliveries;
 mod http;
 mod serve;
 
 use std::process::ExitCode;
 
 use clap::Parser as _;
-use config::{Cli, Command, LogFormatArg, StoreArgs};
+use config::{Cli, Command, DeliveriesCommand, LogFormatArg, StoreArgs};
 use keygate_store::SCHEMA_VERSION;
-use keygate_telemetry::LogFormat;
+use keygate_telemetry::{LogFormat, Telemetry};
 
-fn init_logs(store: &StoreArgs) {
+/// Logs, and for `serve` (with `roles`) OTLP export when `OTEL_EXPORTER_OTLP_ENDPOINT` is set.
+fn init_telemetry(store: &StoreArgs, roles: Option<&[&str]>) -> anyhow::Result<Telemetry> {
     let format = match store.log_format {
         LogFormatArg::Text => LogFormat::Text,
         LogFormatArg::Json => LogFormat::Json,
     };
-    keygate_telemetry::init(format, &store.log);
+    Ok(keygate_telemetry::init(&keygate_telemetry::Config {
+        format,
+        filter: &store.log,
+        roles,
+    })?)
 }
 
 #[tokio::main]
@@ -25,12 +31,26 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(args) => {
-            init_logs(&args.store);
-            serve::run(args).await
+            let roles: Vec<&str> = args.roles.iter().map(|r| r.name()).collect();
+            match init_telemetry(&args.store, Some(&roles)) {
+                Ok(telemetry) => {
+                    let r = serve::run(args).await;
+                    // After the drain: the spans of the last calls are sent before exit.
+                    telemetry.shutdown().await;
+                    r
+                }
+                Err(e) => Err(e),
+            }
         }
-        Command::Migrate(args) => {
-            init_logs(&args.store);
-            migrate(args).await
+        Command::Migrate(args) => match init_telemetry(&args.store, None) {
+            Ok(_logs_only) => migrate(args).await,
+            Err(e) => Err(e),
+        },
+        Command::Deliveries(DeliveriesCommand::List(args)) => {
+            match init_telemetry(&args.store, None) {
+                Ok(_logs_only) => deliveries::list(args).await,
+                Err(e) => Err(e),
+            }
         }
     };
     match result {
