@@ -1,0 +1,461 @@
+//! The webhook dispatcher of the delivery role. One loop, woken by the event doorbell, by a
+//! finished attempt, by the next due retry, or by a poll:
+//!
+//! 1. **Fan-out.** For every enabled webhook with events after its cursor, read the log after
+//!    the cursor (`EventLog::list_events`), and in one transaction insert a delivery row per
+//!    matching event and move the cursor (`WebhookStore::fan_out_webhook`, a compare-and-set on
+//!    the cursor). A crash before the commit leaves the cursor where it was, so the rows are
+//!    inserted next time; after it, the cursor has moved, so they are not inserted again. Two
+//!    dispatchers racing on one webhook: the second's compare fails and it writes nothing (and
+//!    the (webhook, event) primary key would refuse a duplicate anyway).
+//! 2. **Attempts.** Lease due deliveries (`claim_deliveries`, SKIP LOCKED on PostgreSQL), POST
+//!    each, and record the outcome under the lease. A worker that dies mid-attempt loses its
+//!    lease and the delivery is attempted again: delivery is at least once, and receivers drop
+//!    duplicates by `webhook-id`.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use keygate_cache::bus::Doorbell;
+use keygate_domain::events::{Event, EventFilter};
+use keygate_domain::ids::{EventId, WebhookId};
+use keygate_domain::model::now;
+use keygate_domain::webhook::{ATTEMPT_TIMEOUT, AttemptOutcome, ClaimedDelivery, wants};
+use keygate_store::{Store, WebhookCursor};
+use reqwest::Url;
+use tokio::sync::{Notify, Semaphore, watch};
+use tracing::Instrument as _;
+
+use super::ssrf::{self, NetworkPolicy};
+use super::{RetryPolicy, human, sign};
+
+/// Turns an event into the JSON body of its delivery. The gateway owns the wire form (the
+/// `Event` message, its cursor), so the binary passes its renderer in.
+pub trait EventRenderer: Send + Sync {
+    /// The body; `webhook_id` is the webhook the event is about (`webhook.disabled`).
+    fn render(&self, event: &Event, webhook_id: Option<WebhookId>) -> Result<String, String>;
+}
+
+/// Tuning of the dispatcher.
+#[derive(Clone, Debug)]
+pub struct DispatcherConfig {
+    /// The published schedule, compressed for tests by `KEYGATE_WEBHOOK_RETRY_SCALE`.
+    pub retry: RetryPolicy,
+    /// What the SSRF guard lets through, checked again before every attempt.
+    pub network: NetworkPolicy,
+    /// Attempts in flight at once.
+    pub concurrency: usize,
+    /// How long a claimed delivery is held; longer than the attempt timeout.
+    pub lease: Duration,
+    /// How often to look for work when nothing wakes the loop.
+    pub poll: Duration,
+    /// How long the endpoint has to answer.
+    pub timeout: Duration,
+    /// Events read per fan-out step.
+    pub fan_out_batch: u32,
+}
+
+impl Default for DispatcherConfig {
+    fn default() -> Self {
+        Self {
+            retry: RetryPolicy::default(),
+            network: NetworkPolicy::default(),
+            concurrency: 32,
+            lease: Duration::from_secs(60),
+            poll: Duration::from_secs(1),
+            timeout: ATTEMPT_TIMEOUT,
+            fan_out_batch: 500,
+        }
+    }
+}
+
+/// Webhooks looked at per fan-out pass.
+const FAN_OUT_WEBHOOKS: u32 = 256;
+/// Shortest sleep when a retry is already due (another replica may hold it). Shared with the
+/// Instant Key sender (`notify`).
+pub(crate) const MIN_WAIT: Duration = Duration::from_millis(10);
+/// Longest error text kept on a delivery row (webhooks and Instant Key deliveries).
+pub(crate) const MAX_ERROR_CHARS: usize = 500;
+
+/// Why an attempt failed.
+#[derive(Debug, thiserror::Error)]
+enum AttemptError {
+    #[error("HTTP {0}")]
+    Status(u16),
+    #[error("timed out after {0:?}")]
+    Timeout(Duration),
+    #[error("{0}")]
+    Transport(String),
+    #[error("refused by the SSRF guard: {0}")]
+    Refused(#[from] ssrf::SsrfError),
+    #[error("stored URL does not parse: {0}")]
+    Url(#[from] url::ParseError),
+    #[error("the event could not be rendered: {0}")]
+    Render(String),
+    #[error("cannot sign: {0}")]
+    Sign(#[from] sign::SignError),
+    #[error("cannot build the HTTP client: {0}")]
+    Client(String),
+}
+
+impl AttemptError {
+    fn status_code(&self) -> Option<u16> {
+        match self {
+            Self::Status(c) => Some(*c),
+            _ => None,
+        }
+    }
+}
+
+struct Inner {
+    store: Arc<dyn Store>,
+    doorbell: Doorbell,
+    renderer: Arc<dyn EventRenderer>,
+    cfg: DispatcherConfig,
+    /// Rung when an attempt finishes: a permit is free again.
+    done: Notify,
+}
+
+/// The dispatcher of one process. Any number may run against one store.
+#[derive(Clone)]
+pub struct Dispatcher {
+    inner: Arc<Inner>,
+}
+
+impl Dispatcher {
+    pub fn new(
+        store: Arc<dyn Store>,
+        doorbell: Doorbell,
+        renderer: Arc<dyn EventRenderer>,
+        cfg: DispatcherConfig,
+    ) -> Self {
+        // reqwest is built without a crypto provider: the process uses ring, once.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        Self {
+            inner: Arc::new(Inner {
+                store,
+                doorbell,
+                renderer,
+                cfg,
+                done: Notify::new(),
+            }),
+        }
+    }
+
+    /// Runs until `stop` turns true. Attempts in flight then keep their leases; if this process
+    /// exits before recording them, they are attempted again after the lease.
+    pub async fn run(self, mut stop: watch::Receiver<bool>) {
+        let inner = self.inner;
+        tracing::info!(
+            retry_scale = inner.cfg.retry.scale,
+            allow_loopback = inner.cfg.network.allow_loopback,
+            allow_private_networks = inner.cfg.network.allow_private_networks,
+            "webhook dispatcher started"
+        );
+        let permits = Arc::new(Semaphore::new(inner.cfg.concurrency.max(1)));
+        let mut rings = inner.doorbell.subscribe();
+        // Fan-out runs when events were rung or a poll passed, not on every finished attempt.
+        let mut rung = true;
+        let mut last_fan_out = Instant::now();
+        loop {
+            if *stop.borrow() {
+                break;
+            }
+            if rung || last_fan_out.elapsed() >= inner.cfg.poll {
+                rung = false;
+                last_fan_out = Instant::now();
+                if let Err(e) = inner
+                    .fan_out()
+                    .instrument(tracing::debug_span!("webhook_fan_out"))
+                    .await
+                {
+                    tracing::warn!(error = %e, "webhook fan-out failed; retrying on the next pass");
+                }
+            }
+            let free = permits.available_permits();
+            if free > 0 {
+                match inner
+                    .store
+                    .claim_deliveries(
+                        u32::try_from(free).unwrap_or(u32::MAX),
+                        inner.cfg.lease,
+                        now(),
+                    )
+                    .await
+                {
+                    Ok(batch) => {
+                        for d in batch {
+                            let Ok(permit) = permits.clone().acquire_owned().await else {
+                                break;
+                            };
+                            let inner = inner.clone();
+                            tokio::spawn(async move {
+                                inner.attempt(d).await;
+                                drop(permit);
+                                inner.done.notify_one();
+                            });
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "claiming webhook deliveries failed"),
+                }
+            }
+            let wait = if permits.available_permits() == 0 {
+                inner.cfg.poll
+            } else {
+                match inner.store.next_delivery_due().await {
+                    Ok(Some(at)) => {
+                        let left = at - now();
+                        Duration::try_from(left)
+                            .unwrap_or(Duration::ZERO)
+                            .clamp(MIN_WAIT, inner.cfg.poll)
+                    }
+                    Ok(None) => inner.cfg.poll,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "reading the next webhook retry failed");
+                        inner.cfg.poll
+                    }
+                }
+            };
+            tokio::select! {
+                _ = rings.recv() => {
+                    // One pass serves every ring that arrived meanwhile.
+                    while rings.try_recv().is_ok() {}
+                    rung = true;
+                }
+                _ = tokio::time::sleep(wait) => {}
+                _ = inner.done.notified() => {}
+                changed = stop.changed() => if changed.is_err() { break },
+            }
+        }
+        tracing::info!("webhook dispatcher stopped");
+    }
+}
+
+impl Inner {
+    /// Moves every webhook's cursor to the end of its workspace's log, inserting a delivery row
+    /// per matching event on the way.
+    async fn fan_out(&self) -> Result<(), keygate_domain::Error> {
+        let batch = self.cfg.fan_out_batch.max(1);
+        for mut c in self.store.webhooks_behind(FAN_OUT_WEBHOOKS).await? {
+            loop {
+                let events = self
+                    .store
+                    .list_events(c.workspace_id, &EventFilter::default(), c.cursor_seq, batch)
+                    .await?;
+                let Some(last) = events.last() else { break };
+                let to = last.seq;
+                let rows = matching(&c, &events);
+                if !self.store.fan_out_webhook(&c, to, &rows, now()).await? {
+                    break; // Another dispatcher moved it, or it was disabled or deleted.
+                }
+                tracing::debug!(webhook_id = %c.webhook_id, deliveries = rows.len(), cursor = to, "fanned out");
+                c.cursor_seq = to;
+                if (events.len() as u32) < batch {
+                    break;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn attempt(&self, d: ClaimedDelivery) {
+        let span = tracing::info_span!(
+            "webhook_attempt",
+            workspace_id = %d.workspace_id,
+            webhook_id = %d.webhook_id,
+            event_id = %d.event_id,
+            event_type = %d.event.event_type,
+            attempt = d.attempts,
+        );
+        async {
+            let result = self.send(&d).await;
+            let outcome = self.outcome(&d, &result);
+            keygate_telemetry::metrics::webhook_delivery(match (&result, outcome.retry_at) {
+                (Ok(_), _) => "delivered",
+                (Err(_), Some(_)) => "retry",
+                (Err(_), None) => "failed",
+            });
+            match &result {
+                Ok(code) => tracing::info!(status = code, "webhook delivered"),
+                Err(e) if outcome.retry_at.is_some() => {
+                    tracing::info!(error = %e, "webhook attempt failed; will retry")
+                }
+                Err(e) => tracing::warn!(error = %e, "webhook delivery failed for good"),
+            }
+            match self
+                .store
+                .record_delivery_attempt(&d, &outcome, now())
+                .await
+            {
+                Ok(Some(events)) => {
+                    for e in &events {
+                        tracing::warn!(reason = %outcome.disabled_reason, "webhook disabled");
+                        self.doorbell.ring(e.workspace_id.to_string(), e.seq);
+                    }
+                }
+                Ok(None) => tracing::debug!("lease lost or webhook deleted; outcome dropped"),
+                Err(e) => tracing::warn!(error = %e, "recording the attempt failed; it is retried after the lease"),
+            }
+        }
+        .instrument(span)
+        .await
+    }
+
+    fn outcome(&self, d: &ClaimedDelivery, result: &Result<u16, AttemptError>) -> AttemptOutcome {
+        let disable_after = self.cfg.retry.disable_after();
+        let disable_after_t =
+            time::Duration::try_from(disable_after).unwrap_or(time::Duration::MAX);
+        match result {
+            Ok(code) => AttemptOutcome {
+                succeeded: true,
+                status_code: Some(*code),
+                error: None,
+                retry_at: None,
+                disable_after: disable_after_t,
+                disabled_reason: String::new(),
+            },
+            Err(e) => {
+                let error: String = e.to_string().chars().take(MAX_ERROR_CHARS).collect();
+                AttemptOutcome {
+                    succeeded: false,
+                    status_code: e.status_code(),
+                    retry_at: self
+                        .cfg
+                        .retry
+                        .delay_after(d.attempts)
+                        .map(|delay| now() + delay),
+                    disable_after: disable_after_t,
+                    disabled_reason: format!(
+                        "no successful delivery for {}; last error: {error}",
+                        human(disable_after)
+                    ),
+                    error: Some(error),
+                }
+            }
+        }
+    }
+
+    /// One POST. `Ok` with the 2xx status; anything else is an error to retry.
+    async fn send(&self, d: &ClaimedDelivery) -> Result<u16, AttemptError> {
+        let url = Url::parse(&d.url)?;
+        // Again at send time: the name may resolve elsewhere than when the webhook was created.
+        let dest = tokio::time::timeout(self.cfg.timeout, ssrf::check_url(&url, self.cfg.network))
+            .await
+            .map_err(|_| AttemptError::Timeout(self.cfg.timeout))??;
+        let body = self
+            .renderer
+            .render(&d.event, d.event_webhook_id)
+            .map_err(AttemptError::Render)?;
+        let msg_id = d.event_id.to_string();
+        let timestamp = time::OffsetDateTime::now_utc().unix_timestamp();
+        let signature = sign::signature(&d.secret, &msg_id, timestamp, &body)?;
+        let mut builder = reqwest::Client::builder()
+            .timeout(self.cfg.timeout)
+            .connect_timeout(self.cfg.timeout)
+            // A redirect could lead anywhere, past the guard: a 3xx is a failed attempt.
+            .redirect(reqwest::redirect::Policy::none())
+            // A proxy would make its own lookup: connect to the checked address directly.
+            .no_proxy()
+            .user_agent(concat!("Keygate-Webhooks/", env!("CARGO_PKG_VERSION")));
+        if let Some(domain) = &dest.domain {
+            // Pin the connection to the address the guard checked.
+            builder = builder.resolve(domain, dest.addr);
+        }
+        let client = builder
+            .build()
+            .map_err(|e| AttemptError::Client(chain(&e)))?;
+        // The receiver can continue the trace of the attempt (W3C `traceparent`).
+        let mut trace = reqwest::header::HeaderMap::new();
+        keygate_telemetry::propagation::inject(&mut trace);
+        let sent = client
+            .post(url)
+            .headers(trace)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .header("webhook-id", &msg_id)
+            .header("webhook-timestamp", timestamp.to_string())
+            .header("webhook-signature", signature)
+            .body(body)
+            .send()
+            .instrument(tracing::debug_span!("webhook_post", addr = %dest.addr))
+            .await;
+        match sent {
+            Ok(resp) if resp.status().is_success() => Ok(resp.status().as_u16()),
+            Ok(resp) => Err(AttemptError::Status(resp.status().as_u16())),
+            Err(e) if e.is_timeout() => Err(AttemptError::Timeout(self.cfg.timeout)),
+            Err(e) => Err(AttemptError::Transport(chain(&e))),
+        }
+    }
+}
+
+/// The deliveries a batch of events makes for one webhook.
+fn matching(c: &WebhookCursor, events: &[Event]) -> Vec<(i64, EventId)> {
+    events
+        .iter()
+        .filter(|e| wants(&c.event_types, &e.event_type))
+        .map(|e| (e.seq, e.id))
+        .collect()
+}
+
+/// An error and its innermost cause ("connection failed: Connection refused (os error 111)").
+pub(crate) fn chain(e: &reqwest::Error) -> String {
+    let what = if e.is_connect() {
+        "connection failed"
+    } else {
+        "request failed"
+    };
+    let mut cause = std::error::Error::source(e);
+    let mut last = None;
+    while let Some(c) = cause {
+        last = Some(c.to_string());
+        cause = c.source();
+    }
+    match last {
+        Some(l) => format!("{what}: {l}"),
+        None => format!("{what}: {e}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use keygate_domain::ids::WorkspaceId;
+
+    use super::*;
+
+    fn event(seq: i64, t: &str) -> Event {
+        Event {
+            seq,
+            workspace_id: WorkspaceId::new(),
+            id: EventId::new(),
+            event_type: t.into(),
+            description: String::new(),
+            occurred_at: now(),
+            created_at: now(),
+            access_grant_id: None,
+            access_method_id: None,
+            acs_system_id: None,
+            acs_entrance_id: None,
+            user_identity_id: None,
+            instant_key_id: None,
+            action_attempt_id: None,
+        }
+    }
+
+    #[test]
+    fn only_subscribed_types_make_deliveries() {
+        let events = [
+            event(1, "access_grant.created"),
+            event(2, "access_method.issued"),
+            event(3, "webhook.disabled"),
+        ];
+        let mut c = WebhookCursor {
+            workspace_id: WorkspaceId::new(),
+            webhook_id: WebhookId::new(),
+            cursor_seq: 0,
+            event_types: vec![],
+        };
+        assert_eq!(matching(&c, &events).len(), 3);
+        c.event_types = vec!["access_method.issued".into()];
+        let rows = matching(&c, &events);
+        assert_eq!(rows, vec![(2, events[1].id)]);
+    }
+}
