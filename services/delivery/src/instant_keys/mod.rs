@@ -1,0 +1,486 @@
+//! The Instant Key page on the HTTP port (delivery role): `GET /ik/<token>` shows the person's
+//! doors, `POST /ik/<token>/unlock` unlocks one through its access system (an action attempt of
+//! type unlock, run by the orchestrator), `/ik/<token>/qr.svg|png` is the QR code of the link,
+//! and `POST /ik/api/v1/unlock` is the same unlock for a mobile key's `client_session_token`.
+//!
+//! A key is refused, with nothing sent to any access system, when its link is malformed or
+//! unknown (404), revoked or expired (410), or already claimed by as many devices as it may be
+//! (403). A device claims a key the first time it opens the link; it is known by a cookie whose
+//! SHA-256 is stored.
+
+pub mod doors;
+pub mod page;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{Form, Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use keygate_cache::bus::Doorbell;
+use keygate_domain::Error;
+use keygate_domain::action::{ActionAttempt, ActionType, AttemptStatus, JobWork, UnlockJob};
+use keygate_domain::ids::{ActionAttemptId, EntranceId, UserIdentityId, WorkspaceId};
+use keygate_domain::instant_key::{self, Inactive, InstantKey, Links};
+use keygate_domain::model::now;
+use keygate_store::Store;
+use rand::RngExt as _;
+use tokio::sync::Notify;
+
+use self::doors::Door;
+use self::page::Outcome;
+
+/// Name of the cookie that tells one device from another.
+const DEVICE_COOKIE: &str = "kg_device";
+/// How long a page waits for an unlock to finish before it shows "still unlocking".
+const UNLOCK_WAIT: Duration = Duration::from_secs(8);
+
+/// Everything the pages need.
+#[derive(Clone)]
+pub struct Pages {
+    pub store: Arc<dyn Store>,
+    pub links: Links,
+    /// Rung when an unlock job is queued, so an orchestrator on another replica starts it at once.
+    pub doorbell: Doorbell,
+    /// Wakes this process's orchestrator.
+    pub wake: Arc<Notify>,
+}
+
+/// The routes of the pages, to merge into the HTTP router.
+pub fn router(pages: Pages) -> Router {
+    Router::new()
+        .route("/ik/api/v1/unlock", post(api_unlock))
+        .route("/ik/{token}", get(show))
+        .route("/ik/{token}/unlock", post(unlock))
+        .route("/ik/{token}/qr.svg", get(qr_svg))
+        .route("/ik/{token}/qr.png", get(qr_png))
+        .with_state(pages)
+}
+
+/// Why a page is refused: the HTTP status and what the person reads.
+struct Refusal(StatusCode, &'static str, &'static str);
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        let mut r = (self.0, page::refusal(self.1, self.2)).into_response();
+        no_store(r.headers_mut());
+        r.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/html; charset=utf-8"),
+        );
+        r
+    }
+}
+
+const NOT_FOUND: Refusal = Refusal(
+    StatusCode::NOT_FOUND,
+    "This link does not work",
+    "Check that you opened the whole link you were sent. If it still does not work, ask for a new one.",
+);
+const UNAVAILABLE: Refusal = Refusal(
+    StatusCode::SERVICE_UNAVAILABLE,
+    "Please try again",
+    "Your key could not be loaded just now. Try again in a moment.",
+);
+
+fn inactive(why: Inactive) -> Refusal {
+    match why {
+        Inactive::Revoked => Refusal(
+            StatusCode::GONE,
+            "This key was revoked",
+            "It no longer opens any door. Ask whoever sent it for a new one.",
+        ),
+        Inactive::Expired => Refusal(
+            StatusCode::GONE,
+            "This key has expired",
+            "Its access period is over, so it no longer opens any door.",
+        ),
+        Inactive::Exhausted => Refusal(
+            StatusCode::FORBIDDEN,
+            "This key is in use on another device",
+            "It can only be used on the device that opened it first. Ask for a key of your own.",
+        ),
+    }
+}
+
+fn internal(e: &Error) -> Refusal {
+    tracing::warn!(error = %e, "Instant Key page failed");
+    UNAVAILABLE
+}
+
+fn no_store(h: &mut HeaderMap) {
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+}
+
+fn device_cookie(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|c| c.trim().split_once('='))
+        .find(|(k, _)| *k == DEVICE_COOKIE)
+        .map(|(_, v)| v.to_owned())
+        .filter(|v| v.len() == 43)
+}
+
+/// The key of a link, checked and claimed for this device. Returns the key and, for a device
+/// seen for the first time, the cookie to set.
+async fn open(
+    pages: &Pages,
+    token: &str,
+    headers: &HeaderMap,
+) -> Result<(InstantKey, Option<String>), Refusal> {
+    if !instant_key::well_formed(token) {
+        return Err(NOT_FOUND);
+    }
+    let key = pages
+        .store
+        .find_instant_key(&instant_key::token_hash(token))
+        .await
+        .map_err(|e| internal(&e))?
+        .ok_or(NOT_FOUND)?;
+    let (device, fresh) = match device_cookie(headers) {
+        Some(d) => (d, false),
+        None => {
+            let raw: [u8; 32] = rand::rng().random();
+            (
+                base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, raw),
+                true,
+            )
+        }
+    };
+    let device_sha256 = instant_key::token_hash(&device);
+    let claimed = !fresh
+        && pages
+            .store
+            .has_claim(key.workspace_id, key.id, &device_sha256)
+            .await
+            .map_err(|e| internal(&e))?;
+    key.check(now(), claimed).map_err(inactive)?;
+    if !claimed
+        && !pages
+            .store
+            .claim_instant_key(key.workspace_id, key.id, &device_sha256, now())
+            .await
+            .map_err(|e| internal(&e))?
+    {
+        return Err(inactive(Inactive::Exhausted));
+    }
+    let secure = pages.links.public_url().starts_with("https://");
+    let cookie = fresh.then(|| {
+        format!(
+            "{DEVICE_COOKIE}={device}; Path=/ik; Max-Age=31536000; HttpOnly; SameSite=Lax{}",
+            if secure { "; Secure" } else { "" }
+        )
+    });
+    Ok((key, cookie))
+}
+
+fn html(body: String, cookie: Option<String>) -> Response {
+    let mut r = (StatusCode::OK, body).into_response();
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    no_store(h);
+    if let Some(c) = cookie.and_then(|c| HeaderValue::from_str(&c).ok()) {
+        h.insert(header::SET_COOKIE, c);
+    }
+    r
+}
+
+#[derive(serde::Deserialize)]
+struct ShowQuery {
+    attempt: Option<String>,
+}
+
+#[tracing::instrument(skip_all)]
+async fn show(
+    State(pages): State<Pages>,
+    Path(token): Path<String>,
+    Query(q): Query<ShowQuery>,
+    headers: HeaderMap,
+) -> Result<Response, Refusal> {
+    let (key, cookie) = open(&pages, &token, &headers).await?;
+    let person = pages
+        .store
+        .get_user_identity(key.workspace_id, key.user_identity_id)
+        .await
+        .map_err(|e| internal(&e))?;
+    let doors = doors::doors(
+        &*pages.store,
+        key.workspace_id,
+        key.user_identity_id,
+        key.access_grant_id,
+    )
+    .await
+    .map_err(|e| internal(&e))?;
+    let outcome = match q.attempt.and_then(|a| a.parse::<ActionAttemptId>().ok()) {
+        Some(id) => outcome(&pages, key.workspace_id, id, &doors).await,
+        None => None,
+    };
+    Ok(html(
+        page::key_page(&token, &person.full_name, &doors, outcome, now()),
+        cookie,
+    ))
+}
+
+/// What became of an unlock of one of these doors.
+async fn outcome(
+    pages: &Pages,
+    ws: WorkspaceId,
+    id: ActionAttemptId,
+    doors: &[Door],
+) -> Option<Outcome> {
+    let a = pages.store.get_action_attempt(ws, id).await.ok()?;
+    if a.action_type != ActionType::UnlockDoor {
+        return None;
+    }
+    let door = doors
+        .iter()
+        .find(|d| Some(d.entrance_id) == a.acs_entrance_id)?;
+    let name = door.name.clone();
+    Some(match a.status {
+        AttemptStatus::Success => Outcome::Unlocked(name),
+        AttemptStatus::Error => {
+            Outcome::Failed(name, a.error.map(|e| e.message).unwrap_or_default())
+        }
+        AttemptStatus::Pending => Outcome::Pending(name),
+    })
+}
+
+#[derive(serde::Deserialize)]
+struct UnlockForm {
+    acs_entrance_id: String,
+}
+
+#[tracing::instrument(skip_all)]
+async fn unlock(
+    State(pages): State<Pages>,
+    Path(token): Path<String>,
+    headers: HeaderMap,
+    Form(form): Form<UnlockForm>,
+) -> Result<Response, Refusal> {
+    let (key, _) = open(&pages, &token, &headers).await?;
+    let entrance: EntranceId = form.acs_entrance_id.parse().map_err(|_| NOT_FOUND)?;
+    let doors = doors::doors(
+        &*pages.store,
+        key.workspace_id,
+        key.user_identity_id,
+        key.access_grant_id,
+    )
+    .await
+    .map_err(|e| internal(&e))?;
+    let door = doors
+        .iter()
+        .find(|d| d.entrance_id == entrance)
+        .ok_or(NOT_FOUND)?;
+    if !door.remote || !door.active(now()) {
+        return Err(Refusal(
+            StatusCode::FORBIDDEN,
+            "This door cannot be unlocked now",
+            "It cannot be opened from this page at this time. Go back to see when and how it opens.",
+        ));
+    }
+    let id = start_unlock(
+        &pages,
+        key.workspace_id,
+        key.user_identity_id,
+        door,
+        Some(key.id),
+    )
+    .await
+    .map_err(|e| internal(&e))?;
+    wait(&pages, key.workspace_id, id).await;
+    Ok(Redirect::to(&format!("/ik/{token}?attempt={id}")).into_response())
+}
+
+/// Queues an unlock of `door` for `user`; returns the action attempt.
+async fn start_unlock(
+    pages: &Pages,
+    ws: WorkspaceId,
+    user: UserIdentityId,
+    door: &Door,
+    instant_key_id: Option<keygate_domain::ids::InstantKeyId>,
+) -> Result<ActionAttemptId, Error> {
+    let attempt = ActionAttempt {
+        id: ActionAttemptId::new(),
+        workspace_id: ws,
+        action_type: ActionType::UnlockDoor,
+        status: AttemptStatus::Pending,
+        access_method_id: None,
+        acs_encoder_id: None,
+        acs_entrance_id: Some(door.entrance_id),
+        result: None,
+        error: None,
+        created_at: now(),
+        completed_at: None,
+    };
+    let job = JobWork::Unlock(UnlockJob {
+        action_attempt_id: attempt.id,
+        acs_system_id: door.system.id,
+        acs_entrance_id: door.entrance_id,
+        user_identity_id: user,
+        instant_key_id,
+    });
+    pages
+        .store
+        .create_action_attempt(ws, &attempt, &job, None)
+        .await?;
+    pages.wake.notify_one();
+    pages.doorbell.ring(ws.to_string(), 0);
+    tracing::info!(action_attempt_id = %attempt.id, acs_entrance_id = %door.entrance_id, "unlock requested");
+    Ok(attempt.id)
+}
+
+/// Waits until the attempt is no longer pending, at most [`UNLOCK_WAIT`].
+async fn wait(pages: &Pages, ws: WorkspaceId, id: ActionAttemptId) -> Option<ActionAttempt> {
+    let deadline = tokio::time::Instant::now() + UNLOCK_WAIT;
+    loop {
+        let a = pages.store.get_action_attempt(ws, id).await.ok();
+        if a.as_ref()
+            .is_some_and(|a| a.status != AttemptStatus::Pending)
+            || tokio::time::Instant::now() >= deadline
+        {
+            return a;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn qr(pages: &Pages, token: &str) -> Result<String, Refusal> {
+    // The QR code is as secret as the link; it is served only while the key works.
+    if !instant_key::well_formed(token) {
+        return Err(NOT_FOUND);
+    }
+    let key = pages
+        .store
+        .find_instant_key(&instant_key::token_hash(token))
+        .await
+        .map_err(|e| internal(&e))?
+        .ok_or(NOT_FOUND)?;
+    key.check(now(), true).map_err(inactive)?;
+    Ok(instant_key::link(pages.links.public_url(), token))
+}
+
+#[tracing::instrument(skip_all)]
+async fn qr_svg(
+    State(pages): State<Pages>,
+    Path(token): Path<String>,
+) -> Result<Response, Refusal> {
+    let url = qr(&pages, &token).await?;
+    let svg = crate::qr::svg(&url).map_err(|e| internal(&e))?;
+    let mut r = (StatusCode::OK, svg).into_response();
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("image/svg+xml"),
+    );
+    no_store(r.headers_mut());
+    Ok(r)
+}
+
+#[tracing::instrument(skip_all)]
+async fn qr_png(
+    State(pages): State<Pages>,
+    Path(token): Path<String>,
+) -> Result<Response, Refusal> {
+    let url = qr(&pages, &token).await?;
+    let png = crate::qr::png(&url).map_err(|e| internal(&e))?;
+    let mut r = (StatusCode::OK, png).into_response();
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("image/png"));
+    no_store(r.headers_mut());
+    Ok(r)
+}
+
+#[derive(serde::Deserialize)]
+struct ApiUnlock {
+    acs_entrance_id: String,
+}
+
+#[derive(serde::Serialize)]
+struct ApiOutcome {
+    action_attempt_id: String,
+    status: &'static str,
+    error_type: Option<String>,
+    error_message: Option<String>,
+}
+
+fn api_error(status: StatusCode, reason: &str) -> Response {
+    let mut r = (status, axum::Json(serde_json::json!({ "error": reason }))).into_response();
+    no_store(r.headers_mut());
+    r
+}
+
+/// `POST /ik/api/v1/unlock` with `authorization: Bearer <client_session_token>`: unlocks one of
+/// the person's doors. 401 for a missing, forged or expired token; 404 for a door that is not
+/// theirs; 403 for one that cannot be unlocked now.
+#[tracing::instrument(skip_all)]
+async fn api_unlock(
+    State(pages): State<Pages>,
+    headers: HeaderMap,
+    axum::Json(body): axum::Json<ApiUnlock>,
+) -> Response {
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let Ok(secret) = pages.links.secret() else {
+        return api_error(StatusCode::SERVICE_UNAVAILABLE, "not_ready");
+    };
+    let Some((ws, user)) = token.and_then(|t| secret.verify_client_session(t, now())) else {
+        return api_error(StatusCode::UNAUTHORIZED, "invalid_client_session_token");
+    };
+    let Ok(entrance) = body.acs_entrance_id.parse::<EntranceId>() else {
+        return api_error(StatusCode::NOT_FOUND, "entrance_not_found");
+    };
+    let doors = match doors::doors(&*pages.store, ws, user, None).await {
+        Ok(d) => d,
+        Err(e) => {
+            tracing::warn!(error = %e, "unlock API failed");
+            return api_error(StatusCode::SERVICE_UNAVAILABLE, "unavailable");
+        }
+    };
+    let Some(door) = doors.iter().find(|d| d.entrance_id == entrance) else {
+        return api_error(StatusCode::NOT_FOUND, "entrance_not_found");
+    };
+    if !door.remote || !door.active(now()) {
+        return api_error(StatusCode::FORBIDDEN, "cannot_unlock_now");
+    }
+    let id = match start_unlock(&pages, ws, user, door, None).await {
+        Ok(id) => id,
+        Err(e) => {
+            tracing::warn!(error = %e, "unlock API failed");
+            return api_error(StatusCode::SERVICE_UNAVAILABLE, "unavailable");
+        }
+    };
+    let done = wait(&pages, ws, id).await;
+    let (status, error) = match done {
+        Some(a) => (
+            match a.status {
+                AttemptStatus::Success => "success",
+                AttemptStatus::Error => "error",
+                AttemptStatus::Pending => "pending",
+            },
+            a.error,
+        ),
+        None => ("pending", None),
+    };
+    let mut r = axum::Json(ApiOutcome {
+        action_attempt_id: id.to_string(),
+        status,
+        error_type: error.as_ref().map(|e| e.error_type.clone()),
+        error_message: error.map(|e| e.message),
+    })
+    .into_response();
+    no_store(r.headers_mut());
+    r
+}

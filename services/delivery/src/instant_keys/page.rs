@@ -1,0 +1,203 @@
+//! The HTML of the Instant Key page: server-rendered, mobile first, no script needed. Every
+//! name shown is escaped (a person's name is caller input).
+
+use std::fmt::Write as _;
+
+use time::OffsetDateTime;
+
+use super::doors::Door;
+
+/// Escapes text for HTML content and attribute values.
+pub fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// `t` in the access system's time zone, as "Tue 1 Dec 2026, 19:30 (Europe/Madrid)".
+pub fn local_time(t: OffsetDateTime, zone: &str) -> String {
+    let Ok(ts) = jiff::Timestamp::from_second(t.unix_timestamp()) else {
+        return t.to_string();
+    };
+    let (tz, label) = match jiff::tz::TimeZone::get(zone) {
+        Ok(tz) => (tz, zone),
+        Err(_) => (jiff::tz::TimeZone::UTC, "UTC"),
+    };
+    format!(
+        "{} ({label})",
+        ts.to_zoned_datetime(tz).strftime("%a %-d %b %Y, %H:%M")
+    )
+}
+
+const STYLE: &str = "
+:root{--brand:#1f4fd1;color-scheme:light dark}
+*{box-sizing:border-box}
+body{margin:0;font:17px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;background:#f4f6fb;color:#111}
+@media (prefers-color-scheme:dark){body{background:#111418;color:#eee}.card{background:#1b2027!important;border-color:#2c333d!important}}
+main{max-width:30rem;margin:0 auto;padding:1.25rem}
+h1{font-size:1.5rem;margin:.25rem 0 1rem}
+.card{background:#fff;border:1px solid #dde2ec;border-radius:14px;padding:1rem;margin:0 0 .9rem}
+.door h2{font-size:1.15rem;margin:0 0 .35rem}
+.muted{color:#5b6472;font-size:.95rem;margin:.2rem 0}
+button{width:100%;min-height:3rem;font-size:1.1rem;font-weight:600;border:0;border-radius:10px;background:var(--brand);color:#fff;margin-top:.6rem;cursor:pointer}
+button:focus-visible{outline:3px solid #ffbf47;outline-offset:2px}
+.status{border-radius:10px;padding:.8rem 1rem;margin:0 0 1rem;font-weight:600}
+.ok{background:#dff5e3;color:#0d4a1c}.err{background:#fde4e4;color:#6b0d0d}
+.code{font:700 1.6rem/1 ui-monospace,Menlo,monospace;letter-spacing:.2em}
+.sr{position:absolute;width:1px;height:1px;overflow:hidden;clip:rect(0 0 0 0)}
+";
+
+fn shell(title: &str, body: &str) -> String {
+    format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
+<meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">\
+<meta name=\"referrer\" content=\"no-referrer\"><meta name=\"robots\" content=\"noindex\">\
+<title>{}</title><style>{STYLE}</style></head><body><main>{body}</main></body></html>",
+        escape(title)
+    )
+}
+
+/// A page that says why the key does not work.
+pub fn refusal(title: &str, message: &str) -> String {
+    shell(
+        title,
+        &format!(
+            "<h1>{}</h1><div class=\"card\" role=\"alert\"><p>{}</p></div>",
+            escape(title),
+            escape(message)
+        ),
+    )
+}
+
+/// The outcome of an unlock, shown above the doors.
+pub enum Outcome {
+    Unlocked(String),
+    Failed(String, String),
+    Pending(String),
+}
+
+/// The key's page: the person's name, each door with its window and an Unlock button where the
+/// system can unlock remotely (or what works instead), and the last outcome.
+pub fn key_page(
+    token: &str,
+    person: &str,
+    doors: &[Door],
+    outcome: Option<Outcome>,
+    now: OffsetDateTime,
+) -> String {
+    let mut body = String::new();
+    let _ = write!(
+        body,
+        "<h1>Hello, {}</h1><p class=\"muted\">Your Instant Key opens these doors.</p>",
+        escape(person)
+    );
+    // A live region, so a screen reader announces the outcome of an unlock.
+    body.push_str("<div aria-live=\"polite\">");
+    match outcome {
+        Some(Outcome::Unlocked(name)) => {
+            let _ = write!(
+                body,
+                "<p class=\"status ok\" role=\"status\">{} is unlocked.</p>",
+                escape(&name)
+            );
+        }
+        Some(Outcome::Failed(name, why)) => {
+            let _ = write!(
+                body,
+                "<p class=\"status err\" role=\"alert\">Could not unlock {}: {}</p>",
+                escape(&name),
+                escape(&why)
+            );
+        }
+        Some(Outcome::Pending(name)) => {
+            let _ = write!(
+                body,
+                "<p class=\"status\" role=\"status\">Still unlocking {}… reload in a moment.</p>",
+                escape(&name)
+            );
+        }
+        None => {}
+    }
+    body.push_str("</div>");
+    if doors.is_empty() {
+        body.push_str("<div class=\"card\"><p>No door is ready for this key yet. Try again in a minute.</p></div>");
+    }
+    for d in doors {
+        let zone = &d.system.time_zone;
+        let window = match d.ends_at {
+            Some(e) => format!(
+                "From {} until {}",
+                local_time(d.starts_at, zone),
+                local_time(e, zone)
+            ),
+            None => format!("From {}", local_time(d.starts_at, zone)),
+        };
+        let _ = write!(
+            body,
+            "<section class=\"card door\" aria-labelledby=\"d-{id}\"><h2 id=\"d-{id}\">{name}</h2><p class=\"muted\">{place}</p><p class=\"muted\">{window}</p>",
+            id = d.entrance_id,
+            name = escape(&d.name),
+            place = escape(&d.system.name),
+            window = escape(&window),
+        );
+        if d.starts_at > now {
+            let _ = write!(
+                body,
+                "<p>This key becomes active on {}.</p>",
+                escape(&local_time(d.starts_at, zone))
+            );
+        } else if d.remote {
+            let _ = write!(
+                body,
+                "<form method=\"post\" action=\"/ik/{token}/unlock\"><input type=\"hidden\" name=\"acs_entrance_id\" value=\"{id}\"><button type=\"submit\">Unlock<span class=\"sr\"> {name}</span></button></form>",
+                token = escape(token),
+                id = d.entrance_id,
+                name = escape(&d.name),
+            );
+        } else if let Some(code) = &d.code {
+            let _ = write!(
+                body,
+                "<p>This door cannot be opened from here. Enter your PIN on its keypad:</p><p class=\"code\" aria-label=\"PIN {spaced}\">{code}</p>",
+                spaced = escape(&code.chars().map(String::from).collect::<Vec<_>>().join(" ")),
+                code = escape(code),
+            );
+        } else {
+            body.push_str("<p>This door cannot be opened from here: hold your phone to the lock, with your mobile key app open.</p>");
+        }
+        body.push_str("</section>");
+    }
+    shell("Your Instant Key", &body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_escaped() {
+        assert_eq!(
+            escape("<b>\"Jo\" & 'Al'</b>"),
+            "&lt;b&gt;&quot;Jo&quot; &amp; &#39;Al&#39;&lt;/b&gt;"
+        );
+        let page = refusal("Nope", "<script>alert(1)</script>");
+        assert!(!page.contains("<script>"));
+    }
+
+    #[test]
+    fn times_show_in_the_site_zone() {
+        let t = OffsetDateTime::from_unix_timestamp(1_780_000_000).expect("time");
+        let madrid = local_time(t, "Europe/Madrid");
+        assert!(madrid.ends_with("(Europe/Madrid)"), "{madrid}");
+        assert_ne!(madrid, local_time(t, "America/New_York"));
+        assert!(local_time(t, "Not/AZone").ends_with("(UTC)"));
+    }
+}

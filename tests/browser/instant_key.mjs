@@ -1,0 +1,33 @@
+// Opens an Instant Key link in headless Chromium as a phone would, checks that the page lists the
+// doors, taps Unlock on the door that unlocks remotely and waits for the outcome, then saves a
+// screenshot. Usage: node instant_key.mjs <instant key url> <screenshot.png>
+// Exits non-zero (with the reason) when anything is not as expected.
+import { chromium } from 'playwright-core';
+
+const [url, shot] = process.argv.slice(2);
+if (!url || !shot) {
+  console.error('usage: node instant_key.mjs <url> <screenshot.png>');
+  process.exit(2);
+}
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+  // The machine has no network beyond loopback; these keep Chromium from trying.
+  args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+    '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+});
+try {
+  const page = await browser.newPage({
+    viewport: { width: 390, height: 844 }, deviceScaleFactor: 2, isMobile: true, hasTouch: true,
+  });
+  const response = await page.goto(url);
+  if (response.status() !== 200) throw new Error(`page answered ${response.status()}`);
+  await page.getByRole('heading', { name: /Jane Doe/ }).waitFor();
+  await page.getByRole('heading', { name: 'Room 301' }).waitFor();
+  await page.getByRole('heading', { name: 'Main Entrance' }).waitFor();
+  await page.getByRole('button', { name: 'Unlock Main Entrance' }).tap();
+  await page.getByRole('status').filter({ hasText: 'Main Entrance is unlocked.' }).waitFor({ timeout: 15000 });
+  await page.screenshot({ path: shot, fullPage: true });
+  console.log(JSON.stringify({ ok: true, title: await page.title(), url: page.url().replace(/\/ik\/[^?]+/, '/ik/<token>') }));
+} finally {
+  await browser.close();
+}
