@@ -401,19 +401,24 @@ async fn bad_input_is_refused_and_changes_nothing() {
 }
 
 #[tokio::test]
-async fn rpcs_of_later_issues_answer_unimplemented() {
+async fn rpcs_this_server_does_not_serve_answer_unimplemented() {
     let dir = DataDir::new();
     let kg = Keygate::start(&dir.0, &Options::with_admin());
     let ch = kg.channel().await;
     let (_ws, key) = create_workspace(&ch, "Later", true).await;
-    let err = v1::webhook_service_client::WebhookServiceClient::new(ch.clone())
-        .get_webhook(authed(&key, v1::GetWebhookRequest::default()))
+    // Every RPC of keygate.v1 is served; the connector contract is for external connectors to
+    // implement, so Keygate answers it as an unknown service.
+    let connector = || {
+        keygate_proto::connector::access_system_connector_service_client::AccessSystemConnectorServiceClient::new(ch.clone())
+    };
+    let err = connector()
+        .get_capabilities(authed(&key, Default::default()))
         .await
-        .expect_err("not served yet");
+        .expect_err("not served here");
     assert_eq!(err.code(), Code::Unimplemented);
     // Unauthenticated callers learn nothing, not even that the RPC is unimplemented.
-    let err = v1::webhook_service_client::WebhookServiceClient::new(ch)
-        .get_webhook(tonic::Request::new(v1::GetWebhookRequest::default()))
+    let err = connector()
+        .get_capabilities(tonic::Request::new(Default::default()))
         .await
         .expect_err("no key");
     assert_eq!(err.code(), Code::Unauthenticated);

@@ -775,7 +775,7 @@ async fn fifty_concurrent_creates_make_one_grant_postgres() {
     concurrent_identical_creates(Options::postgres_redis().await).await;
 }
 
-async fn brivo_doors(ch: &tonic::transport::Channel, key: &str) -> Vec<String> {
+pub(crate) async fn brivo_doors(ch: &tonic::transport::Channel, key: &str) -> Vec<String> {
     let all = systems(ch)
         .list_access_systems(authed(key, v1::ListAccessSystemsRequest::default()))
         .await
@@ -795,7 +795,7 @@ async fn brivo_doors(ch: &tonic::transport::Channel, key: &str) -> Vec<String> {
         .collect()
 }
 
-fn pin_grant(doors: &[String], code: &str) -> v1::CreateAccessGrantRequest {
+pub(crate) fn pin_grant(doors: &[String], code: &str) -> v1::CreateAccessGrantRequest {
     v1::CreateAccessGrantRequest {
         grantee: Some(v1::create_access_grant_request::Grantee::UserIdentity(
             v1::NewUserIdentity {
@@ -812,7 +812,11 @@ fn pin_grant(doors: &[String], code: &str) -> v1::CreateAccessGrantRequest {
     }
 }
 
-async fn issued_code(ch: &tonic::transport::Channel, key: &str, id: &str) -> v1::AccessMethod {
+pub(crate) async fn issued_code(
+    ch: &tonic::transport::Channel,
+    key: &str,
+    id: &str,
+) -> v1::AccessMethod {
     for _ in 0..100 {
         let m = methods(ch)
             .get_access_method(authed(

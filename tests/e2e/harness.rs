@@ -38,6 +38,10 @@ pub struct Options {
     pub redis_url: Option<String>,
     pub admin_token: Option<String>,
     pub extra_args: Vec<String>,
+    /// More environment variables for the process (`OTEL_*`, `RUST_LOG`, ...).
+    pub env: Vec<(String, String)>,
+    /// Write the process's stderr (its logs) to this file instead of dropping it.
+    pub stderr_file: Option<PathBuf>,
 }
 
 impl Options {
@@ -95,11 +99,14 @@ impl Keygate {
                 std::env::var("TEST_LOG").unwrap_or_else(|_| "warn".into()),
             )
             .stdout(Stdio::piped())
-            .stderr(if std::env::var("TEST_LOG").is_ok() {
+            .stderr(if let Some(path) = &opts.stderr_file {
+                Stdio::from(std::fs::File::create(path).expect("stderr file"))
+            } else if std::env::var("TEST_LOG").is_ok() {
                 Stdio::inherit()
             } else {
                 Stdio::null()
             });
+        cmd.envs(opts.env.iter().map(|(k, v)| (k, v)));
         if let Some(u) = &opts.database_url {
             cmd.env("KEYGATE_DATABASE_URL", u);
         }

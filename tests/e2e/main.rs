@@ -5,11 +5,17 @@
 mod harness;
 
 mod bad_input;
+mod browser;
+mod console_flow;
 mod crash;
+mod deliveries;
 mod embedded;
 mod grants;
+mod instant_keys;
 mod lifecycle;
 mod redis_outage;
 mod roles;
+mod telemetry;
 mod tenancy;
 mod updates;
+mod webhooks;

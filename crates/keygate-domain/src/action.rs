@@ -65,6 +65,17 @@ pub struct EncodeJob {
     pub acs_encoder_id: EncoderId,
 }
 
+/// Unlock one entrance remotely (from an Instant Key page or its API).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnlockJob {
+    pub action_attempt_id: ActionAttemptId,
+    pub acs_system_id: AccessSystemId,
+    pub acs_entrance_id: EntranceId,
+    pub user_identity_id: crate::ids::UserIdentityId,
+    /// The Instant Key the unlock came from, when it came from one.
+    pub instant_key_id: Option<crate::ids::InstantKeyId>,
+}
+
 /// Take a method's access away in one system (after a delete).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RevokeJob {
@@ -81,6 +92,7 @@ pub enum JobWork {
     Provision(ProvisionJob),
     Encode(EncodeJob),
     Revoke(RevokeJob),
+    Unlock(UnlockJob),
 }
 
 impl JobWork {
@@ -90,6 +102,7 @@ impl JobWork {
             Self::Provision(p) => p.acs_system_id,
             Self::Encode(e) => e.acs_system_id,
             Self::Revoke(r) => r.acs_system_id,
+            Self::Unlock(u) => u.acs_system_id,
         }
     }
 
@@ -99,6 +112,7 @@ impl JobWork {
             Self::Provision(p) => p.access_method_id.to_string(),
             Self::Encode(e) => e.action_attempt_id.to_string(),
             Self::Revoke(r) => r.access_method_id.to_string(),
+            Self::Unlock(u) => u.action_attempt_id.to_string(),
         }
     }
 
@@ -107,6 +121,7 @@ impl JobWork {
             Self::Provision(_) => "provision",
             Self::Encode(_) => "encode",
             Self::Revoke(_) => "revoke",
+            Self::Unlock(_) => "unlock",
         }
     }
 }

@@ -35,6 +35,12 @@ event_types! {
     ACCESS_METHOD_CARD_ENCODING_REQUIRED = "access_method.card_encoding_required", "An access method representing a physical card requires encoding.";
     ACCESS_METHOD_DELAY_IN_ISSUING = "access_method.delay_in_issuing", "Issuing an access method is taking longer than expected.";
     ACCESS_METHOD_FAILED_TO_ISSUE = "access_method.failed_to_issue", "An access method could not be issued.";
+    ACS_ENTRANCE_UNLOCKED = "acs_entrance.unlocked", "An entrance was unlocked remotely, for example from an Instant Key page.";
+    INSTANT_KEY_CREATED = "instant_key.created", "An Instant Key was created.";
+    INSTANT_KEY_REVOKED = "instant_key.revoked", "An Instant Key was revoked.";
+    INSTANT_KEY_DELIVERED = "instant_key.delivered", "The link of an Instant Key was accepted by the SMS or email provider.";
+    INSTANT_KEY_DELIVERY_FAILED = "instant_key.delivery_failed", "Sending the link of an Instant Key by SMS or email failed for good.";
+    WEBHOOK_DISABLED = "webhook.disabled", "A webhook was disabled after its deliveries kept failing.";
 }
 
 /// Looks an event type up by its dotted name.
@@ -57,7 +63,8 @@ mod tests {
 use time::OffsetDateTime;
 
 use crate::ids::{
-    AccessGrantId, AccessMethodId, AccessSystemId, EntranceId, EventId, UserIdentityId, WorkspaceId,
+    AccessGrantId, AccessMethodId, AccessSystemId, ActionAttemptId, EntranceId, EventId,
+    InstantKeyId, UserIdentityId, WorkspaceId,
 };
 
 /// An event about to be appended to the log.
@@ -71,6 +78,8 @@ pub struct NewEvent {
     pub acs_system_id: Option<AccessSystemId>,
     pub acs_entrance_id: Option<EntranceId>,
     pub user_identity_id: Option<UserIdentityId>,
+    pub instant_key_id: Option<InstantKeyId>,
+    pub action_attempt_id: Option<ActionAttemptId>,
 }
 
 impl NewEvent {
@@ -84,6 +93,8 @@ impl NewEvent {
             acs_system_id: None,
             acs_entrance_id: None,
             user_identity_id: None,
+            instant_key_id: None,
+            action_attempt_id: None,
         }
     }
     pub fn grant(mut self, id: AccessGrantId) -> Self {
@@ -106,6 +117,14 @@ impl NewEvent {
         self.user_identity_id = Some(id);
         self
     }
+    pub fn instant_key(mut self, id: InstantKeyId) -> Self {
+        self.instant_key_id = Some(id);
+        self
+    }
+    pub fn attempt(mut self, id: ActionAttemptId) -> Self {
+        self.action_attempt_id = Some(id);
+        self
+    }
 }
 
 /// An event in the log. `seq` orders a workspace's events in commit order; it is the cursor.
@@ -123,6 +142,8 @@ pub struct Event {
     pub acs_system_id: Option<AccessSystemId>,
     pub acs_entrance_id: Option<EntranceId>,
     pub user_identity_id: Option<UserIdentityId>,
+    pub instant_key_id: Option<InstantKeyId>,
+    pub action_attempt_id: Option<ActionAttemptId>,
 }
 
 /// Filters of `ListEvents` / `WatchEvents`.

@@ -9,8 +9,8 @@ use time::OffsetDateTime;
 use crate::capability::{AccessMethodMode, CapabilityDescriptor, PermissionModel};
 use crate::error::{Error, ErrorReason};
 use crate::ids::{
-    AccessGrantId, AccessGroupId, AccessMethodId, AccessSystemId, EntranceId, UserIdentityId,
-    WorkspaceId,
+    AccessGrantId, AccessGroupId, AccessMethodId, AccessSystemId, EntranceId, InstantKeyId,
+    UserIdentityId, WorkspaceId,
 };
 
 /// Serde for times as Unix microseconds, the precision Keygate stores.
@@ -140,7 +140,7 @@ pub struct AccessGrant {
     pub entrance_ids: Vec<EntranceId>,
     pub requested: Vec<RequestedAccessMethod>,
     pub access_method_ids: Vec<AccessMethodId>,
-    pub instant_key_url: Option<String>,
+    pub instant_key_id: Option<InstantKeyId>,
     pub warnings: Vec<Notice>,
     pub errors: Vec<Notice>,
     /// What is still being pushed to access systems, derived from the doors of its methods.
@@ -194,7 +194,7 @@ pub struct AccessMethod {
     /// The PIN. Returned only to the owning workspace; never in events or logs.
     pub code: Option<String>,
     pub client_session_token: Option<String>,
-    pub instant_key_url: Option<String>,
+    pub instant_key_id: Option<InstantKeyId>,
     pub doors: Vec<DoorStatus>,
     pub warnings: Vec<Notice>,
     pub errors: Vec<Notice>,
@@ -694,7 +694,7 @@ mod tests {
             starts_at: now(),
             ends_at: None,
             entrance_ids: Vec::new(),
-            instant_key_url: None,
+            instant_key_id: None,
         };
         let (g, methods, events) = assemble(spec, &p, Vec::new(), now());
         assert!(
@@ -785,8 +785,8 @@ pub struct GrantSpec {
     pub starts_at: OffsetDateTime,
     pub ends_at: Option<OffsetDateTime>,
     pub entrance_ids: Vec<EntranceId>,
-    /// The Instant Key link, when a mobile key was requested.
-    pub instant_key_url: Option<String>,
+    /// The Instant Key, when a mobile key was requested.
+    pub instant_key_id: Option<InstantKeyId>,
 }
 
 /// Turns a spec and its plan into the grant, its methods, and the creation events.
@@ -810,7 +810,7 @@ pub fn assemble(
         entrance_ids: spec.entrance_ids,
         requested: plan.requested.clone(),
         access_method_ids: plan.methods.iter().map(|m| m.id).collect(),
-        instant_key_url: spec.instant_key_url.clone(),
+        instant_key_id: spec.instant_key_id,
         warnings,
         errors: Vec::new(),
         pending_mutations: Vec::new(),
@@ -852,8 +852,8 @@ pub(crate) fn planned_method(
         is_ready_for_encoding: false,
         code: None,
         client_session_token: None,
-        instant_key_url: (p.mode == AccessMethodMode::MobileKey)
-            .then(|| grant.instant_key_url.clone())
+        instant_key_id: (p.mode == AccessMethodMode::MobileKey)
+            .then_some(grant.instant_key_id)
             .flatten(),
         doors: p
             .doors

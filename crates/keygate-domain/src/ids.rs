@@ -82,6 +82,14 @@ id_type!(
     UserIdentityId
 );
 id_type!(
+    /// A user on one access system (the console flow of seed 000).
+    AcsUserId
+);
+id_type!(
+    /// A credential of an access system user: a view of the access grant made for it.
+    AcsCredentialId
+);
+id_type!(
     /// An access grant.
     AccessGrantId
 );
@@ -100,4 +108,16 @@ id_type!(
 id_type!(
     /// An asynchronous action (card encoding, unlock).
     ActionAttemptId
+);
+id_type!(
+    /// A webhook: an endpoint the workspace's events are POSTed to.
+    WebhookId
+);
+id_type!(
+    /// An Instant Key: a link that opens a person's doors from a web page.
+    InstantKeyId
+);
+id_type!(
+    /// One sending of an Instant Key's link by SMS or email.
+    DeliveryId
 );

@@ -530,7 +530,7 @@ mod tests {
             starts_at: now,
             ends_at: Some(now + time::Duration::days(2)),
             entrance_ids: doors.iter().map(|d| d.entrance_id).collect(),
-            instant_key_url: None,
+            instant_key_id: None,
         };
         let (g, mut methods, _) = assemble(spec, &plan, Vec::new(), now);
         for m in &mut methods {
@@ -559,6 +559,7 @@ mod tests {
                 JobWork::Provision(p) => ("provision", p.acs_system_id, p.update),
                 JobWork::Revoke(r) => ("revoke", r.acs_system_id, false),
                 JobWork::Encode(e) => ("encode", e.acs_system_id, false),
+                JobWork::Unlock(u) => ("unlock", u.acs_system_id, false),
             })
             .collect()
     }

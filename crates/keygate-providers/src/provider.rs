@@ -72,6 +72,21 @@ pub trait AccessSystemProvider: Send + Sync {
         access_method_id: keygate_domain::ids::AccessMethodId,
     ) -> Result<Option<HeldCredential>, ProviderError>;
 
+    /// Unlocks one entrance now, remotely. Typed failures (`remote_unlock_not_supported`,
+    /// `lock_not_online`, ...); an unlock is interactive, so it is not retried behind the
+    /// person's back.
+    async fn unlock(
+        &self,
+        system: &AccessSystem,
+        job: &keygate_domain::action::UnlockJob,
+    ) -> Result<(), AttemptError> {
+        let _ = job;
+        Err(AttemptError {
+            error_type: "remote_unlock_not_supported".into(),
+            message: format!("{} cannot unlock remotely", system.system_type),
+        })
+    }
+
     /// Writes the credential of a card method onto a card in `job.acs_encoder_id`. Encoder
     /// faults come back typed (`encoder_not_online`, `incompatible_card_format`, ...); an
     /// encoding is interactive, so it is not retried behind the person's back.

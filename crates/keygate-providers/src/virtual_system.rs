@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use keygate_domain::action::{AttemptError, EncodeJob, EncodedCard, RevokeJob};
+use keygate_domain::action::{AttemptError, EncodeJob, EncodedCard, RevokeJob, UnlockJob};
 use keygate_domain::capability::{AccessMethodMode, PinCodeGenerator};
 use keygate_domain::grant::ProvisionJob;
 use keygate_domain::ids::{AccessMethodId, AccessSystemId, EntranceId};
@@ -47,6 +47,9 @@ pub trait Ledger: Send + Sync {
     ) -> Result<Option<SandboxCredential>, String>;
     /// Removes the credential of (system, method), if any.
     async fn remove(&self, system: AccessSystemId, method: AccessMethodId) -> Result<(), String>;
+
+    /// Records a remote unlock the system performed.
+    async fn unlocked(&self, system: &AccessSystem, job: &UnlockJob) -> Result<(), String>;
 }
 
 /// An in-memory ledger (lost on restart): for tests of a single process.
@@ -88,6 +91,10 @@ impl Ledger for MemoryLedger {
     async fn remove(&self, system: AccessSystemId, method: AccessMethodId) -> Result<(), String> {
         let mut m = self.0.lock().map_err(|_| "ledger poisoned".to_owned())?;
         m.remove(&(system, method));
+        Ok(())
+    }
+
+    async fn unlocked(&self, _system: &AccessSystem, _job: &UnlockJob) -> Result<(), String> {
         Ok(())
     }
 }
@@ -393,6 +400,45 @@ impl AccessSystemProvider for VirtualSystems {
             code: c.code,
             card_encoding_required: system.capabilities.is_card_encoding_required,
         }))
+    }
+
+    #[tracing::instrument(skip_all, fields(acs_system_id = %system.id, acs_entrance_id = %job.acs_entrance_id))]
+    async fn unlock(&self, system: &AccessSystem, job: &UnlockJob) -> Result<(), AttemptError> {
+        let (delay, fault) = self.next_call(system.id);
+        tokio::time::sleep(delay / 2).await;
+        let fail = |t: &str, m: &str| {
+            Err(AttemptError {
+                error_type: t.into(),
+                message: m.into(),
+            })
+        };
+        if !system.capabilities.can_remote_unlock {
+            return fail(
+                "remote_unlock_not_supported",
+                "this access system cannot unlock remotely",
+            );
+        }
+        match fault {
+            Some(Fault::Timeout | Fault::Unavailable) => {
+                return fail("lock_not_online", "the lock did not answer");
+            }
+            Some(Fault::RejectEntrance(e)) if e == job.acs_entrance_id => {
+                return fail(
+                    "unlock_refused",
+                    "the access system refused to unlock this entrance",
+                );
+            }
+            _ => {}
+        }
+        self.ledger
+            .unlocked(system, job)
+            .await
+            .map_err(|m| AttemptError {
+                error_type: "lock_not_online".into(),
+                message: m,
+            })?;
+        tokio::time::sleep(delay / 2).await;
+        Ok(())
     }
 
     #[tracing::instrument(skip_all, fields(acs_system_id = %system.id, acs_encoder_id = %job.acs_encoder_id))]

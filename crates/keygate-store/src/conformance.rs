@@ -45,6 +45,7 @@ macro_rules! conformance_suite {
                 jobs_are_leased_taken_over_and_fenced,
                 provision_outcomes_emit_events_once,
                 event_sequence_follows_commit_order,
+                deletes_release_what_they_held,
             );
         }
     };
@@ -754,7 +755,7 @@ pub async fn new_grant(
         starts_at: now,
         ends_at: Some(now + time::Duration::days(3)),
         entrance_ids: entrances.to_vec(),
-        instant_key_url: None,
+        instant_key_id: None,
     };
     let (g, methods, events) = grant::assemble(spec, &plan, Vec::new(), now);
     NewGrant {
@@ -770,6 +771,7 @@ pub async fn new_grant(
         methods,
         jobs: plan.jobs,
         events,
+        instant_key: None,
     }
 }
 
@@ -1287,4 +1289,63 @@ pub async fn event_sequence_follows_commit_order(store: Arc<dyn Store>) {
         }
         assert_eq!(w[0].access_grant_id, w[1].access_grant_id);
     }
+}
+
+pub async fn deletes_release_what_they_held(store: Arc<dyn Store>) {
+    let ws = seeded_workspace(&*store, "deletes").await;
+    let doors = quick_start_entrances(&*store, ws).await;
+    let modes = [AccessMethodMode::Card, AccessMethodMode::MobileKey];
+    let mut new = new_grant(&*store, ws, &doors, &modes).await;
+    new.grant.access_grant_key = Some("booking-1".into());
+    let (g, _) = store
+        .create_access_grant(ws, &new, None)
+        .await
+        .expect("create");
+    // A deleted method leaves the grant's lists.
+    let card = g.requested[0].created_access_method_ids[0];
+    store
+        .delete_access_method(ws, card, now())
+        .await
+        .expect("delete method");
+    let after = store.get_access_grant(ws, g.id).await.expect("get");
+    assert!(
+        !after.access_method_ids.contains(&card),
+        "{:?}",
+        after.access_method_ids
+    );
+    assert_eq!(after.access_method_ids.len(), 2);
+    // A deleted grant frees its access_grant_key.
+    store
+        .delete_access_grant(ws, g.id, now())
+        .await
+        .expect("delete grant");
+    let mut again = new_grant(&*store, ws, &doors, &modes).await;
+    again.grant.access_grant_key = Some("booking-1".into());
+    store
+        .create_access_grant(ws, &again, None)
+        .await
+        .expect("the key is free again");
+    // Retention: events older than the cut are gone, newer ones stay.
+    let before = store
+        .list_events(ws, &EventFilter::default(), 0, 1000)
+        .await
+        .expect("events");
+    assert!(!before.is_empty());
+    assert_eq!(
+        store
+            .purge_events(now() - time::Duration::hours(1))
+            .await
+            .ok(),
+        Some(0)
+    );
+    let purged = store
+        .purge_events(now() + time::Duration::seconds(1))
+        .await
+        .expect("purge");
+    assert!(purged >= before.len() as u64);
+    let left = store
+        .list_events(ws, &EventFilter::default(), 0, 1000)
+        .await
+        .expect("events");
+    assert!(left.is_empty());
 }

@@ -8,7 +8,11 @@ pub mod conformance;
 mod migrate;
 mod postgres;
 mod sql;
+mod sql_acs_users;
+mod sql_deliveries;
 mod sql_grants;
+mod sql_instant_keys;
+mod sql_webhooks;
 mod sqlite;
 #[cfg(feature = "testing")]
 pub mod testdb;
@@ -19,8 +23,11 @@ pub use backend::{Backend, open};
 pub use migrate::SCHEMA_VERSION;
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
+pub use traits::AcsUserStore;
+pub use traits::DeliveryStore;
 pub use traits::{
     AccessSystemStore, ApiKeyStore, EventLog, GrantFilter, GrantStore, Idempotency,
-    IdempotencyStore, Job, JobQueue, MethodFilter, NewGrant, ReconcileItem, SettingsStore, Store,
-    UserIdentityStore, WorkspaceStore,
+    IdempotencyStore, InstantKeyStore, Job, JobQueue, MethodFilter, NewGrant, QueueAge,
+    ReconcileItem, SettingsStore, Store, UserIdentityStore, WorkspaceStore,
 };
+pub use traits::{WebhookCursor, WebhookDeliveryRecord, WebhookStore};

@@ -7,7 +7,7 @@ use sqlx::SqlStr;
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 
 /// The schema version this build expects.
-pub const SCHEMA_VERSION: i64 = 7;
+pub const SCHEMA_VERSION: i64 = 12;
 
 fn migrator(files: &'static [(i64, &'static str, &'static str)]) -> Migrator {
     Migrator {
@@ -67,6 +67,31 @@ pub(crate) fn postgres() -> Migrator {
             "expiry",
             include_str!("../../../migrations/postgres/0007_expiry.sql"),
         ),
+        (
+            8,
+            "webhooks",
+            include_str!("../../../migrations/postgres/0008_webhooks.sql"),
+        ),
+        (
+            9,
+            "trace_context",
+            include_str!("../../../migrations/postgres/0009_trace_context.sql"),
+        ),
+        (
+            10,
+            "instant_keys",
+            include_str!("../../../migrations/postgres/0010_instant_keys.sql"),
+        ),
+        (
+            11,
+            "deliveries",
+            include_str!("../../../migrations/postgres/0011_deliveries.sql"),
+        ),
+        (
+            12,
+            "acs_users",
+            include_str!("../../../migrations/postgres/0012_acs_users.sql"),
+        ),
     ])
 }
 
@@ -106,6 +131,31 @@ pub(crate) fn sqlite() -> Migrator {
             7,
             "expiry",
             include_str!("../../../migrations/sqlite/0007_expiry.sql"),
+        ),
+        (
+            8,
+            "webhooks",
+            include_str!("../../../migrations/sqlite/0008_webhooks.sql"),
+        ),
+        (
+            9,
+            "trace_context",
+            include_str!("../../../migrations/sqlite/0009_trace_context.sql"),
+        ),
+        (
+            10,
+            "instant_keys",
+            include_str!("../../../migrations/sqlite/0010_instant_keys.sql"),
+        ),
+        (
+            11,
+            "deliveries",
+            include_str!("../../../migrations/sqlite/0011_deliveries.sql"),
+        ),
+        (
+            12,
+            "acs_users",
+            include_str!("../../../migrations/sqlite/0012_acs_users.sql"),
         ),
     ])
 }

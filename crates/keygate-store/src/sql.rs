@@ -781,17 +781,25 @@ macro_rules! impl_store {
             }
 
             async fn delete_user_identity(&self, ws: WorkspaceId, id: UserIdentityId) -> Result<(), Error> {
+                let mut tx = self.pool.begin_with($begin).await.map_err(db_err)?;
                 let n = sqlx::query("DELETE FROM user_identities WHERE workspace_id = $1 AND user_identity_id = $2")
                     .bind(ws.to_string())
                     .bind(id.to_string())
-                    .execute(&self.pool)
+                    .execute(&mut *tx)
                     .await
                     .map_err(db_err)?
                     .rows_affected();
                 if n == 0 {
                     return Err(Error::not_found(Resource::UserIdentity, id.to_string()));
                 }
-                Ok(())
+                // Its access system users stay, unlinked.
+                sqlx::query("UPDATE acs_users SET user_identity_id = NULL WHERE workspace_id = $1 AND user_identity_id = $2")
+                    .bind(ws.to_string())
+                    .bind(id.to_string())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db_err)?;
+                tx.commit().await.map_err(db_err)
             }
         }
 

@@ -4,17 +4,17 @@
 
 macro_rules! grant_cols {
     () => {
-        "access_grant_id, workspace_id, user_identity_id, access_grant_key, name, reservation_key, starts_at, ends_at, requested_access_methods, instant_key_url, warnings, errors, created_at, updated_at"
+        "access_grant_id, workspace_id, user_identity_id, access_grant_key, name, reservation_key, starts_at, ends_at, requested_access_methods, instant_key_id, warnings, errors, created_at, updated_at"
     };
 }
 macro_rules! method_cols {
     () => {
-        "access_method_id, workspace_id, access_grant_id, user_identity_id, mode, display_name, is_issued, issued_at, is_card_encoding_required, is_ready_for_encoding, code, client_session_token, instant_key_url, warnings, errors, created_at, updated_at"
+        "access_method_id, workspace_id, access_grant_id, user_identity_id, mode, display_name, is_issued, issued_at, is_card_encoding_required, is_ready_for_encoding, code, client_session_token, instant_key_id, warnings, errors, created_at, updated_at"
     };
 }
 macro_rules! event_cols {
     () => {
-        "seq, workspace_id, event_id, event_type, description, occurred_at, created_at, access_grant_id, access_method_id, acs_system_id, acs_entrance_id, user_identity_id"
+        "seq, workspace_id, event_id, event_type, description, occurred_at, created_at, access_grant_id, access_method_id, acs_system_id, acs_entrance_id, user_identity_id, instant_key_id, action_attempt_id"
     };
 }
 
@@ -28,7 +28,7 @@ macro_rules! impl_grant_store {
             use keygate_domain::grant::{
                 AccessGrant, AccessMethod, DoorState, DoorStatus, RequestedAccessMethod,
             };
-            use keygate_domain::action::{ActionAttempt, AttemptError, EncodeJob, EncodedCard, JobWork};
+            use keygate_domain::action::{ActionAttempt, AttemptError, EncodedCard, JobWork};
             use keygate_domain::ids::{AccessGrantId, AccessMethodId, ActionAttemptId, EventId, JobId, WorkspaceId};
             use keygate_domain::page::{Page, PageRequest};
             use keygate_domain::tracker::{self, ProvisionResult};
@@ -70,7 +70,7 @@ macro_rules! impl_grant_store {
                     entrance_ids: Vec::new(),
                     access_method_ids: requested.iter().flat_map(|q| q.created_access_method_ids.iter().copied()).collect(),
                     requested,
-                    instant_key_url: r.try_get("instant_key_url").map_err(db_err)?,
+                    instant_key_id: opt_id(r, "instant_key_id")?,
                     warnings: unjson("warnings", &r.try_get::<String, _>("warnings").map_err(db_err)?)?,
                     errors: unjson("errors", &r.try_get::<String, _>("errors").map_err(db_err)?)?,
                     pending_mutations: Vec::new(),
@@ -94,7 +94,7 @@ macro_rules! impl_grant_store {
                     is_ready_for_encoding: r.try_get("is_ready_for_encoding").map_err(db_err)?,
                     code: r.try_get("code").map_err(db_err)?,
                     client_session_token: r.try_get("client_session_token").map_err(db_err)?,
-                    instant_key_url: r.try_get("instant_key_url").map_err(db_err)?,
+                    instant_key_id: opt_id(r, "instant_key_id")?,
                     doors: Vec::new(),
                     warnings: unjson("warnings", &r.try_get::<String, _>("warnings").map_err(db_err)?)?,
                     errors: unjson("errors", &r.try_get::<String, _>("errors").map_err(db_err)?)?,
@@ -117,12 +117,14 @@ macro_rules! impl_grant_store {
                     acs_system_id: opt_id(r, "acs_system_id")?,
                     acs_entrance_id: opt_id(r, "acs_entrance_id")?,
                     user_identity_id: opt_id(r, "user_identity_id")?,
+                    instant_key_id: opt_id(r, "instant_key_id")?,
+                    action_attempt_id: opt_id(r, "action_attempt_id")?,
                 })
             }
 
             /// Appends events at the end of a transaction. The counter row stays locked until
             /// commit, so sequence numbers follow commit order within a workspace.
-            async fn append_events(conn: &mut Conn, ws: WorkspaceId, events: &[NewEvent], now: OffsetDateTime) -> Result<Vec<Event>, Error> {
+            pub(super) async fn append_events(conn: &mut Conn, ws: WorkspaceId, events: &[NewEvent], now: OffsetDateTime) -> Result<Vec<Event>, Error> {
                 if events.is_empty() {
                     return Ok(Vec::new());
                 }
@@ -149,8 +151,10 @@ macro_rules! impl_grant_store {
                         acs_system_id: e.acs_system_id,
                         acs_entrance_id: e.acs_entrance_id,
                         user_identity_id: e.user_identity_id,
+                        instant_key_id: e.instant_key_id,
+                        action_attempt_id: e.action_attempt_id,
                     };
-                    sqlx::query(concat!("INSERT INTO events (", event_cols!(), ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"))
+                    sqlx::query(concat!("INSERT INTO events (", event_cols!(), ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"))
                         .bind(seq)
                         .bind(ws.to_string())
                         .bind(event.id.to_string())
@@ -163,6 +167,8 @@ macro_rules! impl_grant_store {
                         .bind(event.acs_system_id.map(|i| i.to_string()))
                         .bind(event.acs_entrance_id.map(|i| i.to_string()))
                         .bind(event.user_identity_id.map(|i| i.to_string()))
+                        .bind(event.instant_key_id.map(|i| i.to_string()))
+                        .bind(event.action_attempt_id.map(|i| i.to_string()))
                         .execute(&mut *conn)
                         .await
                         .map_err(db_err)?;
@@ -175,7 +181,7 @@ macro_rules! impl_grant_store {
                 let q = if insert {
                     concat!("INSERT INTO access_methods (", method_cols!(), ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)")
                 } else {
-                    "UPDATE access_methods SET access_grant_id = $3, user_identity_id = $4, mode = $5, display_name = $6, is_issued = $7, issued_at = $8, is_card_encoding_required = $9, is_ready_for_encoding = $10, code = $11, client_session_token = $12, instant_key_url = $13, warnings = $14, errors = $15, created_at = $16, updated_at = $17 WHERE access_method_id = $1 AND workspace_id = $2"
+                    "UPDATE access_methods SET access_grant_id = $3, user_identity_id = $4, mode = $5, display_name = $6, is_issued = $7, issued_at = $8, is_card_encoding_required = $9, is_ready_for_encoding = $10, code = $11, client_session_token = $12, instant_key_id = $13, warnings = $14, errors = $15, created_at = $16, updated_at = $17 WHERE access_method_id = $1 AND workspace_id = $2"
                 };
                 sqlx::query(q)
                     .bind(m.id.to_string())
@@ -190,7 +196,7 @@ macro_rules! impl_grant_store {
                     .bind(m.is_ready_for_encoding)
                     .bind(&m.code)
                     .bind(&m.client_session_token)
-                    .bind(&m.instant_key_url)
+                    .bind(m.instant_key_id.map(|i| i.to_string()))
                     .bind(json(&m.warnings)?)
                     .bind(json(&m.errors)?)
                     .bind(to_micros(m.created_at))
@@ -462,6 +468,16 @@ macro_rules! impl_grant_store {
                     for m in &w.new_methods {
                         write_method(&mut tx, m, true).await?;
                     }
+                    // The grant's Instant Key lasts as long as the grant.
+                    if let Some(key) = g.instant_key_id {
+                        sqlx::query("UPDATE instant_keys SET expires_at = $3 WHERE workspace_id = $1 AND instant_key_id = $2")
+                            .bind(ws.to_string())
+                            .bind(key.to_string())
+                            .bind(g.ends_at.map(to_micros))
+                            .execute(&mut *tx)
+                            .await
+                            .map_err(db_err)?;
+                    }
                     for work in &w.jobs {
                         // The new job carries the whole wanted state of its credential, so a
                         // provision of it that has not started yet is no longer needed.
@@ -481,7 +497,7 @@ macro_rules! impl_grant_store {
                     Ok((after, events))
                 }
 
-                async fn create_encode_attempt(&self, ws: WorkspaceId, a: &ActionAttempt, job: &EncodeJob, idem: Option<&Idempotency>) -> Result<ActionAttempt, Error> {
+                async fn create_action_attempt(&self, ws: WorkspaceId, a: &ActionAttempt, job: &JobWork, idem: Option<&Idempotency>) -> Result<ActionAttempt, Error> {
                     let mut tx = self.pool.begin_with($begin).await.map_err(db_err)?;
                     if let Some(first) = super::claim_idempotency(&mut tx, ws, idem, &a.id.to_string(), a.created_at).await? {
                         drop(tx);
@@ -499,7 +515,7 @@ macro_rules! impl_grant_store {
                         .execute(&mut *tx)
                         .await
                         .map_err(db_err)?;
-                    insert_job(&mut tx, ws, &JobWork::Encode(job.clone()), a.created_at).await?;
+                    insert_job(&mut tx, ws, job, a.created_at).await?;
                     tx.commit().await.map_err(db_err)?;
                     Ok(a.clone())
                 }
@@ -516,7 +532,8 @@ macro_rules! impl_grant_store {
                         return Err(Error::not_found(Resource::AccessGrant, id.to_string()));
                     }
                     let grant = grant_in(&mut tx, ws, id).await?;
-                    sqlx::query("UPDATE access_grants SET deleted_at = $3, updated_at = $3 WHERE workspace_id = $1 AND access_grant_id = $2")
+                    // The natural key is freed for a new grant (NULLs never collide in the unique index).
+                    sqlx::query("UPDATE access_grants SET deleted_at = $3, updated_at = $3, access_grant_key = NULL WHERE workspace_id = $1 AND access_grant_id = $2")
                         .bind(ws.to_string())
                         .bind(id.to_string())
                         .bind(to_micros(now))
@@ -542,6 +559,7 @@ macro_rules! impl_grant_store {
 
                 async fn delete_access_method(&self, ws: WorkspaceId, id: AccessMethodId, now: OffsetDateTime) -> Result<Vec<Event>, Error> {
                     let mut tx = self.pool.begin_with($begin).await.map_err(db_err)?;
+                    lock_grant_of(&mut tx, ws, id).await?;
                     let row = sqlx::query(concat!("SELECT ", method_cols!(), " FROM access_methods WHERE workspace_id = $1 AND access_method_id = $2 AND deleted_at IS NULL", $lock))
                         .bind(ws.to_string())
                         .bind(id.to_string())
@@ -550,6 +568,19 @@ macro_rules! impl_grant_store {
                         .map_err(db_err)?
                         .ok_or_else(|| Error::not_found(Resource::AccessMethod, id.to_string()))?;
                     let m = with_doors(&mut tx, ws, vec![method_row(&row)?]).await?.remove(0);
+                    // The grant stops listing the method.
+                    let mut grant = grant_in(&mut tx, ws, m.access_grant_id).await?;
+                    for r in &mut grant.requested {
+                        r.created_access_method_ids.retain(|x| *x != id);
+                    }
+                    sqlx::query("UPDATE access_grants SET requested_access_methods = $3, updated_at = $4 WHERE workspace_id = $1 AND access_grant_id = $2")
+                        .bind(ws.to_string())
+                        .bind(grant.id.to_string())
+                        .bind(json(&grant.requested)?)
+                        .bind(to_micros(now))
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(db_err)?;
                     let events = delete_methods(&mut tx, ws, std::slice::from_ref(&m), now).await?;
                     let appended = append_events(&mut tx, ws, &events, now).await?;
                     tx.commit().await.map_err(db_err)?;
@@ -616,7 +647,7 @@ macro_rules! impl_grant_store {
                         .bind(to_micros(g.starts_at))
                         .bind(g.ends_at.map(to_micros))
                         .bind(json(&g.requested)?)
-                        .bind(&g.instant_key_url)
+                        .bind(g.instant_key_id.map(|i| i.to_string()))
                         .bind(json(&g.warnings)?)
                         .bind(json(&g.errors)?)
                         .bind(to_micros(now))
@@ -642,6 +673,9 @@ macro_rules! impl_grant_store {
                     }
                     for j in &new.jobs {
                         insert_job(&mut tx, ws, &JobWork::Provision(j.clone()), now).await?;
+                    }
+                    if let Some((key, token_sha256)) = &new.instant_key {
+                        super::instant_keys::insert_key(&mut tx, key, token_sha256).await?;
                     }
                     let events = append_events(&mut tx, ws, &new.events, now).await?;
                     tx.commit().await.map_err(db_err)?;
@@ -732,7 +766,8 @@ macro_rules! impl_grant_store {
 
             /// Queues a job, due now.
             async fn insert_job(conn: &mut Conn, ws: WorkspaceId, work: &JobWork, now: OffsetDateTime) -> Result<(), Error> {
-                sqlx::query("INSERT INTO jobs (job_id, workspace_id, kind, acs_system_id, subject_id, payload, state, attempts, run_at, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, 'queued', 0, $7, $7, $7)")
+                // The span of whatever queues the job (an RPC, the reconciler): the job continues its trace.
+                sqlx::query("INSERT INTO jobs (job_id, workspace_id, kind, acs_system_id, subject_id, payload, state, attempts, run_at, created_at, updated_at, trace_context) VALUES ($1, $2, $3, $4, $5, $6, 'queued', 0, $7, $7, $7, $8)")
                     .bind(JobId::new().to_string())
                     .bind(ws.to_string())
                     .bind(work.kind())
@@ -740,16 +775,31 @@ macro_rules! impl_grant_store {
                     .bind(work.subject_id())
                     .bind(json(work)?)
                     .bind(to_micros(now))
+                    .bind(keygate_telemetry::propagation::current_traceparent())
                     .execute(&mut *conn)
                     .await
                     .map_err(db_err)?;
                 Ok(())
             }
 
-            /// Marks methods deleted, queues their revocation, and returns the deletion events.
+            /// Marks methods deleted, queues their revocation, and returns the deletion events. A
+            /// deleted mobile key's Instant Key is revoked with it: its page has nothing left to open.
             async fn delete_methods(conn: &mut Conn, ws: WorkspaceId, methods: &[AccessMethod], now: OffsetDateTime) -> Result<Vec<NewEvent>, Error> {
                 let mut events = Vec::new();
                 for m in methods {
+                    if let Some(key) = m.instant_key_id {
+                        let revoked = sqlx::query("UPDATE instant_keys SET revoked_at = $3 WHERE workspace_id = $1 AND instant_key_id = $2 AND revoked_at IS NULL")
+                            .bind(ws.to_string())
+                            .bind(key.to_string())
+                            .bind(to_micros(now))
+                            .execute(&mut *conn)
+                            .await
+                            .map_err(db_err)?
+                            .rows_affected();
+                        if revoked > 0 {
+                            events.push(NewEvent::new(keygate_domain::events::INSTANT_KEY_REVOKED, now).grant(m.access_grant_id).user(m.user_identity_id).instant_key(key));
+                        }
+                    }
                     sqlx::query("UPDATE access_methods SET deleted_at = $3, updated_at = $3 WHERE workspace_id = $1 AND access_method_id = $2")
                         .bind(ws.to_string())
                         .bind(m.id.to_string())
@@ -843,6 +893,7 @@ macro_rules! impl_grant_store {
                                 workspace_id: parse("workspace_id", &r.try_get::<String, _>("workspace_id").map_err(db_err)?)?,
                                 work,
                                 attempts: u32::try_from(r.try_get::<i32, _>("attempts").map_err(db_err)?).unwrap_or(0),
+                                trace_context: r.try_get("trace_context").map_err(db_err)?,
                             })
                         })
                         .collect()
@@ -940,6 +991,10 @@ macro_rules! impl_grant_store {
                     }
                     lock_grant_of(&mut tx, ws, e.access_method_id).await?;
                     let mut events = Vec::new();
+                    let deleted = method_deleted(&mut tx, ws, e.access_method_id).await?;
+                    let interrupted = Err(AttemptError { error_type: "encoding_interrupted".into(), message: "the access method was deleted during the encoding".into() });
+                    // A card deleted while it was being encoded is not issued: the attempt fails.
+                    let outcome = if deleted && outcome.is_ok() { &interrupted } else { outcome };
                     match outcome {
                         Ok(card) => {
                             sqlx::query("UPDATE action_attempts SET status = 'success', result = $3, completed_at = $4 WHERE workspace_id = $1 AND action_attempt_id = $2")
@@ -980,6 +1035,43 @@ macro_rules! impl_grant_store {
                                 .await
                                 .map_err(db_err)?;
                         }
+                    }
+                    finish_job(&mut tx, job, now).await?;
+                    let appended = append_events(&mut tx, ws, &events, now).await?;
+                    tx.commit().await.map_err(db_err)?;
+                    Ok(Some(appended))
+                }
+
+                async fn complete_unlock(&self, job: &Job, owner: &str, outcome: &Result<(), AttemptError>, now: OffsetDateTime) -> Result<Option<Vec<Event>>, Error> {
+                    let ws = job.workspace_id;
+                    let JobWork::Unlock(u) = &job.work else {
+                        return Err(Error::Internal { message: format!("job {} is not an unlock job", job.id) });
+                    };
+                    let mut tx = self.pool.begin_with($begin).await.map_err(db_err)?;
+                    if !lease_held(&mut tx, job, owner).await? {
+                        return Ok(None);
+                    }
+                    let (status, error_type, message) = match outcome {
+                        Ok(()) => ("success", None, None),
+                        Err(e) => ("error", Some(e.error_type.as_str()), Some(e.message.as_str())),
+                    };
+                    sqlx::query("UPDATE action_attempts SET status = $3, error_type = $4, error_message = $5, completed_at = $6 WHERE workspace_id = $1 AND action_attempt_id = $2")
+                        .bind(ws.to_string())
+                        .bind(u.action_attempt_id.to_string())
+                        .bind(status)
+                        .bind(error_type)
+                        .bind(message)
+                        .bind(to_micros(now))
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(db_err)?;
+                    let mut events = Vec::new();
+                    if outcome.is_ok() {
+                        let mut e = NewEvent::new(keygate_domain::events::ACS_ENTRANCE_UNLOCKED, now).system(u.acs_system_id).entrance(u.acs_entrance_id).user(u.user_identity_id).attempt(u.action_attempt_id);
+                        if let Some(k) = u.instant_key_id {
+                            e = e.instant_key(k);
+                        }
+                        events.push(e);
                     }
                     finish_job(&mut tx, job, now).await?;
                     let appended = append_events(&mut tx, ws, &events, now).await?;
@@ -1156,6 +1248,18 @@ macro_rules! impl_grant_store {
                         .await
                         .map_err(db_err)
                 }
+
+                async fn queue_age(&self, now: OffsetDateTime) -> Result<QueueAge, Error> {
+                    let r = sqlx::query("SELECT MIN(created_at) AS queued, MIN(CASE WHEN run_at <= $1 THEN run_at END) AS due FROM jobs WHERE state = 'queued'")
+                        .bind(to_micros(now))
+                        .fetch_one(&self.pool)
+                        .await
+                        .map_err(db_err)?;
+                    Ok(QueueAge {
+                        oldest_queued_at: r.try_get::<Option<i64>, _>("queued").map_err(db_err)?.map(from_micros).transpose()?,
+                        oldest_due_at: r.try_get::<Option<i64>, _>("due").map_err(db_err)?.map(from_micros).transpose()?,
+                    })
+                }
             }
 
             fn sandbox_row(r: &$row) -> Result<keygate_domain::model::SandboxCredential, Error> {
@@ -1216,6 +1320,27 @@ macro_rules! impl_grant_store {
                     Ok(())
                 }
 
+                async fn record_sandbox_unlock(&self, ws: WorkspaceId, system: keygate_domain::ids::AccessSystemId, entrance: keygate_domain::ids::EntranceId, attempt: ActionAttemptId) -> Result<(), Error> {
+                    sqlx::query("INSERT INTO sandbox_unlocks (action_attempt_id, workspace_id, acs_system_id, acs_entrance_id, created_at) VALUES ($1, $2, $3, $4, $5) ON CONFLICT (action_attempt_id) DO NOTHING")
+                        .bind(attempt.to_string())
+                        .bind(ws.to_string())
+                        .bind(system.to_string())
+                        .bind(entrance.to_string())
+                        .bind(to_micros(keygate_domain::model::now()))
+                        .execute(&self.pool)
+                        .await
+                        .map_err(db_err)?;
+                    Ok(())
+                }
+
+                async fn count_sandbox_unlocks(&self, ws: WorkspaceId) -> Result<i64, Error> {
+                    sqlx::query_scalar("SELECT COUNT(*) FROM sandbox_unlocks WHERE workspace_id = $1")
+                        .bind(ws.to_string())
+                        .fetch_one(&self.pool)
+                        .await
+                        .map_err(db_err)
+                }
+
                 async fn count_sandbox_credentials(&self, ws: WorkspaceId) -> Result<i64, Error> {
                     sqlx::query_scalar("SELECT COUNT(*) FROM sandbox_credentials WHERE workspace_id = $1")
                         .bind(ws.to_string())
@@ -1244,6 +1369,15 @@ macro_rules! impl_grant_store {
                         .await
                         .map_err(db_err)?;
                     rows.iter().map(event_row).collect()
+                }
+
+                async fn purge_events(&self, before: OffsetDateTime) -> Result<u64, Error> {
+                    Ok(sqlx::query("DELETE FROM events WHERE created_at < $1")
+                        .bind(to_micros(before))
+                        .execute(&self.pool)
+                        .await
+                        .map_err(db_err)?
+                        .rows_affected())
                 }
 
                 async fn latest_event_seq(&self, ws: WorkspaceId) -> Result<i64, Error> {

@@ -5,6 +5,7 @@ use keygate_domain::Error;
 use keygate_domain::events::{Event, EventFilter, NewEvent};
 use keygate_domain::grant::{AccessGrant, AccessMethod, ProvisionJob};
 use keygate_domain::ids::{AccessGrantId, AccessMethodId, EventId, JobId};
+use keygate_domain::ids::{AccessGroupId, AcsCredentialId, AcsUserId};
 use keygate_domain::ids::{AccessSystemId, ApiKeyId, EntranceId, UserIdentityId, WorkspaceId};
 use keygate_domain::model::{
     AccessGroup, AccessSystem, ApiKey, Encoder, Entrance, NewAccessSystem, NewUserIdentity,
@@ -193,6 +194,8 @@ pub struct NewGrant {
     pub methods: Vec<AccessMethod>,
     pub jobs: Vec<ProvisionJob>,
     pub events: Vec<NewEvent>,
+    /// The grant's Instant Key (when a mobile key was requested) with the SHA-256 of its link token.
+    pub instant_key: Option<(keygate_domain::instant_key::InstantKey, String)>,
 }
 
 /// Filters of `ListAccessGrants`.
@@ -251,13 +254,13 @@ pub trait GrantStore: Send + Sync {
         page: &PageRequest,
     ) -> Result<Page<AccessMethod>, Error>;
 
-    /// Starts an encoding: the pending attempt and its job, in one transaction (with the
-    /// idempotency claim). A replay returns the first attempt.
-    async fn create_encode_attempt(
+    /// Starts an action (an encoding, an unlock): the pending attempt and its job, in one
+    /// transaction (with the idempotency claim). A replay returns the first attempt.
+    async fn create_action_attempt(
         &self,
         workspace: WorkspaceId,
         attempt: &keygate_domain::action::ActionAttempt,
-        job: &keygate_domain::action::EncodeJob,
+        job: &keygate_domain::action::JobWork,
         idempotency: Option<&Idempotency>,
     ) -> Result<keygate_domain::action::ActionAttempt, Error>;
 
@@ -319,6 +322,18 @@ pub struct Job {
     pub work: keygate_domain::action::JobWork,
     /// Attempts so far, this one included.
     pub attempts: u32,
+    /// The W3C `traceparent` of the span that queued the job (the RPC, or the reconciler), when
+    /// traces are exported: the job's span continues that trace.
+    pub trace_context: Option<String>,
+}
+
+/// How long the queue has been waiting, for the queue metrics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct QueueAge {
+    /// When the oldest queued job was first queued.
+    pub oldest_queued_at: Option<OffsetDateTime>,
+    /// The earliest `run_at` of the queued jobs that are due: how far behind the workers are.
+    pub oldest_due_at: Option<OffsetDateTime>,
 }
 
 /// One access method's doors in one access system as the record has them: what the reconciler
@@ -394,6 +409,16 @@ pub trait JobQueue: Send + Sync {
         now: OffsetDateTime,
     ) -> Result<bool, Error>;
 
+    /// Records an unlock's outcome (the attempt, and `acs_entrance.unlocked` on success) and
+    /// finishes the job. `Ok(None)` when the lease was lost.
+    async fn complete_unlock(
+        &self,
+        job: &Job,
+        owner: &str,
+        outcome: &Result<(), keygate_domain::action::AttemptError>,
+        now: OffsetDateTime,
+    ) -> Result<Option<Vec<Event>>, Error>;
+
     /// Records that a revocation went through (doors revoked, events) and finishes the job.
     async fn complete_revoke(
         &self,
@@ -432,6 +457,10 @@ pub trait JobQueue: Send + Sync {
 
     /// How many jobs are in `state` (`queued`, `running`, `done`, `dead`).
     async fn count_jobs(&self, state: &str) -> Result<i64, Error>;
+
+    /// The oldest queued job's queueing time, and the earliest due time of the queued jobs
+    /// whose `run_at` has come (`now`).
+    async fn queue_age(&self, now: OffsetDateTime) -> Result<QueueAge, Error>;
 }
 
 /// The per-workspace event log. `seq` is the resume cursor.
@@ -447,6 +476,10 @@ pub trait EventLog: Send + Sync {
     ) -> Result<Vec<Event>, Error>;
 
     async fn get_event(&self, workspace: WorkspaceId, id: EventId) -> Result<Event, Error>;
+
+    /// Deletes events recorded before `before` (retention); returns how many. A cursor older
+    /// than the oldest kept event resumes at the oldest kept one.
+    async fn purge_events(&self, before: OffsetDateTime) -> Result<u64, Error>;
 
     /// The seq of the workspace's newest event (0 when none): where a live watch starts.
     async fn latest_event_seq(&self, workspace: WorkspaceId) -> Result<i64, Error>;
@@ -476,8 +509,80 @@ pub trait SandboxLedger: Send + Sync {
         method: AccessMethodId,
     ) -> Result<(), Error>;
 
+    /// Records a remote unlock a sandbox system performed (idempotent by attempt).
+    async fn record_sandbox_unlock(
+        &self,
+        workspace: WorkspaceId,
+        system: AccessSystemId,
+        entrance: EntranceId,
+        attempt: keygate_domain::ids::ActionAttemptId,
+    ) -> Result<(), Error>;
+
+    /// Unlocks the sandbox systems of a workspace performed.
+    async fn count_sandbox_unlocks(&self, workspace: WorkspaceId) -> Result<i64, Error>;
+
     /// Credentials held by the sandbox systems of a workspace.
     async fn count_sandbox_credentials(&self, workspace: WorkspaceId) -> Result<i64, Error>;
+}
+
+/// Instant Keys and the devices that claimed them.
+#[async_trait]
+pub trait InstantKeyStore: Send + Sync {
+    /// Creates a key (with the idempotency claim, and `instant_key.created`). `token_sha256` is
+    /// the SHA-256 of its link token, the only trace of the token kept. A replay returns the first key.
+    async fn create_instant_key(
+        &self,
+        workspace: WorkspaceId,
+        key: &keygate_domain::instant_key::InstantKey,
+        token_sha256: &str,
+        idempotency: Option<&Idempotency>,
+    ) -> Result<(keygate_domain::instant_key::InstantKey, Vec<Event>), Error>;
+
+    async fn get_instant_key(
+        &self,
+        workspace: WorkspaceId,
+        id: keygate_domain::ids::InstantKeyId,
+    ) -> Result<keygate_domain::instant_key::InstantKey, Error>;
+
+    /// The key whose link token hashes to `token_sha256`, in any workspace: how a link finds its
+    /// key. Revoked and expired keys are returned too (the page says why they do not work).
+    async fn find_instant_key(
+        &self,
+        token_sha256: &str,
+    ) -> Result<Option<keygate_domain::instant_key::InstantKey>, Error>;
+
+    async fn list_instant_keys(
+        &self,
+        workspace: WorkspaceId,
+        user_identity: Option<UserIdentityId>,
+        page: &PageRequest,
+    ) -> Result<Page<keygate_domain::instant_key::InstantKey>, Error>;
+
+    /// Revokes a key (idempotent: a revoked key is returned unchanged, with no event).
+    async fn revoke_instant_key(
+        &self,
+        workspace: WorkspaceId,
+        id: keygate_domain::ids::InstantKeyId,
+        now: OffsetDateTime,
+    ) -> Result<(keygate_domain::instant_key::InstantKey, Vec<Event>), Error>;
+
+    /// Claims the key for the device whose cookie hashes to `device_sha256`: `Ok(true)` when the
+    /// device holds a claim now (new or earlier), `Ok(false)` when every claim is taken.
+    async fn claim_instant_key(
+        &self,
+        workspace: WorkspaceId,
+        id: keygate_domain::ids::InstantKeyId,
+        device_sha256: &str,
+        now: OffsetDateTime,
+    ) -> Result<bool, Error>;
+
+    /// Whether the device already holds a claim of the key.
+    async fn has_claim(
+        &self,
+        workspace: WorkspaceId,
+        id: keygate_domain::ids::InstantKeyId,
+        device_sha256: &str,
+    ) -> Result<bool, Error>;
 }
 
 /// Idempotency records, read outside a create.
@@ -493,6 +598,305 @@ pub trait IdempotencyStore: Send + Sync {
     ) -> Result<Option<String>, Error>;
 }
 
+/// A webhook that may have events to fan out: enabled, with its cursor and subscription.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WebhookCursor {
+    pub workspace_id: WorkspaceId,
+    pub webhook_id: keygate_domain::ids::WebhookId,
+    /// The last event seq fanned out to it.
+    pub cursor_seq: i64,
+    /// Dotted types; empty means every type.
+    pub event_types: Vec<String>,
+}
+
+/// One delivery row as stored: what happened to one event for one webhook.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WebhookDeliveryRecord {
+    pub event_seq: i64,
+    pub event_id: EventId,
+    /// `pending`, `succeeded` or `failed`.
+    pub status: String,
+    pub attempts: u32,
+    pub next_attempt_at: OffsetDateTime,
+    pub last_attempt_at: Option<OffsetDateTime>,
+    pub last_status_code: Option<u16>,
+    pub last_error: Option<String>,
+}
+
+/// Webhooks (`WebhookService`) and their deliveries (the delivery role's dispatcher).
+#[async_trait]
+pub trait WebhookStore: Send + Sync {
+    /// Creates a webhook, with the idempotency claim in the same transaction. Its cursor starts
+    /// at the workspace's newest event: it receives the events recorded after it. Returns the
+    /// webhook and its signing secret; a replay returns the first webhook and its secret.
+    async fn create_webhook(
+        &self,
+        workspace: WorkspaceId,
+        new: &keygate_domain::webhook::NewWebhook,
+        idempotency: Option<&Idempotency>,
+    ) -> Result<(keygate_domain::webhook::Webhook, String), Error>;
+
+    async fn get_webhook(
+        &self,
+        workspace: WorkspaceId,
+        id: keygate_domain::ids::WebhookId,
+    ) -> Result<keygate_domain::webhook::Webhook, Error>;
+
+    /// The signing secret of a webhook (for the replay of its create only).
+    async fn webhook_secret(
+        &self,
+        workspace: WorkspaceId,
+        id: keygate_domain::ids::WebhookId,
+    ) -> Result<String, Error>;
+
+    /// Oldest first (ids are time-ordered); disabled webhooks included.
+    async fn list_webhooks(
+        &self,
+        workspace: WorkspaceId,
+        page: &PageRequest,
+    ) -> Result<Page<keygate_domain::webhook::Webhook>, Error>;
+
+    /// Deletes a webhook and every delivery of it not yet made.
+    async fn delete_webhook(
+        &self,
+        workspace: WorkspaceId,
+        id: keygate_domain::ids::WebhookId,
+    ) -> Result<(), Error>;
+
+    /// Enabled webhooks whose workspace has events after their cursor, across workspaces.
+    async fn webhooks_behind(&self, limit: u32) -> Result<Vec<WebhookCursor>, Error>;
+
+    /// In one transaction, and only if the webhook is still enabled with its cursor at `from`:
+    /// inserts a pending delivery due at `now` for each `(seq, event_id)` of `events` and moves
+    /// the cursor to `to`. `Ok(false)` when the webhook moved on, was disabled or deleted
+    /// (nothing is written): a crash or a concurrent dispatcher neither loses nor doubles a row.
+    async fn fan_out_webhook(
+        &self,
+        cursor: &WebhookCursor,
+        to: i64,
+        events: &[(i64, EventId)],
+        now: OffsetDateTime,
+    ) -> Result<bool, Error>;
+
+    /// Leases up to `limit` due pending deliveries of enabled webhooks (or ones whose lease
+    /// expired) and counts the attempt each is about to make.
+    async fn claim_deliveries(
+        &self,
+        limit: u32,
+        lease: std::time::Duration,
+        now: OffsetDateTime,
+    ) -> Result<Vec<keygate_domain::webhook::ClaimedDelivery>, Error>;
+
+    /// Records one attempt's outcome on the delivery and its webhook, in one transaction, under
+    /// the claim's lease: success, a retry at `retry_at`, or failed for good. A failure when the
+    /// webhook has had no success for `disable_after` disables it (its other pending deliveries
+    /// fail) and appends `webhook.disabled`. Returns the events appended; `Ok(None)` when the
+    /// lease was lost or the webhook deleted (nothing is written).
+    async fn record_delivery_attempt(
+        &self,
+        delivery: &keygate_domain::webhook::ClaimedDelivery,
+        outcome: &keygate_domain::webhook::AttemptOutcome,
+        now: OffsetDateTime,
+    ) -> Result<Option<Vec<Event>>, Error>;
+
+    /// When the soonest pending delivery is due; `None` when there is none.
+    async fn next_delivery_due(&self) -> Result<Option<OffsetDateTime>, Error>;
+
+    /// The webhook an event is about (`webhook.disabled`), by the event's seq; `None` for
+    /// events about no webhook.
+    async fn event_webhook_id(
+        &self,
+        workspace: WorkspaceId,
+        seq: i64,
+    ) -> Result<Option<keygate_domain::ids::WebhookId>, Error>;
+
+    /// A webhook's delivery rows in event order, at most `limit` (for inspection and tests).
+    async fn list_webhook_deliveries(
+        &self,
+        workspace: WorkspaceId,
+        id: keygate_domain::ids::WebhookId,
+        limit: u32,
+    ) -> Result<Vec<WebhookDeliveryRecord>, Error>;
+}
+
+/// Deliveries of Instant Key links by SMS or email (`DeliverInstantKey`, the delivery role's
+/// sender). A delivery row is its own queue entry: created pending and due at once, leased by a
+/// sender, finished sent or failed. Neither the link nor the message is stored.
+#[async_trait]
+pub trait DeliveryStore: Send + Sync {
+    /// Records a pending delivery of a key of `workspace`, due now, with the idempotency claim,
+    /// in one transaction. A replay returns the first delivery. NOT_FOUND when the key is not in
+    /// the workspace.
+    async fn create_key_delivery(
+        &self,
+        workspace: WorkspaceId,
+        new: &keygate_domain::delivery::NewDelivery,
+        idempotency: Option<&Idempotency>,
+    ) -> Result<keygate_domain::delivery::Delivery, Error>;
+
+    async fn get_key_delivery(
+        &self,
+        workspace: WorkspaceId,
+        id: keygate_domain::ids::DeliveryId,
+    ) -> Result<keygate_domain::delivery::Delivery, Error>;
+
+    /// The deliveries of these keys, newest first, at most `per_key` of each.
+    async fn key_deliveries(
+        &self,
+        workspace: WorkspaceId,
+        keys: &[keygate_domain::ids::InstantKeyId],
+        per_key: u32,
+    ) -> Result<Vec<keygate_domain::delivery::Delivery>, Error>;
+
+    /// Deliveries of one workspace (or of all), newest first, at most `limit`; with
+    /// `outbox_only`, only those put in the outbox. For `keygate deliveries list` and `/outbox`.
+    async fn recent_key_deliveries(
+        &self,
+        workspace: Option<WorkspaceId>,
+        outbox_only: bool,
+        limit: u32,
+    ) -> Result<Vec<keygate_domain::delivery::Delivery>, Error>;
+
+    /// Leases up to `limit` due pending deliveries of the channels this sender serves (or ones
+    /// whose lease ran out) and counts the attempt each is about to make. Rows another sender is
+    /// claiming are skipped (SKIP LOCKED on PostgreSQL), never waited for.
+    async fn claim_key_deliveries(
+        &self,
+        sms: bool,
+        email: bool,
+        limit: u32,
+        lease: std::time::Duration,
+        now: OffsetDateTime,
+    ) -> Result<Vec<keygate_domain::delivery::DeliveryClaim>, Error>;
+
+    /// Records one attempt's outcome under the claim's lease, in one transaction: sent (with
+    /// `instant_key.delivered`), a retry, or failed (with `instant_key.delivery_failed`).
+    /// Returns the events appended; `Ok(None)` when the lease was lost (nothing is written).
+    async fn record_key_delivery(
+        &self,
+        claim: &keygate_domain::delivery::DeliveryClaim,
+        outcome: &keygate_domain::delivery::Outcome,
+        now: OffsetDateTime,
+    ) -> Result<Option<Vec<Event>>, Error>;
+
+    /// When the soonest pending delivery of these channels is due (or its lease runs out);
+    /// `None` when there is none.
+    async fn next_key_delivery_due(
+        &self,
+        sms: bool,
+        email: bool,
+    ) -> Result<Option<OffsetDateTime>, Error>;
+}
+
+/// Access system users, their access-group memberships and their credentials (the console flow
+/// of seed 000). A credential is only a mapping onto the access grant that implements it; the
+/// grant is written through `GrantStore`. Deleted users and credentials whose access method was
+/// deleted are `NotFound` and left out of lists.
+#[async_trait]
+pub trait AcsUserStore: Send + Sync {
+    /// Creates a user, with the idempotency claim in the same transaction: a replay returns the
+    /// user created first. Its access system must be in the workspace (`NotFound` otherwise).
+    async fn create_acs_user(
+        &self,
+        workspace: WorkspaceId,
+        user: &keygate_domain::acs::AcsUser,
+        idempotency: Option<&Idempotency>,
+    ) -> Result<keygate_domain::acs::AcsUser, Error>;
+
+    async fn get_acs_user(
+        &self,
+        workspace: WorkspaceId,
+        id: AcsUserId,
+    ) -> Result<keygate_domain::acs::AcsUser, Error>;
+
+    /// Oldest first (ids are time-ordered).
+    async fn list_acs_users(
+        &self,
+        workspace: WorkspaceId,
+        filter: &keygate_domain::acs::AcsUserFilter,
+        page: &PageRequest,
+    ) -> Result<Page<keygate_domain::acs::AcsUser>, Error>;
+
+    /// Marks a user deleted and drops its memberships. Its credentials are deleted first by the
+    /// caller, through their grants.
+    async fn delete_acs_user(
+        &self,
+        workspace: WorkspaceId,
+        id: AcsUserId,
+        now: OffsetDateTime,
+    ) -> Result<(), Error>;
+
+    /// Links a user to a user identity (both in the workspace). Linking it again to the same
+    /// identity changes nothing; a user linked to another identity is refused
+    /// (`ACS_USER_ALREADY_LINKED`).
+    async fn link_acs_user(
+        &self,
+        workspace: WorkspaceId,
+        user: AcsUserId,
+        identity: UserIdentityId,
+    ) -> Result<(), Error>;
+
+    /// The users linked to each of these identities, as (identity, user) pairs in user order.
+    async fn linked_acs_users(
+        &self,
+        workspace: WorkspaceId,
+        identities: &[UserIdentityId],
+    ) -> Result<Vec<(UserIdentityId, AcsUserId)>, Error>;
+
+    /// One access group with its entrances.
+    async fn get_access_group(
+        &self,
+        workspace: WorkspaceId,
+        id: AccessGroupId,
+    ) -> Result<AccessGroup, Error>;
+
+    /// Makes the user a member of the group or not (idempotent both ways); returns the user.
+    async fn set_access_group_member(
+        &self,
+        workspace: WorkspaceId,
+        user: AcsUserId,
+        group: AccessGroupId,
+        member: bool,
+        now: OffsetDateTime,
+    ) -> Result<keygate_domain::acs::AcsUser, Error>;
+
+    /// Records which grant implements a credential. A second credential for the same grant (a
+    /// replay of its create) is not written: the first is returned.
+    async fn create_acs_credential(
+        &self,
+        workspace: WorkspaceId,
+        credential: &keygate_domain::acs::AcsCredential,
+    ) -> Result<keygate_domain::acs::AcsCredential, Error>;
+
+    async fn get_acs_credential(
+        &self,
+        workspace: WorkspaceId,
+        id: AcsCredentialId,
+    ) -> Result<keygate_domain::acs::AcsCredential, Error>;
+
+    /// The credential a grant implements, if any (deleted ones included).
+    async fn acs_credential_of_grant(
+        &self,
+        workspace: WorkspaceId,
+        grant: AccessGrantId,
+    ) -> Result<Option<keygate_domain::acs::AcsCredential>, Error>;
+
+    /// Oldest first.
+    async fn list_acs_credentials(
+        &self,
+        workspace: WorkspaceId,
+        filter: &keygate_domain::acs::CredentialFilter,
+        page: &PageRequest,
+    ) -> Result<Page<keygate_domain::acs::AcsCredential>, Error>;
+
+    /// Every credential of a user, deleted ones included: what deleting the user revokes.
+    async fn all_acs_credentials_of(
+        &self,
+        workspace: WorkspaceId,
+        user: AcsUserId,
+    ) -> Result<Vec<keygate_domain::acs::AcsCredential>, Error>;
+}
+
 /// The whole store of record.
 #[async_trait]
 pub trait Store:
@@ -501,11 +905,15 @@ pub trait Store:
     + ApiKeyStore
     + AccessSystemStore
     + UserIdentityStore
+    + AcsUserStore
     + GrantStore
     + JobQueue
     + EventLog
     + SandboxLedger
     + IdempotencyStore
+    + WebhookStore
+    + InstantKeyStore
+    + DeliveryStore
 {
     /// `postgres` or `sqlite`.
     fn backend_name(&self) -> &'static str;

@@ -199,7 +199,8 @@ pub fn access_grant(g: &AccessGrant) -> v1::AccessGrant {
             .collect(),
         starts_at: Some(ts(g.starts_at)),
         ends_at: g.ends_at.map(ts),
-        instant_key_url: g.instant_key_url.clone().unwrap_or_default(),
+        instant_key_url: String::new(),
+        instant_key_id: g.instant_key_id.map(|i| i.to_string()).unwrap_or_default(),
         reservation_key: g.reservation_key.clone().unwrap_or_default(),
         created_at: Some(ts(g.created_at)),
         updated_at: Some(ts(g.updated_at)),
@@ -246,8 +247,9 @@ pub fn access_method(m: &AccessMethod) -> v1::AccessMethod {
         is_card_encoding_required: m.is_card_encoding_required,
         is_ready_for_encoding: m.is_ready_for_encoding,
         code: m.code.clone().unwrap_or_default(),
-        client_session_token: m.client_session_token.clone().unwrap_or_default(),
-        instant_key_url: m.instant_key_url.clone().unwrap_or_default(),
+        client_session_token: String::new(),
+        instant_key_url: String::new(),
+        instant_key_id: m.instant_key_id.map(|i| i.to_string()).unwrap_or_default(),
         acs_entrance_ids: m.doors.iter().map(|d| d.entrance_id.to_string()).collect(),
         entrances: m
             .doors
@@ -280,6 +282,8 @@ pub fn event(e: &Event, cursor: String) -> v1::Event {
         acs_system_id: s(e.acs_system_id.map(|i| i.to_string())),
         acs_entrance_id: s(e.acs_entrance_id.map(|i| i.to_string())),
         user_identity_id: s(e.user_identity_id.map(|i| i.to_string())),
+        instant_key_id: s(e.instant_key_id.map(|i| i.to_string())),
+        action_attempt_id: s(e.action_attempt_id.map(|i| i.to_string())),
         cursor,
         ..Default::default()
     }
@@ -324,5 +328,64 @@ pub fn action_attempt(a: &ActionAttempt) -> v1::ActionAttempt {
             r#type: e.error_type.clone(),
             message: e.message.clone(),
         }),
+    }
+}
+
+use keygate_domain::acs::{AcsCredential, AcsUser};
+
+pub fn acs_user(u: &AcsUser) -> v1::AcsUser {
+    v1::AcsUser {
+        acs_user_id: u.id.to_string(),
+        acs_system_id: u.acs_system_id.to_string(),
+        workspace_id: u.workspace_id.to_string(),
+        full_name: u.full_name.clone(),
+        email_address: u.email_address.clone().unwrap_or_default(),
+        phone_number: u.phone_number.clone().unwrap_or_default(),
+        access_schedule: (u.access_starts_at.is_some() || u.access_ends_at.is_some()).then(|| {
+            v1::AccessSchedule {
+                starts_at: u.access_starts_at.map(ts),
+                ends_at: u.access_ends_at.map(ts),
+            }
+        }),
+        user_identity_id: u
+            .user_identity_id
+            .map(|i| i.to_string())
+            .unwrap_or_default(),
+        is_suspended: u.is_suspended,
+        acs_access_group_ids: u.access_group_ids.iter().map(ToString::to_string).collect(),
+        created_at: Some(ts(u.created_at)),
+        // The user is a record in Keygate; what reaches the access system is its credentials.
+        warnings: Vec::new(),
+        errors: Vec::new(),
+        pending_mutations: Vec::new(),
+    }
+}
+
+/// A credential: the access method that implements it, with its grant's schedule. Entrances
+/// are listed only where the access system assigns them to credentials directly.
+pub fn credential(c: &AcsCredential, m: &AccessMethod, direct_entrances: bool) -> v1::Credential {
+    v1::Credential {
+        acs_credential_id: c.id.to_string(),
+        workspace_id: c.workspace_id.to_string(),
+        acs_user_id: c.acs_user_id.to_string(),
+        acs_system_id: c.acs_system_id.to_string(),
+        access_method_id: c.access_method_id.to_string(),
+        access_method: mode(m.mode) as i32,
+        code: m.code.clone().unwrap_or_default(),
+        card_number: String::new(),
+        is_issued: m.is_issued,
+        issued_at: m.issued_at.map(ts),
+        starts_at: Some(ts(c.starts_at)),
+        ends_at: c.ends_at.map(ts),
+        acs_entrance_ids: if direct_entrances {
+            m.doors.iter().map(|d| d.entrance_id.to_string()).collect()
+        } else {
+            Vec::new()
+        },
+        is_card_encoding_required: m.is_card_encoding_required,
+        created_at: Some(ts(c.created_at)),
+        warnings: m.warnings.iter().map(warning).collect(),
+        errors: m.errors.iter().map(error).collect(),
+        pending_mutations: pending(&keygate_domain::grant::pending_mutations(&m.doors)),
     }
 }

@@ -4,11 +4,11 @@
 pub mod auth;
 pub mod convert;
 pub mod error;
+pub mod links;
 pub mod read_cache;
 pub mod server;
 pub mod services;
 pub mod stack;
 pub mod tokens;
-mod unimplemented;
 
 pub use server::{GatewayDeps, SERVICE_NAMES, ServerConfig, serve, set_health};

@@ -18,12 +18,14 @@ use crate::auth::Authenticator;
 use crate::services::access_grants::AccessGrants;
 use crate::services::access_methods::{AccessMethods, ActionAttempts};
 use crate::services::access_systems::AccessSystems;
+use crate::services::acs_users::AcsUsers;
 use crate::services::events::Events;
+use crate::services::instant_keys::InstantKeys;
 use crate::services::user_identities::UserIdentities;
+use crate::services::webhooks::Webhooks;
 use crate::services::workspaces::Workspaces;
 use crate::stack::{self, StackConfig};
 use crate::tokens::PageTokens;
-use crate::unimplemented::Unimplemented;
 
 /// Every service this server answers, by its full gRPC name. Health is reported per name.
 pub const SERVICE_NAMES: [&str; 11] = [
@@ -54,10 +56,15 @@ pub struct GatewayDeps {
     pub doorbell: keygate_cache::bus::Doorbell,
     /// Wakes this process's orchestrator when new jobs are queued.
     pub wake_orchestrator: Arc<tokio::sync::Notify>,
-    /// Base URL of the HTTP port, for Instant Key links.
-    pub public_url: String,
+    /// Instant Key links (from the public URL of the HTTP port and the server secret).
+    pub links: keygate_domain::instant_key::Links,
     /// Turns true on shutdown; streams end.
     pub shutdown: tokio::sync::watch::Receiver<bool>,
+    /// What `CreateWebhook`'s SSRF guard lets through besides public addresses.
+    pub webhook_network: keygate_delivery::webhooks::NetworkPolicy,
+    /// Which channels `DeliverInstantKey` accepts (a sender, the outbox, or neither), and the
+    /// bell that wakes this process's sender.
+    pub instant_key_delivery: keygate_delivery::notify::Availability,
 }
 
 /// Limits of the server.
@@ -142,17 +149,30 @@ pub async fn serve(
         store: deps.store.clone(),
         tokens: tokens.clone(),
     };
+    let instant_keys = std::sync::Arc::new(InstantKeys {
+        store: deps.store.clone(),
+        tokens: tokens.clone(),
+        links: deps.links.clone(),
+        doorbell: deps.doorbell.clone(),
+        delivery: deps.instant_key_delivery.clone(),
+    });
     let user_identities = UserIdentities {
         store: deps.store.clone(),
         tokens: tokens.clone(),
+        instant_keys: instant_keys.clone(),
     };
-    let access_grants = AccessGrants {
+    let access_grants = Arc::new(AccessGrants {
         store: deps.store.clone(),
         tokens: tokens.clone(),
         doorbell: deps.doorbell.clone(),
         wake_orchestrator: deps.wake_orchestrator.clone(),
-        public_url: deps.public_url.clone(),
+        links: deps.links.clone(),
         cache: deps.cache.clone(),
+    });
+    let acs_users = AcsUsers {
+        store: deps.store.clone(),
+        tokens: tokens.clone(),
+        access_grants: access_grants.clone(),
     };
     let access_methods = AccessMethods {
         store: deps.store.clone(),
@@ -160,6 +180,7 @@ pub async fn serve(
         wake_orchestrator: deps.wake_orchestrator.clone(),
         cache: deps.cache.clone(),
         doorbell: deps.doorbell.clone(),
+        links: deps.links.clone(),
     };
     let action_attempts = ActionAttempts {
         store: deps.store.clone(),
@@ -169,6 +190,11 @@ pub async fn serve(
         tokens: tokens.clone(),
         doorbell: deps.doorbell.clone(),
         shutdown: deps.shutdown.clone(),
+    };
+    let webhooks = Webhooks {
+        store: deps.store.clone(),
+        tokens: tokens.clone(),
+        network: deps.webhook_network,
     };
     let workspaces = Workspaces {
         store: deps.store.clone(),
@@ -197,7 +223,7 @@ pub async fn serve(
             cfg
         ))
         .add_service(limited!(
-            v1::access_grant_service_server::AccessGrantServiceServer::new(access_grants),
+            v1::access_grant_service_server::AccessGrantServiceServer::from_arc(access_grants),
             cfg
         ))
         .add_service(limited!(
@@ -205,11 +231,11 @@ pub async fn serve(
             cfg
         ))
         .add_service(limited!(
-            v1::acs_user_service_server::AcsUserServiceServer::new(Unimplemented),
+            v1::acs_user_service_server::AcsUserServiceServer::new(acs_users),
             cfg
         ))
         .add_service(limited!(
-            v1::instant_key_service_server::InstantKeyServiceServer::new(Unimplemented),
+            v1::instant_key_service_server::InstantKeyServiceServer::from_arc(instant_keys),
             cfg
         ))
         .add_service(limited!(
@@ -217,7 +243,7 @@ pub async fn serve(
             cfg
         ))
         .add_service(limited!(
-            v1::webhook_service_server::WebhookServiceServer::new(Unimplemented),
+            v1::webhook_service_server::WebhookServiceServer::new(webhooks),
             cfg
         ))
         .add_service(limited!(

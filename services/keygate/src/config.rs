@@ -25,9 +25,109 @@ pub struct Cli {
 #[allow(clippy::large_enum_variant)]
 pub enum Command {
     /// Runs Keygate (all roles by default).
+    #[command(
+        after_help = "Telemetry (docs/telemetry.md): Prometheus metrics are served at /metrics on the HTTP port. \
+Traces are exported over OTLP/gRPC when OTEL_EXPORTER_OTLP_ENDPOINT is set (for example http://otel-collector:4317); \
+the standard OTEL_* variables apply (OTEL_SERVICE_NAME, OTEL_EXPORTER_OTLP_HEADERS, OTEL_BSP_SCHEDULE_DELAY, \
+OTEL_TRACES_SAMPLER, OTEL_RESOURCE_ATTRIBUTES, ...)."
+    )]
     Serve(ServeArgs),
     /// Applies pending database migrations and exits (for a Kubernetes Job before upgrades).
     Migrate(MigrateArgs),
+    /// Instant Key deliveries by SMS and email, and the outbox (docs/delivery.md).
+    #[command(subcommand)]
+    Deliveries(DeliveriesCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum DeliveriesCommand {
+    /// Prints deliveries newest first: channel, masked recipient, status (`sent (outbox)` for
+    /// those that went to the outbox) and the Instant Key link, derived for printing.
+    List(DeliveriesListArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct DeliveriesListArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+
+    /// Public base URL of the HTTP port, as the server has it (the links are built from it).
+    #[arg(
+        long,
+        env = "KEYGATE_PUBLIC_URL",
+        default_value = "http://localhost:8080"
+    )]
+    pub public_url: String,
+
+    /// Only the deliveries of this workspace.
+    #[arg(long)]
+    pub workspace_id: Option<String>,
+
+    /// Only the deliveries that went to the outbox.
+    #[arg(long)]
+    pub outbox: bool,
+
+    /// Most deliveries to print (at most 500).
+    #[arg(long, default_value_t = 50)]
+    pub limit: u32,
+}
+
+/// Instant Key deliveries by SMS and email (docs/delivery.md).
+#[derive(Args, Debug, Clone)]
+pub struct NotifyArgs {
+    /// HTTP SMS API that Instant Key links are POSTed to (Twilio-style form: To, From, Body), such
+    /// as https://api.twilio.com/2010-04-01/Accounts/{sid}/Messages.json ({sid} is replaced by
+    /// KEYGATE_SMS_ACCOUNT_SID). Empty: no SMS sender. https://, or http:// to loopback only.
+    #[arg(long, env = "KEYGATE_SMS_API_URL", default_value = "")]
+    pub sms_api_url: String,
+
+    /// Account SID: the user of the SMS API's HTTP basic auth.
+    #[arg(
+        long,
+        env = "KEYGATE_SMS_ACCOUNT_SID",
+        default_value = "",
+        hide_env_values = true
+    )]
+    pub sms_account_sid: String,
+
+    /// Auth token: the password of the SMS API's HTTP basic auth.
+    #[arg(
+        long,
+        env = "KEYGATE_SMS_AUTH_TOKEN",
+        default_value = "",
+        hide_env_values = true
+    )]
+    pub sms_auth_token: String,
+
+    /// The number (E.164) or sender id SMS are sent from (the form field From).
+    #[arg(long, env = "KEYGATE_SMS_FROM", default_value = "")]
+    pub sms_from: String,
+
+    /// SMTP server for Instant Key emails: smtps://user:pass@host:465 (TLS), smtp://user:pass@host:587
+    /// (STARTTLS, required), ...?tls=opportunistic, or ...?tls=none (plain; only when said).
+    /// Empty: no email sender.
+    #[arg(
+        long,
+        env = "KEYGATE_SMTP_URL",
+        default_value = "",
+        hide_env_values = true
+    )]
+    pub smtp_url: String,
+
+    /// The From of Instant Key emails, such as "Keygate <keys@example.com>".
+    #[arg(long, env = "KEYGATE_EMAIL_FROM", default_value = "")]
+    pub email_from: String,
+
+    /// Send nothing: every delivery goes to the outbox (`keygate deliveries list`, GET /outbox).
+    /// Default: on when no SMS or SMTP sender is configured and KEYGATE_DATABASE_URL is empty
+    /// (the embedded default), off otherwise.
+    #[arg(long, env = "KEYGATE_DELIVERY_OUTBOX", action = clap::ArgAction::Set)]
+    pub delivery_outbox: Option<bool>,
+
+    /// Multiplies every wait between delivery attempts (1.0: six attempts within about ten
+    /// minutes; tests use 0.001).
+    #[arg(long, env = "KEYGATE_DELIVERY_RETRY_SCALE", default_value_t = 1.0)]
+    pub delivery_retry_scale: f64,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -52,6 +152,23 @@ pub struct StoreArgs {
     /// Log filter (tracing EnvFilter syntax); RUST_LOG overrides it.
     #[arg(long, env = "KEYGATE_LOG", default_value = "info")]
     pub log: String,
+}
+
+impl NotifyArgs {
+    /// The settings as the delivery crate takes them; `embedded` when the store is the SQLite file.
+    pub fn settings(&self, embedded: bool) -> keygate_delivery::notify::Settings {
+        keygate_delivery::notify::Settings {
+            sms_api_url: self.sms_api_url.clone(),
+            sms_account_sid: self.sms_account_sid.clone(),
+            sms_auth_token: self.sms_auth_token.clone(),
+            sms_from: self.sms_from.clone(),
+            smtp_url: self.smtp_url.clone(),
+            email_from: self.email_from.clone(),
+            outbox: self.delivery_outbox,
+            embedded,
+            retry_scale: self.delivery_retry_scale,
+        }
+    }
 }
 
 impl StoreArgs {
@@ -87,8 +204,19 @@ pub enum Role {
     Gateway,
     /// Access grant workers: provisioning, encoding and revocation jobs.
     Orchestrator,
-    /// Instant Key pages and notifications (no work yet: arrives with delivery).
+    /// Webhook deliveries, the Instant Key pages, and Instant Key links by SMS and email.
     Delivery,
+}
+
+impl Role {
+    /// The role's name, as `--roles` spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Gateway => "gateway",
+            Self::Orchestrator => "orchestrator",
+            Self::Delivery => "delivery",
+        }
+    }
 }
 
 #[derive(Args, Debug)]
@@ -100,7 +228,7 @@ pub struct ServeArgs {
     #[arg(long, env = "KEYGATE_GRPC_ADDR", default_value = "0.0.0.0:50051")]
     pub grpc_addr: SocketAddr,
 
-    /// Address of the HTTP port (liveness /livez, readiness /readyz; Instant Key pages and metrics later).
+    /// Address of the HTTP port (liveness /livez, readiness /readyz, Prometheus /metrics; Instant Key pages later).
     #[arg(long, env = "KEYGATE_HTTP_ADDR", default_value = "0.0.0.0:8080")]
     pub http_addr: SocketAddr,
 
@@ -186,7 +314,27 @@ pub struct ServeArgs {
     #[arg(long, env = "KEYGATE_EXPIRY_CHECK_MS", default_value_t = 5000)]
     pub expiry_check_ms: u64,
 
+    /// Days events are kept (for ListEvents, resuming watchers and webhooks); 0 keeps them for ever.
+    #[arg(long, env = "KEYGATE_EVENT_RETENTION_DAYS", default_value_t = 30)]
+    pub event_retention_days: u32,
+
     /// Seconds to let in-flight calls finish after SIGTERM before exiting anyway.
     #[arg(long, env = "KEYGATE_DRAIN_SECS", default_value_t = 20)]
     pub drain_secs: u64,
+
+    /// Multiplies every delay of the webhook retry schedule and the 5-day disable period
+    /// (1.0 = as published; tests use 0.00001 to run the 27-hour schedule in about a second).
+    #[arg(long, env = "KEYGATE_WEBHOOK_RETRY_SCALE", default_value_t = 1.0)]
+    pub webhook_retry_scale: f64,
+
+    /// Let webhooks be sent to loopback addresses (127.0.0.0/8, ::1). For tests and local receivers.
+    #[arg(long, env = "KEYGATE_WEBHOOK_ALLOW_LOOPBACK", default_value_t = false, action = clap::ArgAction::Set)]
+    pub webhook_allow_loopback: bool,
+
+    /// Let webhooks be sent to private networks (10/8, 172.16/12, 192.168/16, 100.64/10, fc00::/7).
+    #[arg(long, env = "KEYGATE_WEBHOOK_ALLOW_PRIVATE_NETWORKS", default_value_t = false, action = clap::ArgAction::Set)]
+    pub webhook_allow_private_networks: bool,
+
+    #[command(flatten)]
+    pub notify: NotifyArgs,
 }

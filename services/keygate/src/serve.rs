@@ -26,6 +26,8 @@ use crate::config::{Role, ServeArgs};
 /// Consecutive failed store pings before health turns NOT_SERVING (dampens one slow query).
 const PINGS_BEFORE_UNHEALTHY: u32 = 3;
 const PING_EVERY: Duration = Duration::from_secs(5);
+/// How often the orchestrator role samples the job queue for the metrics.
+const QUEUE_SAMPLE_EVERY: Duration = Duration::from_secs(5);
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let url = args.store.database_url();
@@ -42,11 +44,46 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         Arc::new(RedisCache::new(&args.redis_url).context("parsing KEYGATE_REDIS_URL")?)
     };
     tracing::info!(store = store.backend_name(), cache = cache.name(), roles = ?args.roles, "starting");
+    anyhow::ensure!(
+        args.webhook_retry_scale.is_finite() && args.webhook_retry_scale > 0.0,
+        "KEYGATE_WEBHOOK_RETRY_SCALE must be a positive number, not {}",
+        args.webhook_retry_scale
+    );
+    let webhook_network = keygate_delivery::webhooks::NetworkPolicy {
+        allow_loopback: args.webhook_allow_loopback,
+        allow_private_networks: args.webhook_allow_private_networks,
+    };
+    // Instant Key links by SMS and email: checked here so a bad setting stops every role, since
+    // the gateway must agree with the senders on which channels exist.
+    let notify =
+        keygate_delivery::notify::NotifyConfig::from_settings(&args.notify.settings(embedded))
+            .context("Instant Key delivery settings")?;
+    let instant_key_delivery = notify.availability();
+    let outbox_mode = notify.outbox;
+    if outbox_mode {
+        tracing::info!(
+            "Instant Key deliveries go to the outbox: nothing is sent (keygate deliveries list, GET /outbox)"
+        );
+    }
+
+    // Metrics are always recorded; a process that cannot install the recorder (a second
+    // server in one test process) serves no /metrics rather than failing.
+    let metrics = match keygate_telemetry::metrics::install() {
+        Ok(m) => {
+            m.spawn_upkeep();
+            Some(m)
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "metrics disabled");
+            None
+        }
+    };
 
     let (reporter, health_service) = tonic_health::server::health_reporter();
     set_health(&reporter, ServingStatus::NotServing).await;
     let ready = Arc::new(AtomicBool::new(false));
     let page_tokens = PageTokens::default();
+    let links = keygate_domain::instant_key::Links::new(&args.public_url);
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut servers = tokio::task::JoinSet::new();
     let doorbell = if args.redis_url.is_empty() {
@@ -70,8 +107,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             page_tokens: page_tokens.clone(),
             doorbell: doorbell.clone(),
             wake_orchestrator: wake_orchestrator.clone(),
-            public_url: args.public_url.clone(),
+            links: links.clone(),
             shutdown: stop_rx.clone(),
+            webhook_network,
+            instant_key_delivery: instant_key_delivery.clone(),
         };
         let cfg = ServerConfig {
             stack: StackConfig {
@@ -124,6 +163,14 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         });
         let stop = stop_rx.clone();
         let mut ready = ready_rx.clone();
+        let sampled = store.clone();
+        tokio::spawn(async move {
+            if ready.wait_for(|r| *r).await.is_ok() {
+                keygate_orchestrator::sample_queue(sampled, QUEUE_SAMPLE_EVERY, stop).await;
+            }
+        });
+        let stop = stop_rx.clone();
+        let mut ready = ready_rx.clone();
         let every = (args.reconcile_secs > 0).then(|| Duration::from_secs(args.reconcile_secs));
         let expiry = Duration::from_millis(args.expiry_check_ms);
         tokio::spawn(async move {
@@ -133,7 +180,48 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         });
     }
     if args.roles.contains(&Role::Delivery) {
-        tracing::info!("the delivery role has no work yet; Instant Key pages arrive with delivery");
+        use keygate_delivery::webhooks::{Dispatcher, DispatcherConfig, RetryPolicy};
+        let dispatcher = Dispatcher::new(
+            store.clone(),
+            doorbell.clone(),
+            Arc::new(keygate_gateway::services::webhooks::EventJson {
+                tokens: page_tokens.clone(),
+            }),
+            DispatcherConfig {
+                retry: RetryPolicy {
+                    scale: args.webhook_retry_scale,
+                },
+                network: webhook_network,
+                ..DispatcherConfig::default()
+            },
+        );
+        let stop = stop_rx.clone();
+        let mut ready = ready_rx.clone();
+        // Like the orchestrator: on exit its leases expire and another dispatcher takes over.
+        tokio::spawn(async move {
+            if ready.wait_for(|r| *r).await.is_ok() {
+                dispatcher.run(stop).await;
+            }
+        });
+        let sender = keygate_delivery::notify::Sender::new(
+            store.clone(),
+            doorbell.clone(),
+            links.clone(),
+            &notify,
+            &instant_key_delivery,
+            keygate_delivery::notify::SenderConfig {
+                retry: notify.retry,
+                ..keygate_delivery::notify::SenderConfig::default()
+            },
+        )
+        .context("Instant Key delivery settings")?;
+        let stop = stop_rx.clone();
+        let mut ready = ready_rx.clone();
+        tokio::spawn(async move {
+            if ready.wait_for(|r| *r).await.is_ok() {
+                sender.run(stop).await;
+            }
+        });
     }
 
     let http = TcpListener::bind(args.http_addr)
@@ -143,7 +231,30 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         "keygate: HTTP (livez, readyz) listening on {}",
         http.local_addr()?
     );
-    let app = crate::http::router(ready.clone());
+    let mut app = crate::http::router(ready.clone(), metrics);
+    if args.roles.contains(&Role::Delivery) {
+        // The Instant Key pages: the links of grants and of GenerateInstantKey lead here.
+        app = app.merge(keygate_delivery::instant_keys::router(
+            keygate_delivery::instant_keys::Pages {
+                store: store.clone(),
+                links: links.clone(),
+                doorbell: doorbell.clone(),
+                wake: wake_orchestrator.clone(),
+            },
+        ));
+        if outbox_mode {
+            // Only when nothing is sent; it needs an API key or the admin token.
+            app = app.merge(crate::deliveries::router(crate::deliveries::OutboxPage {
+                store: store.clone(),
+                links: links.clone(),
+                auth: keygate_gateway::auth::Authenticator::new(
+                    store.clone(),
+                    cache.clone(),
+                    Some(args.admin_token.clone()).filter(|t| !t.is_empty()),
+                ),
+            }));
+        }
+    }
     let stop = stopped(stop_rx.clone());
     servers.spawn(async move {
         if let Err(e) = axum::serve(http, app).with_graceful_shutdown(stop).await {
@@ -157,9 +268,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         migrate: args.migrate_on_start,
         bootstrap_sandbox,
         page_tokens,
+        links: links.clone(),
         reporter: reporter.clone(),
         ready: ready.clone(),
         store_ready: ready_tx,
+        event_retention: (args.event_retention_days > 0)
+            .then(|| time::Duration::days(i64::from(args.event_retention_days))),
     }));
 
     shutdown_signal().await;
@@ -219,9 +333,12 @@ struct Readiness {
     migrate: bool,
     bootstrap_sandbox: bool,
     page_tokens: PageTokens,
+    links: keygate_domain::instant_key::Links,
     reporter: HealthReporter,
     ready: Arc<AtomicBool>,
     store_ready: watch::Sender<bool>,
+    /// How long events are kept; `None` keeps them for ever.
+    event_retention: Option<time::Duration>,
 }
 
 async fn become_ready(r: Readiness) {
@@ -231,13 +348,24 @@ async fn become_ready(r: Readiness) {
         migrate,
         bootstrap_sandbox,
         page_tokens,
+        links,
         reporter,
         ready,
         store_ready,
+        event_retention,
     } = r;
     let mut delay = Duration::from_millis(200);
     loop {
-        match prepare(&*store, &data_dir, migrate, bootstrap_sandbox, &page_tokens).await {
+        match prepare(
+            &*store,
+            &data_dir,
+            migrate,
+            bootstrap_sandbox,
+            &page_tokens,
+            &links,
+        )
+        .await
+        {
             Ok(()) => break,
             Err(e) => {
                 tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "store not ready");
@@ -250,7 +378,7 @@ async fn become_ready(r: Readiness) {
     ready.store(true, Ordering::SeqCst);
     let _ = store_ready.send(true);
     println!("keygate: ready (store: {})", store.backend_name());
-    tokio::spawn(purge_idempotency(store.clone()));
+    tokio::spawn(purge_old_records(store.clone(), event_retention));
 
     let mut failures = 0;
     loop {
@@ -282,8 +410,9 @@ const IDEMPOTENCY_RETENTION: time::Duration = time::Duration::hours(24);
 /// How long a finished job is kept (for inspection) before the hourly purge deletes it.
 const FINISHED_JOB_RETENTION: time::Duration = time::Duration::days(7);
 
-/// Deletes expired idempotency records and old finished jobs once an hour (every replica may run it; it is idempotent).
-async fn purge_idempotency(store: Arc<dyn Store>) {
+/// Deletes expired idempotency records, old finished jobs and events past their retention once
+/// an hour (every replica may run it; it is idempotent).
+async fn purge_old_records(store: Arc<dyn Store>, event_retention: Option<time::Duration>) {
     let mut tick = tokio::time::interval(Duration::from_secs(3600));
     loop {
         tick.tick().await;
@@ -292,6 +421,16 @@ async fn purge_idempotency(store: Arc<dyn Store>) {
             Ok(n) if n > 0 => tracing::info!(purged = n, "expired idempotency records deleted"),
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "idempotency purge failed; retrying next hour"),
+        }
+        if let Some(keep) = event_retention {
+            match store
+                .purge_events(keygate_domain::model::now() - keep)
+                .await
+            {
+                Ok(n) if n > 0 => tracing::info!(purged = n, "events past their retention deleted"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "event purge failed; retrying next hour"),
+            }
         }
         let done_before = keygate_domain::model::now() - FINISHED_JOB_RETENTION;
         match store.purge_finished_jobs(done_before).await {
@@ -308,6 +447,7 @@ async fn prepare(
     migrate: bool,
     bootstrap_sandbox: bool,
     page_tokens: &PageTokens,
+    links: &keygate_domain::instant_key::Links,
 ) -> anyhow::Result<()> {
     let version = if migrate {
         store.migrate().await?
@@ -327,6 +467,17 @@ async fn prepare(
         URL_SAFE_NO_PAD
             .decode(key)
             .context("stored page token key")?,
+    );
+    // Instant Key links are derived from this secret: shared by every replica, never rotated
+    // without invalidating every link.
+    let fresh: [u8; 32] = rand::random();
+    let secret = store
+        .setting_or_init("instant_key_secret", &URL_SAFE_NO_PAD.encode(fresh))
+        .await?;
+    links.set_secret(
+        URL_SAFE_NO_PAD
+            .decode(secret)
+            .context("stored Instant Key secret")?,
     );
     if bootstrap_sandbox {
         match bootstrap::sandbox(store, data_dir).await? {

@@ -21,6 +21,22 @@ impl Ledger for StoreLedger {
             .map_err(|e| e.to_string())
     }
 
+    async fn unlocked(
+        &self,
+        system: &keygate_domain::model::AccessSystem,
+        job: &keygate_domain::action::UnlockJob,
+    ) -> Result<(), String> {
+        self.0
+            .record_sandbox_unlock(
+                system.workspace_id,
+                system.id,
+                job.acs_entrance_id,
+                job.action_attempt_id,
+            )
+            .await
+            .map_err(|e| e.to_string())
+    }
+
     async fn remove(&self, system: AccessSystemId, method: AccessMethodId) -> Result<(), String> {
         self.0
             .delete_sandbox_credential(system, method)

@@ -4,11 +4,14 @@
 //! late result is refused by the store (fencing), so no outcome is applied twice.
 
 mod breaker;
+mod calls;
 mod ledger;
+mod queue_metrics;
 mod reconciler;
 mod vendor_limits;
 mod worker;
 
 pub use ledger::StoreLedger;
+pub use queue_metrics::sample_queue;
 pub use reconciler::{PassReport, Reconciler};
 pub use worker::{Orchestrator, OrchestratorConfig};

@@ -135,8 +135,14 @@ impl Reconciler {
                 }
                 _ = pass.tick(), if every.is_some() => {
                     match self.pass().await {
-                        Ok(r) => tracing::info!(checked = r.checked, repaired = r.repaired, unreadable = r.unreadable, "reconciliation pass"),
-                        Err(e) => tracing::warn!(error = %e, "reconciliation pass failed"),
+                        Ok(r) => {
+                            keygate_telemetry::metrics::reconcile_pass(Some((r.checked, r.repaired, r.unreadable)));
+                            tracing::info!(checked = r.checked, repaired = r.repaired, unreadable = r.unreadable, "reconciliation pass")
+                        }
+                        Err(e) => {
+                            keygate_telemetry::metrics::reconcile_pass(None);
+                            tracing::warn!(error = %e, "reconciliation pass failed")
+                        }
                     }
                 }
                 _ = stop.changed() => {
@@ -148,8 +154,9 @@ impl Reconciler {
         }
     }
 
-    /// Revokes the access of grants whose `ends_at` has passed.
-    #[tracing::instrument(skip_all)]
+    /// Revokes the access of grants whose `ends_at` has passed. A `debug` span: it runs every
+    /// few seconds, mostly finding nothing, and would flood the exported traces.
+    #[tracing::instrument(level = "debug", skip_all)]
     pub async fn expire(&self) -> Result<usize, Error> {
         let mut total = 0;
         loop {
@@ -168,7 +175,7 @@ impl Reconciler {
     }
 
     /// One full pass over every (method, system) pair without a job in flight.
-    #[tracing::instrument(skip_all)]
+    #[tracing::instrument(name = "reconcile_pass", skip_all)]
     pub async fn pass(&self) -> Result<PassReport, Error> {
         let mut report = PassReport::default();
         let mut systems: HashMap<AccessSystemId, AccessSystem> = HashMap::new();
@@ -209,9 +216,12 @@ impl Reconciler {
     /// Reads one pair back and queues its repair; `Ok(true)` when it had drifted.
     #[tracing::instrument(skip_all, fields(workspace_id = %item.workspace_id, access_method_id = %item.access_method_id, acs_system_id = %item.acs_system_id))]
     async fn reconcile(&self, system: &AccessSystem, item: &ReconcileItem) -> Result<bool, Error> {
-        let held = tokio::time::timeout(
+        let held = crate::calls::call(
+            system,
+            "read_back",
             self.call_timeout,
             self.provider.read_back(system, item.access_method_id),
+            crate::calls::outcome,
         )
         .await
         .map_err(|_| Error::Unavailable {

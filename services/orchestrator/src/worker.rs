@@ -7,7 +7,7 @@ use std::time::Duration;
 use keygate_cache::bus::Doorbell;
 use keygate_cache::{Cache, keys};
 use keygate_domain::Error;
-use keygate_domain::action::{AttemptError, EncodeJob, JobWork, RevokeJob};
+use keygate_domain::action::{AttemptError, EncodeJob, JobWork, RevokeJob, UnlockJob};
 use keygate_domain::grant::ProvisionJob;
 use keygate_domain::ids::AccessSystemId;
 use keygate_domain::model::now;
@@ -16,8 +16,10 @@ use keygate_providers::{AccessSystemProvider, Holder, ProviderError};
 use keygate_store::{Job, Store};
 use rand::RngExt as _;
 use tokio::sync::{Notify, Semaphore, watch};
+use tracing::Instrument as _;
 
 use crate::breaker::Breakers;
+use crate::calls;
 use crate::vendor_limits::VendorLimits;
 
 /// Tuning of the orchestrator.
@@ -166,12 +168,31 @@ impl Orchestrator {
         tracing::info!("orchestrator stopped");
     }
 
-    #[tracing::instrument(skip_all, fields(job_id = %job.id, kind = job.work.kind(), workspace_id = %job.workspace_id, acs_system_id = %job.work.acs_system_id(), attempt = job.attempts))]
+    /// Runs one job in its span, a child of the span that queued it (the RPC's, or the
+    /// reconciler's) when the job carries that trace context.
     async fn process(&self, job: Job) {
+        let span = tracing::info_span!(
+            "job",
+            otel.name = %format!("job {}", job.work.kind()),
+            otel.kind = "consumer",
+            job_id = %job.id,
+            kind = job.work.kind(),
+            workspace_id = %job.workspace_id,
+            acs_system_id = %job.work.acs_system_id(),
+            attempt = job.attempts,
+        );
+        if let Some(parent) = &job.trace_context {
+            keygate_telemetry::propagation::set_parent_from_traceparent(&span, parent);
+        }
+        self.run_job(job).instrument(span).await
+    }
+
+    async fn run_job(&self, job: Job) {
         let r = match &job.work {
             JobWork::Provision(p) => self.provision(&job, p).await,
             JobWork::Encode(e) => self.encode(&job, e).await,
             JobWork::Revoke(r) => self.revoke(&job, r).await,
+            JobWork::Unlock(u) => self.unlock(&job, u).await,
         };
         if let Err(e) = r {
             tracing::warn!(error = %e, "job processing failed; it will be retried when its lease expires");
@@ -182,16 +203,21 @@ impl Orchestrator {
         let ws = job.workspace_id;
         let system = self.store.get_access_system(ws, e.acs_system_id).await?;
         self.vendor_limits.acquire(&system).await;
-        let outcome =
-            match tokio::time::timeout(self.cfg.call_timeout, self.provider.encode(&system, e))
-                .await
-            {
-                Ok(r) => r,
-                Err(_) => Err(AttemptError {
-                    error_type: "encoder_communication_timeout".into(),
-                    message: format!("no answer within {:?}", self.cfg.call_timeout),
-                }),
-            };
+        let outcome = match calls::call(
+            &system,
+            "encode",
+            self.cfg.call_timeout,
+            self.provider.encode(&system, e),
+            calls::encode_outcome,
+        )
+        .await
+        {
+            Ok(r) => r,
+            Err(_) => Err(AttemptError {
+                error_type: "encoder_communication_timeout".into(),
+                message: format!("no answer within {:?}", self.cfg.call_timeout),
+            }),
+        };
         if let Err(err) = &outcome {
             tracing::info!(error_type = %err.error_type, "encoding failed");
         }
@@ -215,20 +241,58 @@ impl Orchestrator {
         Ok(())
     }
 
+    async fn unlock(&self, job: &Job, u: &UnlockJob) -> Result<(), Error> {
+        let ws = job.workspace_id;
+        let system = self.store.get_access_system(ws, u.acs_system_id).await?;
+        self.vendor_limits.acquire(&system).await;
+        let outcome = match calls::call(
+            &system,
+            "unlock",
+            self.cfg.call_timeout,
+            self.provider.unlock(&system, u),
+            calls::unlock_outcome,
+        )
+        .await
+        {
+            Ok(r) => r,
+            Err(_) => Err(AttemptError {
+                error_type: "lock_not_online".into(),
+                message: format!("no answer within {:?}", self.cfg.call_timeout),
+            }),
+        };
+        if let Err(err) = &outcome {
+            tracing::info!(error_type = %err.error_type, "unlock failed");
+        }
+        if let Some(last) = self
+            .store
+            .complete_unlock(job, &self.cfg.owner, &outcome, now())
+            .await?
+            .and_then(|e| e.last().cloned())
+        {
+            self.doorbell.ring(ws.to_string(), last.seq);
+        }
+        Ok(())
+    }
+
     async fn revoke(&self, job: &Job, r: &RevokeJob) -> Result<(), Error> {
         let ws = job.workspace_id;
         let system = self.store.get_access_system(ws, r.acs_system_id).await?;
         self.vendor_limits.acquire(&system).await;
-        let outcome =
-            match tokio::time::timeout(self.cfg.call_timeout, self.provider.revoke(&system, r))
-                .await
-            {
-                Ok(o) => o,
-                Err(_) => Err(ProviderError::Ambiguous(format!(
-                    "no answer within {:?}",
-                    self.cfg.call_timeout
-                ))),
-            };
+        let outcome = match calls::call(
+            &system,
+            "revoke",
+            self.cfg.call_timeout,
+            self.provider.revoke(&system, r),
+            calls::outcome,
+        )
+        .await
+        {
+            Ok(o) => o,
+            Err(_) => Err(ProviderError::Ambiguous(format!(
+                "no answer within {:?}",
+                self.cfg.call_timeout
+            ))),
+        };
         match outcome {
             Ok(()) => self.breakers.success(system.id),
             // Access that cannot be taken back must stay visible, so a refused or exhausted
@@ -315,9 +379,12 @@ impl Orchestrator {
             return Ok(());
         }
         self.vendor_limits.acquire(&system).await;
-        let outcome = match tokio::time::timeout(
+        let outcome = match calls::call(
+            &system,
+            "provision",
             self.cfg.call_timeout,
             self.provider.provision(&system, p, &holder),
+            calls::outcome,
         )
         .await
         {
@@ -425,9 +492,12 @@ impl Orchestrator {
         p: &ProvisionJob,
         holder: &Holder,
     ) -> ReadBack {
-        let read = tokio::time::timeout(
+        let read = calls::call(
+            system,
+            "read_back",
             self.cfg.call_timeout,
             self.provider.read_back(system, p.access_method_id),
+            calls::outcome,
         )
         .await;
         match read {

@@ -405,7 +405,12 @@ async fn encoder_faults_are_typed_and_a_retry_succeeds(store: Arc<dyn Store>) {
             acs_encoder_id: encoder,
         };
         store
-            .create_encode_attempt(ws, &a, &job, None)
+            .create_action_attempt(
+                ws,
+                &a,
+                &keygate_domain::action::JobWork::Encode(job.clone()),
+                None,
+            )
             .await
             .expect("attempt");
         for _ in 0..200 {
@@ -944,6 +949,15 @@ async fn drift_is_read_back_and_repaired(store: Arc<dyn Store>) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(systems.credential(space, card.id).await.is_none());
+    // The revoke job is done (not only its vendor call), so the pair is up for reconciling.
+    for _ in 0..200 {
+        let busy = store.count_jobs("queued").await.unwrap_or(1)
+            + store.count_jobs("running").await.unwrap_or(1);
+        if busy == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let mut ghost = systems
         .credential(vision, mobile.id)
         .await

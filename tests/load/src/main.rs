@@ -83,8 +83,14 @@ async fn start(postgres: bool) -> anyhow::Result<Harness> {
         page_tokens: tokens,
         doorbell: doorbell.clone(),
         wake_orchestrator: wake.clone(),
-        public_url: "http://localhost:8080".into(),
+        links: {
+            let links = keygate_domain::instant_key::Links::new("http://localhost:8080");
+            links.set_secret(vec![9; 32]);
+            links
+        },
         shutdown: stop_rx.clone(),
+        webhook_network: Default::default(),
+        instant_key_delivery: Default::default(),
     };
     let cfg = ServerConfig {
         stack: StackConfig {

@@ -4,17 +4,21 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use base64::Engine as _;
 use keygate_cache::bus::Doorbell;
 use keygate_domain::capability::AccessMethodMode;
+use keygate_domain::events::NewEvent;
 use keygate_domain::grant::{self, GrantSpec, ModeRequest};
-use keygate_domain::ids::{AccessGrantId, EntranceId, UserIdentityId};
+use keygate_domain::ids::{
+    AccessGrantId, AccessSystemId, EntranceId, InstantKeyId, UserIdentityId, WorkspaceId,
+};
+use keygate_domain::instant_key::InstantKey;
+use keygate_domain::model::NewUserIdentity;
 use keygate_domain::model::now;
 use keygate_domain::update::{self, EndsAt, GrantChange};
 use keygate_domain::validate::{self, Violations};
 use keygate_domain::{Error, FieldViolation, Resource};
 use keygate_proto::v1::{self, access_grant_service_server::AccessGrantService};
-use keygate_store::{GrantFilter, NewGrant, Store};
+use keygate_store::{GrantFilter, Idempotency, NewGrant, Store};
 use rand::RngExt as _;
 use tokio::sync::Notify;
 use tonic::{Request, Response, Status};
@@ -24,6 +28,7 @@ use super::user_identities::idempotency;
 use crate::auth::principal;
 use crate::convert;
 use crate::error::to_status;
+use crate::links;
 use crate::read_cache;
 use crate::tokens::{PageScope, PageTokens};
 
@@ -35,7 +40,8 @@ pub struct AccessGrants {
     pub tokens: PageTokens,
     pub doorbell: Doorbell,
     pub wake_orchestrator: Arc<Notify>,
-    pub public_url: String,
+    /// Instant Key links (derived from the key id, never stored).
+    pub links: keygate_domain::instant_key::Links,
     pub cache: Arc<dyn keygate_cache::Cache>,
 }
 
@@ -49,7 +55,7 @@ pub(crate) fn mode_from(i: i32) -> Option<AccessMethodMode> {
     }
 }
 
-fn pin(field: &str, code: &str) -> Result<Option<String>, FieldViolation> {
+pub(crate) fn pin(field: &str, code: &str) -> Result<Option<String>, FieldViolation> {
     if code.is_empty() {
         return Ok(None);
     }
@@ -60,16 +66,54 @@ fn pin(field: &str, code: &str) -> Result<Option<String>, FieldViolation> {
     }
 }
 
-fn instant_key_url(public_url: &str) -> String {
-    let token: [u8; 32] = rand::rng().random();
-    format!(
-        "{}/ik/{}",
-        public_url.trim_end_matches('/'),
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(token)
-    )
+/// Who a new grant is for.
+pub(crate) enum Grantee {
+    /// A person given inline, created with the grant.
+    New(NewUserIdentity),
+    Existing(UserIdentityId),
+}
+
+/// A validated request for a new grant: what `CreateAccessGrant` asks for, or what
+/// `CreateCredential` makes for a credential.
+pub(crate) struct GrantRequest {
+    pub idem: Option<Idempotency>,
+    pub name: Option<String>,
+    pub access_grant_key: Option<String>,
+    pub reservation_key: Option<String>,
+    pub grantee: Grantee,
+    pub entrance_ids: Vec<EntranceId>,
+    pub modes: Vec<ModeRequest>,
+    pub starts_at: Option<time::OffsetDateTime>,
+    pub ends_at: Option<time::OffsetDateTime>,
+    /// When set, every entrance must be of this access system (`INVALID_ARGUMENT` otherwise).
+    pub only_system: Option<AccessSystemId>,
+}
+
+/// The checks every list of entrance ids gets: at most [`MAX_ENTRANCES`], none repeated.
+pub(crate) fn check_entrance_list(v: &mut Violations, ids: &[String]) {
+    if ids.len() > MAX_ENTRANCES {
+        v.check::<()>(Err(FieldViolation::new(
+            "acs_entrance_ids",
+            format!("at most {MAX_ENTRANCES} entrances"),
+        )));
+    }
+    let mut seen = HashSet::new();
+    if !ids.iter().all(|e| seen.insert(e)) {
+        v.check::<()>(Err(FieldViolation::new(
+            "acs_entrance_ids",
+            "must not repeat an entrance",
+        )));
+    }
 }
 
 impl AccessGrants {
+    /// The grant on the wire, with its Instant Key link.
+    fn wire(&self, g: &keygate_domain::grant::AccessGrant) -> v1::AccessGrant {
+        let mut pb = convert::access_grant(g);
+        links::fill_grant(&self.links, &mut pb);
+        pb
+    }
+
     /// Chooses the PIN of every code method whose access system leaves the choice to Keygate,
     /// and warns where a requested code cannot be honoured. Returns the chosen codes by method.
     async fn choose_pins(
@@ -138,6 +182,180 @@ impl AccessGrants {
         }
         Ok((chosen, warnings))
     }
+
+    /// The grant that `idem` already created, when this is a replay. It is returned before the
+    /// request is validated again, which could now fail (a past `starts_at`, a deleted user
+    /// identity).
+    pub(crate) async fn replayed(
+        &self,
+        ws: WorkspaceId,
+        idem: Option<&Idempotency>,
+    ) -> Result<Option<keygate_domain::grant::AccessGrant>, Error> {
+        let Some(idem) = idem else { return Ok(None) };
+        let Some(first) = self.store.replay(ws, idem).await? else {
+            return Ok(None);
+        };
+        let first: AccessGrantId = first.parse().map_err(|_| Error::Internal {
+            message: "stored grant id".into(),
+        })?;
+        self.store.get_access_grant(ws, first).await.map(Some)
+    }
+
+    /// Plans a grant and writes it, with its methods, jobs, events, Instant Key and idempotency
+    /// claim, in one transaction; then wakes the orchestrator. The one way a grant is made:
+    /// `CreateAccessGrant`, and `AcsUserService.CreateCredential` for a credential.
+    pub(crate) async fn create(
+        &self,
+        ws: WorkspaceId,
+        r: GrantRequest,
+    ) -> Result<keygate_domain::grant::AccessGrant, Error> {
+        let GrantRequest {
+            idem,
+            name,
+            access_grant_key: key,
+            reservation_key: reservation,
+            grantee,
+            entrance_ids,
+            modes,
+            starts_at,
+            ends_at,
+            only_system,
+        } = r;
+        let at = now();
+        let (starts_at, ends_at, warning) = grant::schedule(starts_at, ends_at, at)?;
+        let (new_identity, existing_identity, person_name) = match grantee {
+            Grantee::New(p) => {
+                let name = p.full_name.clone();
+                (Some(p), None, name)
+            }
+            Grantee::Existing(id) => {
+                let name = self.store.get_user_identity(ws, id).await?.full_name;
+                (None, Some(id), name)
+            }
+        };
+        let planning = self.store.planning_entrances(ws, &entrance_ids).await?;
+        if let Some(system) = only_system
+            && let Some(e) = planning.iter().find(|p| p.acs_system_id != system)
+        {
+            return Err(Error::invalid(
+                "acs_entrance_ids",
+                format!("{} belongs to another access system", e.display_name),
+            ));
+        }
+        let wants_mobile = modes.iter().any(|m| m.mode == AccessMethodMode::MobileKey);
+        let name = name.unwrap_or_else(|| format!("Access for {person_name}"));
+        // A PIN Keygate chose can be taken by a concurrent grant on the same door between the
+        // choice and the commit; the store checks again under the workspace's lock and refuses,
+        // and the choice is made again.
+        let mut attempt = 0;
+        let (created, appended) = loop {
+            attempt += 1;
+            let id = AccessGrantId::new();
+            let mut plan = grant::plan(id, &modes, &planning, at)?;
+            // The grant's Instant Key: created with it, expiring with it.
+            let key_id = wants_mobile.then(InstantKeyId::new);
+            let (chosen, mut pin_warnings) = self.choose_pins(ws, &mut plan, &planning, at).await?;
+            let spec = GrantSpec {
+                id,
+                workspace_id: ws,
+                user_identity_id: existing_identity.unwrap_or_default(),
+                access_grant_key: key.clone(),
+                name: name.clone(),
+                reservation_key: reservation.clone(),
+                starts_at,
+                ends_at,
+                entrance_ids: entrance_ids.clone(),
+                instant_key_id: key_id,
+            };
+            pin_warnings.extend(warning.clone());
+            let (g, mut methods, mut events) = grant::assemble(spec, &plan, pin_warnings, at);
+            let instant_key = match key_id {
+                Some(key_id) => {
+                    let key = InstantKey {
+                        id: key_id,
+                        workspace_id: ws,
+                        user_identity_id: g.user_identity_id,
+                        access_grant_id: Some(g.id),
+                        created_at: at,
+                        expires_at: g.ends_at,
+                        max_use_count: 1,
+                        use_count: 0,
+                        revoked_at: None,
+                    };
+                    let (_, token_sha256) = self.links.mint(key_id)?;
+                    events.push(
+                        NewEvent::new(keygate_domain::events::INSTANT_KEY_CREATED, at)
+                            .grant(g.id)
+                            .user(g.user_identity_id)
+                            .instant_key(key_id),
+                    );
+                    Some((key, token_sha256))
+                }
+                None => None,
+            };
+            // A code Keygate chose is known now; showing it on the method lets the next grant
+            // on these doors avoid it.
+            for m in &mut methods {
+                if let Some(code) = chosen
+                    .iter()
+                    .find(|(id, _)| *id == m.id)
+                    .map(|(_, c)| c.clone())
+                {
+                    m.code = Some(code);
+                }
+            }
+            let new = NewGrant {
+                grant: g,
+                new_identity: new_identity.clone(),
+                entrances: planning
+                    .iter()
+                    .map(|p| (p.entrance_id, p.acs_system_id))
+                    .collect(),
+                methods,
+                jobs: plan.jobs,
+                events,
+                instant_key,
+            };
+            match self
+                .store
+                .create_access_grant(ws, &new, idem.as_ref())
+                .await
+            {
+                Err(Error::AlreadyExists {
+                    reason: keygate_domain::ErrorReason::PinCodeTaken,
+                    ..
+                }) if attempt < 3 => continue,
+                other => break other?,
+            }
+        };
+        if let Some(last) = appended.last() {
+            self.doorbell.ring(ws.to_string(), last.seq);
+            self.wake_orchestrator.notify_one();
+        }
+        tracing::info!(access_grant_id = %created.id, methods = created.access_method_ids.len(), "access grant created");
+        Ok(created)
+    }
+
+    /// Deletes a grant and its methods (they are `NOT_FOUND` at once; revoke jobs take the access
+    /// back), evicts their cached reads and wakes the orchestrator: the one way a grant is
+    /// deleted, by `DeleteAccessGrant` and by `AcsUserService` for credentials.
+    pub(crate) async fn delete(&self, ws: WorkspaceId, id: AccessGrantId) -> Result<(), Error> {
+        let events = self.store.delete_access_grant(ws, id, now()).await?;
+        let mut keys = vec![read_cache::grant_key(ws, &id.to_string())];
+        keys.extend(
+            events
+                .iter()
+                .filter_map(|e| e.access_method_id)
+                .map(|m| read_cache::method_key(ws, &m.to_string())),
+        );
+        keygate_cache::evict(&*self.cache, &keys).await;
+        if let Some(last) = events.last() {
+            self.doorbell.ring(ws.to_string(), last.seq);
+        }
+        self.wake_orchestrator.notify_one();
+        tracing::info!(access_grant_id = %id, "access grant deleted; revocation queued");
+        Ok(())
+    }
 }
 
 #[tonic::async_trait]
@@ -151,7 +369,6 @@ impl AccessGrantService for AccessGrants {
             .and_then(|p| p.workspace())
             .map_err(to_status)?;
         let r = req.into_inner();
-        let at = now();
         let mut v = Violations::default();
         let request_id = v.check(validate::request_id(&r.request_id)).flatten();
         let name = v.check(validate::optional_name("name", &r.name)).flatten();
@@ -173,19 +390,7 @@ impl AccessGrantService for AccessGrants {
                 "at least one entrance is required",
             )));
         }
-        if r.acs_entrance_ids.len() > MAX_ENTRANCES {
-            v.check::<()>(Err(FieldViolation::new(
-                "acs_entrance_ids",
-                format!("at most {MAX_ENTRANCES} entrances"),
-            )));
-        }
-        let mut seen = HashSet::new();
-        if !r.acs_entrance_ids.iter().all(|e| seen.insert(e)) {
-            v.check::<()>(Err(FieldViolation::new(
-                "acs_entrance_ids",
-                "must not repeat an entrance",
-            )));
-        }
+        check_entrance_list(&mut v, &r.acs_entrance_ids);
         if r.requested_access_methods.is_empty() {
             v.check::<()>(Err(FieldViolation::new(
                 "requested_access_methods",
@@ -217,156 +422,72 @@ impl AccessGrantService for AccessGrants {
             }
             modes.push(ModeRequest { mode, code });
         }
-        let (new_identity, existing_identity) = match &r.grantee {
-            Some(v1::create_access_grant_request::Grantee::UserIdentity(p)) => (
-                Some(
-                    validate::new_user_identity(
-                        &p.user_identity_key,
-                        &p.full_name,
-                        &p.email_address,
-                        &p.phone_number,
-                    )
-                    .map_err(to_status)?,
-                ),
-                None,
-            ),
+        let grantee = match &r.grantee {
+            Some(v1::create_access_grant_request::Grantee::UserIdentity(p)) => Some(Grantee::New(
+                validate::new_user_identity(
+                    &p.user_identity_key,
+                    &p.full_name,
+                    &p.email_address,
+                    &p.phone_number,
+                )
+                .map_err(to_status)?,
+            )),
             Some(v1::create_access_grant_request::Grantee::UserIdentityId(id)) => {
-                let id: UserIdentityId =
+                Some(Grantee::Existing(
                     validate::id("user_identity_id", id, Resource::UserIdentity)
-                        .map_err(to_status)?;
-                (None, Some(id))
+                        .map_err(to_status)?,
+                ))
             }
             None => {
                 v.check::<()>(Err(FieldViolation::new(
                     "user_identity",
                     "give user_identity or user_identity_id",
                 )));
-                (None, None)
+                None
             }
         };
         v.finish().map_err(to_status)?;
-        // A replay returns the first grant, even if re-validating the request would now fail
-        // (a past starts_at, a deleted user identity).
+        let grantee = grantee.ok_or_else(|| {
+            to_status(Error::Internal {
+                message: "validation accepted a request without a grantee".into(),
+            })
+        })?;
         let body = v1::CreateAccessGrantRequest {
             request_id: String::new(),
             ..r.clone()
         };
         let idem = idempotency("CreateAccessGrant", request_id, &body);
-        if let Some(idem) = &idem
-            && let Some(first) = self.store.replay(ws, idem).await.map_err(to_status)?
-        {
-            let first: AccessGrantId = first.parse().map_err(|_| {
-                to_status(Error::Internal {
-                    message: "stored grant id".into(),
-                })
-            })?;
-            let g = self
-                .store
-                .get_access_grant(ws, first)
-                .await
-                .map_err(to_status)?;
+        if let Some(first) = self.replayed(ws, idem.as_ref()).await.map_err(to_status)? {
             return Ok(Response::new(v1::CreateAccessGrantResponse {
-                access_grant: Some(convert::access_grant(&g)),
+                access_grant: Some(self.wire(&first)),
             }));
         }
-        let (starts_at, ends_at, warning) = grant::schedule(
-            r.starts_at.as_ref().and_then(convert::from_ts),
-            r.ends_at.as_ref().and_then(convert::from_ts),
-            at,
-        )
-        .map_err(to_status)?;
-
         let entrance_ids: Vec<EntranceId> = r
             .acs_entrance_ids
             .iter()
             .map(|e| validate::id("acs_entrance_ids", e, Resource::Entrance))
             .collect::<Result<_, Error>>()
             .map_err(to_status)?;
-        let person_name = match (&new_identity, existing_identity) {
-            (Some(p), _) => p.full_name.clone(),
-            (None, Some(id)) => {
-                self.store
-                    .get_user_identity(ws, id)
-                    .await
-                    .map_err(to_status)?
-                    .full_name
-            }
-            (None, None) => String::new(),
-        };
-        let planning = self
-            .store
-            .planning_entrances(ws, &entrance_ids)
+        let created = self
+            .create(
+                ws,
+                GrantRequest {
+                    idem,
+                    name,
+                    access_grant_key: key,
+                    reservation_key: reservation,
+                    grantee,
+                    entrance_ids,
+                    modes,
+                    starts_at: r.starts_at.as_ref().and_then(convert::from_ts),
+                    ends_at: r.ends_at.as_ref().and_then(convert::from_ts),
+                    only_system: None,
+                },
+            )
             .await
             .map_err(to_status)?;
-        let wants_mobile = modes.iter().any(|m| m.mode == AccessMethodMode::MobileKey);
-        let name = name.unwrap_or_else(|| format!("Access for {person_name}"));
-        // A PIN Keygate chose can be taken by a concurrent grant on the same door between the
-        // choice and the commit; the store checks again under the workspace's lock and refuses,
-        // and the choice is made again.
-        let mut attempt = 0;
-        let (created, appended) = loop {
-            attempt += 1;
-            let id = AccessGrantId::new();
-            let mut plan = grant::plan(id, &modes, &planning, at).map_err(to_status)?;
-            let (chosen, mut pin_warnings) = self
-                .choose_pins(ws, &mut plan, &planning, at)
-                .await
-                .map_err(to_status)?;
-            let spec = GrantSpec {
-                id,
-                workspace_id: ws,
-                user_identity_id: existing_identity.unwrap_or_default(),
-                access_grant_key: key.clone(),
-                name: name.clone(),
-                reservation_key: reservation.clone(),
-                starts_at,
-                ends_at,
-                entrance_ids: entrance_ids.clone(),
-                instant_key_url: wants_mobile.then(|| instant_key_url(&self.public_url)),
-            };
-            pin_warnings.extend(warning.clone());
-            let (g, mut methods, events) = grant::assemble(spec, &plan, pin_warnings, at);
-            // A code Keygate chose is known now; showing it on the method lets the next grant
-            // on these doors avoid it.
-            for m in &mut methods {
-                if let Some(code) = chosen
-                    .iter()
-                    .find(|(id, _)| *id == m.id)
-                    .map(|(_, c)| c.clone())
-                {
-                    m.code = Some(code);
-                }
-            }
-            let new = NewGrant {
-                grant: g,
-                new_identity: new_identity.clone(),
-                entrances: planning
-                    .iter()
-                    .map(|p| (p.entrance_id, p.acs_system_id))
-                    .collect(),
-                methods,
-                jobs: plan.jobs,
-                events,
-            };
-            match self
-                .store
-                .create_access_grant(ws, &new, idem.as_ref())
-                .await
-            {
-                Err(Error::AlreadyExists {
-                    reason: keygate_domain::ErrorReason::PinCodeTaken,
-                    ..
-                }) if attempt < 3 => continue,
-                other => break other.map_err(to_status)?,
-            }
-        };
-        if let Some(last) = appended.last() {
-            self.doorbell.ring(ws.to_string(), last.seq);
-            self.wake_orchestrator.notify_one();
-        }
-        tracing::info!(access_grant_id = %created.id, methods = created.access_method_ids.len(), "access grant created");
         Ok(Response::new(v1::CreateAccessGrantResponse {
-            access_grant: Some(convert::access_grant(&created)),
+            access_grant: Some(self.wire(&created)),
         }))
     }
 
@@ -393,6 +514,8 @@ impl AccessGrantService for AccessGrants {
         })
         .await
         .map_err(to_status)?;
+        let mut g = g;
+        links::fill_grant(&self.links, &mut g);
         Ok(Response::new(v1::GetAccessGrantResponse {
             access_grant: Some(g),
         }))
@@ -442,7 +565,7 @@ impl AccessGrantService for AccessGrants {
             .await
             .map_err(to_status)?;
         Ok(Response::new(v1::ListAccessGrantsResponse {
-            access_grants: found.items.iter().map(convert::access_grant).collect(),
+            access_grants: found.items.iter().map(|g| self.wire(g)).collect(),
             next_page_token: self
                 .tokens
                 .seal(&scope, found.next_after)
@@ -590,7 +713,7 @@ impl AccessGrantService for AccessGrants {
         self.wake_orchestrator.notify_one();
         tracing::info!(access_grant_id = %id, "access grant updated");
         Ok(Response::new(v1::UpdateAccessGrantResponse {
-            access_grant: Some(convert::access_grant(&updated)),
+            access_grant: Some(self.wire(&updated)),
         }))
     }
 
@@ -608,24 +731,7 @@ impl AccessGrantService for AccessGrants {
             Resource::AccessGrant,
         )
         .map_err(to_status)?;
-        let events = self
-            .store
-            .delete_access_grant(ws, id, now())
-            .await
-            .map_err(to_status)?;
-        let mut keys = vec![read_cache::grant_key(ws, &id.to_string())];
-        keys.extend(
-            events
-                .iter()
-                .filter_map(|e| e.access_method_id)
-                .map(|m| read_cache::method_key(ws, &m.to_string())),
-        );
-        keygate_cache::evict(&*self.cache, &keys).await;
-        if let Some(last) = events.last() {
-            self.doorbell.ring(ws.to_string(), last.seq);
-        }
-        self.wake_orchestrator.notify_one();
-        tracing::info!(access_grant_id = %id, "access grant deleted; revocation queued");
+        self.delete(ws, id).await.map_err(to_status)?;
         Ok(Response::new(v1::DeleteAccessGrantResponse {}))
     }
 }

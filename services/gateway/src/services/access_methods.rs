@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use keygate_domain::Resource;
-use keygate_domain::action::{ActionAttempt, ActionType, AttemptStatus, EncodeJob};
+use keygate_domain::action::{ActionAttempt, ActionType, AttemptStatus, EncodeJob, JobWork};
 use keygate_domain::capability::AccessMethodMode;
 use keygate_domain::ids::{AccessMethodId, ActionAttemptId, EncoderId};
 use keygate_domain::model::now;
@@ -30,6 +30,8 @@ pub struct AccessMethods {
     pub wake_orchestrator: Arc<Notify>,
     pub cache: Arc<dyn keygate_cache::Cache>,
     pub doorbell: keygate_cache::bus::Doorbell,
+    /// Instant Key links and client session tokens of mobile keys.
+    pub links: keygate_domain::instant_key::Links,
 }
 
 #[tonic::async_trait]
@@ -57,6 +59,8 @@ impl AccessMethodService for AccessMethods {
         })
         .await
         .map_err(to_status)?;
+        let mut m = m;
+        crate::links::fill_method(&self.links, ws, &mut m);
         Ok(Response::new(v1::GetAccessMethodResponse {
             access_method: Some(m),
         }))
@@ -113,7 +117,15 @@ impl AccessMethodService for AccessMethods {
             .await
             .map_err(to_status)?;
         Ok(Response::new(v1::ListAccessMethodsResponse {
-            access_methods: found.items.iter().map(convert::access_method).collect(),
+            access_methods: found
+                .items
+                .iter()
+                .map(|m| {
+                    let mut pb = convert::access_method(m);
+                    crate::links::fill_method(&self.links, ws, &mut pb);
+                    pb
+                })
+                .collect(),
             next_page_token: self
                 .tokens
                 .seal(&scope, found.next_after)
@@ -248,7 +260,7 @@ impl AccessMethodService for AccessMethods {
         };
         let stored = self
             .store
-            .create_encode_attempt(ws, &attempt, &job, idem.as_ref())
+            .create_action_attempt(ws, &attempt, &JobWork::Encode(job), idem.as_ref())
             .await
             .map_err(to_status)?;
         self.wake_orchestrator.notify_one();

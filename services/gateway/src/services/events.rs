@@ -46,7 +46,8 @@ fn cursor_scope(ws: WorkspaceId) -> PageScope<'static> {
     PageScope::workspace(ws, &["event_cursor"])
 }
 
-fn seal_cursor(tokens: &PageTokens, ws: WorkspaceId, seq: i64) -> Result<String, Error> {
+/// The cursor of the event at `seq` (also the `cursor` of webhook deliveries).
+pub(crate) fn seal_cursor(tokens: &PageTokens, ws: WorkspaceId, seq: i64) -> Result<String, Error> {
     tokens.seal(&cursor_scope(ws), Some(seq.to_string()))
 }
 
@@ -62,6 +63,22 @@ fn open_cursor(tokens: &PageTokens, ws: WorkspaceId, cursor: &str) -> Result<Opt
             message: "cursor is malformed".into(),
         }),
     }
+}
+
+/// `convert::event`, plus the webhook a `webhook.disabled` event is about: the log keeps it
+/// beside the event (the domain event does not carry it yet), so it is read for those only.
+async fn wire_event(
+    store: &dyn Store,
+    e: &keygate_domain::events::Event,
+    cursor: String,
+) -> Result<v1::Event, Error> {
+    let mut wire = convert::event(e, cursor);
+    if e.event_type == events::WEBHOOK_DISABLED.name
+        && let Some(id) = store.event_webhook_id(e.workspace_id, e.seq).await?
+    {
+        wire.webhook_id = id.to_string();
+    }
+    Ok(wire)
 }
 
 struct RawFilter<'a> {
@@ -131,7 +148,11 @@ impl EventService for Events {
         let e = self.store.get_event(ws, id).await.map_err(to_status)?;
         let cursor = seal_cursor(&self.tokens, ws, e.seq).map_err(to_status)?;
         Ok(Response::new(v1::GetEventResponse {
-            event: Some(convert::event(&e, cursor)),
+            event: Some(
+                wire_event(&*self.store, &e, cursor)
+                    .await
+                    .map_err(to_status)?,
+            ),
         }))
     }
 
@@ -175,10 +196,12 @@ impl EventService for Events {
             .flatten();
         let mut out = Vec::with_capacity(found.len());
         for e in &found {
-            out.push(convert::event(
-                e,
-                seal_cursor(&self.tokens, ws, e.seq).map_err(to_status)?,
-            ));
+            let cursor = seal_cursor(&self.tokens, ws, e.seq).map_err(to_status)?;
+            out.push(
+                wire_event(&*self.store, e, cursor)
+                    .await
+                    .map_err(to_status)?,
+            );
         }
         Ok(Response::new(v1::ListEventsResponse {
             events: out,
@@ -236,8 +259,15 @@ impl EventService for Events {
                             return;
                         }
                     };
+                    let event = match wire_event(&*store, e, cursor.clone()).await {
+                        Ok(w) => w,
+                        Err(err) => {
+                            let _ = tx.send(Err(to_status(err))).await;
+                            return;
+                        }
+                    };
                     let msg = v1::WatchEventsResponse {
-                        event: Some(convert::event(e, cursor.clone())),
+                        event: Some(event),
                         cursor,
                     };
                     if tx.send(Ok(msg)).await.is_err() {

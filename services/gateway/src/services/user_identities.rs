@@ -2,10 +2,10 @@
 
 use std::sync::Arc;
 
-use keygate_domain::Resource;
-use keygate_domain::ids::UserIdentityId;
-use keygate_domain::model::{UserIdentityFilter, now};
+use keygate_domain::ids::{AcsUserId, UserIdentityId, WorkspaceId};
+use keygate_domain::model::{UserIdentity, UserIdentityFilter, now};
 use keygate_domain::validate::{self, Violations};
+use keygate_domain::{Error, Resource};
 use keygate_proto::v1::{self, user_identity_service_server::UserIdentityService};
 use keygate_store::{Idempotency, Store};
 use sha2::{Digest as _, Sha256};
@@ -20,6 +20,8 @@ use crate::tokens::{PageScope, PageTokens};
 pub struct UserIdentities {
     pub store: Arc<dyn Store>,
     pub tokens: PageTokens,
+    /// Serves `GenerateInstantKey`.
+    pub instant_keys: Arc<super::instant_keys::InstantKeys>,
 }
 
 /// The idempotency claim of a create: its `request_id` and a hash of everything else.
@@ -35,8 +37,88 @@ pub(crate) fn idempotency<M: prost::Message + Clone>(
     })
 }
 
+impl UserIdentities {
+    /// Identities on the wire, with the access system users linked to each (one query for all).
+    async fn wire(
+        &self,
+        ws: WorkspaceId,
+        identities: &[UserIdentity],
+    ) -> Result<Vec<v1::UserIdentity>, Error> {
+        let ids: Vec<UserIdentityId> = identities.iter().map(|u| u.id).collect();
+        let links = self.store.linked_acs_users(ws, &ids).await?;
+        Ok(identities
+            .iter()
+            .map(|u| {
+                let mut pb = convert::user_identity(u);
+                pb.acs_user_ids = links
+                    .iter()
+                    .filter(|(identity, _)| *identity == u.id)
+                    .map(|(_, user)| user.to_string())
+                    .collect();
+                pb
+            })
+            .collect())
+    }
+
+    async fn wire_one(
+        &self,
+        ws: WorkspaceId,
+        u: &UserIdentity,
+    ) -> Result<v1::UserIdentity, Status> {
+        self.wire(ws, std::slice::from_ref(u))
+            .await
+            .map_err(to_status)?
+            .pop()
+            .ok_or_else(|| {
+                to_status(Error::Internal {
+                    message: "a user identity went missing on the way out".into(),
+                })
+            })
+    }
+}
+
 #[tonic::async_trait]
 impl UserIdentityService for UserIdentities {
+    #[tracing::instrument(skip_all, fields(acs_user_id = %req.get_ref().acs_user_id))]
+    async fn link_acs_user(
+        &self,
+        req: Request<v1::LinkAcsUserRequest>,
+    ) -> Result<Response<v1::LinkAcsUserResponse>, Status> {
+        let ws = principal(&req)
+            .and_then(|p| p.workspace())
+            .map_err(to_status)?;
+        let r = req.into_inner();
+        let identity: UserIdentityId = validate::id(
+            "user_identity_id",
+            &r.user_identity_id,
+            Resource::UserIdentity,
+        )
+        .map_err(to_status)?;
+        let user: AcsUserId =
+            validate::id("acs_user_id", &r.acs_user_id, Resource::AcsUser).map_err(to_status)?;
+        self.store
+            .link_acs_user(ws, user, identity)
+            .await
+            .map_err(to_status)?;
+        let u = self
+            .store
+            .get_user_identity(ws, identity)
+            .await
+            .map_err(to_status)?;
+        tracing::info!(user_identity_id = %identity, acs_user_id = %user, "access system user linked");
+        Ok(Response::new(v1::LinkAcsUserResponse {
+            user_identity: Some(self.wire_one(ws, &u).await?),
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn generate_instant_key(
+        &self,
+        req: Request<v1::GenerateInstantKeyRequest>,
+    ) -> Result<Response<v1::GenerateInstantKeyResponse>, Status> {
+        self.instant_keys.generate(req).await
+    }
+
     #[tracing::instrument(skip_all)]
     async fn create_user_identity(
         &self,
@@ -68,7 +150,7 @@ impl UserIdentityService for UserIdentities {
             .await
             .map_err(to_status)?;
         Ok(Response::new(v1::CreateUserIdentityResponse {
-            user_identity: Some(convert::user_identity(&created)),
+            user_identity: Some(self.wire_one(ws, &created).await?),
         }))
     }
 
@@ -92,7 +174,7 @@ impl UserIdentityService for UserIdentities {
             .await
             .map_err(to_status)?;
         Ok(Response::new(v1::GetUserIdentityResponse {
-            user_identity: Some(convert::user_identity(&u)),
+            user_identity: Some(self.wire_one(ws, &u).await?),
         }))
     }
 
@@ -123,7 +205,7 @@ impl UserIdentityService for UserIdentities {
             .await
             .map_err(to_status)?;
         Ok(Response::new(v1::ListUserIdentitiesResponse {
-            user_identities: found.items.iter().map(convert::user_identity).collect(),
+            user_identities: self.wire(ws, &found.items).await.map_err(to_status)?,
             next_page_token: self
                 .tokens
                 .seal(&scope, found.next_after)
@@ -165,7 +247,7 @@ impl UserIdentityService for UserIdentities {
             .await
             .map_err(to_status)?;
         Ok(Response::new(v1::UpdateUserIdentityResponse {
-            user_identity: Some(convert::user_identity(&u)),
+            user_identity: Some(self.wire_one(ws, &u).await?),
         }))
     }
 
