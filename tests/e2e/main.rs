@@ -9,6 +9,7 @@ mod browser;
 mod console_flow;
 mod crash;
 mod deliveries;
+mod docs;
 mod embedded;
 mod grants;
 mod instant_keys;

@@ -6,31 +6,11 @@ use std::time::Duration;
 use keygate_proto::v1;
 use tonic::Code;
 
-use crate::grants::{
-    CARD, MOBILE, events, grants, jane_grant, methods, systems_client_entrances, ts, two_doors,
-};
+use crate::grants::{CARD, MOBILE, events, grants, jane_grant, methods, ts, two_doors};
 use crate::harness::*;
+use crate::instant_keys::entrance;
 
 type Ch = tonic::transport::Channel;
-
-async fn entrance(ch: &Ch, key: &str, system_type: &str, name: &str) -> String {
-    let all = systems(ch)
-        .list_access_systems(authed(key, v1::ListAccessSystemsRequest::default()))
-        .await
-        .expect("systems")
-        .into_inner()
-        .acs_systems;
-    let s = all
-        .iter()
-        .find(|s| s.system_type == system_type)
-        .expect("system");
-    systems_client_entrances(ch, key, &s.acs_system_id)
-        .await
-        .into_iter()
-        .find(|e| e.display_name == name)
-        .expect("entrance")
-        .acs_entrance_id
-}
 
 async fn grant(ch: &Ch, key: &str, id: &str) -> v1::AccessGrant {
     grants(ch)
