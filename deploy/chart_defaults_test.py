@@ -10,8 +10,8 @@ and are skipped without it.
   and against the Dockerfile (user, ports, entrypoint). Works without Helm.
 - RenderedDefaultsEqualPlainManifests: the chart rendered with its defaults is object for object
   the plain manifests, once Helm's own labels and annotations are set aside.
-- RenderedChartInvariants / ChartGuards: split mode, optional parts, and the combinations the
-  chart must refuse.
+- RenderedChartInvariants / ChartGuards: split mode, optional parts (the ServiceMonitor equals
+  deploy/kubernetes/servicemonitor.yaml), and the combinations the chart must refuse.
 """
 
 from __future__ import annotations
@@ -43,6 +43,9 @@ except ImportError:
 GRPC_PORT = 50051
 HTTP_PORT = 8080
 SECRET_ENV = {"KEYGATE_DATABASE_URL", "KEYGATE_REDIS_URL", "KEYGATE_ADMIN_TOKEN"}
+# Credentials of the Instant Key senders: from the same Secret, `optional: true`, and not given to
+# the orchestrator role, which never sends.
+SENDER_SECRET_ENV = {"KEYGATE_SMTP_URL", "KEYGATE_SMS_AUTH_TOKEN"}
 # Labels and annotations that only Helm adds; everything else must match exactly.
 HELM_ONLY_LABELS = {"helm.sh/chart", "app.kubernetes.io/managed-by"}
 HELM_ONLY_ANNOTATION_PREFIXES = ("helm.sh/", "checksum/")
@@ -172,22 +175,38 @@ class ValuesMatchPlainManifests(unittest.TestCase):
 
     def test_env_names_and_secret_refs(self):
         env = env_of(container(self.deployment))
-        self.assertEqual(set(env), {"KEYGATE_ROLES"} | SECRET_ENV)
+        self.assertEqual(set(env), {"KEYGATE_ROLES"} | SECRET_ENV | SENDER_SECRET_ENV)
+        secrets = self.values["secrets"]
         refs = {
-            "KEYGATE_DATABASE_URL": self.values["secrets"]["databaseUrl"],
-            "KEYGATE_REDIS_URL": self.values["secrets"]["redisUrl"],
-            "KEYGATE_ADMIN_TOKEN": self.values["secrets"]["adminToken"],
+            "KEYGATE_DATABASE_URL": secrets["databaseUrl"],
+            "KEYGATE_REDIS_URL": secrets["redisUrl"],
+            "KEYGATE_ADMIN_TOKEN": secrets["adminToken"],
         }
+        optional_refs = {
+            "KEYGATE_SMTP_URL": secrets["smtpUrl"],
+            "KEYGATE_SMS_AUTH_TOKEN": secrets["smsAuthToken"],
+        }
+        self.assertEqual(set(optional_refs), SENDER_SECRET_ENV)
         for name, ref in refs.items():
             self.assertEqual(
                 env[name]["valueFrom"]["secretKeyRef"],
                 {"name": ref["secretName"], "key": ref["key"]},
                 name,
             )
-        # The plain manifests' Secret is named `keygate` with these keys (secret.example.yaml).
-        example = load_yaml(PLAIN / "secret.example.yaml")
+        for name, ref in optional_refs.items():
+            self.assertEqual(
+                env[name]["valueFrom"]["secretKeyRef"],
+                {"name": ref["secretName"], "key": ref["key"], "optional": True},
+                name,
+            )
+        # The plain manifests' Secret is named `keygate` with these keys (secret.example.yaml);
+        # the optional ones are there as comments, so that applying the example sends nothing.
+        example_path = PLAIN / "secret.example.yaml"
+        example = load_yaml(example_path)
         self.assertEqual(example["metadata"]["name"], "keygate")
         self.assertEqual(set(example["stringData"]), {r["key"] for r in refs.values()})
+        for ref in optional_refs.values():
+            self.assertRegex(example_path.read_text(), rf"(?m)^  # {ref['key']}: ")
         job_env = env_of(container(self.job))
         self.assertEqual(job_env["KEYGATE_DATABASE_URL"], env["KEYGATE_DATABASE_URL"])
 
@@ -269,6 +288,22 @@ class ValuesMatchPlainManifests(unittest.TestCase):
     def test_service_monitor_off_by_default(self):
         self.assertFalse(self.values["metrics"]["serviceMonitor"]["enabled"])
         self.assertFalse(by_kind(self.plain, "ServiceMonitor"))
+        self.assertEqual(self.values["metrics"]["serviceMonitor"]["path"], "/metrics")
+        self.assertEqual(self.values["networkPolicy"]["ingress"]["metricsFrom"], [])
+
+    def test_optional_examples_point_at_the_plain_objects(self):
+        """servicemonitor.yaml and ingress.example.yaml are not in the kustomization."""
+        kustomization = load_yaml(PLAIN / "kustomization.yaml")
+        self.assertNotIn("servicemonitor.yaml", kustomization["resources"])
+        self.assertNotIn("ingress.example.yaml", kustomization["resources"])
+        service = self.plain[("Service", "keygate")]
+        monitor = load_yaml(PLAIN / "servicemonitor.yaml")
+        self.assertLessEqual(monitor["spec"]["selector"]["matchLabels"].items(), service["metadata"]["labels"].items())
+        self.assertEqual(monitor["spec"]["endpoints"][0]["port"], "http")
+        ingress = load_yaml(PLAIN / "ingress.example.yaml")
+        backends = [p["backend"]["service"] for r in ingress["spec"]["rules"] for p in r["http"]["paths"]]
+        self.assertEqual(backends, [{"name": service["metadata"]["name"], "port": {"name": "http"}}])
+        self.assertEqual([p["path"] for r in ingress["spec"]["rules"] for p in r["http"]["paths"]], ["/ik"])
 
     def test_plain_manifests_are_namespace_less(self):
         for (kind, name), obj in self.plain.items():
@@ -327,7 +362,7 @@ class RenderedChartInvariants(unittest.TestCase):
             self.assertTrue(c["securityContext"]["readOnlyRootFilesystem"], name)
             self.assertEqual(c["securityContext"]["capabilities"]["drop"], ["ALL"], name)
             for e in c["env"]:
-                if e["name"] in SECRET_ENV:
+                if e["name"] in SECRET_ENV | SENDER_SECRET_ENV:
                     self.assertIn("secretKeyRef", e["valueFrom"], f"{name}: {e['name']} must come from a Secret")
             selector = d["spec"]["selector"]["matchLabels"]
             labels = d["spec"]["template"]["metadata"]["labels"]
@@ -364,6 +399,8 @@ class RenderedChartInvariants(unittest.TestCase):
             self.assertEqual(d["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/component"], role)
             self.assertEqual(c["resources"], values()[role]["resources"])
             ports = {p["name"] for p in c["ports"]}
+            sender_env = SENDER_SECRET_ENV & set(env_of(c))
+            self.assertEqual(sender_env, set() if role == "orchestrator" else SENDER_SECRET_ENV, role)
             if role == "gateway":
                 self.assertEqual(c["readinessProbe"]["grpc"], {"port": GRPC_PORT})
                 self.assertEqual(ports, {"grpc", "http"})
@@ -379,6 +416,8 @@ class RenderedChartInvariants(unittest.TestCase):
         # The API address does not change with the mode.
         self.assertEqual(services["keygate"]["spec"]["selector"]["app.kubernetes.io/component"], "gateway")
         self.assertEqual({p["name"] for p in services["keygate-delivery"]["spec"]["ports"]}, {"http"})
+        # The Instant Key pages are served by the delivery pods, on their HTTP port.
+        self.assertEqual(services["keygate-delivery"]["spec"]["selector"]["app.kubernetes.io/component"], "delivery")
 
     def test_fixed_replicas_when_autoscaling_is_off(self):
         objects = render_chart.render(render_chart.SCENARIOS["split-fixed-replicas"])
@@ -422,6 +461,11 @@ class RenderedChartInvariants(unittest.TestCase):
         self.assertEqual(monitor["spec"]["endpoints"][0]["path"], "/metrics")
         for svc in by_kind(objects, "Service"):
             self.assertLessEqual(monitor["spec"]["selector"]["matchLabels"].items(), svc["metadata"]["labels"].items())
+        # The plain manifests' optional ServiceMonitor is this one, without the labels set here.
+        plain_monitor = normalize(load_yaml(PLAIN / "servicemonitor.yaml"))
+        rendered_monitor = normalize(by_kind(render_chart.render({"metrics": {"serviceMonitor": {"enabled": True}}}),
+                                             "ServiceMonitor")[0])
+        self.assertEqual(rendered_monitor, plain_monitor)
         job = by_kind(objects, "Job")[0]
         self.assertEqual(job["spec"]["template"]["spec"]["serviceAccountName"], "keygate-migrator")
         self.assertEqual(
@@ -431,6 +475,13 @@ class RenderedChartInvariants(unittest.TestCase):
         policy = next(o for o in by_kind(objects, "NetworkPolicy") if o["metadata"]["name"] == "keygate")
         self.assertEqual(policy["spec"]["egress"][-1], {"ports": [{"port": 443, "protocol": "TCP"}]})
         self.assertIn("from", policy["spec"]["ingress"][0])
+        # Prometheus may reach the HTTP port only, from its own peers.
+        metrics_rule = policy["spec"]["ingress"][1]
+        self.assertEqual(metrics_rule["ports"], [{"port": HTTP_PORT, "protocol": "TCP"}])
+        self.assertEqual(
+            metrics_rule["from"],
+            render_chart.SCENARIOS["allinone-everything-on"]["networkPolicy"]["ingress"]["metricsFrom"],
+        )
 
     def test_single_replica_without_redis(self):
         objects = render_chart.render(render_chart.SCENARIOS["single-replica-no-redis"])
@@ -438,6 +489,7 @@ class RenderedChartInvariants(unittest.TestCase):
         env = env_of(container(deployment))
         self.assertNotIn("KEYGATE_REDIS_URL", env)
         self.assertNotIn("KEYGATE_ADMIN_TOKEN", env)
+        self.assertFalse(SENDER_SECRET_ENV & set(env), "an empty secretName leaves the variable out")
         self.assertEqual(deployment["spec"]["replicas"], 1)
         self.assertEqual(deployment["spec"]["template"]["spec"]["serviceAccountName"], "default")
         kinds = {o["kind"] for o in objects}
@@ -478,6 +530,17 @@ class ChartGuards(unittest.TestCase):
     def test_chart_owned_settings_cannot_be_overridden_in_config(self):
         self.assertRefused({"config": {"KEYGATE_ROLES": "gateway"}}, "config.KEYGATE_ROLES cannot be set")
         self.assertRefused({"config": {"KEYGATE_DATABASE_URL": "postgres://x"}}, "config.KEYGATE_DATABASE_URL cannot be set")
+        self.assertRefused({"config": {"KEYGATE_SMTP_URL": "smtps://u:p@h"}}, "config.KEYGATE_SMTP_URL cannot be set")
+        self.assertRefused({"config": {"KEYGATE_SMS_AUTH_TOKEN": "t"}}, "config.KEYGATE_SMS_AUTH_TOKEN cannot be set")
+
+    def test_prometheus_must_be_let_in_when_ingress_is_narrowed(self):
+        narrowed = {
+            "metrics": {"serviceMonitor": {"enabled": True}},
+            "networkPolicy": {"ingress": {"from": [{"podSelector": {"matchLabels": {"app": "ingress"}}}]}},
+        }
+        self.assertRefused(narrowed, "set networkPolicy.ingress.metricsFrom")
+        # Not narrowed: every source may already reach the HTTP port.
+        render_chart.render({"metrics": {"serviceMonitor": {"enabled": True}}})
 
 
 if __name__ == "__main__":

@@ -56,7 +56,10 @@ SCENARIOS: dict[str, dict[str, Any]] = {
         "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "keygate", "effect": "NoSchedule"}],
         "migration": {"serviceAccountName": "keygate-migrator", "podAnnotations": {"sidecar.istio.io/inject": "false"}},
         "networkPolicy": {
-            "ingress": {"from": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress"}}}]},
+            "ingress": {
+                "from": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress"}}}],
+                "metricsFrom": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}],
+            },
             "egress": {
                 "dns": {"to": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
                                 "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}}]},
@@ -68,7 +71,12 @@ SCENARIOS: dict[str, dict[str, Any]] = {
         "metrics": {"serviceMonitor": {"enabled": True, "labels": {"release": "prometheus"}}},
     },
     "single-replica-no-redis": {
-        "secrets": {"redisUrl": {"secretName": ""}, "adminToken": {"secretName": ""}},
+        "secrets": {
+            "redisUrl": {"secretName": ""},
+            "adminToken": {"secretName": ""},
+            "smtpUrl": {"secretName": ""},
+            "smsAuthToken": {"secretName": ""},
+        },
         "allInOne": {"replicas": 1, "autoscaling": {"enabled": False}},
         "networkPolicy": {"enabled": False},
         "migration": {"enabled": False},

@@ -228,7 +228,7 @@ pub struct ServeArgs {
     #[arg(long, env = "KEYGATE_GRPC_ADDR", default_value = "0.0.0.0:50051")]
     pub grpc_addr: SocketAddr,
 
-    /// Address of the HTTP port (liveness /livez, readiness /readyz, Prometheus /metrics; Instant Key pages later).
+    /// Address of the HTTP port (liveness /livez, readiness /readyz, Prometheus /metrics, and the Instant Key pages /ik/... in the delivery role).
     #[arg(long, env = "KEYGATE_HTTP_ADDR", default_value = "0.0.0.0:8080")]
     pub http_addr: SocketAddr,
 

@@ -1,4 +1,5 @@
-//! The HTTP port: probes and Prometheus metrics; Instant Key pages join with later roles.
+//! The HTTP port: probes and Prometheus metrics. The delivery role merges in the Instant Key
+//! pages (`keygate_delivery::instant_keys::router`) and, in outbox mode, `/outbox`.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

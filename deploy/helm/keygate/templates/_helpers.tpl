@@ -154,6 +154,40 @@ Service named after the release, so the API address does not change with the mod
 {{- end }}
 {{- end }}
 
+{{/*
+The Instant Key senders' secrets (SMTP URL, SMS API auth token), for the components that
+read them: the delivery role sends, and the gateway decides from the same settings which
+channels DeliverInstantKey accepts. The orchestrator never uses them. `optional: true`: a key
+missing from the Secret leaves the variable unset (no sender for that channel).
+*/}}
+{{- define "keygate.senderSecretEnv" -}}
+{{- with .Values.secrets.smtpUrl }}
+{{- if .secretName }}
+- name: KEYGATE_SMTP_URL
+  valueFrom:
+    secretKeyRef:
+      name: {{ .secretName }}
+      key: {{ required "secrets.smtpUrl.key is required" .key }}
+      optional: true
+{{- end }}
+{{- end }}
+{{- with .Values.secrets.smsAuthToken }}
+{{- if .secretName }}
+- name: KEYGATE_SMS_AUTH_TOKEN
+  valueFrom:
+    secretKeyRef:
+      name: {{ .secretName }}
+      key: {{ required "secrets.smsAuthToken.key is required" .key }}
+      optional: true
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* "true" when the component's pods read the Instant Key senders' settings. */}}
+{{- define "keygate.readsSenderSecrets" -}}
+{{- if ne . "orchestrator" }}true{{ end }}
+{{- end }}
+
 {{/* A config value as a string ("" when unset). */}}
 {{- define "keygate.config" -}}
 {{- $v := index .root.Values.config .key }}
@@ -179,10 +213,13 @@ Checks that span several values; rendered (to nothing) by the Deployment templat
 {{- end }}
 {{- end }}
 {{- end }}
-{{- range $key := list "KEYGATE_ROLES" "KEYGATE_DATABASE_URL" "KEYGATE_REDIS_URL" "KEYGATE_ADMIN_TOKEN" }}
+{{- range $key := list "KEYGATE_ROLES" "KEYGATE_DATABASE_URL" "KEYGATE_REDIS_URL" "KEYGATE_ADMIN_TOKEN" "KEYGATE_SMTP_URL" "KEYGATE_SMS_AUTH_TOKEN" }}
 {{- if hasKey $.Values.config $key }}
-{{- fail (printf "config.%s cannot be set: the chart sets KEYGATE_ROLES per Deployment, and connection settings come from `secrets`" $key) }}
+{{- fail (printf "config.%s cannot be set: the chart sets KEYGATE_ROLES per Deployment, and connection settings and credentials come from `secrets`" $key) }}
 {{- end }}
+{{- end }}
+{{- if and .Values.networkPolicy.enabled .Values.metrics.serviceMonitor.enabled .Values.networkPolicy.ingress.from (not .Values.networkPolicy.ingress.metricsFrom) }}
+{{- fail "networkPolicy.ingress.from is narrowed and metrics.serviceMonitor is enabled: set networkPolicy.ingress.metricsFrom to the peers of your Prometheus, or the NetworkPolicy blocks its scrapes of /metrics on port 8080" }}
 {{- end }}
 {{- end }}
 
