@@ -28,6 +28,9 @@ pub enum Fault {
     FailedButApplied,
     /// The system refuses this entrance for good.
     RejectEntrance(EntranceId),
+    /// The system accepts the call without confirming it (a 202) and applies it only after the
+    /// given time, out of band: until then a read-back finds nothing.
+    DelayedConfirmation(Duration),
     /// The encoder does not answer.
     EncoderOffline,
     /// The card on the encoder is of a format the system cannot write.
@@ -214,40 +217,16 @@ impl VirtualSystems {
     pub fn calls(&self) -> u64 {
         self.with(|s| s.calls)
     }
-}
 
-fn random_digits(len: u8) -> String {
-    let mut rng = rand::rng();
-    (0..len)
-        .map(|_| char::from(b'0' + rng.random_range(0..10u8)))
-        .collect()
-}
-
-#[async_trait]
-impl AccessSystemProvider for VirtualSystems {
-    #[tracing::instrument(skip_all, fields(acs_system_id = %system.id, system_type = %system.system_type, access_method_id = %job.access_method_id))]
-    async fn provision(
+    /// Applies a provision to the ledger: the same credential for the same reference (its
+    /// doors and schedule updated), or a new one, with a PIN where the system makes them.
+    async fn apply(
         &self,
         system: &AccessSystem,
         job: &ProvisionJob,
         holder: &Holder,
-    ) -> Result<ProvisionResult, ProviderError> {
-        let (delay, fault) = self.next_call(system.id);
-        // Half the latency before the change is applied, half after: a caller that gives up
-        // (or dies) mid-call may leave a change applied but unconfirmed, as with real vendors.
-        tokio::time::sleep(delay / 2).await;
-        let rejected: Vec<EntranceId> = match &fault {
-            Some(Fault::Timeout) => {
-                return Err(ProviderError::Ambiguous(
-                    "timed out waiting for the access system".into(),
-                ));
-            }
-            Some(Fault::Unavailable) => {
-                return Err(ProviderError::Transient("503 service unavailable".into()));
-            }
-            Some(Fault::RejectEntrance(e)) => vec![*e],
-            _ => Vec::new(),
-        };
+        rejected: &[EntranceId],
+    ) -> Result<SandboxCredential, ProviderError> {
         let caps = &system.capabilities;
         let existing = self
             .ledger
@@ -260,7 +239,7 @@ impl AccessSystemProvider for VirtualSystems {
             .copied()
             .filter(|e| !rejected.contains(e))
             .collect();
-        let stored = match existing {
+        Ok(match existing {
             // Idempotent by reference: the same credential, with its first code; an update
             // only changes what it opens and when.
             Some(c)
@@ -334,7 +313,60 @@ impl AccessSystemProvider for VirtualSystems {
                     .await
                     .map_err(ProviderError::Transient)?
             }
+        })
+    }
+}
+
+fn random_digits(len: u8) -> String {
+    let mut rng = rand::rng();
+    (0..len)
+        .map(|_| char::from(b'0' + rng.random_range(0..10u8)))
+        .collect()
+}
+
+#[async_trait]
+impl AccessSystemProvider for VirtualSystems {
+    #[tracing::instrument(skip_all, fields(acs_system_id = %system.id, system_type = %system.system_type, access_method_id = %job.access_method_id))]
+    async fn provision(
+        &self,
+        system: &AccessSystem,
+        job: &ProvisionJob,
+        holder: &Holder,
+    ) -> Result<ProvisionResult, ProviderError> {
+        let (delay, fault) = self.next_call(system.id);
+        // Half the latency before the change is applied, half after: a caller that gives up
+        // (or dies) mid-call may leave a change applied but unconfirmed, as with real vendors.
+        tokio::time::sleep(delay / 2).await;
+        let rejected: Vec<EntranceId> = match &fault {
+            Some(Fault::Timeout) => {
+                return Err(ProviderError::Ambiguous(
+                    "timed out waiting for the access system".into(),
+                ));
+            }
+            Some(Fault::Unavailable) => {
+                return Err(ProviderError::Transient("503 service unavailable".into()));
+            }
+            Some(Fault::RejectEntrance(e)) => vec![*e],
+            _ => Vec::new(),
         };
+        if let Some(Fault::DelayedConfirmation(after)) = fault {
+            // Accepted but applied later, out of band: the caller gets no confirmation now and
+            // finds the change only by reading back after `after`.
+            let (this, system, job, holder) =
+                (self.clone(), system.clone(), job.clone(), holder.clone());
+            tokio::spawn(async move {
+                tokio::time::sleep(after).await;
+                if let Err(e) = this.apply(&system, &job, &holder, &[]).await {
+                    tracing::warn!(error = %e, "delayed change could not be applied");
+                }
+            });
+            tokio::time::sleep(delay / 2).await;
+            return Err(ProviderError::Ambiguous(
+                "202 accepted; the change will be applied later".into(),
+            ));
+        }
+        let caps = &system.capabilities;
+        let stored = self.apply(system, job, holder, &rejected).await?;
         tokio::time::sleep(delay / 2).await;
         if fault == Some(Fault::FailedButApplied) {
             return Err(ProviderError::Ambiguous("500 internal server error".into()));

@@ -210,6 +210,53 @@ async fn transient_and_ambiguous_faults_are_retried_without_duplicates(store: Ar
     );
 }
 
+async fn a_delayed_confirmation_is_neither_failed_nor_doubled(store: Arc<dyn Store>) {
+    let ws = seeded_workspace(&*store, "delayed").await;
+    let doors = quick_start_entrances(&*store, ws).await;
+    let planning = store
+        .planning_entrances(ws, &doors)
+        .await
+        .expect("planning");
+    let systems = VirtualSystems::new(Duration::from_millis(5));
+    // The first system answers 202 and applies the change 40 ms later, out of band.
+    systems.inject(
+        planning[0].acs_system_id,
+        [Fault::DelayedConfirmation(Duration::from_millis(40))],
+    );
+    let (g, _) = store
+        .create_access_grant(
+            ws,
+            &new_grant(&*store, ws, &doors, &[AccessMethodMode::MobileKey]).await,
+            None,
+        )
+        .await
+        .expect("create");
+    let _run = start(store.clone(), &systems, &["w1"]);
+    let ms = settled(&*store, ws, g.id).await;
+    assert!(
+        ms[0].doors.iter().all(|d| d.state == DoorState::Granted),
+        "{ms:?}"
+    );
+    // Wait past the late change: it lands on the same credential, not a second one.
+    tokio::time::sleep(Duration::from_millis(80)).await;
+    assert_eq!(systems.credential_count(), 2, "one credential per system");
+    assert!(
+        systems
+            .credential(planning[0].acs_system_id, ms[0].id)
+            .await
+            .is_some_and(|c| c.entrance_ids == vec![doors[0]])
+    );
+    let types = event_types(&*store, ws).await;
+    assert_eq!(
+        types
+            .iter()
+            .filter(|t| *t == "access_method.issued")
+            .count(),
+        1
+    );
+    assert!(!types.iter().any(|t| t == "access_method.failed_to_issue"));
+}
+
 async fn a_permanent_rejection_fails_only_its_door(store: Arc<dyn Store>) {
     let ws = seeded_workspace(&*store, "reject").await;
     let doors = quick_start_entrances(&*store, ws).await;
@@ -1040,6 +1087,10 @@ macro_rules! suite {
             async fn faults_retried() {
                 transient_and_ambiguous_faults_are_retried_without_duplicates($make.await.store)
                     .await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn delayed_confirmation() {
+                a_delayed_confirmation_is_neither_failed_nor_doubled($make.await.store).await
             }
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn rejection_isolated() {
