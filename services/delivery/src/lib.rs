@@ -4,6 +4,7 @@
 //! (or puts them in the outbox).
 
 pub mod instant_keys;
+mod leases;
 pub mod notify;
 pub mod qr;
 pub mod webhooks;

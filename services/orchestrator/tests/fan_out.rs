@@ -57,6 +57,22 @@ fn start(store: Arc<dyn Store>, systems: &VirtualSystems, owners: &[&str]) -> Ru
     Running { stop }
 }
 
+/// A planned grant for Jane over `doors` with `modes`, written as the gateway writes it.
+async fn create(
+    store: &dyn Store,
+    ws: WorkspaceId,
+    doors: &[keygate_domain::ids::EntranceId],
+    modes: &[AccessMethodMode],
+) -> (
+    keygate_domain::grant::AccessGrant,
+    Vec<keygate_domain::events::Event>,
+) {
+    store
+        .create_access_grant(ws, &new_grant(store, ws, doors, modes).await, None)
+        .await
+        .expect("create")
+}
+
 async fn methods(store: &dyn Store, ws: WorkspaceId, g: AccessGrantId) -> Vec<AccessMethod> {
     store
         .list_access_methods(
@@ -104,20 +120,13 @@ async fn event_types(store: &dyn Store, ws: WorkspaceId) -> Vec<String> {
 async fn fans_out_to_every_door(store: Arc<dyn Store>) {
     let ws = seeded_workspace(&*store, "fan-out").await;
     let doors = quick_start_entrances(&*store, ws).await;
-    let (g, _) = store
-        .create_access_grant(
-            ws,
-            &new_grant(
-                &*store,
-                ws,
-                &doors,
-                &[AccessMethodMode::Card, AccessMethodMode::MobileKey],
-            )
-            .await,
-            None,
-        )
-        .await
-        .expect("create");
+    let (g, _) = create(
+        &*store,
+        ws,
+        &doors,
+        &[AccessMethodMode::Card, AccessMethodMode::MobileKey],
+    )
+    .await;
     let systems = VirtualSystems::new(Duration::from_millis(30));
     let _run = start(store.clone(), &systems, &["w1"]);
     let ms = settled(&*store, ws, g.id).await;
@@ -174,14 +183,7 @@ async fn transient_and_ambiguous_faults_are_retried_without_duplicates(store: Ar
         [Fault::Unavailable, Fault::Timeout],
     );
     systems.inject(planning[1].acs_system_id, [Fault::FailedButApplied]);
-    let (g, _) = store
-        .create_access_grant(
-            ws,
-            &new_grant(&*store, ws, &doors, &[AccessMethodMode::MobileKey]).await,
-            None,
-        )
-        .await
-        .expect("create");
+    let (g, _) = create(&*store, ws, &doors, &[AccessMethodMode::MobileKey]).await;
     let _run = start(store.clone(), &systems, &["w1"]);
     let ms = settled(&*store, ws, g.id).await;
     assert!(
@@ -223,14 +225,7 @@ async fn a_delayed_confirmation_is_neither_failed_nor_doubled(store: Arc<dyn Sto
         planning[0].acs_system_id,
         [Fault::DelayedConfirmation(Duration::from_millis(40))],
     );
-    let (g, _) = store
-        .create_access_grant(
-            ws,
-            &new_grant(&*store, ws, &doors, &[AccessMethodMode::MobileKey]).await,
-            None,
-        )
-        .await
-        .expect("create");
+    let (g, _) = create(&*store, ws, &doors, &[AccessMethodMode::MobileKey]).await;
     let _run = start(store.clone(), &systems, &["w1"]);
     let ms = settled(&*store, ws, g.id).await;
     assert!(
@@ -266,14 +261,7 @@ async fn a_permanent_rejection_fails_only_its_door(store: Arc<dyn Store>) {
         .expect("planning");
     let systems = VirtualSystems::new(Duration::from_millis(5));
     systems.inject(planning[1].acs_system_id, [Fault::RejectEntrance(doors[1])]);
-    let (g, _) = store
-        .create_access_grant(
-            ws,
-            &new_grant(&*store, ws, &doors, &[AccessMethodMode::MobileKey]).await,
-            None,
-        )
-        .await
-        .expect("create");
+    let (g, _) = create(&*store, ws, &doors, &[AccessMethodMode::MobileKey]).await;
     let _run = start(store.clone(), &systems, &["w1"]);
     let ms = settled(&*store, ws, g.id).await;
     let door = |e| {
@@ -360,20 +348,13 @@ async fn competing_workers_apply_each_outcome_once(store: Arc<dyn Store>) {
     let systems = VirtualSystems::new(Duration::from_millis(10));
     let mut grants = Vec::new();
     for _ in 0..6 {
-        let (g, _) = store
-            .create_access_grant(
-                ws,
-                &new_grant(
-                    &*store,
-                    ws,
-                    &doors,
-                    &[AccessMethodMode::MobileKey, AccessMethodMode::Card],
-                )
-                .await,
-                None,
-            )
-            .await
-            .expect("create");
+        let (g, _) = create(
+            &*store,
+            ws,
+            &doors,
+            &[AccessMethodMode::MobileKey, AccessMethodMode::Card],
+        )
+        .await;
         grants.push(g.id);
     }
     let _run = start(store.clone(), &systems, &["w1", "w2", "w3"]);
@@ -503,20 +484,13 @@ async fn deleting_an_issued_grant_revokes_everything(store: Arc<dyn Store>) {
     let ws = seeded_workspace(&*store, "delete").await;
     let doors = quick_start_entrances(&*store, ws).await;
     let systems = VirtualSystems::new(Duration::from_millis(5));
-    let (g, _) = store
-        .create_access_grant(
-            ws,
-            &new_grant(
-                &*store,
-                ws,
-                &doors,
-                &[AccessMethodMode::MobileKey, AccessMethodMode::Card],
-            )
-            .await,
-            None,
-        )
-        .await
-        .expect("create");
+    let (g, _) = create(
+        &*store,
+        ws,
+        &doors,
+        &[AccessMethodMode::MobileKey, AccessMethodMode::Card],
+    )
+    .await;
     let _run = start(store.clone(), &systems, &["w1"]);
     let before = settled(&*store, ws, g.id).await;
     assert_eq!(systems.credential_count(), 4);
@@ -595,14 +569,7 @@ async fn deleting_during_an_in_flight_provision_leaves_nothing_behind(store: Arc
     // Calls apply after 150 ms and confirm after 300 ms; the delete lands in between.
     let systems = VirtualSystems::new(Duration::from_millis(300));
     let _run = start(store.clone(), &systems, &["w1"]);
-    let (g, _) = store
-        .create_access_grant(
-            ws,
-            &new_grant(&*store, ws, &doors, &[AccessMethodMode::MobileKey]).await,
-            None,
-        )
-        .await
-        .expect("create");
+    let (g, _) = create(&*store, ws, &doors, &[AccessMethodMode::MobileKey]).await;
     assert!(
         wait_for(|| systems.credential_count() == 2).await,
         "both calls applied"
@@ -668,14 +635,7 @@ async fn an_open_circuit_does_not_burn_the_retry_budget(store: Arc<dyn Store>) {
 async fn a_job_of_a_grant_deleted_before_it_ran_finishes(store: Arc<dyn Store>) {
     let ws = seeded_workspace(&*store, "deleted-early").await;
     let doors = quick_start_entrances(&*store, ws).await;
-    let (g, _) = store
-        .create_access_grant(
-            ws,
-            &new_grant(&*store, ws, &doors, &[AccessMethodMode::MobileKey]).await,
-            None,
-        )
-        .await
-        .expect("create");
+    let (g, _) = create(&*store, ws, &doors, &[AccessMethodMode::MobileKey]).await;
     store
         .delete_access_grant(ws, g.id, keygate_domain::model::now())
         .await
@@ -714,20 +674,13 @@ async fn quiet(store: &dyn Store, ws: WorkspaceId, g: AccessGrantId) -> Vec<Acce
 async fn an_update_changes_only_what_changed(store: Arc<dyn Store>) {
     let ws = seeded_workspace(&*store, "update").await;
     let doors = quick_start_entrances(&*store, ws).await; // Space Room 101, Visionline Room 301
-    let (g, _) = store
-        .create_access_grant(
-            ws,
-            &new_grant(
-                &*store,
-                ws,
-                &doors,
-                &[AccessMethodMode::Card, AccessMethodMode::MobileKey],
-            )
-            .await,
-            None,
-        )
-        .await
-        .expect("create");
+    let (g, _) = create(
+        &*store,
+        ws,
+        &doors,
+        &[AccessMethodMode::Card, AccessMethodMode::MobileKey],
+    )
+    .await;
     let systems = VirtualSystems::new(Duration::from_millis(20));
     let _run = start(store.clone(), &systems, &["w1"]);
     let before = settled(&*store, ws, g.id).await;
@@ -902,20 +855,13 @@ fn reconciler(store: &Arc<dyn Store>, systems: &VirtualSystems) -> Reconciler {
 async fn drift_is_read_back_and_repaired(store: Arc<dyn Store>) {
     let ws = seeded_workspace(&*store, "drift").await;
     let doors = quick_start_entrances(&*store, ws).await;
-    let (g, _) = store
-        .create_access_grant(
-            ws,
-            &new_grant(
-                &*store,
-                ws,
-                &doors,
-                &[AccessMethodMode::Card, AccessMethodMode::MobileKey],
-            )
-            .await,
-            None,
-        )
-        .await
-        .expect("create");
+    let (g, _) = create(
+        &*store,
+        ws,
+        &doors,
+        &[AccessMethodMode::Card, AccessMethodMode::MobileKey],
+    )
+    .await;
     let systems = VirtualSystems::new(Duration::from_millis(5));
     let _run = start(store.clone(), &systems, &["w1"]);
     let ms = quiet(&*store, ws, g.id).await;

@@ -27,7 +27,8 @@ use super::message::{self, Content};
 use super::sms::SmsApi;
 use super::{Availability, Backoff, ConfigError, NotifyConfig, Route, SendError, redact};
 use crate::instant_keys::{doors, page};
-use crate::webhooks::dispatch::{MAX_ERROR_CHARS, MIN_WAIT};
+use crate::leases;
+use crate::webhooks::dispatch::MAX_ERROR_CHARS;
 
 /// Tuning of the sender.
 #[derive(Clone, Debug)]
@@ -145,35 +146,25 @@ impl Sender {
                     .await
                 {
                     Ok(batch) => {
-                        for c in batch {
-                            let Ok(permit) = permits.clone().acquire_owned().await else {
-                                break;
-                            };
+                        leases::spawn_each(&permits, batch, |c| {
                             let inner = inner.clone();
-                            tokio::spawn(async move {
+                            async move {
                                 inner.attempt(c).await;
-                                drop(permit);
                                 inner.done.notify_one();
-                            });
-                        }
+                            }
+                        })
+                        .await;
                     }
                     Err(e) => tracing::warn!(error = %e, "claiming Instant Key deliveries failed"),
                 }
             }
-            let wait = if permits.available_permits() == 0 {
-                inner.cfg.poll
-            } else {
-                match inner.store.next_key_delivery_due(sms, email).await {
-                    Ok(Some(at)) => Duration::try_from(at - now())
-                        .unwrap_or(Duration::ZERO)
-                        .clamp(MIN_WAIT, inner.cfg.poll),
-                    Ok(None) => inner.cfg.poll,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "reading the next delivery retry failed");
-                        inner.cfg.poll
-                    }
-                }
-            };
+            let wait = leases::wait(
+                &permits,
+                inner.store.next_key_delivery_due(sms, email),
+                inner.cfg.poll,
+                "delivery retry",
+            )
+            .await;
             tokio::select! {
                 _ = inner.wake.notified() => {}
                 _ = tokio::time::sleep(wait) => {}

@@ -28,6 +28,7 @@ use tracing::Instrument as _;
 
 use super::ssrf::{self, NetworkPolicy};
 use super::{RetryPolicy, human, sign};
+use crate::leases;
 
 /// Turns an event into the JSON body of its delivery. The gateway owns the wire form (the
 /// `Event` message, its cursor), so the binary passes its renderer in.
@@ -71,9 +72,6 @@ impl Default for DispatcherConfig {
 
 /// Webhooks looked at per fan-out pass.
 const FAN_OUT_WEBHOOKS: u32 = 256;
-/// Shortest sleep when a retry is already due (another replica may hold it). Shared with the
-/// Instant Key sender (`notify`).
-pub(crate) const MIN_WAIT: Duration = Duration::from_millis(10);
 /// Longest error text kept on a delivery row (webhooks and Instant Key deliveries).
 pub(crate) const MAX_ERROR_CHARS: usize = 500;
 
@@ -184,38 +182,25 @@ impl Dispatcher {
                     .await
                 {
                     Ok(batch) => {
-                        for d in batch {
-                            let Ok(permit) = permits.clone().acquire_owned().await else {
-                                break;
-                            };
+                        leases::spawn_each(&permits, batch, |d| {
                             let inner = inner.clone();
-                            tokio::spawn(async move {
+                            async move {
                                 inner.attempt(d).await;
-                                drop(permit);
                                 inner.done.notify_one();
-                            });
-                        }
+                            }
+                        })
+                        .await;
                     }
                     Err(e) => tracing::warn!(error = %e, "claiming webhook deliveries failed"),
                 }
             }
-            let wait = if permits.available_permits() == 0 {
-                inner.cfg.poll
-            } else {
-                match inner.store.next_delivery_due().await {
-                    Ok(Some(at)) => {
-                        let left = at - now();
-                        Duration::try_from(left)
-                            .unwrap_or(Duration::ZERO)
-                            .clamp(MIN_WAIT, inner.cfg.poll)
-                    }
-                    Ok(None) => inner.cfg.poll,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "reading the next webhook retry failed");
-                        inner.cfg.poll
-                    }
-                }
-            };
+            let wait = leases::wait(
+                &permits,
+                inner.store.next_delivery_due(),
+                inner.cfg.poll,
+                "webhook retry",
+            )
+            .await;
             tokio::select! {
                 _ = rings.recv() => {
                     // One pass serves every ring that arrived meanwhile.
