@@ -88,7 +88,7 @@ impl DoorState {
 }
 
 /// The state of one entrance of an access method.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DoorStatus {
     pub entrance_id: EntranceId,
     pub acs_system_id: AccessSystemId,
@@ -127,7 +127,7 @@ pub struct RequestedAccessMethod {
 }
 
 /// An access grant: who, where, when and how.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AccessGrant {
     pub id: AccessGrantId,
     pub workspace_id: WorkspaceId,
@@ -179,7 +179,7 @@ pub fn pending_mutations<'a>(
 }
 
 /// An access method: one way in (card, PIN, mobile key) for some of a grant's entrances.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AccessMethod {
     pub id: AccessMethodId,
     pub workspace_id: WorkspaceId,

@@ -6,11 +6,9 @@
 //! 17 gRPC codes, outcomes and results short fixed lists. Access system ids are the one label that
 //! grows with the data, by one per connected access system.
 
-use std::sync::OnceLock;
 use std::time::Duration;
 
-use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use metrics::{counter, gauge, histogram};
 
 pub const RPC_DURATION: &str = "keygate_rpc_duration_seconds";
 pub const JOBS: &str = "keygate_jobs";
@@ -25,72 +23,23 @@ pub const RECONCILE_CHECKED: &str = "keygate_reconcile_checked_total";
 pub const RECONCILE_REPAIRED: &str = "keygate_reconcile_repaired_total";
 pub const RECONCILE_UNREADABLE: &str = "keygate_reconcile_unreadable_total";
 
+#[cfg(feature = "export")]
 const RPC_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 ];
+#[cfg(feature = "export")]
 const PROVIDER_BUCKETS: &[f64] = &[
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 ];
 
-/// Renders the scrape page of the installed recorder.
-#[derive(Clone)]
-pub struct MetricsHandle(PrometheusHandle);
+#[cfg(feature = "export")]
+mod exporter;
+#[cfg(feature = "export")]
+pub use exporter::{MetricsError, MetricsHandle, install};
 
-impl MetricsHandle {
-    /// The Prometheus text exposition (format 0.0.4) of every metric so far.
-    pub fn render(&self) -> String {
-        self.0.render()
-    }
-
-    /// Housekeeping of histogram buffers; [`MetricsHandle::spawn_upkeep`] runs it periodically.
-    pub fn run_upkeep(&self) {
-        self.0.run_upkeep();
-    }
-
-    /// Runs [`MetricsHandle::run_upkeep`] every 5 s on the current Tokio runtime, for ever.
-    pub fn spawn_upkeep(&self) -> tokio::task::JoinHandle<()> {
-        let h = self.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(5));
-            loop {
-                tick.tick().await;
-                h.run_upkeep();
-            }
-        })
-    }
-}
-
-static HANDLE: OnceLock<MetricsHandle> = OnceLock::new();
-
-/// Why the recorder could not be installed.
-#[derive(Debug, thiserror::Error)]
-#[error("Prometheus recorder: {0}")]
-pub struct MetricsError(String);
-
-/// Installs the global Prometheus recorder (once per process; later calls return the same
-/// handle) and describes every metric.
-pub fn install() -> Result<MetricsHandle, MetricsError> {
-    if let Some(h) = HANDLE.get() {
-        return Ok(h.clone());
-    }
-    let err = |e: metrics_exporter_prometheus::BuildError| MetricsError(e.to_string());
-    let handle = PrometheusBuilder::new()
-        .set_buckets_for_metric(Matcher::Full(RPC_DURATION.into()), RPC_BUCKETS)
-        .map_err(err)?
-        .set_buckets_for_metric(
-            Matcher::Full(PROVIDER_CALL_DURATION.into()),
-            PROVIDER_BUCKETS,
-        )
-        .map_err(err)?
-        .install_recorder()
-        .map_err(err)?;
-    describe();
-    let h = MetricsHandle(handle);
-    Ok(HANDLE.get_or_init(|| h).clone())
-}
-
+#[cfg(feature = "export")]
 fn describe() {
-    use metrics::Unit;
+    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
     describe_histogram!(
         RPC_DURATION,
         Unit::Seconds,

@@ -10,6 +10,15 @@ use tonic_types::{ErrorDetails, StatusExt as _};
 /// `google.rpc.ErrorInfo.domain` of every Keygate error.
 pub const ERROR_DOMAIN: &str = "keygate.dev";
 
+/// What every unary handler returns.
+pub type Reply<T> = Result<tonic::Response<T>, Status>;
+
+/// The one way a handler replies: runs the parse-and-call body and maps its domain error,
+/// if any, through [`to_status`].
+pub async fn reply<T>(body: impl Future<Output = Result<T, Error>>) -> Reply<T> {
+    body.await.map(tonic::Response::new).map_err(to_status)
+}
+
 /// Maps a domain error to a status. Exhaustive on purpose: a new error variant does not
 /// compile until it has a gRPC code.
 pub fn to_status(err: Error) -> Status {

@@ -2,13 +2,9 @@
 //! stack (request id → trace → auth → rate limit → deadline → load shed).
 
 pub mod auth;
-pub mod convert;
 pub mod error;
-pub mod links;
-pub mod read_cache;
 pub mod server;
 pub mod services;
 pub mod stack;
-pub mod tokens;
 
 pub use server::{GatewayDeps, SERVICE_NAMES, ServerConfig, serve, set_health};

@@ -2,12 +2,10 @@
 //! `stack.rs`, message limits, and graceful shutdown.
 
 use std::future::Future;
-use std::sync::Arc;
 use std::time::Duration;
 
-use keygate_cache::Cache;
+use keygate_app::App;
 use keygate_proto::{admin, v1};
-use keygate_store::Store;
 use tokio::net::TcpListener;
 use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
@@ -25,7 +23,6 @@ use crate::services::user_identities::UserIdentities;
 use crate::services::webhooks::Webhooks;
 use crate::services::workspaces::Workspaces;
 use crate::stack::{self, StackConfig};
-use crate::tokens::PageTokens;
 
 /// Every service this server answers, by its full gRPC name. Health is reported per name.
 pub const SERVICE_NAMES: [&str; 11] = [
@@ -46,18 +43,9 @@ pub const SERVICE_NAMES: [&str; 11] = [
 /// What the gateway needs from the rest of the process.
 #[derive(Clone)]
 pub struct GatewayDeps {
-    pub store: Arc<dyn Store>,
-    pub cache: Arc<dyn Cache>,
+    /// The use cases (and the store, cache, tracker, links and page tokens behind them).
+    pub app: App,
     pub admin_token: Option<String>,
-    /// Page token sealing; its key (shared by every replica, kept in the store) is set once
-    /// the store answers.
-    pub page_tokens: PageTokens,
-    /// Rung after events are committed; wakes watchers.
-    pub doorbell: keygate_cache::bus::Doorbell,
-    /// Wakes this process's orchestrator when new jobs are queued.
-    pub wake_orchestrator: Arc<tokio::sync::Notify>,
-    /// Instant Key links (from the public URL of the HTTP port and the server secret).
-    pub links: keygate_domain::instant_key::Links,
     /// Turns true on shutdown; streams end.
     pub shutdown: tokio::sync::watch::Receiver<bool>,
     /// What `CreateWebhook`'s SSRF guard lets through besides public addresses.
@@ -121,10 +109,11 @@ pub async fn serve(
     >,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
-    let tokens = deps.page_tokens.clone();
+    let app = deps.app.clone();
+    let tokens = app.tokens.clone();
     let auth = Authenticator::new(
-        deps.store.clone(),
-        deps.cache.clone(),
+        app.store.clone(),
+        app.reads.cache().clone(),
         deps.admin_token.clone(),
     );
 
@@ -146,59 +135,43 @@ pub async fn serve(
     };
 
     let access_systems = AccessSystems {
-        store: deps.store.clone(),
+        store: app.store.clone(),
         tokens: tokens.clone(),
     };
     let instant_keys = std::sync::Arc::new(InstantKeys {
-        store: deps.store.clone(),
+        store: app.store.clone(),
         tokens: tokens.clone(),
-        links: deps.links.clone(),
-        doorbell: deps.doorbell.clone(),
+        links: app.links.clone(),
+        tracker: app.tracker.clone(),
         delivery: deps.instant_key_delivery.clone(),
     });
     let user_identities = UserIdentities {
-        store: deps.store.clone(),
+        store: app.store.clone(),
         tokens: tokens.clone(),
         instant_keys: instant_keys.clone(),
     };
-    let access_grants = Arc::new(AccessGrants {
-        store: deps.store.clone(),
-        tokens: tokens.clone(),
-        doorbell: deps.doorbell.clone(),
-        wake_orchestrator: deps.wake_orchestrator.clone(),
-        links: deps.links.clone(),
-        cache: deps.cache.clone(),
-    });
+    let access_grants = AccessGrants { app: app.clone() };
     let acs_users = AcsUsers {
-        store: deps.store.clone(),
+        store: app.store.clone(),
         tokens: tokens.clone(),
-        access_grants: access_grants.clone(),
+        app: app.clone(),
     };
-    let access_methods = AccessMethods {
-        store: deps.store.clone(),
-        tokens: tokens.clone(),
-        wake_orchestrator: deps.wake_orchestrator.clone(),
-        cache: deps.cache.clone(),
-        doorbell: deps.doorbell.clone(),
-        links: deps.links.clone(),
-    };
-    let action_attempts = ActionAttempts {
-        store: deps.store.clone(),
-    };
+    let access_methods = AccessMethods { app: app.clone() };
+    let action_attempts = ActionAttempts { app: app.clone() };
     let events = Events {
-        store: deps.store.clone(),
+        store: app.store.clone(),
         tokens: tokens.clone(),
-        doorbell: deps.doorbell.clone(),
+        doorbell: app.tracker.doorbell().clone(),
         shutdown: deps.shutdown.clone(),
     };
     let webhooks = Webhooks {
-        store: deps.store.clone(),
+        store: app.store.clone(),
         tokens: tokens.clone(),
         network: deps.webhook_network,
     };
     let workspaces = Workspaces {
-        store: deps.store.clone(),
-        cache: deps.cache.clone(),
+        store: app.store.clone(),
+        cache: app.reads.cache().clone(),
         tokens,
     };
 
@@ -223,7 +196,7 @@ pub async fn serve(
             cfg
         ))
         .add_service(limited!(
-            v1::access_grant_service_server::AccessGrantServiceServer::from_arc(access_grants),
+            v1::access_grant_service_server::AccessGrantServiceServer::new(access_grants),
             cfg
         ))
         .add_service(limited!(

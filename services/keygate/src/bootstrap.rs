@@ -3,9 +3,9 @@
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
+use keygate_app::workspaces::{new_workspace, sandbox_systems};
 use keygate_domain::Error;
 use keygate_domain::model::WorkspaceType;
-use keygate_gateway::services::workspaces::{new_workspace, sandbox_systems};
 use keygate_store::Store;
 
 /// Name of the file (in the data dir) holding the sandbox API key, readable by its owner only.

@@ -13,10 +13,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use keygate_app::auth::{Authenticator, Principal};
 use keygate_delivery::notify::outbox;
 use keygate_domain::ids::WorkspaceId;
 use keygate_domain::instant_key::Links;
-use keygate_gateway::auth::{Authenticator, Principal};
 use keygate_store::{SCHEMA_VERSION, Store};
 
 use crate::config::DeliveriesListArgs;

@@ -7,10 +7,13 @@ use std::time::Duration;
 use anyhow::Context as _;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use keygate_app::App;
+use keygate_app::reads::StatusReads;
+use keygate_app::tokens::PageTokens;
+use keygate_app::tracker::Tracker;
 use keygate_cache::bus::Doorbell;
 use keygate_cache::{Cache, InProcessCache, RedisCache};
 use keygate_gateway::stack::StackConfig;
-use keygate_gateway::tokens::PageTokens;
 use keygate_gateway::{GatewayDeps, ServerConfig, set_health};
 use keygate_orchestrator::{Orchestrator, OrchestratorConfig, Reconciler, StoreLedger};
 use keygate_providers::virtual_system::VirtualSystems;
@@ -91,7 +94,20 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     } else {
         Doorbell::with_redis(&args.redis_url).context("KEYGATE_REDIS_URL for the event doorbell")?
     };
-    let wake_orchestrator = Arc::new(Notify::new());
+    let reads = StatusReads::new(store.clone(), cache.clone());
+    let tracker = Tracker::new(
+        reads.clone(),
+        doorbell,
+        Arc::new(Notify::new()),
+        instant_key_delivery.wake.clone(),
+    );
+    let app = App {
+        store: store.clone(),
+        reads,
+        tracker: tracker.clone(),
+        links: links.clone(),
+        tokens: page_tokens.clone(),
+    };
     let (ready_tx, ready_rx) = watch::channel(false);
 
     if args.roles.contains(&Role::Gateway) {
@@ -101,13 +117,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         let addr = listener.local_addr()?;
         println!("keygate: gRPC API listening on {addr}");
         let deps = GatewayDeps {
-            store: store.clone(),
-            cache: cache.clone(),
+            app: app.clone(),
             admin_token: Some(args.admin_token.clone()).filter(|t| !t.is_empty()),
-            page_tokens: page_tokens.clone(),
-            doorbell: doorbell.clone(),
-            wake_orchestrator: wake_orchestrator.clone(),
-            links: links.clone(),
             shutdown: stop_rx.clone(),
             webhook_network,
             instant_key_delivery: instant_key_delivery.clone(),
@@ -142,17 +153,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         let reconciler = Reconciler::new(
             store.clone(),
             providers.clone(),
-            wake_orchestrator.clone(),
+            tracker.clone(),
             cfg.call_timeout,
         );
-        let orchestrator = Orchestrator::new(
-            store.clone(),
-            cache.clone(),
-            providers,
-            doorbell.clone(),
-            wake_orchestrator.clone(),
-            cfg,
-        );
+        let orchestrator = Orchestrator::new(store.clone(), providers, tracker.clone(), cfg);
         let stop = stop_rx.clone();
         let mut ready = ready_rx.clone();
         // Not drained like a server: on exit its leases expire and another worker takes over.
@@ -183,8 +187,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         use keygate_delivery::webhooks::{Dispatcher, DispatcherConfig, RetryPolicy};
         let dispatcher = Dispatcher::new(
             store.clone(),
-            doorbell.clone(),
-            Arc::new(keygate_gateway::services::webhooks::EventJson {
+            tracker.clone(),
+            Arc::new(keygate_wire::events::EventJson {
                 tokens: page_tokens.clone(),
             }),
             DispatcherConfig {
@@ -205,7 +209,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         });
         let sender = keygate_delivery::notify::Sender::new(
             store.clone(),
-            doorbell.clone(),
+            tracker.clone(),
             links.clone(),
             &notify,
             &instant_key_delivery,
@@ -238,8 +242,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             keygate_delivery::instant_keys::Pages {
                 store: store.clone(),
                 links: links.clone(),
-                doorbell: doorbell.clone(),
-                wake: wake_orchestrator.clone(),
+                tracker: tracker.clone(),
             },
         ));
         if outbox_mode {
@@ -247,7 +250,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             app = app.merge(crate::deliveries::router(crate::deliveries::OutboxPage {
                 store: store.clone(),
                 links: links.clone(),
-                auth: keygate_gateway::auth::Authenticator::new(
+                auth: keygate_app::auth::Authenticator::new(
                     store.clone(),
                     cache.clone(),
                     Some(args.admin_token.clone()).filter(|t| !t.is_empty()),

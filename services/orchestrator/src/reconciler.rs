@@ -8,6 +8,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
+use keygate_app::tracker::{Committed, Tracker};
 use keygate_domain::Error;
 use keygate_domain::action::{JobWork, RevokeJob};
 use keygate_domain::capability::PermissionModel;
@@ -16,7 +17,7 @@ use keygate_domain::ids::{AccessMethodId, AccessSystemId, EntranceId};
 use keygate_domain::model::{AccessSystem, now};
 use keygate_providers::AccessSystemProvider;
 use keygate_store::{ReconcileItem, Store};
-use tokio::sync::{Notify, watch};
+use tokio::sync::watch;
 
 /// Access methods read per page of a reconciliation pass.
 const PAGE: u32 = 200;
@@ -96,7 +97,8 @@ fn drift(item: &ReconcileItem, held: Option<&keygate_providers::HeldCredential>)
 pub struct Reconciler {
     store: Arc<dyn Store>,
     provider: Arc<dyn AccessSystemProvider>,
-    wake: Arc<Notify>,
+    /// Wakes the orchestrator after repairs or expiries were queued.
+    tracker: Tracker,
     call_timeout: Duration,
 }
 
@@ -104,13 +106,13 @@ impl Reconciler {
     pub fn new(
         store: Arc<dyn Store>,
         provider: Arc<dyn AccessSystemProvider>,
-        wake: Arc<Notify>,
+        tracker: Tracker,
         call_timeout: Duration,
     ) -> Self {
         Self {
             store,
             provider,
-            wake,
+            tracker,
             call_timeout,
         }
     }
@@ -167,9 +169,9 @@ impl Reconciler {
             total += touched.len();
             for ws in touched {
                 tracing::info!(workspace_id = %ws, "ended access grants are being revoked");
+                // The revocation jobs are ours to run: no need to wait for the next poll.
+                self.tracker.committed(Committed::new(ws).jobs()).await;
             }
-            // The revocation jobs are ours to run: no need to wait for the next poll.
-            self.wake.notify_one();
         }
         Ok(total)
     }
@@ -208,7 +210,8 @@ impl Reconciler {
             }
         }
         if report.repaired > 0 {
-            self.wake.notify_one();
+            // Repairs span workspaces; each was committed by the store already.
+            self.tracker.wake_orchestrator();
         }
         Ok(report)
     }

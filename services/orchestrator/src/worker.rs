@@ -4,8 +4,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use keygate_cache::bus::Doorbell;
-use keygate_cache::{Cache, keys};
+use keygate_app::tracker::{Committed, Tracker};
 use keygate_domain::Error;
 use keygate_domain::action::{AttemptError, EncodeJob, JobWork, RevokeJob, UnlockJob};
 use keygate_domain::grant::ProvisionJob;
@@ -82,9 +81,9 @@ pub fn backoff(cfg: &OrchestratorConfig, attempt: u32) -> Duration {
 #[derive(Clone)]
 pub struct Orchestrator {
     store: Arc<dyn Store>,
-    cache: Arc<dyn Cache>,
     provider: Arc<dyn AccessSystemProvider>,
-    doorbell: Doorbell,
+    /// After each commit: evicts the cached status, rings the doorbell.
+    tracker: Tracker,
     wake: Arc<Notify>,
     cfg: Arc<OrchestratorConfig>,
     limits: Arc<Mutex<HashMap<AccessSystemId, Arc<Semaphore>>>>,
@@ -95,19 +94,16 @@ pub struct Orchestrator {
 impl Orchestrator {
     pub fn new(
         store: Arc<dyn Store>,
-        cache: Arc<dyn Cache>,
         provider: Arc<dyn AccessSystemProvider>,
-        doorbell: Doorbell,
-        wake: Arc<Notify>,
+        tracker: Tracker,
         cfg: OrchestratorConfig,
     ) -> Self {
         let breakers = Arc::new(Breakers::new(cfg.breaker_threshold, cfg.breaker_open_for));
         Self {
             store,
-            cache,
             provider,
-            doorbell,
-            wake,
+            wake: tracker.orchestrator_bell(),
+            tracker,
             cfg: Arc::new(cfg),
             limits: Arc::default(),
             breakers,
@@ -130,7 +126,7 @@ impl Orchestrator {
     /// over after the lease expires if this process does not finish them.
     pub async fn run(self, mut stop: watch::Receiver<bool>) {
         tracing::info!(owner = %self.cfg.owner, "orchestrator started");
-        let mut rings = self.doorbell.subscribe();
+        let mut rings = self.tracker.doorbell().subscribe();
         loop {
             if *stop.borrow() {
                 break;
@@ -225,18 +221,14 @@ impl Orchestrator {
             .store
             .complete_encode(job, &self.cfg.owner, &outcome, now())
             .await?;
-        if events.is_some() {
-            keygate_cache::evict(
-                &*self.cache,
-                &[keys::access_method(
-                    &ws.to_string(),
-                    &e.access_method_id.to_string(),
-                )],
-            )
-            .await;
-        }
-        if let Some(last) = events.as_ref().and_then(|e| e.last()) {
-            self.doorbell.ring(ws.to_string(), last.seq);
+        if let Some(events) = events {
+            self.tracker
+                .committed(
+                    Committed::new(ws)
+                        .methods([e.access_method_id])
+                        .events(&events),
+                )
+                .await;
         }
         Ok(())
     }
@@ -263,13 +255,14 @@ impl Orchestrator {
         if let Err(err) = &outcome {
             tracing::info!(error_type = %err.error_type, "unlock failed");
         }
-        if let Some(last) = self
+        if let Some(events) = self
             .store
             .complete_unlock(job, &self.cfg.owner, &outcome, now())
             .await?
-            .and_then(|e| e.last().cloned())
         {
-            self.doorbell.ring(ws.to_string(), last.seq);
+            self.tracker
+                .committed(Committed::new(ws).events(&events))
+                .await;
         }
         Ok(())
     }
@@ -323,18 +316,14 @@ impl Orchestrator {
             .complete_revoke(job, &self.cfg.owner, now())
             .await?
         {
-            let w = ws.to_string();
-            keygate_cache::evict(
-                &*self.cache,
-                &[
-                    keys::access_method(&w, &r.access_method_id.to_string()),
-                    keys::access_grant(&w, &r.access_grant_id.to_string()),
-                ],
-            )
-            .await;
-            if let Some(last) = events.last() {
-                self.doorbell.ring(w, last.seq);
-            }
+            self.tracker
+                .committed(
+                    Committed::new(ws)
+                        .grant(r.access_grant_id)
+                        .methods([r.access_method_id])
+                        .events(&events),
+                )
+                .await;
         }
         Ok(())
     }
@@ -432,12 +421,9 @@ impl Orchestrator {
                         self.store
                             .mark_unknown(job, &self.cfg.owner, &e.to_string(), now())
                             .await?;
-                        let w = ws.to_string();
-                        keygate_cache::evict(
-                            &*self.cache,
-                            &[keys::access_method(&w, &p.access_method_id.to_string())],
-                        )
-                        .await;
+                        self.tracker
+                            .committed(Committed::new(ws).methods([p.access_method_id]))
+                            .await;
                     }
                     let at = now() + delay;
                     self.store
@@ -453,19 +439,15 @@ impl Orchestrator {
             .await?
         {
             Some(events) => {
-                // The store is the record and now holds the new state; drop the cached copies.
-                let w = ws.to_string();
-                keygate_cache::evict(
-                    &*self.cache,
-                    &[
-                        keys::access_method(&w, &p.access_method_id.to_string()),
-                        keys::access_grant(&w, &p.access_grant_id.to_string()),
-                    ],
-                )
-                .await;
-                if let Some(last) = events.last() {
-                    self.doorbell.ring(ws.to_string(), last.seq);
-                }
+                // The store is the record and now holds the new state.
+                self.tracker
+                    .committed(
+                        Committed::new(ws)
+                            .grant(p.access_grant_id)
+                            .methods([p.access_method_id])
+                            .events(&events),
+                    )
+                    .await;
             }
             None => tracing::info!("lease lost to another worker; its outcome stands"),
         }

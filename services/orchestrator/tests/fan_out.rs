@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use keygate_cache::bus::Doorbell;
+use keygate_app::tracker::Tracker;
 use keygate_domain::capability::AccessMethodMode;
 use keygate_domain::events::EventFilter;
 use keygate_domain::grant::{AccessMethod, DoorState};
@@ -17,7 +17,7 @@ use keygate_store::conformance::{
 };
 use keygate_store::testdb::TestDb;
 use keygate_store::{MethodFilter, Store};
-use tokio::sync::{Notify, watch};
+use tokio::sync::watch;
 
 fn cfg(owner: &str) -> OrchestratorConfig {
     OrchestratorConfig {
@@ -46,10 +46,8 @@ fn start(store: Arc<dyn Store>, systems: &VirtualSystems, owners: &[&str]) -> Ru
     for owner in owners {
         let o = Orchestrator::new(
             store.clone(),
-            Arc::new(keygate_cache::InProcessCache::new(100)),
             Arc::new(systems.clone()),
-            Doorbell::new(),
-            Arc::new(Notify::new()),
+            tracker(&store),
             cfg(owner),
         );
         tokio::spawn(o.run(rx.clone()));
@@ -610,10 +608,8 @@ async fn an_open_circuit_does_not_burn_the_retry_budget(store: Arc<dyn Store>) {
     let (stop, rx) = watch::channel(false);
     let o = Orchestrator::new(
         store.clone(),
-        Arc::new(keygate_cache::InProcessCache::new(100)),
         Arc::new(systems.clone()),
-        Doorbell::new(),
-        Arc::new(Notify::new()),
+        tracker(&store),
         OrchestratorConfig {
             breaker_threshold: 2,
             breaker_open_for: Duration::from_millis(300),
@@ -847,8 +843,16 @@ fn reconciler(store: &Arc<dyn Store>, systems: &VirtualSystems) -> Reconciler {
     Reconciler::new(
         store.clone(),
         Arc::new(systems.clone()),
-        Arc::new(Notify::new()),
+        tracker(store),
         Duration::from_secs(5),
+    )
+}
+
+/// A tracker of this test's own (in-process cache, doorbell and bells).
+fn tracker(store: &Arc<dyn Store>) -> Tracker {
+    Tracker::in_process(
+        store.clone(),
+        Arc::new(keygate_cache::InProcessCache::new(100)),
     )
 }
 

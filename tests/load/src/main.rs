@@ -15,19 +15,20 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
+use keygate_app::App;
+use keygate_app::tokens::PageTokens;
+use keygate_app::tracker::Tracker;
+use keygate_app::workspaces::{new_workspace, sandbox_systems};
 use keygate_cache::InProcessCache;
-use keygate_cache::bus::Doorbell;
 use keygate_domain::model::WorkspaceType;
-use keygate_gateway::services::workspaces::{new_workspace, sandbox_systems};
 use keygate_gateway::stack::StackConfig;
-use keygate_gateway::tokens::PageTokens;
 use keygate_gateway::{GatewayDeps, ServerConfig};
 use keygate_orchestrator::{Orchestrator, OrchestratorConfig};
 use keygate_proto::v1;
 use keygate_providers::virtual_system::VirtualSystems;
 use keygate_store::testdb::TestDb;
 use tokio::net::TcpListener;
-use tokio::sync::{Notify, watch};
+use tokio::sync::watch;
 use tokio_stream::StreamExt as _;
 use tonic::transport::Channel;
 
@@ -73,21 +74,21 @@ async fn start(postgres: bool) -> anyhow::Result<Harness> {
         .await?;
     let cache: Arc<dyn keygate_cache::Cache> = Arc::new(InProcessCache::new(100_000));
     let (stop_tx, stop_rx) = watch::channel(false);
-    let doorbell = Doorbell::new();
-    let wake = Arc::new(Notify::new());
-    let tokens = PageTokens::new(vec![7; 32]);
-    let deps = GatewayDeps {
+    let tracker = Tracker::in_process(store.clone(), cache);
+    let app = App {
         store: store.clone(),
-        cache: cache.clone(),
-        admin_token: None,
-        page_tokens: tokens,
-        doorbell: doorbell.clone(),
-        wake_orchestrator: wake.clone(),
+        reads: tracker.reads().clone(),
+        tracker: tracker.clone(),
         links: {
             let links = keygate_domain::instant_key::Links::new("http://localhost:8080");
             links.set_secret(vec![9; 32]);
             links
         },
+        tokens: PageTokens::new(vec![7; 32]),
+    };
+    let deps = GatewayDeps {
+        app,
+        admin_token: None,
         shutdown: stop_rx.clone(),
         webhook_network: Default::default(),
         instant_key_delivery: Default::default(),
@@ -117,10 +118,8 @@ async fn start(postgres: bool) -> anyhow::Result<Harness> {
     let systems = VirtualSystems::new(Duration::from_millis(10));
     let orchestrator = Orchestrator::new(
         store,
-        cache,
         Arc::new(systems.clone()),
-        doorbell,
-        wake,
+        tracker,
         OrchestratorConfig {
             per_system_concurrency: 64,
             ..Default::default()

@@ -19,7 +19,7 @@ use axum::extract::{Form, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
-use keygate_cache::bus::Doorbell;
+use keygate_app::tracker::{Committed, Tracker};
 use keygate_domain::Error;
 use keygate_domain::action::{ActionAttempt, ActionType, AttemptStatus, JobWork, UnlockJob};
 use keygate_domain::ids::{ActionAttemptId, EntranceId, UserIdentityId, WorkspaceId};
@@ -27,7 +27,6 @@ use keygate_domain::instant_key::{self, Inactive, InstantKey, Links};
 use keygate_domain::model::now;
 use keygate_store::Store;
 use rand::RngExt as _;
-use tokio::sync::Notify;
 
 use self::doors::Door;
 use self::page::Outcome;
@@ -42,10 +41,9 @@ const UNLOCK_WAIT: Duration = Duration::from_secs(8);
 pub struct Pages {
     pub store: Arc<dyn Store>,
     pub links: Links,
-    /// Rung when an unlock job is queued, so an orchestrator on another replica starts it at once.
-    pub doorbell: Doorbell,
-    /// Wakes this process's orchestrator.
-    pub wake: Arc<Notify>,
+    /// Announces queued unlocks: wakes this process's orchestrator and rings the doorbell, so an
+    /// orchestrator on another replica starts it at once.
+    pub tracker: Tracker,
 }
 
 /// The routes of the pages, to merge into the HTTP router.
@@ -335,8 +333,10 @@ async fn start_unlock(
         .store
         .create_action_attempt(ws, &attempt, &job, None)
         .await?;
-    pages.wake.notify_one();
-    pages.doorbell.ring(ws.to_string(), 0);
+    pages
+        .tracker
+        .committed(Committed::new(ws).some_events().jobs())
+        .await;
     tracing::info!(action_attempt_id = %attempt.id, acs_entrance_id = %door.entrance_id, "unlock requested");
     Ok(attempt.id)
 }

@@ -11,7 +11,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use keygate_cache::bus::Doorbell;
+use keygate_app::tracker::{Committed, Tracker};
 use keygate_domain::Error;
 use keygate_domain::delivery::{Channel, DeliveryClaim, Outcome, SentVia};
 use keygate_domain::ids::{InstantKeyId, WorkspaceId};
@@ -63,7 +63,8 @@ enum Transport {
 
 struct Inner {
     store: Arc<dyn Store>,
-    doorbell: Doorbell,
+    /// Announces recorded outcomes (their events ring the doorbell).
+    tracker: Tracker,
     links: Links,
     sms: Option<Transport>,
     email: Option<Transport>,
@@ -83,7 +84,7 @@ impl Sender {
     /// A sender for the channels `availability` offers, with the clients `config` describes.
     pub fn new(
         store: Arc<dyn Store>,
-        doorbell: Doorbell,
+        tracker: Tracker,
         links: Links,
         config: &NotifyConfig,
         availability: &Availability,
@@ -102,7 +103,7 @@ impl Sender {
         Ok(Self {
             inner: Arc::new(Inner {
                 store,
-                doorbell,
+                tracker,
                 links,
                 sms,
                 email,
@@ -232,7 +233,11 @@ impl Inner {
             match self.store.record_key_delivery(&c, &outcome, now()).await {
                 Ok(Some(events)) => {
                     for e in &events {
-                        self.doorbell.ring(e.workspace_id.to_string(), e.seq);
+                        self.tracker
+                            .committed(
+                                Committed::new(e.workspace_id).events(std::slice::from_ref(e)),
+                            )
+                            .await;
                     }
                 }
                 Ok(None) => tracing::debug!("lease lost; outcome dropped"),

@@ -16,7 +16,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use keygate_cache::bus::Doorbell;
+use keygate_app::tracker::{Committed, Tracker};
 use keygate_domain::events::{Event, EventFilter};
 use keygate_domain::ids::{EventId, WebhookId};
 use keygate_domain::model::now;
@@ -30,11 +30,17 @@ use super::ssrf::{self, NetworkPolicy};
 use super::{RetryPolicy, human, sign};
 use crate::leases;
 
-/// Turns an event into the JSON body of its delivery. The gateway owns the wire form (the
-/// `Event` message, its cursor), so the binary passes its renderer in.
+/// Turns an event into the JSON body of its delivery: `keygate_wire::events::EventJson` (the
+/// `Event` message with its cursor), or a stand-in in tests.
 pub trait EventRenderer: Send + Sync {
     /// The body; `webhook_id` is the webhook the event is about (`webhook.disabled`).
     fn render(&self, event: &Event, webhook_id: Option<WebhookId>) -> Result<String, String>;
+}
+
+impl EventRenderer for keygate_wire::events::EventJson {
+    fn render(&self, event: &Event, webhook_id: Option<WebhookId>) -> Result<String, String> {
+        keygate_wire::events::EventJson::render(self, event, webhook_id)
+    }
 }
 
 /// Tuning of the dispatcher.
@@ -107,7 +113,8 @@ impl AttemptError {
 
 struct Inner {
     store: Arc<dyn Store>,
-    doorbell: Doorbell,
+    /// Wakes the dispatcher (its doorbell) and announces recorded outcomes.
+    tracker: Tracker,
     renderer: Arc<dyn EventRenderer>,
     cfg: DispatcherConfig,
     /// Rung when an attempt finishes: a permit is free again.
@@ -123,7 +130,7 @@ pub struct Dispatcher {
 impl Dispatcher {
     pub fn new(
         store: Arc<dyn Store>,
-        doorbell: Doorbell,
+        tracker: Tracker,
         renderer: Arc<dyn EventRenderer>,
         cfg: DispatcherConfig,
     ) -> Self {
@@ -132,7 +139,7 @@ impl Dispatcher {
         Self {
             inner: Arc::new(Inner {
                 store,
-                doorbell,
+                tracker,
                 renderer,
                 cfg,
                 done: Notify::new(),
@@ -151,7 +158,7 @@ impl Dispatcher {
             "webhook dispatcher started"
         );
         let permits = Arc::new(Semaphore::new(inner.cfg.concurrency.max(1)));
-        let mut rings = inner.doorbell.subscribe();
+        let mut rings = inner.tracker.doorbell().subscribe();
         // Fan-out runs when events were rung or a poll passed, not on every finished attempt.
         let mut rung = true;
         let mut last_fan_out = Instant::now();
@@ -275,7 +282,11 @@ impl Inner {
                 Ok(Some(events)) => {
                     for e in &events {
                         tracing::warn!(reason = %outcome.disabled_reason, "webhook disabled");
-                        self.doorbell.ring(e.workspace_id.to_string(), e.seq);
+                        self.tracker
+                            .committed(
+                                Committed::new(e.workspace_id).events(std::slice::from_ref(e)),
+                            )
+                            .await;
                     }
                 }
                 Ok(None) => tracing::debug!("lease lost or webhook deleted; outcome dropped"),

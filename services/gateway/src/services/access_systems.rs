@@ -11,9 +11,9 @@ use tonic::{Request, Response, Status};
 
 use super::page_request;
 use crate::auth::principal;
-use crate::convert;
 use crate::error::to_status;
-use crate::tokens::{PageScope, PageTokens};
+use keygate_app::tokens::{PageScope, PageTokens};
+use keygate_wire::convert;
 
 pub struct AccessSystems {
     pub store: Arc<dyn Store>,

@@ -21,21 +21,21 @@ use keygate_proto::v1::{self, acs_user_service_server::AcsUserService};
 use keygate_store::Store;
 use tonic::{Request, Response, Status};
 
-use super::access_grants::{
-    AccessGrants, GrantRequest, Grantee, check_entrance_list, mode_from, pin,
-};
 use super::page_request;
-use super::user_identities::idempotency;
 use crate::auth::principal;
-use crate::convert;
 use crate::error::to_status;
-use crate::tokens::{PageScope, PageTokens};
+use keygate_app::App;
+use keygate_app::grants::{CreateGrant, Grantee, check_entrance_list, pin};
+use keygate_app::tokens::{PageScope, PageTokens};
+use keygate_wire::convert;
+use keygate_wire::parse::claim as idempotency;
+use keygate_wire::parse::mode as mode_from;
 
 pub struct AcsUsers {
     pub store: Arc<dyn Store>,
     pub tokens: PageTokens,
     /// Credentials are access grants: made and deleted through the grant service's own path.
-    pub access_grants: Arc<AccessGrants>,
+    pub app: App,
 }
 
 /// A time field of a request: absent is `None`; one that is not a valid time is a violation.
@@ -92,7 +92,7 @@ impl AcsUsers {
         match self.store.create_acs_credential(ws, &c).await {
             // The user was deleted meanwhile: its new grant is taken back too.
             Err(e @ Error::NotFound { .. }) => {
-                match self.access_grants.delete(ws, grant.id).await {
+                match self.app.delete_access_grant(ws, grant.id).await {
                     Ok(()) | Err(Error::NotFound { .. }) => {}
                     Err(other) => return Err(other),
                 }
@@ -410,7 +410,7 @@ impl AcsUserService for AcsUsers {
             .await
             .map_err(to_status)?;
         for c in &credentials {
-            match self.access_grants.delete(ws, c.access_grant_id).await {
+            match self.app.delete_access_grant(ws, c.access_grant_id).await {
                 Ok(()) | Err(Error::NotFound { .. }) => {}
                 Err(e) => return Err(to_status(e)),
             }
@@ -512,8 +512,8 @@ impl AcsUserService for AcsUsers {
         let idem = idempotency("CreateCredential", request_id, &body);
         // A replay returns the first credential before anything is checked again.
         if let Some(grant) = self
-            .access_grants
-            .replayed(ws, idem.as_ref())
+            .app
+            .replayed_grant(ws, idem.as_ref())
             .await
             .map_err(to_status)?
         {
@@ -601,10 +601,10 @@ impl AcsUserService for AcsUsers {
             .map_err(to_status)?;
         let (starts_at, ends_at) = acs::credential_schedule(&user, starts_at, ends_at, now());
         let grant = self
-            .access_grants
-            .create(
+            .app
+            .create_access_grant(
                 ws,
-                GrantRequest {
+                CreateGrant {
                     idem,
                     name: Some(format!("{} for {}", mode.display_name(), user.full_name)),
                     access_grant_key: None,
@@ -723,8 +723,8 @@ impl AcsUserService for AcsUsers {
             .get_acs_credential(ws, id)
             .await
             .map_err(to_status)?;
-        self.access_grants
-            .delete(ws, c.access_grant_id)
+        self.app
+            .delete_access_grant(ws, c.access_grant_id)
             .await
             .map_err(as_credential(id))
             .map_err(to_status)?;

@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use keygate_cache::bus::Doorbell;
 use keygate_domain::events::{self, EventFilter};
-use keygate_domain::ids::{EventId, WorkspaceId};
+use keygate_domain::ids::EventId;
 use keygate_domain::validate;
-use keygate_domain::{Error, ErrorReason, FieldViolation, Resource};
+use keygate_domain::{Error, FieldViolation, Resource};
 use keygate_proto::v1::{self, event_service_server::EventService};
 use keygate_store::Store;
 use tokio::sync::{mpsc, watch};
@@ -18,9 +18,10 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use crate::auth::principal;
-use crate::convert;
 use crate::error::to_status;
-use crate::tokens::{PageScope, PageTokens};
+use keygate_app::events::{open_cursor, seal_cursor};
+use keygate_app::tokens::{PageScope, PageTokens};
+use keygate_wire::convert;
 
 /// Rows read per store round trip while catching up.
 const BATCH: u32 = 500;
@@ -38,31 +39,6 @@ pub struct Events {
     pub doorbell: Doorbell,
     /// Turns true on SIGTERM: open streams end with UNAVAILABLE so clients reconnect elsewhere.
     pub shutdown: watch::Receiver<bool>,
-}
-
-/// Cursors are sealed like page tokens, bound to the workspace (not to a filter: one cursor
-/// resumes any watch of that workspace).
-fn cursor_scope(ws: WorkspaceId) -> PageScope<'static> {
-    PageScope::workspace(ws, &["event_cursor"])
-}
-
-/// The cursor of the event at `seq` (also the `cursor` of webhook deliveries).
-pub(crate) fn seal_cursor(tokens: &PageTokens, ws: WorkspaceId, seq: i64) -> Result<String, Error> {
-    tokens.seal(&cursor_scope(ws), Some(seq.to_string()))
-}
-
-fn open_cursor(tokens: &PageTokens, ws: WorkspaceId, cursor: &str) -> Result<Option<i64>, Error> {
-    let bad = |_| Error::InvalidToken {
-        reason: ErrorReason::InvalidCursor,
-        message: "cursor is invalid or from another workspace".into(),
-    };
-    match tokens.open(&cursor_scope(ws), cursor).map_err(bad)? {
-        None => Ok(None),
-        Some(s) => s.parse().map(Some).map_err(|_| Error::InvalidToken {
-            reason: ErrorReason::InvalidCursor,
-            message: "cursor is malformed".into(),
-        }),
-    }
 }
 
 /// `convert::event`, plus the webhook a `webhook.disabled` event is about: the log keeps it

@@ -16,11 +16,11 @@ use keygate_store::{GrantFilter, Store};
 use tonic::{Request, Response, Status};
 
 use super::page_request;
-use super::user_identities::idempotency;
 use crate::auth::principal;
-use crate::convert::ts;
 use crate::error::to_status;
-use crate::tokens::{PageScope, PageTokens};
+use keygate_app::tokens::{PageScope, PageTokens};
+use keygate_wire::convert::ts;
+use keygate_wire::parse::claim as idempotency;
 
 /// Most devices one key may be claimed by.
 const MAX_USE_COUNT: i32 = 10;
@@ -33,7 +33,8 @@ pub struct InstantKeys {
     pub store: Arc<dyn Store>,
     pub tokens: PageTokens,
     pub links: Links,
-    pub doorbell: keygate_cache::bus::Doorbell,
+    /// Announces commits (events, queued deliveries).
+    pub tracker: keygate_app::tracker::Tracker,
     /// Which channels `DeliverInstantKey` accepts, and the bell of this process's sender.
     pub delivery: Availability,
 }
@@ -154,7 +155,7 @@ impl InstantKeys {
         };
         let expires_at = match &r.expires_at {
             None => None,
-            Some(t) => match crate::convert::from_ts(t) {
+            Some(t) => match keygate_wire::convert::from_ts(t) {
                 Some(t) if t > at && t <= at + MAX_LIFETIME => Some(t),
                 _ => {
                     v.check::<()>(Err(FieldViolation::new(
@@ -205,9 +206,9 @@ impl InstantKeys {
             .create_instant_key(ws, &key, &token_sha256, idem.as_ref())
             .await
             .map_err(to_status)?;
-        if let Some(last) = events.last() {
-            self.doorbell.ring(ws.to_string(), last.seq);
-        }
+        self.tracker
+            .committed(keygate_app::tracker::Committed::new(ws).events(&events))
+            .await;
         let url = if created.id == key.id {
             url
         } else {
@@ -352,9 +353,9 @@ impl InstantKeyService for InstantKeys {
             .revoke_instant_key(ws, id, now())
             .await
             .map_err(to_status)?;
-        if let Some(last) = events.last() {
-            self.doorbell.ring(ws.to_string(), last.seq);
-        }
+        self.tracker
+            .committed(keygate_app::tracker::Committed::new(ws).events(&events))
+            .await;
         Ok(Response::new(v1::RevokeInstantKeyResponse {
             instant_key: Some(self.one_on_wire(ws, &key).await.map_err(to_status)?),
         }))
@@ -474,7 +475,9 @@ impl InstantKeyService for InstantKeys {
             .create_key_delivery(ws, &new, idem.as_ref())
             .await
             .map_err(to_status)?;
-        self.delivery.wake.notify_one();
+        self.tracker
+            .committed(keygate_app::tracker::Committed::new(ws).deliveries())
+            .await;
         tracing::info!(
             instant_key_id = %d.instant_key_id,
             delivery_id = %d.id,

@@ -2,9 +2,10 @@
 
 use std::sync::Arc;
 
+use keygate_app::workspaces::{new_workspace, sandbox_systems};
 use keygate_cache::Cache;
 use keygate_domain::ids::{ApiKeyId, WorkspaceId};
-use keygate_domain::model::{ApiKey, Workspace, WorkspaceType, now};
+use keygate_domain::model::{ApiKey, WorkspaceType, now};
 use keygate_domain::validate::{self, Violations};
 use keygate_domain::{Error, ErrorReason, FieldViolation, Resource};
 use keygate_proto::admin::{self, workspace_service_server::WorkspaceService};
@@ -14,46 +15,14 @@ use tonic::{Request, Response, Status};
 
 use super::page_request;
 use crate::auth::{Principal, api_key_cache_key, principal};
-use crate::convert;
 use crate::error::to_status;
-use crate::tokens::{PageScope, PageTokens, mint_api_key};
+use keygate_app::tokens::{PageScope, PageTokens, mint_api_key};
+use keygate_wire::convert;
 
 pub struct Workspaces {
     pub store: Arc<dyn Store>,
     pub cache: Arc<dyn Cache>,
     pub tokens: PageTokens,
-}
-
-/// Every sandbox system, seeded into each new sandbox workspace.
-pub fn sandbox_systems() -> Vec<keygate_domain::model::NewAccessSystem> {
-    sandbox::SANDBOX_SYSTEM_TYPES
-        .iter()
-        .filter_map(|t| sandbox::new_system(t, None, None))
-        .collect()
-}
-
-/// A new workspace with its first key; the token is returned once and never stored.
-pub fn new_workspace(
-    name: String,
-    workspace_type: WorkspaceType,
-    key_name: String,
-) -> (Workspace, ApiKey, String) {
-    let ws = Workspace {
-        id: WorkspaceId::new(),
-        name,
-        workspace_type,
-        created_at: now(),
-    };
-    let minted = mint_api_key();
-    let key = ApiKey {
-        id: minted.id,
-        workspace_id: ws.id,
-        name: key_name,
-        secret_sha256: minted.secret_sha256,
-        created_at: ws.created_at,
-        revoked_at: None,
-    };
-    (ws, key, minted.token)
 }
 
 fn operator<T>(req: &Request<T>) -> Result<(), Status> {

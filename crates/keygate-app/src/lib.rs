@@ -1,0 +1,69 @@
+//! Keygate's application layer: every use case, called by every surface.
+//!
+//! A use case takes the caller's workspace and a typed command (parsed once, by the adapter,
+//! into the types of this crate and `keygate-domain`), runs the rules, writes through the store
+//! in one transaction, hands the commit to the [`tracker::Tracker`], and returns domain types
+//! or the one domain [`keygate_domain::Error`]. gRPC (`services/gateway`), and later the
+//! HTTP/JSON API and the console, are adapters over it: they parse, call and reply.
+//!
+//! This crate depends on no transport: no tonic, axum or hyper in its tree.
+
+pub mod auth;
+pub mod events;
+pub mod grants;
+pub mod idempotency;
+pub mod methods;
+pub mod reads;
+pub mod tokens;
+pub mod tracker;
+pub mod workspaces;
+
+use std::sync::Arc;
+
+use keygate_domain::Error;
+use keygate_domain::instant_key::Links;
+use keygate_domain::page::{PageRequest, page_size};
+use keygate_store::Store;
+
+use crate::reads::StatusReads;
+use crate::tokens::{PageScope, PageTokens};
+use crate::tracker::Tracker;
+
+/// Everything a use case needs from the process: the store of record, the cached reads, the
+/// tracker, Instant Key links and page token sealing.
+#[derive(Clone)]
+pub struct App {
+    pub store: Arc<dyn Store>,
+    pub reads: StatusReads,
+    pub tracker: Tracker,
+    /// Instant Key links (from the public URL of the HTTP port and the server secret).
+    pub links: Links,
+    /// Page token sealing; its key (shared by every replica, kept in the store) is set once
+    /// the store answers.
+    pub tokens: PageTokens,
+}
+
+impl App {
+    /// Validates `page_size` and opens `page_token` for this scope.
+    pub fn page_request(
+        &self,
+        scope: &PageScope<'_>,
+        size: i32,
+        token: &str,
+    ) -> Result<PageRequest, Error> {
+        page_request(&self.tokens, scope, size, token)
+    }
+}
+
+/// Validates `page_size` and opens `page_token` for this scope.
+pub fn page_request(
+    tokens: &PageTokens,
+    scope: &PageScope<'_>,
+    size: i32,
+    token: &str,
+) -> Result<PageRequest, Error> {
+    Ok(PageRequest {
+        limit: page_size(size)?,
+        after: tokens.open(scope, token)?,
+    })
+}
