@@ -12,6 +12,8 @@ pub mod auth;
 pub mod events;
 pub mod grants;
 pub mod idempotency;
+pub mod identities;
+pub mod instant_keys;
 pub mod methods;
 pub mod reads;
 pub mod tokens;

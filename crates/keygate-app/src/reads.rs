@@ -27,11 +27,11 @@ pub struct StatusReads {
 }
 
 fn method_key(ws: WorkspaceId, id: AccessMethodId) -> String {
-    keygate_cache::key("method_status", &ws.to_string(), &id.to_string())
+    keygate_cache::key("access_method", &ws.to_string(), &id.to_string())
 }
 
 fn grant_key(ws: WorkspaceId, id: AccessGrantId) -> String {
-    keygate_cache::key("grant_status", &ws.to_string(), &id.to_string())
+    keygate_cache::key("access_grant", &ws.to_string(), &id.to_string())
 }
 
 impl StatusReads {

@@ -139,6 +139,7 @@ pub async fn serve(
         tokens: tokens.clone(),
     };
     let instant_keys = std::sync::Arc::new(InstantKeys {
+        app: app.clone(),
         store: app.store.clone(),
         tokens: tokens.clone(),
         links: app.links.clone(),

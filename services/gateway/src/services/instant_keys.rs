@@ -12,7 +12,7 @@ use keygate_domain::model::now;
 use keygate_domain::validate::{self, Violations};
 use keygate_domain::{Error, ErrorReason, FieldViolation, Resource};
 use keygate_proto::v1::{self, instant_key_service_server::InstantKeyService};
-use keygate_store::{GrantFilter, Store};
+use keygate_store::Store;
 use tonic::{Request, Response, Status};
 
 use super::page_request;
@@ -20,16 +20,14 @@ use crate::auth::principal;
 use crate::error::to_status;
 use keygate_app::tokens::{PageScope, PageTokens};
 use keygate_wire::convert::ts;
+use keygate_wire::parse::IntoCommand as _;
 use keygate_wire::parse::claim as idempotency;
 
-/// Most devices one key may be claimed by.
-const MAX_USE_COUNT: i32 = 10;
-/// Latest `expires_at` a caller may ask for.
-const MAX_LIFETIME: time::Duration = time::Duration::days(365);
 /// Most deliveries shown on a key (the newest).
 const MAX_DELIVERIES_SHOWN: u32 = 100;
 
 pub struct InstantKeys {
+    pub app: keygate_app::App,
     pub store: Arc<dyn Store>,
     pub tokens: PageTokens,
     pub links: Links,
@@ -135,125 +133,16 @@ impl InstantKeys {
         &self,
         req: Request<v1::GenerateInstantKeyRequest>,
     ) -> Result<Response<v1::GenerateInstantKeyResponse>, Status> {
-        let ws = principal(&req)
-            .and_then(|p| p.workspace())
-            .map_err(to_status)?;
-        let r = req.into_inner();
-        let at = now();
-        let mut v = Violations::default();
-        let request_id = v.check(validate::request_id(&r.request_id)).flatten();
-        let max_use_count = match r.max_use_count {
-            0 => 1,
-            n if (1..=MAX_USE_COUNT).contains(&n) => n,
-            _ => {
-                v.check::<()>(Err(FieldViolation::new(
-                    "max_use_count",
-                    format!("must be 0 (one device) to {MAX_USE_COUNT}"),
-                )));
-                1
-            }
-        };
-        let expires_at = match &r.expires_at {
-            None => None,
-            Some(t) => match keygate_wire::convert::from_ts(t) {
-                Some(t) if t > at && t <= at + MAX_LIFETIME => Some(t),
-                _ => {
-                    v.check::<()>(Err(FieldViolation::new(
-                        "expires_at",
-                        "must be in the future and at most a year away",
-                    )));
-                    None
-                }
-            },
-        };
-        v.finish().map_err(to_status)?;
-        let user: UserIdentityId = validate::id(
-            "user_identity_id",
-            &r.user_identity_id,
-            Resource::UserIdentity,
-        )
-        .map_err(to_status)?;
-        let body = v1::GenerateInstantKeyRequest {
-            request_id: String::new(),
-            ..r
-        };
-        let idem = idempotency("GenerateInstantKey", request_id, &body);
-        self.store
-            .get_user_identity(ws, user)
-            .await
-            .map_err(to_status)?;
-        let expires_at = match expires_at {
-            Some(t) => t,
-            None => self
-                .last_access_ends(ws, user, at)
-                .await
-                .map_err(to_status)?,
-        };
-        let key = InstantKey {
-            id: InstantKeyId::new(),
-            workspace_id: ws,
-            user_identity_id: user,
-            access_grant_id: None,
-            created_at: at,
-            expires_at: Some(expires_at),
-            max_use_count: u32::try_from(max_use_count).unwrap_or(1),
-            use_count: 0,
-            revoked_at: None,
-        };
-        let (url, token_sha256) = self.links.mint(key.id).map_err(to_status)?;
-        let (created, events) = self
-            .store
-            .create_instant_key(ws, &key, &token_sha256, idem.as_ref())
-            .await
-            .map_err(to_status)?;
-        self.tracker
-            .committed(keygate_app::tracker::Committed::new(ws).events(&events))
-            .await;
-        let url = if created.id == key.id {
-            url
-        } else {
-            self.links.url(created.id).map_err(to_status)?
-        };
-        Ok(Response::new(v1::GenerateInstantKeyResponse {
-            instant_key: Some(self.one_on_wire(ws, &created).await.map_err(to_status)?),
-            qr_code_svg: keygate_delivery::qr::svg(&url).map_err(to_status)?,
-        }))
-    }
-
-    /// When the person's last access ends: the latest `ends_at` of their grants, at most
-    /// [`instant_key::DEFAULT_LIFETIME`] away (open-ended access gets that).
-    async fn last_access_ends(
-        &self,
-        ws: keygate_domain::ids::WorkspaceId,
-        user: UserIdentityId,
-        at: time::OffsetDateTime,
-    ) -> Result<time::OffsetDateTime, Error> {
-        let cap = at + instant_key::DEFAULT_LIFETIME;
-        let grants = self
-            .store
-            .list_access_grants(
-                ws,
-                &GrantFilter {
-                    user_identity_id: Some(user),
-                    ..Default::default()
-                },
-                &keygate_domain::page::PageRequest {
-                    after: None,
-                    limit: 500,
-                },
-            )
-            .await?;
-        let mut last = None;
-        for g in grants.items {
-            match g.ends_at {
-                None => return Ok(cap),
-                Some(e) if e > at => {
-                    last = Some(last.map_or(e, |l: time::OffsetDateTime| l.max(e)))
-                }
-                Some(_) => {}
-            }
-        }
-        Ok(last.map_or(cap, |l| l.min(cap)))
+        let ws = crate::auth::workspace(&req)?;
+        crate::error::reply(async {
+            let cmd = req.into_inner().into_command()?;
+            let (created, url) = self.app.generate_instant_key(ws, cmd).await?;
+            Ok(v1::GenerateInstantKeyResponse {
+                instant_key: Some(self.one_on_wire(ws, &created).await?),
+                qr_code_svg: keygate_delivery::qr::svg(&url)?,
+            })
+        })
+        .await
     }
 }
 

@@ -265,7 +265,8 @@ impl UserIdentityService for UserIdentities {
             Resource::UserIdentity,
         )
         .map_err(to_status)?;
-        self.store
+        self.instant_keys
+            .app
             .delete_user_identity(ws, id)
             .await
             .map_err(to_status)?;
