@@ -1,6 +1,6 @@
 //! A real browser on the Instant Key page: headless Chromium (Debian's, driven by
 //! playwright-core from `tests/browser`) opens the link of a quick-start grant as a phone would,
-//! sees the doors, taps Unlock, and the virtual access system records the unlock. `.ci/run`
+//! sees the doors, taps Unlock, and the virtual access system records the unlock. `tools/test`
 //! installs Chromium; the test installs the pinned npm package itself when it is missing. It
 //! never skips: without Chromium it fails and says how to install it.
 
@@ -35,7 +35,7 @@ async fn chromium_opens_the_instant_key_and_unlocks() {
     let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
     assert!(
         std::path::Path::new(&chromium).exists(),
-        "{chromium} is missing: install Debian's chromium (apt-get install chromium), as .ci/run does"
+        "{chromium} is missing: install Debian's chromium (apt-get install chromium), as tools/test does"
     );
     ensure_playwright();
     let dir = DataDir::new();

@@ -1,6 +1,6 @@
 //! End-to-end tests: each starts the real `keygate` binary and speaks gRPC to it.
 //! PostgreSQL and Redis variants use the servers on loopback (`KEYGATE_TEST_DATABASE_URL`,
-//! `KEYGATE_TEST_REDIS_URL`), which `.ci/run` starts.
+//! `KEYGATE_TEST_REDIS_URL`), which `tools/test` starts.
 
 mod harness;
 

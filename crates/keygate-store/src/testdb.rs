@@ -12,8 +12,9 @@ pub fn postgres_admin_url() -> String {
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
 }
 
-/// A migrated store on a database nobody else uses. Dropping it does not delete the database;
-/// `.ci/run` removes `keygate_test_*` databases before each run.
+/// A migrated store on a database nobody else uses. Dropping it does not delete the database:
+/// `tools/test` throws its whole cluster away after the run; on a server you provide,
+/// `keygate_test_*` databases stay until you drop them.
 pub struct TestDb {
     pub store: Arc<dyn Store>,
     pub url: String,
