@@ -18,7 +18,7 @@ use keygate_domain::update::{EndsAt, GrantChange};
 use keygate_domain::{Error, ErrorReason};
 use keygate_store::conformance::{quick_start_entrances, seeded_workspace};
 use keygate_store::testdb::TestDb;
-use keygate_store::{JobQueue as _, Store};
+use keygate_store::Store;
 
 struct Fixture {
     app: App,
