@@ -5,6 +5,7 @@
 mod backend;
 #[cfg(feature = "testing")]
 pub mod conformance;
+mod error;
 mod migrate;
 mod postgres;
 mod sql;

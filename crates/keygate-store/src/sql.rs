@@ -60,10 +60,9 @@ macro_rules! impl_store {
         use sqlx::Row as _;
         use time::OffsetDateTime;
 
+        use crate::error::{StoreError, user_identity_key_taken};
         use crate::traits::*;
-        use crate::util::{
-            db_err, fetch_limit, from_micros, into_page, is_unique_violation, parse, to_micros,
-        };
+        use crate::util::{db_err, fetch_limit, from_micros, into_page, parse, to_micros};
 
         type Conn = <$db as sqlx::Database>::Connection;
 
@@ -417,7 +416,7 @@ macro_rules! impl_store {
                         .fetch_one(&mut *tx)
                         .await
                         .map_err(db_err)?;
-                    return parse("workspace_id", &existing).map(Some);
+                    return Ok(parse("workspace_id", &existing).map(Some)?);
                 }
                 insert_workspace(&mut tx, ws, key, systems).await?;
                 tx.commit().await.map_err(db_err)?;
@@ -665,14 +664,7 @@ macro_rules! impl_store {
         }
 
         fn key_taken(e: sqlx::Error) -> Error {
-            if is_unique_violation(&e) {
-                Error::AlreadyExists {
-                    reason: ErrorReason::UserIdentityKeyTaken,
-                    message: "another user identity in this workspace has this user_identity_key".into(),
-                }
-            } else {
-                db_err(e)
-            }
+            StoreError::from(e).on_unique(user_identity_key_taken).into()
         }
 
         #[async_trait]
@@ -810,10 +802,7 @@ macro_rules! impl_store {
             }
 
             async fn migrate(&self) -> Result<i64, Error> {
-                $migrator().run(&self.pool).await.map_err(|e| match e {
-                    sqlx::migrate::MigrateError::Execute(inner) => db_err(inner),
-                    other => Error::Internal { message: format!("migration failed: {other}") },
-                })?;
+                $migrator().run(&self.pool).await.map_err(StoreError::from)?;
                 self.schema_version().await
             }
 

@@ -57,11 +57,11 @@ macro_rules! impl_acs_user_store {
             type Conn = <$db as sqlx::Database>::Connection;
 
             fn opt_time(r: &$row, col: &str) -> Result<Option<OffsetDateTime>, Error> {
-                r.try_get::<Option<i64>, _>(col).map_err(db_err)?.map(from_micros).transpose()
+                Ok(r.try_get::<Option<i64>, _>(col).map_err(db_err)?.map(from_micros).transpose()?)
             }
 
             fn id_col<T: std::str::FromStr>(r: &$row, col: &str) -> Result<T, Error> {
-                parse(col, &r.try_get::<String, _>(col).map_err(db_err)?)
+                Ok(parse(col, &r.try_get::<String, _>(col).map_err(db_err)?)?)
             }
 
             fn user_row(r: &$row) -> Result<AcsUser, Error> {

@@ -289,7 +289,7 @@ macro_rules! impl_delivery_store {
                         .fetch_one(&self.pool)
                         .await
                         .map_err(db_err)?;
-                    at.map(from_micros).transpose()
+                    Ok(at.map(from_micros).transpose()?)
                 }
             }
         }

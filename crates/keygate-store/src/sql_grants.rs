@@ -39,7 +39,8 @@ macro_rules! impl_grant_store {
             use super::$store;
             use crate::sql_grants::{event_cols, grant_cols, method_cols};
             use crate::traits::*;
-            use crate::util::{db_err, fetch_limit, from_micros, into_page, is_unique_violation, parse, to_micros};
+            use crate::error::{StoreError, access_grant_key_taken, user_identity_key_taken};
+            use crate::util::{db_err, fetch_limit, from_micros, into_page, parse, to_micros};
 
             type Conn = <$db as sqlx::Database>::Connection;
 
@@ -53,7 +54,7 @@ macro_rules! impl_grant_store {
 
 
             fn opt_id<T: std::str::FromStr>(r: &$row, col: &str) -> Result<Option<T>, Error> {
-                r.try_get::<Option<String>, _>(col).map_err(db_err)?.map(|s| parse(col, &s)).transpose()
+                Ok(r.try_get::<Option<String>, _>(col).map_err(db_err)?.map(|s| parse(col, &s)).transpose()?)
             }
 
             fn grant_row(r: &$row) -> Result<AccessGrant, Error> {
@@ -633,9 +634,7 @@ macro_rules! impl_grant_store {
                             .bind(to_micros(now))
                             .execute(&mut *tx)
                             .await
-                            .map_err(|e| if is_unique_violation(&e) {
-                                Error::AlreadyExists { reason: ErrorReason::UserIdentityKeyTaken, message: "another user identity in this workspace has this user_identity_key".into() }
-                            } else { db_err(e) })?;
+                            .map_err(|e| StoreError::from(e).on_unique(user_identity_key_taken))?;
                     }
                     sqlx::query(concat!("INSERT INTO access_grants (", grant_cols!(), ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"))
                         .bind(g.id.to_string())
@@ -654,9 +653,7 @@ macro_rules! impl_grant_store {
                         .bind(to_micros(now))
                         .execute(&mut *tx)
                         .await
-                        .map_err(|e| if is_unique_violation(&e) {
-                            Error::AlreadyExists { reason: ErrorReason::AccessGrantKeyTaken, message: "another access grant in this workspace has this access_grant_key".into() }
-                        } else { db_err(e) })?;
+                        .map_err(|e| StoreError::from(e).on_unique(access_grant_key_taken))?;
                     for (i, (entrance, system)) in new.entrances.iter().enumerate() {
                         sqlx::query("INSERT INTO access_grant_entrances (workspace_id, access_grant_id, acs_entrance_id, acs_system_id, position) VALUES ($1, $2, $3, $4, $5)")
                             .bind(ws.to_string())

@@ -29,7 +29,7 @@ macro_rules! impl_instant_key_store {
 
             fn key_row(r: &$row) -> Result<InstantKey, Error> {
                 let opt_time = |col: &str| -> Result<Option<OffsetDateTime>, Error> {
-                    r.try_get::<Option<i64>, _>(col).map_err(db_err)?.map(from_micros).transpose()
+                    Ok(r.try_get::<Option<i64>, _>(col).map_err(db_err)?.map(from_micros).transpose()?)
                 };
                 Ok(InstantKey {
                     id: parse("instant_key_id", &r.try_get::<String, _>("instant_key_id").map_err(db_err)?)?,

@@ -33,11 +33,11 @@ macro_rules! impl_webhook_store {
             type Conn = <$db as sqlx::Database>::Connection;
 
             fn opt_time(r: &$row, col: &str) -> Result<Option<OffsetDateTime>, Error> {
-                r.try_get::<Option<i64>, _>(col).map_err(db_err)?.map(from_micros).transpose()
+                Ok(r.try_get::<Option<i64>, _>(col).map_err(db_err)?.map(from_micros).transpose()?)
             }
 
             fn opt_id<T: std::str::FromStr>(r: &$row, col: &str) -> Result<Option<T>, Error> {
-                r.try_get::<Option<String>, _>(col).map_err(db_err)?.map(|s| parse(col, &s)).transpose()
+                Ok(r.try_get::<Option<String>, _>(col).map_err(db_err)?.map(|s| parse(col, &s)).transpose()?)
             }
 
             fn count(r: &$row, col: &str) -> Result<u32, Error> {
@@ -459,7 +459,7 @@ macro_rules! impl_webhook_store {
                         .fetch_one(&self.pool)
                         .await
                         .map_err(db_err)?;
-                    at.map(from_micros).transpose()
+                    Ok(at.map(from_micros).transpose()?)
                 }
 
                 async fn event_webhook_id(&self, ws: WorkspaceId, seq: i64) -> Result<Option<WebhookId>, Error> {
@@ -469,7 +469,7 @@ macro_rules! impl_webhook_store {
                         .fetch_optional(&self.pool)
                         .await
                         .map_err(db_err)?;
-                    id.flatten().map(|s| parse("webhook_id", &s)).transpose()
+                    Ok(id.flatten().map(|s| parse("webhook_id", &s)).transpose()?)
                 }
 
                 async fn list_webhook_deliveries(&self, ws: WorkspaceId, id: WebhookId, limit: u32) -> Result<Vec<WebhookDeliveryRecord>, Error> {

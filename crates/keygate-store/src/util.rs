@@ -3,44 +3,31 @@
 use keygate_domain::Error;
 use time::OffsetDateTime;
 
+use crate::error::{StoreError, StoreResult};
+
 /// Times are stored as Unix microseconds in both dialects.
 pub(crate) fn to_micros(t: OffsetDateTime) -> i64 {
     i64::try_from(t.unix_timestamp_nanos() / 1_000).unwrap_or(i64::MAX)
 }
 
-pub(crate) fn from_micros(us: i64) -> Result<OffsetDateTime, Error> {
-    OffsetDateTime::from_unix_timestamp_nanos(i128::from(us) * 1_000).map_err(|e| Error::Internal {
-        message: format!("stored time {us} out of range: {e}"),
+pub(crate) fn from_micros(us: i64) -> StoreResult<OffsetDateTime> {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(us) * 1_000).map_err(|e| {
+        StoreError::Corrupt {
+            message: format!("stored time {us} out of range: {e}"),
+            source: Some(Box::new(e)),
+        }
     })
 }
 
-pub(crate) fn parse<T: std::str::FromStr>(what: &str, s: &str) -> Result<T, Error> {
-    s.parse().map_err(|_| Error::Internal {
-        message: format!("stored {what} {s:?} is not a valid id"),
-    })
+pub(crate) fn parse<T: std::str::FromStr>(what: &str, s: &str) -> StoreResult<T> {
+    s.parse()
+        .map_err(|_| StoreError::corrupt(format!("stored {what} {s:?} is not a valid id")))
 }
 
-/// Maps a driver error to the domain: connection trouble is `Unavailable` (retryable), the rest
-/// is `Internal`. Constraint violations that mean something to the caller are mapped at the
-/// call site, before this.
+/// Maps a driver error to the domain through [`StoreError`], for code that returns the domain
+/// error directly.
 pub(crate) fn db_err(e: sqlx::Error) -> Error {
-    match e {
-        sqlx::Error::PoolTimedOut
-        | sqlx::Error::PoolClosed
-        | sqlx::Error::Io(_)
-        | sqlx::Error::Tls(_)
-        | sqlx::Error::WorkerCrashed => Error::Unavailable {
-            message: e.to_string(),
-        },
-        other => Error::Internal {
-            message: other.to_string(),
-        },
-    }
-}
-
-pub(crate) fn is_unique_violation(e: &sqlx::Error) -> bool {
-    e.as_database_error()
-        .is_some_and(|d| d.is_unique_violation())
+    Error::from(StoreError::Db(e))
 }
 
 /// Splits a fetched `limit + 1` rows into a page and the id to continue after.
