@@ -16,9 +16,9 @@ use keygate_domain::instant_key::Links;
 use keygate_domain::model::{NewUserIdentity, now};
 use keygate_domain::update::{EndsAt, GrantChange};
 use keygate_domain::{Error, ErrorReason};
+use keygate_store::Store;
 use keygate_store::conformance::{quick_start_entrances, seeded_workspace};
 use keygate_store::testdb::TestDb;
-use keygate_store::Store;
 
 struct Fixture {
     app: App,
