@@ -1,62 +1,15 @@
-//! Requests into `keygate-app` commands, parsed once. Each conversion destructures every field
-//! of its request, so a field added to the proto does not compile until it is handled here.
-//! Field rules (lengths, formats, at-least-one) are `keygate-domain::validate` and the
-//! `keygate-app` checks; every violation of a request is reported at once.
+//! Access grant requests.
 
 use keygate_app::grants::{self, CreateGrant, Grantee, UpdateGrant};
-use keygate_app::idempotency;
-use keygate_app::instant_keys::{self, GenerateKey};
-use keygate_app::methods::EncodeCard;
 use keygate_domain::capability::AccessMethodMode;
 use keygate_domain::grant::ModeRequest;
-use keygate_domain::ids::EntranceId;
 use keygate_domain::update::{EndsAt, GrantChange};
 use keygate_domain::validate::{self, Violations};
 use keygate_domain::{Error, FieldViolation, Resource};
 use keygate_proto::v1;
 
+use super::{IntoCommand, claim, entrance_ids, mode};
 use crate::convert::from_ts;
-
-/// A request that parses into its `keygate-app` command. (A trait of this crate rather than
-/// `TryFrom`, which the orphan rule forbids between two foreign types.)
-pub trait IntoCommand {
-    type Command;
-
-    /// Parses the request once, reporting every field violation together.
-    fn into_command(self) -> Result<Self::Command, Error>;
-}
-
-/// The domain mode of a proto enum value; `None` for unspecified or unknown values.
-pub fn mode(i: i32) -> Option<AccessMethodMode> {
-    match v1::AccessMethodMode::try_from(i).ok()? {
-        v1::AccessMethodMode::Card => Some(AccessMethodMode::Card),
-        v1::AccessMethodMode::Code => Some(AccessMethodMode::Code),
-        v1::AccessMethodMode::MobileKey => Some(AccessMethodMode::MobileKey),
-        v1::AccessMethodMode::CloudKey => Some(AccessMethodMode::CloudKey),
-        v1::AccessMethodMode::Unspecified => None,
-    }
-}
-
-/// Entrance ids, each a well-formed id (`INVALID_ARGUMENT` on `field` otherwise).
-pub fn entrance_ids(field: &str, ids: &[String]) -> Result<Vec<EntranceId>, Error> {
-    ids.iter()
-        .map(|e| validate::id(field, e, Resource::Entrance))
-        .collect()
-}
-
-/// The idempotency claim of a create: its `request_id` and a fingerprint of the request as
-/// received, without the `request_id` itself.
-pub fn claim<M: prost::Message>(
-    operation: &'static str,
-    request_id: Option<String>,
-    body_without_request_id: &M,
-) -> Option<keygate_store::Idempotency> {
-    idempotency::claim(
-        operation,
-        request_id,
-        &body_without_request_id.encode_to_vec(),
-    )
-}
 
 impl IntoCommand for v1::CreateAccessGrantRequest {
     type Command = CreateGrant;
@@ -244,92 +197,6 @@ impl IntoCommand for v1::UpdateAccessGrantRequest {
                 remove: entrance_ids("remove_acs_entrance_ids", &remove_acs_entrance_ids)?,
                 name,
             },
-        })
-    }
-}
-
-impl IntoCommand for v1::EncodeAccessMethodRequest {
-    type Command = EncodeCard;
-
-    fn into_command(self) -> Result<EncodeCard, Error> {
-        let fingerprint = v1::EncodeAccessMethodRequest {
-            request_id: String::new(),
-            ..self.clone()
-        };
-        let v1::EncodeAccessMethodRequest {
-            request_id,
-            access_method_id,
-            acs_encoder_id,
-        } = self;
-        let request_id = validate::request_id(&request_id).map_err(|v| Error::InvalidArgument {
-            violations: vec![v],
-        })?;
-        let access_method_id = validate::id(
-            "access_method_id",
-            &access_method_id,
-            Resource::AccessMethod,
-        )?;
-        let acs_encoder_id = validate::id("acs_encoder_id", &acs_encoder_id, Resource::Encoder)?;
-        Ok(EncodeCard {
-            idem: claim("EncodeAccessMethod", request_id, &fingerprint),
-            access_method_id,
-            acs_encoder_id,
-        })
-    }
-}
-
-impl IntoCommand for v1::GenerateInstantKeyRequest {
-    type Command = GenerateKey;
-
-    fn into_command(self) -> Result<GenerateKey, Error> {
-        let fingerprint = v1::GenerateInstantKeyRequest {
-            request_id: String::new(),
-            ..self.clone()
-        };
-        let v1::GenerateInstantKeyRequest {
-            request_id,
-            user_identity_id,
-            max_use_count,
-            expires_at,
-        } = self;
-        let at = keygate_domain::model::now();
-        let mut v = Violations::default();
-        let request_id = v.check(validate::request_id(&request_id)).flatten();
-        let max_use_count = match max_use_count {
-            0 => 1,
-            n if (1..=instant_keys::MAX_USE_COUNT).contains(&n) => n,
-            _ => {
-                v.check::<()>(Err(FieldViolation::new(
-                    "max_use_count",
-                    format!("must be 0 (one device) to {}", instant_keys::MAX_USE_COUNT),
-                )));
-                1
-            }
-        };
-        let expires_at = match &expires_at {
-            None => None,
-            Some(t) => match from_ts(t) {
-                Some(t) if t > at && t <= at + instant_keys::MAX_LIFETIME => Some(t),
-                _ => {
-                    v.check::<()>(Err(FieldViolation::new(
-                        "expires_at",
-                        "must be in the future and at most a year away",
-                    )));
-                    None
-                }
-            },
-        };
-        v.finish()?;
-        let user_identity_id = validate::id(
-            "user_identity_id",
-            &user_identity_id,
-            Resource::UserIdentity,
-        )?;
-        Ok(GenerateKey {
-            idem: claim("GenerateInstantKey", request_id, &fingerprint),
-            user_identity_id,
-            max_use_count: u32::try_from(max_use_count).unwrap_or(1),
-            expires_at,
         })
     }
 }
