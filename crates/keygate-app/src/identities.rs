@@ -1,11 +1,91 @@
-//! User identities: the people who receive access.
+//! User identities: the people who receive access, and the access system users linked to them.
 
 use keygate_domain::Error;
-use keygate_domain::ids::{UserIdentityId, WorkspaceId};
+use keygate_domain::ids::{AcsUserId, UserIdentityId, WorkspaceId};
+use keygate_domain::model::{
+    NewUserIdentity, UserIdentity, UserIdentityFilter, UserIdentityPatch, now,
+};
+use keygate_domain::page::{Page, PageRequest};
+use keygate_store::Idempotency;
 
 use crate::App;
 
+/// A validated `CreateUserIdentity`.
+#[derive(Clone, Debug)]
+pub struct CreateIdentity {
+    pub idem: Option<Idempotency>,
+    pub person: NewUserIdentity,
+}
+
+/// A person as shown: the record and the access system users linked to it.
+#[derive(Clone, Debug)]
+pub struct IdentityView {
+    pub identity: UserIdentity,
+    pub acs_user_ids: Vec<AcsUserId>,
+}
+
 impl App {
+    pub async fn create_user_identity(
+        &self,
+        ws: WorkspaceId,
+        c: CreateIdentity,
+    ) -> Result<IdentityView, Error> {
+        let CreateIdentity { idem, person } = c;
+        let created = self
+            .store
+            .create_user_identity(ws, UserIdentityId::new(), &person, idem.as_ref(), now())
+            .await?;
+        self.identity_view(ws, created).await
+    }
+
+    pub async fn get_user_identity(
+        &self,
+        ws: WorkspaceId,
+        id: UserIdentityId,
+    ) -> Result<IdentityView, Error> {
+        let u = self.store.get_user_identity(ws, id).await?;
+        self.identity_view(ws, u).await
+    }
+
+    pub async fn list_user_identities(
+        &self,
+        ws: WorkspaceId,
+        filter: &UserIdentityFilter,
+        page: &PageRequest,
+    ) -> Result<Page<IdentityView>, Error> {
+        let found = self.store.list_user_identities(ws, filter, page).await?;
+        Ok(Page {
+            items: self.identity_views(ws, found.items).await?,
+            next_after: found.next_after,
+        })
+    }
+
+    pub async fn update_user_identity(
+        &self,
+        ws: WorkspaceId,
+        id: UserIdentityId,
+        patch: &UserIdentityPatch,
+    ) -> Result<IdentityView, Error> {
+        let u = self
+            .store
+            .update_user_identity(ws, id, patch, now())
+            .await?;
+        self.identity_view(ws, u).await
+    }
+
+    /// Links an access system user to a person (seed 000's "User identity: link").
+    pub async fn link_acs_user(
+        &self,
+        ws: WorkspaceId,
+        user: AcsUserId,
+        identity: UserIdentityId,
+    ) -> Result<IdentityView, Error> {
+        self.store.link_acs_user(ws, user, identity).await?;
+        let u = self.store.get_user_identity(ws, identity).await?;
+        tracing::info!(user_identity_id = %identity, acs_user_id = %user, "access system user linked");
+        self.identity_view(ws, u).await
+    }
+
     /// Deletes a person's record. (Their grants, credentials and Instant Keys are not revoked
     /// yet: that is the door-safety work that follows this layer.)
     pub async fn delete_user_identity(
@@ -14,5 +94,35 @@ impl App {
         id: UserIdentityId,
     ) -> Result<(), Error> {
         self.store.delete_user_identity(ws, id).await
+    }
+
+    async fn identity_view(&self, ws: WorkspaceId, u: UserIdentity) -> Result<IdentityView, Error> {
+        self.identity_views(ws, vec![u])
+            .await?
+            .pop()
+            .ok_or_else(|| Error::Internal {
+                message: "a user identity went missing on the way out".into(),
+            })
+    }
+
+    /// Identities with the access system users linked to each (one query for all).
+    async fn identity_views(
+        &self,
+        ws: WorkspaceId,
+        identities: Vec<UserIdentity>,
+    ) -> Result<Vec<IdentityView>, Error> {
+        let ids: Vec<UserIdentityId> = identities.iter().map(|u| u.id).collect();
+        let links = self.store.linked_acs_users(ws, &ids).await?;
+        Ok(identities
+            .into_iter()
+            .map(|identity| IdentityView {
+                acs_user_ids: links
+                    .iter()
+                    .filter(|(i, _)| *i == identity.id)
+                    .map(|(_, user)| *user)
+                    .collect(),
+                identity,
+            })
+            .collect())
     }
 }

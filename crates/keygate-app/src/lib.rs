@@ -8,6 +8,7 @@
 //!
 //! This crate depends on no transport: no tonic, axum or hyper in its tree.
 
+pub mod acs_users;
 pub mod auth;
 pub mod events;
 pub mod grants;
@@ -43,6 +44,8 @@ pub struct App {
     /// Page token sealing; its key (shared by every replica, kept in the store) is set once
     /// the store answers.
     pub tokens: PageTokens,
+    /// Which channels `DeliverInstantKey` accepts (a sender, the outbox, or neither).
+    pub instant_key_delivery: instant_keys::Availability,
 }
 
 impl App {

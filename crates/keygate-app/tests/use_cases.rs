@@ -44,6 +44,7 @@ async fn fixture() -> Fixture {
         tracker,
         links,
         tokens: PageTokens::new(vec![6; 32]),
+        instant_key_delivery: Default::default(),
     };
     Fixture {
         app,
@@ -226,17 +227,18 @@ async fn generate_instant_key_for_a_person_and_replay_it() {
         max_use_count: 2,
         expires_at: None,
     };
-    let (key, url) = f
+    let (view, url) = f
         .app
         .generate_instant_key(f.ws, cmd.clone())
         .await
         .expect("generate");
+    let key = view.key;
     assert_eq!(key.user_identity_id, g.user_identity_id);
     assert_eq!(key.max_use_count, 2);
     assert!(url.starts_with("http://keygate.test/ik/"), "{url}");
     assert!(key.expires_at.is_some_and(|e| e > now()));
     let (again, again_url) = f.app.generate_instant_key(f.ws, cmd).await.expect("replay");
-    assert_eq!(again.id, key.id);
+    assert_eq!(again.key.id, key.id);
     assert_eq!(again_url, url);
     // Nobody to give it to: NOT_FOUND.
     let missing = GenerateKey {

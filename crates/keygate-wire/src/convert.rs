@@ -121,6 +121,13 @@ pub fn user_identity(u: &UserIdentity) -> v1::UserIdentity {
     }
 }
 
+/// A person with the access system users linked to it.
+pub fn identity_view(v: &keygate_app::identities::IdentityView) -> v1::UserIdentity {
+    let mut pb = user_identity(&v.identity);
+    pb.acs_user_ids = v.acs_user_ids.iter().map(ToString::to_string).collect();
+    pb
+}
+
 pub fn workspace(w: &Workspace) -> admin::Workspace {
     admin::Workspace {
         workspace_id: w.id.to_string(),
@@ -388,4 +395,63 @@ pub fn credential(c: &AcsCredential, m: &AccessMethod, direct_entrances: bool) -
         errors: m.errors.iter().map(error).collect(),
         pending_mutations: pending(&keygate_domain::grant::pending_mutations(&m.doors)),
     }
+}
+
+/// A delivery on the wire.
+pub fn delivery_wire(d: &keygate_domain::delivery::Delivery) -> v1::Delivery {
+    v1::Delivery {
+        delivery_id: d.id.to_string(),
+        instant_key_id: d.instant_key_id.to_string(),
+        channel: match d.channel {
+            keygate_domain::delivery::Channel::Sms => v1::DeliveryChannel::Sms,
+            keygate_domain::delivery::Channel::Email => v1::DeliveryChannel::Email,
+        } as i32,
+        to: d.to.clone(),
+        status: match d.status {
+            keygate_domain::delivery::Status::Pending => v1::DeliveryStatus::Pending,
+            keygate_domain::delivery::Status::Sent => v1::DeliveryStatus::Sent,
+            keygate_domain::delivery::Status::Failed => v1::DeliveryStatus::Failed,
+        } as i32,
+        attempts: i32::try_from(d.attempts).unwrap_or(i32::MAX),
+        last_error: d.last_error.clone().unwrap_or_default(),
+        created_at: Some(ts(d.created_at)),
+        sent_at: d.sent_at.map(ts),
+        sent_to_outbox: d.sent_via == Some(keygate_domain::delivery::SentVia::Outbox),
+    }
+}
+
+/// The key on the wire, with its link and QR code address; `deliveries` is left empty (see
+/// [`key_view`], which fills it).
+pub fn instant_key(
+    links: &keygate_domain::instant_key::Links,
+    k: &keygate_domain::instant_key::InstantKey,
+) -> Result<v1::InstantKey, keygate_domain::Error> {
+    Ok(v1::InstantKey {
+        instant_key_id: k.id.to_string(),
+        workspace_id: k.workspace_id.to_string(),
+        instant_key_url: links.url(k.id)?,
+        user_identity_id: k.user_identity_id.to_string(),
+        // The page's client session is the key itself: one per key, whatever device holds it.
+        client_session_id: k.id.to_string(),
+        access_grant_id: k.access_grant_id.map(|g| g.to_string()).unwrap_or_default(),
+        created_at: Some(ts(k.created_at)),
+        expires_at: k.expires_at.map(ts),
+        max_use_count: i32::try_from(k.max_use_count).unwrap_or(i32::MAX),
+        use_count: i32::try_from(k.use_count).unwrap_or(i32::MAX),
+        is_revoked: k.revoked_at.is_some(),
+        revoked_at: k.revoked_at.map(ts),
+        qr_code_url: links.qr_code_url(k.id)?,
+        customization: None,
+        deliveries: Vec::new(),
+    })
+}
+
+/// A key with its deliveries.
+pub fn key_view(
+    links: &keygate_domain::instant_key::Links,
+    v: &keygate_app::instant_keys::KeyView,
+) -> Result<v1::InstantKey, keygate_domain::Error> {
+    let mut w = instant_key(links, &v.key)?;
+    w.deliveries = v.deliveries.iter().map(delivery_wire).collect();
+    Ok(w)
 }

@@ -6,3 +6,4 @@ pub mod convert;
 pub mod events;
 pub mod links;
 pub mod parse;
+pub mod qr;

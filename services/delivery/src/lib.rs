@@ -6,5 +6,4 @@
 pub mod instant_keys;
 mod leases;
 pub mod notify;
-pub mod qr;
 pub mod webhooks;

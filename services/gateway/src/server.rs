@@ -50,9 +50,6 @@ pub struct GatewayDeps {
     pub shutdown: tokio::sync::watch::Receiver<bool>,
     /// What `CreateWebhook`'s SSRF guard lets through besides public addresses.
     pub webhook_network: keygate_delivery::webhooks::NetworkPolicy,
-    /// Which channels `DeliverInstantKey` accepts (a sender, the outbox, or neither), and the
-    /// bell that wakes this process's sender.
-    pub instant_key_delivery: keygate_delivery::notify::Availability,
 }
 
 /// Limits of the server.
@@ -138,25 +135,13 @@ pub async fn serve(
         store: app.store.clone(),
         tokens: tokens.clone(),
     };
-    let instant_keys = std::sync::Arc::new(InstantKeys {
-        app: app.clone(),
-        store: app.store.clone(),
-        tokens: tokens.clone(),
-        links: app.links.clone(),
-        tracker: app.tracker.clone(),
-        delivery: deps.instant_key_delivery.clone(),
-    });
+    let instant_keys = std::sync::Arc::new(InstantKeys { app: app.clone() });
     let user_identities = UserIdentities {
-        store: app.store.clone(),
-        tokens: tokens.clone(),
+        app: app.clone(),
         instant_keys: instant_keys.clone(),
     };
     let access_grants = AccessGrants { app: app.clone() };
-    let acs_users = AcsUsers {
-        store: app.store.clone(),
-        tokens: tokens.clone(),
-        app: app.clone(),
-    };
+    let acs_users = AcsUsers { app: app.clone() };
     let access_methods = AccessMethods { app: app.clone() };
     let action_attempts = ActionAttempts { app: app.clone() };
     let events = Events {

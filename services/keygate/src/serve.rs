@@ -107,6 +107,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         tracker: tracker.clone(),
         links: links.clone(),
         tokens: page_tokens.clone(),
+        instant_key_delivery: instant_key_delivery.clone(),
     };
     let (ready_tx, ready_rx) = watch::channel(false);
 
@@ -121,7 +122,6 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             admin_token: Some(args.admin_token.clone()).filter(|t| !t.is_empty()),
             shutdown: stop_rx.clone(),
             webhook_network,
-            instant_key_delivery: instant_key_delivery.clone(),
         };
         let cfg = ServerConfig {
             stack: StackConfig {

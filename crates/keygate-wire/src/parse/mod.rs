@@ -3,7 +3,9 @@
 //! Field rules (lengths, formats, at-least-one) are `keygate-domain::validate` and the
 //! `keygate-app` checks; every violation of a request is reported at once.
 
+mod acs_users;
 mod grants;
+mod identities;
 mod instant_keys;
 mod methods;
 

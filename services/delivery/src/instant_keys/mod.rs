@@ -377,7 +377,7 @@ async fn qr_svg(
     Path(token): Path<String>,
 ) -> Result<Response, Refusal> {
     let url = qr(&pages, &token).await?;
-    let svg = crate::qr::svg(&url).map_err(|e| internal(&e))?;
+    let svg = keygate_wire::qr::svg(&url).map_err(|e| internal(&e))?;
     let mut r = (StatusCode::OK, svg).into_response();
     r.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -393,7 +393,7 @@ async fn qr_png(
     Path(token): Path<String>,
 ) -> Result<Response, Refusal> {
     let url = qr(&pages, &token).await?;
-    let png = crate::qr::png(&url).map_err(|e| internal(&e))?;
+    let png = keygate_wire::qr::png(&url).map_err(|e| internal(&e))?;
     let mut r = (StatusCode::OK, png).into_response();
     r.headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static("image/png"));

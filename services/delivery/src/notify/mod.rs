@@ -18,7 +18,7 @@ pub mod sms;
 use std::sync::Arc;
 use std::time::Duration;
 
-use keygate_domain::delivery::Channel;
+pub use keygate_app::instant_keys::{Availability, Route};
 use rand::RngExt as _;
 use tokio::sync::Notify;
 
@@ -159,46 +159,6 @@ impl NotifyConfig {
             sms: route(self.sms.is_some()),
             email: route(self.email.is_some()),
             wake: Arc::new(Notify::new()),
-        }
-    }
-}
-
-/// Where deliveries of one channel go on this server.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Route {
-    /// No sender: `DeliverInstantKey` answers CAPABILITY_NOT_SUPPORTED.
-    Off,
-    /// The configured SMS API or SMTP server.
-    Provider,
-    /// The outbox: nothing leaves the machine.
-    Outbox,
-}
-
-/// Which channels this server sends, as the gateway must know it, and the bell that wakes this
-/// process's sender when a delivery is queued (a sender in another process polls).
-#[derive(Clone, Debug)]
-pub struct Availability {
-    pub sms: Route,
-    pub email: Route,
-    pub wake: Arc<Notify>,
-}
-
-impl Default for Availability {
-    /// No channel at all.
-    fn default() -> Self {
-        Self {
-            sms: Route::Off,
-            email: Route::Off,
-            wake: Arc::new(Notify::new()),
-        }
-    }
-}
-
-impl Availability {
-    pub fn route(&self, channel: Channel) -> Route {
-        match channel {
-            Channel::Sms => self.sms,
-            Channel::Email => self.email,
         }
     }
 }

@@ -1,80 +1,25 @@
-//! `keygate.v1.UserIdentityService`: the people who receive access.
+//! `keygate.v1.UserIdentityService`: an adapter over `keygate_app::identities` (and
+//! `keygate_app::instant_keys` for `GenerateInstantKey`).
 
 use std::sync::Arc;
 
-use keygate_domain::ids::{AcsUserId, UserIdentityId, WorkspaceId};
-use keygate_domain::model::{UserIdentity, UserIdentityFilter, now};
-use keygate_domain::validate::{self, Violations};
-use keygate_domain::{Error, Resource};
+use keygate_app::App;
+use keygate_app::tokens::PageScope;
+use keygate_domain::Resource;
+use keygate_domain::model::UserIdentityFilter;
+use keygate_domain::validate;
 use keygate_proto::v1::{self, user_identity_service_server::UserIdentityService};
-use keygate_store::{Idempotency, Store};
-use sha2::{Digest as _, Sha256};
-use tonic::{Request, Response, Status};
+use keygate_wire::convert::identity_view;
+use keygate_wire::parse::IntoCommand as _;
+use tonic::Request;
 
-use super::page_request;
-use crate::auth::principal;
-use crate::error::to_status;
-use keygate_app::tokens::{PageScope, PageTokens};
-use keygate_wire::convert;
+use crate::auth::workspace;
+use crate::error::{Reply, reply};
 
 pub struct UserIdentities {
-    pub store: Arc<dyn Store>,
-    pub tokens: PageTokens,
-    /// Serves `GenerateInstantKey`.
+    pub app: App,
+    /// Serves `GenerateInstantKey` (its reply is an Instant Key's).
     pub instant_keys: Arc<super::instant_keys::InstantKeys>,
-}
-
-/// The idempotency claim of a create: its `request_id` and a hash of everything else.
-pub(crate) fn idempotency<M: prost::Message + Clone>(
-    operation: &'static str,
-    request_id: Option<String>,
-    body: &M,
-) -> Option<Idempotency> {
-    request_id.map(|request_id| Idempotency {
-        request_id,
-        operation,
-        request_sha256: Sha256::digest(body.encode_to_vec()).to_vec(),
-    })
-}
-
-impl UserIdentities {
-    /// Identities on the wire, with the access system users linked to each (one query for all).
-    async fn wire(
-        &self,
-        ws: WorkspaceId,
-        identities: &[UserIdentity],
-    ) -> Result<Vec<v1::UserIdentity>, Error> {
-        let ids: Vec<UserIdentityId> = identities.iter().map(|u| u.id).collect();
-        let links = self.store.linked_acs_users(ws, &ids).await?;
-        Ok(identities
-            .iter()
-            .map(|u| {
-                let mut pb = convert::user_identity(u);
-                pb.acs_user_ids = links
-                    .iter()
-                    .filter(|(identity, _)| *identity == u.id)
-                    .map(|(_, user)| user.to_string())
-                    .collect();
-                pb
-            })
-            .collect())
-    }
-
-    async fn wire_one(
-        &self,
-        ws: WorkspaceId,
-        u: &UserIdentity,
-    ) -> Result<v1::UserIdentity, Status> {
-        self.wire(ws, std::slice::from_ref(u))
-            .await
-            .map_err(to_status)?
-            .pop()
-            .ok_or_else(|| {
-                to_status(Error::Internal {
-                    message: "a user identity went missing on the way out".into(),
-                })
-            })
-    }
 }
 
 #[tonic::async_trait]
@@ -83,39 +28,29 @@ impl UserIdentityService for UserIdentities {
     async fn link_acs_user(
         &self,
         req: Request<v1::LinkAcsUserRequest>,
-    ) -> Result<Response<v1::LinkAcsUserResponse>, Status> {
-        let ws = principal(&req)
-            .and_then(|p| p.workspace())
-            .map_err(to_status)?;
+    ) -> Reply<v1::LinkAcsUserResponse> {
+        let ws = workspace(&req)?;
         let r = req.into_inner();
-        let identity: UserIdentityId = validate::id(
-            "user_identity_id",
-            &r.user_identity_id,
-            Resource::UserIdentity,
-        )
-        .map_err(to_status)?;
-        let user: AcsUserId =
-            validate::id("acs_user_id", &r.acs_user_id, Resource::AcsUser).map_err(to_status)?;
-        self.store
-            .link_acs_user(ws, user, identity)
-            .await
-            .map_err(to_status)?;
-        let u = self
-            .store
-            .get_user_identity(ws, identity)
-            .await
-            .map_err(to_status)?;
-        tracing::info!(user_identity_id = %identity, acs_user_id = %user, "access system user linked");
-        Ok(Response::new(v1::LinkAcsUserResponse {
-            user_identity: Some(self.wire_one(ws, &u).await?),
-        }))
+        reply(async {
+            let identity = validate::id(
+                "user_identity_id",
+                &r.user_identity_id,
+                Resource::UserIdentity,
+            )?;
+            let user = validate::id("acs_user_id", &r.acs_user_id, Resource::AcsUser)?;
+            let u = self.app.link_acs_user(ws, user, identity).await?;
+            Ok(v1::LinkAcsUserResponse {
+                user_identity: Some(identity_view(&u)),
+            })
+        })
+        .await
     }
 
     #[tracing::instrument(skip_all)]
     async fn generate_instant_key(
         &self,
         req: Request<v1::GenerateInstantKeyRequest>,
-    ) -> Result<Response<v1::GenerateInstantKeyResponse>, Status> {
+    ) -> Reply<v1::GenerateInstantKeyResponse> {
         self.instant_keys.generate(req).await
     }
 
@@ -123,153 +58,97 @@ impl UserIdentityService for UserIdentities {
     async fn create_user_identity(
         &self,
         req: Request<v1::CreateUserIdentityRequest>,
-    ) -> Result<Response<v1::CreateUserIdentityResponse>, Status> {
-        let ws = principal(&req)
-            .and_then(|p| p.workspace())
-            .map_err(to_status)?;
-        let r = req.into_inner();
-        let mut v = Violations::default();
-        let request_id = v.check(validate::request_id(&r.request_id)).flatten();
-        v.finish().map_err(to_status)?;
-        let new = validate::new_user_identity(
-            &r.user_identity_key,
-            &r.full_name,
-            &r.email_address,
-            &r.phone_number,
-        )
-        .map_err(to_status)?;
-        // The body hash leaves out the request_id itself.
-        let body = v1::CreateUserIdentityRequest {
-            request_id: String::new(),
-            ..r
-        };
-        let idem = idempotency("CreateUserIdentity", request_id, &body);
-        let created = self
-            .store
-            .create_user_identity(ws, UserIdentityId::new(), &new, idem.as_ref(), now())
-            .await
-            .map_err(to_status)?;
-        Ok(Response::new(v1::CreateUserIdentityResponse {
-            user_identity: Some(self.wire_one(ws, &created).await?),
-        }))
+    ) -> Reply<v1::CreateUserIdentityResponse> {
+        let ws = workspace(&req)?;
+        reply(async {
+            let cmd = req.into_inner().into_command()?;
+            let u = self.app.create_user_identity(ws, cmd).await?;
+            Ok(v1::CreateUserIdentityResponse {
+                user_identity: Some(identity_view(&u)),
+            })
+        })
+        .await
     }
 
     #[tracing::instrument(skip_all)]
     async fn get_user_identity(
         &self,
         req: Request<v1::GetUserIdentityRequest>,
-    ) -> Result<Response<v1::GetUserIdentityResponse>, Status> {
-        let ws = principal(&req)
-            .and_then(|p| p.workspace())
-            .map_err(to_status)?;
-        let id: UserIdentityId = validate::id(
-            "user_identity_id",
-            &req.get_ref().user_identity_id,
-            Resource::UserIdentity,
-        )
-        .map_err(to_status)?;
-        let u = self
-            .store
-            .get_user_identity(ws, id)
-            .await
-            .map_err(to_status)?;
-        Ok(Response::new(v1::GetUserIdentityResponse {
-            user_identity: Some(self.wire_one(ws, &u).await?),
-        }))
+    ) -> Reply<v1::GetUserIdentityResponse> {
+        let ws = workspace(&req)?;
+        reply(async {
+            let id = validate::id(
+                "user_identity_id",
+                &req.get_ref().user_identity_id,
+                Resource::UserIdentity,
+            )?;
+            let u = self.app.get_user_identity(ws, id).await?;
+            Ok(v1::GetUserIdentityResponse {
+                user_identity: Some(identity_view(&u)),
+            })
+        })
+        .await
     }
 
     #[tracing::instrument(skip_all)]
     async fn list_user_identities(
         &self,
         req: Request<v1::ListUserIdentitiesRequest>,
-    ) -> Result<Response<v1::ListUserIdentitiesResponse>, Status> {
-        let ws = principal(&req)
-            .and_then(|p| p.workspace())
-            .map_err(to_status)?;
+    ) -> Reply<v1::ListUserIdentitiesResponse> {
+        let ws = workspace(&req)?;
         let r = req.into_inner();
-        let filter_parts = [
-            "ListUserIdentities",
-            r.user_identity_key.as_str(),
-            r.email_address.as_str(),
-        ];
-        let scope = PageScope::workspace(ws, &filter_parts);
-        let page =
-            page_request(&self.tokens, &scope, r.page_size, &r.page_token).map_err(to_status)?;
-        let filter = UserIdentityFilter {
-            user_identity_key: Some(r.user_identity_key.clone()).filter(|k| !k.is_empty()),
-            email_address: Some(r.email_address.trim().to_owned()).filter(|e| !e.is_empty()),
-        };
-        let found = self
-            .store
-            .list_user_identities(ws, &filter, &page)
-            .await
-            .map_err(to_status)?;
-        Ok(Response::new(v1::ListUserIdentitiesResponse {
-            user_identities: self.wire(ws, &found.items).await.map_err(to_status)?,
-            next_page_token: self
-                .tokens
-                .seal(&scope, found.next_after)
-                .map_err(to_status)?,
-        }))
+        reply(async {
+            let filter_parts = [
+                "ListUserIdentities",
+                r.user_identity_key.as_str(),
+                r.email_address.as_str(),
+            ];
+            let scope = PageScope::workspace(ws, &filter_parts);
+            let page = self.app.page_request(&scope, r.page_size, &r.page_token)?;
+            let filter = UserIdentityFilter {
+                user_identity_key: Some(r.user_identity_key.clone()).filter(|k| !k.is_empty()),
+                email_address: Some(r.email_address.trim().to_owned()).filter(|e| !e.is_empty()),
+            };
+            let found = self.app.list_user_identities(ws, &filter, &page).await?;
+            Ok(v1::ListUserIdentitiesResponse {
+                user_identities: found.items.iter().map(identity_view).collect(),
+                next_page_token: self.app.tokens.seal(&scope, found.next_after)?,
+            })
+        })
+        .await
     }
 
     #[tracing::instrument(skip_all)]
     async fn update_user_identity(
         &self,
         req: Request<v1::UpdateUserIdentityRequest>,
-    ) -> Result<Response<v1::UpdateUserIdentityResponse>, Status> {
-        let ws = principal(&req)
-            .and_then(|p| p.workspace())
-            .map_err(to_status)?;
-        let v1::UpdateUserIdentityRequest {
-            user_identity_id,
-            user_identity_key,
-            full_name,
-            email_address,
-            phone_number,
-        } = req.into_inner();
-        let id: UserIdentityId = validate::id(
-            "user_identity_id",
-            &user_identity_id,
-            Resource::UserIdentity,
-        )
-        .map_err(to_status)?;
-        let patch = validate::user_identity_patch(
-            user_identity_key.as_deref(),
-            full_name.as_deref(),
-            email_address.as_deref(),
-            phone_number.as_deref(),
-        )
-        .map_err(to_status)?;
-        let u = self
-            .store
-            .update_user_identity(ws, id, &patch, now())
-            .await
-            .map_err(to_status)?;
-        Ok(Response::new(v1::UpdateUserIdentityResponse {
-            user_identity: Some(self.wire_one(ws, &u).await?),
-        }))
+    ) -> Reply<v1::UpdateUserIdentityResponse> {
+        let ws = workspace(&req)?;
+        reply(async {
+            let (id, patch) = req.into_inner().into_command()?;
+            let u = self.app.update_user_identity(ws, id, &patch).await?;
+            Ok(v1::UpdateUserIdentityResponse {
+                user_identity: Some(identity_view(&u)),
+            })
+        })
+        .await
     }
 
     #[tracing::instrument(skip_all)]
     async fn delete_user_identity(
         &self,
         req: Request<v1::DeleteUserIdentityRequest>,
-    ) -> Result<Response<v1::DeleteUserIdentityResponse>, Status> {
-        let ws = principal(&req)
-            .and_then(|p| p.workspace())
-            .map_err(to_status)?;
-        let id: UserIdentityId = validate::id(
-            "user_identity_id",
-            &req.get_ref().user_identity_id,
-            Resource::UserIdentity,
-        )
-        .map_err(to_status)?;
-        self.instant_keys
-            .app
-            .delete_user_identity(ws, id)
-            .await
-            .map_err(to_status)?;
-        Ok(Response::new(v1::DeleteUserIdentityResponse {}))
+    ) -> Reply<v1::DeleteUserIdentityResponse> {
+        let ws = workspace(&req)?;
+        reply(async {
+            let id = validate::id(
+                "user_identity_id",
+                &req.get_ref().user_identity_id,
+                Resource::UserIdentity,
+            )?;
+            self.app.delete_user_identity(ws, id).await?;
+            Ok(v1::DeleteUserIdentityResponse {})
+        })
+        .await
     }
 }
