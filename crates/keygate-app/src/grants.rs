@@ -5,7 +5,6 @@
 use std::collections::HashSet;
 
 use keygate_domain::capability::{AccessMethodMode, PinCodeGenerator};
-use keygate_domain::events::NewEvent;
 use keygate_domain::grant::{self, AccessGrant, GrantSpec, ModeRequest};
 use keygate_domain::ids::{
     AccessGrantId, AccessMethodId, AccessSystemId, EntranceId, InstantKeyId, UserIdentityId,
@@ -254,12 +253,7 @@ impl App {
                         revoked_at: None,
                     };
                     let (_, token_sha256) = self.links.mint(key_id)?;
-                    events.push(
-                        NewEvent::new(keygate_domain::events::INSTANT_KEY_CREATED, at)
-                            .grant(g.id)
-                            .user(g.user_identity_id)
-                            .instant_key(key_id),
-                    );
+                    events.push(key.created_event());
                     Some((key, token_sha256))
                 }
                 None => None,

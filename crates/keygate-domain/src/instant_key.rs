@@ -52,6 +52,17 @@ pub enum Inactive {
 }
 
 impl InstantKey {
+    /// `instant_key.created`: the event of a new key (with its grant, when the grant made it).
+    pub fn created_event(&self) -> crate::events::NewEvent {
+        let e = crate::events::NewEvent::new(crate::events::INSTANT_KEY_CREATED, self.created_at)
+            .user(self.user_identity_id)
+            .instant_key(self.id);
+        match self.access_grant_id {
+            Some(g) => e.grant(g),
+            None => e,
+        }
+    }
+
     /// Whether the key works at `now` for a device; `claimed` says whether this device already
     /// holds one of its claims.
     pub fn check(&self, now: OffsetDateTime, claimed: bool) -> Result<(), Inactive> {
