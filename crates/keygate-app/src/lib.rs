@@ -16,6 +16,7 @@ pub mod identities;
 pub mod instant_keys;
 pub mod methods;
 pub mod reads;
+pub mod systems;
 pub mod tokens;
 pub mod tracker;
 pub mod workspaces;

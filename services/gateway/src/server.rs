@@ -134,10 +134,7 @@ pub async fn serve(
         }
     };
 
-    let access_systems = AccessSystems {
-        store: app.store.clone(),
-        tokens: tokens.clone(),
-    };
+    let access_systems = AccessSystems { app: app.clone() };
     let instant_keys = std::sync::Arc::new(InstantKeys {
         app: app.clone(),
         store: app.store.clone(),
