@@ -44,6 +44,7 @@ async fn fixture() -> Fixture {
         tracker,
         links,
         tokens: PageTokens::new(vec![6; 32]),
+        webhook_network: Default::default(),
     };
     Fixture {
         app,

@@ -48,8 +48,6 @@ pub struct GatewayDeps {
     pub admin_token: Option<String>,
     /// Turns true on shutdown; streams end.
     pub shutdown: tokio::sync::watch::Receiver<bool>,
-    /// What `CreateWebhook`'s SSRF guard lets through besides public addresses.
-    pub webhook_network: keygate_delivery::webhooks::NetworkPolicy,
     /// Which channels `DeliverInstantKey` accepts (a sender, the outbox, or neither), and the
     /// bell that wakes this process's sender.
     pub instant_key_delivery: keygate_delivery::notify::Availability,
@@ -162,11 +160,7 @@ pub async fn serve(
         doorbell: app.tracker.doorbell().clone(),
         shutdown: deps.shutdown.clone(),
     };
-    let webhooks = Webhooks {
-        store: app.store.clone(),
-        tokens: tokens.clone(),
-        network: deps.webhook_network,
-    };
+    let webhooks = Webhooks { app: app.clone() };
     let workspaces = Workspaces {
         store: app.store.clone(),
         cache: app.reads.cache().clone(),

@@ -85,12 +85,12 @@ async fn start(postgres: bool) -> anyhow::Result<Harness> {
             links
         },
         tokens: PageTokens::new(vec![7; 32]),
+        webhook_network: Default::default(),
     };
     let deps = GatewayDeps {
         app,
         admin_token: None,
         shutdown: stop_rx.clone(),
-        webhook_network: Default::default(),
         instant_key_delivery: Default::default(),
     };
     let cfg = ServerConfig {

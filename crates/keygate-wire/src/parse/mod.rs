@@ -6,6 +6,7 @@
 mod grants;
 mod instant_keys;
 mod methods;
+mod webhooks;
 
 use keygate_app::idempotency;
 use keygate_domain::capability::AccessMethodMode;
