@@ -161,11 +161,7 @@ pub async fn serve(
         shutdown: deps.shutdown.clone(),
     };
     let webhooks = Webhooks { app: app.clone() };
-    let workspaces = Workspaces {
-        store: app.store.clone(),
-        cache: app.reads.cache().clone(),
-        tokens,
-    };
+    let workspaces = Workspaces { app: app.clone() };
 
     Server::builder()
         .max_concurrent_streams(Some(cfg.max_concurrent_streams))

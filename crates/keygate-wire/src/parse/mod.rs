@@ -7,6 +7,7 @@ mod grants;
 mod instant_keys;
 mod methods;
 mod webhooks;
+mod workspaces;
 
 use keygate_app::idempotency;
 use keygate_domain::capability::AccessMethodMode;
