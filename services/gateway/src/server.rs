@@ -155,9 +155,7 @@ pub async fn serve(
     let access_methods = AccessMethods { app: app.clone() };
     let action_attempts = ActionAttempts { app: app.clone() };
     let events = Events {
-        store: app.store.clone(),
-        tokens: tokens.clone(),
-        doorbell: app.tracker.doorbell().clone(),
+        app: app.clone(),
         shutdown: deps.shutdown.clone(),
     };
     let webhooks = Webhooks { app: app.clone() };

@@ -3,6 +3,7 @@
 //! Field rules (lengths, formats, at-least-one) are `keygate-domain::validate` and the
 //! `keygate-app` checks; every violation of a request is reported at once.
 
+mod events;
 mod grants;
 mod instant_keys;
 mod methods;
