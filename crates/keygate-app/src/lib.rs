@@ -17,8 +17,11 @@ pub mod identities;
 pub mod instant_keys;
 pub mod methods;
 pub mod reads;
+pub mod ssrf;
+pub mod systems;
 pub mod tokens;
 pub mod tracker;
+pub mod webhooks;
 pub mod workspaces;
 
 use std::sync::Arc;
@@ -29,11 +32,12 @@ use keygate_domain::page::{PageRequest, page_size};
 use keygate_store::Store;
 
 use crate::reads::StatusReads;
+use crate::ssrf::NetworkPolicy;
 use crate::tokens::{PageScope, PageTokens};
 use crate::tracker::Tracker;
 
 /// Everything a use case needs from the process: the store of record, the cached reads, the
-/// tracker, Instant Key links and page token sealing.
+/// tracker, Instant Key links, page token sealing and the webhook network policy.
 #[derive(Clone)]
 pub struct App {
     pub store: Arc<dyn Store>,
@@ -46,6 +50,9 @@ pub struct App {
     pub tokens: PageTokens,
     /// Which channels `DeliverInstantKey` accepts (a sender, the outbox, or neither).
     pub instant_key_delivery: instant_keys::Availability,
+    /// What the SSRF guard lets through besides public addresses, at `CreateWebhook` (the
+    /// webhook dispatcher checks again at send time with the same policy).
+    pub webhook_network: NetworkPolicy,
 }
 
 impl App {

@@ -1,7 +1,8 @@
 //! What follows a commit, in one place. After a use case (or a worker) has committed a change
 //! to the store, it hands the [`Tracker`] a [`Committed`] note: which grants and methods
 //! changed, the last event appended, and which workers have new work. The tracker then evicts
-//! the cached status ([`crate::reads::StatusReads`] owns the keys), rings the event doorbell
+//! the cached status ([`crate::reads::StatusReads`] owns the keys) and the cached API keys
+//! ([`crate::auth`] owns those), rings the event doorbell
 //! (watchers and the webhook dispatcher wake) and wakes this process's orchestrator or
 //! Instant Key sender. No other module evicts, rings or wakes.
 //!
@@ -12,7 +13,7 @@ use std::sync::Arc;
 
 use keygate_cache::bus::Doorbell;
 use keygate_domain::events::Event;
-use keygate_domain::ids::{AccessGrantId, AccessMethodId, WorkspaceId};
+use keygate_domain::ids::{AccessGrantId, AccessMethodId, ApiKeyId, WorkspaceId};
 use tokio::sync::Notify;
 
 use crate::reads::StatusReads;
@@ -33,6 +34,7 @@ pub struct Committed {
     workspace: WorkspaceId,
     grants: Vec<AccessGrantId>,
     methods: Vec<AccessMethodId>,
+    api_keys: Vec<ApiKeyId>,
     last_seq: Option<i64>,
     jobs: bool,
     deliveries: bool,
@@ -44,6 +46,7 @@ impl Committed {
             workspace,
             grants: Vec::new(),
             methods: Vec::new(),
+            api_keys: Vec::new(),
             last_seq: None,
             jobs: false,
             deliveries: false,
@@ -59,6 +62,12 @@ impl Committed {
     /// Methods whose cached status is now stale.
     pub fn methods(mut self, ids: impl IntoIterator<Item = AccessMethodId>) -> Self {
         self.methods.extend(ids);
+        self
+    }
+
+    /// An API key whose record changed (revoked): its cached copy is now stale.
+    pub fn api_key(mut self, id: ApiKeyId) -> Self {
+        self.api_keys.push(id);
         self
     }
 
@@ -142,6 +151,9 @@ impl Tracker {
     pub async fn committed(&self, c: Committed) {
         if !c.grants.is_empty() || !c.methods.is_empty() {
             self.reads.evict(c.workspace, &c.grants, &c.methods).await;
+        }
+        for id in c.api_keys {
+            crate::auth::evict_api_key(&**self.reads.cache(), id).await;
         }
         if let Some(seq) = c.last_seq {
             self.doorbell.ring(c.workspace.to_string(), seq);

@@ -1,10 +1,21 @@
-//! Workspaces (tenants) and their API keys, and the sandbox seed.
+//! Workspaces (tenants) and their API keys, the access systems the operator connects, and the
+//! sandbox seed. These are the operator's use cases (`keygate.admin.v1`): the caller is the
+//! operator, and the workspace is an argument, not the caller's.
 
-use keygate_domain::ids::WorkspaceId;
-use keygate_domain::model::{ApiKey, NewAccessSystem, Workspace, WorkspaceType, now};
+use keygate_domain::ids::{ApiKeyId, WorkspaceId};
+use keygate_domain::model::{AccessSystem, ApiKey, NewAccessSystem, Workspace, WorkspaceType, now};
+use keygate_domain::page::{Page, PageRequest};
+use keygate_domain::{Error, ErrorReason, FieldViolation};
 use keygate_providers::sandbox;
 
+use crate::App;
 use crate::tokens::mint_api_key;
+use crate::tracker::Committed;
+
+/// The name of a new workspace's first API key when none is given.
+pub const DEFAULT_API_KEY_NAME: &str = "default";
+/// The time zone of a connected system when none is given.
+pub const DEFAULT_TIME_ZONE: &str = "UTC";
 
 /// Every sandbox system, seeded into each new sandbox workspace.
 pub fn sandbox_systems() -> Vec<NewAccessSystem> {
@@ -36,4 +47,144 @@ pub fn new_workspace(
         revoked_at: None,
     };
     (ws, key, minted.token)
+}
+
+/// A time zone as the operator gives it: blank is none; otherwise an IANA-like name (letters,
+/// digits and `/_+-`, not starting with `/`, at most 64 characters).
+pub fn time_zone(raw: &str) -> Result<Option<String>, FieldViolation> {
+    let s = raw.trim();
+    if s.is_empty() {
+        return Ok(None);
+    }
+    let ok = s.len() <= 64
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "/_+-".contains(c))
+        && !s.starts_with('/');
+    if ok {
+        Ok(Some(s.to_owned()))
+    } else {
+        Err(FieldViolation::new(
+            "time_zone",
+            "must be an IANA time zone like Europe/Madrid",
+        ))
+    }
+}
+
+/// A validated `CreateWorkspace`.
+#[derive(Clone, Debug)]
+pub struct CreateWorkspace {
+    pub name: String,
+    pub workspace_type: WorkspaceType,
+    /// `None`: [`DEFAULT_API_KEY_NAME`].
+    pub api_key_name: Option<String>,
+}
+
+/// A validated `CreateApiKey`.
+#[derive(Clone, Debug)]
+pub struct CreateApiKey {
+    pub name: String,
+}
+
+/// A validated `ConnectAccessSystem`.
+#[derive(Clone, Debug)]
+pub struct ConnectSystem {
+    /// As given (not blank); which types exist is decided by the use case.
+    pub system_type: String,
+    pub name: Option<String>,
+    /// `None`: [`DEFAULT_TIME_ZONE`].
+    pub time_zone: Option<String>,
+}
+
+impl App {
+    /// Creates a workspace with its first API key (a sandbox one with every sandbox system).
+    /// Returns the workspace, the key and the key's token, shown once.
+    pub async fn create_workspace(
+        &self,
+        cmd: CreateWorkspace,
+    ) -> Result<(Workspace, ApiKey, String), Error> {
+        let CreateWorkspace {
+            name,
+            workspace_type,
+            api_key_name,
+        } = cmd;
+        let key_name = api_key_name.unwrap_or_else(|| DEFAULT_API_KEY_NAME.to_owned());
+        let (ws, key, token) = new_workspace(name, workspace_type, key_name);
+        let systems = if workspace_type == WorkspaceType::Sandbox {
+            sandbox_systems()
+        } else {
+            Vec::new()
+        };
+        self.store.create_workspace(&ws, &key, &systems).await?;
+        tracing::info!(workspace_id = %ws.id, workspace_type = workspace_type.as_str(), "workspace created");
+        Ok((ws, key, token))
+    }
+
+    pub async fn list_workspaces(&self, page: &PageRequest) -> Result<Page<Workspace>, Error> {
+        self.store.list_workspaces(page).await
+    }
+
+    /// A new API key of the workspace. Returns the key and its token, shown once.
+    pub async fn create_api_key(
+        &self,
+        ws: WorkspaceId,
+        cmd: CreateApiKey,
+    ) -> Result<(ApiKey, String), Error> {
+        let CreateApiKey { name } = cmd;
+        let minted = mint_api_key();
+        let key = ApiKey {
+            id: minted.id,
+            workspace_id: ws,
+            name,
+            secret_sha256: minted.secret_sha256,
+            created_at: now(),
+            revoked_at: None,
+        };
+        self.store.create_api_key(&key).await?;
+        Ok((key, minted.token))
+    }
+
+    pub async fn list_api_keys(
+        &self,
+        ws: WorkspaceId,
+        page: &PageRequest,
+    ) -> Result<Page<ApiKey>, Error> {
+        self.store.list_api_keys(ws, page).await
+    }
+
+    /// Revokes an API key. The store is the record; the tracker drops the cached copy, so this
+    /// replica (and every one sharing the cache) refuses the key at once; other caches let it
+    /// expire within its TTL.
+    pub async fn revoke_api_key(&self, ws: WorkspaceId, id: ApiKeyId) -> Result<ApiKey, Error> {
+        let key = self.store.revoke_api_key(ws, id, now()).await?;
+        self.tracker.committed(Committed::new(ws).api_key(id)).await;
+        Ok(key)
+    }
+
+    /// Connects an access system of a known type to the workspace. Only the sandbox types can
+    /// be connected today; any other is `FAILED_PRECONDITION` (`UNKNOWN_ACCESS_SYSTEM_TYPE`).
+    pub async fn connect_access_system(
+        &self,
+        ws: WorkspaceId,
+        cmd: ConnectSystem,
+    ) -> Result<AccessSystem, Error> {
+        let ConnectSystem {
+            system_type,
+            name,
+            time_zone,
+        } = cmd;
+        let system = sandbox::new_system(
+            system_type.trim(),
+            name.as_deref(),
+            Some(time_zone.as_deref().unwrap_or(DEFAULT_TIME_ZONE)),
+        )
+        .ok_or_else(|| Error::FailedPrecondition {
+            reason: ErrorReason::UnknownAccessSystemType,
+            message: format!(
+                "unknown system_type {:?}; known types: {}",
+                system_type,
+                sandbox::SANDBOX_SYSTEM_TYPES.join(", ")
+            ),
+        })?;
+        self.store.connect_access_system(ws, &system).await
+    }
 }

@@ -1,18 +1,17 @@
 //! The main use cases through `keygate-app` alone: the SQLite store, an in-process cache, no
 //! gRPC. What an adapter would do is only the building of the typed command.
 
+mod common;
+
 use std::sync::Arc;
 
 use keygate_app::App;
 use keygate_app::grants::{CreateGrant, Grantee, UpdateGrant};
 use keygate_app::idempotency;
 use keygate_app::instant_keys::GenerateKey;
-use keygate_app::tokens::PageTokens;
-use keygate_app::tracker::Tracker;
 use keygate_domain::capability::AccessMethodMode;
 use keygate_domain::grant::ModeRequest;
 use keygate_domain::ids::{EntranceId, WorkspaceId};
-use keygate_domain::instant_key::Links;
 use keygate_domain::model::{NewUserIdentity, now};
 use keygate_domain::update::{EndsAt, GrantChange};
 use keygate_domain::{Error, ErrorReason};
@@ -32,20 +31,7 @@ async fn fixture() -> Fixture {
     let store: Arc<dyn Store> = db.store.clone();
     let ws = seeded_workspace(&*store, "app").await;
     let doors = quick_start_entrances(&*store, ws).await;
-    let tracker = Tracker::in_process(
-        store.clone(),
-        Arc::new(keygate_cache::InProcessCache::new(1_000)),
-    );
-    let links = Links::new("http://keygate.test");
-    links.set_secret(vec![5; 32]);
-    let app = App {
-        store,
-        reads: tracker.reads().clone(),
-        tracker,
-        links,
-        tokens: PageTokens::new(vec![6; 32]),
-        instant_key_delivery: Default::default(),
-    };
+    let app = common::app(store, Default::default());
     Fixture {
         app,
         ws,

@@ -105,6 +105,21 @@ pub fn encoder(e: &Encoder) -> v1::Encoder {
     }
 }
 
+/// A webhook. The secret is never part of it (it is returned once, by `CreateWebhook`).
+pub fn webhook(w: &keygate_domain::webhook::Webhook) -> v1::Webhook {
+    v1::Webhook {
+        webhook_id: w.id.to_string(),
+        workspace_id: w.workspace_id.to_string(),
+        url: w.url.clone(),
+        event_types: w.event_types.clone(),
+        is_enabled: w.is_enabled,
+        disabled_reason: w.disabled_reason.clone().unwrap_or_default(),
+        created_at: Some(ts(w.created_at)),
+        last_delivery_at: w.last_delivery_at.map(ts),
+        consecutive_failures: i32::try_from(w.consecutive_failures).unwrap_or(i32::MAX),
+    }
+}
+
 pub fn user_identity(u: &UserIdentity) -> v1::UserIdentity {
     v1::UserIdentity {
         user_identity_id: u.id.to_string(),

@@ -4,7 +4,7 @@
 use keygate_domain::ids::WorkspaceId;
 use keygate_domain::{Error, ErrorReason};
 
-pub use keygate_app::auth::{Authenticator, Guard, Principal, api_key_cache_key, guard_for};
+pub use keygate_app::auth::{Authenticator, Guard, Principal, guard_for};
 
 /// Reads the principal the auth layer attached.
 pub fn principal<T>(req: &tonic::Request<T>) -> Result<Principal, Error> {

@@ -48,8 +48,6 @@ pub struct GatewayDeps {
     pub admin_token: Option<String>,
     /// Turns true on shutdown; streams end.
     pub shutdown: tokio::sync::watch::Receiver<bool>,
-    /// What `CreateWebhook`'s SSRF guard lets through besides public addresses.
-    pub webhook_network: keygate_delivery::webhooks::NetworkPolicy,
 }
 
 /// Limits of the server.
@@ -107,7 +105,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
     let app = deps.app.clone();
-    let tokens = app.tokens.clone();
+
     let auth = Authenticator::new(
         app.store.clone(),
         app.reads.cache().clone(),
@@ -131,10 +129,7 @@ pub async fn serve(
         }
     };
 
-    let access_systems = AccessSystems {
-        store: app.store.clone(),
-        tokens: tokens.clone(),
-    };
+    let access_systems = AccessSystems { app: app.clone() };
     let instant_keys = std::sync::Arc::new(InstantKeys { app: app.clone() });
     let user_identities = UserIdentities {
         app: app.clone(),
@@ -145,21 +140,11 @@ pub async fn serve(
     let access_methods = AccessMethods { app: app.clone() };
     let action_attempts = ActionAttempts { app: app.clone() };
     let events = Events {
-        store: app.store.clone(),
-        tokens: tokens.clone(),
-        doorbell: app.tracker.doorbell().clone(),
+        app: app.clone(),
         shutdown: deps.shutdown.clone(),
     };
-    let webhooks = Webhooks {
-        store: app.store.clone(),
-        tokens: tokens.clone(),
-        network: deps.webhook_network,
-    };
-    let workspaces = Workspaces {
-        store: app.store.clone(),
-        cache: app.reads.cache().clone(),
-        tokens,
-    };
+    let webhooks = Webhooks { app: app.clone() };
+    let workspaces = Workspaces { app: app.clone() };
 
     Server::builder()
         .max_concurrent_streams(Some(cfg.max_concurrent_streams))

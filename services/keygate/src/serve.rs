@@ -52,7 +52,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         "KEYGATE_WEBHOOK_RETRY_SCALE must be a positive number, not {}",
         args.webhook_retry_scale
     );
-    let webhook_network = keygate_delivery::webhooks::NetworkPolicy {
+    let webhook_network = keygate_app::ssrf::NetworkPolicy {
         allow_loopback: args.webhook_allow_loopback,
         allow_private_networks: args.webhook_allow_private_networks,
     };
@@ -108,6 +108,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         links: links.clone(),
         tokens: page_tokens.clone(),
         instant_key_delivery: instant_key_delivery.clone(),
+        webhook_network,
     };
     let (ready_tx, ready_rx) = watch::channel(false);
 
@@ -121,7 +122,6 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             app: app.clone(),
             admin_token: Some(args.admin_token.clone()).filter(|t| !t.is_empty()),
             shutdown: stop_rx.clone(),
-            webhook_network,
         };
         let cfg = ServerConfig {
             stack: StackConfig {

@@ -86,12 +86,12 @@ async fn start(postgres: bool) -> anyhow::Result<Harness> {
         },
         tokens: PageTokens::new(vec![7; 32]),
         instant_key_delivery: Default::default(),
+        webhook_network: Default::default(),
     };
     let deps = GatewayDeps {
         app,
         admin_token: None,
         shutdown: stop_rx.clone(),
-        webhook_network: Default::default(),
     };
     let cfg = ServerConfig {
         stack: StackConfig {

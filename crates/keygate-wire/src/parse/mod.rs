@@ -4,10 +4,13 @@
 //! `keygate-app` checks; every violation of a request is reported at once.
 
 mod acs_users;
+mod events;
 mod grants;
 mod identities;
 mod instant_keys;
 mod methods;
+mod webhooks;
+mod workspaces;
 
 use keygate_app::idempotency;
 use keygate_domain::capability::AccessMethodMode;

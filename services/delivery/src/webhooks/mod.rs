@@ -1,63 +1,20 @@
-//! Webhooks out: the URL rules and SSRF guard shared with `CreateWebhook` (`ssrf`), signing
-//! (`sign`), and the dispatcher of the delivery role (`dispatch`), which fans events out to
-//! delivery rows and POSTs them on the published retry schedule.
+//! Webhooks out: signing (`sign`) and the dispatcher of the delivery role (`dispatch`), which
+//! fans events out to delivery rows and POSTs them on the published retry schedule. The URL
+//! rules and the SSRF guard are `keygate-app`'s (`keygate_app::webhooks`, `keygate_app::ssrf`),
+//! shared with `CreateWebhook`; the dispatcher checks the guard again before every attempt.
 
 pub mod dispatch;
 pub mod sign;
-pub mod ssrf;
+
+pub use keygate_app::ssrf;
 
 use std::time::Duration;
 
-use keygate_domain::webhook::{DISABLE_AFTER, MAX_URL_CHARS, RETRY_SCHEDULE};
+use keygate_domain::webhook::{DISABLE_AFTER, RETRY_SCHEDULE};
 use rand::RngExt as _;
-use reqwest::Url;
 
 pub use dispatch::{Dispatcher, DispatcherConfig, EventRenderer};
 pub use ssrf::{AddressClass, NetworkPolicy, SsrfError};
-
-/// Why a webhook URL is not accepted (before any lookup).
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum UrlError {
-    #[error("must not be empty")]
-    Empty,
-    #[error("must be at most {MAX_URL_CHARS} characters")]
-    TooLong,
-    #[error("is not an absolute URL: {0}")]
-    Invalid(String),
-    #[error("must be an https:// URL")]
-    NotHttps,
-    #[error("must be an https:// URL (plain http:// is accepted in sandbox workspaces only)")]
-    HttpOutsideSandbox,
-    #[error("must name a host")]
-    NoHost,
-    #[error("must not contain a user name or password")]
-    Credentials,
-}
-
-/// Parses a webhook URL: absolute, `https://` (or `http://` when `allow_http`, for sandbox
-/// workspaces), with a host and no credentials, up to 2000 characters.
-pub fn parse_url(raw: &str, allow_http: bool) -> Result<Url, UrlError> {
-    if raw.is_empty() {
-        return Err(UrlError::Empty);
-    }
-    if raw.chars().count() > MAX_URL_CHARS {
-        return Err(UrlError::TooLong);
-    }
-    let url = Url::parse(raw).map_err(|e| UrlError::Invalid(e.to_string()))?;
-    match url.scheme() {
-        "https" => {}
-        "http" if allow_http => {}
-        "http" => return Err(UrlError::HttpOutsideSandbox),
-        _ => return Err(UrlError::NotHttps),
-    }
-    if url.host_str().is_none_or(str::is_empty) {
-        return Err(UrlError::NoHost);
-    }
-    if !url.username().is_empty() || url.password().is_some() {
-        return Err(UrlError::Credentials);
-    }
-    Ok(url)
-}
 
 /// The retry schedule and disable period, compressed by `scale` (1.0 in production; tests run
 /// the whole 27-hour schedule in about a second with 0.00001).
@@ -127,31 +84,6 @@ pub fn human(d: Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn urls_must_be_https_except_in_the_sandbox() {
-        assert!(parse_url("https://example.com/hook", false).is_ok());
-        assert_eq!(
-            parse_url("http://example.com/hook", false),
-            Err(UrlError::HttpOutsideSandbox)
-        );
-        assert!(parse_url("http://example.com/hook", true).is_ok());
-        assert_eq!(
-            parse_url("ftp://example.com/", true),
-            Err(UrlError::NotHttps)
-        );
-        assert_eq!(parse_url("", true), Err(UrlError::Empty));
-        assert!(matches!(
-            parse_url("/relative", true),
-            Err(UrlError::Invalid(_))
-        ));
-        assert_eq!(
-            parse_url("https://user:pw@example.com/", true),
-            Err(UrlError::Credentials)
-        );
-        let long = format!("https://example.com/{}", "a".repeat(2000));
-        assert_eq!(parse_url(&long, true), Err(UrlError::TooLong));
-    }
 
     #[test]
     fn schedule_scales_with_jitter() {

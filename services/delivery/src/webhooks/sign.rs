@@ -4,11 +4,10 @@
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use hmac::{Hmac, KeyInit as _, Mac as _};
-use rand::RngExt as _;
 use sha2::Sha256;
 
-/// Every secret starts with this.
-pub const SECRET_PREFIX: &str = "whsec_";
+/// Every secret starts with this (secrets are made by `keygate_app::webhooks::new_secret`).
+pub use keygate_app::webhooks::SECRET_PREFIX;
 
 /// Why a stored secret cannot sign.
 #[derive(Debug, thiserror::Error)]
@@ -19,12 +18,6 @@ pub enum SignError {
     Base64(#[from] base64::DecodeError),
     #[error("webhook secret is empty")]
     Empty,
-}
-
-/// A new secret: `whsec_` and the (padded, standard) base64 of 32 random bytes.
-pub fn new_secret() -> String {
-    let key: [u8; 32] = rand::rng().random();
-    format!("{SECRET_PREFIX}{}", STANDARD.encode(key))
 }
 
 /// The HMAC key of a secret.
@@ -62,6 +55,8 @@ pub fn signature(
 
 #[cfg(test)]
 mod tests {
+    use keygate_app::webhooks::new_secret;
+
     use super::*;
 
     /// The test vector of the Standard Webhooks reference libraries.

@@ -1,30 +1,25 @@
-//! `keygate.v1.EventService`. The event log in the store is the record: listing and watching
-//! both read it after a cursor, so a watcher that reconnects with its last cursor gets exactly
-//! the events it missed, none twice. The doorbell only shortens the wait; a one-second poll
-//! covers rings from other replicas.
+//! `keygate.v1.EventService`: an adapter over `keygate_app::events`. `WatchEvents` is a loop
+//! here (the stream, its channel, the waits): it reads through the app after the watch's
+//! position, and between reads waits for a ring of the doorbell, a one-second poll (rings
+//! from other replicas) or shutdown.
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use keygate_cache::bus::Doorbell;
-use keygate_domain::events::{self, EventFilter};
-use keygate_domain::ids::EventId;
+use keygate_app::App;
+use keygate_app::events::LoggedEvent;
+use keygate_app::tokens::PageScope;
+use keygate_domain::Resource;
 use keygate_domain::validate;
-use keygate_domain::{Error, FieldViolation, Resource};
 use keygate_proto::v1::{self, event_service_server::EventService};
-use keygate_store::Store;
+use keygate_wire::convert;
+use keygate_wire::parse::IntoCommand as _;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
-use crate::auth::principal;
-use crate::error::to_status;
-use keygate_app::events::{open_cursor, seal_cursor};
-use keygate_app::tokens::{PageScope, PageTokens};
-use keygate_wire::convert;
+use crate::auth::workspace;
+use crate::error::{Reply, reply, to_status};
 
-/// Rows read per store round trip while catching up.
-const BATCH: u32 = 500;
 /// How often a watcher re-reads the log without a ring.
 const POLL: Duration = Duration::from_secs(1);
 
@@ -34,155 +29,56 @@ type WatchStream = std::pin::Pin<
 >;
 
 pub struct Events {
-    pub store: Arc<dyn Store>,
-    pub tokens: PageTokens,
-    pub doorbell: Doorbell,
+    pub app: App,
     /// Turns true on SIGTERM: open streams end with UNAVAILABLE so clients reconnect elsewhere.
     pub shutdown: watch::Receiver<bool>,
 }
 
-/// `convert::event`, plus the webhook a `webhook.disabled` event is about: the log keeps it
-/// beside the event (the domain event does not carry it yet), so it is read for those only.
-async fn wire_event(
-    store: &dyn Store,
-    e: &keygate_domain::events::Event,
-    cursor: String,
-) -> Result<v1::Event, Error> {
-    let mut wire = convert::event(e, cursor);
-    if e.event_type == events::WEBHOOK_DISABLED.name
-        && let Some(id) = store.event_webhook_id(e.workspace_id, e.seq).await?
-    {
-        wire.webhook_id = id.to_string();
+/// The event on the wire, with the webhook a `webhook.disabled` event is about.
+fn wire(e: &LoggedEvent) -> v1::Event {
+    let mut pb = convert::event(&e.event, e.cursor.clone());
+    if let Some(id) = e.webhook_id {
+        pb.webhook_id = id.to_string();
     }
-    Ok(wire)
-}
-
-struct RawFilter<'a> {
-    event_types: &'a [String],
-    access_grant_id: &'a str,
-    access_method_id: &'a str,
-    acs_system_id: &'a str,
-    acs_entrance_id: &'a str,
-    user_identity_id: &'a str,
-}
-
-fn filter(r: &RawFilter<'_>) -> Result<EventFilter, Error> {
-    for (i, t) in r.event_types.iter().enumerate() {
-        if events::by_name(t).is_none() {
-            return Err(Error::InvalidArgument {
-                violations: vec![FieldViolation::new(
-                    format!("event_types[{i}]"),
-                    format!("unknown event type {t:?}"),
-                )],
-            });
-        }
-    }
-    Ok(EventFilter {
-        event_types: r.event_types.to_vec(),
-        access_grant_id: validate::optional_id(
-            "access_grant_id",
-            r.access_grant_id,
-            Resource::AccessGrant,
-        )?,
-        access_method_id: validate::optional_id(
-            "access_method_id",
-            r.access_method_id,
-            Resource::AccessMethod,
-        )?,
-        acs_system_id: validate::optional_id(
-            "acs_system_id",
-            r.acs_system_id,
-            Resource::AccessSystem,
-        )?,
-        acs_entrance_id: validate::optional_id(
-            "acs_entrance_id",
-            r.acs_entrance_id,
-            Resource::Entrance,
-        )?,
-        user_identity_id: validate::optional_id(
-            "user_identity_id",
-            r.user_identity_id,
-            Resource::UserIdentity,
-        )?,
-        occurred_after: None,
-        occurred_before: None,
-    })
+    pb
 }
 
 #[tonic::async_trait]
 impl EventService for Events {
     #[tracing::instrument(skip_all)]
-    async fn get_event(
-        &self,
-        req: Request<v1::GetEventRequest>,
-    ) -> Result<Response<v1::GetEventResponse>, Status> {
-        let ws = principal(&req)
-            .and_then(|p| p.workspace())
-            .map_err(to_status)?;
-        let id: EventId = validate::id("event_id", &req.get_ref().event_id, Resource::Event)
-            .map_err(to_status)?;
-        let e = self.store.get_event(ws, id).await.map_err(to_status)?;
-        let cursor = seal_cursor(&self.tokens, ws, e.seq).map_err(to_status)?;
-        Ok(Response::new(v1::GetEventResponse {
-            event: Some(
-                wire_event(&*self.store, &e, cursor)
-                    .await
-                    .map_err(to_status)?,
-            ),
-        }))
+    async fn get_event(&self, req: Request<v1::GetEventRequest>) -> Reply<v1::GetEventResponse> {
+        let ws = workspace(&req)?;
+        reply(async {
+            let id = validate::id("event_id", &req.get_ref().event_id, Resource::Event)?;
+            let e = self.app.get_event(ws, id).await?;
+            Ok(v1::GetEventResponse {
+                event: Some(wire(&e)),
+            })
+        })
+        .await
     }
 
     #[tracing::instrument(skip_all)]
     async fn list_events(
         &self,
         req: Request<v1::ListEventsRequest>,
-    ) -> Result<Response<v1::ListEventsResponse>, Status> {
-        let ws = principal(&req)
-            .and_then(|p| p.workspace())
-            .map_err(to_status)?;
-        let r = req.into_inner();
-        let mut f = filter(&RawFilter {
-            event_types: &r.event_types,
-            access_grant_id: &r.access_grant_id,
-            access_method_id: &r.access_method_id,
-            acs_system_id: &r.acs_system_id,
-            acs_entrance_id: &r.acs_entrance_id,
-            user_identity_id: &r.user_identity_id,
+    ) -> Reply<v1::ListEventsResponse> {
+        let ws = workspace(&req)?;
+        reply(async {
+            let cmd = req.into_inner().into_command()?;
+            let key = format!("{:?}", cmd.filter);
+            let parts = ["ListEvents", key.as_str()];
+            let scope = PageScope::workspace(ws, &parts);
+            let page = self
+                .app
+                .page_request(&scope, cmd.page_size, &cmd.page_token)?;
+            let found = self.app.list_events(ws, &cmd.filter, &page).await?;
+            Ok(v1::ListEventsResponse {
+                events: found.items.iter().map(wire).collect(),
+                next_page_token: self.app.tokens.seal(&scope, found.next_after)?,
+            })
         })
-        .map_err(to_status)?;
-        f.occurred_after = r.occurred_after.as_ref().and_then(convert::from_ts);
-        f.occurred_before = r.occurred_before.as_ref().and_then(convert::from_ts);
-        let key = format!("{f:?}");
-        let parts = ["ListEvents", key.as_str()];
-        let scope = PageScope::workspace(ws, &parts);
-        let page = super::page_request(&self.tokens, &scope, r.page_size, &r.page_token)
-            .map_err(to_status)?;
-        let after: i64 = page
-            .after
-            .as_deref()
-            .and_then(|a| a.parse().ok())
-            .unwrap_or(0);
-        let found = self
-            .store
-            .list_events(ws, &f, after, page.limit)
-            .await
-            .map_err(to_status)?;
-        let next = (found.len() as u32 == page.limit)
-            .then(|| found.last().map(|e| e.seq.to_string()))
-            .flatten();
-        let mut out = Vec::with_capacity(found.len());
-        for e in &found {
-            let cursor = seal_cursor(&self.tokens, ws, e.seq).map_err(to_status)?;
-            out.push(
-                wire_event(&*self.store, e, cursor)
-                    .await
-                    .map_err(to_status)?,
-            );
-        }
-        Ok(Response::new(v1::ListEventsResponse {
-            events: out,
-            next_page_token: self.tokens.seal(&scope, next).map_err(to_status)?,
-        }))
+        .await
     }
 
     #[tracing::instrument(skip_all)]
@@ -190,67 +86,41 @@ impl EventService for Events {
         &self,
         req: Request<v1::WatchEventsRequest>,
     ) -> Result<Response<WatchStream>, Status> {
-        let ws = principal(&req)
-            .and_then(|p| p.workspace())
-            .map_err(to_status)?;
-        let r = req.into_inner();
-        let f = filter(&RawFilter {
-            event_types: &r.event_types,
-            access_grant_id: &r.access_grant_id,
-            access_method_id: &r.access_method_id,
-            acs_system_id: &r.acs_system_id,
-            acs_entrance_id: &r.acs_entrance_id,
-            user_identity_id: &r.user_identity_id,
-        })
-        .map_err(to_status)?;
-        let start = match open_cursor(&self.tokens, ws, &r.cursor).map_err(to_status)? {
-            Some(seq) => seq,
-            // No cursor: live from now on.
-            None => self.store.latest_event_seq(ws).await.map_err(to_status)?,
-        };
+        let ws = workspace(&req)?;
+        let cmd = req.into_inner().into_command().map_err(to_status)?;
+        let mut w = self.app.watch_events(ws, cmd).await.map_err(to_status)?;
         let (tx, rx) = mpsc::channel(256);
-        let (store, tokens, mut rings, mut shutdown) = (
-            self.store.clone(),
-            self.tokens.clone(),
-            self.doorbell.subscribe(),
+        let (app, mut rings, mut shutdown) = (
+            self.app.clone(),
+            self.app.tracker.doorbell().subscribe(),
             self.shutdown.clone(),
         );
-        let ws_key = ws.to_string();
         tokio::spawn(async move {
-            let mut after = start;
             loop {
-                let batch = match store.list_events(ws, &f, after, BATCH).await {
+                let batch = match app.next_events(&mut w).await {
                     Ok(b) => b,
                     Err(e) => {
                         let _ = tx.send(Err(to_status(e))).await;
                         return;
                     }
                 };
-                for e in &batch {
-                    after = e.seq;
-                    let cursor = match seal_cursor(&tokens, ws, e.seq) {
-                        Ok(c) => c,
-                        Err(err) => {
-                            let _ = tx.send(Err(to_status(err))).await;
-                            return;
-                        }
-                    };
-                    let event = match wire_event(&*store, e, cursor.clone()).await {
-                        Ok(w) => w,
+                for e in batch {
+                    let e = match app.logged_event(w.workspace(), e).await {
+                        Ok(e) => e,
                         Err(err) => {
                             let _ = tx.send(Err(to_status(err))).await;
                             return;
                         }
                     };
                     let msg = v1::WatchEventsResponse {
-                        event: Some(event),
-                        cursor,
+                        event: Some(wire(&e)),
+                        cursor: e.cursor,
                     };
                     if tx.send(Ok(msg)).await.is_err() {
                         return; // The client went away.
                     }
                 }
-                if batch.len() as u32 == BATCH {
+                if !w.caught_up() {
                     continue;
                 }
                 // Wait for a ring of this workspace, the poll interval, or shutdown.
@@ -259,7 +129,7 @@ impl EventService for Events {
                 loop {
                     tokio::select! {
                         ring = rings.recv() => match ring {
-                            Ok(r) if r.workspace_id != ws_key || r.seq <= after => continue,
+                            Ok(r) if !w.woken_by(&r) => continue,
                             _ => break,
                         },
                         _ = &mut deadline => break,

@@ -9,5 +9,3 @@ pub mod instant_keys;
 pub mod user_identities;
 pub mod webhooks;
 pub mod workspaces;
-
-pub(crate) use keygate_app::page_request;

@@ -5,7 +5,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
-use reqwest::Url;
+use url::Url;
 
 /// What kind of address an IP is, for the guard.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
