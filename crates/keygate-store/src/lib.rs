@@ -3,16 +3,18 @@
 //! takes the workspace id first; a row of another workspace is indistinguishable from a missing one.
 
 mod backend;
+mod common;
 #[cfg(feature = "testing")]
 pub mod conformance;
+mod dialect;
 mod error;
+mod instant_keys;
 mod migrate;
 mod postgres;
 mod sql;
 mod sql_acs_users;
 mod sql_deliveries;
 mod sql_grants;
-mod sql_instant_keys;
 mod sql_webhooks;
 mod sqlite;
 #[cfg(feature = "testing")]
@@ -21,6 +23,7 @@ mod traits;
 mod util;
 
 pub use backend::{Backend, open};
+pub use dialect::{Dialect, SqlStore, SqlValue};
 pub use migrate::SCHEMA_VERSION;
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;

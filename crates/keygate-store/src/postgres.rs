@@ -2,15 +2,12 @@
 
 use std::time::Duration;
 
-use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::postgres::PgPoolOptions;
 
 use crate::sql::{enc_cols, ent_cols, grp_cols, impl_store, key_cols, sys_cols, ui_cols, ws_cols};
 
 /// The PostgreSQL implementation of every storage trait.
-#[derive(Clone)]
-pub struct PostgresStore {
-    pool: PgPool,
-}
+pub type PostgresStore = crate::dialect::SqlStore<sqlx::Postgres>;
 
 impl PostgresStore {
     /// Parses the URL and makes a pool that connects on first use, so Keygate can start (and
@@ -35,14 +32,6 @@ impl_store!(
 );
 
 crate::sql_acs_users::impl_acs_user_store!(
-    PostgresStore,
-    sqlx::Postgres,
-    sqlx::postgres::PgRow,
-    begin = "BEGIN",
-    lock = " FOR UPDATE"
-);
-
-crate::sql_instant_keys::impl_instant_key_store!(
     PostgresStore,
     sqlx::Postgres,
     sqlx::postgres::PgRow,

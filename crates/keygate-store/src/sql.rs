@@ -56,10 +56,11 @@ macro_rules! impl_store {
             WorkspaceType, truncate_to_micros,
         };
         use keygate_domain::page::{Page, PageRequest};
-        use keygate_domain::{Error, ErrorReason, Resource};
+        use keygate_domain::{Error, Resource};
         use sqlx::Row as _;
         use time::OffsetDateTime;
 
+        use crate::common::IdempotencyRow;
         use crate::error::{StoreError, user_identity_key_taken};
         use crate::traits::*;
         use crate::util::{db_err, fetch_limit, from_micros, into_page, parse, to_micros};
@@ -304,54 +305,6 @@ macro_rules! impl_store {
             Ok(system)
         }
 
-        /// Claims an idempotency key inside the caller's transaction. `Ok(None)`: claimed, go on
-        /// and create `resource_id`. `Ok(Some(first))`: the same request again, and `first` is what
-        /// the first call created. The same key with another body is ALREADY_EXISTS.
-        async fn claim_idempotency(
-            conn: &mut Conn,
-            ws: WorkspaceId,
-            idem: Option<&Idempotency>,
-            resource_id: &str,
-            now: OffsetDateTime,
-        ) -> Result<Option<String>, Error> {
-            let Some(idem) = idem else { return Ok(None) };
-            let claimed = sqlx::query("INSERT INTO idempotency_records (workspace_id, request_id, operation, request_sha256, resource_id, created_at) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (workspace_id, request_id) DO NOTHING")
-                .bind(ws.to_string())
-                .bind(&idem.request_id)
-                .bind(idem.operation)
-                .bind(&idem.request_sha256)
-                .bind(resource_id)
-                .bind(to_micros(now))
-                .execute(&mut *conn)
-                .await
-                .map_err(db_err)?
-                .rows_affected()
-                == 1;
-            if claimed {
-                return Ok(None);
-            }
-            let prior = sqlx::query("SELECT operation, request_sha256, resource_id FROM idempotency_records WHERE workspace_id = $1 AND request_id = $2")
-                .bind(ws.to_string())
-                .bind(&idem.request_id)
-                .fetch_one(&mut *conn)
-                .await
-                .map_err(db_err)?;
-            first_result(&prior, idem).map(Some)
-        }
-
-        /// The resource a recorded request made, when `idem` is that same request.
-        fn first_result(prior: &$row, idem: &Idempotency) -> Result<String, Error> {
-            let op: String = prior.try_get("operation").map_err(db_err)?;
-            let hash: Vec<u8> = prior.try_get("request_sha256").map_err(db_err)?;
-            if op != idem.operation || hash != idem.request_sha256 {
-                return Err(Error::AlreadyExists {
-                    reason: ErrorReason::IdempotencyKeyReused,
-                    message: format!("request_id {:?} was already used with a different request", idem.request_id),
-                });
-            }
-            prior.try_get("resource_id").map_err(db_err)
-        }
-
         impl $store {
             async fn require_system(&self, ws: WorkspaceId, system: Option<AccessSystemId>) -> Result<String, Error> {
                 match system {
@@ -367,13 +320,13 @@ macro_rules! impl_store {
         #[async_trait]
         impl IdempotencyStore for $store {
             async fn replay(&self, ws: WorkspaceId, idem: &Idempotency) -> Result<Option<String>, Error> {
-                let prior = sqlx::query("SELECT operation, request_sha256, resource_id FROM idempotency_records WHERE workspace_id = $1 AND request_id = $2")
+                let prior: Option<IdempotencyRow> = sqlx::query_as(IdempotencyRow::SELECT)
                     .bind(ws.to_string())
                     .bind(&idem.request_id)
                     .fetch_optional(&self.pool)
                     .await
                     .map_err(db_err)?;
-                prior.map(|p| first_result(&p, idem)).transpose()
+                prior.map(|p| p.first_result(idem)).transpose()
             }
         }
 
@@ -679,7 +632,7 @@ macro_rules! impl_store {
             ) -> Result<UserIdentity, Error> {
                 let now = truncate_to_micros(now);
                 let mut tx = self.pool.begin_with($begin).await.map_err(db_err)?;
-                if let Some(first) = claim_idempotency(&mut tx, ws, idem, &id.to_string(), now).await? {
+                if let Some(first) = $store::claim_idempotency(&mut tx, ws, idem, &id.to_string(), now).await? {
                     drop(tx);
                     return self.get_user_identity(ws, parse("user_identity_id", &first)?).await;
                 }

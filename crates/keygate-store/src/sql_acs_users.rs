@@ -154,7 +154,7 @@ macro_rules! impl_acs_user_store {
             impl AcsUserStore for $store {
                 async fn create_acs_user(&self, ws: WorkspaceId, u: &AcsUser, idem: Option<&Idempotency>) -> Result<AcsUser, Error> {
                     let mut tx = self.pool.begin_with($begin).await.map_err(db_err)?;
-                    if let Some(first) = super::claim_idempotency(&mut tx, ws, idem, &u.id.to_string(), u.created_at).await? {
+                    if let Some(first) = $store::claim_idempotency(&mut tx, ws, idem, &u.id.to_string(), u.created_at).await? {
                         return user_in(&mut tx, ws, parse("acs_user_id", &first)?, false).await;
                     }
                     let system = sqlx::query("SELECT 1 FROM access_systems WHERE workspace_id = $1 AND acs_system_id = $2")

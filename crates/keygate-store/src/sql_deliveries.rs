@@ -106,7 +106,7 @@ macro_rules! impl_delivery_store {
                 if let Some(g) = row.try_get::<Option<String>, _>("access_grant_id").map_err(db_err)? {
                     e = e.grant(parse("access_grant_id", &g)?);
                 }
-                let events = super::grants::append_events(conn, ws, &[e], now).await?;
+                let events = $store::append_events(conn, ws, &[e], now).await?;
                 // The Event struct has no delivery_id yet: the column is written here.
                 for ev in &events {
                     sqlx::query("UPDATE events SET delivery_id = $3 WHERE workspace_id = $1 AND seq = $2")
@@ -125,7 +125,7 @@ macro_rules! impl_delivery_store {
                 async fn create_key_delivery(&self, ws: WorkspaceId, new: &NewDelivery, idem: Option<&Idempotency>) -> Result<Delivery, Error> {
                     let now = truncate_to_micros(new.created_at);
                     let mut tx = self.pool.begin_with($begin).await.map_err(db_err)?;
-                    if let Some(first) = super::claim_idempotency(&mut tx, ws, idem, &new.id.to_string(), now).await? {
+                    if let Some(first) = $store::claim_idempotency(&mut tx, ws, idem, &new.id.to_string(), now).await? {
                         return delivery_in(&mut tx, ws, parse("delivery_id", &first)?).await;
                     }
                     let known: Option<i32> = sqlx::query_scalar("SELECT 1 FROM instant_keys WHERE workspace_id = $1 AND instant_key_id = $2")

@@ -123,61 +123,6 @@ macro_rules! impl_grant_store {
                 })
             }
 
-            /// Appends events at the end of a transaction. The counter row stays locked until
-            /// commit, so sequence numbers follow commit order within a workspace.
-            pub(super) async fn append_events(conn: &mut Conn, ws: WorkspaceId, events: &[NewEvent], now: OffsetDateTime) -> Result<Vec<Event>, Error> {
-                if events.is_empty() {
-                    return Ok(Vec::new());
-                }
-                let n = i64::try_from(events.len()).unwrap_or(i64::MAX);
-                let last: i64 = sqlx::query_scalar("INSERT INTO event_counters (workspace_id, last_seq) VALUES ($1, $2) ON CONFLICT (workspace_id) DO UPDATE SET last_seq = event_counters.last_seq + $2 RETURNING last_seq")
-                    .bind(ws.to_string())
-                    .bind(n)
-                    .fetch_one(&mut *conn)
-                    .await
-                    .map_err(db_err)?;
-                let mut out = Vec::with_capacity(events.len());
-                for (i, e) in events.iter().enumerate() {
-                    let seq = last - n + 1 + i64::try_from(i).unwrap_or(0);
-                    let event = Event {
-                        seq,
-                        workspace_id: ws,
-                        id: e.id,
-                        event_type: e.event_type.name.to_owned(),
-                        description: e.event_type.description.to_owned(),
-                        occurred_at: keygate_domain::model::truncate_to_micros(e.occurred_at),
-                        created_at: now,
-                        access_grant_id: e.access_grant_id,
-                        access_method_id: e.access_method_id,
-                        acs_system_id: e.acs_system_id,
-                        acs_entrance_id: e.acs_entrance_id,
-                        user_identity_id: e.user_identity_id,
-                        instant_key_id: e.instant_key_id,
-                        action_attempt_id: e.action_attempt_id,
-                    };
-                    sqlx::query(concat!("INSERT INTO events (", event_cols!(), ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"))
-                        .bind(seq)
-                        .bind(ws.to_string())
-                        .bind(event.id.to_string())
-                        .bind(&event.event_type)
-                        .bind(&event.description)
-                        .bind(to_micros(event.occurred_at))
-                        .bind(to_micros(now))
-                        .bind(event.access_grant_id.map(|i| i.to_string()))
-                        .bind(event.access_method_id.map(|i| i.to_string()))
-                        .bind(event.acs_system_id.map(|i| i.to_string()))
-                        .bind(event.acs_entrance_id.map(|i| i.to_string()))
-                        .bind(event.user_identity_id.map(|i| i.to_string()))
-                        .bind(event.instant_key_id.map(|i| i.to_string()))
-                        .bind(event.action_attempt_id.map(|i| i.to_string()))
-                        .execute(&mut *conn)
-                        .await
-                        .map_err(db_err)?;
-                    out.push(event);
-                }
-                Ok(out)
-            }
-
             async fn write_method(conn: &mut Conn, m: &AccessMethod, insert: bool) -> Result<(), Error> {
                 let q = if insert {
                     concat!("INSERT INTO access_methods (", method_cols!(), ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)")
@@ -492,7 +437,7 @@ macro_rules! impl_grant_store {
                             .map_err(db_err)?;
                         insert_job(&mut tx, ws, work, now).await?;
                     }
-                    let events = append_events(&mut tx, ws, &w.events, now).await?;
+                    let events = $store::append_events(&mut tx, ws, &w.events, now).await?;
                     let (after, _) = live_grant(&mut tx, ws, g.id, true).await?;
                     tx.commit().await.map_err(db_err)?;
                     Ok((after, events))
@@ -500,7 +445,7 @@ macro_rules! impl_grant_store {
 
                 async fn create_action_attempt(&self, ws: WorkspaceId, a: &ActionAttempt, job: &JobWork, idem: Option<&Idempotency>) -> Result<ActionAttempt, Error> {
                     let mut tx = self.pool.begin_with($begin).await.map_err(db_err)?;
-                    if let Some(first) = super::claim_idempotency(&mut tx, ws, idem, &a.id.to_string(), a.created_at).await? {
+                    if let Some(first) = $store::claim_idempotency(&mut tx, ws, idem, &a.id.to_string(), a.created_at).await? {
                         drop(tx);
                         return self.get_action_attempt(ws, parse("action_attempt_id", &first)?).await;
                     }
@@ -553,7 +498,7 @@ macro_rules! impl_grant_store {
                     };
                     let mut events = delete_methods(&mut tx, ws, &live, now).await?;
                     events.push(NewEvent::new(keygate_domain::events::ACCESS_GRANT_DELETED, now).grant(id).user(grant.user_identity_id));
-                    let appended = append_events(&mut tx, ws, &events, now).await?;
+                    let appended = $store::append_events(&mut tx, ws, &events, now).await?;
                     tx.commit().await.map_err(db_err)?;
                     Ok(appended)
                 }
@@ -583,7 +528,7 @@ macro_rules! impl_grant_store {
                         .await
                         .map_err(db_err)?;
                     let events = delete_methods(&mut tx, ws, std::slice::from_ref(&m), now).await?;
-                    let appended = append_events(&mut tx, ws, &events, now).await?;
+                    let appended = $store::append_events(&mut tx, ws, &events, now).await?;
                     tx.commit().await.map_err(db_err)?;
                     Ok(appended)
                 }
@@ -616,7 +561,7 @@ macro_rules! impl_grant_store {
                 async fn create_access_grant(&self, ws: WorkspaceId, new: &NewGrant, idem: Option<&Idempotency>) -> Result<(AccessGrant, Vec<Event>), Error> {
                     let now = new.grant.created_at;
                     let mut tx = self.pool.begin_with($begin).await.map_err(db_err)?;
-                    if let Some(first) = super::claim_idempotency(&mut tx, ws, idem, &new.grant.id.to_string(), now).await? {
+                    if let Some(first) = $store::claim_idempotency(&mut tx, ws, idem, &new.grant.id.to_string(), now).await? {
                         let g = grant_in(&mut tx, ws, parse("access_grant_id", &first)?).await?;
                         return Ok((g, Vec::new()));
                     }
@@ -672,9 +617,9 @@ macro_rules! impl_grant_store {
                         insert_job(&mut tx, ws, &JobWork::Provision(j.clone()), now).await?;
                     }
                     if let Some((key, token_sha256)) = &new.instant_key {
-                        super::instant_keys::insert_key(&mut tx, key, token_sha256).await?;
+                        $store::insert_instant_key(&mut tx, key, token_sha256).await?;
                     }
-                    let events = append_events(&mut tx, ws, &new.events, now).await?;
+                    let events = $store::append_events(&mut tx, ws, &new.events, now).await?;
                     tx.commit().await.map_err(db_err)?;
                     let mut created = g.clone();
                     created.entrance_ids = new.entrances.iter().map(|(e, _)| *e).collect();
@@ -954,7 +899,7 @@ macro_rules! impl_grant_store {
                             .map_err(db_err)?;
                     }
                     finish_job(&mut tx, job, now).await?;
-                    let events = append_events(&mut tx, ws, &t.events, now).await?;
+                    let events = $store::append_events(&mut tx, ws, &t.events, now).await?;
                     tx.commit().await.map_err(db_err)?;
                     Ok(Some(events))
                 }
@@ -1034,7 +979,7 @@ macro_rules! impl_grant_store {
                         }
                     }
                     finish_job(&mut tx, job, now).await?;
-                    let appended = append_events(&mut tx, ws, &events, now).await?;
+                    let appended = $store::append_events(&mut tx, ws, &events, now).await?;
                     tx.commit().await.map_err(db_err)?;
                     Ok(Some(appended))
                 }
@@ -1071,7 +1016,7 @@ macro_rules! impl_grant_store {
                         events.push(e);
                     }
                     finish_job(&mut tx, job, now).await?;
-                    let appended = append_events(&mut tx, ws, &events, now).await?;
+                    let appended = $store::append_events(&mut tx, ws, &events, now).await?;
                     tx.commit().await.map_err(db_err)?;
                     Ok(Some(appended))
                 }
@@ -1123,7 +1068,7 @@ macro_rules! impl_grant_store {
                     }
                     let events = t.events;
                     finish_job(&mut tx, job, now).await?;
-                    let appended = append_events(&mut tx, ws, &events, now).await?;
+                    let appended = $store::append_events(&mut tx, ws, &events, now).await?;
                     tx.commit().await.map_err(db_err)?;
                     Ok(Some(appended))
                 }

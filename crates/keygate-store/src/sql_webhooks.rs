@@ -177,7 +177,7 @@ macro_rules! impl_webhook_store {
                 async fn create_webhook(&self, ws: WorkspaceId, new: &NewWebhook, idem: Option<&Idempotency>) -> Result<(Webhook, String), Error> {
                     let now = truncate_to_micros(new.created_at);
                     let mut tx = self.pool.begin_with($begin).await.map_err(db_err)?;
-                    if let Some(first) = super::claim_idempotency(&mut tx, ws, idem, &new.id.to_string(), now).await? {
+                    if let Some(first) = $store::claim_idempotency(&mut tx, ws, idem, &new.id.to_string(), now).await? {
                         let first: WebhookId = parse("webhook_id", &first)?;
                         let w = webhook_in(&mut tx, ws, first).await?;
                         let secret = secret_in(&mut tx, ws, first).await?;

@@ -3,17 +3,12 @@
 use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
-};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
 use crate::sql::{enc_cols, ent_cols, grp_cols, impl_store, key_cols, sys_cols, ui_cols, ws_cols};
 
 /// The SQLite implementation of every storage trait.
-#[derive(Clone)]
-pub struct SqliteStore {
-    pool: SqlitePool,
-}
+pub type SqliteStore = crate::dialect::SqlStore<sqlx::Sqlite>;
 
 impl SqliteStore {
     /// Opens (creating if missing) the database file named by a `sqlite://` URL.
@@ -45,14 +40,6 @@ impl_store!(
 );
 
 crate::sql_acs_users::impl_acs_user_store!(
-    SqliteStore,
-    sqlx::Sqlite,
-    sqlx::sqlite::SqliteRow,
-    begin = "BEGIN IMMEDIATE",
-    lock = ""
-);
-
-crate::sql_instant_keys::impl_instant_key_store!(
     SqliteStore,
     sqlx::Sqlite,
     sqlx::sqlite::SqliteRow,

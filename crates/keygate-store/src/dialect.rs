@@ -1,0 +1,73 @@
+//! The two SQL dialects behind one generic store. Both accept `$N` placeholders,
+//! `ON CONFLICT ... DO NOTHING` and the same column types (text ids, bigint microsecond times), so
+//! the statements are shared; [`Dialect`] carries the few fragments that differ.
+
+use sqlx::{Database, Decode, Encode, Pool, Type};
+
+/// The fragments of SQL that differ between PostgreSQL and SQLite.
+pub trait Dialect: Database {
+    /// The backend's name, as `Store::backend_name` reports it.
+    const NAME: &'static str;
+    /// Begins a transaction that writes. SQLite takes the write lock at BEGIN (IMMEDIATE): a
+    /// deferred transaction that reads and then writes can fail with SQLITE_BUSY without waiting,
+    /// because SQLite will not upgrade its lock.
+    const BEGIN: &'static str;
+    /// Appended to a SELECT that reads rows it will update in the same transaction: `FOR UPDATE`
+    /// on PostgreSQL; SQLite's `BEGIN IMMEDIATE` already serializes writers.
+    const LOCK: &'static str;
+
+    /// Rows a statement changed (sqlx has no trait for it).
+    fn rows_affected(result: &Self::QueryResult) -> u64;
+}
+
+impl Dialect for sqlx::Postgres {
+    const NAME: &'static str = "postgres";
+    const BEGIN: &'static str = "BEGIN";
+    const LOCK: &'static str = " FOR UPDATE";
+
+    fn rows_affected(result: &sqlx::postgres::PgQueryResult) -> u64 {
+        result.rows_affected()
+    }
+}
+
+impl Dialect for sqlx::Sqlite {
+    const NAME: &'static str = "sqlite";
+    const BEGIN: &'static str = "BEGIN IMMEDIATE";
+    const LOCK: &'static str = "";
+
+    fn rows_affected(result: &sqlx::sqlite::SqliteQueryResult) -> u64 {
+        result.rows_affected()
+    }
+}
+
+/// The store of record over one dialect: every storage trait, on a sqlx pool.
+pub struct SqlStore<D: Database> {
+    pub(crate) pool: Pool<D>,
+}
+
+impl<D: Database> Clone for SqlStore<D> {
+    fn clone(&self) -> Self {
+        Self {
+            pool: self.pool.clone(),
+        }
+    }
+}
+
+/// A Rust type that both binds as a parameter and decodes from a column of dialect `D`. Bundled
+/// into one trait so that the where-clauses of the generic SQL stay short: naming
+/// `String: SqlValue<D>` brings the three sqlx bounds along.
+pub trait SqlValue<D: Database>:
+    for<'q> Encode<'q, D> + for<'r> Decode<'r, D> + Type<D> + Send
+{
+}
+
+impl<D: Database, T> SqlValue<D> for T where
+    T: for<'q> Encode<'q, D> + for<'r> Decode<'r, D> + Type<D> + Send
+{
+}
+
+/// SQL assembled at run time from constant fragments only (a dialect's lock clause, a column
+/// list), never from input.
+pub(crate) fn assembled(sql: String) -> sqlx::AssertSqlSafe<String> {
+    sqlx::AssertSqlSafe(sql)
+}
