@@ -15,6 +15,13 @@ pub trait Dialect: Database {
     /// Appended to a SELECT that reads rows it will update in the same transaction: `FOR UPDATE`
     /// on PostgreSQL; SQLite's `BEGIN IMMEDIATE` already serializes writers.
     const LOCK: &'static str;
+    /// Appended to the inner SELECT of a claim (an UPDATE of the rows it picks): PostgreSQL skips
+    /// rows another claimer holds, so claimers never wait on each other; SQLite serializes
+    /// writers at BEGIN IMMEDIATE and needs nothing.
+    const SKIP_LOCKED: &'static str;
+
+    /// A condition that `column` is one of the comma-separated values bound at `param`.
+    fn in_list(column: &str, param: &str) -> String;
 
     /// Rows a statement changed (sqlx has no trait for it).
     fn rows_affected(result: &Self::QueryResult) -> u64;
@@ -25,6 +32,12 @@ impl Dialect for sqlx::Postgres {
     const BEGIN: &'static str = "BEGIN";
     const LOCK: &'static str = " FOR UPDATE";
 
+    const SKIP_LOCKED: &'static str = " FOR UPDATE SKIP LOCKED";
+
+    fn in_list(column: &str, param: &str) -> String {
+        format!("{column} = ANY(string_to_array({param}, ','))")
+    }
+
     fn rows_affected(result: &sqlx::postgres::PgQueryResult) -> u64 {
         result.rows_affected()
     }
@@ -34,6 +47,12 @@ impl Dialect for sqlx::Sqlite {
     const NAME: &'static str = "sqlite";
     const BEGIN: &'static str = "BEGIN IMMEDIATE";
     const LOCK: &'static str = "";
+
+    const SKIP_LOCKED: &'static str = "";
+
+    fn in_list(column: &str, param: &str) -> String {
+        format!("instr(',' || {param} || ',', ',' || {column} || ',') > 0")
+    }
 
     fn rows_affected(result: &sqlx::sqlite::SqliteQueryResult) -> u64 {
         result.rows_affected()

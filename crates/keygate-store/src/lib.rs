@@ -6,6 +6,7 @@ mod backend;
 mod common;
 #[cfg(feature = "testing")]
 pub mod conformance;
+mod deliveries;
 mod dialect;
 mod error;
 mod instant_keys;
@@ -13,7 +14,6 @@ mod migrate;
 mod postgres;
 mod sql;
 mod sql_acs_users;
-mod sql_deliveries;
 mod sql_grants;
 mod sql_webhooks;
 mod sqlite;

@@ -39,17 +39,6 @@ crate::sql_acs_users::impl_acs_user_store!(
     lock = " FOR UPDATE"
 );
 
-crate::sql_deliveries::impl_delivery_store!(
-    PostgresStore,
-    sqlx::Postgres,
-    sqlx::postgres::PgRow,
-    begin = "BEGIN",
-    lock = " FOR UPDATE",
-    // Rows another sender is claiming are skipped, never waited for.
-    skip_locked = " FOR UPDATE SKIP LOCKED",
-    keys_filter = "instant_key_id = ANY(string_to_array($2, ','))"
-);
-
 crate::sql_grants::impl_grant_store!(
     PostgresStore,
     sqlx::Postgres,

@@ -47,16 +47,6 @@ crate::sql_acs_users::impl_acs_user_store!(
     lock = ""
 );
 
-crate::sql_deliveries::impl_delivery_store!(
-    SqliteStore,
-    sqlx::Sqlite,
-    sqlx::sqlite::SqliteRow,
-    begin = "BEGIN IMMEDIATE",
-    lock = "",
-    skip_locked = "",
-    keys_filter = "instr(',' || $2 || ',', ',' || instant_key_id || ',') > 0"
-);
-
 crate::sql_grants::impl_grant_store!(
     SqliteStore,
     sqlx::Sqlite,
