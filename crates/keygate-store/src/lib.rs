@@ -2,6 +2,7 @@
 //! implementations (sqlx, runtime queries, no database needed to build). Every tenant-owned call
 //! takes the workspace id first; a row of another workspace is indistinguishable from a missing one.
 
+mod acs_users;
 mod backend;
 mod common;
 #[cfg(feature = "testing")]
@@ -13,7 +14,6 @@ mod instant_keys;
 mod migrate;
 mod postgres;
 mod sql;
-mod sql_acs_users;
 mod sql_grants;
 mod sql_webhooks;
 mod sqlite;

@@ -31,14 +31,6 @@ impl_store!(
     migrator = crate::migrate::postgres
 );
 
-crate::sql_acs_users::impl_acs_user_store!(
-    PostgresStore,
-    sqlx::Postgres,
-    sqlx::postgres::PgRow,
-    begin = "BEGIN",
-    lock = " FOR UPDATE"
-);
-
 crate::sql_grants::impl_grant_store!(
     PostgresStore,
     sqlx::Postgres,

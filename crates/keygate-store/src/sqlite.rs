@@ -39,14 +39,6 @@ impl_store!(
     migrator = crate::migrate::sqlite
 );
 
-crate::sql_acs_users::impl_acs_user_store!(
-    SqliteStore,
-    sqlx::Sqlite,
-    sqlx::sqlite::SqliteRow,
-    begin = "BEGIN IMMEDIATE",
-    lock = ""
-);
-
 crate::sql_grants::impl_grant_store!(
     SqliteStore,
     sqlx::Sqlite,
