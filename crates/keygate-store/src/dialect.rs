@@ -20,6 +20,10 @@ pub trait Dialect: Database {
     /// writers at BEGIN IMMEDIATE and needs nothing.
     const SKIP_LOCKED: &'static str;
 
+    /// [`Self::SKIP_LOCKED`] for a claim whose inner SELECT joins: only the rows of `alias` are
+    /// locked (and skipped).
+    fn skip_locked_of(alias: &str) -> String;
+
     /// A condition that `column` is one of the comma-separated values bound at `param`.
     fn in_list(column: &str, param: &str) -> String;
 
@@ -33,6 +37,10 @@ impl Dialect for sqlx::Postgres {
     const LOCK: &'static str = " FOR UPDATE";
 
     const SKIP_LOCKED: &'static str = " FOR UPDATE SKIP LOCKED";
+
+    fn skip_locked_of(alias: &str) -> String {
+        format!(" FOR UPDATE OF {alias} SKIP LOCKED")
+    }
 
     fn in_list(column: &str, param: &str) -> String {
         format!("{column} = ANY(string_to_array({param}, ','))")
@@ -49,6 +57,10 @@ impl Dialect for sqlx::Sqlite {
     const LOCK: &'static str = "";
 
     const SKIP_LOCKED: &'static str = "";
+
+    fn skip_locked_of(_alias: &str) -> String {
+        String::new()
+    }
 
     fn in_list(column: &str, param: &str) -> String {
         format!("instr(',' || {param} || ',', ',' || {column} || ',') > 0")

@@ -15,12 +15,12 @@ mod migrate;
 mod postgres;
 mod sql;
 mod sql_grants;
-mod sql_webhooks;
 mod sqlite;
 #[cfg(feature = "testing")]
 pub mod testdb;
 mod traits;
 mod util;
+mod webhooks;
 
 pub use backend::{Backend, open};
 pub use dialect::{Dialect, SqlStore, SqlValue};

@@ -51,13 +51,3 @@ crate::sql_grants::impl_grant_store!(
     claim = "UPDATE jobs SET state = 'running', lease_owner = $1, lease_until = $2, attempts = attempts + 1, updated_at = $3 WHERE job_id IN (SELECT job_id FROM jobs j WHERE ((j.state = 'queued' AND j.run_at <= $3) OR (j.state = 'running' AND j.lease_until < $3)) AND NOT EXISTS (SELECT 1 FROM jobs r WHERE r.subject_id = j.subject_id AND r.acs_system_id = j.acs_system_id AND r.state = 'running' AND r.lease_until >= $3 AND r.job_id <> j.job_id) ORDER BY j.run_at LIMIT $4) RETURNING job_id, workspace_id, payload, attempts, trace_context",
     types_filter = "($3 = '' OR instr(',' || $3 || ',', ',' || event_type || ',') > 0)"
 );
-
-crate::sql_webhooks::impl_webhook_store!(
-    SqliteStore,
-    sqlx::Sqlite,
-    sqlx::sqlite::SqliteRow,
-    begin = "BEGIN IMMEDIATE",
-    lock = "",
-    // Due deliveries of enabled webhooks, not leased (or whose lease ran out).
-    claim = "UPDATE webhook_deliveries SET lease_token = $1, lease_until = $2, attempts = attempts + 1, updated_at = $3 WHERE (workspace_id, webhook_id, event_seq) IN (SELECT d.workspace_id, d.webhook_id, d.event_seq FROM webhook_deliveries d JOIN webhooks w ON w.workspace_id = d.workspace_id AND w.webhook_id = d.webhook_id WHERE d.status = 'pending' AND d.next_attempt_at <= $3 AND (d.lease_until IS NULL OR d.lease_until < $3) AND w.is_enabled = $5 ORDER BY d.next_attempt_at LIMIT $4)"
-);
