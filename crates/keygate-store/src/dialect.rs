@@ -76,6 +76,18 @@ pub struct SqlStore<D: Database> {
     pub(crate) pool: Pool<D>,
 }
 
+impl From<sqlx::PgPool> for crate::StorePool {
+    fn from(pool: sqlx::PgPool) -> Self {
+        Self::Postgres(pool)
+    }
+}
+
+impl From<sqlx::SqlitePool> for crate::StorePool {
+    fn from(pool: sqlx::SqlitePool) -> Self {
+        Self::Sqlite(pool)
+    }
+}
+
 impl<D: Database> Clone for SqlStore<D> {
     fn clone(&self) -> Self {
         Self {

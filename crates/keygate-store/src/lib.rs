@@ -22,7 +22,7 @@ mod traits;
 mod util;
 mod webhooks;
 
-pub use backend::{Backend, open};
+pub use backend::{Backend, StorePool, open};
 pub use dialect::{Dialect, SqlStore, SqlValue};
 pub use migrate::SCHEMA_VERSION;
 pub use postgres::PostgresStore;

@@ -754,6 +754,10 @@ macro_rules! impl_store {
                 $backend
             }
 
+            fn pool(&self) -> crate::StorePool {
+                self.pool.clone().into()
+            }
+
             async fn migrate(&self) -> Result<i64, Error> {
                 $migrator().run(&self.pool).await.map_err(StoreError::from)?;
                 self.schema_version().await
