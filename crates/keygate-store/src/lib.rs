@@ -19,6 +19,7 @@ mod sqlite;
 #[cfg(feature = "testing")]
 pub mod testdb;
 mod traits;
+mod user_identities;
 mod util;
 mod webhooks;
 

@@ -34,12 +34,6 @@ macro_rules! enc_cols {
         "acs_encoder_id, acs_system_id, display_name, is_online, created_at"
     };
 }
-macro_rules! ui_cols {
-    () => {
-        "user_identity_id, workspace_id, user_identity_key, full_name, email_address, phone_number, created_at, updated_at"
-    };
-}
-
 macro_rules! impl_store {
     ($store:ident, $db:ty, $row:ty, begin = $begin:literal, name = $backend:literal, migrator = $migrator:path) => {
         use std::collections::HashMap;
@@ -47,12 +41,10 @@ macro_rules! impl_store {
         use async_trait::async_trait;
         use keygate_domain::capability::CapabilityDescriptor;
         use keygate_domain::ids::{
-            AccessGroupId, AccessSystemId, ApiKeyId, EncoderId, EntranceId, UserIdentityId,
-            WorkspaceId,
+            AccessGroupId, AccessSystemId, ApiKeyId, EncoderId, EntranceId, WorkspaceId,
         };
         use keygate_domain::model::{
-            AccessGroup, AccessSystem, ApiKey, Encoder, Entrance, NewAccessSystem,
-            NewUserIdentity, UserIdentity, UserIdentityFilter, UserIdentityPatch, Workspace,
+            AccessGroup, AccessSystem, ApiKey, Encoder, Entrance, NewAccessSystem, Workspace,
             WorkspaceType, truncate_to_micros,
         };
         use keygate_domain::page::{Page, PageRequest};
@@ -60,8 +52,7 @@ macro_rules! impl_store {
         use sqlx::Row as _;
         use time::OffsetDateTime;
 
-        use crate::common::IdempotencyRow;
-        use crate::error::{StoreError, user_identity_key_taken};
+        use crate::error::StoreError;
         use crate::traits::*;
         use crate::util::{db_err, fetch_limit, from_micros, into_page, parse, to_micros};
 
@@ -148,19 +139,6 @@ macro_rules! impl_store {
                 display_name: r.try_get("display_name").map_err(db_err)?,
                 is_online: r.try_get("is_online").map_err(db_err)?,
                 created_at: from_micros(r.try_get("created_at").map_err(db_err)?)?,
-            })
-        }
-
-        fn user_identity_row(r: &$row) -> Result<UserIdentity, Error> {
-            Ok(UserIdentity {
-                id: parse("user_identity_id", &r.try_get::<String, _>("user_identity_id").map_err(db_err)?)?,
-                workspace_id: parse("workspace_id", &r.try_get::<String, _>("workspace_id").map_err(db_err)?)?,
-                user_identity_key: r.try_get("user_identity_key").map_err(db_err)?,
-                full_name: r.try_get("full_name").map_err(db_err)?,
-                email_address: r.try_get("email_address").map_err(db_err)?,
-                phone_number: r.try_get("phone_number").map_err(db_err)?,
-                created_at: from_micros(r.try_get("created_at").map_err(db_err)?)?,
-                updated_at: from_micros(r.try_get("updated_at").map_err(db_err)?)?,
             })
         }
 
@@ -314,36 +292,6 @@ macro_rules! impl_store {
                         Ok(id.to_string())
                     }
                 }
-            }
-        }
-
-        #[async_trait]
-        impl IdempotencyStore for $store {
-            async fn replay(&self, ws: WorkspaceId, idem: &Idempotency) -> Result<Option<String>, Error> {
-                let prior: Option<IdempotencyRow> = sqlx::query_as(IdempotencyRow::SELECT)
-                    .bind(ws.to_string())
-                    .bind(&idem.request_id)
-                    .fetch_optional(&self.pool)
-                    .await
-                    .map_err(db_err)?;
-                prior.map(|p| p.first_result(idem)).transpose()
-            }
-        }
-
-        #[async_trait]
-        impl SettingsStore for $store {
-            async fn setting_or_init(&self, key: &str, init: &str) -> Result<String, Error> {
-                sqlx::query("INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING")
-                    .bind(key)
-                    .bind(init)
-                    .execute(&self.pool)
-                    .await
-                    .map_err(db_err)?;
-                sqlx::query_scalar("SELECT value FROM settings WHERE key = $1")
-                    .bind(key)
-                    .fetch_one(&self.pool)
-                    .await
-                    .map_err(db_err)
             }
         }
 
@@ -616,138 +564,6 @@ macro_rules! impl_store {
             }
         }
 
-        fn key_taken(e: sqlx::Error) -> Error {
-            StoreError::from(e).on_unique(user_identity_key_taken).into()
-        }
-
-        #[async_trait]
-        impl UserIdentityStore for $store {
-            async fn create_user_identity(
-                &self,
-                ws: WorkspaceId,
-                id: UserIdentityId,
-                new: &NewUserIdentity,
-                idem: Option<&Idempotency>,
-                now: OffsetDateTime,
-            ) -> Result<UserIdentity, Error> {
-                let now = truncate_to_micros(now);
-                let mut tx = self.pool.begin_with($begin).await.map_err(db_err)?;
-                if let Some(first) = $store::claim_idempotency(&mut tx, ws, idem, &id.to_string(), now).await? {
-                    drop(tx);
-                    return self.get_user_identity(ws, parse("user_identity_id", &first)?).await;
-                }
-                let created = UserIdentity {
-                    id,
-                    workspace_id: ws,
-                    user_identity_key: new.user_identity_key.clone(),
-                    full_name: new.full_name.clone(),
-                    email_address: new.email_address.clone(),
-                    phone_number: new.phone_number.clone(),
-                    created_at: now,
-                    updated_at: now,
-                };
-                sqlx::query(concat!("INSERT INTO user_identities (", ui_cols!(), ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"))
-                    .bind(id.to_string())
-                    .bind(ws.to_string())
-                    .bind(&created.user_identity_key)
-                    .bind(&created.full_name)
-                    .bind(&created.email_address)
-                    .bind(&created.phone_number)
-                    .bind(to_micros(now))
-                    .bind(to_micros(now))
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(key_taken)?;
-                tx.commit().await.map_err(db_err)?;
-                Ok(created)
-            }
-
-            async fn get_user_identity(&self, ws: WorkspaceId, id: UserIdentityId) -> Result<UserIdentity, Error> {
-                let row = sqlx::query(concat!("SELECT ", ui_cols!(), " FROM user_identities WHERE workspace_id = $1 AND user_identity_id = $2"))
-                    .bind(ws.to_string())
-                    .bind(id.to_string())
-                    .fetch_optional(&self.pool)
-                    .await
-                    .map_err(db_err)?
-                    .ok_or_else(|| Error::not_found(Resource::UserIdentity, id.to_string()))?;
-                user_identity_row(&row)
-            }
-
-            async fn list_user_identities(&self, ws: WorkspaceId, filter: &UserIdentityFilter, page: &PageRequest) -> Result<Page<UserIdentity>, Error> {
-                let r = sqlx::query(concat!("SELECT ", ui_cols!(), " FROM user_identities WHERE workspace_id = $1 AND user_identity_id > $2 AND ($3 = '' OR user_identity_key = $3) AND ($4 = '' OR lower(email_address) = lower($4)) ORDER BY user_identity_id LIMIT $5"))
-                    .bind(ws.to_string())
-                    .bind(after(page))
-                    .bind(filter.user_identity_key.clone().unwrap_or_default())
-                    .bind(filter.email_address.clone().unwrap_or_default())
-                    .bind(fetch_limit(page.limit))
-                    .fetch_all(&self.pool)
-                    .await
-                    .map_err(db_err)?;
-                Ok(into_page(rows(&r, user_identity_row)?, page.limit, |u| u.id.to_string()))
-            }
-
-            async fn update_user_identity(&self, ws: WorkspaceId, id: UserIdentityId, patch: &UserIdentityPatch, now: OffsetDateTime) -> Result<UserIdentity, Error> {
-                let now = truncate_to_micros(now);
-                let mut tx = self.pool.begin_with($begin).await.map_err(db_err)?;
-                let row = sqlx::query(concat!("SELECT ", ui_cols!(), " FROM user_identities WHERE workspace_id = $1 AND user_identity_id = $2"))
-                    .bind(ws.to_string())
-                    .bind(id.to_string())
-                    .fetch_optional(&mut *tx)
-                    .await
-                    .map_err(db_err)?
-                    .ok_or_else(|| Error::not_found(Resource::UserIdentity, id.to_string()))?;
-                let mut u = user_identity_row(&row)?;
-                if let Some(k) = &patch.user_identity_key {
-                    u.user_identity_key = k.clone();
-                }
-                if let Some(n) = &patch.full_name {
-                    u.full_name = n.clone();
-                }
-                if let Some(e) = &patch.email_address {
-                    u.email_address = e.clone();
-                }
-                if let Some(p) = &patch.phone_number {
-                    u.phone_number = p.clone();
-                }
-                u.updated_at = now;
-                sqlx::query("UPDATE user_identities SET user_identity_key = $3, full_name = $4, email_address = $5, phone_number = $6, updated_at = $7 WHERE workspace_id = $1 AND user_identity_id = $2")
-                    .bind(ws.to_string())
-                    .bind(id.to_string())
-                    .bind(&u.user_identity_key)
-                    .bind(&u.full_name)
-                    .bind(&u.email_address)
-                    .bind(&u.phone_number)
-                    .bind(to_micros(now))
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(key_taken)?;
-                tx.commit().await.map_err(db_err)?;
-                Ok(u)
-            }
-
-            async fn delete_user_identity(&self, ws: WorkspaceId, id: UserIdentityId) -> Result<(), Error> {
-                let mut tx = self.pool.begin_with($begin).await.map_err(db_err)?;
-                let n = sqlx::query("DELETE FROM user_identities WHERE workspace_id = $1 AND user_identity_id = $2")
-                    .bind(ws.to_string())
-                    .bind(id.to_string())
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(db_err)?
-                    .rows_affected();
-                if n == 0 {
-                    return Err(Error::not_found(Resource::UserIdentity, id.to_string()));
-                }
-                // Its access system users stay, unlinked.
-                sqlx::query("UPDATE acs_users SET user_identity_id = NULL WHERE workspace_id = $1 AND user_identity_id = $2")
-                    .bind(ws.to_string())
-                    .bind(id.to_string())
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(db_err)?;
-                tx.commit().await.map_err(db_err)
-            }
-        }
-
         #[async_trait]
         impl Store for $store {
             fn backend_name(&self) -> &'static str {
@@ -801,4 +617,4 @@ macro_rules! impl_store {
     };
 }
 
-pub(crate) use {enc_cols, ent_cols, grp_cols, impl_store, key_cols, sys_cols, ui_cols, ws_cols};
+pub(crate) use {enc_cols, ent_cols, grp_cols, impl_store, key_cols, sys_cols, ws_cols};
