@@ -2,6 +2,7 @@
 //! implementations (sqlx, runtime queries, no database needed to build). Every tenant-owned call
 //! takes the workspace id first; a row of another workspace is indistinguishable from a missing one.
 
+mod access_systems;
 mod acs_users;
 mod backend;
 mod common;

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use sqlx::postgres::PgPoolOptions;
 
-use crate::sql::{enc_cols, ent_cols, grp_cols, impl_store, key_cols, sys_cols, ws_cols};
+use crate::sql::impl_store;
 
 /// The PostgreSQL implementation of every storage trait.
 pub type PostgresStore = crate::dialect::SqlStore<sqlx::Postgres>;

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
-use crate::sql::{enc_cols, ent_cols, grp_cols, impl_store, key_cols, sys_cols, ws_cols};
+use crate::sql::impl_store;
 
 /// The SQLite implementation of every storage trait.
 pub type SqliteStore = crate::dialect::SqlStore<sqlx::Sqlite>;
