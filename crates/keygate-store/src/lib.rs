@@ -11,6 +11,7 @@ pub mod conformance;
 mod deliveries;
 mod dialect;
 mod error;
+mod events;
 mod instant_keys;
 mod migrate;
 mod postgres;

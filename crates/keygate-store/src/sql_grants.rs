@@ -1,6 +1,7 @@
-//! The SQL of access grants, the job queue and the event log, shared by both dialects like
-//! `sql.rs`. Only two fragments differ and are passed in: the row-lock clause (`FOR UPDATE` on
-//! PostgreSQL; SQLite's `BEGIN IMMEDIATE` already serializes writers) and the event-type filter.
+//! The SQL of access grants and the job queue, still instantiated per backend by
+//! `impl_grant_store!` (the last store not yet turned into generic functions). Two fragments
+//! differ and are passed in: the row-lock clause (`FOR UPDATE` on PostgreSQL; SQLite's
+//! `BEGIN IMMEDIATE` already serializes writers) and the job claim.
 
 macro_rules! grant_cols {
     () => {
@@ -12,24 +13,18 @@ macro_rules! method_cols {
         "access_method_id, workspace_id, access_grant_id, user_identity_id, mode, display_name, is_issued, issued_at, is_card_encoding_required, is_ready_for_encoding, code, client_session_token, instant_key_id, warnings, errors, created_at, updated_at"
     };
 }
-macro_rules! event_cols {
-    () => {
-        "seq, workspace_id, event_id, event_type, description, occurred_at, created_at, access_grant_id, access_method_id, acs_system_id, acs_entrance_id, user_identity_id, instant_key_id, action_attempt_id"
-    };
-}
-
 macro_rules! impl_grant_store {
-    ($store:ident, $db:ty, $row:ty, begin = $begin:literal, read = $read:literal, lock = $lock:literal, claim = $claim:literal, types_filter = $types:literal) => {
+    ($store:ident, $db:ty, $row:ty, begin = $begin:literal, read = $read:literal, lock = $lock:literal, claim = $claim:literal) => {
         mod grants {
             use std::collections::HashMap;
 
             use async_trait::async_trait;
-            use keygate_domain::events::{Event, EventFilter, NewEvent};
+            use keygate_domain::events::{Event, NewEvent};
             use keygate_domain::grant::{
                 AccessGrant, AccessMethod, DoorState, DoorStatus, RequestedAccessMethod,
             };
             use keygate_domain::action::{ActionAttempt, AttemptError, EncodedCard, JobWork};
-            use keygate_domain::ids::{AccessGrantId, AccessMethodId, ActionAttemptId, EventId, JobId, WorkspaceId};
+            use keygate_domain::ids::{AccessGrantId, AccessMethodId, ActionAttemptId, JobId, WorkspaceId};
             use keygate_domain::page::{Page, PageRequest};
             use keygate_domain::tracker::{self, ProvisionResult};
             use keygate_domain::{Error, ErrorReason, Resource};
@@ -37,7 +32,7 @@ macro_rules! impl_grant_store {
             use time::OffsetDateTime;
 
             use super::$store;
-            use crate::sql_grants::{event_cols, grant_cols, method_cols};
+            use crate::sql_grants::{grant_cols, method_cols};
             use crate::traits::*;
             use crate::error::{StoreError, access_grant_key_taken, user_identity_key_taken};
             use crate::util::{db_err, fetch_limit, from_micros, into_page, parse, to_micros};
@@ -101,25 +96,6 @@ macro_rules! impl_grant_store {
                     errors: unjson("errors", &r.try_get::<String, _>("errors").map_err(db_err)?)?,
                     created_at: from_micros(r.try_get("created_at").map_err(db_err)?)?,
                     updated_at: from_micros(r.try_get("updated_at").map_err(db_err)?)?,
-                })
-            }
-
-            fn event_row(r: &$row) -> Result<Event, Error> {
-                Ok(Event {
-                    seq: r.try_get("seq").map_err(db_err)?,
-                    workspace_id: parse("workspace_id", &r.try_get::<String, _>("workspace_id").map_err(db_err)?)?,
-                    id: parse("event_id", &r.try_get::<String, _>("event_id").map_err(db_err)?)?,
-                    event_type: r.try_get("event_type").map_err(db_err)?,
-                    description: r.try_get("description").map_err(db_err)?,
-                    occurred_at: from_micros(r.try_get("occurred_at").map_err(db_err)?)?,
-                    created_at: from_micros(r.try_get("created_at").map_err(db_err)?)?,
-                    access_grant_id: opt_id(r, "access_grant_id")?,
-                    access_method_id: opt_id(r, "access_method_id")?,
-                    acs_system_id: opt_id(r, "acs_system_id")?,
-                    acs_entrance_id: opt_id(r, "acs_entrance_id")?,
-                    user_identity_id: opt_id(r, "user_identity_id")?,
-                    instant_key_id: opt_id(r, "instant_key_id")?,
-                    action_attempt_id: opt_id(r, "action_attempt_id")?,
                 })
             }
 
@@ -1203,60 +1179,8 @@ macro_rules! impl_grant_store {
                     })
                 }
             }
-
-
-
-            #[async_trait]
-            impl EventLog for $store {
-                async fn list_events(&self, ws: WorkspaceId, f: &EventFilter, after: i64, limit: u32) -> Result<Vec<Event>, Error> {
-                    let rows = sqlx::query(concat!("SELECT ", event_cols!(), " FROM events WHERE workspace_id = $1 AND seq > $2 AND ", $types, " AND ($4 = '' OR access_grant_id = $4) AND ($5 = '' OR access_method_id = $5) AND ($6 = '' OR acs_system_id = $6) AND ($7 = '' OR acs_entrance_id = $7) AND ($8 = '' OR user_identity_id = $8) AND ($9 = 0 OR occurred_at >= $9) AND ($10 = 0 OR occurred_at < $10) ORDER BY seq LIMIT $11"))
-                        .bind(ws.to_string())
-                        .bind(after)
-                        .bind(f.event_types.join(","))
-                        .bind(f.access_grant_id.map(|i| i.to_string()).unwrap_or_default())
-                        .bind(f.access_method_id.map(|i| i.to_string()).unwrap_or_default())
-                        .bind(f.acs_system_id.map(|i| i.to_string()).unwrap_or_default())
-                        .bind(f.acs_entrance_id.map(|i| i.to_string()).unwrap_or_default())
-                        .bind(f.user_identity_id.map(|i| i.to_string()).unwrap_or_default())
-                        .bind(f.occurred_after.map(to_micros).unwrap_or(0))
-                        .bind(f.occurred_before.map(to_micros).unwrap_or(0))
-                        .bind(i64::from(limit))
-                        .fetch_all(&self.pool)
-                        .await
-                        .map_err(db_err)?;
-                    rows.iter().map(event_row).collect()
-                }
-
-                async fn purge_events(&self, before: OffsetDateTime) -> Result<u64, Error> {
-                    Ok(sqlx::query("DELETE FROM events WHERE created_at < $1")
-                        .bind(to_micros(before))
-                        .execute(&self.pool)
-                        .await
-                        .map_err(db_err)?
-                        .rows_affected())
-                }
-
-                async fn latest_event_seq(&self, ws: WorkspaceId) -> Result<i64, Error> {
-                    sqlx::query_scalar("SELECT COALESCE(MAX(last_seq), 0) FROM event_counters WHERE workspace_id = $1")
-                        .bind(ws.to_string())
-                        .fetch_one(&self.pool)
-                        .await
-                        .map_err(db_err)
-                }
-
-                async fn get_event(&self, ws: WorkspaceId, id: EventId) -> Result<Event, Error> {
-                    let row = sqlx::query(concat!("SELECT ", event_cols!(), " FROM events WHERE workspace_id = $1 AND event_id = $2"))
-                        .bind(ws.to_string())
-                        .bind(id.to_string())
-                        .fetch_optional(&self.pool)
-                        .await
-                        .map_err(db_err)?
-                        .ok_or_else(|| Error::not_found(Resource::Event, id.to_string()))?;
-                    event_row(&row)
-                }
-            }
         }
     };
 }
 
-pub(crate) use {event_cols, grant_cols, impl_grant_store, method_cols};
+pub(crate) use {grant_cols, impl_grant_store, method_cols};
