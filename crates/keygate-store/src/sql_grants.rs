@@ -14,7 +14,7 @@ macro_rules! method_cols {
     };
 }
 macro_rules! impl_grant_store {
-    ($store:ident, $db:ty, $row:ty, begin = $begin:literal, read = $read:literal, lock = $lock:literal, claim = $claim:literal) => {
+    ($store:ident, $db:ty, $row:ty, begin = $begin:literal, read = $read:literal, lock = $lock:literal) => {
         mod grants {
             use std::collections::HashMap;
 
@@ -794,7 +794,7 @@ macro_rules! impl_grant_store {
                 async fn claim_jobs(&self, owner: &str, limit: u32, lease: std::time::Duration, now: OffsetDateTime) -> Result<Vec<Job>, Error> {
                     let until = now + lease;
                     let mut tx = self.pool.begin_with($begin).await.map_err(db_err)?;
-                    let rows = sqlx::query($claim)
+                    let rows = sqlx::query(crate::dialect::assembled(crate::common::job_claim::<$db>()))
                         .bind(owner)
                         .bind(to_micros(until))
                         .bind(to_micros(now))

@@ -45,8 +45,5 @@ crate::sql_grants::impl_grant_store!(
     sqlx::sqlite::SqliteRow,
     begin = "BEGIN IMMEDIATE",
     read = "BEGIN",
-    lock = "",
-    // A job waits while another job of the same credential (subject, system) holds a live lease,
-    // so an update never races the call it replaces.
-    claim = "UPDATE jobs SET state = 'running', lease_owner = $1, lease_until = $2, attempts = attempts + 1, updated_at = $3 WHERE job_id IN (SELECT job_id FROM jobs j WHERE ((j.state = 'queued' AND j.run_at <= $3) OR (j.state = 'running' AND j.lease_until < $3)) AND NOT EXISTS (SELECT 1 FROM jobs r WHERE r.subject_id = j.subject_id AND r.acs_system_id = j.acs_system_id AND r.state = 'running' AND r.lease_until >= $3 AND r.job_id <> j.job_id) ORDER BY j.run_at LIMIT $4) RETURNING job_id, workspace_id, payload, attempts, trace_context"
+    lock = ""
 );
