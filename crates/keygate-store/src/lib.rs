@@ -12,6 +12,7 @@ mod deliveries;
 mod dialect;
 mod error;
 mod events;
+mod grant_rows;
 mod instant_keys;
 mod migrate;
 mod postgres;

@@ -21,7 +21,7 @@ macro_rules! impl_grant_store {
             use async_trait::async_trait;
             use keygate_domain::events::{Event, NewEvent};
             use keygate_domain::grant::{
-                AccessGrant, AccessMethod, DoorState, DoorStatus, RequestedAccessMethod,
+                AccessGrant, AccessMethod, DoorState, DoorStatus,
             };
             use keygate_domain::action::{ActionAttempt, AttemptError, EncodedCard, JobWork};
             use keygate_domain::ids::{AccessGrantId, AccessMethodId, ActionAttemptId, JobId, WorkspaceId};
@@ -32,7 +32,9 @@ macro_rules! impl_grant_store {
             use time::OffsetDateTime;
 
             use super::$store;
+            use crate::grant_rows::{AttemptRow, DoorRow, GrantRow, MethodRow};
             use crate::sql_grants::{grant_cols, method_cols};
+            use sqlx::FromRow as _;
             use crate::traits::*;
             use crate::error::{StoreError, access_grant_key_taken, user_identity_key_taken};
             use crate::util::{db_err, fetch_limit, from_micros, into_page, parse, to_micros};
@@ -44,59 +46,17 @@ macro_rules! impl_grant_store {
             }
 
             fn unjson<T: serde::de::DeserializeOwned>(what: &str, s: &str) -> Result<T, Error> {
-                serde_json::from_str(s).map_err(|e| Error::Internal { message: format!("stored {what} does not parse: {e}") })
+                Ok(crate::grant_rows::unjson(what, s)?)
             }
 
 
-            fn opt_id<T: std::str::FromStr>(r: &$row, col: &str) -> Result<Option<T>, Error> {
-                Ok(r.try_get::<Option<String>, _>(col).map_err(db_err)?.map(|s| parse(col, &s)).transpose()?)
-            }
 
             fn grant_row(r: &$row) -> Result<AccessGrant, Error> {
-                let requested: Vec<RequestedAccessMethod> = unjson("requested_access_methods", &r.try_get::<String, _>("requested_access_methods").map_err(db_err)?)?;
-                Ok(AccessGrant {
-                    id: parse("access_grant_id", &r.try_get::<String, _>("access_grant_id").map_err(db_err)?)?,
-                    workspace_id: parse("workspace_id", &r.try_get::<String, _>("workspace_id").map_err(db_err)?)?,
-                    user_identity_id: parse("user_identity_id", &r.try_get::<String, _>("user_identity_id").map_err(db_err)?)?,
-                    access_grant_key: r.try_get("access_grant_key").map_err(db_err)?,
-                    name: r.try_get("name").map_err(db_err)?,
-                    reservation_key: r.try_get("reservation_key").map_err(db_err)?,
-                    starts_at: from_micros(r.try_get("starts_at").map_err(db_err)?)?,
-                    ends_at: r.try_get::<Option<i64>, _>("ends_at").map_err(db_err)?.map(from_micros).transpose()?,
-                    entrance_ids: Vec::new(),
-                    access_method_ids: requested.iter().flat_map(|q| q.created_access_method_ids.iter().copied()).collect(),
-                    requested,
-                    instant_key_id: opt_id(r, "instant_key_id")?,
-                    warnings: unjson("warnings", &r.try_get::<String, _>("warnings").map_err(db_err)?)?,
-                    errors: unjson("errors", &r.try_get::<String, _>("errors").map_err(db_err)?)?,
-                    pending_mutations: Vec::new(),
-                    created_at: from_micros(r.try_get("created_at").map_err(db_err)?)?,
-                    updated_at: from_micros(r.try_get("updated_at").map_err(db_err)?)?,
-                })
+                Ok(GrantRow::from_row(r).map_err(db_err)?.try_into()?)
             }
 
             fn method_row(r: &$row) -> Result<AccessMethod, Error> {
-                let mode: String = r.try_get("mode").map_err(db_err)?;
-                Ok(AccessMethod {
-                    id: parse("access_method_id", &r.try_get::<String, _>("access_method_id").map_err(db_err)?)?,
-                    workspace_id: parse("workspace_id", &r.try_get::<String, _>("workspace_id").map_err(db_err)?)?,
-                    access_grant_id: parse("access_grant_id", &r.try_get::<String, _>("access_grant_id").map_err(db_err)?)?,
-                    user_identity_id: parse("user_identity_id", &r.try_get::<String, _>("user_identity_id").map_err(db_err)?)?,
-                    mode: unjson("mode", &format!("\"{mode}\""))?,
-                    display_name: r.try_get("display_name").map_err(db_err)?,
-                    is_issued: r.try_get("is_issued").map_err(db_err)?,
-                    issued_at: r.try_get::<Option<i64>, _>("issued_at").map_err(db_err)?.map(from_micros).transpose()?,
-                    is_card_encoding_required: r.try_get("is_card_encoding_required").map_err(db_err)?,
-                    is_ready_for_encoding: r.try_get("is_ready_for_encoding").map_err(db_err)?,
-                    code: r.try_get("code").map_err(db_err)?,
-                    client_session_token: r.try_get("client_session_token").map_err(db_err)?,
-                    instant_key_id: opt_id(r, "instant_key_id")?,
-                    doors: Vec::new(),
-                    warnings: unjson("warnings", &r.try_get::<String, _>("warnings").map_err(db_err)?)?,
-                    errors: unjson("errors", &r.try_get::<String, _>("errors").map_err(db_err)?)?,
-                    created_at: from_micros(r.try_get("created_at").map_err(db_err)?)?,
-                    updated_at: from_micros(r.try_get("updated_at").map_err(db_err)?)?,
-                })
+                Ok(MethodRow::from_row(r).map_err(db_err)?.try_into()?)
             }
 
             async fn write_method(conn: &mut Conn, m: &AccessMethod, insert: bool) -> Result<(), Error> {
@@ -145,15 +105,7 @@ macro_rules! impl_grant_store {
             }
 
             fn door_row(r: &$row) -> Result<DoorStatus, Error> {
-                let state: String = r.try_get("state").map_err(db_err)?;
-                Ok(DoorStatus {
-                    entrance_id: parse("acs_entrance_id", &r.try_get::<String, _>("acs_entrance_id").map_err(db_err)?)?,
-                    acs_system_id: parse("acs_system_id", &r.try_get::<String, _>("acs_system_id").map_err(db_err)?)?,
-                    state: DoorState::parse(&state).ok_or_else(|| Error::Internal { message: format!("stored door state {state:?}") })?,
-                    reason: r.try_get("reason").map_err(db_err)?,
-                    updated_at: from_micros(r.try_get("updated_at").map_err(db_err)?)?,
-                    pending: r.try_get::<Option<String>, _>("pending_mutation").map_err(db_err)?.map(|j| unjson("pending_mutation", &j)).transpose()?,
-                })
+                Ok(DoorRow::from_row(r).map_err(db_err)?.try_into()?)
             }
 
             async fn load_doors(conn: &mut Conn, ws: WorkspaceId, first: &str, last: &str) -> Result<HashMap<String, Vec<DoorStatus>>, Error> {
@@ -218,24 +170,7 @@ macro_rules! impl_grant_store {
             }
 
             fn attempt_row(r: &$row) -> Result<ActionAttempt, Error> {
-                let status: String = r.try_get("status").map_err(db_err)?;
-                let error_type: Option<String> = r.try_get("error_type").map_err(db_err)?;
-                Ok(ActionAttempt {
-                    id: parse("action_attempt_id", &r.try_get::<String, _>("action_attempt_id").map_err(db_err)?)?,
-                    workspace_id: parse("workspace_id", &r.try_get::<String, _>("workspace_id").map_err(db_err)?)?,
-                    action_type: unjson("action_type", &format!("\"{}\"", r.try_get::<String, _>("action_type").map_err(db_err)?))?,
-                    status: unjson("status", &format!("\"{status}\""))?,
-                    access_method_id: opt_id(r, "access_method_id")?,
-                    acs_encoder_id: opt_id(r, "acs_encoder_id")?,
-                    acs_entrance_id: opt_id(r, "acs_entrance_id")?,
-                    result: r.try_get::<Option<String>, _>("result").map_err(db_err)?.map(|j| unjson("result", &j)).transpose()?,
-                    error: match error_type {
-                        Some(error_type) => Some(AttemptError { error_type, message: r.try_get::<Option<String>, _>("error_message").map_err(db_err)?.unwrap_or_default() }),
-                        None => None,
-                    },
-                    created_at: from_micros(r.try_get("created_at").map_err(db_err)?)?,
-                    completed_at: r.try_get::<Option<i64>, _>("completed_at").map_err(db_err)?.map(from_micros).transpose()?,
-                })
+                Ok(AttemptRow::from_row(r).map_err(db_err)?.try_into()?)
             }
 
             fn enum_str<T: serde::Serialize>(v: &T) -> Result<String, Error> {
