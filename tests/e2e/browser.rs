@@ -73,5 +73,6 @@ async fn chromium_opens_the_instant_key_and_unlocks() {
     let store = keygate_store::open(&format!("sqlite://{}", dir.0.join("keygate.db").display()))
         .expect("open store");
     let ws: keygate_domain::ids::WorkspaceId = ws.parse().expect("workspace id");
-    assert_eq!(store.count_sandbox_unlocks(ws).await.expect("count"), 1);
+    let ledger = keygate_orchestrator::store_ledger(store.as_ref());
+    assert_eq!(ledger.count_unlocks(ws).await.expect("count"), 1);
 }

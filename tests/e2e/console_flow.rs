@@ -192,8 +192,9 @@ async fn issued(ch: &Ch, key: &str, user: &str, id: &str) -> v1::Credential {
 
 /// Whether the virtual access system holds the credential's access method.
 async fn held(store: &dyn keygate_store::Store, system: &str, method: &str) -> bool {
-    store
-        .find_sandbox_credential(
+    use keygate_providers::virtual_system::Ledger as _;
+    keygate_orchestrator::store_ledger(store)
+        .get(
             system.parse().expect("system id"),
             method.parse().expect("method id"),
         )

@@ -89,9 +89,10 @@ async fn crash_and_recover(opts: Options, db_url: impl Fn(&DataDir) -> String) {
     // confirmed: the window where a naive retry would create duplicates.
     let store = keygate_store::open(&db_url(&dir)).expect("open store");
     let ws_id: keygate_domain::ids::WorkspaceId = ws.parse().expect("workspace id");
+    let ledger = keygate_orchestrator::store_ledger(store.as_ref());
     let mut applied = 0;
     for _ in 0..100 {
-        applied = store.count_sandbox_credentials(ws_id).await.expect("count");
+        applied = ledger.count_credentials(ws_id).await.expect("count");
         if applied == 4 * 4 {
             break;
         }
@@ -148,10 +149,7 @@ async fn crash_and_recover(opts: Options, db_url: impl Fn(&DataDir) -> String) {
     assert!(converged, "every door of every grant ends granted");
 
     // No duplicate credential in the virtual systems: one per (access method, system).
-    assert_eq!(
-        store.count_sandbox_credentials(ws_id).await.expect("count"),
-        4 * 4
-    );
+    assert_eq!(ledger.count_credentials(ws_id).await.expect("count"), 4 * 4);
 
     // No event lost or repeated.
     let events = v1::event_service_client::EventServiceClient::new(ch.clone())

@@ -4,6 +4,8 @@
 
 pub mod provider;
 pub mod sandbox;
+pub mod sql_ledger;
 pub mod virtual_system;
 
 pub use provider::{AccessSystemProvider, HeldCredential, Holder, ProviderError};
+pub use sql_ledger::SqlLedger;

@@ -23,6 +23,14 @@ impl Backend {
     }
 }
 
+/// A store's connection pool, by dialect: what [`Store::pool`] hands to the other crates that
+/// keep tables in the same database.
+#[derive(Clone, Debug)]
+pub enum StorePool {
+    Postgres(sqlx::PgPool),
+    Sqlite(sqlx::SqlitePool),
+}
+
 /// Connects to the store named by `url`: `postgres://...` for PostgreSQL, otherwise a SQLite URL
 /// (`sqlite://path/to/file.db`), created if missing. Connects on first use; does not migrate.
 pub fn open(url: &str) -> Result<Arc<dyn Store>, Error> {

@@ -2,25 +2,32 @@
 //! implementations (sqlx, runtime queries, no database needed to build). Every tenant-owned call
 //! takes the workspace id first; a row of another workspace is indistinguishable from a missing one.
 
+mod access_systems;
+mod acs_users;
 mod backend;
+mod common;
 #[cfg(feature = "testing")]
 pub mod conformance;
+mod deliveries;
+mod dialect;
 mod error;
+mod events;
+mod grant_rows;
+mod instant_keys;
 mod migrate;
 mod postgres;
 mod sql;
-mod sql_acs_users;
-mod sql_deliveries;
 mod sql_grants;
-mod sql_instant_keys;
-mod sql_webhooks;
 mod sqlite;
 #[cfg(feature = "testing")]
 pub mod testdb;
 mod traits;
+mod user_identities;
 mod util;
+mod webhooks;
 
-pub use backend::{Backend, open};
+pub use backend::{Backend, StorePool, open};
+pub use dialect::{Dialect, SqlStore, SqlValue};
 pub use migrate::SCHEMA_VERSION;
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;

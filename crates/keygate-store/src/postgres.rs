@@ -2,15 +2,12 @@
 
 use std::time::Duration;
 
-use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::postgres::PgPoolOptions;
 
-use crate::sql::{enc_cols, ent_cols, grp_cols, impl_store, key_cols, sys_cols, ui_cols, ws_cols};
+use crate::sql::impl_store;
 
 /// The PostgreSQL implementation of every storage trait.
-#[derive(Clone)]
-pub struct PostgresStore {
-    pool: PgPool,
-}
+pub type PostgresStore = crate::dialect::SqlStore<sqlx::Postgres>;
 
 impl PostgresStore {
     /// Parses the URL and makes a pool that connects on first use, so Keygate can start (and
@@ -34,53 +31,11 @@ impl_store!(
     migrator = crate::migrate::postgres
 );
 
-crate::sql_acs_users::impl_acs_user_store!(
-    PostgresStore,
-    sqlx::Postgres,
-    sqlx::postgres::PgRow,
-    begin = "BEGIN",
-    lock = " FOR UPDATE"
-);
-
-crate::sql_instant_keys::impl_instant_key_store!(
-    PostgresStore,
-    sqlx::Postgres,
-    sqlx::postgres::PgRow,
-    begin = "BEGIN",
-    lock = " FOR UPDATE"
-);
-
-crate::sql_deliveries::impl_delivery_store!(
-    PostgresStore,
-    sqlx::Postgres,
-    sqlx::postgres::PgRow,
-    begin = "BEGIN",
-    lock = " FOR UPDATE",
-    // Rows another sender is claiming are skipped, never waited for.
-    skip_locked = " FOR UPDATE SKIP LOCKED",
-    keys_filter = "instant_key_id = ANY(string_to_array($2, ','))"
-);
-
 crate::sql_grants::impl_grant_store!(
     PostgresStore,
     sqlx::Postgres,
     sqlx::postgres::PgRow,
     begin = "BEGIN",
     read = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
-    lock = " FOR UPDATE",
-    // A job waits while another job of the same credential (subject, system) holds a live lease,
-    // so an update never races the call it replaces.
-    claim = "UPDATE jobs SET state = 'running', lease_owner = $1, lease_until = $2, attempts = attempts + 1, updated_at = $3 WHERE job_id IN (SELECT job_id FROM jobs j WHERE ((j.state = 'queued' AND j.run_at <= $3) OR (j.state = 'running' AND j.lease_until < $3)) AND NOT EXISTS (SELECT 1 FROM jobs r WHERE r.subject_id = j.subject_id AND r.acs_system_id = j.acs_system_id AND r.state = 'running' AND r.lease_until >= $3 AND r.job_id <> j.job_id) ORDER BY j.run_at LIMIT $4 FOR UPDATE SKIP LOCKED) RETURNING job_id, workspace_id, payload, attempts, trace_context",
-    types_filter = "($3 = '' OR event_type = ANY(string_to_array($3, ',')))"
-);
-
-crate::sql_webhooks::impl_webhook_store!(
-    PostgresStore,
-    sqlx::Postgres,
-    sqlx::postgres::PgRow,
-    begin = "BEGIN",
-    lock = " FOR UPDATE",
-    // Due deliveries of enabled webhooks, not leased (or whose lease ran out); rows another
-    // dispatcher is claiming are skipped, never waited for.
-    claim = "UPDATE webhook_deliveries SET lease_token = $1, lease_until = $2, attempts = attempts + 1, updated_at = $3 WHERE (workspace_id, webhook_id, event_seq) IN (SELECT d.workspace_id, d.webhook_id, d.event_seq FROM webhook_deliveries d JOIN webhooks w ON w.workspace_id = d.workspace_id AND w.webhook_id = d.webhook_id WHERE d.status = 'pending' AND d.next_attempt_at <= $3 AND (d.lease_until IS NULL OR d.lease_until < $3) AND w.is_enabled = $5 ORDER BY d.next_attempt_at LIMIT $4 FOR UPDATE OF d SKIP LOCKED)"
+    lock = " FOR UPDATE"
 );

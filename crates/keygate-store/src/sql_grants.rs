@@ -1,6 +1,7 @@
-//! The SQL of access grants, the job queue and the event log, shared by both dialects like
-//! `sql.rs`. Only two fragments differ and are passed in: the row-lock clause (`FOR UPDATE` on
-//! PostgreSQL; SQLite's `BEGIN IMMEDIATE` already serializes writers) and the event-type filter.
+//! The SQL of access grants and the job queue, still instantiated per backend by
+//! `impl_grant_store!` (the last store not yet turned into generic functions). Two fragments
+//! differ and are passed in: the row-lock clause (`FOR UPDATE` on PostgreSQL; SQLite's
+//! `BEGIN IMMEDIATE` already serializes writers) and the job claim.
 
 macro_rules! grant_cols {
     () => {
@@ -12,24 +13,18 @@ macro_rules! method_cols {
         "access_method_id, workspace_id, access_grant_id, user_identity_id, mode, display_name, is_issued, issued_at, is_card_encoding_required, is_ready_for_encoding, code, client_session_token, instant_key_id, warnings, errors, created_at, updated_at"
     };
 }
-macro_rules! event_cols {
-    () => {
-        "seq, workspace_id, event_id, event_type, description, occurred_at, created_at, access_grant_id, access_method_id, acs_system_id, acs_entrance_id, user_identity_id, instant_key_id, action_attempt_id"
-    };
-}
-
 macro_rules! impl_grant_store {
-    ($store:ident, $db:ty, $row:ty, begin = $begin:literal, read = $read:literal, lock = $lock:literal, claim = $claim:literal, types_filter = $types:literal) => {
+    ($store:ident, $db:ty, $row:ty, begin = $begin:literal, read = $read:literal, lock = $lock:literal) => {
         mod grants {
             use std::collections::HashMap;
 
             use async_trait::async_trait;
-            use keygate_domain::events::{Event, EventFilter, NewEvent};
+            use keygate_domain::events::{Event, NewEvent};
             use keygate_domain::grant::{
-                AccessGrant, AccessMethod, DoorState, DoorStatus, RequestedAccessMethod,
+                AccessGrant, AccessMethod, DoorState, DoorStatus,
             };
             use keygate_domain::action::{ActionAttempt, AttemptError, EncodedCard, JobWork};
-            use keygate_domain::ids::{AccessGrantId, AccessMethodId, ActionAttemptId, EventId, JobId, WorkspaceId};
+            use keygate_domain::ids::{AccessGrantId, AccessMethodId, ActionAttemptId, JobId, WorkspaceId};
             use keygate_domain::page::{Page, PageRequest};
             use keygate_domain::tracker::{self, ProvisionResult};
             use keygate_domain::{Error, ErrorReason, Resource};
@@ -37,7 +32,9 @@ macro_rules! impl_grant_store {
             use time::OffsetDateTime;
 
             use super::$store;
-            use crate::sql_grants::{event_cols, grant_cols, method_cols};
+            use crate::grant_rows::{AttemptRow, DoorRow, GrantRow, MethodRow};
+            use crate::sql_grants::{grant_cols, method_cols};
+            use sqlx::FromRow as _;
             use crate::traits::*;
             use crate::error::{StoreError, access_grant_key_taken, user_identity_key_taken};
             use crate::util::{db_err, fetch_limit, from_micros, into_page, parse, to_micros};
@@ -49,133 +46,17 @@ macro_rules! impl_grant_store {
             }
 
             fn unjson<T: serde::de::DeserializeOwned>(what: &str, s: &str) -> Result<T, Error> {
-                serde_json::from_str(s).map_err(|e| Error::Internal { message: format!("stored {what} does not parse: {e}") })
+                Ok(crate::grant_rows::unjson(what, s)?)
             }
 
 
-            fn opt_id<T: std::str::FromStr>(r: &$row, col: &str) -> Result<Option<T>, Error> {
-                Ok(r.try_get::<Option<String>, _>(col).map_err(db_err)?.map(|s| parse(col, &s)).transpose()?)
-            }
 
             fn grant_row(r: &$row) -> Result<AccessGrant, Error> {
-                let requested: Vec<RequestedAccessMethod> = unjson("requested_access_methods", &r.try_get::<String, _>("requested_access_methods").map_err(db_err)?)?;
-                Ok(AccessGrant {
-                    id: parse("access_grant_id", &r.try_get::<String, _>("access_grant_id").map_err(db_err)?)?,
-                    workspace_id: parse("workspace_id", &r.try_get::<String, _>("workspace_id").map_err(db_err)?)?,
-                    user_identity_id: parse("user_identity_id", &r.try_get::<String, _>("user_identity_id").map_err(db_err)?)?,
-                    access_grant_key: r.try_get("access_grant_key").map_err(db_err)?,
-                    name: r.try_get("name").map_err(db_err)?,
-                    reservation_key: r.try_get("reservation_key").map_err(db_err)?,
-                    starts_at: from_micros(r.try_get("starts_at").map_err(db_err)?)?,
-                    ends_at: r.try_get::<Option<i64>, _>("ends_at").map_err(db_err)?.map(from_micros).transpose()?,
-                    entrance_ids: Vec::new(),
-                    access_method_ids: requested.iter().flat_map(|q| q.created_access_method_ids.iter().copied()).collect(),
-                    requested,
-                    instant_key_id: opt_id(r, "instant_key_id")?,
-                    warnings: unjson("warnings", &r.try_get::<String, _>("warnings").map_err(db_err)?)?,
-                    errors: unjson("errors", &r.try_get::<String, _>("errors").map_err(db_err)?)?,
-                    pending_mutations: Vec::new(),
-                    created_at: from_micros(r.try_get("created_at").map_err(db_err)?)?,
-                    updated_at: from_micros(r.try_get("updated_at").map_err(db_err)?)?,
-                })
+                Ok(GrantRow::from_row(r).map_err(db_err)?.try_into()?)
             }
 
             fn method_row(r: &$row) -> Result<AccessMethod, Error> {
-                let mode: String = r.try_get("mode").map_err(db_err)?;
-                Ok(AccessMethod {
-                    id: parse("access_method_id", &r.try_get::<String, _>("access_method_id").map_err(db_err)?)?,
-                    workspace_id: parse("workspace_id", &r.try_get::<String, _>("workspace_id").map_err(db_err)?)?,
-                    access_grant_id: parse("access_grant_id", &r.try_get::<String, _>("access_grant_id").map_err(db_err)?)?,
-                    user_identity_id: parse("user_identity_id", &r.try_get::<String, _>("user_identity_id").map_err(db_err)?)?,
-                    mode: unjson("mode", &format!("\"{mode}\""))?,
-                    display_name: r.try_get("display_name").map_err(db_err)?,
-                    is_issued: r.try_get("is_issued").map_err(db_err)?,
-                    issued_at: r.try_get::<Option<i64>, _>("issued_at").map_err(db_err)?.map(from_micros).transpose()?,
-                    is_card_encoding_required: r.try_get("is_card_encoding_required").map_err(db_err)?,
-                    is_ready_for_encoding: r.try_get("is_ready_for_encoding").map_err(db_err)?,
-                    code: r.try_get("code").map_err(db_err)?,
-                    client_session_token: r.try_get("client_session_token").map_err(db_err)?,
-                    instant_key_id: opt_id(r, "instant_key_id")?,
-                    doors: Vec::new(),
-                    warnings: unjson("warnings", &r.try_get::<String, _>("warnings").map_err(db_err)?)?,
-                    errors: unjson("errors", &r.try_get::<String, _>("errors").map_err(db_err)?)?,
-                    created_at: from_micros(r.try_get("created_at").map_err(db_err)?)?,
-                    updated_at: from_micros(r.try_get("updated_at").map_err(db_err)?)?,
-                })
-            }
-
-            fn event_row(r: &$row) -> Result<Event, Error> {
-                Ok(Event {
-                    seq: r.try_get("seq").map_err(db_err)?,
-                    workspace_id: parse("workspace_id", &r.try_get::<String, _>("workspace_id").map_err(db_err)?)?,
-                    id: parse("event_id", &r.try_get::<String, _>("event_id").map_err(db_err)?)?,
-                    event_type: r.try_get("event_type").map_err(db_err)?,
-                    description: r.try_get("description").map_err(db_err)?,
-                    occurred_at: from_micros(r.try_get("occurred_at").map_err(db_err)?)?,
-                    created_at: from_micros(r.try_get("created_at").map_err(db_err)?)?,
-                    access_grant_id: opt_id(r, "access_grant_id")?,
-                    access_method_id: opt_id(r, "access_method_id")?,
-                    acs_system_id: opt_id(r, "acs_system_id")?,
-                    acs_entrance_id: opt_id(r, "acs_entrance_id")?,
-                    user_identity_id: opt_id(r, "user_identity_id")?,
-                    instant_key_id: opt_id(r, "instant_key_id")?,
-                    action_attempt_id: opt_id(r, "action_attempt_id")?,
-                })
-            }
-
-            /// Appends events at the end of a transaction. The counter row stays locked until
-            /// commit, so sequence numbers follow commit order within a workspace.
-            pub(super) async fn append_events(conn: &mut Conn, ws: WorkspaceId, events: &[NewEvent], now: OffsetDateTime) -> Result<Vec<Event>, Error> {
-                if events.is_empty() {
-                    return Ok(Vec::new());
-                }
-                let n = i64::try_from(events.len()).unwrap_or(i64::MAX);
-                let last: i64 = sqlx::query_scalar("INSERT INTO event_counters (workspace_id, last_seq) VALUES ($1, $2) ON CONFLICT (workspace_id) DO UPDATE SET last_seq = event_counters.last_seq + $2 RETURNING last_seq")
-                    .bind(ws.to_string())
-                    .bind(n)
-                    .fetch_one(&mut *conn)
-                    .await
-                    .map_err(db_err)?;
-                let mut out = Vec::with_capacity(events.len());
-                for (i, e) in events.iter().enumerate() {
-                    let seq = last - n + 1 + i64::try_from(i).unwrap_or(0);
-                    let event = Event {
-                        seq,
-                        workspace_id: ws,
-                        id: e.id,
-                        event_type: e.event_type.name.to_owned(),
-                        description: e.event_type.description.to_owned(),
-                        occurred_at: keygate_domain::model::truncate_to_micros(e.occurred_at),
-                        created_at: now,
-                        access_grant_id: e.access_grant_id,
-                        access_method_id: e.access_method_id,
-                        acs_system_id: e.acs_system_id,
-                        acs_entrance_id: e.acs_entrance_id,
-                        user_identity_id: e.user_identity_id,
-                        instant_key_id: e.instant_key_id,
-                        action_attempt_id: e.action_attempt_id,
-                    };
-                    sqlx::query(concat!("INSERT INTO events (", event_cols!(), ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"))
-                        .bind(seq)
-                        .bind(ws.to_string())
-                        .bind(event.id.to_string())
-                        .bind(&event.event_type)
-                        .bind(&event.description)
-                        .bind(to_micros(event.occurred_at))
-                        .bind(to_micros(now))
-                        .bind(event.access_grant_id.map(|i| i.to_string()))
-                        .bind(event.access_method_id.map(|i| i.to_string()))
-                        .bind(event.acs_system_id.map(|i| i.to_string()))
-                        .bind(event.acs_entrance_id.map(|i| i.to_string()))
-                        .bind(event.user_identity_id.map(|i| i.to_string()))
-                        .bind(event.instant_key_id.map(|i| i.to_string()))
-                        .bind(event.action_attempt_id.map(|i| i.to_string()))
-                        .execute(&mut *conn)
-                        .await
-                        .map_err(db_err)?;
-                    out.push(event);
-                }
-                Ok(out)
+                Ok(MethodRow::from_row(r).map_err(db_err)?.try_into()?)
             }
 
             async fn write_method(conn: &mut Conn, m: &AccessMethod, insert: bool) -> Result<(), Error> {
@@ -224,15 +105,7 @@ macro_rules! impl_grant_store {
             }
 
             fn door_row(r: &$row) -> Result<DoorStatus, Error> {
-                let state: String = r.try_get("state").map_err(db_err)?;
-                Ok(DoorStatus {
-                    entrance_id: parse("acs_entrance_id", &r.try_get::<String, _>("acs_entrance_id").map_err(db_err)?)?,
-                    acs_system_id: parse("acs_system_id", &r.try_get::<String, _>("acs_system_id").map_err(db_err)?)?,
-                    state: DoorState::parse(&state).ok_or_else(|| Error::Internal { message: format!("stored door state {state:?}") })?,
-                    reason: r.try_get("reason").map_err(db_err)?,
-                    updated_at: from_micros(r.try_get("updated_at").map_err(db_err)?)?,
-                    pending: r.try_get::<Option<String>, _>("pending_mutation").map_err(db_err)?.map(|j| unjson("pending_mutation", &j)).transpose()?,
-                })
+                Ok(DoorRow::from_row(r).map_err(db_err)?.try_into()?)
             }
 
             async fn load_doors(conn: &mut Conn, ws: WorkspaceId, first: &str, last: &str) -> Result<HashMap<String, Vec<DoorStatus>>, Error> {
@@ -297,24 +170,7 @@ macro_rules! impl_grant_store {
             }
 
             fn attempt_row(r: &$row) -> Result<ActionAttempt, Error> {
-                let status: String = r.try_get("status").map_err(db_err)?;
-                let error_type: Option<String> = r.try_get("error_type").map_err(db_err)?;
-                Ok(ActionAttempt {
-                    id: parse("action_attempt_id", &r.try_get::<String, _>("action_attempt_id").map_err(db_err)?)?,
-                    workspace_id: parse("workspace_id", &r.try_get::<String, _>("workspace_id").map_err(db_err)?)?,
-                    action_type: unjson("action_type", &format!("\"{}\"", r.try_get::<String, _>("action_type").map_err(db_err)?))?,
-                    status: unjson("status", &format!("\"{status}\""))?,
-                    access_method_id: opt_id(r, "access_method_id")?,
-                    acs_encoder_id: opt_id(r, "acs_encoder_id")?,
-                    acs_entrance_id: opt_id(r, "acs_entrance_id")?,
-                    result: r.try_get::<Option<String>, _>("result").map_err(db_err)?.map(|j| unjson("result", &j)).transpose()?,
-                    error: match error_type {
-                        Some(error_type) => Some(AttemptError { error_type, message: r.try_get::<Option<String>, _>("error_message").map_err(db_err)?.unwrap_or_default() }),
-                        None => None,
-                    },
-                    created_at: from_micros(r.try_get("created_at").map_err(db_err)?)?,
-                    completed_at: r.try_get::<Option<i64>, _>("completed_at").map_err(db_err)?.map(from_micros).transpose()?,
-                })
+                Ok(AttemptRow::from_row(r).map_err(db_err)?.try_into()?)
             }
 
             fn enum_str<T: serde::Serialize>(v: &T) -> Result<String, Error> {
@@ -492,7 +348,7 @@ macro_rules! impl_grant_store {
                             .map_err(db_err)?;
                         insert_job(&mut tx, ws, work, now).await?;
                     }
-                    let events = append_events(&mut tx, ws, &w.events, now).await?;
+                    let events = $store::append_events(&mut tx, ws, &w.events, now).await?;
                     let (after, _) = live_grant(&mut tx, ws, g.id, true).await?;
                     tx.commit().await.map_err(db_err)?;
                     Ok((after, events))
@@ -500,7 +356,7 @@ macro_rules! impl_grant_store {
 
                 async fn create_action_attempt(&self, ws: WorkspaceId, a: &ActionAttempt, job: &JobWork, idem: Option<&Idempotency>) -> Result<ActionAttempt, Error> {
                     let mut tx = self.pool.begin_with($begin).await.map_err(db_err)?;
-                    if let Some(first) = super::claim_idempotency(&mut tx, ws, idem, &a.id.to_string(), a.created_at).await? {
+                    if let Some(first) = $store::claim_idempotency(&mut tx, ws, idem, &a.id.to_string(), a.created_at).await? {
                         drop(tx);
                         return self.get_action_attempt(ws, parse("action_attempt_id", &first)?).await;
                     }
@@ -553,7 +409,7 @@ macro_rules! impl_grant_store {
                     };
                     let mut events = delete_methods(&mut tx, ws, &live, now).await?;
                     events.push(NewEvent::new(keygate_domain::events::ACCESS_GRANT_DELETED, now).grant(id).user(grant.user_identity_id));
-                    let appended = append_events(&mut tx, ws, &events, now).await?;
+                    let appended = $store::append_events(&mut tx, ws, &events, now).await?;
                     tx.commit().await.map_err(db_err)?;
                     Ok(appended)
                 }
@@ -583,7 +439,7 @@ macro_rules! impl_grant_store {
                         .await
                         .map_err(db_err)?;
                     let events = delete_methods(&mut tx, ws, std::slice::from_ref(&m), now).await?;
-                    let appended = append_events(&mut tx, ws, &events, now).await?;
+                    let appended = $store::append_events(&mut tx, ws, &events, now).await?;
                     tx.commit().await.map_err(db_err)?;
                     Ok(appended)
                 }
@@ -616,7 +472,7 @@ macro_rules! impl_grant_store {
                 async fn create_access_grant(&self, ws: WorkspaceId, new: &NewGrant, idem: Option<&Idempotency>) -> Result<(AccessGrant, Vec<Event>), Error> {
                     let now = new.grant.created_at;
                     let mut tx = self.pool.begin_with($begin).await.map_err(db_err)?;
-                    if let Some(first) = super::claim_idempotency(&mut tx, ws, idem, &new.grant.id.to_string(), now).await? {
+                    if let Some(first) = $store::claim_idempotency(&mut tx, ws, idem, &new.grant.id.to_string(), now).await? {
                         let g = grant_in(&mut tx, ws, parse("access_grant_id", &first)?).await?;
                         return Ok((g, Vec::new()));
                     }
@@ -672,9 +528,9 @@ macro_rules! impl_grant_store {
                         insert_job(&mut tx, ws, &JobWork::Provision(j.clone()), now).await?;
                     }
                     if let Some((key, token_sha256)) = &new.instant_key {
-                        super::instant_keys::insert_key(&mut tx, key, token_sha256).await?;
+                        $store::insert_instant_key(&mut tx, key, token_sha256).await?;
                     }
-                    let events = append_events(&mut tx, ws, &new.events, now).await?;
+                    let events = $store::append_events(&mut tx, ws, &new.events, now).await?;
                     tx.commit().await.map_err(db_err)?;
                     let mut created = g.clone();
                     created.entrance_ids = new.entrances.iter().map(|(e, _)| *e).collect();
@@ -873,7 +729,7 @@ macro_rules! impl_grant_store {
                 async fn claim_jobs(&self, owner: &str, limit: u32, lease: std::time::Duration, now: OffsetDateTime) -> Result<Vec<Job>, Error> {
                     let until = now + lease;
                     let mut tx = self.pool.begin_with($begin).await.map_err(db_err)?;
-                    let rows = sqlx::query($claim)
+                    let rows = sqlx::query(crate::dialect::assembled(crate::common::job_claim::<$db>()))
                         .bind(owner)
                         .bind(to_micros(until))
                         .bind(to_micros(now))
@@ -954,7 +810,7 @@ macro_rules! impl_grant_store {
                             .map_err(db_err)?;
                     }
                     finish_job(&mut tx, job, now).await?;
-                    let events = append_events(&mut tx, ws, &t.events, now).await?;
+                    let events = $store::append_events(&mut tx, ws, &t.events, now).await?;
                     tx.commit().await.map_err(db_err)?;
                     Ok(Some(events))
                 }
@@ -1034,7 +890,7 @@ macro_rules! impl_grant_store {
                         }
                     }
                     finish_job(&mut tx, job, now).await?;
-                    let appended = append_events(&mut tx, ws, &events, now).await?;
+                    let appended = $store::append_events(&mut tx, ws, &events, now).await?;
                     tx.commit().await.map_err(db_err)?;
                     Ok(Some(appended))
                 }
@@ -1071,7 +927,7 @@ macro_rules! impl_grant_store {
                         events.push(e);
                     }
                     finish_job(&mut tx, job, now).await?;
-                    let appended = append_events(&mut tx, ws, &events, now).await?;
+                    let appended = $store::append_events(&mut tx, ws, &events, now).await?;
                     tx.commit().await.map_err(db_err)?;
                     Ok(Some(appended))
                 }
@@ -1123,7 +979,7 @@ macro_rules! impl_grant_store {
                     }
                     let events = t.events;
                     finish_job(&mut tx, job, now).await?;
-                    let appended = append_events(&mut tx, ws, &events, now).await?;
+                    let appended = $store::append_events(&mut tx, ws, &events, now).await?;
                     tx.commit().await.map_err(db_err)?;
                     Ok(Some(appended))
                 }
@@ -1258,146 +1114,8 @@ macro_rules! impl_grant_store {
                     })
                 }
             }
-
-            fn sandbox_row(r: &$row) -> Result<keygate_domain::model::SandboxCredential, Error> {
-                Ok(keygate_domain::model::SandboxCredential {
-                    acs_system_id: parse("acs_system_id", &r.try_get::<String, _>("acs_system_id").map_err(db_err)?)?,
-                    access_method_id: parse("access_method_id", &r.try_get::<String, _>("access_method_id").map_err(db_err)?)?,
-                    workspace_id: parse("workspace_id", &r.try_get::<String, _>("workspace_id").map_err(db_err)?)?,
-                    provider_user_id: r.try_get("provider_user_id").map_err(db_err)?,
-                    credential_id: r.try_get("credential_id").map_err(db_err)?,
-                    entrance_ids: unjson("entrance_ids", &r.try_get::<String, _>("entrance_ids").map_err(db_err)?)?,
-                    code: r.try_get("code").map_err(db_err)?,
-                    starts_at: r.try_get::<Option<i64>, _>("starts_at").map_err(db_err)?.map(from_micros).transpose()?,
-                    ends_at: r.try_get::<Option<i64>, _>("ends_at").map_err(db_err)?.map(from_micros).transpose()?,
-                })
-            }
-
-            #[async_trait]
-            impl SandboxLedger for $store {
-                async fn sandbox_credential(&self, c: &keygate_domain::model::SandboxCredential) -> Result<keygate_domain::model::SandboxCredential, Error> {
-                    // A repeat keeps the first ids and code; entrances and schedule follow the latest call.
-                    sqlx::query("INSERT INTO sandbox_credentials (acs_system_id, access_method_id, workspace_id, provider_user_id, credential_id, entrance_ids, code, created_at, starts_at, ends_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (acs_system_id, access_method_id) DO UPDATE SET entrance_ids = excluded.entrance_ids, starts_at = excluded.starts_at, ends_at = excluded.ends_at")
-                        .bind(c.acs_system_id.to_string())
-                        .bind(c.access_method_id.to_string())
-                        .bind(c.workspace_id.to_string())
-                        .bind(&c.provider_user_id)
-                        .bind(&c.credential_id)
-                        .bind(json(&c.entrance_ids)?)
-                        .bind(&c.code)
-                        .bind(to_micros(keygate_domain::model::now()))
-                        .bind(c.starts_at.map(to_micros))
-                        .bind(c.ends_at.map(to_micros))
-                        .execute(&self.pool)
-                        .await
-                        .map_err(db_err)?;
-                    self.find_sandbox_credential(c.acs_system_id, c.access_method_id)
-                        .await?
-                        .ok_or_else(|| Error::Internal { message: "sandbox credential vanished".into() })
-                }
-
-                async fn find_sandbox_credential(&self, system: keygate_domain::ids::AccessSystemId, method: AccessMethodId) -> Result<Option<keygate_domain::model::SandboxCredential>, Error> {
-                    sqlx::query("SELECT * FROM sandbox_credentials WHERE acs_system_id = $1 AND access_method_id = $2")
-                        .bind(system.to_string())
-                        .bind(method.to_string())
-                        .fetch_optional(&self.pool)
-                        .await
-                        .map_err(db_err)?
-                        .map(|r| sandbox_row(&r))
-                        .transpose()
-                }
-
-                async fn delete_sandbox_credential(&self, system: keygate_domain::ids::AccessSystemId, method: AccessMethodId) -> Result<(), Error> {
-                    sqlx::query("DELETE FROM sandbox_credentials WHERE acs_system_id = $1 AND access_method_id = $2")
-                        .bind(system.to_string())
-                        .bind(method.to_string())
-                        .execute(&self.pool)
-                        .await
-                        .map_err(db_err)?;
-                    Ok(())
-                }
-
-                async fn record_sandbox_unlock(&self, ws: WorkspaceId, system: keygate_domain::ids::AccessSystemId, entrance: keygate_domain::ids::EntranceId, attempt: ActionAttemptId) -> Result<(), Error> {
-                    sqlx::query("INSERT INTO sandbox_unlocks (action_attempt_id, workspace_id, acs_system_id, acs_entrance_id, created_at) VALUES ($1, $2, $3, $4, $5) ON CONFLICT (action_attempt_id) DO NOTHING")
-                        .bind(attempt.to_string())
-                        .bind(ws.to_string())
-                        .bind(system.to_string())
-                        .bind(entrance.to_string())
-                        .bind(to_micros(keygate_domain::model::now()))
-                        .execute(&self.pool)
-                        .await
-                        .map_err(db_err)?;
-                    Ok(())
-                }
-
-                async fn count_sandbox_unlocks(&self, ws: WorkspaceId) -> Result<i64, Error> {
-                    sqlx::query_scalar("SELECT COUNT(*) FROM sandbox_unlocks WHERE workspace_id = $1")
-                        .bind(ws.to_string())
-                        .fetch_one(&self.pool)
-                        .await
-                        .map_err(db_err)
-                }
-
-                async fn count_sandbox_credentials(&self, ws: WorkspaceId) -> Result<i64, Error> {
-                    sqlx::query_scalar("SELECT COUNT(*) FROM sandbox_credentials WHERE workspace_id = $1")
-                        .bind(ws.to_string())
-                        .fetch_one(&self.pool)
-                        .await
-                        .map_err(db_err)
-                }
-            }
-
-            #[async_trait]
-            impl EventLog for $store {
-                async fn list_events(&self, ws: WorkspaceId, f: &EventFilter, after: i64, limit: u32) -> Result<Vec<Event>, Error> {
-                    let rows = sqlx::query(concat!("SELECT ", event_cols!(), " FROM events WHERE workspace_id = $1 AND seq > $2 AND ", $types, " AND ($4 = '' OR access_grant_id = $4) AND ($5 = '' OR access_method_id = $5) AND ($6 = '' OR acs_system_id = $6) AND ($7 = '' OR acs_entrance_id = $7) AND ($8 = '' OR user_identity_id = $8) AND ($9 = 0 OR occurred_at >= $9) AND ($10 = 0 OR occurred_at < $10) ORDER BY seq LIMIT $11"))
-                        .bind(ws.to_string())
-                        .bind(after)
-                        .bind(f.event_types.join(","))
-                        .bind(f.access_grant_id.map(|i| i.to_string()).unwrap_or_default())
-                        .bind(f.access_method_id.map(|i| i.to_string()).unwrap_or_default())
-                        .bind(f.acs_system_id.map(|i| i.to_string()).unwrap_or_default())
-                        .bind(f.acs_entrance_id.map(|i| i.to_string()).unwrap_or_default())
-                        .bind(f.user_identity_id.map(|i| i.to_string()).unwrap_or_default())
-                        .bind(f.occurred_after.map(to_micros).unwrap_or(0))
-                        .bind(f.occurred_before.map(to_micros).unwrap_or(0))
-                        .bind(i64::from(limit))
-                        .fetch_all(&self.pool)
-                        .await
-                        .map_err(db_err)?;
-                    rows.iter().map(event_row).collect()
-                }
-
-                async fn purge_events(&self, before: OffsetDateTime) -> Result<u64, Error> {
-                    Ok(sqlx::query("DELETE FROM events WHERE created_at < $1")
-                        .bind(to_micros(before))
-                        .execute(&self.pool)
-                        .await
-                        .map_err(db_err)?
-                        .rows_affected())
-                }
-
-                async fn latest_event_seq(&self, ws: WorkspaceId) -> Result<i64, Error> {
-                    sqlx::query_scalar("SELECT COALESCE(MAX(last_seq), 0) FROM event_counters WHERE workspace_id = $1")
-                        .bind(ws.to_string())
-                        .fetch_one(&self.pool)
-                        .await
-                        .map_err(db_err)
-                }
-
-                async fn get_event(&self, ws: WorkspaceId, id: EventId) -> Result<Event, Error> {
-                    let row = sqlx::query(concat!("SELECT ", event_cols!(), " FROM events WHERE workspace_id = $1 AND event_id = $2"))
-                        .bind(ws.to_string())
-                        .bind(id.to_string())
-                        .fetch_optional(&self.pool)
-                        .await
-                        .map_err(db_err)?
-                        .ok_or_else(|| Error::not_found(Resource::Event, id.to_string()))?;
-                    event_row(&row)
-                }
-            }
         }
     };
 }
 
-pub(crate) use {event_cols, grant_cols, impl_grant_store, method_cols};
+pub(crate) use {grant_cols, impl_grant_store, method_cols};

@@ -3,17 +3,12 @@
 use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
-};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
-use crate::sql::{enc_cols, ent_cols, grp_cols, impl_store, key_cols, sys_cols, ui_cols, ws_cols};
+use crate::sql::impl_store;
 
 /// The SQLite implementation of every storage trait.
-#[derive(Clone)]
-pub struct SqliteStore {
-    pool: SqlitePool,
-}
+pub type SqliteStore = crate::dialect::SqlStore<sqlx::Sqlite>;
 
 impl SqliteStore {
     /// Opens (creating if missing) the database file named by a `sqlite://` URL.
@@ -44,51 +39,11 @@ impl_store!(
     migrator = crate::migrate::sqlite
 );
 
-crate::sql_acs_users::impl_acs_user_store!(
-    SqliteStore,
-    sqlx::Sqlite,
-    sqlx::sqlite::SqliteRow,
-    begin = "BEGIN IMMEDIATE",
-    lock = ""
-);
-
-crate::sql_instant_keys::impl_instant_key_store!(
-    SqliteStore,
-    sqlx::Sqlite,
-    sqlx::sqlite::SqliteRow,
-    begin = "BEGIN IMMEDIATE",
-    lock = ""
-);
-
-crate::sql_deliveries::impl_delivery_store!(
-    SqliteStore,
-    sqlx::Sqlite,
-    sqlx::sqlite::SqliteRow,
-    begin = "BEGIN IMMEDIATE",
-    lock = "",
-    skip_locked = "",
-    keys_filter = "instr(',' || $2 || ',', ',' || instant_key_id || ',') > 0"
-);
-
 crate::sql_grants::impl_grant_store!(
     SqliteStore,
     sqlx::Sqlite,
     sqlx::sqlite::SqliteRow,
     begin = "BEGIN IMMEDIATE",
     read = "BEGIN",
-    lock = "",
-    // A job waits while another job of the same credential (subject, system) holds a live lease,
-    // so an update never races the call it replaces.
-    claim = "UPDATE jobs SET state = 'running', lease_owner = $1, lease_until = $2, attempts = attempts + 1, updated_at = $3 WHERE job_id IN (SELECT job_id FROM jobs j WHERE ((j.state = 'queued' AND j.run_at <= $3) OR (j.state = 'running' AND j.lease_until < $3)) AND NOT EXISTS (SELECT 1 FROM jobs r WHERE r.subject_id = j.subject_id AND r.acs_system_id = j.acs_system_id AND r.state = 'running' AND r.lease_until >= $3 AND r.job_id <> j.job_id) ORDER BY j.run_at LIMIT $4) RETURNING job_id, workspace_id, payload, attempts, trace_context",
-    types_filter = "($3 = '' OR instr(',' || $3 || ',', ',' || event_type || ',') > 0)"
-);
-
-crate::sql_webhooks::impl_webhook_store!(
-    SqliteStore,
-    sqlx::Sqlite,
-    sqlx::sqlite::SqliteRow,
-    begin = "BEGIN IMMEDIATE",
-    lock = "",
-    // Due deliveries of enabled webhooks, not leased (or whose lease ran out).
-    claim = "UPDATE webhook_deliveries SET lease_token = $1, lease_until = $2, attempts = attempts + 1, updated_at = $3 WHERE (workspace_id, webhook_id, event_seq) IN (SELECT d.workspace_id, d.webhook_id, d.event_seq FROM webhook_deliveries d JOIN webhooks w ON w.workspace_id = d.workspace_id AND w.webhook_id = d.webhook_id WHERE d.status = 'pending' AND d.next_attempt_at <= $3 AND (d.lease_until IS NULL OR d.lease_until < $3) AND w.is_enabled = $5 ORDER BY d.next_attempt_at LIMIT $4)"
+    lock = ""
 );

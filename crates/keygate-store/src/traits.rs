@@ -485,46 +485,6 @@ pub trait EventLog: Send + Sync {
     async fn latest_event_seq(&self, workspace: WorkspaceId) -> Result<i64, Error>;
 }
 
-/// The vendor-side state of the sandbox virtual access systems, kept in the store so it
-/// survives restarts like a real vendor's would.
-#[async_trait]
-pub trait SandboxLedger: Send + Sync {
-    /// Stores `credential`, or, when one exists for its (system, access method), gives it the new
-    /// entrances and schedule while keeping its ids and code. Returns the one stored.
-    async fn sandbox_credential(
-        &self,
-        credential: &keygate_domain::model::SandboxCredential,
-    ) -> Result<keygate_domain::model::SandboxCredential, Error>;
-
-    async fn find_sandbox_credential(
-        &self,
-        system: AccessSystemId,
-        method: AccessMethodId,
-    ) -> Result<Option<keygate_domain::model::SandboxCredential>, Error>;
-
-    /// Removes a credential (revocation); removing one that is not there is fine.
-    async fn delete_sandbox_credential(
-        &self,
-        system: AccessSystemId,
-        method: AccessMethodId,
-    ) -> Result<(), Error>;
-
-    /// Records a remote unlock a sandbox system performed (idempotent by attempt).
-    async fn record_sandbox_unlock(
-        &self,
-        workspace: WorkspaceId,
-        system: AccessSystemId,
-        entrance: EntranceId,
-        attempt: keygate_domain::ids::ActionAttemptId,
-    ) -> Result<(), Error>;
-
-    /// Unlocks the sandbox systems of a workspace performed.
-    async fn count_sandbox_unlocks(&self, workspace: WorkspaceId) -> Result<i64, Error>;
-
-    /// Credentials held by the sandbox systems of a workspace.
-    async fn count_sandbox_credentials(&self, workspace: WorkspaceId) -> Result<i64, Error>;
-}
-
 /// Instant Keys and the devices that claimed them.
 #[async_trait]
 pub trait InstantKeyStore: Send + Sync {
@@ -909,7 +869,6 @@ pub trait Store:
     + GrantStore
     + JobQueue
     + EventLog
-    + SandboxLedger
     + IdempotencyStore
     + WebhookStore
     + InstantKeyStore
@@ -917,6 +876,10 @@ pub trait Store:
 {
     /// `postgres` or `sqlite`.
     fn backend_name(&self) -> &'static str;
+
+    /// The store's connection pool, for the stores of other crates that keep their own tables in
+    /// this database (the virtual systems' ledger in keygate-providers).
+    fn pool(&self) -> crate::StorePool;
 
     /// Applies pending migrations; returns the schema version now in place.
     async fn migrate(&self) -> Result<i64, Error>;

@@ -15,7 +15,7 @@ use keygate_cache::bus::Doorbell;
 use keygate_cache::{Cache, InProcessCache, RedisCache};
 use keygate_gateway::stack::StackConfig;
 use keygate_gateway::{GatewayDeps, ServerConfig, set_health};
-use keygate_orchestrator::{Orchestrator, OrchestratorConfig, Reconciler, StoreLedger};
+use keygate_orchestrator::{Orchestrator, OrchestratorConfig, Reconciler, store_ledger};
 use keygate_providers::virtual_system::VirtualSystems;
 use keygate_store::{SCHEMA_VERSION, Store};
 use tokio::net::TcpListener;
@@ -144,7 +144,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     if args.roles.contains(&Role::Orchestrator) {
         let providers = Arc::new(VirtualSystems::with_ledger(
             Duration::from_millis(args.sandbox_provision_delay_ms),
-            Arc::new(StoreLedger(store.clone())),
+            Arc::new(store_ledger(store.as_ref())),
         ));
         let cfg = OrchestratorConfig {
             lease: Duration::from_secs(args.job_lease_secs.max(1)),

@@ -11,7 +11,7 @@ mod reconciler;
 mod vendor_limits;
 mod worker;
 
-pub use ledger::StoreLedger;
+pub use ledger::store_ledger;
 pub use queue_metrics::sample_queue;
 pub use reconciler::{PassReport, Reconciler};
 pub use worker::{Orchestrator, OrchestratorConfig};
