@@ -52,6 +52,16 @@ pub enum Inactive {
 }
 
 impl InstantKey {
+    /// `instant_key.revoked`: the event of revoking this key at `at`.
+    pub fn revoked_event(&self, at: OffsetDateTime) -> crate::events::NewEvent {
+        crate::events::of::instant_key_revoked(
+            self.id,
+            self.user_identity_id,
+            self.access_grant_id,
+            at,
+        )
+    }
+
     /// `instant_key.created`: the event of a new key (with its grant, when the grant made it).
     pub fn created_event(&self) -> crate::events::NewEvent {
         let e = crate::events::NewEvent::new(crate::events::INSTANT_KEY_CREATED, self.created_at)

@@ -12,7 +12,7 @@ use keygate_domain::delivery::{
     Channel, Delivery, DeliveryClaim, NewDelivery, Outcome, SentVia, Status,
 };
 use keygate_domain::events::{
-    Event, EventType, INSTANT_KEY_DELIVERED, INSTANT_KEY_DELIVERY_FAILED, NewEvent,
+    Event, EventType, INSTANT_KEY_DELIVERED, INSTANT_KEY_DELIVERY_FAILED,
 };
 use keygate_domain::ids::{DeliveryId, InstantKeyId, WorkspaceId};
 use keygate_domain::model::truncate_to_micros;
@@ -168,12 +168,17 @@ where
             .fetch_optional(&mut *conn)
             .await?
             .ok_or_else(|| Error::not_found(Resource::InstantKey, key.to_string()))?;
-        let mut e = NewEvent::new(event_type, now)
-            .user(parse("user_identity_id", &owner.user_identity_id)?)
-            .instant_key(key);
-        if let Some(g) = owner.access_grant_id {
-            e = e.grant(parse("access_grant_id", &g)?);
-        }
+        let grant = match owner.access_grant_id {
+            Some(g) => Some(parse("access_grant_id", &g)?),
+            None => None,
+        };
+        let e = keygate_domain::events::of::instant_key_delivery(
+            event_type,
+            key,
+            parse("user_identity_id", &owner.user_identity_id)?,
+            grant,
+            now,
+        );
         let events = Self::append_events(conn, ws, &[e], now).await?;
         // The Event struct has no delivery_id yet: the column is written here.
         for ev in &events {

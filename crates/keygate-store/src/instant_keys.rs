@@ -3,7 +3,7 @@
 use std::sync::LazyLock;
 
 use async_trait::async_trait;
-use keygate_domain::events::{Event, NewEvent};
+use keygate_domain::events::Event;
 use keygate_domain::ids::{InstantKeyId, UserIdentityId, WorkspaceId};
 use keygate_domain::instant_key::InstantKey;
 use keygate_domain::page::{Page, PageRequest};
@@ -129,9 +129,7 @@ where
             return Ok((k, Vec::new()));
         }
         Self::insert_instant_key(&mut tx, key, token_sha256).await?;
-        let created = NewEvent::new(keygate_domain::events::INSTANT_KEY_CREATED, key.created_at)
-            .user(key.user_identity_id)
-            .instant_key(key.id);
+        let created = key.created_event();
         let events = Self::append_events(&mut tx, ws, &[created], key.created_at).await?;
         let k = Self::instant_key_in(&mut tx, ws, key.id).await?;
         tx.commit().await?;
@@ -193,13 +191,7 @@ where
                 .execute(&mut *tx)
                 .await?;
             let k = Self::instant_key_in(&mut tx, ws, id).await?;
-            let mut e = NewEvent::new(keygate_domain::events::INSTANT_KEY_REVOKED, now)
-                .user(k.user_identity_id)
-                .instant_key(k.id);
-            if let Some(g) = k.access_grant_id {
-                e = e.grant(g);
-            }
-            events = Self::append_events(&mut tx, ws, &[e], now).await?;
+            events = Self::append_events(&mut tx, ws, &[k.revoked_event(now)], now).await?;
         }
         let k = Self::instant_key_in(&mut tx, ws, id).await?;
         tx.commit().await?;

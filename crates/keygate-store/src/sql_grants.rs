@@ -408,7 +408,7 @@ macro_rules! impl_grant_store {
                         live
                     };
                     let mut events = delete_methods(&mut tx, ws, &live, now).await?;
-                    events.push(NewEvent::new(keygate_domain::events::ACCESS_GRANT_DELETED, now).grant(id).user(grant.user_identity_id));
+                    events.push(keygate_domain::events::of::access_grant_deleted(id, grant.user_identity_id, now));
                     let appended = $store::append_events(&mut tx, ws, &events, now).await?;
                     tx.commit().await.map_err(db_err)?;
                     Ok(appended)
@@ -650,7 +650,7 @@ macro_rules! impl_grant_store {
                             .map_err(db_err)?
                             .rows_affected();
                         if revoked > 0 {
-                            events.push(NewEvent::new(keygate_domain::events::INSTANT_KEY_REVOKED, now).grant(m.access_grant_id).user(m.user_identity_id).instant_key(key));
+                            events.push(keygate_domain::events::of::instant_key_revoked(key, m.user_identity_id, Some(m.access_grant_id), now));
                         }
                     }
                     sqlx::query("UPDATE access_methods SET deleted_at = $3, updated_at = $3 WHERE workspace_id = $1 AND access_method_id = $2")
@@ -661,7 +661,7 @@ macro_rules! impl_grant_store {
                         .await
                         .map_err(db_err)?;
                     queue_revokes(conn, ws, m, now).await?;
-                    events.push(NewEvent::new(keygate_domain::events::ACCESS_METHOD_DELETED, now).grant(m.access_grant_id).method(m.id).user(m.user_identity_id));
+                    events.push(keygate_domain::events::of::access_method_deleted(m, now));
                 }
                 Ok(events)
             }
@@ -873,8 +873,7 @@ macro_rules! impl_grant_store {
                                 m.issued_at = m.issued_at.or(Some(now));
                                 m.updated_at = now;
                                 write_method(&mut tx, &m, false).await?;
-                                let kind = if was_issued { keygate_domain::events::ACCESS_METHOD_REISSUED } else { keygate_domain::events::ACCESS_METHOD_ISSUED };
-                                events.push(NewEvent::new(kind, now).grant(m.access_grant_id).method(m.id).system(e.acs_system_id).user(m.user_identity_id));
+                                events.push(keygate_domain::events::of::card_encoded(&m, e.acs_system_id, was_issued, now));
                             }
                         }
                         Err(err) => {
@@ -920,11 +919,7 @@ macro_rules! impl_grant_store {
                         .map_err(db_err)?;
                     let mut events = Vec::new();
                     if outcome.is_ok() {
-                        let mut e = NewEvent::new(keygate_domain::events::ACS_ENTRANCE_UNLOCKED, now).system(u.acs_system_id).entrance(u.acs_entrance_id).user(u.user_identity_id).attempt(u.action_attempt_id);
-                        if let Some(k) = u.instant_key_id {
-                            e = e.instant_key(k);
-                        }
-                        events.push(e);
+                        events.push(keygate_domain::events::of::entrance_unlocked(u, now));
                     }
                     finish_job(&mut tx, job, now).await?;
                     let appended = $store::append_events(&mut tx, ws, &events, now).await?;
