@@ -63,15 +63,3 @@ pub(crate) fn jittered(ttl: Duration) -> Duration {
     ttl.mul_f64(jitter).max(Duration::from_millis(1))
 }
 
-/// Keys of the status cache, shared by the roles that read (gateway) and evict (orchestrator).
-pub mod keys {
-    /// An access method's cached wire form.
-    pub fn access_method(workspace_id: &str, access_method_id: &str) -> String {
-        super::key("access_method", workspace_id, access_method_id)
-    }
-
-    /// An access grant's cached wire form.
-    pub fn access_grant(workspace_id: &str, access_grant_id: &str) -> String {
-        super::key("access_grant", workspace_id, access_grant_id)
-    }
-}
