@@ -62,4 +62,3 @@ pub(crate) fn jittered(ttl: Duration) -> Duration {
     let jitter = rand::rng().random_range(0.9..=1.0);
     ttl.mul_f64(jitter).max(Duration::from_millis(1))
 }
-

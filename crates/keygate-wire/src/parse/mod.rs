@@ -5,6 +5,7 @@
 
 mod acs_users;
 mod events;
+pub mod filters;
 mod grants;
 mod identities;
 mod instant_keys;

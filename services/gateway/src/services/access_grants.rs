@@ -6,8 +6,8 @@ use keygate_domain::Resource;
 use keygate_domain::grant::AccessGrant;
 use keygate_domain::validate;
 use keygate_proto::v1::{self, access_grant_service_server::AccessGrantService};
-use keygate_store::GrantFilter;
 use keygate_wire::parse::IntoCommand as _;
+use keygate_wire::parse::filters;
 use keygate_wire::{convert, links};
 use tonic::Request;
 
@@ -81,23 +81,7 @@ impl AccessGrantService for AccessGrants {
             ];
             let scope = PageScope::workspace(ws, &parts);
             let page = self.app.page_request(&scope, r.page_size, &r.page_token)?;
-            let filter = GrantFilter {
-                user_identity_id: validate::optional_id(
-                    "user_identity_id",
-                    &r.user_identity_id,
-                    Resource::UserIdentity,
-                )?,
-                acs_entrance_id: validate::optional_id(
-                    "acs_entrance_id",
-                    &r.acs_entrance_id,
-                    Resource::Entrance,
-                )?,
-                acs_system_id: validate::optional_id(
-                    "acs_system_id",
-                    &r.acs_system_id,
-                    Resource::AccessSystem,
-                )?,
-            };
+            let filter = filters::access_grants(&r)?;
             let found = self.app.list_access_grants(ws, &filter, &page).await?;
             Ok(v1::ListAccessGrantsResponse {
                 access_grants: found.items.iter().map(|g| self.wire(g)).collect(),

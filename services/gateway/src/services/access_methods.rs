@@ -8,8 +8,8 @@ use keygate_domain::grant::AccessMethod;
 use keygate_domain::ids::WorkspaceId;
 use keygate_domain::validate;
 use keygate_proto::v1::{self, access_method_service_server::AccessMethodService};
-use keygate_store::MethodFilter;
 use keygate_wire::parse::IntoCommand as _;
+use keygate_wire::parse::filters;
 use keygate_wire::{convert, links};
 use tonic::Request;
 
@@ -68,28 +68,7 @@ impl AccessMethodService for AccessMethods {
             ];
             let scope = PageScope::workspace(ws, &parts);
             let page = self.app.page_request(&scope, r.page_size, &r.page_token)?;
-            let filter = MethodFilter {
-                access_grant_id: validate::optional_id(
-                    "access_grant_id",
-                    &r.access_grant_id,
-                    Resource::AccessGrant,
-                )?,
-                user_identity_id: validate::optional_id(
-                    "user_identity_id",
-                    &r.user_identity_id,
-                    Resource::UserIdentity,
-                )?,
-                acs_entrance_id: validate::optional_id(
-                    "acs_entrance_id",
-                    &r.acs_entrance_id,
-                    Resource::Entrance,
-                )?,
-                acs_system_id: validate::optional_id(
-                    "acs_system_id",
-                    &r.acs_system_id,
-                    Resource::AccessSystem,
-                )?,
-            };
+            let filter = filters::access_methods(&r)?;
             let found = self.app.list_access_methods(ws, &filter, &page).await?;
             Ok(v1::ListAccessMethodsResponse {
                 access_methods: found.items.iter().map(|m| self.wire(ws, m)).collect(),

@@ -5,11 +5,11 @@ use keygate_app::App;
 use keygate_app::acs_users::CredentialView;
 use keygate_app::tokens::PageScope;
 use keygate_domain::Resource;
-use keygate_domain::acs::{AcsUserFilter, CredentialFilter};
 use keygate_domain::validate;
 use keygate_proto::v1::{self, acs_user_service_server::AcsUserService};
 use keygate_wire::convert;
 use keygate_wire::parse::IntoCommand as _;
+use keygate_wire::parse::filters;
 use tonic::Request;
 
 use crate::auth::workspace;
@@ -93,18 +93,7 @@ impl AcsUserService for AcsUsers {
             ];
             let scope = PageScope::workspace(ws, &parts);
             let page = self.app.page_request(&scope, r.page_size, &r.page_token)?;
-            let filter = AcsUserFilter {
-                acs_system_id: validate::optional_id(
-                    "acs_system_id",
-                    &r.acs_system_id,
-                    Resource::AccessSystem,
-                )?,
-                user_identity_id: validate::optional_id(
-                    "user_identity_id",
-                    &r.user_identity_id,
-                    Resource::UserIdentity,
-                )?,
-            };
+            let filter = filters::acs_users(&r)?;
             let found = self.app.list_acs_users(ws, &filter, &page).await?;
             Ok(v1::ListAcsUsersResponse {
                 acs_users: found.items.iter().map(convert::acs_user).collect(),
@@ -194,23 +183,7 @@ impl AcsUserService for AcsUsers {
             ];
             let scope = PageScope::workspace(ws, &parts);
             let page = self.app.page_request(&scope, r.page_size, &r.page_token)?;
-            let filter = CredentialFilter {
-                acs_user_id: validate::optional_id(
-                    "acs_user_id",
-                    &r.acs_user_id,
-                    Resource::AcsUser,
-                )?,
-                acs_system_id: validate::optional_id(
-                    "acs_system_id",
-                    &r.acs_system_id,
-                    Resource::AccessSystem,
-                )?,
-                user_identity_id: validate::optional_id(
-                    "user_identity_id",
-                    &r.user_identity_id,
-                    Resource::UserIdentity,
-                )?,
-            };
+            let filter = filters::credentials(&r)?;
             let found = self.app.list_credentials(ws, &filter, &page).await?;
             Ok(v1::ListCredentialsResponse {
                 acs_credentials: found.items.iter().map(credential).collect(),
