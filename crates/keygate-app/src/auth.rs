@@ -8,7 +8,7 @@ use http::HeaderMap;
 use keygate_cache::Cache;
 use keygate_domain::ids::{ApiKeyId, WorkspaceId};
 use keygate_domain::{Error, ErrorReason};
-use keygate_store::Store;
+use keygate_store::ApiKeyStore;
 
 use crate::tokens::{parse_api_key, secret_matches, tokens_equal};
 
@@ -80,7 +80,7 @@ const KEY_CACHE_TTL: Duration = Duration::from_secs(60);
 /// Resolves credentials to a principal.
 #[derive(Clone)]
 pub struct Authenticator {
-    store: Arc<dyn Store>,
+    store: Arc<dyn ApiKeyStore>,
     cache: Arc<dyn Cache>,
     admin_token: Option<Arc<str>>,
 }
@@ -131,7 +131,7 @@ pub(crate) async fn evict_api_key(cache: &dyn Cache, id: ApiKeyId) {
 }
 
 impl Authenticator {
-    pub fn new(store: Arc<dyn Store>, cache: Arc<dyn Cache>, admin_token: Option<String>) -> Self {
+    pub fn new(store: Arc<dyn ApiKeyStore>, cache: Arc<dyn Cache>, admin_token: Option<String>) -> Self {
         Self {
             store,
             cache,

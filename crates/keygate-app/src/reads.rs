@@ -11,7 +11,7 @@ use keygate_cache::Cache;
 use keygate_domain::Error;
 use keygate_domain::grant::{AccessGrant, AccessMethod};
 use keygate_domain::ids::{AccessGrantId, AccessMethodId, WorkspaceId};
-use keygate_store::Store;
+use keygate_store::GrantStore;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -22,7 +22,7 @@ pub const STATUS_TTL: Duration = Duration::from_secs(5);
 /// Grants and methods by id, through the cache.
 #[derive(Clone)]
 pub struct StatusReads {
-    store: Arc<dyn Store>,
+    store: Arc<dyn GrantStore>,
     cache: Arc<dyn Cache>,
 }
 
@@ -35,7 +35,7 @@ fn grant_key(ws: WorkspaceId, id: AccessGrantId) -> String {
 }
 
 impl StatusReads {
-    pub fn new(store: Arc<dyn Store>, cache: Arc<dyn Cache>) -> Self {
+    pub fn new(store: Arc<dyn GrantStore>, cache: Arc<dyn Cache>) -> Self {
         Self { store, cache }
     }
 

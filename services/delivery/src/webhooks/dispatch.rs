@@ -21,7 +21,7 @@ use keygate_domain::events::{Event, EventFilter};
 use keygate_domain::ids::{EventId, WebhookId};
 use keygate_domain::model::now;
 use keygate_domain::webhook::{ATTEMPT_TIMEOUT, AttemptOutcome, ClaimedDelivery, wants};
-use keygate_store::{Store, WebhookCursor};
+use keygate_store::{EventLog, Store, WebhookCursor, WebhookStore};
 use reqwest::Url;
 use tokio::sync::{Notify, Semaphore, watch};
 use tracing::Instrument as _;
@@ -112,7 +112,10 @@ impl AttemptError {
 }
 
 struct Inner {
-    store: Arc<dyn Store>,
+    /// Webhooks, their cursors and deliveries.
+    store: Arc<dyn WebhookStore>,
+    /// The events a webhook is behind on, read by cursor.
+    events: Arc<dyn EventLog>,
     /// Wakes the dispatcher (its doorbell) and announces recorded outcomes.
     tracker: Tracker,
     renderer: Arc<dyn EventRenderer>,
@@ -138,6 +141,7 @@ impl Dispatcher {
         let _ = rustls::crypto::ring::default_provider().install_default();
         Self {
             inner: Arc::new(Inner {
+                events: store.clone(),
                 store,
                 tracker,
                 renderer,
@@ -231,7 +235,7 @@ impl Inner {
         for mut c in self.store.webhooks_behind(FAN_OUT_WEBHOOKS).await? {
             loop {
                 let events = self
-                    .store
+                    .events
                     .list_events(c.workspace_id, &EventFilter::default(), c.cursor_seq, batch)
                     .await?;
                 let Some(last) = events.last() else { break };
