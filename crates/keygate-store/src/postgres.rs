@@ -30,12 +30,3 @@ impl_store!(
     name = "postgres",
     migrator = crate::migrate::postgres
 );
-
-crate::sql_grants::impl_grant_store!(
-    PostgresStore,
-    sqlx::Postgres,
-    sqlx::postgres::PgRow,
-    begin = "BEGIN",
-    read = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
-    lock = " FOR UPDATE"
-);

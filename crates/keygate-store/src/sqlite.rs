@@ -38,12 +38,3 @@ impl_store!(
     name = "sqlite",
     migrator = crate::migrate::sqlite
 );
-
-crate::sql_grants::impl_grant_store!(
-    SqliteStore,
-    sqlx::Sqlite,
-    sqlx::sqlite::SqliteRow,
-    begin = "BEGIN IMMEDIATE",
-    read = "BEGIN",
-    lock = ""
-);
