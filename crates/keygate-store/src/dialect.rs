@@ -33,6 +33,9 @@ pub trait Dialect: Database {
 
     /// Rows a statement changed (sqlx has no trait for it).
     fn rows_affected(result: &Self::QueryResult) -> u64;
+
+    /// The embedded migrations of this dialect.
+    fn migrator() -> sqlx::migrate::Migrator;
 }
 
 impl Dialect for sqlx::Postgres {
@@ -54,6 +57,10 @@ impl Dialect for sqlx::Postgres {
     fn rows_affected(result: &sqlx::postgres::PgQueryResult) -> u64 {
         result.rows_affected()
     }
+
+    fn migrator() -> sqlx::migrate::Migrator {
+        crate::migrate::postgres()
+    }
 }
 
 impl Dialect for sqlx::Sqlite {
@@ -74,6 +81,10 @@ impl Dialect for sqlx::Sqlite {
 
     fn rows_affected(result: &sqlx::sqlite::SqliteQueryResult) -> u64 {
         result.rows_affected()
+    }
+
+    fn migrator() -> sqlx::migrate::Migrator {
+        crate::migrate::sqlite()
     }
 }
 
