@@ -458,13 +458,13 @@ where
         let now = to_micros(keygate_domain::model::now());
         let mut out = Vec::new();
         for r in rows {
+            let m: keygate_domain::grant::AccessMethod = r.method.try_into()?;
             let ends = r.grant_ends_at;
             let gone = r.method_deleted_at.is_some()
                 || r.grant_deleted_at.is_some()
                 || ends.is_some_and(|e| e <= now);
             let starts_at = from_micros(r.grant_starts_at)?;
             let ends_at = ends.map(from_micros).transpose()?;
-            let m: keygate_domain::grant::AccessMethod = r.method.try_into()?;
             let m = Self::with_doors(&mut conn, m.workspace_id, vec![m])
                 .await?
                 .remove(0);
