@@ -12,6 +12,10 @@ pub trait Dialect: Database {
     /// deferred transaction that reads and then writes can fail with SQLITE_BUSY without waiting,
     /// because SQLite will not upgrade its lock.
     const BEGIN: &'static str;
+    /// Begins a read that must see one snapshot (a grant and its doors, read in several
+    /// statements): `REPEATABLE READ READ ONLY` on PostgreSQL; a deferred SQLite transaction
+    /// reads one snapshot already.
+    const READ: &'static str;
     /// Appended to a SELECT that reads rows it will update in the same transaction: `FOR UPDATE`
     /// on PostgreSQL; SQLite's `BEGIN IMMEDIATE` already serializes writers.
     const LOCK: &'static str;
@@ -29,11 +33,15 @@ pub trait Dialect: Database {
 
     /// Rows a statement changed (sqlx has no trait for it).
     fn rows_affected(result: &Self::QueryResult) -> u64;
+
+    /// The embedded migrations of this dialect.
+    fn migrator() -> sqlx::migrate::Migrator;
 }
 
 impl Dialect for sqlx::Postgres {
     const NAME: &'static str = "postgres";
     const BEGIN: &'static str = "BEGIN";
+    const READ: &'static str = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY";
     const LOCK: &'static str = " FOR UPDATE";
 
     const SKIP_LOCKED: &'static str = " FOR UPDATE SKIP LOCKED";
@@ -49,11 +57,16 @@ impl Dialect for sqlx::Postgres {
     fn rows_affected(result: &sqlx::postgres::PgQueryResult) -> u64 {
         result.rows_affected()
     }
+
+    fn migrator() -> sqlx::migrate::Migrator {
+        crate::migrate::postgres()
+    }
 }
 
 impl Dialect for sqlx::Sqlite {
     const NAME: &'static str = "sqlite";
     const BEGIN: &'static str = "BEGIN IMMEDIATE";
+    const READ: &'static str = "BEGIN";
     const LOCK: &'static str = "";
 
     const SKIP_LOCKED: &'static str = "";
@@ -68,6 +81,10 @@ impl Dialect for sqlx::Sqlite {
 
     fn rows_affected(result: &sqlx::sqlite::SqliteQueryResult) -> u64 {
         result.rows_affected()
+    }
+
+    fn migrator() -> sqlx::migrate::Migrator {
+        crate::migrate::sqlite()
     }
 }
 

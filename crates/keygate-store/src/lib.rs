@@ -13,11 +13,12 @@ mod dialect;
 mod error;
 mod events;
 mod grant_rows;
+mod grants;
 mod instant_keys;
+mod jobs;
 mod migrate;
 mod postgres;
 mod sql;
-mod sql_grants;
 mod sqlite;
 #[cfg(feature = "testing")]
 pub mod testdb;

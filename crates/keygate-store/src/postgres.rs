@@ -4,8 +4,6 @@ use std::time::Duration;
 
 use sqlx::postgres::PgPoolOptions;
 
-use crate::sql::impl_store;
-
 /// The PostgreSQL implementation of every storage trait.
 pub type PostgresStore = crate::dialect::SqlStore<sqlx::Postgres>;
 
@@ -17,25 +15,7 @@ impl PostgresStore {
             .max_connections(16)
             .acquire_timeout(Duration::from_secs(5))
             .connect_lazy(url)
-            .map_err(crate::util::db_err)?;
+            .map_err(crate::error::StoreError::from)?;
         Ok(Self { pool })
     }
 }
-
-impl_store!(
-    PostgresStore,
-    sqlx::Postgres,
-    sqlx::postgres::PgRow,
-    begin = "BEGIN",
-    name = "postgres",
-    migrator = crate::migrate::postgres
-);
-
-crate::sql_grants::impl_grant_store!(
-    PostgresStore,
-    sqlx::Postgres,
-    sqlx::postgres::PgRow,
-    begin = "BEGIN",
-    read = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
-    lock = " FOR UPDATE"
-);

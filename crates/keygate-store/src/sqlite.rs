@@ -5,8 +5,6 @@ use std::time::Duration;
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
-use crate::sql::impl_store;
-
 /// The SQLite implementation of every storage trait.
 pub type SqliteStore = crate::dialect::SqlStore<sqlx::Sqlite>;
 
@@ -14,7 +12,7 @@ impl SqliteStore {
     /// Opens (creating if missing) the database file named by a `sqlite://` URL.
     pub fn connect_lazy(url: &str) -> Result<Self, keygate_domain::Error> {
         let opts = SqliteConnectOptions::from_str(url)
-            .map_err(crate::util::db_err)?
+            .map_err(crate::error::StoreError::from)?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
@@ -27,23 +25,3 @@ impl SqliteStore {
         Ok(Self { pool })
     }
 }
-
-// Writers take the lock at BEGIN (IMMEDIATE): a deferred transaction that reads and then writes
-// can fail with SQLITE_BUSY without waiting, because SQLite will not upgrade its lock.
-impl_store!(
-    SqliteStore,
-    sqlx::Sqlite,
-    sqlx::sqlite::SqliteRow,
-    begin = "BEGIN IMMEDIATE",
-    name = "sqlite",
-    migrator = crate::migrate::sqlite
-);
-
-crate::sql_grants::impl_grant_store!(
-    SqliteStore,
-    sqlx::Sqlite,
-    sqlx::sqlite::SqliteRow,
-    begin = "BEGIN IMMEDIATE",
-    read = "BEGIN",
-    lock = ""
-);

@@ -1,6 +1,5 @@
 //! Conversions shared by both backends.
 
-use keygate_domain::Error;
 use time::OffsetDateTime;
 
 use crate::error::{StoreError, StoreResult};
@@ -22,12 +21,6 @@ pub(crate) fn from_micros(us: i64) -> StoreResult<OffsetDateTime> {
 pub(crate) fn parse<T: std::str::FromStr>(what: &str, s: &str) -> StoreResult<T> {
     s.parse()
         .map_err(|_| StoreError::corrupt(format!("stored {what} {s:?} is not a valid id")))
-}
-
-/// Maps a driver error to the domain through [`StoreError`], for code that returns the domain
-/// error directly.
-pub(crate) fn db_err(e: sqlx::Error) -> Error {
-    Error::from(StoreError::Db(e))
 }
 
 /// Splits a fetched `limit + 1` rows into a page and the id to continue after.
