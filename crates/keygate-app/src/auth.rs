@@ -131,7 +131,11 @@ pub(crate) async fn evict_api_key(cache: &dyn Cache, id: ApiKeyId) {
 }
 
 impl Authenticator {
-    pub fn new(store: Arc<dyn ApiKeyStore>, cache: Arc<dyn Cache>, admin_token: Option<String>) -> Self {
+    pub fn new(
+        store: Arc<dyn ApiKeyStore>,
+        cache: Arc<dyn Cache>,
+        admin_token: Option<String>,
+    ) -> Self {
         Self {
             store,
             cache,

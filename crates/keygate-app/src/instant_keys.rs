@@ -363,3 +363,147 @@ impl App {
             .collect())
     }
 }
+
+/// Why the page behind a link (or a mobile key's unlock) is refused, with nothing sent to any
+/// access system.
+#[derive(Debug)]
+pub enum Refused {
+    /// A malformed or unknown link, or a door that is not one of the person's.
+    NotFound,
+    /// Revoked, expired, or claimed by as many devices as it may be.
+    Inactive(Inactive),
+    /// The door cannot be unlocked remotely, or access to it is not current.
+    CannotUnlockNow,
+    /// The store failed.
+    Failed(Error),
+}
+
+impl From<Error> for Refused {
+    fn from(e: Error) -> Self {
+        Self::Failed(e)
+    }
+}
+
+/// A link opened on a device.
+#[derive(Clone, Debug)]
+pub struct Opened {
+    pub key: InstantKey,
+    /// The secret of a device seen for the first time, for the adapter to remember it by
+    /// (the pages keep it in a cookie); only its SHA-256 is stored.
+    pub new_device: Option<String>,
+}
+
+impl App {
+    /// Checks the key of a link and claims it for `device` (the secret the device presented, if
+    /// any). A device claims a key the first time it opens the link.
+    pub async fn open_instant_key(
+        &self,
+        token: &str,
+        device: Option<&str>,
+    ) -> Result<Opened, Refused> {
+        if !instant_key::well_formed(token) {
+            return Err(Refused::NotFound);
+        }
+        let key = self
+            .store
+            .find_instant_key(&instant_key::token_hash(token))
+            .await?
+            .ok_or(Refused::NotFound)?;
+        let (device, fresh) = match device {
+            Some(d) => (d.to_owned(), false),
+            None => {
+                use rand::RngExt as _;
+                let raw: [u8; 32] = rand::rng().random();
+                (
+                    base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, raw),
+                    true,
+                )
+            }
+        };
+        let device_sha256 = instant_key::token_hash(&device);
+        let claimed = !fresh
+            && self
+                .store
+                .has_claim(key.workspace_id, key.id, &device_sha256)
+                .await?;
+        key.check(now(), claimed).map_err(Refused::Inactive)?;
+        if !claimed
+            && !self
+                .store
+                .claim_instant_key(key.workspace_id, key.id, &device_sha256, now())
+                .await?
+        {
+            return Err(Refused::Inactive(Inactive::Exhausted));
+        }
+        Ok(Opened {
+            key,
+            new_device: fresh.then_some(device),
+        })
+    }
+
+    /// The key of a link while it works (not revoked, not expired), without claiming it: what
+    /// may show the link's QR code.
+    pub async fn working_key_of_link(&self, token: &str) -> Result<InstantKey, Refused> {
+        if !instant_key::well_formed(token) {
+            return Err(Refused::NotFound);
+        }
+        let key = self
+            .store
+            .find_instant_key(&instant_key::token_hash(token))
+            .await?
+            .ok_or(Refused::NotFound)?;
+        key.check(now(), true).map_err(Refused::Inactive)?;
+        Ok(key)
+    }
+
+    /// Queues an unlock of one of `user`'s doors (of grant `grant` only, when given) through its
+    /// access system; returns the action attempt the orchestrator completes.
+    pub async fn request_unlock(
+        &self,
+        ws: WorkspaceId,
+        user: UserIdentityId,
+        grant: Option<keygate_domain::ids::AccessGrantId>,
+        entrance: keygate_domain::ids::EntranceId,
+        instant_key_id: Option<InstantKeyId>,
+    ) -> Result<keygate_domain::ids::ActionAttemptId, Refused> {
+        use keygate_domain::action::{
+            ActionAttempt, ActionType, AttemptStatus, JobWork, UnlockJob,
+        };
+        let doors = self.person_doors(ws, user, grant).await?;
+        let door = doors
+            .iter()
+            .find(|d| d.entrance_id == entrance)
+            .ok_or(Refused::NotFound)?;
+        if !door.remote || !door.active(now()) {
+            return Err(Refused::CannotUnlockNow);
+        }
+        let attempt = ActionAttempt {
+            id: keygate_domain::ids::ActionAttemptId::new(),
+            workspace_id: ws,
+            action_type: ActionType::UnlockDoor,
+            status: AttemptStatus::Pending,
+            access_method_id: None,
+            acs_encoder_id: None,
+            acs_entrance_id: Some(door.entrance_id),
+            result: None,
+            error: None,
+            created_at: now(),
+            completed_at: None,
+        };
+        let job = JobWork::Unlock(UnlockJob {
+            action_attempt_id: attempt.id,
+            acs_system_id: door.system.id,
+            acs_entrance_id: door.entrance_id,
+            user_identity_id: user,
+            instant_key_id,
+        });
+        self.store
+            .create_action_attempt(ws, &attempt, &job, None)
+            .await?;
+        self.tracker
+            .committed(Committed::new(ws).some_events().jobs())
+            .await;
+        tracing::info!(action_attempt_id = %attempt.id, acs_entrance_id = %door.entrance_id, "unlock requested");
+        Ok(attempt.id)
+    }
+}

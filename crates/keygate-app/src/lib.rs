@@ -10,6 +10,7 @@
 
 pub mod acs_users;
 pub mod auth;
+pub mod doors;
 pub mod events;
 pub mod grants;
 pub mod idempotency;

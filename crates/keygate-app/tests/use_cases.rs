@@ -263,3 +263,48 @@ async fn delete_identity_removes_the_person() {
         Err(Error::NotFound { .. })
     ));
 }
+
+#[tokio::test]
+async fn a_link_is_claimed_by_one_device_and_unlocks_only_the_persons_doors() {
+    use keygate_app::instant_keys::Refused;
+    use keygate_domain::instant_key::Inactive;
+    let f = fixture().await;
+    let g = f
+        .app
+        .create_access_grant(f.ws, create(&f.doors, None, b"a"))
+        .await
+        .expect("create");
+    let key_id = g
+        .instant_key_id
+        .expect("a mobile key brings an Instant Key");
+    let url = f.app.links.url(key_id).expect("url");
+    let token = url.rsplit_once("/ik/").expect("a link").1;
+    // A first device claims the key and is given a device secret; it opens again with it.
+    let first = f.app.open_instant_key(token, None).await.expect("open");
+    assert_eq!(first.key.id, key_id);
+    let device = first.new_device.expect("a new device secret");
+    let again = f
+        .app
+        .open_instant_key(token, Some(&device))
+        .await
+        .expect("the same device opens again");
+    assert!(again.new_device.is_none());
+    // The key may be claimed by one device: a second one is refused.
+    assert!(matches!(
+        f.app.open_instant_key(token, None).await,
+        Err(Refused::Inactive(Inactive::Exhausted))
+    ));
+    // A made-up link is not found.
+    assert!(matches!(
+        f.app.open_instant_key("not-a-token", None).await,
+        Err(Refused::NotFound)
+    ));
+    // An entrance that is not one of the person's is not found; nothing is queued.
+    let other = keygate_domain::ids::EntranceId::new();
+    assert!(matches!(
+        f.app
+            .request_unlock(f.ws, g.user_identity_id, Some(g.id), other, Some(key_id))
+            .await,
+        Err(Refused::NotFound)
+    ));
+}

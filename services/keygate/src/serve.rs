@@ -235,19 +235,15 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         "keygate: HTTP (livez, readyz) listening on {}",
         http.local_addr()?
     );
-    let mut app = crate::http::router(ready.clone(), metrics);
+    let mut routes = crate::http::router(ready.clone(), metrics);
     if args.roles.contains(&Role::Delivery) {
         // The Instant Key pages: the links of grants and of GenerateInstantKey lead here.
-        app = app.merge(keygate_delivery::instant_keys::router(
-            keygate_delivery::instant_keys::Pages {
-                store: store.clone(),
-                links: links.clone(),
-                tracker: tracker.clone(),
-            },
+        routes = routes.merge(keygate_delivery::instant_keys::router(
+            keygate_delivery::instant_keys::Pages { app: app.clone() },
         ));
         if outbox_mode {
             // Only when nothing is sent; it needs an API key or the admin token.
-            app = app.merge(crate::deliveries::router(crate::deliveries::OutboxPage {
+            routes = routes.merge(crate::deliveries::router(crate::deliveries::OutboxPage {
                 store: store.clone(),
                 links: links.clone(),
                 auth: keygate_app::auth::Authenticator::new(
@@ -260,7 +256,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
     let stop = stopped(stop_rx.clone());
     servers.spawn(async move {
-        if let Err(e) = axum::serve(http, app).with_graceful_shutdown(stop).await {
+        if let Err(e) = axum::serve(http, routes).with_graceful_shutdown(stop).await {
             tracing::error!(error = %e, "HTTP server failed");
         }
     });

@@ -8,10 +8,8 @@
 //! (403). A device claims a key the first time it opens the link; it is known by a cookie whose
 //! SHA-256 is stored.
 
-pub mod doors;
 pub mod page;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -19,17 +17,16 @@ use axum::extract::{Form, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
-use keygate_app::tracker::{Committed, Tracker};
+use keygate_app::App;
+use keygate_app::instant_keys::Refused;
 use keygate_domain::Error;
-use keygate_domain::action::{ActionAttempt, ActionType, AttemptStatus, JobWork, UnlockJob};
-use keygate_domain::ids::{ActionAttemptId, EntranceId, UserIdentityId, WorkspaceId};
-use keygate_domain::instant_key::{self, Inactive, InstantKey, Links};
+use keygate_domain::action::{ActionAttempt, ActionType, AttemptStatus};
+use keygate_domain::ids::{ActionAttemptId, EntranceId, WorkspaceId};
+use keygate_domain::instant_key::{self, Inactive, InstantKey};
 use keygate_domain::model::now;
-use keygate_store::Store;
-use rand::RngExt as _;
 
-use self::doors::Door;
 use self::page::Outcome;
+use keygate_app::doors::Door;
 
 /// Name of the cookie that tells one device from another.
 const DEVICE_COOKIE: &str = "kg_device";
@@ -39,11 +36,8 @@ const UNLOCK_WAIT: Duration = Duration::from_secs(8);
 /// Everything the pages need.
 #[derive(Clone)]
 pub struct Pages {
-    pub store: Arc<dyn Store>,
-    pub links: Links,
-    /// Announces queued unlocks: wakes this process's orchestrator and rings the doorbell, so an
-    /// orchestrator on another replica starts it at once.
-    pub tracker: Tracker,
+    /// The use cases behind the pages (opening a link, the person's doors, unlocking).
+    pub app: App,
 }
 
 /// The routes of the pages, to merge into the HTTP router.
@@ -135,50 +129,34 @@ async fn open(
     token: &str,
     headers: &HeaderMap,
 ) -> Result<(InstantKey, Option<String>), Refusal> {
-    if !instant_key::well_formed(token) {
-        return Err(NOT_FOUND);
-    }
-    let key = pages
-        .store
-        .find_instant_key(&instant_key::token_hash(token))
+    let cookie = device_cookie(headers);
+    let opened = pages
+        .app
+        .open_instant_key(token, cookie.as_deref())
         .await
-        .map_err(|e| internal(&e))?
-        .ok_or(NOT_FOUND)?;
-    let (device, fresh) = match device_cookie(headers) {
-        Some(d) => (d, false),
-        None => {
-            let raw: [u8; 32] = rand::rng().random();
-            (
-                base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, raw),
-                true,
-            )
-        }
-    };
-    let device_sha256 = instant_key::token_hash(&device);
-    let claimed = !fresh
-        && pages
-            .store
-            .has_claim(key.workspace_id, key.id, &device_sha256)
-            .await
-            .map_err(|e| internal(&e))?;
-    key.check(now(), claimed).map_err(inactive)?;
-    if !claimed
-        && !pages
-            .store
-            .claim_instant_key(key.workspace_id, key.id, &device_sha256, now())
-            .await
-            .map_err(|e| internal(&e))?
-    {
-        return Err(inactive(Inactive::Exhausted));
-    }
-    let secure = pages.links.public_url().starts_with("https://");
-    let cookie = fresh.then(|| {
+        .map_err(refusal)?;
+    let secure = pages.app.links.public_url().starts_with("https://");
+    let cookie = opened.new_device.map(|device| {
         format!(
             "{DEVICE_COOKIE}={device}; Path=/ik; Max-Age=31536000; HttpOnly; SameSite=Lax{}",
             if secure { "; Secure" } else { "" }
         )
     });
-    Ok((key, cookie))
+    Ok((opened.key, cookie))
+}
+
+/// The page's answer to a refusal of the use case.
+fn refusal(r: Refused) -> Refusal {
+    match r {
+        Refused::NotFound => NOT_FOUND,
+        Refused::Inactive(why) => inactive(why),
+        Refused::CannotUnlockNow => Refusal(
+            StatusCode::FORBIDDEN,
+            "This door cannot be unlocked now",
+            "It cannot be opened from this page at this time. Go back to see when and how it opens.",
+        ),
+        Refused::Failed(e) => internal(&e),
+    }
 }
 
 fn html(body: String, cookie: Option<String>) -> Response {
@@ -209,18 +187,16 @@ async fn show(
 ) -> Result<Response, Refusal> {
     let (key, cookie) = open(&pages, &token, &headers).await?;
     let person = pages
-        .store
+        .app
         .get_user_identity(key.workspace_id, key.user_identity_id)
         .await
+        .map_err(|e| internal(&e))?
+        .identity;
+    let doors = pages
+        .app
+        .person_doors(key.workspace_id, key.user_identity_id, key.access_grant_id)
+        .await
         .map_err(|e| internal(&e))?;
-    let doors = doors::doors(
-        &*pages.store,
-        key.workspace_id,
-        key.user_identity_id,
-        key.access_grant_id,
-    )
-    .await
-    .map_err(|e| internal(&e))?;
     let outcome = match q.attempt.and_then(|a| a.parse::<ActionAttemptId>().ok()) {
         Some(id) => outcome(&pages, key.workspace_id, id, &doors).await,
         None => None,
@@ -238,7 +214,7 @@ async fn outcome(
     id: ActionAttemptId,
     doors: &[Door],
 ) -> Option<Outcome> {
-    let a = pages.store.get_action_attempt(ws, id).await.ok()?;
+    let a = pages.app.get_action_attempt(ws, id).await.ok()?;
     if a.action_type != ActionType::UnlockDoor {
         return None;
     }
@@ -269,83 +245,26 @@ async fn unlock(
 ) -> Result<Response, Refusal> {
     let (key, _) = open(&pages, &token, &headers).await?;
     let entrance: EntranceId = form.acs_entrance_id.parse().map_err(|_| NOT_FOUND)?;
-    let doors = doors::doors(
-        &*pages.store,
-        key.workspace_id,
-        key.user_identity_id,
-        key.access_grant_id,
-    )
-    .await
-    .map_err(|e| internal(&e))?;
-    let door = doors
-        .iter()
-        .find(|d| d.entrance_id == entrance)
-        .ok_or(NOT_FOUND)?;
-    if !door.remote || !door.active(now()) {
-        return Err(Refusal(
-            StatusCode::FORBIDDEN,
-            "This door cannot be unlocked now",
-            "It cannot be opened from this page at this time. Go back to see when and how it opens.",
-        ));
-    }
-    let id = start_unlock(
-        &pages,
-        key.workspace_id,
-        key.user_identity_id,
-        door,
-        Some(key.id),
-    )
-    .await
-    .map_err(|e| internal(&e))?;
+    let id = pages
+        .app
+        .request_unlock(
+            key.workspace_id,
+            key.user_identity_id,
+            key.access_grant_id,
+            entrance,
+            Some(key.id),
+        )
+        .await
+        .map_err(refusal)?;
     wait(&pages, key.workspace_id, id).await;
     Ok(Redirect::to(&format!("/ik/{token}?attempt={id}")).into_response())
-}
-
-/// Queues an unlock of `door` for `user`; returns the action attempt.
-async fn start_unlock(
-    pages: &Pages,
-    ws: WorkspaceId,
-    user: UserIdentityId,
-    door: &Door,
-    instant_key_id: Option<keygate_domain::ids::InstantKeyId>,
-) -> Result<ActionAttemptId, Error> {
-    let attempt = ActionAttempt {
-        id: ActionAttemptId::new(),
-        workspace_id: ws,
-        action_type: ActionType::UnlockDoor,
-        status: AttemptStatus::Pending,
-        access_method_id: None,
-        acs_encoder_id: None,
-        acs_entrance_id: Some(door.entrance_id),
-        result: None,
-        error: None,
-        created_at: now(),
-        completed_at: None,
-    };
-    let job = JobWork::Unlock(UnlockJob {
-        action_attempt_id: attempt.id,
-        acs_system_id: door.system.id,
-        acs_entrance_id: door.entrance_id,
-        user_identity_id: user,
-        instant_key_id,
-    });
-    pages
-        .store
-        .create_action_attempt(ws, &attempt, &job, None)
-        .await?;
-    pages
-        .tracker
-        .committed(Committed::new(ws).some_events().jobs())
-        .await;
-    tracing::info!(action_attempt_id = %attempt.id, acs_entrance_id = %door.entrance_id, "unlock requested");
-    Ok(attempt.id)
 }
 
 /// Waits until the attempt is no longer pending, at most [`UNLOCK_WAIT`].
 async fn wait(pages: &Pages, ws: WorkspaceId, id: ActionAttemptId) -> Option<ActionAttempt> {
     let deadline = tokio::time::Instant::now() + UNLOCK_WAIT;
     loop {
-        let a = pages.store.get_action_attempt(ws, id).await.ok();
+        let a = pages.app.get_action_attempt(ws, id).await.ok();
         if a.as_ref()
             .is_some_and(|a| a.status != AttemptStatus::Pending)
             || tokio::time::Instant::now() >= deadline
@@ -358,17 +277,12 @@ async fn wait(pages: &Pages, ws: WorkspaceId, id: ActionAttemptId) -> Option<Act
 
 async fn qr(pages: &Pages, token: &str) -> Result<String, Refusal> {
     // The QR code is as secret as the link; it is served only while the key works.
-    if !instant_key::well_formed(token) {
-        return Err(NOT_FOUND);
-    }
-    let key = pages
-        .store
-        .find_instant_key(&instant_key::token_hash(token))
+    pages
+        .app
+        .working_key_of_link(token)
         .await
-        .map_err(|e| internal(&e))?
-        .ok_or(NOT_FOUND)?;
-    key.check(now(), true).map_err(inactive)?;
-    Ok(instant_key::link(pages.links.public_url(), token))
+        .map_err(refusal)?;
+    Ok(instant_key::link(pages.app.links.public_url(), token))
 }
 
 #[tracing::instrument(skip_all)]
@@ -433,7 +347,7 @@ async fn api_unlock(
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
-    let Ok(secret) = pages.links.secret() else {
+    let Ok(secret) = pages.app.links.secret() else {
         return api_error(StatusCode::SERVICE_UNAVAILABLE, "not_ready");
     };
     let Some((ws, user)) = token.and_then(|t| secret.verify_client_session(t, now())) else {
@@ -442,22 +356,17 @@ async fn api_unlock(
     let Ok(entrance) = body.acs_entrance_id.parse::<EntranceId>() else {
         return api_error(StatusCode::NOT_FOUND, "entrance_not_found");
     };
-    let doors = match doors::doors(&*pages.store, ws, user, None).await {
-        Ok(d) => d,
-        Err(e) => {
-            tracing::warn!(error = %e, "unlock API failed");
-            return api_error(StatusCode::SERVICE_UNAVAILABLE, "unavailable");
-        }
-    };
-    let Some(door) = doors.iter().find(|d| d.entrance_id == entrance) else {
-        return api_error(StatusCode::NOT_FOUND, "entrance_not_found");
-    };
-    if !door.remote || !door.active(now()) {
-        return api_error(StatusCode::FORBIDDEN, "cannot_unlock_now");
-    }
-    let id = match start_unlock(&pages, ws, user, door, None).await {
+    let id = match pages
+        .app
+        .request_unlock(ws, user, None, entrance, None)
+        .await
+    {
         Ok(id) => id,
-        Err(e) => {
+        Err(Refused::NotFound) => return api_error(StatusCode::NOT_FOUND, "entrance_not_found"),
+        Err(Refused::CannotUnlockNow | Refused::Inactive(_)) => {
+            return api_error(StatusCode::FORBIDDEN, "cannot_unlock_now");
+        }
+        Err(Refused::Failed(e)) => {
             tracing::warn!(error = %e, "unlock API failed");
             return api_error(StatusCode::SERVICE_UNAVAILABLE, "unavailable");
         }

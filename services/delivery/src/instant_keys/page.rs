@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 
 use time::OffsetDateTime;
 
-use super::doors::Door;
+use keygate_app::doors::Door;
 
 /// Escapes text for HTML content and attribute values.
 pub fn escape(s: &str) -> String {

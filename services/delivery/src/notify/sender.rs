@@ -26,9 +26,10 @@ use super::email::Smtp;
 use super::message::{self, Content};
 use super::sms::SmsApi;
 use super::{Availability, Backoff, ConfigError, NotifyConfig, Route, SendError, redact};
-use crate::instant_keys::{doors, page};
+use crate::instant_keys::page;
 use crate::leases;
 use crate::webhooks::dispatch::MAX_ERROR_CHARS;
+use keygate_app::doors;
 
 /// Tuning of the sender.
 #[derive(Clone, Debug)]

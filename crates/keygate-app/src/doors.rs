@@ -12,6 +12,8 @@ use keygate_domain::page::PageRequest;
 use keygate_store::{GrantFilter, MethodFilter, Store};
 use time::OffsetDateTime;
 
+use crate::App;
+
 /// One door on the page.
 #[derive(Clone, Debug)]
 pub struct Door {
@@ -37,6 +39,18 @@ const ALL: PageRequest = PageRequest {
     after: None,
     limit: 500,
 };
+
+impl App {
+    /// The doors of `user`'s mobile keys, of grant `grant` only when given.
+    pub async fn person_doors(
+        &self,
+        ws: WorkspaceId,
+        user: UserIdentityId,
+        grant: Option<AccessGrantId>,
+    ) -> Result<Vec<Door>, Error> {
+        doors(&*self.store, ws, user, grant).await
+    }
+}
 
 /// The doors of `user`'s mobile keys, of grant `grant` only when given.
 pub async fn doors(
