@@ -54,7 +54,7 @@ pub enum Inactive {
 impl InstantKey {
     /// `instant_key.revoked`: the event of revoking this key at `at`.
     pub fn revoked_event(&self, at: OffsetDateTime) -> crate::events::NewEvent {
-        crate::events::of::instant_key_revoked(
+        crate::applied::instant_key_revoked(
             self.id,
             self.user_identity_id,
             self.access_grant_id,

@@ -3,6 +3,7 @@
 
 pub mod acs;
 pub mod action;
+pub mod applied;
 pub mod capability;
 pub mod delivery;
 pub mod error;

@@ -172,7 +172,7 @@ where
             Some(g) => Some(parse("access_grant_id", &g)?),
             None => None,
         };
-        let e = keygate_domain::events::of::instant_key_delivery(
+        let e = keygate_domain::applied::instant_key_delivery(
             event_type,
             key,
             parse("user_identity_id", &owner.user_identity_id)?,

@@ -442,7 +442,7 @@ where
                     .execute(&mut *conn)
                     .await?;
                 if D::rows_affected(&revoked) > 0 {
-                    events.push(keygate_domain::events::of::instant_key_revoked(
+                    events.push(keygate_domain::applied::instant_key_revoked(
                         key,
                         m.user_identity_id,
                         Some(m.access_grant_id),
@@ -457,7 +457,7 @@ where
                 .execute(&mut *conn)
                 .await?;
             Self::queue_revokes(conn, ws, m, now).await?;
-            events.push(keygate_domain::events::of::access_method_deleted(m, now));
+            events.push(keygate_domain::applied::access_method_deleted(m, now));
         }
         Ok(events)
     }
@@ -662,7 +662,7 @@ where
             live
         };
         let mut events = Self::delete_methods(&mut tx, ws, &live, now).await?;
-        events.push(keygate_domain::events::of::access_grant_deleted(
+        events.push(keygate_domain::applied::access_grant_deleted(
             id,
             grant.user_identity_id,
             now,

@@ -317,7 +317,7 @@ where
                     m.issued_at = m.issued_at.or(Some(now));
                     m.updated_at = now;
                     Self::write_method(&mut tx, &m, false).await?;
-                    events.push(keygate_domain::events::of::card_encoded(
+                    events.push(keygate_domain::applied::card_encoded(
                         &m,
                         e.acs_system_id,
                         was_issued,
@@ -372,7 +372,7 @@ where
             .await?;
         let mut events = Vec::new();
         if outcome.is_ok() {
-            events.push(keygate_domain::events::of::entrance_unlocked(u, now));
+            events.push(keygate_domain::applied::entrance_unlocked(u, now));
         }
         Self::finish_job(&mut tx, job, now).await?;
         let appended = Self::append_events(&mut tx, ws, &events, now).await?;
