@@ -4,14 +4,19 @@
 use std::sync::Arc;
 
 use keygate_domain::Error;
+use keygate_domain::action::{ActionAttempt, ActionType, AttemptStatus, JobWork, UnlockJob};
 use keygate_domain::delivery::Channel;
 use keygate_domain::delivery::{Delivery, NewDelivery};
-use keygate_domain::ids::{DeliveryId, InstantKeyId, UserIdentityId, WorkspaceId};
+use keygate_domain::ids::{
+    AccessGrantId, ActionAttemptId, DeliveryId, EntranceId, InstantKeyId, UserIdentityId,
+    WorkspaceId,
+};
 use keygate_domain::instant_key::{self, Inactive, InstantKey};
 use keygate_domain::model::now;
 use keygate_domain::page::{Page, PageRequest};
 use keygate_domain::{ErrorReason, Resource};
 use keygate_store::{GrantFilter, Idempotency};
+use rand::RngExt as _;
 use time::OffsetDateTime;
 use tokio::sync::Notify;
 
@@ -412,7 +417,6 @@ impl App {
         let (device, fresh) = match device {
             Some(d) => (d.to_owned(), false),
             None => {
-                use rand::RngExt as _;
                 let raw: [u8; 32] = rand::rng().random();
                 (
                     base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, raw),
@@ -462,13 +466,10 @@ impl App {
         &self,
         ws: WorkspaceId,
         user: UserIdentityId,
-        grant: Option<keygate_domain::ids::AccessGrantId>,
-        entrance: keygate_domain::ids::EntranceId,
+        grant: Option<AccessGrantId>,
+        entrance: EntranceId,
         instant_key_id: Option<InstantKeyId>,
-    ) -> Result<keygate_domain::ids::ActionAttemptId, Refused> {
-        use keygate_domain::action::{
-            ActionAttempt, ActionType, AttemptStatus, JobWork, UnlockJob,
-        };
+    ) -> Result<ActionAttemptId, Refused> {
         let doors = self.person_doors(ws, user, grant).await?;
         let door = doors
             .iter()
@@ -478,7 +479,7 @@ impl App {
             return Err(Refused::CannotUnlockNow);
         }
         let attempt = ActionAttempt {
-            id: keygate_domain::ids::ActionAttemptId::new(),
+            id: ActionAttemptId::new(),
             workspace_id: ws,
             action_type: ActionType::UnlockDoor,
             status: AttemptStatus::Pending,
