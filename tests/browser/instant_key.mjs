@@ -19,14 +19,25 @@ try {
   const page = await browser.newPage({
     viewport: { width: 390, height: 844 }, deviceScaleFactor: 2, isMobile: true, hasTouch: true,
   });
+  // The page sends a strict Content-Security-Policy: any violation is a failure.
+  const violations = [];
+  page.on('console', (m) => {
+    if (m.type() === 'error' && /Content Security Policy/i.test(m.text())) violations.push(m.text());
+  });
   const response = await page.goto(url);
   if (response.status() !== 200) throw new Error(`page answered ${response.status()}`);
+  const styled = await page.evaluate(() => {
+    const sheet = document.querySelector('style')?.sheet;
+    return !!sheet && sheet.cssRules.length > 0;
+  });
+  if (!styled) throw new Error('the page style did not apply under its Content-Security-Policy');
   await page.getByRole('heading', { name: /Jane Doe/ }).waitFor();
   await page.getByRole('heading', { name: 'Room 301' }).waitFor();
   await page.getByRole('heading', { name: 'Main Entrance' }).waitFor();
   await page.getByRole('button', { name: 'Unlock Main Entrance' }).tap();
   await page.getByRole('status').filter({ hasText: 'Main Entrance is unlocked.' }).waitFor({ timeout: 15000 });
   await page.screenshot({ path: shot, fullPage: true });
+  if (violations.length > 0) throw new Error(`Content-Security-Policy violations: ${violations.join('; ')}`);
   console.log(JSON.stringify({ ok: true, title: await page.title(), url: page.url().replace(/\/ik\/[^?]+/, '/ik/<token>') }));
 } finally {
   await browser.close();

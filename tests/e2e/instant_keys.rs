@@ -218,6 +218,30 @@ async fn instant_key_pages(opts: Options) {
         "site time zones: {body}"
     );
     assert_eq!(header(&headers, "cache-control"), Some("no-store"));
+    // The token is in the URL: no referrer, no framing, and a policy under which only the
+    // page's own style (by its hash) loads.
+    assert_eq!(header(&headers, "referrer-policy"), Some("no-referrer"));
+    assert_eq!(header(&headers, "x-frame-options"), Some("DENY"));
+    let policy = header(&headers, "content-security-policy").expect("a CSP");
+    assert!(
+        policy.contains("default-src 'none'") && policy.contains("frame-ancestors 'none'"),
+        "{policy}"
+    );
+    let style = body
+        .split_once("<style>")
+        .and_then(|(_, rest)| rest.split_once("</style>"))
+        .map(|(css, _)| css)
+        .expect("the page's style");
+    let style_hash = {
+        use base64::Engine as _;
+        use sha2::Digest as _;
+        base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(style))
+    };
+    assert!(
+        policy.contains(&format!("style-src 'sha256-{style_hash}'")),
+        "the policy allows the served style by its hash: {policy}"
+    );
+    assert!(!body.contains("<script"), "the page runs no script");
     let cookie = header(&headers, "set-cookie")
         .expect("device cookie")
         .split(';')

@@ -102,11 +102,22 @@ fn internal(e: &Error) -> Refusal {
     UNAVAILABLE
 }
 
+/// The headers of every response of the pages: the token is in the URL, so nothing is cached
+/// or sent on as a referrer, the page cannot be framed, and only its own style runs.
 fn no_store(h: &mut HeaderMap) {
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     h.insert(
         header::REFERRER_POLICY,
         HeaderValue::from_static("no-referrer"),
+    );
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(page::content_security_policy()),
     );
 }
 

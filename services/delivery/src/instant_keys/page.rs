@@ -38,6 +38,21 @@ pub fn local_time(t: OffsetDateTime, zone: &str) -> String {
     )
 }
 
+/// The Content-Security-Policy of every page response: nothing loads but the page's own style
+/// (allowed by its hash, so no inline style or script can be injected), images of this origin
+/// (the QR code), and forms posting back to this origin; no framing, no `<base>`.
+pub fn content_security_policy() -> &'static str {
+    static POLICY: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        use base64::Engine as _;
+        use sha2::Digest as _;
+        let hash = base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(STYLE));
+        format!(
+            "default-src 'none'; style-src 'sha256-{hash}'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+        )
+    });
+    &POLICY
+}
+
 const STYLE: &str = "
 :root{--brand:#1f4fd1;color-scheme:light dark}
 *{box-sizing:border-box}
