@@ -308,7 +308,7 @@ impl App {
         ws: WorkspaceId,
         id: AccessGrantId,
     ) -> Result<AccessGrant, Error> {
-        self.reads.access_grant(ws, id).await
+        self.tracker.reads().access_grant(ws, id).await
     }
 
     pub async fn list_access_grants(

@@ -190,13 +190,18 @@ pub struct KeyView {
     pub deliveries: Vec<Delivery>,
 }
 
-/// The key a link names, if it is one of this server's links.
-fn token_of(url: &str) -> Option<&str> {
-    let token = url.rsplit_once("/ik/")?.1;
-    instant_key::well_formed(token).then_some(token)
-}
-
 impl App {
+    /// The key of a link's token: `None` for a malformed or unknown token. Only the token's
+    /// hash is looked up.
+    async fn key_of_token(&self, token: &str) -> Result<Option<InstantKey>, Error> {
+        if !instant_key::well_formed(token) {
+            return Ok(None);
+        }
+        self.store
+            .find_instant_key(&instant_key::token_hash(token))
+            .await
+    }
+
     pub async fn get_instant_key(
         &self,
         ws: WorkspaceId,
@@ -205,15 +210,11 @@ impl App {
         let key = match lookup {
             KeyLookup::Id(id) => self.store.get_instant_key(ws, id).await?,
             KeyLookup::Url(url) => {
-                let not_found = || Error::not_found(Resource::InstantKey, "(link)");
-                match token_of(&url) {
-                    None => return Err(not_found()),
-                    Some(token) => self
-                        .store
-                        .find_instant_key(&instant_key::token_hash(token))
-                        .await
-                        .and_then(|k| k.filter(|k| k.workspace_id == ws).ok_or_else(not_found))?,
-                }
+                let token = url.rsplit_once("/ik/").map_or("", |(_, t)| t);
+                self.key_of_token(token)
+                    .await?
+                    .filter(|k| k.workspace_id == ws)
+                    .ok_or_else(|| Error::not_found(Resource::InstantKey, "(link)"))?
             }
         };
         self.key_view(ws, key).await
@@ -406,14 +407,7 @@ impl App {
         token: &str,
         device: Option<&str>,
     ) -> Result<Opened, Refused> {
-        if !instant_key::well_formed(token) {
-            return Err(Refused::NotFound);
-        }
-        let key = self
-            .store
-            .find_instant_key(&instant_key::token_hash(token))
-            .await?
-            .ok_or(Refused::NotFound)?;
+        let key = self.key_of_token(token).await?.ok_or(Refused::NotFound)?;
         let (device, fresh) = match device {
             Some(d) => (d.to_owned(), false),
             None => {
@@ -448,14 +442,7 @@ impl App {
     /// The key of a link while it works (not revoked, not expired), without claiming it: what
     /// may show the link's QR code.
     pub async fn working_key_of_link(&self, token: &str) -> Result<InstantKey, Refused> {
-        if !instant_key::well_formed(token) {
-            return Err(Refused::NotFound);
-        }
-        let key = self
-            .store
-            .find_instant_key(&instant_key::token_hash(token))
-            .await?
-            .ok_or(Refused::NotFound)?;
+        let key = self.key_of_token(token).await?.ok_or(Refused::NotFound)?;
         key.check(now(), true).map_err(Refused::Inactive)?;
         Ok(key)
     }

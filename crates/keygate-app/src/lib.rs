@@ -32,17 +32,16 @@ use keygate_domain::instant_key::Links;
 use keygate_domain::page::{PageRequest, page_size};
 use keygate_store::Store;
 
-use crate::reads::StatusReads;
 use crate::ssrf::NetworkPolicy;
 use crate::tokens::{PageScope, PageTokens};
 use crate::tracker::Tracker;
 
-/// Everything a use case needs from the process: the store of record, the cached reads, the
-/// tracker, Instant Key links, page token sealing and the webhook network policy.
+/// Everything a use case needs from the process: the store of record, the tracker (with the
+/// cached reads it evicts, `tracker.reads()`), Instant Key links, page token sealing, the
+/// Instant Key channels and the webhook network policy.
 #[derive(Clone)]
 pub struct App {
     pub store: Arc<dyn Store>,
-    pub reads: StatusReads,
     pub tracker: Tracker,
     /// Instant Key links (from the public URL of the HTTP port and the server secret).
     pub links: Links,
@@ -64,19 +63,9 @@ impl App {
         size: i32,
         token: &str,
     ) -> Result<PageRequest, Error> {
-        page_request(&self.tokens, scope, size, token)
+        Ok(PageRequest {
+            limit: page_size(size)?,
+            after: self.tokens.open(scope, token)?,
+        })
     }
-}
-
-/// Validates `page_size` and opens `page_token` for this scope.
-pub fn page_request(
-    tokens: &PageTokens,
-    scope: &PageScope<'_>,
-    size: i32,
-    token: &str,
-) -> Result<PageRequest, Error> {
-    Ok(PageRequest {
-        limit: page_size(size)?,
-        after: tokens.open(scope, token)?,
-    })
 }

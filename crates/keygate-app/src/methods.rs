@@ -28,7 +28,7 @@ impl App {
         ws: WorkspaceId,
         id: AccessMethodId,
     ) -> Result<AccessMethod, Error> {
-        self.reads.access_method(ws, id).await
+        self.tracker.reads().access_method(ws, id).await
     }
 
     pub async fn list_access_methods(

@@ -92,7 +92,11 @@ fn bearer(token: &str) -> http::HeaderMap {
 #[tokio::test]
 async fn a_revoked_api_key_fails_authentication_at_once() {
     let f = fixture(NetworkPolicy::default()).await;
-    let auth = Authenticator::new(f.app.store.clone(), f.app.reads.cache().clone(), None);
+    let auth = Authenticator::new(
+        f.app.store.clone(),
+        f.app.tracker.reads().cache().clone(),
+        None,
+    );
     let path = "/keygate.v1.AccessGrantService/ListAccessGrants";
     let (key, token) = f
         .app

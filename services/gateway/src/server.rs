@@ -108,7 +108,7 @@ pub async fn serve(
 
     let auth = Authenticator::new(
         app.store.clone(),
-        app.reads.cache().clone(),
+        app.tracker.reads().cache().clone(),
         deps.admin_token.clone(),
     );
 

@@ -94,16 +94,14 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     } else {
         Doorbell::with_redis(&args.redis_url).context("KEYGATE_REDIS_URL for the event doorbell")?
     };
-    let reads = StatusReads::new(store.clone(), cache.clone());
     let tracker = Tracker::new(
-        reads.clone(),
+        StatusReads::new(store.clone(), cache.clone()),
         doorbell,
         Arc::new(Notify::new()),
         instant_key_delivery.wake.clone(),
     );
     let app = App {
         store: store.clone(),
-        reads,
         tracker: tracker.clone(),
         links: links.clone(),
         tokens: page_tokens.clone(),

@@ -77,7 +77,6 @@ async fn start(postgres: bool) -> anyhow::Result<Harness> {
     let tracker = Tracker::in_process(store.clone(), cache);
     let app = App {
         store: store.clone(),
-        reads: tracker.reads().clone(),
         tracker: tracker.clone(),
         links: {
             let links = keygate_domain::instant_key::Links::new("http://localhost:8080");

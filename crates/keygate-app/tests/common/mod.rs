@@ -19,7 +19,6 @@ pub fn app(store: Arc<dyn Store>, webhook_network: NetworkPolicy) -> App {
     links.set_secret(vec![5; 32]);
     App {
         store,
-        reads: tracker.reads().clone(),
         tracker,
         links,
         tokens: PageTokens::new(vec![6; 32]),
