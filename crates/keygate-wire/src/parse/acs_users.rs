@@ -7,18 +7,7 @@ use keygate_domain::validate::{self, Violations};
 use keygate_domain::{Error, FieldViolation, Resource};
 use keygate_proto::v1;
 
-use super::{IntoCommand, claim, mode};
-use crate::convert::from_ts;
-
-/// A time field of a request: absent is `None`; one that is not a valid time is a violation.
-fn time_field(
-    v: &mut Violations,
-    field: &str,
-    t: Option<&prost_types::Timestamp>,
-) -> Option<time::OffsetDateTime> {
-    let t = t?;
-    v.check(from_ts(t).ok_or_else(|| FieldViolation::new(field, "is not a valid time")))
-}
+use super::{IntoCommand, claim, mode, time_field};
 
 impl IntoCommand for v1::CreateAcsUserRequest {
     type Command = CreateAcsUser;

@@ -8,7 +8,7 @@ use keygate_domain::validate::{self, Violations};
 use keygate_domain::{Error, FieldViolation, Resource};
 use keygate_proto::v1;
 
-use super::{IntoCommand, claim, entrance_ids, mode};
+use super::{IntoCommand, claim, entrance_ids, mode, time_field};
 use crate::convert::from_ts;
 
 impl IntoCommand for v1::CreateAccessGrantRequest {
@@ -148,13 +148,8 @@ impl IntoCommand for v1::UpdateAccessGrantRequest {
                 .flatten()
                 .unwrap_or_default()
         });
-        let mut timestamp = |field: &str, t: &Option<prost_types::Timestamp>| {
-            t.as_ref().and_then(|t| {
-                v.check(from_ts(t).ok_or_else(|| FieldViolation::new(field, "is not a valid time")))
-            })
-        };
-        let starts_at = timestamp("starts_at", &starts_at);
-        let new_end = timestamp("ends_at", &ends_at);
+        let starts_at = time_field(&mut v, "starts_at", starts_at.as_ref());
+        let new_end = time_field(&mut v, "ends_at", ends_at.as_ref());
         let ends_at = match (new_end, clear_ends_at) {
             (Some(_), true) => {
                 v.check::<()>(Err(FieldViolation::new(

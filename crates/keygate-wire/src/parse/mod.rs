@@ -60,3 +60,16 @@ pub fn claim<M: prost::Message>(
         &body_without_request_id.encode_to_vec(),
     )
 }
+
+/// A time field of a request: absent is `None`; one that is not a valid time is a violation.
+pub(crate) fn time_field(
+    v: &mut keygate_domain::validate::Violations,
+    field: &str,
+    t: Option<&prost_types::Timestamp>,
+) -> Option<time::OffsetDateTime> {
+    let t = t?;
+    v.check(
+        crate::convert::from_ts(t)
+            .ok_or_else(|| keygate_domain::FieldViolation::new(field, "is not a valid time")),
+    )
+}
