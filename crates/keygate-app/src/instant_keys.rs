@@ -482,8 +482,11 @@ impl App {
             action_attempt_id: attempt.id,
             acs_system_id: door.system.id,
             acs_entrance_id: door.entrance_id,
-            user_identity_id: user,
+            user_identity_id: Some(user),
             instant_key_id,
+            access_grant_id: grant,
+            access_method_id: None,
+            expires_at: None,
         });
         self.store
             .create_action_attempt(ws, &attempt, &job, None)

@@ -65,15 +65,30 @@ pub struct EncodeJob {
     pub acs_encoder_id: EncoderId,
 }
 
-/// Unlock one entrance remotely (from an Instant Key page or its API).
+/// Unlock one entrance remotely (from an Instant Key page, a person's access method, or an
+/// operator). At most once and never late: the worker sends it only on its first claim and
+/// only before `expires_at`, after checking that what allowed it still does.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UnlockJob {
     pub action_attempt_id: ActionAttemptId,
     pub acs_system_id: AccessSystemId,
     pub acs_entrance_id: EntranceId,
-    pub user_identity_id: crate::ids::UserIdentityId,
+    /// The person the door is opened for; `None` for an operator's remote unlock.
+    #[serde(default)]
+    pub user_identity_id: Option<crate::ids::UserIdentityId>,
     /// The Instant Key the unlock came from, when it came from one.
     pub instant_key_id: Option<crate::ids::InstantKeyId>,
+    /// The grant that allows it, when a person's grant does.
+    #[serde(default)]
+    pub access_grant_id: Option<crate::ids::AccessGrantId>,
+    /// The access method it was asked through (`UnlockDoor`), when it was.
+    #[serde(default)]
+    pub access_method_id: Option<AccessMethodId>,
+    /// The deadline: past it the unlock is never sent (the attempt ends `unlock_expired`).
+    /// `None` only for jobs queued before deadlines existed; the worker then applies its default
+    /// from the attempt's creation.
+    #[serde(default)]
+    pub expires_at: Option<OffsetDateTime>,
 }
 
 /// Take a method's access away in one system (after a delete).

@@ -82,8 +82,15 @@ pub fn entrance_unlocked(u: &UnlockJob, at: OffsetDateTime) -> NewEvent {
     let e = NewEvent::new(events::ACS_ENTRANCE_UNLOCKED, at)
         .system(u.acs_system_id)
         .entrance(u.acs_entrance_id)
-        .user(u.user_identity_id)
         .attempt(u.action_attempt_id);
+    let e = match u.user_identity_id {
+        Some(p) => e.user(p),
+        None => e,
+    };
+    let e = match u.access_grant_id {
+        Some(g) => e.grant(g),
+        None => e,
+    };
     match u.instant_key_id {
         Some(k) => e.instant_key(k),
         None => e,

@@ -103,8 +103,11 @@ async fn unlocks_count_once_per_attempt(ledger: SqlLedger) {
         action_attempt_id: ActionAttemptId::new(),
         acs_system_id: system.id,
         acs_entrance_id: EntranceId::new(),
-        user_identity_id: UserIdentityId::new(),
+        user_identity_id: Some(UserIdentityId::new()),
         instant_key_id: None,
+        access_grant_id: None,
+        access_method_id: None,
+        expires_at: None,
     };
     ledger.unlocked(&system, &job).await.expect("unlock");
     ledger
