@@ -36,6 +36,11 @@ impl TokenBucket {
             Err(Duration::from_secs_f64((1.0 - self.tokens) / self.rate))
         }
     }
+
+    /// Puts back `n` tokens taken but not used (never above the burst).
+    pub fn refund(&mut self, n: u32) {
+        self.tokens = (self.tokens + f64::from(n)).min(self.burst);
+    }
 }
 
 #[cfg(test)]

@@ -22,13 +22,23 @@ static INSERT_EVENT: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
-/// Leases up to `$4` due jobs to owner `$1` until `$2` (now is `$3`) and returns them. A job
-/// waits while another job of the same credential (subject, system) holds a live lease, so an
-/// update never races the call it replaces. On PostgreSQL, rows another worker is claiming are
+/// The condition of a due job of alias `j` at now `$n`: queued and due, or running with an
+/// expired lease (its worker died or stalled).
+pub(crate) fn due(j: &str, n: &str) -> String {
+    format!(
+        "(({j}.state = 'queued' AND {j}.run_at <= {n}) OR ({j}.state = 'running' AND {j}.lease_until < {n}))"
+    )
+}
+
+/// Leases up to `$7` due jobs of access system `$6` of workspace `$5` to owner `$1` under the
+/// fencing token `$2` until `$3` (now is `$4`), oldest first, and returns them. A job waits
+/// while another job of the same credential (subject, system) holds a live lease, so an update
+/// never races the call it replaces. On PostgreSQL, rows another worker is claiming are
 /// skipped, never waited for.
 pub(crate) fn job_claim<D: Dialect>() -> String {
     format!(
-        "UPDATE jobs SET state = 'running', lease_owner = $1, lease_until = $2, attempts = attempts + 1, updated_at = $3 WHERE job_id IN (SELECT job_id FROM jobs j WHERE ((j.state = 'queued' AND j.run_at <= $3) OR (j.state = 'running' AND j.lease_until < $3)) AND NOT EXISTS (SELECT 1 FROM jobs r WHERE r.subject_id = j.subject_id AND r.acs_system_id = j.acs_system_id AND r.state = 'running' AND r.lease_until >= $3 AND r.job_id <> j.job_id) ORDER BY j.run_at LIMIT $4{}) RETURNING job_id, workspace_id, payload, attempts, trace_context",
+        "UPDATE jobs SET state = 'running', lease_owner = $1, lease_token = $2, lease_until = $3, attempts = attempts + 1, updated_at = $4 WHERE job_id IN (SELECT job_id FROM jobs j WHERE j.workspace_id = $5 AND j.acs_system_id = $6 AND {} AND NOT EXISTS (SELECT 1 FROM jobs r WHERE r.subject_id = j.subject_id AND r.acs_system_id = j.acs_system_id AND r.state = 'running' AND r.lease_until >= $4 AND r.job_id <> j.job_id) ORDER BY j.run_at LIMIT $7{}) RETURNING job_id, workspace_id, payload, attempts, trace_context, lease_token",
+        due("j", "$4"),
         D::SKIP_LOCKED
     )
 }

@@ -43,6 +43,8 @@ macro_rules! conformance_suite {
                 grant_lists_filter_and_stay_in_their_workspace,
                 idempotent_grant_creates_make_one_grant,
                 jobs_are_leased_taken_over_and_fenced,
+                a_reclaimed_job_is_fenced_even_for_the_same_owner,
+                an_undecodable_job_goes_dead_and_the_rest_of_its_claim_runs,
                 provision_outcomes_emit_events_once,
                 event_sequence_follows_commit_order,
                 deletes_release_what_they_held,
@@ -1011,6 +1013,40 @@ pub async fn idempotent_grant_creates_make_one_grant(store: Arc<dyn Store>) {
     );
 }
 
+/// Claims every due job, one claim per access system with due jobs, as workers do.
+#[async_trait::async_trait]
+pub trait ClaimDue {
+    async fn claim_due(
+        &self,
+        owner: &str,
+        lease: std::time::Duration,
+        at: time::OffsetDateTime,
+    ) -> Result<Vec<crate::Job>, keygate_domain::Error>;
+}
+
+#[async_trait::async_trait]
+impl<S: Store + ?Sized> ClaimDue for S {
+    async fn claim_due(
+        &self,
+        owner: &str,
+        lease: std::time::Duration,
+        at: time::OffsetDateTime,
+    ) -> Result<Vec<crate::Job>, keygate_domain::Error> {
+        let mut jobs = Vec::new();
+        for d in self.due_systems(at, 1000).await? {
+            let claim = crate::Claim {
+                owner,
+                workspace_id: d.workspace_id,
+                acs_system_id: d.acs_system_id,
+                limit: 1000,
+                lease,
+            };
+            jobs.extend(self.claim_jobs(&claim, at).await?.jobs);
+        }
+        Ok(jobs)
+    }
+}
+
 pub async fn jobs_are_leased_taken_over_and_fenced(store: Arc<dyn Store>) {
     let ws = seeded_workspace(&*store, "jobs").await;
     let doors = quick_start_entrances(&*store, ws).await;
@@ -1021,15 +1057,12 @@ pub async fn jobs_are_leased_taken_over_and_fenced(store: Arc<dyn Store>) {
         .expect("create");
     let t0 = now();
     let lease = std::time::Duration::from_secs(30);
-    let mine = store
-        .claim_jobs("worker-a", 10, lease, t0)
-        .await
-        .expect("claim");
+    let mine = store.claim_due("worker-a", lease, t0).await.expect("claim");
     assert_eq!(mine.len(), 2);
     assert!(mine.iter().all(|j| j.attempts == 1));
     assert!(
         store
-            .claim_jobs("worker-b", 10, lease, t0)
+            .claim_due("worker-b", lease, t0)
             .await
             .expect("claim")
             .is_empty(),
@@ -1038,7 +1071,7 @@ pub async fn jobs_are_leased_taken_over_and_fenced(store: Arc<dyn Store>) {
     // worker-a dies; after the lease expires worker-b takes over.
     let later = t0 + time::Duration::seconds(31);
     let taken = store
-        .claim_jobs("worker-b", 10, lease, later)
+        .claim_due("worker-b", lease, later)
         .await
         .expect("takeover");
     assert_eq!(taken.len(), 2);
@@ -1056,21 +1089,21 @@ pub async fn jobs_are_leased_taken_over_and_fenced(store: Arc<dyn Store>) {
     };
     assert_eq!(
         store
-            .complete_provision(&mine[0], "worker-a", &granted(&mine[0]), later)
+            .complete_provision(&mine[0], &granted(&mine[0]), later)
             .await
             .expect("fenced"),
         None
     );
     assert!(
         !store
-            .reschedule_job(&mine[0], "worker-a", later, "x", false, later)
+            .reschedule_job(&mine[0], later, "x", false, later)
             .await
             .expect("fenced")
     );
     // An ambiguous answer marks the job's pending doors unknown, with the reason.
     assert!(
         store
-            .mark_unknown(&taken[1], "worker-b", "timeout", later)
+            .mark_unknown(&taken[1], "timeout", later)
             .await
             .expect("mark")
     );
@@ -1091,7 +1124,7 @@ pub async fn jobs_are_leased_taken_over_and_fenced(store: Arc<dyn Store>) {
     );
     assert!(
         !store
-            .mark_unknown(&mine[0], "worker-a", "x", later)
+            .mark_unknown(&mine[0], "x", later)
             .await
             .expect("fenced"),
         "a stale worker cannot"
@@ -1101,7 +1134,6 @@ pub async fn jobs_are_leased_taken_over_and_fenced(store: Arc<dyn Store>) {
         store
             .reschedule_job(
                 &taken[0],
-                "worker-b",
                 later + time::Duration::seconds(5),
                 "503",
                 false,
@@ -1112,7 +1144,7 @@ pub async fn jobs_are_leased_taken_over_and_fenced(store: Arc<dyn Store>) {
     );
     assert!(
         store
-            .complete_provision(&taken[1], "worker-b", &granted(&taken[1]), later)
+            .complete_provision(&taken[1], &granted(&taken[1]), later)
             .await
             .expect("complete")
             .is_some()
@@ -1137,18 +1169,178 @@ pub async fn jobs_are_leased_taken_over_and_fenced(store: Arc<dyn Store>) {
     assert_eq!(store.count_jobs("done").await.ok(), Some(0));
     assert!(
         store
-            .claim_jobs("worker-c", 10, lease, later)
+            .claim_due("worker-c", lease, later)
             .await
             .expect("not due")
             .is_empty(),
         "rescheduled job waits for run_at"
     );
     let due = store
-        .claim_jobs("worker-c", 10, lease, later + time::Duration::seconds(6))
+        .claim_due("worker-c", lease, later + time::Duration::seconds(6))
         .await
         .expect("due");
     assert_eq!(due.len(), 1);
     assert_eq!(due[0].attempts, 3);
+}
+
+/// A claim is fenced by its own token, not by the worker's name: the same process claiming a
+/// job again after its lease ran out cannot let the first task call or complete.
+pub async fn a_reclaimed_job_is_fenced_even_for_the_same_owner(store: Arc<dyn Store>) {
+    let ws = seeded_workspace(&*store, "fencing").await;
+    let doors = quick_start_entrances(&*store, ws).await;
+    let new = new_grant(&*store, ws, &doors[..1], &[AccessMethodMode::MobileKey]).await;
+    store
+        .create_access_grant(ws, &new, None)
+        .await
+        .expect("create");
+    let t0 = now();
+    let lease = std::time::Duration::from_secs(30);
+    let due = store.due_systems(t0, 10).await.expect("due");
+    assert_eq!(due.len(), 1, "{due:?}");
+    assert_eq!((due[0].workspace_id, due[0].due), (ws, 1));
+    let first = store.claim_due("w", lease, t0).await.expect("claim");
+    assert_eq!(first.len(), 1);
+    assert!(store.lease_valid(&first[0], t0).await.expect("valid"));
+    assert!(
+        store.due_systems(t0, 10).await.expect("due").is_empty(),
+        "a leased job is not due"
+    );
+    // Renewed while it runs: still held past the first lease.
+    let renewed_until = t0 + time::Duration::seconds(60);
+    assert_eq!(
+        store
+            .renew_leases(&first[0].lease_token, renewed_until)
+            .await
+            .expect("renew"),
+        1
+    );
+    let t31 = t0 + time::Duration::seconds(31);
+    assert!(store.lease_valid(&first[0], t31).await.expect("valid"));
+    assert!(
+        store
+            .claim_due("w", lease, t31)
+            .await
+            .expect("claim")
+            .is_empty(),
+        "a renewed lease is not taken over"
+    );
+    // Not renewed any more (the task stalled): the same owner claims it again.
+    let t61 = t0 + time::Duration::seconds(61);
+    assert!(!store.lease_valid(&first[0], t61).await.expect("valid"));
+    let second = store.claim_due("w", lease, t61).await.expect("claim");
+    assert_eq!(second.len(), 1);
+    assert_eq!(second[0].id, first[0].id);
+    assert_eq!(second[0].attempts, 2);
+    assert_ne!(second[0].lease_token, first[0].lease_token);
+    // The stale task: no call, no renewal, no completion, no reschedule.
+    assert!(!store.lease_valid(&first[0], t61).await.expect("valid"));
+    assert_eq!(
+        store
+            .renew_leases(&first[0].lease_token, t61 + time::Duration::seconds(30))
+            .await
+            .expect("renew"),
+        0
+    );
+    let granted = |j: &crate::Job| ProvisionResult {
+        doors: prov(j)
+            .entrance_ids
+            .iter()
+            .map(|e| (*e, DoorOutcome::Granted))
+            .collect(),
+        code: None,
+        card_encoding_required: false,
+        client_session_token: Some("token".into()),
+    };
+    assert_eq!(
+        store
+            .complete_provision(&first[0], &granted(&first[0]), t61)
+            .await
+            .expect("fenced"),
+        None
+    );
+    assert!(
+        !store
+            .reschedule_job(&first[0], t61, "x", false, t61)
+            .await
+            .expect("fenced")
+    );
+    assert!(!store.bury_job(&first[0], "x", t61).await.expect("fenced"));
+    // The current claim completes.
+    assert!(store.lease_valid(&second[0], t61).await.expect("valid"));
+    assert!(
+        store
+            .complete_provision(&second[0], &granted(&second[0]), t61)
+            .await
+            .expect("complete")
+            .is_some()
+    );
+    assert_eq!(store.count_jobs("done").await.ok(), Some(1));
+}
+
+/// One job whose payload cannot be read must not hold up the jobs claimed with it.
+pub async fn an_undecodable_job_goes_dead_and_the_rest_of_its_claim_runs(store: Arc<dyn Store>) {
+    let ws = seeded_workspace(&*store, "dead letters").await;
+    let doors = quick_start_entrances(&*store, ws).await;
+    for _ in 0..3 {
+        let new = new_grant(&*store, ws, &doors[..1], &[AccessMethodMode::MobileKey]).await;
+        store
+            .create_access_grant(ws, &new, None)
+            .await
+            .expect("create");
+    }
+    // One job's payload is corrupted (a job written by a newer version, a bad migration...).
+    let corrupt = "UPDATE jobs SET payload = '{\"kind\":\"teleport\"}' WHERE job_id = (SELECT MIN(job_id) FROM jobs)";
+    match store.pool() {
+        crate::StorePool::Postgres(p) => {
+            sqlx::query(corrupt).execute(&p).await.expect("corrupt");
+        }
+        crate::StorePool::Sqlite(p) => {
+            sqlx::query(corrupt).execute(&p).await.expect("corrupt");
+        }
+    }
+    let t0 = now();
+    let claimed = store
+        .claim_jobs(
+            &crate::Claim {
+                owner: "w",
+                workspace_id: ws,
+                acs_system_id: prov_system(&*store, ws).await,
+                limit: 10,
+                lease: std::time::Duration::from_secs(30),
+            },
+            t0,
+        )
+        .await
+        .expect("claim");
+    assert_eq!(claimed.dead, 1);
+    assert_eq!(claimed.jobs.len(), 2, "the rest of the claim is returned");
+    assert_eq!(store.count_jobs("dead").await.ok(), Some(1));
+    assert_eq!(store.count_jobs("running").await.ok(), Some(2));
+    assert!(
+        store
+            .claim_due(
+                "w",
+                std::time::Duration::from_secs(30),
+                t0 + time::Duration::seconds(3600)
+            )
+            .await
+            .expect("claim")
+            .iter()
+            .all(|j| claimed.jobs.iter().any(|c| c.id == j.id)),
+        "the dead job is never claimed again"
+    );
+}
+
+/// The one access system with due jobs in `ws`.
+async fn prov_system(store: &dyn Store, ws: WorkspaceId) -> AccessSystemId {
+    store
+        .due_systems(now(), 10)
+        .await
+        .expect("due")
+        .into_iter()
+        .find(|d| d.workspace_id == ws)
+        .expect("a due system")
+        .acs_system_id
 }
 
 pub async fn provision_outcomes_emit_events_once(store: Arc<dyn Store>) {
@@ -1166,7 +1358,7 @@ pub async fn provision_outcomes_emit_events_once(store: Arc<dyn Store>) {
         .await
         .expect("create");
     let jobs = store
-        .claim_jobs("w", 10, std::time::Duration::from_secs(30), now())
+        .claim_due("w", std::time::Duration::from_secs(30), now())
         .await
         .expect("claim");
     assert_eq!(jobs.len(), 4, "mobile key and card, each in two systems");
@@ -1185,7 +1377,7 @@ pub async fn provision_outcomes_emit_events_once(store: Arc<dyn Store>) {
         };
         emitted.extend(
             store
-                .complete_provision(j, "w", &r, now())
+                .complete_provision(j, &r, now())
                 .await
                 .expect("complete")
                 .expect("lease held"),

@@ -18,12 +18,12 @@ use keygate_domain::tracker::{self, ProvisionResult};
 use sqlx::{ColumnIndex, Executor, IntoArguments};
 use time::OffsetDateTime;
 
-use crate::common::job_claim;
+use crate::common::{due, job_claim};
 use crate::dialect::{Dialect, SqlStore, SqlValue, assembled};
 use crate::error::{StoreError, StoreResult};
 use crate::grant_rows::{MethodRow, unjson};
 use crate::grants::{METHOD_COLS, json};
-use crate::traits::{Job, JobQueue, QueueAge, ReconcileItem};
+use crate::traits::{Claim, Claimed, DueSystem, Job, JobQueue, QueueAge, ReconcileItem};
 use crate::util::{from_micros, parse, to_micros};
 
 static SELECT_RECONCILE_PAGE: LazyLock<String> = LazyLock::new(|| {
@@ -43,19 +43,21 @@ struct JobRow {
     payload: String,
     attempts: i32,
     trace_context: Option<String>,
+    lease_token: Option<String>,
 }
 
-impl TryFrom<JobRow> for Job {
+impl TryFrom<&JobRow> for Job {
     type Error = StoreError;
 
-    fn try_from(r: JobRow) -> StoreResult<Self> {
+    fn try_from(r: &JobRow) -> StoreResult<Self> {
         let work: JobWork = unjson("job payload", &r.payload)?;
         Ok(Job {
             id: parse("job_id", &r.job_id)?,
             workspace_id: parse("workspace_id", &r.workspace_id)?,
             work,
             attempts: u32::try_from(r.attempts).unwrap_or(0),
-            trace_context: r.trace_context,
+            trace_context: r.trace_context.clone(),
+            lease_token: r.lease_token.clone().unwrap_or_default(),
         })
     }
 }
@@ -64,7 +66,15 @@ impl TryFrom<JobRow> for Job {
 #[derive(sqlx::FromRow)]
 struct LeaseRow {
     state: String,
-    lease_owner: Option<String>,
+    lease_token: Option<String>,
+}
+
+/// A pair with due jobs.
+#[derive(sqlx::FromRow)]
+struct DueRow {
+    workspace_id: String,
+    acs_system_id: String,
+    due: i64,
 }
 
 /// An access method with what the reconciler needs of its grant.
@@ -129,7 +139,7 @@ where
         job: &Job,
         now: OffsetDateTime,
     ) -> StoreResult<()> {
-        sqlx::query("UPDATE jobs SET state = 'done', lease_owner = NULL, lease_until = NULL, updated_at = $2 WHERE job_id = $1")
+        sqlx::query("UPDATE jobs SET state = 'done', lease_owner = NULL, lease_token = NULL, lease_until = NULL, updated_at = $2 WHERE job_id = $1")
             .bind(job.id.to_string())
             .bind(to_micros(now))
             .execute(&mut *conn)
@@ -137,42 +147,118 @@ where
         Ok(())
     }
 
-    /// Whether `owner` still holds the job's lease; the job row stays locked.
-    async fn lease_held(conn: &mut D::Connection, job: &Job, owner: &str) -> StoreResult<bool> {
+    /// Whether the job is still running under this claim's fencing token; the job row stays
+    /// locked. The token is fresh on every claim, so a lost claim (the job claimed again, by
+    /// this process or another) fails here even when the owner name is the same.
+    async fn lease_held(conn: &mut D::Connection, job: &Job) -> StoreResult<bool> {
         let row: Option<LeaseRow> = sqlx::query_as(assembled(format!(
-            "SELECT state, lease_owner FROM jobs WHERE job_id = $1{}",
+            "SELECT state, lease_token FROM jobs WHERE job_id = $1{}",
             D::LOCK
         )))
         .bind(job.id.to_string())
         .fetch_optional(&mut *conn)
         .await?;
-        Ok(row.is_some_and(|r| r.state == "running" && r.lease_owner.as_deref() == Some(owner)))
+        Ok(row.is_some_and(|r| {
+            r.state == "running"
+                && !job.lease_token.is_empty()
+                && r.lease_token.as_deref() == Some(job.lease_token.as_str())
+        }))
     }
 
-    async fn claim(
-        &self,
-        owner: &str,
-        limit: u32,
-        lease: std::time::Duration,
-        now: OffsetDateTime,
-    ) -> StoreResult<Vec<Job>> {
-        let until = now + lease;
+    async fn due_pairs(&self, now: OffsetDateTime, limit: u32) -> StoreResult<Vec<DueSystem>> {
+        let rows: Vec<DueRow> = sqlx::query_as(assembled(format!(
+            "SELECT workspace_id, acs_system_id, COUNT(*) AS due FROM jobs j WHERE {} GROUP BY workspace_id, acs_system_id ORDER BY MIN(run_at) LIMIT $2",
+            due("j", "$1")
+        )))
+        .bind(to_micros(now))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(|r| {
+                Ok(DueSystem {
+                    workspace_id: parse("workspace_id", &r.workspace_id)?,
+                    acs_system_id: parse("acs_system_id", &r.acs_system_id)?,
+                    due: u32::try_from(r.due).unwrap_or(u32::MAX),
+                })
+            })
+            .collect()
+    }
+
+    async fn claim(&self, claim: &Claim<'_>, now: OffsetDateTime) -> StoreResult<Claimed> {
+        let until = now + claim.lease;
+        let token = uuid::Uuid::new_v4().simple().to_string();
         let mut tx = self.pool.begin_with(D::BEGIN).await?;
         let rows: Vec<JobRow> = sqlx::query_as(assembled(job_claim::<D>()))
-            .bind(owner.to_owned())
+            .bind(claim.owner.to_owned())
+            .bind(token)
             .bind(to_micros(until))
             .bind(to_micros(now))
-            .bind(i64::from(limit))
+            .bind(claim.workspace_id.to_string())
+            .bind(claim.acs_system_id.to_string())
+            .bind(i64::from(claim.limit))
             .fetch_all(&mut *tx)
             .await?;
+        let mut claimed = Claimed::default();
+        for row in &rows {
+            match Job::try_from(row) {
+                Ok(job) => claimed.jobs.push(job),
+                // One undecodable job must not stall the others: it leaves the queue, with why.
+                Err(e) => {
+                    tracing::error!(job_id = %row.job_id, error = %e, "undecodable job moved to the dead state");
+                    sqlx::query("UPDATE jobs SET state = 'dead', last_error = $2, lease_owner = NULL, lease_token = NULL, lease_until = NULL, updated_at = $3 WHERE job_id = $1")
+                        .bind(row.job_id.clone())
+                        .bind(format!("undecodable: {e}"))
+                        .bind(to_micros(now))
+                        .execute(&mut *tx)
+                        .await?;
+                    claimed.dead += 1;
+                }
+            }
+        }
         tx.commit().await?;
-        rows.into_iter().map(Job::try_from).collect()
+        Ok(claimed)
+    }
+
+    async fn renew(&self, token: &str, until: OffsetDateTime) -> StoreResult<u64> {
+        let done = sqlx::query(
+            "UPDATE jobs SET lease_until = $2 WHERE lease_token = $1 AND state = 'running'",
+        )
+        .bind(token.to_owned())
+        .bind(to_micros(until))
+        .execute(&self.pool)
+        .await?;
+        Ok(D::rows_affected(&done))
+    }
+
+    async fn bury(&self, job: &Job, reason: &str, now: OffsetDateTime) -> StoreResult<bool> {
+        let mut tx = self.pool.begin_with(D::BEGIN).await?;
+        if !Self::lease_held(&mut tx, job).await? {
+            return Ok(false);
+        }
+        sqlx::query("UPDATE jobs SET state = 'dead', last_error = $2, lease_owner = NULL, lease_token = NULL, lease_until = NULL, updated_at = $3 WHERE job_id = $1")
+            .bind(job.id.to_string())
+            .bind(reason.to_owned())
+            .bind(to_micros(now))
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn valid(&self, job: &Job, now: OffsetDateTime) -> StoreResult<bool> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM jobs WHERE job_id = $1 AND lease_token = $2 AND state = 'running' AND lease_until > $3")
+            .bind(job.id.to_string())
+            .bind(job.lease_token.clone())
+            .bind(to_micros(now))
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(n > 0)
     }
 
     async fn provisioned(
         &self,
         job: &Job,
-        owner: &str,
         result: &ProvisionResult,
         now: OffsetDateTime,
     ) -> StoreResult<Option<Vec<Event>>> {
@@ -181,7 +267,7 @@ where
             return Err(wrong_kind(job, "a provision"));
         };
         let mut tx = self.pool.begin_with(D::BEGIN).await?;
-        if !Self::lease_held(&mut tx, job, owner).await? {
+        if !Self::lease_held(&mut tx, job).await? {
             return Ok(None);
         }
         if Self::method_deleted(&mut tx, ws, p.access_method_id).await? {
@@ -239,17 +325,16 @@ where
     async fn reschedule(
         &self,
         job: &Job,
-        owner: &str,
         run_at: OffsetDateTime,
         error: &str,
         refund: bool,
         now: OffsetDateTime,
     ) -> StoreResult<bool> {
         let mut tx = self.pool.begin_with(D::BEGIN).await?;
-        if !Self::lease_held(&mut tx, job, owner).await? {
+        if !Self::lease_held(&mut tx, job).await? {
             return Ok(false);
         }
-        sqlx::query("UPDATE jobs SET state = 'queued', run_at = $2, last_error = $3, lease_owner = NULL, lease_until = NULL, updated_at = $4, attempts = attempts - $5 WHERE job_id = $1")
+        sqlx::query("UPDATE jobs SET state = 'queued', run_at = $2, last_error = $3, lease_owner = NULL, lease_token = NULL, lease_until = NULL, updated_at = $4, attempts = attempts - $5 WHERE job_id = $1")
             .bind(job.id.to_string())
             .bind(to_micros(run_at))
             .bind(error.to_owned())
@@ -264,7 +349,6 @@ where
     async fn encoded(
         &self,
         job: &Job,
-        owner: &str,
         outcome: &Result<EncodedCard, AttemptError>,
         now: OffsetDateTime,
     ) -> StoreResult<Option<Vec<Event>>> {
@@ -273,7 +357,7 @@ where
             return Err(wrong_kind(job, "an encode"));
         };
         let mut tx = self.pool.begin_with(D::BEGIN).await?;
-        if !Self::lease_held(&mut tx, job, owner).await? {
+        if !Self::lease_held(&mut tx, job).await? {
             return Ok(None);
         }
         Self::lock_grant_of(&mut tx, ws, e.access_method_id).await?;
@@ -345,7 +429,6 @@ where
     async fn unlocked(
         &self,
         job: &Job,
-        owner: &str,
         outcome: &Result<(), AttemptError>,
         now: OffsetDateTime,
     ) -> StoreResult<Option<Vec<Event>>> {
@@ -354,7 +437,7 @@ where
             return Err(wrong_kind(job, "an unlock"));
         };
         let mut tx = self.pool.begin_with(D::BEGIN).await?;
-        if !Self::lease_held(&mut tx, job, owner).await? {
+        if !Self::lease_held(&mut tx, job).await? {
             return Ok(None);
         }
         let (status, error_type, message) = match outcome {
@@ -380,18 +463,12 @@ where
         Ok(Some(appended))
     }
 
-    async fn unknown(
-        &self,
-        job: &Job,
-        owner: &str,
-        reason: &str,
-        now: OffsetDateTime,
-    ) -> StoreResult<bool> {
+    async fn unknown(&self, job: &Job, reason: &str, now: OffsetDateTime) -> StoreResult<bool> {
         let JobWork::Provision(p) = &job.work else {
             return Ok(true);
         };
         let mut tx = self.pool.begin_with(D::BEGIN).await?;
-        if !Self::lease_held(&mut tx, job, owner).await? {
+        if !Self::lease_held(&mut tx, job).await? {
             return Ok(false);
         }
         Self::lock_grant_of(&mut tx, job.workspace_id, p.access_method_id).await?;
@@ -407,18 +484,13 @@ where
         Ok(true)
     }
 
-    async fn revoked(
-        &self,
-        job: &Job,
-        owner: &str,
-        now: OffsetDateTime,
-    ) -> StoreResult<Option<Vec<Event>>> {
+    async fn revoked(&self, job: &Job, now: OffsetDateTime) -> StoreResult<Option<Vec<Event>>> {
         let ws = job.workspace_id;
         let JobWork::Revoke(r) = &job.work else {
             return Err(wrong_kind(job, "a revoke"));
         };
         let mut tx = self.pool.begin_with(D::BEGIN).await?;
-        if !Self::lease_held(&mut tx, job, owner).await? {
+        if !Self::lease_held(&mut tx, job).await? {
             return Ok(None);
         }
         let live: Option<Option<i64>> = sqlx::query_scalar(assembled(format!(
@@ -601,77 +673,79 @@ where
     bool: SqlValue<D>,
     Vec<u8>: SqlValue<D>,
 {
-    async fn claim_jobs(
-        &self,
-        owner: &str,
-        limit: u32,
-        lease: std::time::Duration,
-        now: OffsetDateTime,
-    ) -> Result<Vec<Job>, Error> {
-        Ok(self.claim(owner, limit, lease, now).await?)
+    async fn due_systems(&self, now: OffsetDateTime, limit: u32) -> Result<Vec<DueSystem>, Error> {
+        Ok(self.due_pairs(now, limit).await?)
+    }
+
+    async fn claim_jobs(&self, claim: &Claim<'_>, now: OffsetDateTime) -> Result<Claimed, Error> {
+        Ok(self.claim(claim, now).await?)
+    }
+
+    async fn renew_leases(&self, lease_token: &str, until: OffsetDateTime) -> Result<u64, Error> {
+        Ok(self.renew(lease_token, until).await?)
+    }
+
+    async fn bury_job(&self, job: &Job, reason: &str, now: OffsetDateTime) -> Result<bool, Error> {
+        Ok(self.bury(job, reason, now).await?)
+    }
+
+    async fn lease_valid(&self, job: &Job, now: OffsetDateTime) -> Result<bool, Error> {
+        Ok(self.valid(job, now).await?)
     }
 
     async fn complete_provision(
         &self,
         job: &Job,
-        owner: &str,
         result: &ProvisionResult,
         now: OffsetDateTime,
     ) -> Result<Option<Vec<Event>>, Error> {
-        Ok(self.provisioned(job, owner, result, now).await?)
+        Ok(self.provisioned(job, result, now).await?)
     }
 
     async fn reschedule_job(
         &self,
         job: &Job,
-        owner: &str,
         run_at: OffsetDateTime,
         error: &str,
         refund: bool,
         now: OffsetDateTime,
     ) -> Result<bool, Error> {
-        Ok(self
-            .reschedule(job, owner, run_at, error, refund, now)
-            .await?)
+        Ok(self.reschedule(job, run_at, error, refund, now).await?)
     }
 
     async fn complete_encode(
         &self,
         job: &Job,
-        owner: &str,
         outcome: &Result<EncodedCard, AttemptError>,
         now: OffsetDateTime,
     ) -> Result<Option<Vec<Event>>, Error> {
-        Ok(self.encoded(job, owner, outcome, now).await?)
+        Ok(self.encoded(job, outcome, now).await?)
     }
 
     async fn mark_unknown(
         &self,
         job: &Job,
-        owner: &str,
         reason: &str,
         now: OffsetDateTime,
     ) -> Result<bool, Error> {
-        Ok(self.unknown(job, owner, reason, now).await?)
+        Ok(self.unknown(job, reason, now).await?)
     }
 
     async fn complete_unlock(
         &self,
         job: &Job,
-        owner: &str,
         outcome: &Result<(), AttemptError>,
         now: OffsetDateTime,
     ) -> Result<Option<Vec<Event>>, Error> {
-        Ok(self.unlocked(job, owner, outcome, now).await?)
+        Ok(self.unlocked(job, outcome, now).await?)
     }
 
     async fn complete_revoke(
         &self,
         job: &Job,
-        owner: &str,
         now: OffsetDateTime,
     ) -> Result<Option<Vec<Event>>, Error> {
-        Ok(self.revoked(job, owner, now).await?)
+        Ok(self.revoked(job, now).await?)
     }
 
     async fn reconcile_page(

@@ -35,8 +35,8 @@ pub use sqlite::SqliteStore;
 pub use traits::AcsUserStore;
 pub use traits::DeliveryStore;
 pub use traits::{
-    AccessSystemStore, ApiKeyStore, EventLog, GrantFilter, GrantStore, Idempotency,
-    IdempotencyStore, InstantKeyStore, Job, JobQueue, MethodFilter, NewGrant, QueueAge,
-    ReconcileItem, SettingsStore, Store, UserIdentityStore, WorkspaceStore,
+    AccessSystemStore, ApiKeyStore, Claim, Claimed, DueSystem, EventLog, GrantFilter, GrantStore,
+    Idempotency, IdempotencyStore, InstantKeyStore, Job, JobQueue, MethodFilter, NewGrant,
+    QueueAge, ReconcileItem, SettingsStore, Store, UserIdentityStore, WorkspaceStore,
 };
 pub use traits::{WebhookCursor, WebhookDeliveryRecord, WebhookStore};

@@ -7,7 +7,7 @@ use sqlx::SqlStr;
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 
 /// The schema version this build expects.
-pub const SCHEMA_VERSION: i64 = 12;
+pub const SCHEMA_VERSION: i64 = 13;
 
 fn migrator(files: &'static [(i64, &'static str, &'static str)]) -> Migrator {
     Migrator {
@@ -92,6 +92,11 @@ pub(crate) fn postgres() -> Migrator {
             "acs_users",
             include_str!("../../../migrations/postgres/0012_acs_users.sql"),
         ),
+        (
+            13,
+            "job_fencing",
+            include_str!("../../../migrations/postgres/0013_job_fencing.sql"),
+        ),
     ])
 }
 
@@ -156,6 +161,11 @@ pub(crate) fn sqlite() -> Migrator {
             12,
             "acs_users",
             include_str!("../../../migrations/sqlite/0012_acs_users.sql"),
+        ),
+        (
+            13,
+            "job_fencing",
+            include_str!("../../../migrations/sqlite/0013_job_fencing.sql"),
         ),
     ])
 }

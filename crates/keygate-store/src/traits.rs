@@ -322,9 +322,41 @@ pub struct Job {
     pub work: keygate_domain::action::JobWork,
     /// Attempts so far, this one included.
     pub attempts: u32,
+    /// The fencing token of this claim: fresh on every claim of the job. The store acts on
+    /// the job (completion, reschedule, fence check, lease renewal) only for the holder of the
+    /// current token, so the task of a lost claim can neither call nor complete.
+    pub lease_token: String,
     /// The W3C `traceparent` of the span that queued the job (the RPC, or the reconciler), when
     /// traces are exported: the job's span continues that trace.
     pub trace_context: Option<String>,
+}
+
+/// One claim: up to `limit` due jobs of one access system, leased to `owner` for `lease`.
+#[derive(Clone, Debug)]
+pub struct Claim<'a> {
+    /// The claiming worker, for operators reading the jobs table.
+    pub owner: &'a str,
+    pub workspace_id: WorkspaceId,
+    pub acs_system_id: AccessSystemId,
+    pub limit: u32,
+    pub lease: std::time::Duration,
+}
+
+/// An access system with due jobs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DueSystem {
+    pub workspace_id: WorkspaceId,
+    pub acs_system_id: AccessSystemId,
+    /// How many of its jobs are due (an upper bound of what a claim can get).
+    pub due: u32,
+}
+
+/// What a claim returned.
+#[derive(Debug, Default)]
+pub struct Claimed {
+    pub jobs: Vec<Job>,
+    /// Jobs of the claim that could not be decoded and went to the `dead` state.
+    pub dead: u32,
 }
 
 /// How long the queue has been waiting, for the queue metrics.
@@ -356,21 +388,35 @@ pub struct ReconcileItem {
 /// The durable job queue of the orchestrator.
 #[async_trait]
 pub trait JobQueue: Send + Sync {
-    /// Leases up to `limit` due jobs (queued and due, or running with an expired lease) to `owner`.
-    async fn claim_jobs(
-        &self,
-        owner: &str,
-        limit: u32,
-        lease: std::time::Duration,
-        now: OffsetDateTime,
-    ) -> Result<Vec<Job>, Error>;
+    /// The (workspace, access system) pairs with due jobs (queued and due, or running with an
+    /// expired lease), at most `limit`, the longest-waiting first. A worker claims per pair, as
+    /// many as it can start at once, so one system's backlog never holds another's jobs.
+    async fn due_systems(&self, now: OffsetDateTime, limit: u32) -> Result<Vec<DueSystem>, Error>;
+
+    /// Leases up to `claim.limit` due jobs of one access system to `claim.owner`, under one
+    /// fresh fencing token, oldest first. A job waits while another job of the same credential
+    /// (subject, system) holds a live lease. A job whose payload cannot be decoded is moved to
+    /// the `dead` state (with the reason) instead of being returned, and counted in
+    /// [`Claimed::dead`]; the rest of the claim is returned.
+    async fn claim_jobs(&self, claim: &Claim<'_>, now: OffsetDateTime) -> Result<Claimed, Error>;
+
+    /// Extends the lease of every job still held under `lease_token` to `until`; returns how
+    /// many. A job claimed again by someone else (a new token) is not touched.
+    async fn renew_leases(&self, lease_token: &str, until: OffsetDateTime) -> Result<u64, Error>;
+
+    /// Moves a job that can never run (its access system is gone) to the `dead` state with
+    /// `reason`. `Ok(false)` when the lease was lost.
+    async fn bury_job(&self, job: &Job, reason: &str, now: OffsetDateTime) -> Result<bool, Error>;
+
+    /// Whether `job`'s claim still holds its lease at `now`: checked just before each provider
+    /// call, so a task whose lease ran out or was taken over never calls.
+    async fn lease_valid(&self, job: &Job, now: OffsetDateTime) -> Result<bool, Error>;
 
     /// Applies a provider outcome (status transitions, events) and finishes the job, in one
     /// transaction. `Ok(None)` when the lease was lost to another worker: nothing is written.
     async fn complete_provision(
         &self,
         job: &Job,
-        owner: &str,
         result: &ProvisionResult,
         now: OffsetDateTime,
     ) -> Result<Option<Vec<Event>>, Error>;
@@ -381,7 +427,6 @@ pub trait JobQueue: Send + Sync {
     async fn reschedule_job(
         &self,
         job: &Job,
-        owner: &str,
         run_at: OffsetDateTime,
         error: &str,
         refund: bool,
@@ -393,7 +438,6 @@ pub trait JobQueue: Send + Sync {
     async fn complete_encode(
         &self,
         job: &Job,
-        owner: &str,
         outcome: &Result<keygate_domain::action::EncodedCard, keygate_domain::action::AttemptError>,
         now: OffsetDateTime,
     ) -> Result<Option<Vec<Event>>, Error>;
@@ -404,7 +448,6 @@ pub trait JobQueue: Send + Sync {
     async fn mark_unknown(
         &self,
         job: &Job,
-        owner: &str,
         reason: &str,
         now: OffsetDateTime,
     ) -> Result<bool, Error>;
@@ -414,7 +457,6 @@ pub trait JobQueue: Send + Sync {
     async fn complete_unlock(
         &self,
         job: &Job,
-        owner: &str,
         outcome: &Result<(), keygate_domain::action::AttemptError>,
         now: OffsetDateTime,
     ) -> Result<Option<Vec<Event>>, Error>;
@@ -423,7 +465,6 @@ pub trait JobQueue: Send + Sync {
     async fn complete_revoke(
         &self,
         job: &Job,
-        owner: &str,
         now: OffsetDateTime,
     ) -> Result<Option<Vec<Event>>, Error>;
 

@@ -7,7 +7,9 @@ use std::time::Duration;
 use keygate_domain::capability::AccessMethodMode;
 use keygate_domain::model::now;
 use keygate_store::Store;
-use keygate_store::conformance::{new_grant, prov, quick_start_entrances, seeded_workspace};
+use keygate_store::conformance::{
+    ClaimDue as _, new_grant, prov, quick_start_entrances, seeded_workspace,
+};
 use opentelemetry::trace::TracerProvider as _;
 use tracing_subscriber::layer::SubscriberExt as _;
 
@@ -62,7 +64,7 @@ async fn jobs_carry_the_trace_context_of_their_creator(store: Arc<dyn Store>) {
     );
 
     let jobs = store
-        .claim_jobs("w", 64, Duration::from_secs(30), now())
+        .claim_due("w", Duration::from_secs(30), now())
         .await
         .expect("claim");
     assert!(jobs.len() >= 2, "{jobs:?}");

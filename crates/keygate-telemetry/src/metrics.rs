@@ -12,6 +12,7 @@ use metrics::{counter, gauge, histogram};
 
 pub const RPC_DURATION: &str = "keygate_rpc_duration_seconds";
 pub const JOBS: &str = "keygate_jobs";
+pub const JOBS_DEAD: &str = "keygate_jobs_dead_total";
 pub const OLDEST_QUEUED_JOB_AGE: &str = "keygate_job_oldest_queued_age_seconds";
 pub const JOB_QUEUE_LAG: &str = "keygate_job_queue_lag_seconds";
 pub const PROVIDER_CALL_DURATION: &str = "keygate_provider_call_duration_seconds";
@@ -48,6 +49,10 @@ fn describe() {
     describe_gauge!(
         JOBS,
         "Orchestration jobs in the store by state (queued, running, dead), sampled every 5 s"
+    );
+    describe_counter!(
+        JOBS_DEAD,
+        "Jobs moved to the dead state (undecodable, or their access system is gone); each needs an operator"
     );
     describe_gauge!(
         OLDEST_QUEUED_JOB_AGE,
@@ -195,6 +200,12 @@ pub fn reconcile_pass(report: Option<(u64, u64, u64)>) {
 pub fn jobs(state: &'static str, count: i64) {
     // Counts fit an f64 exactly far beyond any queue length.
     gauge!(JOBS, "state" => state).set(count as f64);
+}
+
+/// Jobs moved to the `dead` state: undecodable, or their access system is gone. Each needs an
+/// operator; nothing retries them.
+pub fn jobs_dead(count: u64) {
+    counter!(JOBS_DEAD).increment(count);
 }
 
 /// A sample of the age of the oldest queued job (0 when none is queued).

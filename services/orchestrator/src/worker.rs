@@ -12,23 +12,24 @@ use keygate_domain::ids::AccessSystemId;
 use keygate_domain::model::now;
 use keygate_domain::tracker::{DoorOutcome, ProvisionResult};
 use keygate_providers::{AccessSystemProvider, Holder, ProviderError};
-use keygate_store::{Job, Store};
+use keygate_store::{Claim, DueSystem, Job, Store};
 use rand::RngExt as _;
 use tokio::sync::{Notify, Semaphore, watch};
 use tracing::Instrument as _;
 
 use crate::breaker::Breakers;
 use crate::calls;
-use crate::vendor_limits::VendorLimits;
+use crate::vendor_limits::{self, VendorLimits};
 
 /// Tuning of the orchestrator.
 #[derive(Clone, Debug)]
 pub struct OrchestratorConfig {
-    /// This worker's name in job leases (unique per process).
+    /// This worker's name in job leases (for operators; fencing is by a token per claim).
     pub owner: String,
-    /// Jobs leased per poll.
-    pub batch: u32,
-    /// How long a lease lasts; a worker that dies loses its jobs to others after this.
+    /// Most jobs this process runs at once, over all access systems.
+    pub max_in_flight: u32,
+    /// How long a lease lasts; renewed every third of it while the job runs, so a worker that
+    /// dies loses its jobs to others after this.
     pub lease: Duration,
     /// How often to look for due jobs when not woken.
     pub poll: Duration,
@@ -50,7 +51,7 @@ impl Default for OrchestratorConfig {
     fn default() -> Self {
         Self {
             owner: format!("orchestrator-{}", uuid_like()),
-            batch: 64,
+            max_in_flight: 64,
             lease: Duration::from_secs(30),
             poll: Duration::from_millis(500),
             call_timeout: Duration::from_secs(10),
@@ -87,9 +88,19 @@ pub struct Orchestrator {
     wake: Arc<Notify>,
     cfg: Arc<OrchestratorConfig>,
     limits: Arc<Mutex<HashMap<AccessSystemId, Arc<Semaphore>>>>,
+    /// Jobs running in this process, over all systems (`max_in_flight`).
+    in_flight: Arc<Semaphore>,
+    /// Rung when a job ends: its permits are free for the next claim.
+    freed: Arc<Notify>,
+    /// Live claims by fencing token, with how many of their jobs still run: their leases are
+    /// renewed until the count drops to zero.
+    live: Arc<Mutex<HashMap<String, usize>>>,
     breakers: Arc<Breakers>,
     vendor_limits: Arc<VendorLimits>,
 }
+
+/// Due systems looked at per claim round.
+const DUE_SYSTEMS_PER_ROUND: u32 = 256;
 
 impl Orchestrator {
     pub fn new(
@@ -104,6 +115,9 @@ impl Orchestrator {
             provider,
             wake: tracker.orchestrator_bell(),
             tracker,
+            in_flight: Arc::new(Semaphore::new(cfg.max_in_flight.max(1) as usize)),
+            freed: Arc::default(),
+            live: Arc::default(),
             cfg: Arc::new(cfg),
             limits: Arc::default(),
             breakers,
@@ -122,46 +136,214 @@ impl Orchestrator {
             .clone()
     }
 
-    /// Runs until `stop` turns true. Jobs in flight at stop keep their leases and are taken
-    /// over after the lease expires if this process does not finish them.
+    /// Runs until `stop` turns true. Jobs in flight at stop keep their leases (no longer
+    /// renewed) and are taken over after the lease expires if this process does not finish them.
     pub async fn run(self, mut stop: watch::Receiver<bool>) {
         tracing::info!(owner = %self.cfg.owner, "orchestrator started");
         let mut rings = self.tracker.doorbell().subscribe();
+        let renewer = tokio::spawn(self.clone().renew_leases(stop.clone()));
         loop {
             if *stop.borrow() {
                 break;
             }
-            let claimed = match self
-                .store
-                .claim_jobs(&self.cfg.owner, self.cfg.batch, self.cfg.lease, now())
-                .await
-            {
-                Ok(jobs) => jobs,
-                Err(e) => {
-                    tracing::warn!(error = %e, "could not lease jobs");
-                    Vec::new()
-                }
-            };
-            let full = claimed.len() as u32 >= self.cfg.batch;
-            for job in claimed {
-                let this = self.clone();
-                tokio::spawn(async move {
-                    let permit = this.limit(job.work.acs_system_id()).acquire_owned().await;
-                    this.process(job).await;
-                    drop(permit);
-                });
-            }
-            if !full {
+            let started = self.claim_round().await;
+            if started == 0 || self.in_flight.available_permits() == 0 {
                 tokio::select! {
                     _ = self.wake.notified() => {}
                     // A grant created on another replica rings through the shared doorbell.
                     _ = rings.recv() => {}
+                    // A job ended: its permits (and maybe its system's) are free again.
+                    _ = self.freed.notified() => {}
                     _ = tokio::time::sleep(self.cfg.poll) => {}
                     _ = stop.changed() => {}
                 }
             }
         }
+        renewer.abort();
         tracing::info!("orchestrator stopped");
+    }
+
+    /// One round of claims: for each access system with due jobs (the workspaces taking turns),
+    /// claims as many as can start now (a free slot of the process and of the system, and a
+    /// vendor token each) and starts them. Returns how many started.
+    async fn claim_round(&self) -> usize {
+        let due = match self.store.due_systems(now(), DUE_SYSTEMS_PER_ROUND).await {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not read the due jobs");
+                return 0;
+            }
+        };
+        let mut started = 0;
+        for d in take_turns(due) {
+            let free = self.in_flight.available_permits();
+            if free == 0 {
+                break;
+            }
+            let slots = self.limit(d.acs_system_id);
+            let room = slots.available_permits().min(free).min(d.due as usize) as u32;
+            if room == 0 {
+                continue;
+            }
+            started += self.claim_system(d, room, &slots).await;
+        }
+        started
+    }
+
+    /// Claims up to `room` jobs of one system, as many as its vendor limit allows now, and
+    /// starts them with their permits already held.
+    async fn claim_system(&self, d: DueSystem, room: u32, slots: &Arc<Semaphore>) -> usize {
+        let system = match self
+            .store
+            .get_access_system(d.workspace_id, d.acs_system_id)
+            .await
+        {
+            Ok(s) => Some(s),
+            Err(Error::NotFound { .. }) => None,
+            Err(e) => {
+                tracing::warn!(error = %e, acs_system_id = %d.acs_system_id, "could not read the access system");
+                return 0;
+            }
+        };
+        let tokens = match &system {
+            Some(s) => self.vendor_limits.reserve(s, room),
+            // Jobs of a system that is gone can never run: claimed to be buried.
+            None => room,
+        };
+        if tokens == 0 {
+            return 0;
+        }
+        let claim = Claim {
+            owner: &self.cfg.owner,
+            workspace_id: d.workspace_id,
+            acs_system_id: d.acs_system_id,
+            limit: tokens,
+            lease: self.cfg.lease,
+        };
+        let claimed = match self.store.claim_jobs(&claim, now()).await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not lease jobs");
+                if let Some(s) = &system {
+                    self.vendor_limits.refund(s, tokens);
+                }
+                return 0;
+            }
+        };
+        if claimed.dead > 0 {
+            keygate_telemetry::metrics::jobs_dead(u64::from(claimed.dead));
+        }
+        let n = claimed.jobs.len();
+        if let Some(s) = &system {
+            self.vendor_limits
+                .refund(s, tokens.saturating_sub(n as u32));
+        }
+        if let Some(first) = claimed.jobs.first() {
+            self.hold(&first.lease_token, n);
+        }
+        for job in claimed.jobs {
+            let (Ok(slot), Ok(process_slot)) = (
+                slots.clone().try_acquire_owned(),
+                self.in_flight.clone().try_acquire_owned(),
+            ) else {
+                // Only this loop takes permits, after counting them: not reached. Should it be,
+                // the job keeps its lease and runs when the lease expires.
+                tracing::error!(job_id = %job.id, "no permit for a claimed job");
+                self.release(&job.lease_token);
+                continue;
+            };
+            let this = self.clone();
+            let gone = system.is_none();
+            tokio::spawn(async move {
+                let token = job.lease_token.clone();
+                if gone {
+                    this.bury(job).await;
+                } else {
+                    vendor_limits::prepaid(this.process(job)).await;
+                }
+                drop((slot, process_slot));
+                this.release(&token);
+                this.freed.notify_one();
+            });
+        }
+        n
+    }
+
+    /// Ends a job whose access system no longer exists.
+    async fn bury(&self, job: Job) {
+        let why = format!(
+            "access system {} no longer exists",
+            job.work.acs_system_id()
+        );
+        tracing::warn!(job_id = %job.id, reason = %why, "job moved to the dead state");
+        match self.store.bury_job(&job, &why, now()).await {
+            Ok(true) => keygate_telemetry::metrics::jobs_dead(1),
+            Ok(false) => {}
+            Err(e) => tracing::warn!(error = %e, "could not bury the job"),
+        }
+    }
+
+    fn live(&self) -> std::sync::MutexGuard<'_, HashMap<String, usize>> {
+        match self.live.lock() {
+            Ok(l) => l,
+            Err(p) => p.into_inner(),
+        }
+    }
+
+    /// Counts `n` running jobs of the claim `token`.
+    fn hold(&self, token: &str, n: usize) {
+        if n > 0 {
+            *self.live().entry(token.to_owned()).or_default() += n;
+        }
+    }
+
+    /// One job of the claim `token` ended.
+    fn release(&self, token: &str) {
+        let mut live = self.live();
+        if let Some(n) = live.get_mut(token) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                live.remove(token);
+            }
+        }
+    }
+
+    /// Renews the leases of this process's live claims every third of a lease, until `stop`.
+    async fn renew_leases(self, mut stop: watch::Receiver<bool>) {
+        let every = (self.cfg.lease / 3).max(Duration::from_millis(10));
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                _ = stop.changed() => return,
+            }
+            let tokens: Vec<String> = self.live().keys().cloned().collect();
+            for token in tokens {
+                if let Err(e) = self
+                    .store
+                    .renew_leases(&token, now() + self.cfg.lease)
+                    .await
+                {
+                    tracing::warn!(error = %e, "could not renew leases");
+                }
+            }
+        }
+    }
+
+    /// Whether this claim may still call the access system: its lease is live and still its
+    /// own (checked just before every provider call). When not, the job is left to whoever
+    /// holds it now, or to the next claim after the lease expires.
+    async fn may_call(&self, job: &Job) -> bool {
+        match self.store.lease_valid(job, now()).await {
+            Ok(true) => true,
+            Ok(false) => {
+                tracing::warn!("the lease was lost before the call: not calling");
+                false
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "could not check the lease: not calling");
+                false
+            }
+        }
     }
 
     /// Runs one job in its span, a child of the span that queued it (the RPC's, or the
@@ -199,6 +381,9 @@ impl Orchestrator {
         let ws = job.workspace_id;
         let system = self.store.get_access_system(ws, e.acs_system_id).await?;
         self.vendor_limits.acquire(&system).await;
+        if !self.may_call(job).await {
+            return Ok(());
+        }
         let outcome = match calls::call(
             &system,
             "encode",
@@ -217,10 +402,7 @@ impl Orchestrator {
         if let Err(err) = &outcome {
             tracing::info!(error_type = %err.error_type, "encoding failed");
         }
-        let events = self
-            .store
-            .complete_encode(job, &self.cfg.owner, &outcome, now())
-            .await?;
+        let events = self.store.complete_encode(job, &outcome, now()).await?;
         if let Some(events) = events {
             self.tracker
                 .committed(
@@ -237,6 +419,9 @@ impl Orchestrator {
         let ws = job.workspace_id;
         let system = self.store.get_access_system(ws, u.acs_system_id).await?;
         self.vendor_limits.acquire(&system).await;
+        if !self.may_call(job).await {
+            return Ok(());
+        }
         let outcome = match calls::call(
             &system,
             "unlock",
@@ -255,11 +440,7 @@ impl Orchestrator {
         if let Err(err) = &outcome {
             tracing::info!(error_type = %err.error_type, "unlock failed");
         }
-        if let Some(events) = self
-            .store
-            .complete_unlock(job, &self.cfg.owner, &outcome, now())
-            .await?
-        {
+        if let Some(events) = self.store.complete_unlock(job, &outcome, now()).await? {
             self.tracker
                 .committed(Committed::new(ws).events(&events))
                 .await;
@@ -271,6 +452,9 @@ impl Orchestrator {
         let ws = job.workspace_id;
         let system = self.store.get_access_system(ws, r.acs_system_id).await?;
         self.vendor_limits.acquire(&system).await;
+        if !self.may_call(job).await {
+            return Ok(());
+        }
         let outcome = match calls::call(
             &system,
             "revoke",
@@ -299,23 +483,12 @@ impl Orchestrator {
                 };
                 tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "revocation not confirmed; retrying");
                 self.store
-                    .reschedule_job(
-                        job,
-                        &self.cfg.owner,
-                        now() + delay,
-                        &e.to_string(),
-                        false,
-                        now(),
-                    )
+                    .reschedule_job(job, now() + delay, &e.to_string(), false, now())
                     .await?;
                 return Ok(());
             }
         }
-        if let Some(events) = self
-            .store
-            .complete_revoke(job, &self.cfg.owner, now())
-            .await?
-        {
+        if let Some(events) = self.store.complete_revoke(job, now()).await? {
             self.tracker
                 .committed(
                     Committed::new(ws)
@@ -338,9 +511,7 @@ impl Orchestrator {
             // to be leased again for ever.
             Err(Error::NotFound { .. }) => {
                 let result = all_failed(p, "the access grant was deleted");
-                self.store
-                    .complete_provision(job, &self.cfg.owner, &result, now())
-                    .await?;
+                self.store.complete_provision(job, &result, now()).await?;
                 return Ok(());
             }
             Err(e) => return Err(e),
@@ -363,11 +534,14 @@ impl Orchestrator {
             let at = now() + wait + backoff(&self.cfg, 1);
             let why = format!("circuit open for {} ms", wait.as_millis());
             self.store
-                .reschedule_job(job, &self.cfg.owner, at, &why, true, now())
+                .reschedule_job(job, at, &why, true, now())
                 .await?;
             return Ok(());
         }
         self.vendor_limits.acquire(&system).await;
+        if !self.may_call(job).await {
+            return Ok(());
+        }
         let outcome = match calls::call(
             &system,
             "provision",
@@ -418,26 +592,20 @@ impl Orchestrator {
                     tracing::info!(error = %e, retry_in_ms = delay.as_millis() as u64, "retrying");
                     if matches!(e, ProviderError::Ambiguous(_)) {
                         // Maybe applied, maybe not: say so until the retry reads it back.
-                        self.store
-                            .mark_unknown(job, &self.cfg.owner, &e.to_string(), now())
-                            .await?;
+                        self.store.mark_unknown(job, &e.to_string(), now()).await?;
                         self.tracker
                             .committed(Committed::new(ws).methods([p.access_method_id]))
                             .await;
                     }
                     let at = now() + delay;
                     self.store
-                        .reschedule_job(job, &self.cfg.owner, at, &e.to_string(), false, now())
+                        .reschedule_job(job, at, &e.to_string(), false, now())
                         .await?;
                     return Ok(());
                 }
             }
         };
-        match self
-            .store
-            .complete_provision(job, &self.cfg.owner, &result, now())
-            .await?
-        {
+        match self.store.complete_provision(job, &result, now()).await? {
             Some(events) => {
                 // The store is the record and now holds the new state.
                 self.tracker
@@ -512,6 +680,25 @@ impl Orchestrator {
             Err(_) => ReadBack::Unreadable,
         }
     }
+}
+
+/// The due systems reordered so that workspaces take turns: each workspace's first system
+/// (oldest due first), then each one's second, and so on. A workspace with a deep backlog over
+/// many systems cannot fill a round before another workspace's revocation gets its turn.
+fn take_turns(due: Vec<DueSystem>) -> Vec<DueSystem> {
+    let mut by_workspace: Vec<(keygate_domain::ids::WorkspaceId, Vec<DueSystem>)> = Vec::new();
+    for d in due {
+        match by_workspace.iter_mut().find(|(w, _)| *w == d.workspace_id) {
+            Some((_, list)) => list.push(d),
+            None => by_workspace.push((d.workspace_id, vec![d])),
+        }
+    }
+    let longest = by_workspace.iter().map(|(_, l)| l.len()).max().unwrap_or(0);
+    let mut out = Vec::new();
+    for i in 0..longest {
+        out.extend(by_workspace.iter().filter_map(|(_, l)| l.get(i).copied()));
+    }
+    out
 }
 
 fn all_failed(p: &ProvisionJob, reason: &str) -> ProvisionResult {
