@@ -1,6 +1,7 @@
 //! A real browser on the Instant Key page: headless Chromium (Debian's, driven by
-//! playwright-core from `tests/browser`) opens the link of a quick-start grant as a phone would,
-//! sees the doors, taps Unlock, and the virtual access system records the unlock. `tools/test`
+//! playwright-core from `tests/browser`) opens the link of a quick-start grant as a phone would
+//! (after a previewer's HEAD), sees the doors, taps "Use this key on this phone", then Unlock,
+//! and the virtual access system records the unlock. `tools/test`
 //! installs Chromium; the test installs the pinned npm package itself when it is missing. It
 //! never skips: without Chromium it fails and says how to install it.
 

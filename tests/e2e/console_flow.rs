@@ -472,6 +472,13 @@ async fn console_flow(opts: Options, db_url: impl Fn(&DataDir) -> String) {
         !body.contains("Gym") && !body.contains("Parking Gate"),
         "only the group's doors: {body}"
     );
+    assert!(
+        !headers.iter().any(|(k, _)| k == "set-cookie"),
+        "opening the link claims nothing"
+    );
+    // "Use this key on this phone": the claim that gives the device its cookie.
+    let (status, headers, _) = http(&kg.http_addr, "POST", &format!("{page}/claim"), &[], "");
+    assert_eq!(status, 303);
     let cookie = headers
         .iter()
         .find(|(k, _)| k == "set-cookie")

@@ -1,6 +1,8 @@
-//! Instant Keys through the real binary: the page behind a grant's link, unlocking through the
-//! access system, refusals (wrong, truncated, revoked, expired, exhausted) that reach no provider,
-//! tokens kept only hashed, QR codes, GenerateInstantKey, and the client session token.
+//! Instant Keys through the real binary: the page behind a grant's link, previews that claim
+//! nothing, claiming and unlocking through the access system, refusals (wrong, truncated,
+//! revoked, expired, exhausted) that reach no provider, the security headers of every answer,
+//! tokens kept only hashed, QR codes, GenerateInstantKey, the client session token, and the
+//! limits of the HTTP port (rate limits with 429 and Retry-After, timeouts).
 
 use std::io::{Read as _, Write as _};
 use std::time::Duration;
@@ -54,6 +56,48 @@ pub fn http(
 
 fn header<'a>(h: &'a [(String, String)], name: &str) -> Option<&'a str> {
     h.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+}
+
+/// The headers every answer of the pages carries: the token is in the URL, so nothing is
+/// cached or sent on as a referrer, nothing frames the page, and a strict policy applies.
+#[track_caller]
+fn assert_secure(h: &[(String, String)], what: &str) {
+    assert_eq!(header(h, "cache-control"), Some("no-store"), "{what}");
+    assert_eq!(header(h, "referrer-policy"), Some("no-referrer"), "{what}");
+    assert_eq!(header(h, "x-frame-options"), Some("DENY"), "{what}");
+    assert_eq!(
+        header(h, "x-content-type-options"),
+        Some("nosniff"),
+        "{what}"
+    );
+    let policy = header(h, "content-security-policy").unwrap_or_default();
+    assert!(
+        policy.contains("default-src 'none'") && policy.contains("frame-ancestors 'none'"),
+        "{what}: {policy}"
+    );
+}
+
+/// The `name=value` of a response's device cookie.
+fn device_cookie(h: &[(String, String)]) -> Option<String> {
+    header(h, "set-cookie").and_then(|c| c.split(';').next().map(str::to_owned))
+}
+
+async fn use_count(ch: &Ch, key: &str, instant_key_id: &str) -> i32 {
+    instant_keys(ch)
+        .get_instant_key(authed(
+            key,
+            v1::GetInstantKeyRequest {
+                lookup: Some(v1::get_instant_key_request::Lookup::InstantKeyId(
+                    instant_key_id.to_owned(),
+                )),
+            },
+        ))
+        .await
+        .expect("get key")
+        .into_inner()
+        .instant_key
+        .expect("key")
+        .use_count
 }
 
 /// The path of a link, to ask this server (its public URL is not where the test reaches it).
@@ -200,7 +244,30 @@ async fn instant_key_pages(opts: Options) {
     let page = path_of(&g.instant_key_url);
     let token = page.trim_start_matches("/ik/").to_owned();
 
-    // The page: the person, both doors, an Unlock button only where the system unlocks remotely.
+    // Link previewers (messaging apps, mail scanners) fetch the link first, without cookies:
+    // three GETs and a HEAD show the page and claim nothing.
+    for _ in 0..3 {
+        let (status, headers, body) = http(&kg.http_addr, "GET", &page, &[], "");
+        assert_eq!(status, 200, "{body}");
+        assert!(body.contains("Use this key on this phone"), "{body}");
+        assert_eq!(
+            device_cookie(&headers),
+            None,
+            "a view sets no device cookie"
+        );
+        assert_secure(&headers, "the page");
+    }
+    let (status, headers, body) = http(&kg.http_addr, "HEAD", &page, &[], "");
+    assert_eq!((status, body.as_str()), (200, ""));
+    assert_secure(&headers, "HEAD of the page");
+    assert_eq!(
+        use_count(&ch, &key, &g.instant_key_id).await,
+        0,
+        "nothing claimed"
+    );
+
+    // The guest's phone opens the link: the person, both doors, an Unlock button only where the
+    // system unlocks remotely, and the claim button.
     let (status, headers, body) = http(&kg.http_addr, "GET", &page, &[], "");
     assert_eq!(status, 200, "{body}");
     assert!(
@@ -209,8 +276,8 @@ async fn instant_key_pages(opts: Options) {
     );
     assert_eq!(
         body.matches("<button").count(),
-        1,
-        "only Salto KS unlocks remotely: {body}"
+        2,
+        "the claim button, and Unlock only where Salto KS unlocks remotely: {body}"
     );
     assert!(body.contains("hold your phone to the lock"), "{body}");
     assert!(
@@ -242,12 +309,17 @@ async fn instant_key_pages(opts: Options) {
         "the policy allows the served style by its hash: {policy}"
     );
     assert!(!body.contains("<script"), "the page runs no script");
-    let cookie = header(&headers, "set-cookie")
-        .expect("device cookie")
-        .split(';')
-        .next()
-        .expect("c")
-        .to_owned();
+    // The phone claims the key ("Use this key on this phone"), and is remembered by a cookie.
+    let (status, headers, _) = http(&kg.http_addr, "POST", &format!("{page}/claim"), &[], "");
+    assert_eq!(status, 303);
+    assert_eq!(header(&headers, "location"), Some(page.as_str()));
+    assert_secure(&headers, "the claim's redirect");
+    let cookie = device_cookie(&headers).expect("device cookie");
+    assert_eq!(use_count(&ch, &key, &g.instant_key_id).await, 1);
+    let (status, _, body) = http(&kg.http_addr, "GET", &page, &[("Cookie", &cookie)], "");
+    assert_eq!(status, 200, "{body}");
+    assert!(!body.contains("Use this key on this phone"), "{body}");
+    assert_eq!(body.matches("<button").count(), 1, "{body}");
 
     // Unlock: through the access system, recorded as an event with the entrance.
     let form = format!("acs_entrance_id={main}");
@@ -262,13 +334,14 @@ async fn instant_key_pages(opts: Options) {
         &form,
     );
     assert_eq!(status, 303);
+    assert_secure(&headers, "the unlock's redirect");
     let back = header(&headers, "location").expect("redirect").to_owned();
     let (status, _, body) = http(&kg.http_addr, "GET", &back, &[("Cookie", &cookie)], "");
     assert_eq!(status, 200);
     assert!(body.contains("Main Entrance is unlocked."), "{body}");
     assert_eq!(unlocks(&ch, &key, &g.user_identity_id).await, 1);
     // A door that cannot be unlocked remotely is refused before any provider call.
-    let (status, _, _) = http(
+    let (status, headers, _) = http(
         &kg.http_addr,
         "POST",
         &format!("{page}/unlock"),
@@ -279,6 +352,7 @@ async fn instant_key_pages(opts: Options) {
         &format!("acs_entrance_id={room}"),
     );
     assert_eq!(status, 403);
+    assert_secure(&headers, "a refusal");
 
     // QR codes of the link.
     let (status, headers, body) = http(&kg.http_addr, "GET", &format!("{page}/qr.svg"), &[], "");
@@ -287,18 +361,28 @@ async fn instant_key_pages(opts: Options) {
         (200, Some("image/svg+xml"))
     );
     assert!(body.contains("<svg"));
+    assert_secure(&headers, "the QR code");
     let (status, headers, _) = http(&kg.http_addr, "GET", &format!("{page}/qr.png"), &[], "");
     assert_eq!(
         (status, header(&headers, "content-type")),
         (200, Some("image/png"))
     );
+    assert_secure(&headers, "the QR code");
+    assert_eq!(
+        use_count(&ch, &key, &g.instant_key_id).await,
+        1,
+        "QR codes claim nothing"
+    );
 
     // A second device: the key was claimed by the first (max_use_count 1).
-    let (status, _, body) = http(&kg.http_addr, "GET", &page, &[], "");
+    let (status, headers, body) = http(&kg.http_addr, "GET", &page, &[], "");
     assert_eq!(status, 403, "{body}");
     assert!(body.contains("in use on another device"));
+    assert_secure(&headers, "a refusal");
+    let (status, _, _) = http(&kg.http_addr, "POST", &format!("{page}/claim"), &[], "");
+    assert_eq!(status, 403, "the second device cannot claim it either");
     // Wrong and truncated tokens.
-    let (status, _, body) = http(
+    let (status, headers, body) = http(
         &kg.http_addr,
         "GET",
         &format!("/ik/{}", &token[..30]),
@@ -307,6 +391,7 @@ async fn instant_key_pages(opts: Options) {
     );
     assert_eq!(status, 404);
     assert!(body.contains("This link does not work"));
+    assert_secure(&headers, "a refusal");
     let wrong: String = token.chars().rev().collect();
     assert_eq!(
         http(&kg.http_addr, "GET", &format!("/ik/{wrong}"), &[], "").0,
@@ -506,13 +591,15 @@ async fn instant_key_pages(opts: Options) {
         body.contains("Main Entrance"),
         "it opens Jane's mobile credentials: {body}"
     );
+    let claim = format!("{gen_page}/claim");
+    assert_eq!(http(&kg.http_addr, "POST", &claim, &[], "").0, 303);
     assert_eq!(
-        http(&kg.http_addr, "GET", &gen_page, &[], "").0,
-        200,
+        http(&kg.http_addr, "POST", &claim, &[], "").0,
+        303,
         "a second device may claim it"
     );
     assert_eq!(
-        http(&kg.http_addr, "GET", &gen_page, &[], "").0,
+        http(&kg.http_addr, "POST", &claim, &[], "").0,
         403,
         "a third may not"
     );
@@ -597,4 +684,198 @@ async fn instant_key_pages_sqlite() {
 #[tokio::test]
 async fn instant_key_pages_postgres_redis() {
     instant_key_pages(Options::postgres_redis().await).await
+}
+
+/// A link previewer's visits, then a phone that claims the key by its first unlock (no claim
+/// button): the unlock succeeds and the key is the phone's.
+#[tokio::test]
+async fn previews_claim_nothing_and_the_first_unlock_claims() {
+    let dir = DataDir::new();
+    let kg = Keygate::start(
+        &dir.0,
+        &Options {
+            extra_args: vec!["--sandbox-provision-delay-ms".into(), "40".into()],
+            ..Options::with_admin()
+        },
+    );
+    let ch = kg.channel().await;
+    let (_ws, key) = create_workspace(&ch, "Hotel", true).await;
+    let (g, _, [_, main]) = jane_with_a_remote_door(&ch, &key, "ik-preview").await;
+    let page = path_of(&g.instant_key_url);
+    for method in ["GET", "GET", "GET", "HEAD"] {
+        assert_eq!(http(&kg.http_addr, method, &page, &[], "").0, 200);
+    }
+    assert_eq!(use_count(&ch, &key, &g.instant_key_id).await, 0);
+    let (status, headers, _) = http(
+        &kg.http_addr,
+        "POST",
+        &format!("{page}/unlock"),
+        &[("Content-Type", "application/x-www-form-urlencoded")],
+        &format!("acs_entrance_id={main}"),
+    );
+    assert_eq!(status, 303);
+    let cookie = device_cookie(&headers).expect("the unlock claimed the key for this phone");
+    let back = header(&headers, "location").expect("redirect").to_owned();
+    let (status, _, body) = http(&kg.http_addr, "GET", &back, &[("Cookie", &cookie)], "");
+    assert_eq!(status, 200);
+    assert!(body.contains("Main Entrance is unlocked."), "{body}");
+    assert_eq!(unlocks(&ch, &key, &g.user_identity_id).await, 1);
+    assert_eq!(use_count(&ch, &key, &g.instant_key_id).await, 1);
+    // Another device is now refused, before any provider call.
+    let (status, _, _) = http(
+        &kg.http_addr,
+        "POST",
+        &format!("{page}/unlock"),
+        &[("Content-Type", "application/x-www-form-urlencoded")],
+        &format!("acs_entrance_id={main}"),
+    );
+    assert_eq!(status, 403);
+    assert_eq!(unlocks(&ch, &key, &g.user_identity_id).await, 1);
+}
+
+/// The HTTP port's limits, set small: views and unlocks per key and per client answer 429 with
+/// Retry-After (and the pages' headers); a client that never finishes its headers, or its body,
+/// is cut off.
+#[tokio::test]
+async fn the_http_port_limits_abuse() {
+    let dir = DataDir::new();
+    let kg = Keygate::start(
+        &dir.0,
+        &Options {
+            extra_args: [
+                "--sandbox-provision-delay-ms=40",
+                "--page-views-per-minute-per-key=3",
+                "--page-views-per-minute-per-client=5",
+                "--page-unlocks-per-minute-per-key=1",
+                "--page-unlocks-per-minute-per-client=0",
+                "--http-header-read-timeout-secs=1",
+                "--http-request-timeout-secs=2",
+            ]
+            .map(String::from)
+            .to_vec(),
+            ..Options::with_admin()
+        },
+    );
+    let ch = kg.channel().await;
+    let (_ws, key) = create_workspace(&ch, "Hotel", true).await;
+    let (g, mobile, [_, main]) = jane_with_a_remote_door(&ch, &key, "ik-limits").await;
+    let page = path_of(&g.instant_key_url);
+
+    // Views: three of this link, then its limit; another link from the same client until the
+    // client's own limit (5) is reached.
+    for _ in 0..3 {
+        assert_eq!(http(&kg.http_addr, "GET", &page, &[], "").0, 200);
+    }
+    let (status, headers, body) = http(&kg.http_addr, "GET", &page, &[], "");
+    assert_eq!(status, 429, "{body}");
+    let retry: u64 = header(&headers, "retry-after")
+        .and_then(|v| v.parse().ok())
+        .expect("Retry-After in seconds");
+    assert!((1..=60).contains(&retry), "{retry}");
+    assert!(body.contains("Too many tries"), "{body}");
+    assert_secure(&headers, "a 429");
+    let other = format!("/ik/{}", "A".repeat(43));
+    assert_eq!(
+        http(&kg.http_addr, "GET", &other, &[], "").0,
+        404,
+        "another link has its own limit"
+    );
+    let (status, headers, _) = http(
+        &kg.http_addr,
+        "GET",
+        &format!("/ik/{}", "B".repeat(43)),
+        &[],
+        "",
+    );
+    assert_eq!(status, 429, "the client's limit");
+    assert!(header(&headers, "retry-after").is_some());
+
+    // Unlocks are counted apart from views: one per minute per link or session token here.
+    let unlock = |cookie: Option<&str>| {
+        let mut h = vec![("Content-Type", "application/x-www-form-urlencoded")];
+        if let Some(c) = cookie {
+            h.push(("Cookie", c));
+        }
+        http(
+            &kg.http_addr,
+            "POST",
+            &format!("{page}/unlock"),
+            &h,
+            &format!("acs_entrance_id={main}"),
+        )
+    };
+    let (status, headers, _) = unlock(None);
+    assert_eq!(status, 303);
+    let cookie = device_cookie(&headers).expect("claimed");
+    let (status, headers, _) = unlock(Some(&cookie));
+    assert_eq!(status, 429);
+    assert!(header(&headers, "retry-after").is_some());
+    let api = || {
+        http(
+            &kg.http_addr,
+            "POST",
+            "/ik/api/v1/unlock",
+            &[
+                (
+                    "Authorization",
+                    &format!("Bearer {}", mobile.client_session_token),
+                ),
+                ("Content-Type", "application/json"),
+            ],
+            &format!("{{\"acs_entrance_id\": \"{main}\"}}"),
+        )
+    };
+    let (status, _, body) = api();
+    assert_eq!(status, 200, "{body}");
+    let (status, headers, body) = api();
+    assert_eq!(status, 429, "{body}");
+    assert!(body.contains("\"rate_limited\""), "{body}");
+    assert!(header(&headers, "retry-after").is_some());
+    assert_eq!(unlocks(&ch, &key, &g.user_identity_id).await, 2);
+
+    // Slowloris: headers that never end. The port closes the connection (here after 1 s).
+    let started = std::time::Instant::now();
+    let mut s = std::net::TcpStream::connect(&kg.http_addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    s.write_all(b"GET /livez HTTP/1.1\r\nHost: localhost\r\nX-Slow: 1\r\n")
+        .expect("write");
+    let mut buf = [0u8; 512];
+    match s.read(&mut buf) {
+        Ok(n) => {
+            let text = String::from_utf8_lossy(&buf[..n]);
+            assert!(n == 0 || text.starts_with("HTTP/1.1 408"), "{text}");
+        }
+        Err(e) => assert!(
+            !matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ),
+            "the port never closed the connection: {e}"
+        ),
+    }
+    eprintln!("slow headers cut off after {:?}", started.elapsed());
+
+    // A body that never comes: the request times out (here after 2 s) with 503.
+    let started = std::time::Instant::now();
+    let mut s = std::net::TcpStream::connect(&kg.http_addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    // (A link of its own: this one's unlocks are spent; the handler then waits for the form.)
+    s.write_all(
+        format!(
+            "POST {other}/unlock HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Length: 100\r\nContent-Type: application/x-www-form-urlencoded\r\n\r\nacs_entrance_id="
+        )
+        .as_bytes(),
+    )
+    .expect("write");
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw);
+    let text = String::from_utf8_lossy(&raw);
+    assert!(text.starts_with("HTTP/1.1 503"), "{text}");
+    assert!(
+        text.to_ascii_lowercase().contains("retry-after: 1"),
+        "{text}"
+    );
+    eprintln!("slow body answered after {:?}", started.elapsed());
 }

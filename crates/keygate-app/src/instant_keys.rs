@@ -390,7 +390,16 @@ impl From<Error> for Refused {
     }
 }
 
-/// A link opened on a device.
+/// A link viewed on a device, with nothing written: what the page may show.
+#[derive(Clone, Debug)]
+pub struct Viewed {
+    pub key: InstantKey,
+    /// Whether the device that presented its secret already holds one of the key's claims;
+    /// `false` for a device without a secret (a link previewer, or a phone on its first visit).
+    pub claimed: bool,
+}
+
+/// A link claimed for a device.
 #[derive(Clone, Debug)]
 pub struct Opened {
     pub key: InstantKey,
@@ -400,9 +409,33 @@ pub struct Opened {
 }
 
 impl App {
+    /// Checks the key of a link for `device` (the secret the device presented, if any) without
+    /// writing anything: opening a link (`GET`/`HEAD`, as link previewers and mail scanners do)
+    /// never claims it. Refused when the key is revoked or expired, or when it is claimed by
+    /// as many devices as it may be and this device holds none of the claims.
+    pub async fn view_instant_key(
+        &self,
+        token: &str,
+        device: Option<&str>,
+    ) -> Result<Viewed, Refused> {
+        let key = self.key_of_token(token).await?.ok_or(Refused::NotFound)?;
+        let claimed = match device {
+            Some(d) => {
+                self.store
+                    .has_claim(key.workspace_id, key.id, &instant_key::token_hash(d))
+                    .await?
+            }
+            None => false,
+        };
+        key.check(now(), claimed).map_err(Refused::Inactive)?;
+        Ok(Viewed { key, claimed })
+    }
+
     /// Checks the key of a link and claims it for `device` (the secret the device presented, if
-    /// any). A device claims a key the first time it opens the link.
-    pub async fn open_instant_key(
+    /// any; a new one is made otherwise): the explicit action of a device that uses the key
+    /// (the page's "Use this key on this phone", or its first unlock). A device that already
+    /// holds a claim keeps it; a new claim beyond `max_use_count` is refused as exhausted.
+    pub async fn claim_instant_key(
         &self,
         token: &str,
         device: Option<&str>,

@@ -279,24 +279,49 @@ async fn a_link_is_claimed_by_one_device_and_unlocks_only_the_persons_doors() {
         .expect("a mobile key brings an Instant Key");
     let url = f.app.links.url(key_id).expect("url");
     let token = url.rsplit_once("/ik/").expect("a link").1;
-    // A first device claims the key and is given a device secret; it opens again with it.
-    let first = f.app.open_instant_key(token, None).await.expect("open");
+    // Viewing the link (a previewer, a mail scanner, the phone before it acts) writes nothing.
+    for _ in 0..3 {
+        let seen = f.app.view_instant_key(token, None).await.expect("view");
+        assert_eq!(seen.key.id, key_id);
+        assert!(!seen.claimed);
+    }
+    let stored = f
+        .app
+        .get_instant_key(f.ws, keygate_app::instant_keys::KeyLookup::Id(key_id))
+        .await
+        .expect("get");
+    assert_eq!(stored.key.use_count, 0, "a view claims nothing");
+    // A first device claims the key and is given a device secret; it claims again with it.
+    let first = f.app.claim_instant_key(token, None).await.expect("claim");
     assert_eq!(first.key.id, key_id);
     let device = first.new_device.expect("a new device secret");
     let again = f
         .app
-        .open_instant_key(token, Some(&device))
+        .claim_instant_key(token, Some(&device))
         .await
-        .expect("the same device opens again");
+        .expect("the same device claims again");
     assert!(again.new_device.is_none());
-    // The key may be claimed by one device: a second one is refused.
+    assert!(
+        f.app
+            .view_instant_key(token, Some(&device))
+            .await
+            .expect("view")
+            .claimed
+    );
+    // The key may be claimed by one device: a second one is refused, viewing or claiming.
     assert!(matches!(
-        f.app.open_instant_key(token, None).await,
+        f.app.claim_instant_key(token, None).await,
+        Err(Refused::Inactive(Inactive::Exhausted))
+    ));
+    assert!(matches!(
+        f.app
+            .view_instant_key(token, Some("an-unknown-device"))
+            .await,
         Err(Refused::Inactive(Inactive::Exhausted))
     ));
     // A made-up link is not found.
     assert!(matches!(
-        f.app.open_instant_key("not-a-token", None).await,
+        f.app.view_instant_key("not-a-token", None).await,
         Err(Refused::NotFound)
     ));
     // An entrance that is not one of the person's is not found; nothing is queued.

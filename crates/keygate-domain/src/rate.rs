@@ -1,6 +1,11 @@
 //! A token bucket: `rate` tokens a second, at most `burst` saved up. Used for each workspace's
-//! request limit (gateway) and each access system's published vendor limit (orchestrator).
+//! request limit (gateway) and each access system's published vendor limit (orchestrator); and
+//! [`Buckets`], one bucket per key in a bounded map, for limits keyed by caller input (the HTTP
+//! port's per-link and per-client limits).
 
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 #[derive(Clone, Debug)]
@@ -41,6 +46,51 @@ impl TokenBucket {
     pub fn refund(&mut self, n: u32) {
         self.tokens = (self.tokens + f64::from(n)).min(self.burst);
     }
+
+    /// Whether the bucket is full at `now`: it then says nothing a new bucket would not.
+    pub fn is_full(&self, now: Instant) -> bool {
+        self.tokens + now.saturating_duration_since(self.last).as_secs_f64() * self.rate
+            >= self.burst
+    }
+}
+
+/// One [`TokenBucket`] per key, all with the same rate and burst, in a map of at most
+/// `max_keys` entries. The keys are caller input, so the map is bounded: when it is full, the
+/// buckets that have refilled (and so carry no information) are dropped; if every bucket is
+/// still draining, the whole map is dropped (limits restart rather than memory grow).
+#[derive(Debug)]
+pub struct Buckets<K> {
+    rate: f64,
+    burst: u32,
+    max_keys: usize,
+    map: Mutex<HashMap<K, TokenBucket>>,
+}
+
+impl<K: Eq + Hash> Buckets<K> {
+    pub fn new(rate_per_second: f64, burst: u32, max_keys: usize) -> Self {
+        Self {
+            rate: rate_per_second,
+            burst,
+            max_keys: max_keys.max(1),
+            map: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Takes a token from `key`'s bucket, or says how long until one is there.
+    pub fn take(&self, key: K, now: Instant) -> Result<(), Duration> {
+        let Ok(mut map) = self.map.lock() else {
+            return Ok(()); // A poisoned lock must not take a surface down; limits resume on restart.
+        };
+        if map.len() >= self.max_keys && !map.contains_key(&key) {
+            map.retain(|_, b| !b.is_full(now));
+            if map.len() >= self.max_keys {
+                map.clear();
+            }
+        }
+        map.entry(key)
+            .or_insert_with(|| TokenBucket::new(self.rate, self.burst, now))
+            .take(now)
+    }
 }
 
 #[cfg(test)]
@@ -66,5 +116,20 @@ mod tests {
             later.take(t0 + Duration::from_secs(60)).is_err(),
             "never more than the burst"
         );
+    }
+
+    #[test]
+    fn buckets_are_per_key_and_bounded() {
+        let t0 = Instant::now();
+        let b = Buckets::new(1.0, 1, 2);
+        assert!(b.take("a", t0).is_ok());
+        assert!(b.take("a", t0).is_err(), "a's bucket is empty");
+        assert!(b.take("b", t0).is_ok(), "b has its own bucket");
+        // The map is full: a third key drops the buckets that refilled, and only those.
+        let t1 = t0 + Duration::from_millis(1500);
+        assert!(b.take("a", t1).is_ok(), "a refilled");
+        assert!(b.take("c", t1).is_ok());
+        assert!(b.take("a", t1).is_err(), "a's empty bucket was kept");
+        assert!(b.map.lock().expect("lock").len() <= 2);
     }
 }

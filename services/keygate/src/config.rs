@@ -337,4 +337,108 @@ pub struct ServeArgs {
 
     #[command(flatten)]
     pub notify: NotifyArgs,
+
+    #[command(flatten)]
+    pub http_port: HttpPortArgs,
+}
+
+/// Limits of the public HTTP port and of the Instant Key pages on it (docs/instant-keys.md).
+#[derive(Args, Debug, Clone)]
+pub struct HttpPortArgs {
+    /// Seconds a client has to send a request's headers (and that a kept-alive connection may
+    /// idle between requests) before the HTTP port closes the connection.
+    #[arg(
+        long,
+        env = "KEYGATE_HTTP_HEADER_READ_TIMEOUT_SECS",
+        default_value_t = 10
+    )]
+    pub http_header_read_timeout_secs: u64,
+
+    /// Seconds an HTTP request may take, its body included, before it is answered 503. Keep it
+    /// above 8: an Instant Key unlock waits up to 8 seconds for the door.
+    #[arg(long, env = "KEYGATE_HTTP_REQUEST_TIMEOUT_SECS", default_value_t = 30)]
+    pub http_request_timeout_secs: u64,
+
+    /// HTTP requests in flight before new ones are refused with 503 and Retry-After (the
+    /// /livez and /readyz probes are exempt).
+    #[arg(long, env = "KEYGATE_HTTP_MAX_IN_FLIGHT", default_value_t = 256)]
+    pub http_max_in_flight: usize,
+
+    /// Open HTTP connections; more wait in the listen backlog until one closes.
+    #[arg(long, env = "KEYGATE_HTTP_MAX_CONNECTIONS", default_value_t = 1024)]
+    pub http_max_connections: usize,
+
+    /// Proxies in front of the HTTP port whose X-Forwarded-For is believed, comma separated
+    /// addresses or networks (10.0.0.0/8, fd00::/8). Empty: the peer address is the client.
+    #[arg(
+        long,
+        env = "KEYGATE_HTTP_TRUSTED_PROXIES",
+        value_delimiter = ',',
+        default_value = ""
+    )]
+    pub http_trusted_proxies: Vec<String>,
+
+    /// Views of one Instant Key link per minute (the page, its QR codes, claims); 0: no limit.
+    #[arg(
+        long,
+        env = "KEYGATE_PAGE_VIEWS_PER_MINUTE_PER_KEY",
+        default_value_t = 60
+    )]
+    pub page_views_per_minute_per_key: u32,
+
+    /// Views of Instant Key pages per minute from one client address; 0: no limit.
+    #[arg(
+        long,
+        env = "KEYGATE_PAGE_VIEWS_PER_MINUTE_PER_CLIENT",
+        default_value_t = 300
+    )]
+    pub page_views_per_minute_per_client: u32,
+
+    /// Unlocks per minute through one Instant Key link or client_session_token; 0: no limit.
+    #[arg(
+        long,
+        env = "KEYGATE_PAGE_UNLOCKS_PER_MINUTE_PER_KEY",
+        default_value_t = 12
+    )]
+    pub page_unlocks_per_minute_per_key: u32,
+
+    /// Unlocks per minute (pages and /ik/api/v1/unlock) from one client address; 0: no limit.
+    #[arg(
+        long,
+        env = "KEYGATE_PAGE_UNLOCKS_PER_MINUTE_PER_CLIENT",
+        default_value_t = 60
+    )]
+    pub page_unlocks_per_minute_per_client: u32,
+}
+
+impl HttpPortArgs {
+    /// The limits of the port; an unparsable trusted proxy is an error.
+    pub fn port_limits(&self) -> Result<crate::http::PortLimits, String> {
+        let trusted_proxies = self
+            .http_trusted_proxies
+            .iter()
+            .filter(|p| !p.trim().is_empty())
+            .map(|p| p.parse())
+            .collect::<Result<_, _>>()
+            .map_err(|e| format!("KEYGATE_HTTP_TRUSTED_PROXIES: {e}"))?;
+        Ok(crate::http::PortLimits {
+            header_read_timeout: std::time::Duration::from_secs(
+                self.http_header_read_timeout_secs.max(1),
+            ),
+            request_timeout: std::time::Duration::from_secs(self.http_request_timeout_secs.max(1)),
+            max_in_flight: self.http_max_in_flight,
+            max_connections: self.http_max_connections,
+            trusted_proxies,
+        })
+    }
+
+    /// The rate limits of the Instant Key pages.
+    pub fn page_limits(&self) -> keygate_delivery::instant_keys::limits::LimitSettings {
+        keygate_delivery::instant_keys::limits::LimitSettings {
+            views_per_key: self.page_views_per_minute_per_key,
+            views_per_client: self.page_views_per_minute_per_client,
+            unlocks_per_key: self.page_unlocks_per_minute_per_key,
+            unlocks_per_client: self.page_unlocks_per_minute_per_client,
+        }
+    }
 }

@@ -226,6 +226,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         });
     }
 
+    let port_limits = args
+        .http_port
+        .port_limits()
+        .map_err(anyhow::Error::msg)
+        .context("HTTP port settings")?;
     let http = TcpListener::bind(args.http_addr)
         .await
         .with_context(|| format!("binding the HTTP address {}", args.http_addr))?;
@@ -237,7 +242,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     if args.roles.contains(&Role::Delivery) {
         // The Instant Key pages: the links of grants and of GenerateInstantKey lead here.
         routes = routes.merge(keygate_delivery::instant_keys::router(
-            keygate_delivery::instant_keys::Pages { app: app.clone() },
+            keygate_delivery::instant_keys::Pages {
+                app: app.clone(),
+                limits: Arc::new(keygate_delivery::instant_keys::limits::Limits::new(
+                    args.http_port.page_limits(),
+                )),
+            },
         ));
         if outbox_mode {
             // Only when nothing is sent; it needs an API key or the admin token.
@@ -253,11 +263,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         }
     }
     let stop = stopped(stop_rx.clone());
-    servers.spawn(async move {
-        if let Err(e) = axum::serve(http, routes).with_graceful_shutdown(stop).await {
-            tracing::error!(error = %e, "HTTP server failed");
-        }
-    });
+    servers.spawn(crate::http::serve(http, routes, port_limits, stop));
 
     let readiness = tokio::spawn(become_ready(Readiness {
         store: store.clone(),

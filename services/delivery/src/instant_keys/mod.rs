@@ -1,14 +1,20 @@
 //! The Instant Key page on the HTTP port (delivery role): `GET /ik/<token>` shows the person's
-//! doors, `POST /ik/<token>/unlock` unlocks one through its access system (an action attempt of
-//! type unlock, run by the orchestrator), `/ik/<token>/qr.svg|png` is the QR code of the link,
-//! and `POST /ik/api/v1/unlock` is the same unlock for a mobile key's `client_session_token`.
+//! doors, `POST /ik/<token>/claim` keeps the key on this device, `POST /ik/<token>/unlock`
+//! unlocks one door through its access system (an action attempt of type unlock, run by the
+//! orchestrator), `/ik/<token>/qr.svg|png` is the QR code of the link, and
+//! `POST /ik/api/v1/unlock` is the same unlock for a mobile key's `client_session_token`.
 //!
 //! A key is refused, with nothing sent to any access system, when its link is malformed or
 //! unknown (404), revoked or expired (410), or already claimed by as many devices as it may be
-//! (403). A device claims a key the first time it opens the link; it is known by a cookie whose
-//! SHA-256 is stored.
+//! (403). Opening the link (`GET`/`HEAD`, as link previewers and mail scanners do) never claims
+//! it: a device claims a key by an explicit action, the claim button or its first unlock (both
+//! POST); it is known from then on by a cookie whose SHA-256 is stored. Every request is rate
+//! limited per client and per key before the store is read ([`limits`]).
 
+pub mod limits;
 pub mod page;
+
+use std::sync::Arc;
 
 use std::time::Duration;
 
@@ -25,6 +31,7 @@ use keygate_domain::ids::{ActionAttemptId, EntranceId, WorkspaceId};
 use keygate_domain::instant_key::{self, Inactive, InstantKey};
 use keygate_domain::model::now;
 
+use self::limits::Limits;
 use self::page::Outcome;
 use keygate_app::doors::Door;
 
@@ -38,21 +45,35 @@ const UNLOCK_WAIT: Duration = Duration::from_secs(8);
 pub struct Pages {
     /// The use cases behind the pages (opening a link, the person's doors, unlocking).
     pub app: App,
+    /// The rate limits, checked before the store is read.
+    pub limits: Arc<Limits>,
 }
 
-/// The routes of the pages, to merge into the HTTP router.
+/// The routes of the pages, to merge into the HTTP router. `GET` routes answer `HEAD` too,
+/// with the same headers and no body.
 pub fn router(pages: Pages) -> Router {
+    let limits = pages.limits.clone();
     Router::new()
         .route("/ik/api/v1/unlock", post(api_unlock))
         .route("/ik/{token}", get(show))
+        .route("/ik/{token}/claim", post(claim))
         .route("/ik/{token}/unlock", post(unlock))
         .route("/ik/{token}/qr.svg", get(qr_svg))
         .route("/ik/{token}/qr.png", get(qr_png))
         .with_state(pages)
+        .route_layer(axum::middleware::from_fn_with_state(limits, limits::limit))
+        .layer(axum::middleware::map_response(secure))
+}
+
+/// Every answer of the pages (including the router's own, such as a rejected form) carries
+/// the headers of [`no_store`].
+async fn secure(mut r: Response) -> Response {
+    no_store(r.headers_mut());
+    r
 }
 
 /// Why a page is refused: the HTTP status and what the person reads.
-struct Refusal(StatusCode, &'static str, &'static str);
+pub(crate) struct Refusal(pub StatusCode, pub &'static str, pub &'static str);
 
 impl IntoResponse for Refusal {
     fn into_response(self) -> Response {
@@ -92,7 +113,7 @@ fn inactive(why: Inactive) -> Refusal {
         Inactive::Exhausted => Refusal(
             StatusCode::FORBIDDEN,
             "This key is in use on another device",
-            "It can only be used on the device that opened it first. Ask for a key of your own.",
+            "It can only be used on the devices that chose to use it first. Ask for a key of your own.",
         ),
     }
 }
@@ -133,9 +154,9 @@ fn device_cookie(headers: &HeaderMap) -> Option<String> {
         .filter(|v| v.len() == 43)
 }
 
-/// The key of a link, checked and claimed for this device. Returns the key and, for a device
-/// seen for the first time, the cookie to set.
-async fn open(
+/// The key of a link, checked and claimed for this device (an explicit action: a POST). Returns
+/// the key and, for a device seen for the first time, the cookie to set.
+async fn claimed(
     pages: &Pages,
     token: &str,
     headers: &HeaderMap,
@@ -143,7 +164,7 @@ async fn open(
     let cookie = device_cookie(headers);
     let opened = pages
         .app
-        .open_instant_key(token, cookie.as_deref())
+        .claim_instant_key(token, cookie.as_deref())
         .await
         .map_err(refusal)?;
     let secure = pages.app.links.public_url().starts_with("https://");
@@ -170,13 +191,22 @@ fn refusal(r: Refused) -> Refusal {
     }
 }
 
-fn html(body: String, cookie: Option<String>) -> Response {
+fn html(body: String) -> Response {
     let mut r = (StatusCode::OK, body).into_response();
     let h = r.headers_mut();
     h.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/html; charset=utf-8"),
     );
+    no_store(h);
+    r
+}
+
+/// A `303 See Other` back to a page, with the device cookie of a new claim, and the headers of
+/// every answer.
+fn see_other(to: &str, cookie: Option<String>) -> Response {
+    let mut r = Redirect::to(to).into_response();
+    let h = r.headers_mut();
     no_store(h);
     if let Some(c) = cookie.and_then(|c| HeaderValue::from_str(&c).ok()) {
         h.insert(header::SET_COOKIE, c);
@@ -196,7 +226,14 @@ async fn show(
     Query(q): Query<ShowQuery>,
     headers: HeaderMap,
 ) -> Result<Response, Refusal> {
-    let (key, cookie) = open(&pages, &token, &headers).await?;
+    // A view writes nothing: previewers fetch links before the guest does.
+    let cookie = device_cookie(&headers);
+    let viewed = pages
+        .app
+        .view_instant_key(&token, cookie.as_deref())
+        .await
+        .map_err(refusal)?;
+    let key = viewed.key;
     let person = pages
         .app
         .get_user_identity(key.workspace_id, key.user_identity_id)
@@ -212,10 +249,26 @@ async fn show(
         Some(id) => outcome(&pages, key.workspace_id, id, &doors).await,
         None => None,
     };
-    Ok(html(
-        page::key_page(&token, &person.full_name, &doors, outcome, now()),
-        cookie,
-    ))
+    Ok(html(page::key_page(
+        &token,
+        &person.full_name,
+        &doors,
+        outcome,
+        viewed.claimed,
+        now(),
+    )))
+}
+
+/// `POST /ik/<token>/claim`: "Use this key on this phone". Claims the key for this device and
+/// goes back to the page; a key claimed by as many devices as it may be is refused (403).
+#[tracing::instrument(skip_all)]
+async fn claim(
+    State(pages): State<Pages>,
+    Path(token): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, Refusal> {
+    let (_, cookie) = claimed(&pages, &token, &headers).await?;
+    Ok(see_other(&format!("/ik/{token}"), cookie))
 }
 
 /// What became of an unlock of one of these doors.
@@ -254,7 +307,8 @@ async fn unlock(
     headers: HeaderMap,
     Form(form): Form<UnlockForm>,
 ) -> Result<Response, Refusal> {
-    let (key, _) = open(&pages, &token, &headers).await?;
+    // The first unlock from a device claims the key for it, like the claim button.
+    let (key, cookie) = claimed(&pages, &token, &headers).await?;
     let entrance: EntranceId = form.acs_entrance_id.parse().map_err(|_| NOT_FOUND)?;
     let id = pages
         .app
@@ -268,7 +322,7 @@ async fn unlock(
         .await
         .map_err(refusal)?;
     wait(&pages, key.workspace_id, id).await;
-    Ok(Redirect::to(&format!("/ik/{token}?attempt={id}")).into_response())
+    Ok(see_other(&format!("/ik/{token}?attempt={id}"), cookie))
 }
 
 /// Waits until the attempt is no longer pending, at most [`UNLOCK_WAIT`].
@@ -339,7 +393,7 @@ struct ApiOutcome {
     error_message: Option<String>,
 }
 
-fn api_error(status: StatusCode, reason: &str) -> Response {
+pub(crate) fn api_error(status: StatusCode, reason: &str) -> Response {
     let mut r = (status, axum::Json(serde_json::json!({ "error": reason }))).into_response();
     no_store(r.headers_mut());
     r

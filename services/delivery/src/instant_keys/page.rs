@@ -101,12 +101,16 @@ pub enum Outcome {
 }
 
 /// The key's page: the person's name, each door with its window and an Unlock button where the
-/// system can unlock remotely (or what works instead), and the last outcome.
+/// system can unlock remotely (or what works instead), and the last outcome. On a device that
+/// has not claimed the key (`claimed` false: a first visit, or a link previewer), a "Use this
+/// key on this phone" button claims it, and PIN codes stay hidden until it does; an Unlock
+/// button claims it too.
 pub fn key_page(
     token: &str,
     person: &str,
     doors: &[Door],
     outcome: Option<Outcome>,
+    claimed: bool,
     now: OffsetDateTime,
 ) -> String {
     let mut body = String::new();
@@ -143,6 +147,13 @@ pub fn key_page(
         None => {}
     }
     body.push_str("</div>");
+    if !claimed {
+        let _ = write!(
+            body,
+            "<section class=\"card\" aria-labelledby=\"claim\"><h2 id=\"claim\">Use this key on this phone</h2><p class=\"muted\">This key works only on the devices that choose to use it, so keep it on the phone you will open the doors with.</p><form method=\"post\" action=\"/ik/{token}/claim\"><button type=\"submit\">Use this key on this phone</button></form></section>",
+            token = escape(token),
+        );
+    }
     if doors.is_empty() {
         body.push_str("<div class=\"card\"><p>No door is ready for this key yet. Try again in a minute.</p></div>");
     }
@@ -178,6 +189,8 @@ pub fn key_page(
                 id = d.entrance_id,
                 name = escape(&d.name),
             );
+        } else if d.code.is_some() && !claimed {
+            body.push_str("<p>This door opens with a PIN on its keypad. Tap \u{201c}Use this key on this phone\u{201d} above to see it.</p>");
         } else if let Some(code) = &d.code {
             let _ = write!(
                 body,
