@@ -51,6 +51,9 @@ pub struct DeliveriesListArgs {
     #[command(flatten)]
     pub store: StoreArgs,
 
+    #[command(flatten)]
+    pub instant_key_secret: InstantKeySecretArgs,
+
     /// Public base URL of the HTTP port, as the server has it (the links are built from it).
     #[arg(
         long,
@@ -152,6 +155,139 @@ pub struct StoreArgs {
     /// Log filter (tracing EnvFilter syntax); RUST_LOG overrides it.
     #[arg(long, env = "KEYGATE_LOG", default_value = "info")]
     pub log: String,
+
+    /// Milliseconds a database call waits for a free connection of the pool (or for a new one
+    /// to connect) before it fails.
+    #[arg(
+        long,
+        env = "KEYGATE_DATABASE_ACQUIRE_TIMEOUT_MS",
+        default_value_t = 5000
+    )]
+    pub database_acquire_timeout_ms: u64,
+
+    /// Milliseconds one SQL statement may run before the database cancels it (PostgreSQL's
+    /// statement_timeout on every connection; SQLite's busy timeout). `keygate migrate` runs
+    /// without it. 0: no limit.
+    #[arg(
+        long,
+        env = "KEYGATE_DATABASE_STATEMENT_TIMEOUT_MS",
+        default_value_t = 15000
+    )]
+    pub database_statement_timeout_ms: u64,
+}
+
+/// The Instant Key secret (docs/security.md): every link and client session token is derived
+/// from it. Base64url, at least 32 bytes.
+#[derive(Args, Debug, Clone, Default)]
+pub struct InstantKeySecretArgs {
+    /// Secret Instant Key links and client session tokens are derived from (base64url, at least
+    /// 32 bytes; `openssl rand -base64 32 | tr '+/' '-_'`). Required with KEYGATE_DATABASE_URL;
+    /// the embedded default keeps a generated one in KEYGATE_DATA_DIR/instant-key-secret.
+    #[arg(
+        long,
+        env = "KEYGATE_INSTANT_KEY_SECRET",
+        default_value = "",
+        hide_env_values = true
+    )]
+    pub instant_key_secret: String,
+
+    /// A file holding KEYGATE_INSTANT_KEY_SECRET (a mounted Secret), instead of the variable.
+    #[arg(long, env = "KEYGATE_INSTANT_KEY_SECRET_FILE")]
+    pub instant_key_secret_file: Option<PathBuf>,
+
+    /// Earlier Instant Key secrets, comma separated, still accepted for client session tokens
+    /// signed with them (15 minutes are enough). Links are not re-derived from them.
+    #[arg(
+        long,
+        env = "KEYGATE_INSTANT_KEY_SECRET_PREVIOUS",
+        value_delimiter = ',',
+        default_value = "",
+        hide_env_values = true
+    )]
+    pub instant_key_secret_previous: Vec<String>,
+}
+
+/// The page-token key and the cache key (docs/security.md). Base64url, at least 32 bytes each.
+#[derive(Args, Debug, Clone, Default)]
+pub struct ServeKeyArgs {
+    /// Key page tokens (the page_token of list calls) are sealed with (base64url, at least 32
+    /// bytes). Required with KEYGATE_DATABASE_URL; the embedded default keeps a generated one in
+    /// KEYGATE_DATA_DIR/page-token-key.
+    #[arg(
+        long,
+        env = "KEYGATE_PAGE_TOKEN_KEY",
+        default_value = "",
+        hide_env_values = true
+    )]
+    pub page_token_key: String,
+
+    /// A file holding KEYGATE_PAGE_TOKEN_KEY, instead of the variable.
+    #[arg(long, env = "KEYGATE_PAGE_TOKEN_KEY_FILE")]
+    pub page_token_key_file: Option<PathBuf>,
+
+    /// Earlier page-token keys, comma separated: tokens sealed with them still open (only read).
+    #[arg(
+        long,
+        env = "KEYGATE_PAGE_TOKEN_KEY_PREVIOUS",
+        value_delimiter = ',',
+        default_value = "",
+        hide_env_values = true
+    )]
+    pub page_token_key_previous: Vec<String>,
+
+    /// Key that seals (encrypts and authenticates) every Redis cache entry, so Redis never
+    /// holds a PIN in clear and cannot make Keygate believe a planted API key record (base64url,
+    /// at least 32 bytes). Required with KEYGATE_REDIS_URL and KEYGATE_DATABASE_URL; the embedded
+    /// default keeps a generated one in KEYGATE_DATA_DIR/cache-key.
+    #[arg(
+        long,
+        env = "KEYGATE_CACHE_KEY",
+        default_value = "",
+        hide_env_values = true
+    )]
+    pub cache_key: String,
+
+    /// A file holding KEYGATE_CACHE_KEY, instead of the variable.
+    #[arg(long, env = "KEYGATE_CACHE_KEY_FILE")]
+    pub cache_key_file: Option<PathBuf>,
+
+    /// Earlier cache keys, comma separated: entries sealed with them still open until they expire.
+    #[arg(
+        long,
+        env = "KEYGATE_CACHE_KEY_PREVIOUS",
+        value_delimiter = ',',
+        default_value = "",
+        hide_env_values = true
+    )]
+    pub cache_key_previous: Vec<String>,
+}
+
+impl InstantKeySecretArgs {
+    pub fn configured(&self) -> crate::secrets::Configured<'_> {
+        crate::secrets::Configured {
+            value: &self.instant_key_secret,
+            file: self.instant_key_secret_file.as_deref(),
+            previous: &self.instant_key_secret_previous,
+        }
+    }
+}
+
+impl ServeKeyArgs {
+    pub fn page_token_key(&self) -> crate::secrets::Configured<'_> {
+        crate::secrets::Configured {
+            value: &self.page_token_key,
+            file: self.page_token_key_file.as_deref(),
+            previous: &self.page_token_key_previous,
+        }
+    }
+
+    pub fn cache_key(&self) -> crate::secrets::Configured<'_> {
+        crate::secrets::Configured {
+            value: &self.cache_key,
+            file: self.cache_key_file.as_deref(),
+            previous: &self.cache_key_previous,
+        }
+    }
 }
 
 impl NotifyArgs {
@@ -172,6 +308,17 @@ impl NotifyArgs {
 }
 
 impl StoreArgs {
+    /// The pool's timeouts; `statement_timeout: None` when KEYGATE_DATABASE_STATEMENT_TIMEOUT_MS is 0.
+    pub fn pool_settings(&self) -> keygate_store::PoolSettings {
+        keygate_store::PoolSettings {
+            acquire_timeout: std::time::Duration::from_millis(
+                self.database_acquire_timeout_ms.max(1),
+            ),
+            statement_timeout: (self.database_statement_timeout_ms > 0)
+                .then(|| std::time::Duration::from_millis(self.database_statement_timeout_ms)),
+        }
+    }
+
     /// The database URL in effect.
     pub fn database_url(&self) -> String {
         if self.database_url.is_empty() {
@@ -340,6 +487,12 @@ pub struct ServeArgs {
 
     #[command(flatten)]
     pub http_port: HttpPortArgs,
+
+    #[command(flatten)]
+    pub instant_key_secret: InstantKeySecretArgs,
+
+    #[command(flatten)]
+    pub keys: ServeKeyArgs,
 }
 
 /// Limits of the public HTTP port and of the Instant Key pages on it (docs/instant-keys.md).
