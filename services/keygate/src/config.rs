@@ -595,3 +595,71 @@ impl HttpPortArgs {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn serve(args: &[&str]) -> ServeArgs {
+        let argv = ["keygate", "serve"].iter().chain(args).copied();
+        match Cli::try_parse_from(argv).expect("parses").command {
+            Command::Serve(a) => a,
+            other => panic!("not serve: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn keys_and_their_rotation_lists_parse() {
+        let a = serve(&[
+            "--instant-key-secret",
+            "current",
+            "--instant-key-secret-previous",
+            "old1,old2",
+            "--page-token-key-file",
+            "/run/secrets/page-token-key",
+            "--cache-key",
+            "c",
+        ]);
+        let ik = a.instant_key_secret.configured();
+        assert_eq!(ik.value, "current");
+        assert_eq!(ik.previous, ["old1", "old2"]);
+        assert_eq!(ik.file, None);
+        let pt = a.keys.page_token_key();
+        assert_eq!(pt.value, "");
+        assert_eq!(
+            pt.file,
+            Some(std::path::Path::new("/run/secrets/page-token-key"))
+        );
+        assert_eq!(a.keys.cache_key().value, "c");
+        assert!(
+            a.keys
+                .cache_key()
+                .previous
+                .iter()
+                .all(|p| p.trim().is_empty()),
+            "no previous cache key"
+        );
+    }
+
+    #[test]
+    fn database_timeouts_parse_with_defaults_and_zero_means_no_limit() {
+        use std::time::Duration;
+        let d = serve(&[]).store.pool_settings();
+        assert_eq!(d.acquire_timeout, Duration::from_secs(5));
+        assert_eq!(d.statement_timeout, Some(Duration::from_secs(15)));
+        let s = serve(&[
+            "--database-acquire-timeout-ms",
+            "750",
+            "--database-statement-timeout-ms",
+            "0",
+        ])
+        .store
+        .pool_settings();
+        assert_eq!(s.acquire_timeout, Duration::from_millis(750));
+        assert_eq!(s.statement_timeout, None);
+        assert!(
+            Cli::try_parse_from(["keygate", "serve", "--database-statement-timeout-ms", "-1"])
+                .is_err()
+        );
+    }
+}

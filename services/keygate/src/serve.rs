@@ -718,6 +718,7 @@ mod tests {
         .await;
         let bound = (PING_POLICY.every + PING_POLICY.timeout) * PING_POLICY.failures
             + Duration::from_secs(1);
+        eprintln!("readiness turned off {took:?} after the store hung (bound {bound:?})");
         assert!(took <= bound, "not ready after {took:?}, bound {bound:?}");
 
         // It answers again: ready again.
