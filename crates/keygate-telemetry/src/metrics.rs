@@ -255,6 +255,7 @@ mod tests {
             Duration::from_millis(40),
         );
         cache_lookup("status", CacheResult::Hit);
+        cache_unsealable("rejected");
         webhook_delivery("delivered");
         webhook_delivery("surprise");
         jobs("queued", 3);
@@ -265,6 +266,7 @@ mod tests {
             "keygate_provider_call_errors_total{acs_system_id=\"sys-1\",system_type=\"virtual_brivo\",operation=\"provision\",outcome=\"transient\"} 1",
             "keygate_provider_call_duration_seconds_count{acs_system_id=\"sys-1\",system_type=\"virtual_brivo\",operation=\"provision\",outcome=\"transient\"} 1",
             "keygate_cache_requests_total{cache=\"status\",result=\"hit\"} 1",
+            "keygate_cache_unsealable_total{reason=\"rejected\"} 1",
             "keygate_webhook_deliveries_total{outcome=\"delivered\"} 1",
             "keygate_webhook_deliveries_total{outcome=\"other\"} 1",
             "keygate_jobs{state=\"queued\"} 3",
