@@ -22,6 +22,7 @@ pub mod ssrf;
 pub mod systems;
 pub mod tokens;
 pub mod tracker;
+pub mod unlock;
 pub mod webhooks;
 pub mod workspaces;
 
@@ -53,6 +54,9 @@ pub struct App {
     /// What the SSRF guard lets through besides public addresses, at `CreateWebhook` (the
     /// webhook dispatcher checks again at send time with the same policy).
     pub webhook_network: NetworkPolicy,
+    /// How long a remote unlock may wait to be sent, from the request: past it, it is never
+    /// sent (`unlock::DEFAULT_DEADLINE` unless configured).
+    pub unlock_deadline: std::time::Duration,
 }
 
 impl App {

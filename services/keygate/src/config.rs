@@ -304,6 +304,12 @@ pub struct ServeArgs {
     #[arg(long, env = "KEYGATE_JOB_LEASE_SECS", default_value_t = 30)]
     pub job_lease_secs: u64,
 
+    /// Seconds a remote unlock (Instant Key page, `UnlockDoor`, `UnlockEntrance`) may wait to be
+    /// sent to the access system, from the request; past it the unlock is never sent and its
+    /// action attempt fails with `unlock_expired`. At least 1.
+    #[arg(long, env = "KEYGATE_UNLOCK_DEADLINE_SECS", default_value_t = 30)]
+    pub unlock_deadline_secs: u64,
+
     /// Seconds between reconciliation passes, which read every access system back and repair
     /// what drifted from the record; 0 turns them off.
     #[arg(long, env = "KEYGATE_RECONCILE_SECS", default_value_t = 300)]

@@ -107,6 +107,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         tokens: page_tokens.clone(),
         instant_key_delivery: instant_key_delivery.clone(),
         webhook_network,
+        unlock_deadline: Duration::from_secs(args.unlock_deadline_secs.max(1)),
     };
     let (ready_tx, ready_rx) = watch::channel(false);
 

@@ -86,6 +86,7 @@ async fn start(postgres: bool) -> anyhow::Result<Harness> {
         tokens: PageTokens::new(vec![7; 32]),
         instant_key_delivery: Default::default(),
         webhook_network: Default::default(),
+        unlock_deadline: keygate_app::unlock::DEFAULT_DEADLINE,
     };
     let deps = GatewayDeps {
         app,
