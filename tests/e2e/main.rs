@@ -18,5 +18,6 @@ mod redis_outage;
 mod roles;
 mod telemetry;
 mod tenancy;
+mod unlocks;
 mod updates;
 mod webhooks;
