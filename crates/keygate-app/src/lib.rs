@@ -53,6 +53,23 @@ pub struct App {
     /// What the SSRF guard lets through besides public addresses, at `CreateWebhook` (the
     /// webhook dispatcher checks again at send time with the same policy).
     pub webhook_network: NetworkPolicy,
+    /// Per-workspace caps of the use cases.
+    pub limits: Limits,
+}
+
+/// Per-workspace caps the use cases enforce (docs/limits.md).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Webhooks one workspace may have; 0: no cap.
+    pub webhooks_per_workspace: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            webhooks_per_workspace: 20,
+        }
+    }
 }
 
 impl App {

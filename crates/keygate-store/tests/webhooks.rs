@@ -46,6 +46,7 @@ fn hook(url: &str, types: &[&str]) -> NewWebhook {
         event_types: types.iter().map(|t| (*t).to_owned()).collect(),
         secret: "whsec_c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LXNlY3I=".into(),
         created_at: now(),
+        workspace_cap: 0,
     }
 }
 

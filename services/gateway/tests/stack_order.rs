@@ -17,6 +17,7 @@ fn config() -> StackConfig {
         rate_burst: 100,
         max_deadline: Duration::from_secs(5),
         max_in_flight: 8,
+        auth_failures_per_minute: 60,
     }
 }
 

@@ -86,6 +86,7 @@ async fn start(postgres: bool) -> anyhow::Result<Harness> {
         tokens: PageTokens::new(vec![7; 32]),
         instant_key_delivery: Default::default(),
         webhook_network: Default::default(),
+        limits: Default::default(),
     };
     let deps = GatewayDeps {
         app,
@@ -98,6 +99,7 @@ async fn start(postgres: bool) -> anyhow::Result<Harness> {
             rate_burst: u32::MAX,
             max_deadline: Duration::from_secs(30),
             max_in_flight: 100_000,
+            auth_failures_per_minute: 0,
         },
         ..ServerConfig::default()
     };

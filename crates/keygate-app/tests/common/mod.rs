@@ -24,5 +24,6 @@ pub fn app(store: Arc<dyn Store>, webhook_network: NetworkPolicy) -> App {
         tokens: PageTokens::new(vec![6; 32]),
         instant_key_delivery: Default::default(),
         webhook_network,
+        limits: Default::default(),
     }
 }
