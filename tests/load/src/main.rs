@@ -335,6 +335,7 @@ async fn forge(
     }
     let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(per_second)));
     let mut calls = tokio::task::JoinSet::new();
+    let mut out = Forged::default();
     let mut i = 0usize;
     while Instant::now() < until {
         tick.tick().await;
@@ -354,19 +355,24 @@ async fn forge(
                 .map_err(|s| s.code())
         });
         while let Some(done) = calls.try_join_next() {
-            let _ = done;
+            out.count(done);
         }
     }
-    let mut out = Forged::default();
     while let Some(done) = calls.join_next().await {
-        out.sent += 1;
+        out.count(done);
+    }
+    Ok(out)
+}
+
+impl Forged {
+    fn count(&mut self, done: Result<Result<(), tonic::Code>, tokio::task::JoinError>) {
+        self.sent += 1;
         match done {
-            Ok(Err(tonic::Code::Unauthenticated)) => out.unauthenticated += 1,
-            Ok(Err(tonic::Code::ResourceExhausted)) => out.refused_early += 1,
+            Ok(Err(tonic::Code::Unauthenticated)) => self.unauthenticated += 1,
+            Ok(Err(tonic::Code::ResourceExhausted)) => self.refused_early += 1,
             _ => {}
         }
     }
-    Ok(out)
 }
 
 /// `--forged`: authenticated p99 while made-up keys arrive, with and without the limit.
@@ -410,12 +416,15 @@ async fn forged_mode(postgres: bool) -> anyhow::Result<()> {
         });
         let chans = channels(h.addr.clone(), 4).await?;
         let key = h.key.clone();
+        let failed = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let failures = failed.clone();
         let (ops, lat) = drive(concurrency, secs, move |i| {
             let ch = chans[i % chans.len()].clone();
             let key = key.clone();
             let id = method_id.clone();
+            let failures = failures.clone();
             async move {
-                v1::access_method_service_client::AccessMethodServiceClient::new(ch)
+                let ok = v1::access_method_service_client::AccessMethodServiceClient::new(ch)
                     .get_access_method(authed(
                         &key,
                         v1::GetAccessMethodRequest {
@@ -423,10 +432,18 @@ async fn forged_mode(postgres: bool) -> anyhow::Result<()> {
                         },
                     ))
                     .await
-                    .is_ok()
+                    .is_ok();
+                if !ok {
+                    failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                ok
             }
         })
         .await;
+        let failed = failed.load(std::sync::atomic::Ordering::Relaxed);
+        if failed > 0 {
+            println!("   ({label}: {failed} authenticated calls failed)");
+        }
         let forged = match forger {
             Some(f) => Some(f.await??),
             None => None,
@@ -436,8 +453,10 @@ async fn forged_mode(postgres: bool) -> anyhow::Result<()> {
             ms(percentile(&lat, 0.5)),
             ms(percentile(&lat, 0.99)),
             forged.map_or(String::new(), |f| format!(
-                "  | forged sent {} ({} UNAUTHENTICATED, {} refused before auth)",
-                f.sent, f.unauthenticated, f.refused_early
+                "  | forged {:.0}/s: {} UNAUTHENTICATED, {} refused before auth",
+                f.sent as f64 / secs.as_secs_f64(),
+                f.unauthenticated,
+                f.refused_early
             ))
         );
     }
