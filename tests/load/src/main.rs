@@ -394,6 +394,9 @@ async fn forged_mode(postgres: bool) -> anyhow::Result<()> {
         ("forged, one id repeated, limit off", 0, 1000, true),
         ("forged, random ids, limit 60/min (after)", 60, 1000, false),
     ];
+    // Each phase has a server of its own; the ones done are stopped but kept (a dropped stop
+    // sender would leave their orchestrators' loops spinning and skew the later phases).
+    let mut done = Vec::new();
     for (label, limit, rate, repeated) in phases {
         let h = start(postgres, limit).await?;
         let picked = doors(&h, &["virtual_salto_ks"]).await?;
@@ -459,6 +462,9 @@ async fn forged_mode(postgres: bool) -> anyhow::Result<()> {
                 f.refused_early
             ))
         );
+        let _ = h._stop.send(true);
+        done.push(h);
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
     Ok(())
 }
