@@ -78,8 +78,8 @@ async fn receiver(delay: Duration) -> (String, Arc<AtomicUsize>) {
     (url, served)
 }
 
-async fn webhook(store: &dyn Store, ws: WorkspaceId, url: &str) {
-    store
+async fn webhook(store: &dyn Store, ws: WorkspaceId, url: &str) -> WebhookId {
+    let (w, _) = store
         .create_webhook(
             ws,
             &NewWebhook {
@@ -94,6 +94,7 @@ async fn webhook(store: &dyn Store, ws: WorkspaceId, url: &str) {
         )
         .await
         .expect("webhook");
+    w.id
 }
 
 /// Creates a grant in `ws`; returns how many events it appended.
@@ -115,7 +116,7 @@ async fn a_deep_backlog_does_not_delay_another_workspace() {
     let other_ws = seeded_workspace(&*store, "Other").await;
     let (slow_url, slow_served) = receiver(Duration::from_millis(300)).await;
     let (fast_url, fast_served) = receiver(Duration::ZERO).await;
-    webhook(&*store, deep_ws, &slow_url).await;
+    let deep_hook = webhook(&*store, deep_ws, &slow_url).await;
     webhook(&*store, other_ws, &fast_url).await;
     // The deep backlog is recorded first: a first-in-first-out dispatcher would send all of it
     // (at 4 in flight, 300 ms each: several seconds) before the other workspace's events.
@@ -143,6 +144,9 @@ async fn a_deep_backlog_does_not_delay_another_workspace() {
             concurrency: 4,
             per_workspace: 2,
             poll: Duration::from_millis(50),
+            // Small batches: the deep log takes several fan-out passes, the other one does not
+            // wait for them.
+            fan_out_batch: 10,
             ..DispatcherConfig::default()
         },
     );
@@ -168,6 +172,24 @@ async fn a_deep_backlog_does_not_delay_another_workspace() {
     assert!(
         deep_done < deep / 2,
         "the backlog was mostly sent first ({deep_done} of {deep})"
+    );
+    // The deep log is fanned out all the same, batch after batch.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !store.webhooks_behind(100).await.expect("behind").is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the deep log was never fanned out"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let rows = store
+        .list_webhook_deliveries(deep_ws, deep_hook, 1000)
+        .await
+        .expect("deliveries");
+    assert_eq!(
+        rows.len(),
+        deep,
+        "one delivery row per event of the deep log"
     );
     let _ = stop_tx.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(5), run).await;

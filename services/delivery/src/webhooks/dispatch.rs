@@ -1,9 +1,9 @@
 //! The webhook dispatcher of the delivery role. One loop, woken by the event doorbell, by a
 //! finished attempt, by the next due retry, or by a poll:
 //!
-//! 1. **Fan-out.** For every enabled webhook with events after its cursor, read the log after
-//!    the cursor (`EventLog::list_events`), and in one transaction insert a delivery row per
-//!    matching event and move the cursor (`WebhookStore::fan_out_webhook`, a compare-and-set on
+//! 1. **Fan-out.** For every enabled webhook with events after its cursor, read a batch of the
+//!    log after the cursor (`EventLog::list_events`), and in one transaction insert a delivery
+//!    row per matching event and move the cursor (`WebhookStore::fan_out_webhook`, a compare-and-set on
 //!    the cursor). A crash before the commit leaves the cursor where it was, so the rows are
 //!    inserted next time; after it, the cursor has moved, so they are not inserted again. Two
 //!    dispatchers racing on one webhook: the second's compare fails and it writes nothing (and
@@ -244,20 +244,32 @@ impl Dispatcher {
             if *stop.borrow() {
                 break;
             }
+            // A pass fans out one batch per webhook; webhooks further behind get the next pass,
+            // right after this round's claims (so one webhook's deep log cannot hold up the
+            // others' fan-out, nor the attempts).
+            let mut behind = false;
             if rung || last_fan_out.elapsed() >= inner.cfg.poll {
                 rung = false;
                 last_fan_out = Instant::now();
-                if let Err(e) = inner
+                match inner
                     .fan_out()
                     .instrument(tracing::debug_span!("webhook_fan_out"))
                     .await
                 {
-                    tracing::warn!(error = %e, "webhook fan-out failed; retrying on the next pass");
+                    Ok(more) => behind = more,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "webhook fan-out failed; retrying on the next pass")
+                    }
                 }
             }
             let free = permits.available_permits();
             if free > 0 {
                 inner.claim_in_turns(&permits, free).await;
+            }
+            if behind {
+                rung = true;
+                tokio::task::yield_now().await;
+                continue;
             }
             let wait = leases::wait(
                 &permits,
@@ -332,30 +344,29 @@ impl Inner {
         }
     }
 
-    /// Moves every webhook's cursor to the end of its workspace's log, inserting a delivery row
-    /// per matching event on the way.
-    async fn fan_out(&self) -> Result<(), keygate_domain::Error> {
+    /// Moves every webhook behind its workspace's log by one batch of events, inserting a
+    /// delivery row per matching event. Returns whether some webhook is still behind after it
+    /// (its batch was full): the caller runs another pass soon.
+    async fn fan_out(&self) -> Result<bool, keygate_domain::Error> {
         let batch = self.cfg.fan_out_batch.max(1);
-        for mut c in self.store.webhooks_behind(FAN_OUT_WEBHOOKS).await? {
-            loop {
-                let events = self
-                    .events
-                    .list_events(c.workspace_id, &EventFilter::default(), c.cursor_seq, batch)
-                    .await?;
-                let Some(last) = events.last() else { break };
-                let to = last.seq;
-                let rows = matching(&c, &events);
-                if !self.store.fan_out_webhook(&c, to, &rows, now()).await? {
-                    break; // Another dispatcher moved it, or it was disabled or deleted.
-                }
-                tracing::debug!(webhook_id = %c.webhook_id, deliveries = rows.len(), cursor = to, "fanned out");
-                c.cursor_seq = to;
-                if (events.len() as u32) < batch {
-                    break;
-                }
+        let mut more = false;
+        for c in self.store.webhooks_behind(FAN_OUT_WEBHOOKS).await? {
+            let events = self
+                .events
+                .list_events(c.workspace_id, &EventFilter::default(), c.cursor_seq, batch)
+                .await?;
+            let Some(last) = events.last() else { continue };
+            let to = last.seq;
+            let rows = matching(&c, &events);
+            if !self.store.fan_out_webhook(&c, to, &rows, now()).await? {
+                continue; // Another dispatcher moved it, or it was disabled or deleted.
+            }
+            tracing::debug!(webhook_id = %c.webhook_id, deliveries = rows.len(), cursor = to, "fanned out");
+            if (events.len() as u32) >= batch {
+                more = true;
             }
         }
-        Ok(())
+        Ok(more)
     }
 
     async fn attempt(&self, d: ClaimedDelivery) {
