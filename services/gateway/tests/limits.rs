@@ -1,5 +1,7 @@
-//! `WatchEvents` streams, through the real server: a workspace may hold only so many open at
-//! once, and a stream ends with UNAUTHENTICATED within seconds of its API key's revocation.
+//! Abuse limits through the real server (tonic on loopback): a client address that failed
+//! authentication too often is refused before auth; a workspace may hold only so many
+//! `WatchEvents` streams open at once, and a stream ends with UNAUTHENTICATED within seconds of
+//! its API key's revocation.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,6 +31,10 @@ struct Server {
 }
 
 async fn start(limits: StreamLimits) -> Server {
+    start_with(limits, 60).await
+}
+
+async fn start_with(limits: StreamLimits, auth_failures_per_minute: u32) -> Server {
     let db = TestDb::sqlite().await;
     let store = db.store.clone();
     let tracker = Tracker::in_process(
@@ -52,10 +58,11 @@ async fn start(limits: StreamLimits) -> Server {
         admin_token: None,
         shutdown: stop_rx.clone(),
     };
-    let cfg = ServerConfig {
+    let mut cfg = ServerConfig {
         streams: limits,
         ..ServerConfig::default()
     };
+    cfg.stack.auth_failures_per_minute = auth_failures_per_minute;
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     let (_reporter, health) = tonic_health::server::health_reporter();
@@ -191,4 +198,31 @@ async fn a_stream_ends_unauthenticated_soon_after_its_key_is_revoked() {
         "{:?}",
         revoked_at.elapsed()
     );
+}
+
+#[tokio::test]
+async fn a_client_that_keeps_failing_authentication_is_refused_before_auth() {
+    let s = start_with(StreamLimits::default(), 3).await;
+    let (_, key) = workspace(&s.app).await;
+    let forged = format!("kg_{}_{}", uuid::Uuid::new_v4().simple(), "A".repeat(43));
+    for _ in 0..3 {
+        let e = watch(&s.channel, &forged).await.expect_err("made-up key");
+        assert_eq!(e.code(), tonic::Code::Unauthenticated);
+    }
+    let e = watch(&s.channel, &forged)
+        .await
+        .expect_err("over the budget");
+    assert_eq!(e.code(), tonic::Code::ResourceExhausted);
+    let details = e.get_error_details();
+    assert_eq!(
+        details.error_info().map(|i| i.reason.clone()),
+        Some("AUTH_FAILURES_LIMITED".to_owned())
+    );
+    assert!(
+        details.retry_info().and_then(|r| r.retry_delay).is_some(),
+        "RetryInfo says when to retry"
+    );
+    // The peer address is the client: this one (127.0.0.1) is refused even with its good key.
+    let e = watch(&s.channel, &key).await.expect_err("same address");
+    assert_eq!(e.code(), tonic::Code::ResourceExhausted);
 }
