@@ -195,6 +195,21 @@ async fn a_client_that_failed_too_often_is_refused_before_auth() {
     // Even its good key waits: the refusal comes before credentials are read.
     let (_, status) = call_from(&svc, attacker, Some(&key)).await;
     assert_eq!(status.code(), tonic::Code::ResourceExhausted);
+    // Health checks need no credentials and stay open to it.
+    let mut req = Request::builder()
+        .uri("/grpc.health.v1.Health/Check")
+        .body(Body::empty())
+        .expect("request");
+    req.extensions_mut()
+        .insert(tonic::transport::server::TcpConnectInfo {
+            local_addr: None,
+            remote_addr: Some(attacker.parse().expect("peer")),
+        });
+    let resp = svc.clone().oneshot(req).await.expect("infallible");
+    assert!(
+        resp.headers().get("grpc-status").is_none(),
+        "health is not refused"
+    );
     // Another client is not affected.
     let (_, status) = call_from(&svc, "203.0.113.9:5000", Some(&key)).await;
     assert_eq!(status.code(), tonic::Code::Ok);
