@@ -137,9 +137,9 @@ pub(crate) fn api_key_cache_key(id: ApiKeyId) -> String {
     keygate_cache::key("api_key", "global", &id.to_string())
 }
 
-/// Drops a key's cached record after it changed in the store (created or revoked), so this replica, and
-/// every replica sharing the cache, stops trusting it at once. A failure is logged: the entry
-/// then expires within its TTL.
+/// Drops a key's cached record (or cached absence) after it changed in the store (created or
+/// revoked), so this replica, and every replica sharing the cache, sees the change at once. A
+/// failure is logged: the entry then expires within its TTL.
 pub(crate) async fn evict_api_key(cache: &dyn Cache, id: ApiKeyId) {
     if let Err(e) = cache.delete(&api_key_cache_key(id)).await {
         tracing::warn!(error = %e, api_key_id = %id, "could not evict revoked key from cache; it expires within a minute");
