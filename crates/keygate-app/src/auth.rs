@@ -142,7 +142,7 @@ pub(crate) fn api_key_cache_key(id: ApiKeyId) -> String {
 /// failure is logged: the entry then expires within its TTL.
 pub(crate) async fn evict_api_key(cache: &dyn Cache, id: ApiKeyId) {
     if let Err(e) = cache.delete(&api_key_cache_key(id)).await {
-        tracing::warn!(error = %e, api_key_id = %id, "could not evict revoked key from cache; it expires within a minute");
+        tracing::warn!(error = %e, api_key_id = %id, "could not evict the key's cache entry; it expires within its TTL (60 s, 15 s for an unknown id)");
     }
 }
 

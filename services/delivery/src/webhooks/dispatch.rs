@@ -3,11 +3,12 @@
 //!
 //! 1. **Fan-out.** For every enabled webhook with events after its cursor, read a batch of the
 //!    log after the cursor (`EventLog::list_events`), and in one transaction insert a delivery
-//!    row per matching event and move the cursor (`WebhookStore::fan_out_webhook`, a compare-and-set on
-//!    the cursor). A crash before the commit leaves the cursor where it was, so the rows are
-//!    inserted next time; after it, the cursor has moved, so they are not inserted again. Two
-//!    dispatchers racing on one webhook: the second's compare fails and it writes nothing (and
-//!    the (webhook, event) primary key would refuse a duplicate anyway).
+//!    row per matching event and move the cursor (`WebhookStore::fan_out_webhook`, a
+//!    compare-and-set on the cursor). A crash before the commit leaves the cursor where it was,
+//!    so the rows are inserted next time; after it, the cursor has moved, so they are not
+//!    inserted again. Two dispatchers racing on one webhook: the second's compare fails and it
+//!    writes nothing (and the (webhook, event) primary key would refuse a duplicate anyway). A
+//!    webhook further behind than one batch gets its next batch in the next pass, right after.
 //! 2. **Attempts.** Lease due deliveries (`claim_workspace_deliveries`, SKIP LOCKED on
 //!    PostgreSQL), POST each, and record the outcome under the lease. A worker that dies
 //!    mid-attempt loses its lease and the delivery is attempted again: delivery is at least
