@@ -157,7 +157,8 @@ impl Orchestrator {
                     // A job ended: its permits (and maybe its system's) are free again.
                     _ = self.freed.notified() => {}
                     _ = tokio::time::sleep(self.cfg.poll) => {}
-                    _ = stop.changed() => {}
+                    // A dropped sender can no longer stop us: stop now rather than spin.
+                    changed = stop.changed() => if changed.is_err() { break },
                 }
             }
         }

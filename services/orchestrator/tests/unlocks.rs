@@ -74,6 +74,7 @@ async fn fixture(store: Arc<dyn Store>, deadline: Duration) -> Fixture {
         instant_key_delivery: Default::default(),
         webhook_network: Default::default(),
         unlock_deadline: deadline,
+        limits: Default::default(),
     };
     Fixture {
         app,

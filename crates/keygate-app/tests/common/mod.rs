@@ -25,5 +25,6 @@ pub fn app(store: Arc<dyn Store>, webhook_network: NetworkPolicy) -> App {
         instant_key_delivery: Default::default(),
         webhook_network,
         unlock_deadline: keygate_app::unlock::DEFAULT_DEADLINE,
+        limits: Default::default(),
     }
 }
