@@ -19,5 +19,6 @@ mod roles;
 mod secrets;
 mod telemetry;
 mod tenancy;
+mod unlocks;
 mod updates;
 mod webhooks;

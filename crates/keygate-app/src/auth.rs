@@ -77,6 +77,22 @@ pub fn guard_for(path: &str) -> Guard {
 /// bounds staleness only across replicas without a shared Redis.
 const KEY_CACHE_TTL: Duration = Duration::from_secs(60);
 
+/// How long "no such key" is remembered for a key id. Requests with made-up keys then cost a
+/// cache read, not a store query, each time the same id comes back. Creating a key evicts its
+/// id (through the tracker), so a new key is never hidden by an entry written before it existed.
+pub const NEGATIVE_TTL: Duration = Duration::from_secs(15);
+
+/// What the cache holds for a key id the store does not know. A record is longer (it starts
+/// with a 36-character workspace id), so the two cannot be mistaken for each other.
+const NOT_FOUND: &[u8] = b"not_found";
+
+/// What a cache read said about a key id.
+enum Cached {
+    Key(CachedKey),
+    NotFound,
+    Unknown,
+}
+
 /// Resolves credentials to a principal.
 #[derive(Clone)]
 pub struct Authenticator {
@@ -121,12 +137,12 @@ pub(crate) fn api_key_cache_key(id: ApiKeyId) -> String {
     keygate_cache::key("api_key", "global", &id.to_string())
 }
 
-/// Drops a key's cached record after it changed in the store (revocation), so this replica, and
-/// every replica sharing the cache, stops trusting it at once. A failure is logged: the entry
-/// then expires within its TTL.
+/// Drops a key's cached record (or cached absence) after it changed in the store (created or
+/// revoked), so this replica, and every replica sharing the cache, sees the change at once. A
+/// failure is logged: the entry then expires within its TTL.
 pub(crate) async fn evict_api_key(cache: &dyn Cache, id: ApiKeyId) {
     if let Err(e) = cache.delete(&api_key_cache_key(id)).await {
-        tracing::warn!(error = %e, api_key_id = %id, "could not evict revoked key from cache; it expires within a minute");
+        tracing::warn!(error = %e, api_key_id = %id, "could not evict the key's cache entry; it expires within its TTL (60 s, 15 s for an unknown id)");
     }
 }
 
@@ -194,24 +210,72 @@ impl Authenticator {
         })
     }
 
-    async fn lookup(&self, id: ApiKeyId) -> Result<Option<CachedKey>, Error> {
+    /// Whether a principal still stands: for an API key, that the key exists and is not
+    /// revoked. For calls that outlive their authentication (a `WatchEvents` stream). It reads
+    /// like a call does (the cache, then the store), so a revocation shows as soon as the
+    /// tracker has evicted the key's cached copy.
+    pub async fn recheck(&self, principal: &Principal) -> Result<(), Error> {
+        let Principal::Workspace {
+            workspace_id,
+            api_key_id,
+        } = principal
+        else {
+            return Ok(());
+        };
+        match self.lookup(*api_key_id).await? {
+            Some(k) if k.revoked => Err(unauthenticated(
+                ErrorReason::ApiKeyRevoked,
+                "the API key was revoked",
+            )),
+            Some(k) if k.workspace_id == *workspace_id => Ok(()),
+            _ => Err(unauthenticated(
+                ErrorReason::InvalidApiKey,
+                "the API key is not valid",
+            )),
+        }
+    }
+
+    async fn cached(&self, cache_key: &str) -> Cached {
         use keygate_telemetry::metrics::{CacheResult, cache_lookup};
-        let cache_key = api_key_cache_key(id);
-        match self.cache.get(&cache_key).await {
-            Ok(Some(bytes)) => {
-                if let Some(k) = CachedKey::decode(&bytes) {
-                    cache_lookup("api_key", CacheResult::Hit);
-                    return Ok(Some(k));
-                }
-                cache_lookup("api_key", CacheResult::Miss);
+        match self.cache.get(cache_key).await {
+            Ok(Some(bytes)) if bytes == NOT_FOUND => {
+                cache_lookup("api_key", CacheResult::NegativeHit);
+                Cached::NotFound
             }
-            Ok(None) => cache_lookup("api_key", CacheResult::Miss),
+            Ok(Some(bytes)) => match CachedKey::decode(&bytes) {
+                Some(k) => {
+                    cache_lookup("api_key", CacheResult::Hit);
+                    Cached::Key(k)
+                }
+                None => {
+                    cache_lookup("api_key", CacheResult::Miss);
+                    Cached::Unknown
+                }
+            },
+            Ok(None) => {
+                cache_lookup("api_key", CacheResult::Miss);
+                Cached::Unknown
+            }
             Err(e) => {
                 cache_lookup("api_key", CacheResult::Error);
-                tracing::debug!(error = %e, "cache read failed; using the store")
+                tracing::debug!(error = %e, "cache read failed; using the store");
+                Cached::Unknown
             }
         }
+    }
+
+    async fn lookup(&self, id: ApiKeyId) -> Result<Option<CachedKey>, Error> {
+        let cache_key = api_key_cache_key(id);
+        match self.cached(&cache_key).await {
+            Cached::Key(k) => return Ok(Some(k)),
+            Cached::NotFound => return Ok(None),
+            Cached::Unknown => {}
+        }
         let Some(key) = self.store.find_api_key(id).await? else {
+            // Remembered briefly, so the same made-up id does not reach the store again.
+            if let Err(e) = self.cache.set(&cache_key, NOT_FOUND, NEGATIVE_TTL).await {
+                tracing::debug!(error = %e, "cache write failed");
+            }
             return Ok(None);
         };
         let record = CachedKey {
@@ -286,5 +350,9 @@ mod tests {
             (k.workspace_id, true, vec![9; 32])
         );
         assert!(CachedKey::decode(b"garbage").is_none());
+        assert!(
+            CachedKey::decode(NOT_FOUND).is_none(),
+            "the negative marker is never a record"
+        );
     }
 }

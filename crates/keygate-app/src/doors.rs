@@ -6,7 +6,9 @@ use std::collections::HashMap;
 use keygate_domain::Error;
 use keygate_domain::capability::AccessMethodMode;
 use keygate_domain::grant::DoorState;
-use keygate_domain::ids::{AccessGrantId, AccessSystemId, EntranceId, UserIdentityId, WorkspaceId};
+use keygate_domain::ids::{
+    AccessGrantId, AccessMethodId, AccessSystemId, EntranceId, UserIdentityId, WorkspaceId,
+};
 use keygate_domain::model::AccessSystem;
 use keygate_domain::page::PageRequest;
 use keygate_store::{GrantFilter, MethodFilter, Store};
@@ -18,6 +20,10 @@ use crate::App;
 #[derive(Clone, Debug)]
 pub struct Door {
     pub entrance_id: EntranceId,
+    /// The grant and the mobile key that give the person this door (the first, when several
+    /// do): an unlock through the page is cancelled when either is deleted.
+    pub access_grant_id: AccessGrantId,
+    pub access_method_id: AccessMethodId,
     pub name: String,
     pub system: AccessSystem,
     /// The system can unlock it from here.
@@ -118,6 +124,8 @@ pub async fn doors(
             let entrance = store.get_entrance(ws, d.entrance_id).await?;
             out.push(Door {
                 entrance_id: d.entrance_id,
+                access_grant_id: g.id,
+                access_method_id: m.id,
                 name: entrance.display_name,
                 remote: system.capabilities.can_remote_unlock && entrance.can_unlock_with_cloud_key,
                 code: codes.get(&d.entrance_id).cloned(),

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use keygate_domain::Error;
-use keygate_domain::action::{ActionAttempt, ActionType, AttemptStatus, JobWork, UnlockJob};
+use keygate_domain::action::UnlockJob;
 use keygate_domain::delivery::Channel;
 use keygate_domain::delivery::{Delivery, NewDelivery};
 use keygate_domain::ids::{
@@ -498,36 +498,17 @@ impl App {
         if !door.remote || !door.active(now()) {
             return Err(Refused::CannotUnlockNow);
         }
-        let attempt = ActionAttempt {
-            id: ActionAttemptId::new(),
-            workspace_id: ws,
-            action_type: ActionType::UnlockDoor,
-            status: AttemptStatus::Pending,
-            access_method_id: None,
-            acs_encoder_id: None,
-            acs_entrance_id: Some(door.entrance_id),
-            result: None,
-            error: None,
-            created_at: now(),
-            completed_at: None,
-        };
-        let job = JobWork::Unlock(UnlockJob {
-            action_attempt_id: attempt.id,
+        let job = UnlockJob {
+            action_attempt_id: ActionAttemptId::new(),
             acs_system_id: door.system.id,
             acs_entrance_id: door.entrance_id,
             user_identity_id: Some(user),
             instant_key_id,
-            access_grant_id: grant,
-            access_method_id: None,
-            expires_at: None,
-        });
-        self.store
-            .create_action_attempt(ws, &attempt, &job, None)
-            .await?;
-        self.tracker
-            .committed(Committed::new(ws).some_events().jobs())
-            .await;
-        tracing::info!(action_attempt_id = %attempt.id, acs_entrance_id = %door.entrance_id, "unlock requested");
+            access_grant_id: Some(door.access_grant_id),
+            access_method_id: Some(door.access_method_id),
+            expires_at: Some(self.unlock_expires_at()),
+        };
+        let attempt = self.queue_unlock(ws, job, None).await?;
         Ok(attempt.id)
     }
 }

@@ -22,6 +22,7 @@ pub mod ssrf;
 pub mod systems;
 pub mod tokens;
 pub mod tracker;
+pub mod unlock;
 pub mod webhooks;
 pub mod workspaces;
 
@@ -53,6 +54,26 @@ pub struct App {
     /// What the SSRF guard lets through besides public addresses, at `CreateWebhook` (the
     /// webhook dispatcher checks again at send time with the same policy).
     pub webhook_network: NetworkPolicy,
+    /// How long a remote unlock may wait to be sent, from the request: past it, it is never
+    /// sent (`unlock::DEFAULT_DEADLINE` unless configured).
+    pub unlock_deadline: std::time::Duration,
+    /// Per-workspace caps of the use cases.
+    pub limits: Limits,
+}
+
+/// Per-workspace caps the use cases enforce (docs/limits.md).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Webhooks one workspace may have; 0: no cap.
+    pub webhooks_per_workspace: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            webhooks_per_workspace: 20,
+        }
+    }
 }
 
 impl App {

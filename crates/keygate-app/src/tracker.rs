@@ -65,7 +65,8 @@ impl Committed {
         self
     }
 
-    /// An API key whose record changed (revoked): its cached copy is now stale.
+    /// An API key whose record changed (created or revoked): its cached copy, or the cached
+    /// absence of a key with its id, is now stale.
     pub fn api_key(mut self, id: ApiKeyId) -> Self {
         self.api_keys.push(id);
         self

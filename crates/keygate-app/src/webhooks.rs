@@ -90,7 +90,8 @@ fn url_violation(description: impl Into<String>) -> Error {
 
 impl App {
     /// Creates a webhook, or returns the first one on a replay. Returns it with its signing
-    /// secret (shown once, at create).
+    /// secret (shown once, at create). A workspace that has `limits.webhooks_per_workspace`
+    /// webhooks already is refused (`LimitReached`, `WEBHOOK_LIMIT_REACHED`); a replay is not.
     pub async fn create_webhook(
         &self,
         ws: WorkspaceId,
@@ -131,8 +132,13 @@ impl App {
             event_types,
             secret: new_secret(),
             created_at: now(),
+            workspace_cap: self.limits.webhooks_per_workspace,
         };
-        self.store.create_webhook(ws, &new, idem.as_ref()).await
+        let created = self.store.create_webhook(ws, &new, idem.as_ref()).await;
+        if let Err(Error::LimitReached { .. }) = &created {
+            keygate_telemetry::metrics::limit_refused("webhooks");
+        }
+        created
     }
 
     /// The URL rules, then the SSRF guard (which resolves the host) under this process's

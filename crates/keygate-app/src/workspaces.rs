@@ -115,6 +115,10 @@ impl App {
             Vec::new()
         };
         self.store.create_workspace(&ws, &key, &systems).await?;
+        // No "unknown key" entry cached before it existed may hide the new key.
+        self.tracker
+            .committed(Committed::new(ws.id).api_key(key.id))
+            .await;
         tracing::info!(workspace_id = %ws.id, workspace_type = workspace_type.as_str(), "workspace created");
         Ok((ws, key, token))
     }
@@ -140,6 +144,10 @@ impl App {
             revoked_at: None,
         };
         self.store.create_api_key(&key).await?;
+        // No "unknown key" entry cached before it existed may hide the new key.
+        self.tracker
+            .committed(Committed::new(ws).api_key(key.id))
+            .await;
         Ok((key, minted.token))
     }
 

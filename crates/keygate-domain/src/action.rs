@@ -85,10 +85,48 @@ pub struct UnlockJob {
     #[serde(default)]
     pub access_method_id: Option<AccessMethodId>,
     /// The deadline: past it the unlock is never sent (the attempt ends `unlock_expired`).
-    /// `None` only for jobs queued before deadlines existed; the worker then applies its default
-    /// from the attempt's creation.
+    /// `None` only for jobs queued before deadlines existed: those are never sent either.
     #[serde(default)]
     pub expires_at: Option<OffsetDateTime>,
+}
+
+/// The error types an unlock's action attempt ends with when Keygate itself stops it, before or
+/// instead of the access system's answer.
+pub mod unlock_errors {
+    /// Past its deadline (default 30 s from the request) before it could be sent.
+    pub const EXPIRED: &str = "unlock_expired";
+    /// The Instant Key, grant, access method or person that allowed it was revoked or deleted.
+    pub const ACCESS_REVOKED: &str = "access_revoked";
+    /// The grant's window closed (or has not opened) before it could be sent.
+    pub const WINDOW_CLOSED: &str = "access_window_closed";
+    /// The entrance (or its access system) cannot be unlocked remotely.
+    pub const NOT_SUPPORTED: &str = "remote_unlock_not_supported";
+    /// It may have been sent once already (its first claim was lost): never sent again.
+    pub const NOT_CONFIRMED: &str = "unlock_not_confirmed";
+    /// What allowed it could not be checked (the store failed): not sent.
+    pub const CHECK_FAILED: &str = "access_check_failed";
+}
+
+/// What a revocation or deletion takes away, for cancelling the unlocks it allowed that are
+/// still queued.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UnlockScope {
+    InstantKey(crate::ids::InstantKeyId),
+    Grant(crate::ids::AccessGrantId),
+    Method(AccessMethodId),
+    Person(crate::ids::UserIdentityId),
+}
+
+impl UnlockScope {
+    /// Whether `u` was allowed by what this scope takes away.
+    pub fn covers(&self, u: &UnlockJob) -> bool {
+        match *self {
+            Self::InstantKey(k) => u.instant_key_id == Some(k),
+            Self::Grant(g) => u.access_grant_id == Some(g),
+            Self::Method(m) => u.access_method_id == Some(m),
+            Self::Person(p) => u.user_identity_id == Some(p),
+        }
+    }
 }
 
 /// Take a method's access away in one system (after a delete).

@@ -3,7 +3,7 @@
 
 use time::OffsetDateTime;
 
-use crate::action::UnlockJob;
+use crate::action::{EncodeJob, UnlockJob};
 use crate::events::{self, EventType, NewEvent};
 use crate::grant::AccessMethod;
 use crate::ids::{AccessGrantId, AccessSystemId, InstantKeyId, UserIdentityId};
@@ -79,22 +79,51 @@ pub fn instant_key_delivery(
 
 /// `acs_entrance.unlocked`, after an unlock the access system confirmed.
 pub fn entrance_unlocked(u: &UnlockJob, at: OffsetDateTime) -> NewEvent {
-    let e = NewEvent::new(events::ACS_ENTRANCE_UNLOCKED, at)
+    about_unlock(NewEvent::new(events::ACS_ENTRANCE_UNLOCKED, at), u)
+}
+
+/// How an unlock's action attempt ended: `action_attempt.succeeded` or `action_attempt.failed`
+/// (the attempt carries the error type: `unlock_expired`, `access_revoked`, ...).
+pub fn unlock_finished(u: &UnlockJob, succeeded: bool, at: OffsetDateTime) -> NewEvent {
+    let t = if succeeded {
+        events::ACTION_ATTEMPT_SUCCEEDED
+    } else {
+        events::ACTION_ATTEMPT_FAILED
+    };
+    about_unlock(NewEvent::new(t, at), u)
+}
+
+/// How a card encoding's action attempt ended.
+pub fn encode_finished(e: &EncodeJob, succeeded: bool, at: OffsetDateTime) -> NewEvent {
+    let t = if succeeded {
+        events::ACTION_ATTEMPT_SUCCEEDED
+    } else {
+        events::ACTION_ATTEMPT_FAILED
+    };
+    NewEvent::new(t, at)
+        .system(e.acs_system_id)
+        .method(e.access_method_id)
+        .attempt(e.action_attempt_id)
+}
+
+fn about_unlock(e: NewEvent, u: &UnlockJob) -> NewEvent {
+    let mut e = e
         .system(u.acs_system_id)
         .entrance(u.acs_entrance_id)
         .attempt(u.action_attempt_id);
-    let e = match u.user_identity_id {
-        Some(p) => e.user(p),
-        None => e,
-    };
-    let e = match u.access_grant_id {
-        Some(g) => e.grant(g),
-        None => e,
-    };
-    match u.instant_key_id {
-        Some(k) => e.instant_key(k),
-        None => e,
+    if let Some(p) = u.user_identity_id {
+        e = e.user(p);
     }
+    if let Some(g) = u.access_grant_id {
+        e = e.grant(g);
+    }
+    if let Some(m) = u.access_method_id {
+        e = e.method(m);
+    }
+    if let Some(k) = u.instant_key_id {
+        e = e.instant_key(k);
+    }
+    e
 }
 
 fn with_grant(e: NewEvent, grant: Option<AccessGrantId>) -> NewEvent {

@@ -42,8 +42,12 @@ pub enum ErrorReason {
     WebhookNotFound,
     InstantKeyNotFound,
     CapabilityNotSupported,
+    AccessWindowClosed,
     UnknownAccessSystemType,
     RateLimited,
+    AuthFailuresLimited,
+    WatchStreamLimitReached,
+    WebhookLimitReached,
     NotImplemented,
     StoreUnavailable,
     Internal,
@@ -90,8 +94,12 @@ impl ErrorReason {
             Self::WebhookNotFound => "WEBHOOK_NOT_FOUND",
             Self::InstantKeyNotFound => "INSTANT_KEY_NOT_FOUND",
             Self::CapabilityNotSupported => "CAPABILITY_NOT_SUPPORTED",
+            Self::AccessWindowClosed => "ACCESS_WINDOW_CLOSED",
             Self::UnknownAccessSystemType => "UNKNOWN_ACCESS_SYSTEM_TYPE",
             Self::RateLimited => "RATE_LIMITED",
+            Self::AuthFailuresLimited => "AUTH_FAILURES_LIMITED",
+            Self::WatchStreamLimitReached => "WATCH_STREAM_LIMIT_REACHED",
+            Self::WebhookLimitReached => "WEBHOOK_LIMIT_REACHED",
             Self::NotImplemented => "NOT_IMPLEMENTED",
             Self::StoreUnavailable => "STORE_UNAVAILABLE",
             Self::Internal => "INTERNAL",
@@ -219,6 +227,14 @@ pub enum Error {
     Aborted { message: String },
     #[error("rate limit exceeded; retry in {retry_after:?}")]
     RateLimited { retry_after: Duration },
+    /// A limit other than the request rate (failed authentications from one client, concurrent
+    /// streams or webhooks of one workspace); `retry_after` when waiting is what helps.
+    #[error("{message}")]
+    LimitReached {
+        reason: ErrorReason,
+        message: String,
+        retry_after: Option<Duration>,
+    },
     #[error("{rpc} is not implemented in this version of Keygate")]
     NotImplemented { rpc: &'static str },
     #[error("store unavailable: {message}")]
@@ -260,7 +276,8 @@ impl Error {
             | Self::AlreadyExists { reason, .. }
             | Self::FailedPrecondition { reason, .. }
             | Self::Unauthenticated { reason, .. }
-            | Self::PermissionDenied { reason, .. } => *reason,
+            | Self::PermissionDenied { reason, .. }
+            | Self::LimitReached { reason, .. } => *reason,
             Self::NotFound { resource, .. } => resource.not_found_reason(),
             Self::Aborted { .. } => ErrorReason::ConcurrentModification,
             Self::RateLimited { .. } => ErrorReason::RateLimited,

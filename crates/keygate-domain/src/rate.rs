@@ -42,6 +42,18 @@ impl TokenBucket {
         }
     }
 
+    /// Whether a token is there at `now`, without taking it; how long until one is, if not.
+    pub fn peek(&self, now: Instant) -> Result<(), Duration> {
+        let tokens = (self.tokens
+            + now.saturating_duration_since(self.last).as_secs_f64() * self.rate)
+            .min(self.burst);
+        if tokens >= 1.0 {
+            Ok(())
+        } else {
+            Err(Duration::from_secs_f64((1.0 - tokens) / self.rate))
+        }
+    }
+
     /// Puts back `n` tokens taken but not used (never above the burst).
     pub fn refund(&mut self, n: u32) {
         self.tokens = (self.tokens + f64::from(n)).min(self.burst);
@@ -91,6 +103,16 @@ impl<K: Eq + Hash> Buckets<K> {
             .or_insert_with(|| TokenBucket::new(self.rate, self.burst, now))
             .take(now)
     }
+
+    /// Whether `key`'s bucket has a token at `now`, without taking it (a key without a bucket
+    /// has a full one); how long until it has, if not. For limits that count only some
+    /// outcomes: peek before the work, take after the outcomes that count.
+    pub fn peek(&self, key: &K, now: Instant) -> Result<(), Duration> {
+        let Ok(map) = self.map.lock() else {
+            return Ok(());
+        };
+        map.get(key).map_or(Ok(()), |b| b.peek(now))
+    }
 }
 
 #[cfg(test)]
@@ -131,5 +153,22 @@ mod tests {
         assert!(b.take("c", t1).is_ok());
         assert!(b.take("a", t1).is_err(), "a's empty bucket was kept");
         assert!(b.map.lock().expect("lock").len() <= 2);
+    }
+
+    #[test]
+    fn peeking_takes_nothing() {
+        let t0 = Instant::now();
+        let b = Buckets::new(1.0, 2, 8);
+        assert!(b.peek(&"a", t0).is_ok(), "no bucket yet: full");
+        assert!(b.peek(&"a", t0).is_ok());
+        assert!(b.take("a", t0).is_ok());
+        assert!(b.peek(&"a", t0).is_ok(), "one token left");
+        assert!(b.take("a", t0).is_ok());
+        let wait = b.peek(&"a", t0).expect_err("empty");
+        assert!(wait > Duration::ZERO && wait <= Duration::from_secs(1));
+        assert!(
+            b.peek(&"a", t0 + Duration::from_secs(1)).is_ok(),
+            "refilled"
+        );
     }
 }

@@ -48,6 +48,9 @@ pub struct NewWebhook {
     /// `whsec_` + base64 of 32 random bytes. Stored as is: it is needed to sign every delivery.
     pub secret: String,
     pub created_at: OffsetDateTime,
+    /// Most webhooks its workspace may have, this one included; 0: no cap. The store checks it
+    /// in the create transaction, so concurrent creates cannot pass it together.
+    pub workspace_cap: u32,
 }
 
 /// The published retry schedule (`webhooks.proto`): the delay before each attempt, measured

@@ -57,11 +57,19 @@ pub trait Ledger: Send + Sync {
 
 /// An in-memory ledger (lost on restart): for tests of a single process.
 #[derive(Default)]
-pub struct MemoryLedger(Mutex<HashMap<(AccessSystemId, AccessMethodId), SandboxCredential>>);
+pub struct MemoryLedger(
+    Mutex<HashMap<(AccessSystemId, AccessMethodId), SandboxCredential>>,
+    Mutex<Vec<UnlockJob>>,
+);
 
 impl MemoryLedger {
     pub fn len(&self) -> usize {
         self.0.lock().map(|m| m.len()).unwrap_or(0)
+    }
+
+    /// Every unlock the systems performed, in order.
+    pub fn unlocks(&self) -> Vec<UnlockJob> {
+        self.1.lock().map(|u| u.clone()).unwrap_or_default()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -97,7 +105,9 @@ impl Ledger for MemoryLedger {
         Ok(())
     }
 
-    async fn unlocked(&self, _system: &AccessSystem, _job: &UnlockJob) -> Result<(), String> {
+    async fn unlocked(&self, _system: &AccessSystem, job: &UnlockJob) -> Result<(), String> {
+        let mut u = self.1.lock().map_err(|_| "ledger poisoned".to_owned())?;
+        u.push(job.clone());
         Ok(())
     }
 }
@@ -171,6 +181,12 @@ impl VirtualSystems {
             let fault = (!queue.is_empty()).then(|| queue.remove(0));
             (delay, fault)
         })
+    }
+
+    /// Every unlock the systems performed (the doors that opened), with the in-memory ledger
+    /// (none otherwise).
+    pub fn unlocks(&self) -> Vec<UnlockJob> {
+        self.memory.as_ref().map_or_else(Vec::new, |m| m.unlocks())
     }
 
     /// How many credentials all systems hold, with the in-memory ledger (0 otherwise).

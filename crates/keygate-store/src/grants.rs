@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::LazyLock;
 
 use async_trait::async_trait;
-use keygate_domain::action::{ActionAttempt, JobWork, RevokeJob};
+use keygate_domain::action::{ActionAttempt, JobWork, RevokeJob, UnlockScope};
 use keygate_domain::events::{Event, NewEvent};
 use keygate_domain::grant::{AccessGrant, AccessMethod, DoorState, DoorStatus};
 use keygate_domain::ids::{
@@ -662,6 +662,7 @@ where
             live
         };
         let mut events = Self::delete_methods(&mut tx, ws, &live, now).await?;
+        events.extend(Self::cancel_unlocks_in(&mut tx, ws, UnlockScope::Grant(id), now).await?);
         events.push(keygate_domain::applied::access_grant_deleted(
             id,
             grant.user_identity_id,
@@ -705,7 +706,8 @@ where
             .bind(to_micros(now))
             .execute(&mut *tx)
             .await?;
-        let events = Self::delete_methods(&mut tx, ws, std::slice::from_ref(&m), now).await?;
+        let mut events = Self::delete_methods(&mut tx, ws, std::slice::from_ref(&m), now).await?;
+        events.extend(Self::cancel_unlocks_in(&mut tx, ws, UnlockScope::Method(id), now).await?);
         let appended = Self::append_events(&mut tx, ws, &events, now).await?;
         tx.commit().await?;
         Ok(appended)

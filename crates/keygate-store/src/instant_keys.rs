@@ -3,6 +3,7 @@
 use std::sync::LazyLock;
 
 use async_trait::async_trait;
+use keygate_domain::action::UnlockScope;
 use keygate_domain::events::Event;
 use keygate_domain::ids::{InstantKeyId, UserIdentityId, WorkspaceId};
 use keygate_domain::instant_key::InstantKey;
@@ -191,7 +192,11 @@ where
                 .execute(&mut *tx)
                 .await?;
             let k = Self::instant_key_in(&mut tx, ws, id).await?;
-            events = Self::append_events(&mut tx, ws, &[k.revoked_event(now)], now).await?;
+            let mut new = vec![k.revoked_event(now)];
+            new.extend(
+                Self::cancel_unlocks_in(&mut tx, ws, UnlockScope::InstantKey(id), now).await?,
+            );
+            events = Self::append_events(&mut tx, ws, &new, now).await?;
         }
         let k = Self::instant_key_in(&mut tx, ws, id).await?;
         tx.commit().await?;

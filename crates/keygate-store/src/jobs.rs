@@ -10,8 +10,10 @@ use std::sync::LazyLock;
 
 use async_trait::async_trait;
 use keygate_domain::Error;
-use keygate_domain::action::{AttemptError, EncodedCard, JobWork, RevokeJob};
-use keygate_domain::events::Event;
+use keygate_domain::action::{
+    AttemptError, EncodedCard, JobWork, RevokeJob, UnlockScope, unlock_errors,
+};
+use keygate_domain::events::{Event, NewEvent};
 use keygate_domain::grant::DoorStatus;
 use keygate_domain::ids::{AccessGrantId, AccessMethodId, AccessSystemId, EntranceId, WorkspaceId};
 use keygate_domain::tracker::{self, ProvisionResult};
@@ -116,6 +118,74 @@ fn wrong_kind(job: &Job, kind: &str) -> StoreError {
     StoreError::Domain(Error::Internal {
         message: format!("job {} is not {kind} job", job.id),
     })
+}
+
+/// Unlock cancellation, shared by every revocation and deletion (with the narrower bounds of
+/// their modules).
+impl<D> SqlStore<D>
+where
+    D: Dialect,
+    for<'c> &'c mut D::Connection: Executor<'c, Database = D>,
+    D::Arguments: IntoArguments<D>,
+    for<'r> &'r str: ColumnIndex<D::Row>,
+    usize: ColumnIndex<D::Row>,
+    String: SqlValue<D>,
+    Option<String>: SqlValue<D>,
+    i64: SqlValue<D>,
+    Option<i64>: SqlValue<D>,
+    i32: SqlValue<D>,
+    Vec<u8>: SqlValue<D>,
+{
+    /// Ends, inside the caller's transaction, the queued or running unlocks that `scope` allowed:
+    /// each job is done (a worker holding it fails its fence check and never calls), its
+    /// attempt, if still pending, ends in `error` with `access_revoked`; returns the
+    /// `action_attempt.failed` events to append. Called by every revocation and deletion that
+    /// takes away what an unlock relies on.
+    pub(crate) async fn cancel_unlocks_in(
+        conn: &mut D::Connection,
+        ws: WorkspaceId,
+        scope: UnlockScope,
+        now: OffsetDateTime,
+    ) -> StoreResult<Vec<NewEvent>> {
+        let rows: Vec<(String, String)> = sqlx::query_as(assembled(format!(
+            "SELECT job_id, payload FROM jobs WHERE workspace_id = $1 AND kind = 'unlock' AND state IN ('queued', 'running'){}",
+            D::LOCK
+        )))
+        .bind(ws.to_string())
+        .fetch_all(&mut *conn)
+        .await?;
+        let mut events = Vec::new();
+        for (job_id, payload) in rows {
+            // An undecodable payload is the dead-letter path's to handle (and can unlock nothing).
+            let Ok(JobWork::Unlock(u)) = serde_json::from_str::<JobWork>(&payload) else {
+                continue;
+            };
+            if !scope.covers(&u) {
+                continue;
+            }
+            sqlx::query("UPDATE jobs SET state = 'done', lease_owner = NULL, lease_token = NULL, lease_until = NULL, last_error = $2, updated_at = $3 WHERE job_id = $1")
+                .bind(job_id)
+                .bind(unlock_errors::ACCESS_REVOKED.to_owned())
+                .bind(to_micros(now))
+                .execute(&mut *conn)
+                .await?;
+            let ended = sqlx::query("UPDATE action_attempts SET status = 'error', error_type = $3, error_message = $4, completed_at = $5 WHERE workspace_id = $1 AND action_attempt_id = $2 AND status = 'pending'")
+                .bind(ws.to_string())
+                .bind(u.action_attempt_id.to_string())
+                .bind(unlock_errors::ACCESS_REVOKED.to_owned())
+                .bind(
+                    "what allowed this unlock was revoked or deleted before it was sent".to_owned(),
+                )
+                .bind(to_micros(now))
+                .execute(&mut *conn)
+                .await?;
+            let ended = D::rows_affected(&ended);
+            if ended > 0 {
+                events.push(keygate_domain::applied::unlock_finished(&u, false, now));
+            }
+        }
+        Ok(events)
+    }
 }
 
 impl<D> SqlStore<D>
@@ -420,6 +490,11 @@ where
                     .await?;
             }
         }
+        events.push(keygate_domain::applied::encode_finished(
+            e,
+            outcome.is_ok(),
+            now,
+        ));
         Self::finish_job(&mut tx, job, now).await?;
         let appended = Self::append_events(&mut tx, ws, &events, now).await?;
         tx.commit().await?;
@@ -457,6 +532,11 @@ where
         if outcome.is_ok() {
             events.push(keygate_domain::applied::entrance_unlocked(u, now));
         }
+        events.push(keygate_domain::applied::unlock_finished(
+            u,
+            outcome.is_ok(),
+            now,
+        ));
         Self::finish_job(&mut tx, job, now).await?;
         let appended = Self::append_events(&mut tx, ws, &events, now).await?;
         tx.commit().await?;

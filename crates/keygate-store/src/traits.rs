@@ -692,6 +692,24 @@ pub trait WebhookStore: Send + Sync {
         now: OffsetDateTime,
     ) -> Result<Vec<keygate_domain::webhook::ClaimedDelivery>, Error>;
 
+    /// Workspaces with due deliveries (pending, due, not leased, of enabled webhooks) and how
+    /// many each has due, the one waiting longest first; at most `limit` workspaces. The
+    /// dispatcher takes them in turns with [`Self::claim_workspace_deliveries`].
+    async fn due_delivery_workspaces(
+        &self,
+        now: OffsetDateTime,
+        limit: u32,
+    ) -> Result<Vec<(WorkspaceId, u32)>, Error>;
+
+    /// [`Self::claim_deliveries`] of one workspace's deliveries only.
+    async fn claim_workspace_deliveries(
+        &self,
+        workspace: WorkspaceId,
+        limit: u32,
+        lease: std::time::Duration,
+        now: OffsetDateTime,
+    ) -> Result<Vec<keygate_domain::webhook::ClaimedDelivery>, Error>;
+
     /// Records one attempt's outcome on the delivery and its webhook, in one transaction, under
     /// the claim's lease: success, a retry at `retry_at`, or failed for good. A failure when the
     /// webhook has had no success for `disable_after` disables it (its other pending deliveries

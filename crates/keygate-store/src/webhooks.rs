@@ -1,7 +1,7 @@
 //! Webhooks and their deliveries.
 //!
-//! Lock order, on PostgreSQL: a webhook row before any of its delivery rows, then the event
-//! counter. Every transaction here that takes more than one follows it, so none can deadlock.
+//! Lock order, on PostgreSQL: the workspace row (a capped create), a webhook row before any of
+//! its delivery rows, then the event counter. Every transaction here that takes more than one follows it, so none can deadlock.
 
 use std::sync::LazyLock;
 
@@ -11,7 +11,7 @@ use keygate_domain::ids::{EventId, WebhookId, WorkspaceId};
 use keygate_domain::model::truncate_to_micros;
 use keygate_domain::page::{Page, PageRequest};
 use keygate_domain::webhook::{AttemptOutcome, ClaimedDelivery, NewWebhook, Webhook};
-use keygate_domain::{Error, Resource};
+use keygate_domain::{Error, ErrorReason, Resource};
 use sqlx::{ColumnIndex, Executor, IntoArguments};
 use time::OffsetDateTime;
 
@@ -297,6 +297,32 @@ where
             let secret = Self::secret_in(&mut tx, ws, first).await?;
             return Ok((w, secret));
         }
+        if new.workspace_cap > 0 {
+            // The workspace row first, so concurrent creates in one workspace count in turn.
+            sqlx::query(assembled(format!(
+                "SELECT 1 FROM workspaces WHERE workspace_id = $1{}",
+                D::LOCK
+            )))
+            .bind(ws.to_string())
+            .fetch_optional(&mut *tx)
+            .await?;
+            let have: i64 =
+                sqlx::query_scalar("SELECT COUNT(*) FROM webhooks WHERE workspace_id = $1")
+                    .bind(ws.to_string())
+                    .fetch_one(&mut *tx)
+                    .await?;
+            if have >= i64::from(new.workspace_cap) {
+                return Err(Error::LimitReached {
+                    reason: ErrorReason::WebhookLimitReached,
+                    message: format!(
+                        "this workspace has {have} webhooks, the most it may have ({}); delete one first",
+                        new.workspace_cap
+                    ),
+                    retry_after: None,
+                }
+                .into());
+            }
+        }
         // Events committed before this point are not sent to it.
         let cursor: i64 = sqlx::query_scalar(
             "SELECT COALESCE(MAX(last_seq), 0) FROM event_counters WHERE workspace_id = $1",
@@ -428,8 +454,30 @@ where
         Ok(true)
     }
 
+    async fn due_hook_workspaces(
+        &self,
+        now: OffsetDateTime,
+        limit: u32,
+    ) -> StoreResult<Vec<(WorkspaceId, u32)>> {
+        let rows: Vec<(String, i64)> = sqlx::query_as("SELECT d.workspace_id, COUNT(*) AS due FROM webhook_deliveries d JOIN webhooks w ON w.workspace_id = d.workspace_id AND w.webhook_id = d.webhook_id WHERE d.status = 'pending' AND d.next_attempt_at <= $1 AND (d.lease_until IS NULL OR d.lease_until < $1) AND w.is_enabled = $2 GROUP BY d.workspace_id ORDER BY MIN(d.next_attempt_at) LIMIT $3")
+            .bind(to_micros(now))
+            .bind(true)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.into_iter()
+            .map(|(ws, due)| {
+                Ok((
+                    parse("workspace_id", &ws)?,
+                    u32::try_from(due).unwrap_or(u32::MAX),
+                ))
+            })
+            .collect()
+    }
+
     async fn claim_hook_deliveries(
         &self,
+        ws: Option<WorkspaceId>,
         limit: u32,
         lease: std::time::Duration,
         now: OffsetDateTime,
@@ -439,18 +487,26 @@ where
         let mut tx = self.pool.begin_with(D::BEGIN).await?;
         // Due deliveries of enabled webhooks, not leased (or whose lease ran out); on
         // PostgreSQL, rows another dispatcher is claiming are skipped, never waited for.
+        // One workspace's (when asked; the dispatcher takes workspaces in turns), or any.
+        let only = if ws.is_some() {
+            " AND d.workspace_id = $6"
+        } else {
+            ""
+        };
         let claim = format!(
-            "UPDATE webhook_deliveries SET lease_token = $1, lease_until = $2, attempts = attempts + 1, updated_at = $3 WHERE (workspace_id, webhook_id, event_seq) IN (SELECT d.workspace_id, d.webhook_id, d.event_seq FROM webhook_deliveries d JOIN webhooks w ON w.workspace_id = d.workspace_id AND w.webhook_id = d.webhook_id WHERE d.status = 'pending' AND d.next_attempt_at <= $3 AND (d.lease_until IS NULL OR d.lease_until < $3) AND w.is_enabled = $5 ORDER BY d.next_attempt_at LIMIT $4{})",
+            "UPDATE webhook_deliveries SET lease_token = $1, lease_until = $2, attempts = attempts + 1, updated_at = $3 WHERE (workspace_id, webhook_id, event_seq) IN (SELECT d.workspace_id, d.webhook_id, d.event_seq FROM webhook_deliveries d JOIN webhooks w ON w.workspace_id = d.workspace_id AND w.webhook_id = d.webhook_id WHERE d.status = 'pending' AND d.next_attempt_at <= $3 AND (d.lease_until IS NULL OR d.lease_until < $3) AND w.is_enabled = $5{only} ORDER BY d.next_attempt_at LIMIT $4{})",
             D::skip_locked_of("d")
         );
-        let claimed = sqlx::query(assembled(claim))
+        let mut query = sqlx::query(assembled(claim))
             .bind(token.clone())
             .bind(to_micros(until))
             .bind(to_micros(now))
             .bind(i64::from(limit))
-            .bind(true)
-            .execute(&mut *tx)
-            .await?;
+            .bind(true);
+        if let Some(ws) = ws {
+            query = query.bind(ws.to_string());
+        }
+        let claimed = query.execute(&mut *tx).await?;
         if D::rows_affected(&claimed) == 0 {
             return Ok(Vec::new());
         }
@@ -669,7 +725,27 @@ where
         lease: std::time::Duration,
         now: OffsetDateTime,
     ) -> Result<Vec<ClaimedDelivery>, Error> {
-        Ok(self.claim_hook_deliveries(limit, lease, now).await?)
+        Ok(self.claim_hook_deliveries(None, limit, lease, now).await?)
+    }
+
+    async fn due_delivery_workspaces(
+        &self,
+        now: OffsetDateTime,
+        limit: u32,
+    ) -> Result<Vec<(WorkspaceId, u32)>, Error> {
+        Ok(self.due_hook_workspaces(now, limit).await?)
+    }
+
+    async fn claim_workspace_deliveries(
+        &self,
+        workspace: WorkspaceId,
+        limit: u32,
+        lease: std::time::Duration,
+        now: OffsetDateTime,
+    ) -> Result<Vec<ClaimedDelivery>, Error> {
+        Ok(self
+            .claim_hook_deliveries(Some(workspace), limit, lease, now)
+            .await?)
     }
 
     async fn record_delivery_attempt(

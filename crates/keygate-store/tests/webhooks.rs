@@ -37,6 +37,8 @@ on_both!(
     webhooks_are_tenant_scoped_and_idempotent,
     fan_out_neither_loses_nor_doubles,
     attempts_are_leased_recorded_and_disable,
+    due_deliveries_are_told_and_claimed_per_workspace,
+    the_webhook_cap_counts_the_workspace_s_webhooks,
 );
 
 fn hook(url: &str, types: &[&str]) -> NewWebhook {
@@ -46,6 +48,7 @@ fn hook(url: &str, types: &[&str]) -> NewWebhook {
         event_types: types.iter().map(|t| (*t).to_owned()).collect(),
         secret: "whsec_c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LXNlY3I=".into(),
         created_at: now(),
+        workspace_cap: 0,
     }
 }
 
@@ -449,4 +452,76 @@ pub async fn attempts_are_leased_recorded_and_disable(store: Arc<dyn Store>) {
             .expect("rows")
             .is_empty()
     );
+}
+
+pub async fn due_deliveries_are_told_and_claimed_per_workspace(store: Arc<dyn Store>) {
+    let a = seeded_workspace(&*store, "Deep").await;
+    let b = seeded_workspace(&*store, "Shallow").await;
+    store
+        .create_webhook(a, &hook("https://example.com/a", &[]), None)
+        .await
+        .expect("create");
+    store
+        .create_webhook(b, &hook("https://example.com/b", &[]), None)
+        .await
+        .expect("create");
+    let mut deep = 0;
+    for _ in 0..3 {
+        deep += grant(&*store, a).await;
+    }
+    let shallow = grant(&*store, b).await;
+    fan_out(&*store).await;
+    let mut due = store
+        .due_delivery_workspaces(now(), 10)
+        .await
+        .expect("due workspaces");
+    due.sort_by_key(|(ws, _)| *ws != a);
+    assert_eq!(
+        due,
+        vec![(a, deep as u32), (b, shallow as u32)],
+        "each workspace with its count"
+    );
+    let claimed = store
+        .claim_workspace_deliveries(b, 100, Duration::from_secs(60), now())
+        .await
+        .expect("claim b");
+    assert_eq!(claimed.len(), shallow);
+    assert!(claimed.iter().all(|d| d.workspace_id == b), "only b's");
+    let due = store
+        .due_delivery_workspaces(now(), 10)
+        .await
+        .expect("due workspaces");
+    assert_eq!(due, vec![(a, deep as u32)], "leased ones are not due");
+    let claimed = store
+        .claim_workspace_deliveries(a, 2, Duration::from_secs(60), now())
+        .await
+        .expect("claim a");
+    assert_eq!(claimed.len(), 2, "at most the limit");
+    assert!(claimed.iter().all(|d| d.workspace_id == a));
+}
+
+pub async fn the_webhook_cap_counts_the_workspace_s_webhooks(store: Arc<dyn Store>) {
+    let ws = seeded_workspace(&*store, "Capped").await;
+    let other = seeded_workspace(&*store, "Other").await;
+    let capped = |url: &str| NewWebhook {
+        workspace_cap: 2,
+        ..hook(url, &[])
+    };
+    store
+        .create_webhook(other, &capped("https://example.com/o"), None)
+        .await
+        .expect("other");
+    store
+        .create_webhook(ws, &capped("https://example.com/1"), None)
+        .await
+        .expect("first");
+    store
+        .create_webhook(ws, &capped("https://example.com/2"), None)
+        .await
+        .expect("second");
+    let err = store
+        .create_webhook(ws, &capped("https://example.com/3"), None)
+        .await
+        .expect_err("over the cap");
+    assert_eq!(err.reason(), ErrorReason::WebhookLimitReached);
 }

@@ -20,6 +20,7 @@ pub const PROVIDER_CALL_ERRORS: &str = "keygate_provider_call_errors_total";
 pub const CACHE_REQUESTS: &str = "keygate_cache_requests_total";
 pub const CACHE_UNSEALABLE: &str = "keygate_cache_unsealable_total";
 pub const WEBHOOK_DELIVERIES: &str = "keygate_webhook_deliveries_total";
+pub const LIMIT_REFUSALS: &str = "keygate_limit_refusals_total";
 pub const RECONCILE_PASSES: &str = "keygate_reconcile_passes_total";
 pub const RECONCILE_CHECKED: &str = "keygate_reconcile_checked_total";
 pub const RECONCILE_REPAIRED: &str = "keygate_reconcile_repaired_total";
@@ -76,7 +77,7 @@ fn describe() {
     );
     describe_counter!(
         CACHE_REQUESTS,
-        "Cache look-ups by cache (status, api_key) and result (hit, miss, error)"
+        "Cache look-ups by cache (status, api_key) and result (hit, negative_hit, miss, error)"
     );
     describe_counter!(
         CACHE_UNSEALABLE,
@@ -85,6 +86,10 @@ fn describe() {
     describe_counter!(
         WEBHOOK_DELIVERIES,
         "Webhook delivery attempts by outcome (delivered, retry, failed)"
+    );
+    describe_counter!(
+        LIMIT_REFUSALS,
+        "Calls refused by an abuse limit (auth_failures, watch_streams, webhooks)"
     );
     describe_counter!(
         RECONCILE_PASSES,
@@ -158,6 +163,9 @@ pub fn provider_call(
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CacheResult {
     Hit,
+    /// The cache remembers that the store has no such entry (unknown API key ids): the store
+    /// was not read.
+    NegativeHit,
     /// Not there (or there but undecodable): the store was read.
     Miss,
     /// The cache failed (Redis down or slow): the store was read.
@@ -168,6 +176,7 @@ pub enum CacheResult {
 pub fn cache_lookup(cache: &'static str, result: CacheResult) {
     let result = match result {
         CacheResult::Hit => "hit",
+        CacheResult::NegativeHit => "negative_hit",
         CacheResult::Miss => "miss",
         CacheResult::Error => "error",
     };
@@ -193,6 +202,21 @@ pub fn webhook_delivery(outcome: &str) {
         .copied()
         .unwrap_or("other");
     counter!(WEBHOOK_DELIVERIES, "outcome" => outcome).increment(1);
+}
+
+/// The limits [`limit_refused`] counts; anything else is counted as `other`.
+pub const LIMITS: [&str; 3] = ["auth_failures", "watch_streams", "webhooks"];
+
+/// A call refused by an abuse limit: `auth_failures` (a client with too many failed
+/// authentications, refused before its credentials are read), `watch_streams` (a workspace's
+/// concurrent `WatchEvents` streams) or `webhooks` (a workspace's webhooks, at create).
+pub fn limit_refused(limit: &str) {
+    let limit = LIMITS
+        .iter()
+        .find(|l| **l == limit)
+        .copied()
+        .unwrap_or("other");
+    counter!(LIMIT_REFUSALS, "limit" => limit).increment(1);
 }
 
 /// One finished reconciliation pass (`None` when it failed before the end).

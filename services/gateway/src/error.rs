@@ -50,6 +50,12 @@ pub fn to_status(err: Error) -> Status {
             details.set_retry_info(Some(*retry_after));
             (Code::ResourceExhausted, err.to_string())
         }
+        Error::LimitReached { retry_after, .. } => {
+            if let Some(after) = retry_after {
+                details.set_retry_info(Some(*after));
+            }
+            (Code::ResourceExhausted, err.to_string())
+        }
         Error::NotImplemented { .. } => (Code::Unimplemented, err.to_string()),
         Error::Unavailable { message } => {
             tracing::warn!(error = %message, "store unavailable");

@@ -17,7 +17,7 @@ use crate::services::access_grants::AccessGrants;
 use crate::services::access_methods::{AccessMethods, ActionAttempts};
 use crate::services::access_systems::AccessSystems;
 use crate::services::acs_users::AcsUsers;
-use crate::services::events::Events;
+use crate::services::events::{Events, OpenStreams, StreamLimits};
 use crate::services::instant_keys::InstantKeys;
 use crate::services::user_identities::UserIdentities;
 use crate::services::webhooks::Webhooks;
@@ -60,6 +60,8 @@ pub struct ServerConfig {
     pub max_concurrent_streams: u32,
     /// Connections are closed after this age so L4 load balancers can rebalance.
     pub max_connection_age: Duration,
+    /// `WatchEvents` streams per workspace, and how often they re-check their key.
+    pub streams: StreamLimits,
 }
 
 impl Default for ServerConfig {
@@ -70,10 +72,12 @@ impl Default for ServerConfig {
                 rate_burst: 200,
                 max_deadline: Duration::from_secs(30),
                 max_in_flight: 1024,
+                auth_failures_per_minute: 60,
             },
             max_message_bytes: 4 * 1024 * 1024,
             max_concurrent_streams: 256,
             max_connection_age: Duration::from_secs(30 * 60),
+            streams: StreamLimits::default(),
         }
     }
 }
@@ -142,6 +146,8 @@ pub async fn serve(
     let events = Events {
         app: app.clone(),
         shutdown: deps.shutdown.clone(),
+        auth: auth.clone(),
+        streams: std::sync::Arc::new(OpenStreams::new(cfg.streams)),
     };
     let webhooks = Webhooks { app: app.clone() };
     let workspaces = Workspaces { app: app.clone() };

@@ -4,18 +4,24 @@
 //! 2. `trace`       — one span per RPC with method, request id, workspace and gRPC code; it
 //!    continues the caller's trace when the call carries a W3C `traceparent`.
 //! 3. `metrics`     — the RPC latency histogram, by method and gRPC code.
-//! 4. `auth`        — API key → workspace (or admin token → operator); refuses with UNAUTHENTICATED.
-//! 5. `rate_limit`  — per-workspace token bucket; RESOURCE_EXHAUSTED with `RetryInfo`.
-//! 6. `deadline`    — the shorter of the client's `grpc-timeout` and the server maximum.
-//! 7. `load_shed`   — a global in-flight limit that refuses at once (UNAVAILABLE) rather than queue.
+//! 4. `auth_failures` — per client address, a budget of failed authentications; a client that
+//!    spent it is refused (RESOURCE_EXHAUSTED with `RetryInfo`) before its credentials are read.
+//! 5. `auth`        — API key → workspace (or admin token → operator); refuses with UNAUTHENTICATED.
+//! 6. `rate_limit`  — per-workspace token bucket; RESOURCE_EXHAUSTED with `RetryInfo`.
+//! 7. `deadline`    — the shorter of the client's `grpc-timeout` and the server maximum.
+//! 8. `load_shed`   — a global in-flight limit that refuses at once (UNAVAILABLE) rather than queue.
 //!
-//! Bounded message sizes come last, in each service's codec (see `server.rs`). Auth runs
-//! before the rate limit because the bucket is per workspace; load shedding sits after the
-//! deadline so a shed call never waits. Metrics sit outside auth so refused calls are counted
-//! too, and inside the trace span so their time is the call's, not the span's bookkeeping.
+//! Bounded message sizes come last, in each service's codec (see `server.rs`). The failed-auth
+//! limit runs before auth so that a client sending made-up keys reaches neither the cache nor
+//! the store once it has spent its budget; it counts only calls auth refused, so a busy client
+//! with a good key is never limited by it. Auth runs before the rate limit because the bucket is
+//! per workspace; load shedding sits after the deadline so a shed call never waits. Metrics sit
+//! outside auth so refused calls are counted too, and inside the trace span so their time is the
+//! call's, not the span's bookkeeping.
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
+use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::{Arc, LazyLock, Mutex};
 use std::task::{Context, Poll};
@@ -23,8 +29,9 @@ use std::time::{Duration, Instant};
 
 use http::{HeaderValue, Request, Response};
 use keygate_domain::Error;
+use keygate_domain::ErrorReason;
 use keygate_domain::ids::WorkspaceId;
-use keygate_domain::rate::TokenBucket;
+use keygate_domain::rate::{Buckets, TokenBucket};
 use tokio::sync::Semaphore;
 use tonic::body::Body;
 use tower::{Layer, Service};
@@ -34,10 +41,11 @@ use crate::auth::{Authenticator, Principal};
 use crate::error::to_status;
 
 /// The stack's stages, outermost first. `build` follows this order and a test asserts it.
-pub const ORDER: [&str; 7] = [
+pub const ORDER: [&str; 8] = [
     RequestId::NAME,
     Trace::NAME,
     Metrics::NAME,
+    AuthFailures::NAME,
     Auth::NAME,
     RateLimit::NAME,
     Deadline::NAME,
@@ -365,7 +373,117 @@ impl Middleware for Metrics {
     }
 }
 
+/// Most client addresses whose failed authentications are remembered at once.
+const AUTH_FAILURE_CLIENTS: usize = 100_000;
+
+/// Failed authentications per client address: `per_minute` may fail in a minute (a token
+/// bucket of that burst, refilling at that rate); a client with none left is refused until one
+/// is back. Successful authentications take nothing.
+pub struct AuthFailureLimiter {
+    buckets: Option<Buckets<IpAddr>>,
+}
+
+impl AuthFailureLimiter {
+    /// `per_minute` 0 turns the limit off.
+    pub fn new(per_minute: u32) -> Self {
+        Self {
+            buckets: (per_minute > 0).then(|| {
+                Buckets::new(
+                    f64::from(per_minute) / 60.0,
+                    per_minute,
+                    AUTH_FAILURE_CLIENTS,
+                )
+            }),
+        }
+    }
+
+    /// `Ok` when `client` may try to authenticate; otherwise how long until it may.
+    pub fn check(&self, client: IpAddr) -> Result<(), Duration> {
+        match &self.buckets {
+            Some(b) => b.peek(&client_key(client), Instant::now()),
+            None => Ok(()),
+        }
+    }
+
+    /// Counts one failed authentication of `client`.
+    pub fn failed(&self, client: IpAddr) {
+        if let Some(b) = &self.buckets {
+            // An empty bucket stays empty; the refusal comes with the next call's check.
+            let _ = b.take(client_key(client), Instant::now());
+        }
+    }
+}
+
+/// The key a client's failures are counted under: its IPv4 address, or the /64 of its IPv6
+/// address (one host commonly holds a whole /64, so single addresses would be free to rotate).
+pub fn client_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let prefix = u128::from(v6) & !((1u128 << 64) - 1);
+                IpAddr::V6(prefix.into())
+            }
+        },
+    }
+}
+
+/// The address of the peer of a call, as tonic's TCP accept loop attached it. The gRPC port
+/// has no trusted-proxy setting: behind an L7 proxy every call is the proxy's (see
+/// docs/limits.md).
+pub fn peer_ip<B>(req: &Request<B>) -> Option<IpAddr> {
+    req.extensions()
+        .get::<tonic::transport::server::TcpConnectInfo>()
+        .and_then(|i| i.remote_addr())
+        .map(|a| a.ip())
+}
+
 /// Stage 4.
+#[derive(Clone)]
+pub struct AuthFailures(pub Arc<AuthFailureLimiter>);
+
+impl Middleware for AuthFailures {
+    const NAME: &'static str = "auth_failures";
+
+    fn handle<S: Inner>(
+        &self,
+        req: Request<Body>,
+        next: Next<S>,
+    ) -> BoxFuture<Result<Response<Body>, S::Error>> {
+        // Health checks and reflection need no credentials: nothing to fail, nothing to limit
+        // (probes keep working from an address that is over its budget).
+        let open = crate::auth::guard_for(req.uri().path()) == crate::auth::Guard::None;
+        let Some(client) = peer_ip(&req).filter(|_| !open) else {
+            return Box::pin(next.run(req));
+        };
+        if let Err(wait) = self.0.check(client) {
+            keygate_telemetry::metrics::limit_refused("auth_failures");
+            tracing::debug!(%client, "refused: too many failed authentications");
+            return Box::pin(async move {
+                Ok(refuse(Error::LimitReached {
+                    reason: ErrorReason::AuthFailuresLimited,
+                    message: "too many failed authentications from this address; retry later"
+                        .into(),
+                    retry_after: Some(wait),
+                }))
+            });
+        }
+        let limiter = self.0.clone();
+        let fut = next.run(req);
+        Box::pin(async move {
+            let resp = fut.await?;
+            // The head of a refused call; a stream that ends UNAUTHENTICATED later (its key
+            // revoked) carries it in its trailers and is not counted.
+            if response_code(&resp) == tonic::Code::Unauthenticated {
+                limiter.failed(client);
+            }
+            Ok(resp)
+        })
+    }
+}
+
+/// Stage 5.
 #[derive(Clone)]
 pub struct Auth(pub Authenticator);
 
@@ -425,7 +543,7 @@ impl RateLimiter {
     }
 }
 
-/// Stage 5.
+/// Stage 6.
 #[derive(Clone)]
 pub struct RateLimit(pub Arc<RateLimiter>);
 
@@ -464,7 +582,7 @@ pub fn parse_grpc_timeout(v: &str) -> Option<Duration> {
     })
 }
 
-/// Stage 6.
+/// Stage 7.
 #[derive(Clone)]
 pub struct Deadline {
     pub max: Duration,
@@ -498,7 +616,7 @@ impl Middleware for Deadline {
     }
 }
 
-/// Stage 7.
+/// Stage 8.
 #[derive(Clone)]
 pub struct LoadShed(pub Arc<Semaphore>);
 
@@ -531,6 +649,8 @@ pub struct StackConfig {
     pub rate_burst: u32,
     pub max_deadline: Duration,
     pub max_in_flight: usize,
+    /// Failed authentications per minute per client address before it is refused; 0: no limit.
+    pub auth_failures_per_minute: u32,
 }
 
 /// The composed layer type of [`build`], outermost stage last in the nesting.
@@ -538,7 +658,10 @@ pub type Stack = Nest<
     LoadShed,
     Nest<
         Deadline,
-        Nest<RateLimit, Nest<Auth, Nest<Metrics, Nest<Trace, Nest<RequestId, Identity>>>>>,
+        Nest<
+            RateLimit,
+            Nest<Auth, Nest<AuthFailures, Nest<Metrics, Nest<Trace, Nest<RequestId, Identity>>>>>,
+        >,
     >,
 >;
 type Nest<M, Inner> = tower::layer::util::Stack<StageLayer<M>, Inner>;
@@ -550,6 +673,9 @@ pub fn build(cfg: &StackConfig, auth: Authenticator) -> Stack {
         .layer(StageLayer(RequestId))
         .layer(StageLayer(Trace))
         .layer(StageLayer(Metrics))
+        .layer(StageLayer(AuthFailures(Arc::new(AuthFailureLimiter::new(
+            cfg.auth_failures_per_minute,
+        )))))
         .layer(StageLayer(Auth(auth)))
         .layer(StageLayer(RateLimit(Arc::new(RateLimiter::new(
             cfg.rate_per_second,
@@ -591,6 +717,37 @@ mod tests {
         assert_eq!(method_label("/keygate.v1.AccessGrantService/Nope"), "other");
         assert_eq!(method_label("/anything/else"), "other");
         assert_eq!(code_name(tonic::Code::NotFound), "NOT_FOUND");
+    }
+
+    #[test]
+    fn failures_are_counted_per_client_and_ipv6_per_64() {
+        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().expect("ip");
+        let b: IpAddr = "2001:db8:1:2:bbbb::9".parse().expect("ip");
+        let other: IpAddr = "2001:db8:1:3::1".parse().expect("ip");
+        assert_eq!(client_key(a), client_key(b), "one /64");
+        assert_ne!(client_key(a), client_key(other));
+        let mapped: IpAddr = "::ffff:192.0.2.7".parse().expect("ip");
+        assert_eq!(
+            client_key(mapped),
+            "192.0.2.7".parse::<IpAddr>().expect("ip")
+        );
+
+        let limiter = AuthFailureLimiter::new(3);
+        let v4: IpAddr = "192.0.2.1".parse().expect("ip");
+        for _ in 0..3 {
+            assert!(limiter.check(v4).is_ok());
+            limiter.failed(v4);
+        }
+        let wait = limiter
+            .check(v4)
+            .expect_err("three failures spent the budget");
+        assert!(wait > Duration::ZERO && wait <= Duration::from_secs(20));
+        assert!(limiter.check(a).is_ok(), "another client is not affected");
+        let off = AuthFailureLimiter::new(0);
+        for _ in 0..100 {
+            off.failed(v4);
+        }
+        assert!(off.check(v4).is_ok(), "0 turns the limit off");
     }
 
     #[test]

@@ -17,6 +17,7 @@ fn config() -> StackConfig {
         rate_burst: 100,
         max_deadline: Duration::from_secs(5),
         max_in_flight: 8,
+        auth_failures_per_minute: 60,
     }
 }
 
@@ -53,6 +54,7 @@ async fn stages_run_in_the_named_order() {
             "request_id",
             "trace",
             "metrics",
+            "auth_failures",
             "auth",
             "rate_limit",
             "deadline",
@@ -68,7 +70,10 @@ async fn stages_run_in_the_named_order() {
 #[tokio::test]
 async fn auth_stops_a_call_before_the_inner_stages() {
     let (seen, resp) = run("/keygate.v1.UserIdentityService/ListUserIdentities", &[]).await;
-    assert_eq!(seen, ["request_id", "trace", "metrics", "auth"]);
+    assert_eq!(
+        seen,
+        ["request_id", "trace", "metrics", "auth_failures", "auth"]
+    );
     assert_eq!(
         resp.headers()
             .get("grpc-status")
@@ -91,4 +96,152 @@ async fn a_caller_request_id_is_kept() {
             .and_then(|v| v.to_str().ok()),
         Some("abc-123")
     );
+}
+
+/// A stack over a store with one workspace; returns it and the workspace's API key.
+async fn stack_with_key(
+    auth_failures_per_minute: u32,
+) -> (
+    impl tower::Service<
+        Request<Body>,
+        Response = Response<Body>,
+        Error = std::convert::Infallible,
+        Future: Send,
+    > + Clone,
+    String,
+    TestDb,
+) {
+    let db = TestDb::sqlite().await;
+    let (ws, key, token) = keygate_app::workspaces::new_workspace(
+        "Limits".into(),
+        keygate_domain::model::WorkspaceType::Sandbox,
+        "k".into(),
+    );
+    db.store
+        .create_workspace(&ws, &key, &[])
+        .await
+        .expect("workspace");
+    let auth = Authenticator::new(db.store.clone(), Arc::new(InProcessCache::new(100)), None);
+    let probe = tower::service_fn(|_req: Request<Body>| async {
+        Ok::<_, std::convert::Infallible>(Response::new(Body::empty()))
+    });
+    let cfg = StackConfig {
+        auth_failures_per_minute,
+        ..config()
+    };
+    (stack::build(&cfg, auth).layer(probe), token, db)
+}
+
+/// A call from `peer` with `key` (none: no authorization header); its trail and status.
+async fn call_from<S>(svc: &S, peer: &str, key: Option<&str>) -> (Vec<&'static str>, tonic::Status)
+where
+    S: tower::Service<Request<Body>, Response = Response<Body>, Error = std::convert::Infallible>
+        + Clone,
+{
+    let mut req = Request::builder().uri("/keygate.v1.UserIdentityService/ListUserIdentities");
+    if let Some(k) = key {
+        req = req.header("authorization", format!("Bearer {k}"));
+    }
+    let mut req = req.body(Body::empty()).expect("request");
+    let trail = Trail::default();
+    req.extensions_mut().insert(trail.clone());
+    req.extensions_mut()
+        .insert(tonic::transport::server::TcpConnectInfo {
+            local_addr: None,
+            remote_addr: Some(peer.parse().expect("peer address")),
+        });
+    let resp = svc.clone().oneshot(req).await.expect("infallible");
+    let status =
+        tonic::Status::from_header_map(resp.headers()).unwrap_or_else(|| tonic::Status::ok(""));
+    let seen = trail.0.lock().expect("trail").clone();
+    (seen, status)
+}
+
+/// A key shaped like a Keygate key whose id exists nowhere.
+fn forged() -> String {
+    format!("kg_{}_{}", uuid::Uuid::new_v4().simple(), "A".repeat(43))
+}
+
+#[tokio::test]
+async fn a_client_that_failed_too_often_is_refused_before_auth() {
+    use tonic_types::StatusExt as _;
+    let (svc, key, _db) = stack_with_key(3).await;
+    let attacker = "198.51.100.7:40000";
+    for _ in 0..3 {
+        let (seen, status) = call_from(&svc, attacker, Some(&forged())).await;
+        assert_eq!(status.code(), tonic::Code::Unauthenticated);
+        assert!(seen.contains(&"auth"), "within its budget: authenticated");
+    }
+    let (seen, status) = call_from(&svc, attacker, Some(&forged())).await;
+    assert_eq!(status.code(), tonic::Code::ResourceExhausted);
+    assert_eq!(
+        seen,
+        ["request_id", "trace", "metrics", "auth_failures"],
+        "refused before any key lookup"
+    );
+    let details = status.get_error_details();
+    assert_eq!(
+        details.error_info().map(|i| i.reason.as_str()),
+        Some("AUTH_FAILURES_LIMITED")
+    );
+    let delay = details
+        .retry_info()
+        .and_then(|r| r.retry_delay)
+        .expect("RetryInfo");
+    assert!(
+        delay > Duration::ZERO && delay <= Duration::from_secs(20),
+        "{delay:?}"
+    );
+    // Even its good key waits: the refusal comes before credentials are read.
+    let (_, status) = call_from(&svc, attacker, Some(&key)).await;
+    assert_eq!(status.code(), tonic::Code::ResourceExhausted);
+    // Health checks need no credentials and stay open to it.
+    let mut req = Request::builder()
+        .uri("/grpc.health.v1.Health/Check")
+        .body(Body::empty())
+        .expect("request");
+    req.extensions_mut()
+        .insert(tonic::transport::server::TcpConnectInfo {
+            local_addr: None,
+            remote_addr: Some(attacker.parse().expect("peer")),
+        });
+    let resp = svc.clone().oneshot(req).await.expect("infallible");
+    assert!(
+        resp.headers().get("grpc-status").is_none(),
+        "health is not refused"
+    );
+    // Another client is not affected.
+    let (_, status) = call_from(&svc, "203.0.113.9:5000", Some(&key)).await;
+    assert_eq!(status.code(), tonic::Code::Ok);
+    let (_, status) = call_from(&svc, "203.0.113.9:5000", None).await;
+    assert_eq!(
+        status.code(),
+        tonic::Code::Unauthenticated,
+        "a missing key counts too"
+    );
+}
+
+#[tokio::test]
+async fn successful_authentications_are_not_counted() {
+    let (svc, key, _db) = stack_with_key(2).await;
+    let client = "192.0.2.10:1234";
+    for _ in 0..20 {
+        let (_, status) = call_from(&svc, client, Some(&key)).await;
+        assert_eq!(status.code(), tonic::Code::Ok);
+    }
+    let (_, status) = call_from(&svc, client, Some(&forged())).await;
+    assert_eq!(
+        status.code(),
+        tonic::Code::Unauthenticated,
+        "its budget is whole"
+    );
+}
+
+#[tokio::test]
+async fn zero_turns_the_failed_auth_limit_off() {
+    let (svc, _key, _db) = stack_with_key(0).await;
+    for _ in 0..50 {
+        let (_, status) = call_from(&svc, "192.0.2.11:1", Some(&forged())).await;
+        assert_eq!(status.code(), tonic::Code::Unauthenticated);
+    }
 }

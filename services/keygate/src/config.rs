@@ -435,6 +435,37 @@ pub struct ServeArgs {
     #[arg(long, env = "KEYGATE_MAX_IN_FLIGHT", default_value_t = 1024)]
     pub max_in_flight: usize,
 
+    /// Failed authentications per minute from one client address (its /64 for IPv6) before the
+    /// gRPC API refuses it with RESOURCE_EXHAUSTED, ahead of any key lookup; 0: no limit.
+    #[arg(
+        long,
+        env = "KEYGATE_AUTH_FAILURES_PER_MINUTE_PER_CLIENT",
+        default_value_t = 60
+    )]
+    pub auth_failures_per_minute_per_client: u32,
+
+    /// WatchEvents streams one workspace may hold open at once on this server; 0: no limit.
+    #[arg(
+        long,
+        env = "KEYGATE_WATCH_STREAMS_PER_WORKSPACE",
+        default_value_t = 100
+    )]
+    pub watch_streams_per_workspace: usize,
+
+    /// Webhooks one workspace may have; CreateWebhook beyond it is refused with
+    /// RESOURCE_EXHAUSTED (WEBHOOK_LIMIT_REACHED); 0: no limit.
+    #[arg(long, env = "KEYGATE_WEBHOOKS_PER_WORKSPACE", default_value_t = 20)]
+    pub webhooks_per_workspace: u32,
+
+    /// Webhook deliveries of one workspace in flight at once in this process's dispatcher, so
+    /// one workspace's backlog cannot take every slot.
+    #[arg(
+        long,
+        env = "KEYGATE_WEBHOOK_IN_FLIGHT_PER_WORKSPACE",
+        default_value_t = 8
+    )]
+    pub webhook_in_flight_per_workspace: usize,
+
     /// Largest gRPC message accepted or sent, in bytes.
     #[arg(long, env = "KEYGATE_MAX_MESSAGE_BYTES", default_value_t = 4 * 1024 * 1024)]
     pub max_message_bytes: usize,
@@ -450,6 +481,12 @@ pub struct ServeArgs {
     /// Seconds an orchestrator holds a job; a crashed worker's jobs are taken over after this.
     #[arg(long, env = "KEYGATE_JOB_LEASE_SECS", default_value_t = 30)]
     pub job_lease_secs: u64,
+
+    /// Seconds a remote unlock (Instant Key page, `UnlockDoor`, `UnlockEntrance`) may wait to be
+    /// sent to the access system, from the request; past it the unlock is never sent and its
+    /// action attempt fails with `unlock_expired`. At least 1.
+    #[arg(long, env = "KEYGATE_UNLOCK_DEADLINE_SECS", default_value_t = 30)]
+    pub unlock_deadline_secs: u64,
 
     /// Seconds between reconciliation passes, which read every access system back and repair
     /// what drifted from the record; 0 turns them off.

@@ -150,6 +150,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         tokens: page_tokens.clone(),
         instant_key_delivery: instant_key_delivery.clone(),
         webhook_network,
+        unlock_deadline: Duration::from_secs(args.unlock_deadline_secs.max(1)),
+        limits: keygate_app::Limits {
+            webhooks_per_workspace: args.webhooks_per_workspace,
+        },
     };
     let (ready_tx, ready_rx) = watch::channel(false);
 
@@ -170,8 +174,13 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
                 rate_burst: args.rate_limit_burst,
                 max_deadline: Duration::from_secs(args.max_deadline_secs.max(1)),
                 max_in_flight: args.max_in_flight.max(1),
+                auth_failures_per_minute: args.auth_failures_per_minute_per_client,
             },
             max_message_bytes: args.max_message_bytes,
+            streams: keygate_gateway::services::events::StreamLimits {
+                per_workspace: args.watch_streams_per_workspace,
+                ..Default::default()
+            },
             ..ServerConfig::default()
         };
         let stop = stopped(stop_rx.clone());
@@ -237,6 +246,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
                     scale: args.webhook_retry_scale,
                 },
                 network: webhook_network,
+                per_workspace: args.webhook_in_flight_per_workspace.max(1),
                 ..DispatcherConfig::default()
             },
         );

@@ -147,8 +147,8 @@ impl Reconciler {
                         }
                     }
                 }
-                _ = stop.changed() => {
-                    if *stop.borrow() {
+                changed = stop.changed() => {
+                    if changed.is_err() || *stop.borrow() {
                         break;
                     }
                 }

@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use keygate_app::tracker::{Committed, Tracker};
 use keygate_domain::Error;
-use keygate_domain::action::{AttemptError, EncodeJob, JobWork, RevokeJob, UnlockJob};
+use keygate_domain::action::{
+    AttemptError, EncodeJob, JobWork, RevokeJob, UnlockJob, unlock_errors,
+};
 use keygate_domain::grant::ProvisionJob;
 use keygate_domain::ids::AccessSystemId;
 use keygate_domain::model::now;
@@ -155,7 +157,8 @@ impl Orchestrator {
                     // A job ended: its permits (and maybe its system's) are free again.
                     _ = self.freed.notified() => {}
                     _ = tokio::time::sleep(self.cfg.poll) => {}
-                    _ = stop.changed() => {}
+                    // A dropped sender can no longer stop us: stop now rather than spin.
+                    changed = stop.changed() => if changed.is_err() { break },
                 }
             }
         }
@@ -415,27 +418,52 @@ impl Orchestrator {
         Ok(())
     }
 
+    /// A remote unlock: at most once and never late. It is sent only on its first claim (a
+    /// later claim means an earlier one may have sent it: never again), only before its
+    /// deadline, and only while what allowed it still does (checked just before the call);
+    /// the call itself gets no longer than what is left of the deadline. Never retried.
     async fn unlock(&self, job: &Job, u: &UnlockJob) -> Result<(), Error> {
         let ws = job.workspace_id;
-        let system = self.store.get_access_system(ws, u.acs_system_id).await?;
-        self.vendor_limits.acquire(&system).await;
-        if !self.may_call(job).await {
-            return Ok(());
-        }
-        let outcome = match calls::call(
-            &system,
-            "unlock",
-            self.cfg.call_timeout,
-            self.provider.unlock(&system, u),
-            calls::unlock_outcome,
-        )
-        .await
-        {
-            Ok(r) => r,
-            Err(_) => Err(AttemptError {
-                error_type: "lock_not_online".into(),
-                message: format!("no answer within {:?}", self.cfg.call_timeout),
-            }),
+        let refused = if job.attempts > 1 {
+            Some(AttemptError {
+                error_type: unlock_errors::NOT_CONFIRMED.into(),
+                message: "an earlier run of this unlock may have reached the access system; it is never sent twice".into(),
+            })
+        } else {
+            None
+        };
+        let outcome = match refused {
+            Some(e) => Err(e),
+            None => {
+                let system = self.store.get_access_system(ws, u.acs_system_id).await?;
+                self.vendor_limits.acquire(&system).await;
+                if !self.may_call(job).await {
+                    return Ok(());
+                }
+                match self.unlock_allowed(job, u).await {
+                    Err(e) => Err(e),
+                    Ok(left) => {
+                        match calls::call(
+                            &system,
+                            "unlock",
+                            left.min(self.cfg.call_timeout),
+                            self.provider.unlock(&system, u),
+                            calls::unlock_outcome,
+                        )
+                        .await
+                        {
+                            Ok(r) => r,
+                            Err(_) => Err(AttemptError {
+                                error_type: "lock_not_online".into(),
+                                message: format!(
+                                    "no answer within {:?}",
+                                    left.min(self.cfg.call_timeout)
+                                ),
+                            }),
+                        }
+                    }
+                }
+            }
         };
         if let Err(err) = &outcome {
             tracing::info!(error_type = %err.error_type, "unlock failed");
@@ -446,6 +474,29 @@ impl Orchestrator {
                 .await;
         }
         Ok(())
+    }
+
+    /// What is left of an unlock's deadline when it may still be sent, or why it may not.
+    async fn unlock_allowed(&self, job: &Job, u: &UnlockJob) -> Result<Duration, AttemptError> {
+        let at = now();
+        let left = u
+            .expires_at
+            .map(|e| e - at)
+            .filter(|left| left.is_positive())
+            .and_then(|left| Duration::try_from(left).ok());
+        let Some(left) = left else {
+            return Err(AttemptError {
+                error_type: unlock_errors::EXPIRED.into(),
+                message: match u.expires_at {
+                    Some(e) => format!("not sent by its deadline ({e})"),
+                    None => {
+                        "queued without a deadline (before deadlines existed): never sent".into()
+                    }
+                },
+            });
+        };
+        keygate_app::unlock::still_allowed(&*self.store, job.workspace_id, u, at).await?;
+        Ok(left)
     }
 
     async fn revoke(&self, job: &Job, r: &RevokeJob) -> Result<(), Error> {

@@ -9,6 +9,12 @@
 //!    same client and concurrency;
 //! 3. `CreateAccessGrant` throughput at 32 concurrent clients.
 //!
+//! With `--forged`, it measures instead the authenticated p99 of `GetAccessMethod` while about
+//! 1,000 requests a second with made-up API keys arrive from another address (127.0.0.2):
+//! without them (baseline), with the failed-authentication limit off (as before it existed;
+//! random key ids each reach the store), with one made-up id repeated (the negative cache), and
+//! with the limit on (60 failures a minute per client).
+//!
 //! Figures are printed as a table; ratios matter more than absolutes on a shared machine.
 
 use std::sync::Arc;
@@ -61,7 +67,7 @@ struct Harness {
     _db: TestDb,
 }
 
-async fn start(postgres: bool) -> anyhow::Result<Harness> {
+async fn start(postgres: bool, auth_failures_per_minute: u32) -> anyhow::Result<Harness> {
     let db = if postgres {
         TestDb::postgres().await
     } else {
@@ -86,6 +92,8 @@ async fn start(postgres: bool) -> anyhow::Result<Harness> {
         tokens: PageTokens::new(vec![7; 32]),
         instant_key_delivery: Default::default(),
         webhook_network: Default::default(),
+        unlock_deadline: keygate_app::unlock::DEFAULT_DEADLINE,
+        limits: Default::default(),
     };
     let deps = GatewayDeps {
         app,
@@ -98,6 +106,7 @@ async fn start(postgres: bool) -> anyhow::Result<Harness> {
             rate_burst: u32::MAX,
             max_deadline: Duration::from_secs(30),
             max_in_flight: 100_000,
+            auth_failures_per_minute,
         },
         ..ServerConfig::default()
     };
@@ -282,12 +291,194 @@ async fn channels(addr: String, n: usize) -> anyhow::Result<Vec<Channel>> {
     Ok(out)
 }
 
+/// A key shaped like a Keygate key; a fresh random id each time unless `id` is given.
+fn forged_key(id: Option<&str>) -> String {
+    let id = id.map_or_else(|| uuid_like(rand_u128()), str::to_owned);
+    format!("kg_{id}_{}", "F".repeat(43))
+}
+
+fn rand_u128() -> u128 {
+    use std::hash::{BuildHasher as _, Hasher as _};
+    let mut a = std::collections::hash_map::RandomState::new().build_hasher();
+    a.write_u64(1);
+    let mut b = std::collections::hash_map::RandomState::new().build_hasher();
+    b.write_u64(2);
+    (u128::from(a.finish()) << 64) | u128::from(b.finish())
+}
+
+fn uuid_like(n: u128) -> String {
+    format!("{n:032x}")
+}
+
+/// What the forger did: calls sent, and how they were answered.
+#[derive(Default, Debug)]
+struct Forged {
+    sent: u64,
+    unauthenticated: u64,
+    refused_early: u64,
+}
+
+/// Sends `per_second` calls with made-up keys from 127.0.0.2 until `until`.
+async fn forge(
+    addr: String,
+    per_second: u32,
+    until: Instant,
+    fixed_id: Option<String>,
+) -> anyhow::Result<Forged> {
+    let mut chans = Vec::new();
+    for _ in 0..4 {
+        chans.push(
+            Channel::from_shared(addr.clone())?
+                .local_address(Some("127.0.0.2".parse()?))
+                .connect()
+                .await?,
+        );
+    }
+    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(per_second)));
+    let mut calls = tokio::task::JoinSet::new();
+    let mut out = Forged::default();
+    let mut i = 0usize;
+    while Instant::now() < until {
+        tick.tick().await;
+        let ch = chans[i % chans.len()].clone();
+        i += 1;
+        let key = forged_key(fixed_id.as_deref());
+        calls.spawn(async move {
+            v1::access_method_service_client::AccessMethodServiceClient::new(ch)
+                .get_access_method(authed(
+                    &key,
+                    v1::GetAccessMethodRequest {
+                        access_method_id: "00000000-0000-0000-0000-000000000000".into(),
+                    },
+                ))
+                .await
+                .map(|_| ())
+                .map_err(|s| s.code())
+        });
+        while let Some(done) = calls.try_join_next() {
+            out.count(done);
+        }
+    }
+    while let Some(done) = calls.join_next().await {
+        out.count(done);
+    }
+    Ok(out)
+}
+
+impl Forged {
+    fn count(&mut self, done: Result<Result<(), tonic::Code>, tokio::task::JoinError>) {
+        self.sent += 1;
+        match done {
+            Ok(Err(tonic::Code::Unauthenticated)) => self.unauthenticated += 1,
+            Ok(Err(tonic::Code::ResourceExhausted)) => self.refused_early += 1,
+            _ => {}
+        }
+    }
+}
+
+/// `--forged`: authenticated p99 while made-up keys arrive, with and without the limit.
+async fn forged_mode(postgres: bool) -> anyhow::Result<()> {
+    let secs = Duration::from_secs(5);
+    let concurrency = 8;
+    println!(
+        "keygate-load --forged: store = {}, {} cores; GetAccessMethod (cache hit) from {concurrency} clients on 127.0.0.1 for {}s, forged keys at 1000 req/s from 127.0.0.2",
+        if postgres { "postgres" } else { "sqlite" },
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1),
+        secs.as_secs()
+    );
+    // (label, limit per minute, forged rate, one repeated id)
+    let phases: [(&str, u32, u32, bool); 4] = [
+        ("no forged keys (baseline)", 60, 0, false),
+        ("forged, random ids, limit off (before)", 0, 1000, false),
+        ("forged, one id repeated, limit off", 0, 1000, true),
+        ("forged, random ids, limit 60/min (after)", 60, 1000, false),
+    ];
+    // Each phase has a server of its own; the ones done are stopped but kept (a dropped stop
+    // sender would leave their orchestrators' loops spinning and skew the later phases).
+    let mut done = Vec::new();
+    for (label, limit, rate, repeated) in phases {
+        let h = start(postgres, limit).await?;
+        let picked = doors(&h, &["virtual_salto_ks"]).await?;
+        let g = v1::access_grant_service_client::AccessGrantServiceClient::new(h.channel.clone())
+            .create_access_grant(authed(&h.key, mobile_grant(&[picked[0].0.clone()])))
+            .await?
+            .into_inner()
+            .access_grant
+            .context("grant")?;
+        let method_id = g.requested_access_methods[0].created_access_method_ids[0].clone();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let until = Instant::now() + secs;
+        let forger = (rate > 0).then(|| {
+            tokio::spawn(forge(
+                h.addr.clone(),
+                rate,
+                until,
+                repeated.then(|| uuid_like(rand_u128())),
+            ))
+        });
+        let chans = channels(h.addr.clone(), 4).await?;
+        let key = h.key.clone();
+        let failed = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let failures = failed.clone();
+        let (ops, lat) = drive(concurrency, secs, move |i| {
+            let ch = chans[i % chans.len()].clone();
+            let key = key.clone();
+            let id = method_id.clone();
+            let failures = failures.clone();
+            async move {
+                let ok = v1::access_method_service_client::AccessMethodServiceClient::new(ch)
+                    .get_access_method(authed(
+                        &key,
+                        v1::GetAccessMethodRequest {
+                            access_method_id: id,
+                        },
+                    ))
+                    .await
+                    .is_ok();
+                if !ok {
+                    failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                ok
+            }
+        })
+        .await;
+        let failed = failed.load(std::sync::atomic::Ordering::Relaxed);
+        if failed > 0 {
+            println!("   ({label}: {failed} authenticated calls failed)");
+        }
+        let forged = match forger {
+            Some(f) => Some(f.await??),
+            None => None,
+        };
+        println!(
+            "   {label:<44} {ops:>7.0} req/s  p50 {:.2} ms  p99 {:.2} ms{}",
+            ms(percentile(&lat, 0.5)),
+            ms(percentile(&lat, 0.99)),
+            forged.map_or(String::new(), |f| format!(
+                "  | forged {:.0}/s: {} UNAUTHENTICATED, {} refused before auth",
+                f.sent as f64 / secs.as_secs_f64(),
+                f.unauthenticated,
+                f.refused_early
+            ))
+        );
+        let _ = h._stop.send(true);
+        done.push(h);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let postgres = std::env::args().any(|a| a == "--postgres");
+    if std::env::args().any(|a| a == "--forged") {
+        return forged_mode(postgres).await;
+    }
     let concurrency = 32;
     let secs = Duration::from_secs(5);
-    let h = start(postgres).await?;
+    let h = start(postgres, 0).await?;
     println!(
         "keygate-load: store = {}, {} cores",
         if postgres { "postgres" } else { "sqlite" },

@@ -24,5 +24,7 @@ pub fn app(store: Arc<dyn Store>, webhook_network: NetworkPolicy) -> App {
         tokens: PageTokens::new(vec![6; 32]),
         instant_key_delivery: Default::default(),
         webhook_network,
+        unlock_deadline: keygate_app::unlock::DEFAULT_DEADLINE,
+        limits: Default::default(),
     }
 }

@@ -1,24 +1,31 @@
 //! The webhook dispatcher of the delivery role. One loop, woken by the event doorbell, by a
 //! finished attempt, by the next due retry, or by a poll:
 //!
-//! 1. **Fan-out.** For every enabled webhook with events after its cursor, read the log after
-//!    the cursor (`EventLog::list_events`), and in one transaction insert a delivery row per
-//!    matching event and move the cursor (`WebhookStore::fan_out_webhook`, a compare-and-set on
-//!    the cursor). A crash before the commit leaves the cursor where it was, so the rows are
-//!    inserted next time; after it, the cursor has moved, so they are not inserted again. Two
-//!    dispatchers racing on one webhook: the second's compare fails and it writes nothing (and
-//!    the (webhook, event) primary key would refuse a duplicate anyway).
-//! 2. **Attempts.** Lease due deliveries (`claim_deliveries`, SKIP LOCKED on PostgreSQL), POST
-//!    each, and record the outcome under the lease. A worker that dies mid-attempt loses its
-//!    lease and the delivery is attempted again: delivery is at least once, and receivers drop
-//!    duplicates by `webhook-id`.
+//! 1. **Fan-out.** For every enabled webhook with events after its cursor, read a batch of the
+//!    log after the cursor (`EventLog::list_events`), and in one transaction insert a delivery
+//!    row per matching event and move the cursor (`WebhookStore::fan_out_webhook`, a
+//!    compare-and-set on the cursor). A crash before the commit leaves the cursor where it was,
+//!    so the rows are inserted next time; after it, the cursor has moved, so they are not
+//!    inserted again. Two dispatchers racing on one webhook: the second's compare fails and it
+//!    writes nothing (and the (webhook, event) primary key would refuse a duplicate anyway). A
+//!    webhook further behind than one batch gets its next batch in the next pass, right after.
+//! 2. **Attempts.** Lease due deliveries (`claim_workspace_deliveries`, SKIP LOCKED on
+//!    PostgreSQL), POST each, and record the outcome under the lease. A worker that dies
+//!    mid-attempt loses its lease and the delivery is attempted again: delivery is at least
+//!    once, and receivers drop duplicates by `webhook-id`.
+//!
+//! Workspaces take turns: the free attempt slots are dealt one at a time to each workspace with
+//! due deliveries (`due_delivery_workspaces`), and no workspace holds more than
+//! `per_workspace` of them, so one tenant's backlog (or its slow receiver) cannot delay
+//! another's deliveries.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use keygate_app::tracker::{Committed, Tracker};
 use keygate_domain::events::{Event, EventFilter};
-use keygate_domain::ids::{EventId, WebhookId};
+use keygate_domain::ids::{EventId, WebhookId, WorkspaceId};
 use keygate_domain::model::now;
 use keygate_domain::webhook::{ATTEMPT_TIMEOUT, AttemptOutcome, ClaimedDelivery, wants};
 use keygate_store::{EventLog, Store, WebhookCursor, WebhookStore};
@@ -52,6 +59,8 @@ pub struct DispatcherConfig {
     pub network: NetworkPolicy,
     /// Attempts in flight at once.
     pub concurrency: usize,
+    /// Attempts of one workspace in flight at once (at most `concurrency`).
+    pub per_workspace: usize,
     /// How long a claimed delivery is held; longer than the attempt timeout.
     pub lease: Duration,
     /// How often to look for work when nothing wakes the loop.
@@ -68,6 +77,7 @@ impl Default for DispatcherConfig {
             retry: RetryPolicy::default(),
             network: NetworkPolicy::default(),
             concurrency: 32,
+            per_workspace: 8,
             lease: Duration::from_secs(60),
             poll: Duration::from_secs(1),
             timeout: ATTEMPT_TIMEOUT,
@@ -78,6 +88,8 @@ impl Default for DispatcherConfig {
 
 /// Webhooks looked at per fan-out pass.
 const FAN_OUT_WEBHOOKS: u32 = 256;
+/// Workspaces with due deliveries looked at per claim.
+const DUE_WORKSPACES: u32 = 256;
 /// Longest error text kept on a delivery row (webhooks and Instant Key deliveries).
 pub(crate) const MAX_ERROR_CHARS: usize = 500;
 
@@ -122,6 +134,68 @@ struct Inner {
     cfg: DispatcherConfig,
     /// Rung when an attempt finishes: a permit is free again.
     done: Notify,
+    /// Attempts in flight per workspace.
+    busy: Mutex<HashMap<WorkspaceId, usize>>,
+}
+
+/// One attempt's place in its workspace's in-flight count; dropping it frees the place.
+struct Busy {
+    inner: Arc<Inner>,
+    workspace: WorkspaceId,
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        if let Ok(mut busy) = self.inner.busy.lock()
+            && let Some(n) = busy.get_mut(&self.workspace)
+        {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                busy.remove(&self.workspace);
+            }
+        }
+    }
+}
+
+/// How many deliveries each workspace may claim now: `free` slots dealt one at a time to each
+/// workspace in turn (in the order of `due`, the longest-waiting first), none getting more than
+/// it has due or more than `per_workspace` minus what it has in flight (`busy`).
+fn shares(
+    due: &[(WorkspaceId, u32)],
+    busy: &HashMap<WorkspaceId, usize>,
+    per_workspace: usize,
+    free: usize,
+) -> Vec<(WorkspaceId, u32)> {
+    let room: Vec<usize> = due
+        .iter()
+        .map(|(ws, n)| {
+            let left = per_workspace.saturating_sub(busy.get(ws).copied().unwrap_or(0));
+            left.min(*n as usize)
+        })
+        .collect();
+    let mut given = vec![0usize; due.len()];
+    let mut left = free;
+    while left > 0 {
+        let mut dealt = false;
+        for (g, r) in given.iter_mut().zip(&room) {
+            if left == 0 {
+                break;
+            }
+            if *g < *r {
+                *g += 1;
+                left -= 1;
+                dealt = true;
+            }
+        }
+        if !dealt {
+            break;
+        }
+    }
+    due.iter()
+        .zip(given)
+        .filter(|(_, g)| *g > 0)
+        .map(|((ws, _), g)| (*ws, u32::try_from(g).unwrap_or(u32::MAX)))
+        .collect()
 }
 
 /// The dispatcher of one process. Any number may run against one store.
@@ -147,6 +221,7 @@ impl Dispatcher {
                 renderer,
                 cfg,
                 done: Notify::new(),
+                busy: Mutex::new(HashMap::new()),
             }),
         }
     }
@@ -170,40 +245,32 @@ impl Dispatcher {
             if *stop.borrow() {
                 break;
             }
+            // A pass fans out one batch per webhook; webhooks further behind get the next pass,
+            // right after this round's claims (so one webhook's deep log cannot hold up the
+            // others' fan-out, nor the attempts).
+            let mut behind = false;
             if rung || last_fan_out.elapsed() >= inner.cfg.poll {
                 rung = false;
                 last_fan_out = Instant::now();
-                if let Err(e) = inner
+                match inner
                     .fan_out()
                     .instrument(tracing::debug_span!("webhook_fan_out"))
                     .await
                 {
-                    tracing::warn!(error = %e, "webhook fan-out failed; retrying on the next pass");
+                    Ok(more) => behind = more,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "webhook fan-out failed; retrying on the next pass")
+                    }
                 }
             }
             let free = permits.available_permits();
             if free > 0 {
-                match inner
-                    .store
-                    .claim_deliveries(
-                        u32::try_from(free).unwrap_or(u32::MAX),
-                        inner.cfg.lease,
-                        now(),
-                    )
-                    .await
-                {
-                    Ok(batch) => {
-                        leases::spawn_each(&permits, batch, |d| {
-                            let inner = inner.clone();
-                            async move {
-                                inner.attempt(d).await;
-                                inner.done.notify_one();
-                            }
-                        })
-                        .await;
-                    }
-                    Err(e) => tracing::warn!(error = %e, "claiming webhook deliveries failed"),
-                }
+                inner.claim_in_turns(&permits, free).await;
+            }
+            if behind {
+                rung = true;
+                tokio::task::yield_now().await;
+                continue;
             }
             let wait = leases::wait(
                 &permits,
@@ -228,30 +295,79 @@ impl Dispatcher {
 }
 
 impl Inner {
-    /// Moves every webhook's cursor to the end of its workspace's log, inserting a delivery row
-    /// per matching event on the way.
-    async fn fan_out(&self) -> Result<(), keygate_domain::Error> {
+    /// Claims up to `free` due deliveries, the workspaces taking turns (see [`shares`]), and
+    /// starts them.
+    async fn claim_in_turns(self: &Arc<Self>, permits: &Arc<Semaphore>, free: usize) {
+        let due = match self
+            .store
+            .due_delivery_workspaces(now(), DUE_WORKSPACES)
+            .await
+        {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::warn!(error = %e, "reading the due webhook deliveries failed");
+                return;
+            }
+        };
+        let per_workspace = self.cfg.per_workspace.clamp(1, self.cfg.concurrency.max(1));
+        let dealt = match self.busy.lock() {
+            Ok(busy) => shares(&due, &busy, per_workspace, free),
+            Err(_) => return,
+        };
+        for (ws, n) in dealt {
+            let batch = match self
+                .store
+                .claim_workspace_deliveries(ws, n, self.cfg.lease, now())
+                .await
+            {
+                Ok(b) => b,
+                Err(e) => {
+                    tracing::warn!(error = %e, workspace_id = %ws, "claiming webhook deliveries failed");
+                    continue;
+                }
+            };
+            if let Ok(mut busy) = self.busy.lock() {
+                *busy.entry(ws).or_insert(0) += batch.len();
+            }
+            leases::spawn_each(permits, batch, |d| {
+                let inner = self.clone();
+                let held = Busy {
+                    inner: self.clone(),
+                    workspace: d.workspace_id,
+                };
+                async move {
+                    inner.attempt(d).await;
+                    drop(held);
+                    inner.done.notify_one();
+                }
+            })
+            .await;
+        }
+    }
+
+    /// Moves every webhook behind its workspace's log by one batch of events, inserting a
+    /// delivery row per matching event. Returns whether some webhook is still behind after it
+    /// (its batch was full): the caller runs another pass soon.
+    async fn fan_out(&self) -> Result<bool, keygate_domain::Error> {
         let batch = self.cfg.fan_out_batch.max(1);
-        for mut c in self.store.webhooks_behind(FAN_OUT_WEBHOOKS).await? {
-            loop {
-                let events = self
-                    .events
-                    .list_events(c.workspace_id, &EventFilter::default(), c.cursor_seq, batch)
-                    .await?;
-                let Some(last) = events.last() else { break };
-                let to = last.seq;
-                let rows = matching(&c, &events);
-                if !self.store.fan_out_webhook(&c, to, &rows, now()).await? {
-                    break; // Another dispatcher moved it, or it was disabled or deleted.
-                }
-                tracing::debug!(webhook_id = %c.webhook_id, deliveries = rows.len(), cursor = to, "fanned out");
-                c.cursor_seq = to;
-                if (events.len() as u32) < batch {
-                    break;
-                }
+        let mut more = false;
+        for c in self.store.webhooks_behind(FAN_OUT_WEBHOOKS).await? {
+            let events = self
+                .events
+                .list_events(c.workspace_id, &EventFilter::default(), c.cursor_seq, batch)
+                .await?;
+            let Some(last) = events.last() else { continue };
+            let to = last.seq;
+            let rows = matching(&c, &events);
+            if !self.store.fan_out_webhook(&c, to, &rows, now()).await? {
+                continue; // Another dispatcher moved it, or it was disabled or deleted.
+            }
+            tracing::debug!(webhook_id = %c.webhook_id, deliveries = rows.len(), cursor = to, "fanned out");
+            if (events.len() as u32) >= batch {
+                more = true;
             }
         }
-        Ok(())
+        Ok(more)
     }
 
     async fn attempt(&self, d: ClaimedDelivery) {
@@ -438,6 +554,28 @@ mod tests {
             instant_key_id: None,
             action_attempt_id: None,
         }
+    }
+
+    #[test]
+    fn workspaces_take_turns_within_their_caps() {
+        let (a, b, c) = (WorkspaceId::new(), WorkspaceId::new(), WorkspaceId::new());
+        let none = HashMap::new();
+        // A has a deep backlog and waits longest; B and C have a little each.
+        let due = [(a, 500), (b, 2), (c, 1)];
+        assert_eq!(shares(&due, &none, 8, 6), vec![(a, 3), (b, 2), (c, 1)]);
+        assert_eq!(
+            shares(&due, &none, 8, 32),
+            vec![(a, 8), (b, 2), (c, 1)],
+            "A never holds more than its cap, even with slots to spare"
+        );
+        assert_eq!(shares(&due, &none, 8, 1), vec![(a, 1)]);
+        let busy = HashMap::from([(a, 8)]);
+        assert_eq!(
+            shares(&due, &busy, 8, 32),
+            vec![(b, 2), (c, 1)],
+            "A is at its cap: B and C still get their turn"
+        );
+        assert!(shares(&due, &none, 8, 0).is_empty());
     }
 
     #[test]

@@ -111,6 +111,22 @@ impl AccessMethodService for AccessMethods {
         })
         .await
     }
+
+    #[tracing::instrument(skip_all)]
+    async fn unlock_door(
+        &self,
+        req: Request<v1::UnlockDoorRequest>,
+    ) -> Reply<v1::UnlockDoorResponse> {
+        let ws = workspace(&req)?;
+        reply(async {
+            let cmd = req.into_inner().into_command()?;
+            let a = self.app.unlock_door(ws, cmd).await?;
+            Ok(v1::UnlockDoorResponse {
+                action_attempt: Some(convert::action_attempt(&a)),
+            })
+        })
+        .await
+    }
 }
 
 /// `keygate.v1.ActionAttemptService`: poll asynchronous actions.

@@ -1,5 +1,5 @@
-//! `keygate.v1.AccessSystemService`: read-only views of connected systems, an adapter over
-//! `keygate_app::systems`.
+//! `keygate.v1.AccessSystemService`: views of connected systems (`keygate_app::systems`) and an
+//! operator's remote unlock of an entrance (`keygate_app::unlock`).
 
 use keygate_app::App;
 use keygate_app::tokens::PageScope;
@@ -7,6 +7,7 @@ use keygate_domain::Resource;
 use keygate_domain::validate;
 use keygate_proto::v1::{self, access_system_service_server::AccessSystemService};
 use keygate_wire::convert;
+use keygate_wire::parse::IntoCommand as _;
 use tonic::Request;
 
 use crate::auth::workspace;
@@ -143,6 +144,22 @@ impl AccessSystemService for AccessSystems {
             Ok(v1::ListEncodersResponse {
                 acs_encoders: found.items.iter().map(convert::encoder).collect(),
                 next_page_token: self.app.tokens.seal(&scope, found.next_after)?,
+            })
+        })
+        .await
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn unlock_entrance(
+        &self,
+        req: Request<v1::UnlockEntranceRequest>,
+    ) -> Reply<v1::UnlockEntranceResponse> {
+        let ws = workspace(&req)?;
+        reply(async {
+            let cmd = req.into_inner().into_command()?;
+            let a = self.app.unlock_entrance(ws, cmd).await?;
+            Ok(v1::UnlockEntranceResponse {
+                action_attempt: Some(convert::action_attempt(&a)),
             })
         })
         .await
