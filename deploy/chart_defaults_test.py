@@ -42,7 +42,14 @@ except ImportError:
 
 GRPC_PORT = 50051
 HTTP_PORT = 8080
-SECRET_ENV = {"KEYGATE_DATABASE_URL", "KEYGATE_REDIS_URL", "KEYGATE_ADMIN_TOKEN"}
+SECRET_ENV = {
+    "KEYGATE_DATABASE_URL",
+    "KEYGATE_REDIS_URL",
+    "KEYGATE_ADMIN_TOKEN",
+    "KEYGATE_INSTANT_KEY_SECRET",
+    "KEYGATE_PAGE_TOKEN_KEY",
+    "KEYGATE_CACHE_KEY",
+}
 # Credentials of the Instant Key senders: from the same Secret, `optional: true`, and not given to
 # the orchestrator role, which never sends.
 SENDER_SECRET_ENV = {"KEYGATE_SMTP_URL", "KEYGATE_SMS_AUTH_TOKEN"}
@@ -181,6 +188,9 @@ class ValuesMatchPlainManifests(unittest.TestCase):
             "KEYGATE_DATABASE_URL": secrets["databaseUrl"],
             "KEYGATE_REDIS_URL": secrets["redisUrl"],
             "KEYGATE_ADMIN_TOKEN": secrets["adminToken"],
+            "KEYGATE_INSTANT_KEY_SECRET": secrets["instantKeySecret"],
+            "KEYGATE_PAGE_TOKEN_KEY": secrets["pageTokenKey"],
+            "KEYGATE_CACHE_KEY": secrets["cacheKey"],
         }
         optional_refs = {
             "KEYGATE_SMTP_URL": secrets["smtpUrl"],
@@ -489,6 +499,9 @@ class RenderedChartInvariants(unittest.TestCase):
         env = env_of(container(deployment))
         self.assertNotIn("KEYGATE_REDIS_URL", env)
         self.assertNotIn("KEYGATE_ADMIN_TOKEN", env)
+        self.assertNotIn("KEYGATE_CACHE_KEY", env, "no Redis, no cache key")
+        self.assertIn("KEYGATE_INSTANT_KEY_SECRET", env)
+        self.assertIn("KEYGATE_PAGE_TOKEN_KEY", env)
         self.assertFalse(SENDER_SECRET_ENV & set(env), "an empty secretName leaves the variable out")
         self.assertEqual(deployment["spec"]["replicas"], 1)
         self.assertEqual(deployment["spec"]["template"]["spec"]["serviceAccountName"], "default")
@@ -513,6 +526,10 @@ class ChartGuards(unittest.TestCase):
 
     def test_database_is_required(self):
         self.assertRefused({"secrets": {"databaseUrl": {"secretName": ""}}}, "secrets.databaseUrl.secretName is required")
+        self.assertRefused(
+            {"secrets": {"instantKeySecret": {"secretName": ""}}}, "secrets.instantKeySecret.secretName is required"
+        )
+        self.assertRefused({"secrets": {"pageTokenKey": {"secretName": ""}}}, "secrets.pageTokenKey.secretName is required")
 
     def test_grace_must_cover_prestop_and_drain(self):
         self.assertRefused({"terminationGracePeriodSeconds": 25}, "must exceed preStopSleepSeconds")

@@ -76,6 +76,7 @@ SCENARIOS: dict[str, dict[str, Any]] = {
             "adminToken": {"secretName": ""},
             "smtpUrl": {"secretName": ""},
             "smsAuthToken": {"secretName": ""},
+            "cacheKey": {"secretName": ""},
         },
         "allInOne": {"replicas": 1, "autoscaling": {"enabled": False}},
         "networkPolicy": {"enabled": False},

@@ -887,6 +887,7 @@ fn deliveries_list(dir: &std::path::Path, opts: &Options, extra: &[&str]) -> Str
     if let Some(u) = &opts.database_url {
         cmd.env("KEYGATE_DATABASE_URL", u);
     }
+    cmd.envs(opts.env.iter().map(|(k, v)| (k, v)));
     let out = cmd.output().expect("run keygate deliveries list");
     assert!(
         out.status.success(),

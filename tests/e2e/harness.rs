@@ -52,7 +52,9 @@ impl Options {
         }
     }
 
-    /// PostgreSQL (a fresh database) and Redis, as a production deployment runs.
+    /// PostgreSQL (a fresh database) and Redis, as a production deployment runs, with the
+    /// keys a production deployment must configure (fresh ones; replicas started with the same
+    /// options share them).
     pub async fn postgres_redis() -> Self {
         let url = keygate_store::testdb::create_postgres_database().await;
         Self {
@@ -61,9 +63,29 @@ impl Options {
                 std::env::var("KEYGATE_TEST_REDIS_URL")
                     .unwrap_or_else(|_| "redis://127.0.0.1:6379".into()),
             ),
+            env: production_keys(),
             ..Self::with_admin()
         }
     }
+}
+
+/// Fresh values of the keys KEYGATE_DATABASE_URL requires (docs/security.md).
+pub fn production_keys() -> Vec<(String, String)> {
+    use base64::Engine as _;
+    [
+        "KEYGATE_INSTANT_KEY_SECRET",
+        "KEYGATE_PAGE_TOKEN_KEY",
+        "KEYGATE_CACHE_KEY",
+    ]
+    .into_iter()
+    .map(|var| {
+        let key: [u8; 32] = rand::random();
+        (
+            var.to_owned(),
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(key),
+        )
+    })
+    .collect()
 }
 
 /// A running Keygate process; killed on drop.

@@ -16,6 +16,7 @@ mod instant_keys;
 mod lifecycle;
 mod redis_outage;
 mod roles;
+mod secrets;
 mod telemetry;
 mod tenancy;
 mod unlocks;

@@ -2,8 +2,9 @@
 //!
 //! API keys are `kg_<key id, 32 hex>_<secret, 43 base64url>`; only SHA-256(secret) is stored,
 //! compared in constant time. Page tokens are a private versioned message sealed with
-//! HMAC-SHA256 under a key shared by all replicas (kept in the store), and bound to the workspace
-//! and the list filter, so a token from another workspace, another filter or a forger is refused.
+//! HMAC-SHA256 under a key shared by all replicas (`KEYGATE_PAGE_TOKEN_KEY`; previous keys
+//! still open tokens after a rotation), and bound to the workspace and the list filter, so a
+//! token from another workspace, another filter or a forger is refused.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -88,11 +89,12 @@ struct PageTokenV1 {
 
 const TAG_LEN: usize = 32;
 
-/// Seals and opens page tokens. The key comes from the store, so it may arrive after the
-/// server starts; until then list calls are UNAVAILABLE.
+/// Seals and opens page tokens. The key may arrive after the server starts (the embedded
+/// default reads it once the store answers); until then list calls are UNAVAILABLE.
 #[derive(Clone, Default)]
 pub struct PageTokens {
-    key: Arc<OnceLock<Vec<u8>>>,
+    /// The current key first (it seals), then previous ones (they only open).
+    keys: Arc<OnceLock<Vec<Vec<u8>>>>,
 }
 
 /// What a page token is bound to: the workspace (or the operator scope) and the filter.
@@ -137,20 +139,52 @@ impl PageTokens {
         t
     }
 
-    /// Sets the key once it is known; later calls are ignored (the key never changes).
+    /// Sets the key once it is known; later calls are ignored (the key never changes while
+    /// the process runs).
     pub fn set_key(&self, key: Vec<u8>) {
-        let _ = self.key.set(key);
+        self.set_keys(key, Vec::new());
     }
 
-    fn mac(&self, payload: &[u8]) -> Result<Vec<u8>, Error> {
-        let key = self.key.get().ok_or_else(|| Error::Unavailable {
-            message: "page token key not loaded yet".into(),
-        })?;
+    /// Sets the key that seals and `previous` keys whose tokens still open (a rotation); later
+    /// calls are ignored.
+    pub fn set_keys(&self, current: Vec<u8>, previous: Vec<Vec<u8>>) {
+        let mut keys = vec![current];
+        keys.extend(previous);
+        let _ = self.keys.set(keys);
+    }
+
+    fn keys(&self) -> Result<&[Vec<u8>], Error> {
+        self.keys
+            .get()
+            .map(Vec::as_slice)
+            .ok_or_else(|| Error::Unavailable {
+                message: "page token key not loaded yet".into(),
+            })
+    }
+
+    fn mac_with(key: &[u8], payload: &[u8]) -> Result<Vec<u8>, Error> {
         let mut mac = Hmac::<Sha256>::new_from_slice(key).map_err(|e| Error::Internal {
             message: format!("page token key rejected: {e}"),
         })?;
         mac.update(payload);
         Ok(mac.finalize().into_bytes().to_vec())
+    }
+
+    fn mac(&self, payload: &[u8]) -> Result<Vec<u8>, Error> {
+        let key = self.keys()?.first().ok_or_else(|| Error::Unavailable {
+            message: "page token key not loaded yet".into(),
+        })?;
+        Self::mac_with(key, payload)
+    }
+
+    /// Whether `tag` is the MAC of `payload` under the current or a previous key.
+    fn genuine(&self, payload: &[u8], tag: &[u8]) -> Result<bool, Error> {
+        for key in self.keys()? {
+            if bool::from(Self::mac_with(key, payload)?.as_slice().ct_eq(tag)) {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
     /// The token to continue after `after`, or empty on the last page.
@@ -189,7 +223,7 @@ impl PageTokens {
             return Err(invalid("truncated"));
         }
         let (payload, tag) = raw.split_at(raw.len() - TAG_LEN);
-        if !bool::from(self.mac(payload)?.as_slice().ct_eq(tag)) {
+        if !self.genuine(payload, tag)? {
             return Err(invalid("not issued by this server"));
         }
         let t = PageTokenV1::decode(payload).map_err(|_| invalid("malformed"))?;
@@ -270,5 +304,22 @@ mod tests {
         );
         assert_eq!(reason(tokens.open(&scope, "!!!")), bad);
         assert_eq!(reason(tokens.open(&scope, &t[..10])), bad);
+    }
+
+    #[test]
+    fn a_previous_key_still_opens_tokens_after_rotation() {
+        let old = PageTokens::new(vec![1; 32]);
+        let filter = ["ListEntrances"];
+        let scope = PageScope::workspace(WorkspaceId::new(), &filter);
+        let before = old.seal(&scope, Some("a".into())).expect("seal");
+        let rotated = PageTokens::default();
+        rotated.set_keys(vec![2; 32], vec![vec![1; 32]]);
+        assert_eq!(rotated.open(&scope, &before).ok(), Some(Some("a".into())));
+        let after = rotated.seal(&scope, Some("b".into())).expect("seal");
+        assert!(old.open(&scope, &after).is_err(), "sealed with the new key");
+        assert!(
+            PageTokens::new(vec![2; 32]).open(&scope, &before).is_err(),
+            "once the previous key is dropped"
+        );
     }
 }

@@ -1,10 +1,13 @@
 //! The cache in front of the store of record: Redis when `KEYGATE_REDIS_URL` is set (shared by
 //! every replica), an in-process cache otherwise. The cache is never the record: every caller
 //! treats an error as a miss and goes to the store, so a Redis outage costs latency, not data.
+//! [`SealedCache`] wraps a cache so that what it holds is encrypted and authenticated with a key
+//! the cache server never sees (the binary wraps Redis with it).
 
 pub mod bus;
 mod memory;
 mod redis_cache;
+mod sealed;
 
 use std::time::Duration;
 
@@ -12,6 +15,7 @@ use async_trait::async_trait;
 
 pub use memory::InProcessCache;
 pub use redis_cache::RedisCache;
+pub use sealed::{MIN_KEY_LEN, SealKeyError, SealKeys, SealedCache};
 
 /// Why a cache call failed. Callers log it and fall back to the store.
 #[derive(Debug, thiserror::Error)]

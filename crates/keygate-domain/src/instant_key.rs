@@ -1,6 +1,6 @@
 //! Instant Keys: links that open a person's doors from a web page, and the client session tokens
-//! of mobile keys. Pure functions over a server secret shared by every replica (kept in the
-//! store's settings), so nothing secret about a key is stored:
+//! of mobile keys. Pure functions over a server secret shared by every replica (from the
+//! configuration, `KEYGATE_INSTANT_KEY_SECRET`), so nothing secret about a key is stored:
 //!
 //! - the link token is `HMAC-SHA256(secret, "instant-key:v1:" + instant_key_id)`, 256 bits in
 //!   base64url. The store keeps only its SHA-256, to find the key from a link; the link itself is
@@ -89,9 +89,14 @@ impl InstantKey {
     }
 }
 
-/// The server secret, and everything derived from it.
+/// The server secret, and everything derived from it. Previous secrets (after a rotation) are
+/// only used to verify client session tokens signed before it; links and new tokens always come
+/// from the current one.
 #[derive(Clone)]
-pub struct KeySecret(Vec<u8>);
+pub struct KeySecret {
+    current: Vec<u8>,
+    previous: Vec<Vec<u8>>,
+}
 
 impl std::fmt::Debug for KeySecret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -101,12 +106,17 @@ impl std::fmt::Debug for KeySecret {
 
 impl KeySecret {
     pub fn new(secret: Vec<u8>) -> Self {
-        Self(secret)
+        Self::with_previous(secret, Vec::new())
+    }
+
+    /// The current secret, and `previous` ones whose client session tokens are still accepted.
+    pub fn with_previous(current: Vec<u8>, previous: Vec<Vec<u8>>) -> Self {
+        Self { current, previous }
     }
 
     fn mac(&self, purpose: &str, data: &[u8]) -> [u8; 32] {
         // A key of any length is valid for HMAC, so this cannot fail.
-        let mut m = match HmacSha256::new_from_slice(&self.0) {
+        let mut m = match HmacSha256::new_from_slice(&self.current) {
             Ok(m) => m,
             Err(_) => return [0; 32],
         };
@@ -153,10 +163,18 @@ impl KeySecret {
         };
         let payload = URL_SAFE_NO_PAD.decode(payload).ok()?;
         let sig = URL_SAFE_NO_PAD.decode(sig).ok()?;
-        let mut m = HmacSha256::new_from_slice(&self.0).ok()?;
-        m.update(b"client-session:v1:");
-        m.update(&payload);
-        m.verify_slice(&sig).ok()?;
+        let genuine = std::iter::once(&self.current)
+            .chain(&self.previous)
+            .any(|secret| {
+                HmacSha256::new_from_slice(secret).is_ok_and(|mut m| {
+                    m.update(b"client-session:v1:");
+                    m.update(&payload);
+                    m.verify_slice(&sig).is_ok()
+                })
+            });
+        if !genuine {
+            return None;
+        }
         let payload = String::from_utf8(payload).ok()?;
         let mut fields = payload.split('.');
         let ws = fields.next()?.parse().ok()?;
@@ -166,8 +184,8 @@ impl KeySecret {
     }
 }
 
-/// Instant Key links and client session tokens for one server: the secret (kept in the store so
-/// every replica shares it, set once the store answers) and the public URL of the HTTP port.
+/// Instant Key links and client session tokens for one server: the secret (from the
+/// configuration, shared by every replica; set once it is loaded) and the public URL of the HTTP port.
 #[derive(Clone, Debug)]
 pub struct Links {
     secret: std::sync::Arc<std::sync::OnceLock<KeySecret>>,
@@ -185,6 +203,12 @@ impl Links {
     /// Sets the secret; later calls keep the first.
     pub fn set_secret(&self, secret: Vec<u8>) {
         let _ = self.secret.set(KeySecret::new(secret));
+    }
+
+    /// Sets the secret and the previous ones still accepted for client session tokens; later
+    /// calls keep the first.
+    pub fn set_secrets(&self, current: Vec<u8>, previous: Vec<Vec<u8>>) {
+        let _ = self.secret.set(KeySecret::with_previous(current, previous));
     }
 
     /// The secret, once set; `Unavailable` before the store answered.
@@ -284,6 +308,30 @@ mod tests {
             "another server's secret"
         );
         assert_eq!(s.verify_client_session("kg_abc_def", now), None);
+    }
+
+    #[test]
+    fn a_rotated_secret_still_verifies_earlier_sessions_but_mints_from_the_new_one() {
+        let old = secret();
+        let now = crate::model::now();
+        let (ws, user) = (WorkspaceId::new(), UserIdentityId::new());
+        let before = old.client_session_token(ws, user, now);
+        let rotated = KeySecret::with_previous(
+            b"the new secret, 32 bytes or more!".to_vec(),
+            vec![b"0123456789abcdef0123456789abcdef".to_vec()],
+        );
+        assert_eq!(
+            rotated.verify_client_session(&before, now),
+            Some((ws, user)),
+            "a session signed before the rotation"
+        );
+        let after = rotated.client_session_token(ws, user, now);
+        assert_ne!(after, before, "new sessions are signed with the new secret");
+        assert_eq!(old.verify_client_session(&after, now), None);
+        let id = InstantKeyId::new();
+        assert_ne!(rotated.link_token(id), old.link_token(id));
+        let dropped = KeySecret::new(b"the new secret, 32 bytes or more!".to_vec());
+        assert_eq!(dropped.verify_client_session(&before, now), None);
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Picks the backend from the database URL.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use keygate_domain::Error;
 
@@ -31,11 +32,42 @@ pub enum StorePool {
     Sqlite(sqlx::SqlitePool),
 }
 
+/// The timeouts of a store's connection pool (`KEYGATE_DATABASE_ACQUIRE_TIMEOUT_MS`,
+/// `KEYGATE_DATABASE_STATEMENT_TIMEOUT_MS`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PoolSettings {
+    /// How long a call waits for a free connection (or a new one to connect) before failing.
+    pub acquire_timeout: Duration,
+    /// The longest a statement may run: PostgreSQL's `statement_timeout` on every connection,
+    /// SQLite's busy timeout. `None`: no limit (for `keygate migrate`, whose DDL may be long).
+    pub statement_timeout: Option<Duration>,
+}
+
+impl PoolSettings {
+    pub const DEFAULT_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+    pub const DEFAULT_STATEMENT_TIMEOUT: Duration = Duration::from_secs(15);
+}
+
+impl Default for PoolSettings {
+    fn default() -> Self {
+        Self {
+            acquire_timeout: Self::DEFAULT_ACQUIRE_TIMEOUT,
+            statement_timeout: Some(Self::DEFAULT_STATEMENT_TIMEOUT),
+        }
+    }
+}
+
 /// Connects to the store named by `url`: `postgres://...` for PostgreSQL, otherwise a SQLite URL
 /// (`sqlite://path/to/file.db`), created if missing. Connects on first use; does not migrate.
+/// The pool has the default timeouts ([`PoolSettings::default`]).
 pub fn open(url: &str) -> Result<Arc<dyn Store>, Error> {
+    open_with(url, &PoolSettings::default())
+}
+
+/// Like [`open`], with the pool's timeouts.
+pub fn open_with(url: &str, settings: &PoolSettings) -> Result<Arc<dyn Store>, Error> {
     Ok(match Backend::of_url(url) {
-        Backend::Postgres => Arc::new(PostgresStore::connect_lazy(url)?),
-        Backend::Sqlite => Arc::new(SqliteStore::connect_lazy(url)?),
+        Backend::Postgres => Arc::new(PostgresStore::connect_lazy_with(url, settings)?),
+        Backend::Sqlite => Arc::new(SqliteStore::connect_lazy_with(url, settings)?),
     })
 }

@@ -640,6 +640,9 @@ pub async fn settings_are_set_once(store: Arc<dyn Store>) {
         values.insert(t.await.expect("join").expect("setting"));
     }
     assert_eq!(values.len(), 1);
+    let won = values.into_iter().next();
+    assert_eq!(store.read_setting("secret").await.expect("read"), won);
+    assert_eq!(store.read_setting("never set").await.expect("read"), None);
 }
 
 pub async fn idempotency_records_expire(store: Arc<dyn Store>) {

@@ -27,7 +27,7 @@ mod user_identities;
 mod util;
 mod webhooks;
 
-pub use backend::{Backend, StorePool, open};
+pub use backend::{Backend, PoolSettings, StorePool, open, open_with};
 pub use dialect::{Dialect, SqlStore, SqlValue};
 pub use migrate::SCHEMA_VERSION;
 pub use postgres::PostgresStore;

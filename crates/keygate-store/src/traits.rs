@@ -30,6 +30,10 @@ pub trait SettingsStore: Send + Sync {
     /// Returns the stored value of `key`, storing `init` first if there is none. Concurrent
     /// callers all get the one value that won.
     async fn setting_or_init(&self, key: &str, init: &str) -> Result<String, Error>;
+
+    /// The stored value of `key`, if any; stores nothing. (How a key that earlier versions
+    /// kept here, such as the Instant Key secret, is found to be copied out.)
+    async fn read_setting(&self, key: &str) -> Result<Option<String>, Error>;
 }
 
 /// Workspaces (tenants).

@@ -316,6 +316,16 @@ where
     async fn setting_or_init(&self, key: &str, init: &str) -> Result<String, Error> {
         Ok(self.setting(key, init).await?)
     }
+
+    async fn read_setting(&self, key: &str) -> Result<Option<String>, Error> {
+        Ok(
+            sqlx::query_scalar("SELECT value FROM settings WHERE key = $1")
+                .bind(key.to_owned())
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(crate::error::StoreError::from)?,
+        )
+    }
 }
 
 #[async_trait]

@@ -18,6 +18,7 @@ pub const JOB_QUEUE_LAG: &str = "keygate_job_queue_lag_seconds";
 pub const PROVIDER_CALL_DURATION: &str = "keygate_provider_call_duration_seconds";
 pub const PROVIDER_CALL_ERRORS: &str = "keygate_provider_call_errors_total";
 pub const CACHE_REQUESTS: &str = "keygate_cache_requests_total";
+pub const CACHE_UNSEALABLE: &str = "keygate_cache_unsealable_total";
 pub const WEBHOOK_DELIVERIES: &str = "keygate_webhook_deliveries_total";
 pub const LIMIT_REFUSALS: &str = "keygate_limit_refusals_total";
 pub const RECONCILE_PASSES: &str = "keygate_reconcile_passes_total";
@@ -77,6 +78,10 @@ fn describe() {
     describe_counter!(
         CACHE_REQUESTS,
         "Cache look-ups by cache (status, api_key) and result (hit, negative_hit, miss, error)"
+    );
+    describe_counter!(
+        CACHE_UNSEALABLE,
+        "Sealed cache entries that failed to open (tampered, moved, or sealed with a key this server does not have) and were treated as misses, by reason"
     );
     describe_counter!(
         WEBHOOK_DELIVERIES,
@@ -178,6 +183,13 @@ pub fn cache_lookup(cache: &'static str, result: CacheResult) {
     counter!(CACHE_REQUESTS, "cache" => cache, "result" => result).increment(1);
 }
 
+/// One sealed cache entry that did not open and was treated as a miss. `reason` is
+/// `unknown_key` (its key id is none of the configured cache keys), `rejected` (the AEAD check
+/// failed: tampered, moved to another key, or another key with the same id) or `malformed`.
+pub fn cache_unsealable(reason: &'static str) {
+    counter!(CACHE_UNSEALABLE, "reason" => reason).increment(1);
+}
+
 /// The outcomes [`webhook_delivery`] counts; anything else is counted as `other`.
 pub const WEBHOOK_OUTCOMES: [&str; 3] = ["delivered", "retry", "failed"];
 
@@ -267,6 +279,7 @@ mod tests {
             Duration::from_millis(40),
         );
         cache_lookup("status", CacheResult::Hit);
+        cache_unsealable("rejected");
         webhook_delivery("delivered");
         webhook_delivery("surprise");
         jobs("queued", 3);
@@ -277,6 +290,7 @@ mod tests {
             "keygate_provider_call_errors_total{acs_system_id=\"sys-1\",system_type=\"virtual_brivo\",operation=\"provision\",outcome=\"transient\"} 1",
             "keygate_provider_call_duration_seconds_count{acs_system_id=\"sys-1\",system_type=\"virtual_brivo\",operation=\"provision\",outcome=\"transient\"} 1",
             "keygate_cache_requests_total{cache=\"status\",result=\"hit\"} 1",
+            "keygate_cache_unsealable_total{reason=\"rejected\"} 1",
             "keygate_webhook_deliveries_total{outcome=\"delivered\"} 1",
             "keygate_webhook_deliveries_total{outcome=\"other\"} 1",
             "keygate_jobs{state=\"queued\"} 3",

@@ -51,6 +51,9 @@ pub struct DeliveriesListArgs {
     #[command(flatten)]
     pub store: StoreArgs,
 
+    #[command(flatten)]
+    pub instant_key_secret: InstantKeySecretArgs,
+
     /// Public base URL of the HTTP port, as the server has it (the links are built from it).
     #[arg(
         long,
@@ -152,6 +155,139 @@ pub struct StoreArgs {
     /// Log filter (tracing EnvFilter syntax); RUST_LOG overrides it.
     #[arg(long, env = "KEYGATE_LOG", default_value = "info")]
     pub log: String,
+
+    /// Milliseconds a database call waits for a free connection of the pool (or for a new one
+    /// to connect) before it fails.
+    #[arg(
+        long,
+        env = "KEYGATE_DATABASE_ACQUIRE_TIMEOUT_MS",
+        default_value_t = 5000
+    )]
+    pub database_acquire_timeout_ms: u64,
+
+    /// Milliseconds one SQL statement may run before the database cancels it (PostgreSQL's
+    /// statement_timeout on every connection; SQLite's busy timeout). `keygate migrate` runs
+    /// without it. 0: no limit.
+    #[arg(
+        long,
+        env = "KEYGATE_DATABASE_STATEMENT_TIMEOUT_MS",
+        default_value_t = 15000
+    )]
+    pub database_statement_timeout_ms: u64,
+}
+
+/// The Instant Key secret (docs/security.md): every link and client session token is derived
+/// from it. Base64url, at least 32 bytes.
+#[derive(Args, Debug, Clone, Default)]
+pub struct InstantKeySecretArgs {
+    /// Secret Instant Key links and client session tokens are derived from (base64url, at least
+    /// 32 bytes; `openssl rand -base64 32 | tr '+/' '-_'`). Required with KEYGATE_DATABASE_URL;
+    /// the embedded default keeps a generated one in KEYGATE_DATA_DIR/instant-key-secret.
+    #[arg(
+        long,
+        env = "KEYGATE_INSTANT_KEY_SECRET",
+        default_value = "",
+        hide_env_values = true
+    )]
+    pub instant_key_secret: String,
+
+    /// A file holding KEYGATE_INSTANT_KEY_SECRET (a mounted Secret), instead of the variable.
+    #[arg(long, env = "KEYGATE_INSTANT_KEY_SECRET_FILE")]
+    pub instant_key_secret_file: Option<PathBuf>,
+
+    /// Earlier Instant Key secrets, comma separated, still accepted for client session tokens
+    /// signed with them (15 minutes are enough). Links are not re-derived from them.
+    #[arg(
+        long,
+        env = "KEYGATE_INSTANT_KEY_SECRET_PREVIOUS",
+        value_delimiter = ',',
+        default_value = "",
+        hide_env_values = true
+    )]
+    pub instant_key_secret_previous: Vec<String>,
+}
+
+/// The page-token key and the cache key (docs/security.md). Base64url, at least 32 bytes each.
+#[derive(Args, Debug, Clone, Default)]
+pub struct ServeKeyArgs {
+    /// Key page tokens (the page_token of list calls) are sealed with (base64url, at least 32
+    /// bytes). Required with KEYGATE_DATABASE_URL; the embedded default keeps a generated one in
+    /// KEYGATE_DATA_DIR/page-token-key.
+    #[arg(
+        long,
+        env = "KEYGATE_PAGE_TOKEN_KEY",
+        default_value = "",
+        hide_env_values = true
+    )]
+    pub page_token_key: String,
+
+    /// A file holding KEYGATE_PAGE_TOKEN_KEY, instead of the variable.
+    #[arg(long, env = "KEYGATE_PAGE_TOKEN_KEY_FILE")]
+    pub page_token_key_file: Option<PathBuf>,
+
+    /// Earlier page-token keys, comma separated: tokens sealed with them still open (only read).
+    #[arg(
+        long,
+        env = "KEYGATE_PAGE_TOKEN_KEY_PREVIOUS",
+        value_delimiter = ',',
+        default_value = "",
+        hide_env_values = true
+    )]
+    pub page_token_key_previous: Vec<String>,
+
+    /// Key that seals (encrypts and authenticates) every Redis cache entry, so Redis never
+    /// holds a PIN in clear and cannot make Keygate believe a planted API key record (base64url,
+    /// at least 32 bytes). Required with KEYGATE_REDIS_URL and KEYGATE_DATABASE_URL; the embedded
+    /// default keeps a generated one in KEYGATE_DATA_DIR/cache-key.
+    #[arg(
+        long,
+        env = "KEYGATE_CACHE_KEY",
+        default_value = "",
+        hide_env_values = true
+    )]
+    pub cache_key: String,
+
+    /// A file holding KEYGATE_CACHE_KEY, instead of the variable.
+    #[arg(long, env = "KEYGATE_CACHE_KEY_FILE")]
+    pub cache_key_file: Option<PathBuf>,
+
+    /// Earlier cache keys, comma separated: entries sealed with them still open until they expire.
+    #[arg(
+        long,
+        env = "KEYGATE_CACHE_KEY_PREVIOUS",
+        value_delimiter = ',',
+        default_value = "",
+        hide_env_values = true
+    )]
+    pub cache_key_previous: Vec<String>,
+}
+
+impl InstantKeySecretArgs {
+    pub fn configured(&self) -> crate::secrets::Configured<'_> {
+        crate::secrets::Configured {
+            value: &self.instant_key_secret,
+            file: self.instant_key_secret_file.as_deref(),
+            previous: &self.instant_key_secret_previous,
+        }
+    }
+}
+
+impl ServeKeyArgs {
+    pub fn page_token_key(&self) -> crate::secrets::Configured<'_> {
+        crate::secrets::Configured {
+            value: &self.page_token_key,
+            file: self.page_token_key_file.as_deref(),
+            previous: &self.page_token_key_previous,
+        }
+    }
+
+    pub fn cache_key(&self) -> crate::secrets::Configured<'_> {
+        crate::secrets::Configured {
+            value: &self.cache_key,
+            file: self.cache_key_file.as_deref(),
+            previous: &self.cache_key_previous,
+        }
+    }
 }
 
 impl NotifyArgs {
@@ -172,6 +308,17 @@ impl NotifyArgs {
 }
 
 impl StoreArgs {
+    /// The pool's timeouts; `statement_timeout: None` when KEYGATE_DATABASE_STATEMENT_TIMEOUT_MS is 0.
+    pub fn pool_settings(&self) -> keygate_store::PoolSettings {
+        keygate_store::PoolSettings {
+            acquire_timeout: std::time::Duration::from_millis(
+                self.database_acquire_timeout_ms.max(1),
+            ),
+            statement_timeout: (self.database_statement_timeout_ms > 0)
+                .then(|| std::time::Duration::from_millis(self.database_statement_timeout_ms)),
+        }
+    }
+
     /// The database URL in effect.
     pub fn database_url(&self) -> String {
         if self.database_url.is_empty() {
@@ -377,6 +524,12 @@ pub struct ServeArgs {
 
     #[command(flatten)]
     pub http_port: HttpPortArgs,
+
+    #[command(flatten)]
+    pub instant_key_secret: InstantKeySecretArgs,
+
+    #[command(flatten)]
+    pub keys: ServeKeyArgs,
 }
 
 /// Limits of the public HTTP port and of the Instant Key pages on it (docs/instant-keys.md).
@@ -477,5 +630,73 @@ impl HttpPortArgs {
             unlocks_per_key: self.page_unlocks_per_minute_per_key,
             unlocks_per_client: self.page_unlocks_per_minute_per_client,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn serve(args: &[&str]) -> ServeArgs {
+        let argv = ["keygate", "serve"].iter().chain(args).copied();
+        match Cli::try_parse_from(argv).expect("parses").command {
+            Command::Serve(a) => a,
+            other => panic!("not serve: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn keys_and_their_rotation_lists_parse() {
+        let a = serve(&[
+            "--instant-key-secret",
+            "current",
+            "--instant-key-secret-previous",
+            "old1,old2",
+            "--page-token-key-file",
+            "/run/secrets/page-token-key",
+            "--cache-key",
+            "c",
+        ]);
+        let ik = a.instant_key_secret.configured();
+        assert_eq!(ik.value, "current");
+        assert_eq!(ik.previous, ["old1", "old2"]);
+        assert_eq!(ik.file, None);
+        let pt = a.keys.page_token_key();
+        assert_eq!(pt.value, "");
+        assert_eq!(
+            pt.file,
+            Some(std::path::Path::new("/run/secrets/page-token-key"))
+        );
+        assert_eq!(a.keys.cache_key().value, "c");
+        assert!(
+            a.keys
+                .cache_key()
+                .previous
+                .iter()
+                .all(|p| p.trim().is_empty()),
+            "no previous cache key"
+        );
+    }
+
+    #[test]
+    fn database_timeouts_parse_with_defaults_and_zero_means_no_limit() {
+        use std::time::Duration;
+        let d = serve(&[]).store.pool_settings();
+        assert_eq!(d.acquire_timeout, Duration::from_secs(5));
+        assert_eq!(d.statement_timeout, Some(Duration::from_secs(15)));
+        let s = serve(&[
+            "--database-acquire-timeout-ms",
+            "750",
+            "--database-statement-timeout-ms",
+            "0",
+        ])
+        .store
+        .pool_settings();
+        assert_eq!(s.acquire_timeout, Duration::from_millis(750));
+        assert_eq!(s.statement_timeout, None);
+        assert!(
+            Cli::try_parse_from(["keygate", "serve", "--database-statement-timeout-ms", "-1"])
+                .is_err()
+        );
     }
 }

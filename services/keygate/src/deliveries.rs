@@ -12,7 +12,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use base64::Engine as _;
-use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::engine::general_purpose::STANDARD;
 use keygate_app::auth::{Authenticator, Principal};
 use keygate_delivery::notify::outbox;
 use keygate_domain::ids::WorkspaceId;
@@ -24,17 +24,22 @@ use crate::config::DeliveriesListArgs;
 /// Rows the outbox page shows.
 const PAGE_ROWS: u32 = 100;
 
-/// Loads the Instant Key secret into `links` (shared with the server through the store).
-pub async fn load_secret(store: &dyn Store, links: &Links) -> anyhow::Result<()> {
-    let fresh: [u8; 32] = rand::random();
-    let secret = store
-        .setting_or_init("instant_key_secret", &URL_SAFE_NO_PAD.encode(fresh))
-        .await?;
-    links.set_secret(
-        URL_SAFE_NO_PAD
-            .decode(secret)
-            .context("stored Instant Key secret")?,
-    );
+/// Loads the Instant Key secret into `links`: the one the server uses (from the configuration,
+/// or the embedded default's file in the data directory).
+pub async fn load_secret(
+    args: &DeliveriesListArgs,
+    store: &dyn Store,
+    links: &Links,
+) -> anyhow::Result<()> {
+    let spec = crate::secrets::INSTANT_KEY_SECRET;
+    let plan = crate::secrets::plan(
+        spec,
+        args.instant_key_secret.configured(),
+        &args.store.data_dir,
+        args.store.database_url.is_empty(),
+    )?;
+    let (ring, _) = crate::secrets::finish(spec, plan, Some(store)).await?;
+    links.set_secrets(ring.current, ring.previous);
     Ok(())
 }
 
@@ -48,7 +53,7 @@ pub async fn list(args: DeliveriesListArgs) -> anyhow::Result<()> {
             file.display()
         );
     }
-    let store = keygate_store::open(&args.store.database_url())?;
+    let store = keygate_store::open_with(&args.store.database_url(), &args.store.pool_settings())?;
     let v = store.schema_version().await?;
     anyhow::ensure!(
         v >= SCHEMA_VERSION,
@@ -63,7 +68,7 @@ pub async fn list(args: DeliveriesListArgs) -> anyhow::Result<()> {
         })
         .transpose()?;
     let links = Links::new(&args.public_url);
-    load_secret(&*store, &links).await?;
+    load_secret(&args, &*store, &links).await?;
     let entries = outbox::entries(&*store, &links, workspace, args.outbox, args.limit).await?;
     print!("{}", outbox::text(&entries));
     Ok(())

@@ -4,6 +4,7 @@ mod bootstrap;
 mod config;
 mod deliveries;
 mod http;
+mod secrets;
 mod serve;
 
 use std::process::ExitCode;
@@ -66,7 +67,12 @@ async fn migrate(args: config::MigrateArgs) -> anyhow::Result<()> {
     if args.store.database_url.is_empty() {
         std::fs::create_dir_all(&args.store.data_dir)?;
     }
-    let store = keygate_store::open(&args.store.database_url())?;
+    // Migrations may run long DDL: no statement timeout here.
+    let settings = keygate_store::PoolSettings {
+        statement_timeout: None,
+        ..args.store.pool_settings()
+    };
+    let store = keygate_store::open_with(&args.store.database_url(), &settings)?;
     if args.check {
         let v = store.schema_version().await?;
         anyhow::ensure!(

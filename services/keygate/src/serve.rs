@@ -5,14 +5,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use keygate_app::App;
 use keygate_app::reads::StatusReads;
 use keygate_app::tokens::PageTokens;
 use keygate_app::tracker::Tracker;
 use keygate_cache::bus::Doorbell;
-use keygate_cache::{Cache, InProcessCache, RedisCache};
+use keygate_cache::{Cache, InProcessCache, RedisCache, SealKeys, SealedCache};
 use keygate_gateway::stack::StackConfig;
 use keygate_gateway::{GatewayDeps, ServerConfig, set_health};
 use keygate_orchestrator::{Orchestrator, OrchestratorConfig, Reconciler, store_ledger};
@@ -25,10 +23,24 @@ use tonic_health::server::HealthReporter;
 
 use crate::bootstrap;
 use crate::config::{Role, ServeArgs};
+use crate::secrets::{self, KeySpec, Plan};
 
-/// Consecutive failed store pings before health turns NOT_SERVING (dampens one slow query).
-const PINGS_BEFORE_UNHEALTHY: u32 = 3;
-const PING_EVERY: Duration = Duration::from_secs(5);
+/// How the store is watched once ready: readiness turns NOT_SERVING after `failures` pings in a
+/// row fail or take longer than `timeout` (a hung database counts as down, not as slow).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct PingPolicy {
+    pub every: Duration,
+    pub timeout: Duration,
+    pub failures: u32,
+}
+
+/// A ping every 2 s that must answer within 2 s; two misses in a row (one slow query is
+/// forgiven) turn readiness off, so a hung store is reported within about 8 s.
+const PING_POLICY: PingPolicy = PingPolicy {
+    every: Duration::from_secs(2),
+    timeout: Duration::from_secs(2),
+    failures: 2,
+};
 /// How often the orchestrator role samples the job queue for the metrics.
 const QUEUE_SAMPLE_EVERY: Duration = Duration::from_secs(5);
 
@@ -40,11 +52,34 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         // The SQLite file and the sandbox key file live here.
         create_private_dir(&args.store.data_dir)?;
     }
-    let store = keygate_store::open(&url).context("opening the store")?;
+    let store =
+        keygate_store::open_with(&url, &args.store.pool_settings()).context("opening the store")?;
+    // The keys, from the configuration (docs/security.md); the embedded default's files are
+    // written once the store answers, when an earlier version's key may have to be copied out.
+    let data_dir = &args.store.data_dir;
+    let instant_key_plan = secrets::plan(
+        secrets::INSTANT_KEY_SECRET,
+        args.instant_key_secret.configured(),
+        data_dir,
+        embedded,
+    )?;
+    let page_token_plan = secrets::plan(
+        secrets::PAGE_TOKEN_KEY,
+        args.keys.page_token_key(),
+        data_dir,
+        embedded,
+    )?;
     let cache: Arc<dyn Cache> = if args.redis_url.is_empty() {
+        // One process: nothing leaves it, so entries are not sealed.
         Arc::new(InProcessCache::new(100_000))
     } else {
-        Arc::new(RedisCache::new(&args.redis_url).context("parsing KEYGATE_REDIS_URL")?)
+        let spec = secrets::CACHE_KEY;
+        let plan = secrets::plan(spec, args.keys.cache_key(), data_dir, embedded)?;
+        let (ring, origin) = secrets::finish(spec, plan, None).await?;
+        tracing::info!(key = spec.var, ?origin, "cache key loaded");
+        let keys = SealKeys::new(&ring.current, &ring.previous).context("KEYGATE_CACHE_KEY")?;
+        let redis = RedisCache::new(&args.redis_url).context("parsing KEYGATE_REDIS_URL")?;
+        Arc::new(SealedCache::new(Arc::new(redis), keys))
     };
     tracing::info!(store = store.backend_name(), cache = cache.name(), roles = ?args.roles, "starting");
     anyhow::ensure!(
@@ -87,6 +122,14 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let ready = Arc::new(AtomicBool::new(false));
     let page_tokens = PageTokens::default();
     let links = keygate_domain::instant_key::Links::new(&args.public_url);
+    let keys = Keys {
+        instant_key: instant_key_plan,
+        page_token: page_token_plan,
+        links: links.clone(),
+        page_tokens: page_tokens.clone(),
+    };
+    // Configured keys are in use at once; the embedded default's may wait for the store.
+    keys.load(None).await?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut servers = tokio::task::JoinSet::new();
     let doorbell = if args.redis_url.is_empty() {
@@ -280,8 +323,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         data_dir: args.store.data_dir.clone(),
         migrate: args.migrate_on_start,
         bootstrap_sandbox,
-        page_tokens,
-        links: links.clone(),
+        keys,
         reporter: reporter.clone(),
         ready: ready.clone(),
         store_ready: ready_tx,
@@ -337,6 +379,41 @@ async fn shutdown_signal() {
     }
 }
 
+/// The Instant Key secret and the page-token key, and where they go.
+struct Keys {
+    instant_key: Plan,
+    page_token: Plan,
+    links: keygate_domain::instant_key::Links,
+    page_tokens: PageTokens,
+}
+
+impl Keys {
+    /// Loads the keys that are known: all of them with `store` (pending ones are copied out of
+    /// it or generated), only the configured or already written ones without.
+    async fn load(&self, store: Option<&dyn Store>) -> anyhow::Result<()> {
+        async fn one(
+            spec: KeySpec,
+            plan: &Plan,
+            store: Option<&dyn Store>,
+        ) -> anyhow::Result<Option<secrets::KeyRing>> {
+            if store.is_none() && matches!(plan, Plan::Pending { .. }) {
+                return Ok(None);
+            }
+            let settings = store.map(|s| s as &dyn keygate_store::SettingsStore);
+            let (ring, origin) = secrets::finish(spec, plan.clone(), settings).await?;
+            tracing::info!(key = spec.var, ?origin, "key loaded");
+            Ok(Some(ring))
+        }
+        if let Some(ring) = one(secrets::INSTANT_KEY_SECRET, &self.instant_key, store).await? {
+            self.links.set_secrets(ring.current, ring.previous);
+        }
+        if let Some(ring) = one(secrets::PAGE_TOKEN_KEY, &self.page_token, store).await? {
+            self.page_tokens.set_keys(ring.current, ring.previous);
+        }
+        Ok(())
+    }
+}
+
 /// Brings the store to the expected schema, loads shared secrets, makes the sandbox, and only
 /// then reports SERVING; afterwards keeps checking the store.
 /// What readiness needs: the store to prepare, and the flags and signals to raise after.
@@ -345,8 +422,7 @@ struct Readiness {
     data_dir: std::path::PathBuf,
     migrate: bool,
     bootstrap_sandbox: bool,
-    page_tokens: PageTokens,
-    links: keygate_domain::instant_key::Links,
+    keys: Keys,
     reporter: HealthReporter,
     ready: Arc<AtomicBool>,
     store_ready: watch::Sender<bool>,
@@ -360,8 +436,7 @@ async fn become_ready(r: Readiness) {
         data_dir,
         migrate,
         bootstrap_sandbox,
-        page_tokens,
-        links,
+        keys,
         reporter,
         ready,
         store_ready,
@@ -369,16 +444,7 @@ async fn become_ready(r: Readiness) {
     } = r;
     let mut delay = Duration::from_millis(200);
     loop {
-        match prepare(
-            &*store,
-            &data_dir,
-            migrate,
-            bootstrap_sandbox,
-            &page_tokens,
-            &links,
-        )
-        .await
-        {
+        match prepare(&*store, &data_dir, migrate, bootstrap_sandbox, &keys).await {
             Ok(()) => break,
             Err(e) => {
                 tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "store not ready");
@@ -393,23 +459,43 @@ async fn become_ready(r: Readiness) {
     println!("keygate: ready (store: {})", store.backend_name());
     tokio::spawn(purge_old_records(store.clone(), event_retention));
 
+    watch_store(&*store, PING_POLICY, &reporter, &ready).await;
+}
+
+/// Pings the store for ever; turns health NOT_SERVING and `ready` off when `policy.failures`
+/// pings in a row failed or did not answer within `policy.timeout`, and back on when it answers.
+pub(crate) async fn watch_store(
+    store: &dyn Store,
+    policy: PingPolicy,
+    reporter: &HealthReporter,
+    ready: &AtomicBool,
+) {
     let mut failures = 0;
     loop {
-        tokio::time::sleep(PING_EVERY).await;
-        match store.ping().await {
+        tokio::time::sleep(policy.every).await;
+        let outcome = match tokio::time::timeout(policy.timeout, store.ping()).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err(format!(
+                "no answer within {} ms",
+                policy.timeout.as_millis()
+            )),
+        };
+        match outcome {
             Ok(()) => {
-                if failures >= PINGS_BEFORE_UNHEALTHY {
+                if failures >= policy.failures {
                     tracing::info!("store answers again: SERVING");
-                    set_health(&reporter, ServingStatus::Serving).await;
+                    set_health(reporter, ServingStatus::Serving).await;
                     ready.store(true, Ordering::SeqCst);
                 }
                 failures = 0;
             }
-            Err(e) => {
+            Err(error) => {
                 failures += 1;
-                tracing::warn!(error = %e, failures, "store ping failed");
-                if failures == PINGS_BEFORE_UNHEALTHY {
-                    set_health(&reporter, ServingStatus::NotServing).await;
+                tracing::warn!(%error, failures, "store ping failed");
+                if failures == policy.failures {
+                    tracing::warn!("store not answering: NOT_SERVING");
+                    set_health(reporter, ServingStatus::NotServing).await;
                     ready.store(false, Ordering::SeqCst);
                 }
             }
@@ -459,8 +545,7 @@ async fn prepare(
     data_dir: &std::path::Path,
     migrate: bool,
     bootstrap_sandbox: bool,
-    page_tokens: &PageTokens,
-    links: &keygate_domain::instant_key::Links,
+    keys: &Keys,
 ) -> anyhow::Result<()> {
     let version = if migrate {
         store.migrate().await?
@@ -472,26 +557,7 @@ async fn prepare(
         "schema is at version {version}, this build needs {SCHEMA_VERSION}: run `keygate migrate`"
     );
     store.ping().await?;
-    let fresh: [u8; 32] = rand::random();
-    let key = store
-        .setting_or_init("page_token_key", &URL_SAFE_NO_PAD.encode(fresh))
-        .await?;
-    page_tokens.set_key(
-        URL_SAFE_NO_PAD
-            .decode(key)
-            .context("stored page token key")?,
-    );
-    // Instant Key links are derived from this secret: shared by every replica, never rotated
-    // without invalidating every link.
-    let fresh: [u8; 32] = rand::random();
-    let secret = store
-        .setting_or_init("instant_key_secret", &URL_SAFE_NO_PAD.encode(fresh))
-        .await?;
-    links.set_secret(
-        URL_SAFE_NO_PAD
-            .decode(secret)
-            .context("stored Instant Key secret")?,
-    );
+    keys.load(Some(store)).await?;
     if bootstrap_sandbox {
         match bootstrap::sandbox(store, data_dir).await? {
             bootstrap::Outcome::Created {
@@ -530,4 +596,144 @@ fn create_private_dir(dir: &std::path::Path) -> anyhow::Result<()> {
             .with_context(|| format!("restricting {}", dir.display()))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+    use axum::http::{Request, StatusCode};
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    use tokio::net::TcpStream;
+    use tower::ServiceExt as _;
+
+    /// A TCP proxy that forwards until paused, then holds every byte: a database that hangs.
+    struct Proxy {
+        addr: std::net::SocketAddr,
+        paused: watch::Sender<bool>,
+    }
+
+    impl Proxy {
+        async fn start(upstream: String) -> Self {
+            let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+            let addr = listener.local_addr().expect("addr");
+            let (paused, rx) = watch::channel(false);
+            tokio::spawn(async move {
+                while let Ok((client, _)) = listener.accept().await {
+                    let Ok(server) = TcpStream::connect(&upstream).await else {
+                        continue;
+                    };
+                    let (cr, cw) = client.into_split();
+                    let (sr, sw) = server.into_split();
+                    tokio::spawn(pump(cr, sw, rx.clone()));
+                    tokio::spawn(pump(sr, cw, rx.clone()));
+                }
+            });
+            Self { addr, paused }
+        }
+    }
+
+    async fn pump(
+        mut from: tokio::net::tcp::OwnedReadHalf,
+        mut to: tokio::net::tcp::OwnedWriteHalf,
+        mut paused: watch::Receiver<bool>,
+    ) {
+        let mut buf = vec![0; 16 * 1024];
+        loop {
+            let n = match from.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            };
+            if paused.wait_for(|p| !*p).await.is_err() {
+                return;
+            }
+            if to.write_all(&buf[..n]).await.is_err() {
+                return;
+            }
+        }
+    }
+
+    /// `postgres://user@host:port/db` with `host:port` replaced.
+    fn through(url: &str, addr: std::net::SocketAddr) -> (String, String) {
+        let (scheme, rest) = url.split_once("://").expect("scheme");
+        let (authority, path) = rest.split_once('/').expect("database");
+        let (user, host) = authority
+            .rsplit_once('@')
+            .map_or(("", authority), |(u, h)| (u, h));
+        let at = if user.is_empty() { "" } else { "@" };
+        (
+            format!("{scheme}://{user}{at}{addr}/{path}"),
+            host.to_owned(),
+        )
+    }
+
+    async fn readyz(router: &axum::Router) -> StatusCode {
+        router
+            .clone()
+            .oneshot(
+                Request::get("/readyz")
+                    .body(Body::empty())
+                    .expect("request"),
+            )
+            .await
+            .expect("answer")
+            .status()
+    }
+
+    /// Polls /readyz until it answers `want`; returns how long that took.
+    async fn until(router: &axum::Router, want: StatusCode, within: Duration) -> Duration {
+        let started = std::time::Instant::now();
+        loop {
+            let got = readyz(router).await;
+            if got == want {
+                return started.elapsed();
+            }
+            assert!(
+                started.elapsed() < within,
+                "/readyz still {got} after {within:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn readiness_fails_within_seconds_when_the_store_hangs() {
+        let url = keygate_store::testdb::create_postgres_database().await;
+        let (_, upstream) = through(&url, "127.0.0.1:1".parse().expect("addr"));
+        let proxy = Proxy::start(upstream).await;
+        let (proxied, _) = through(&url, proxy.addr);
+        let store = keygate_store::open(&proxied).expect("open");
+        store.ping().await.expect("answers through the proxy");
+
+        let ready = Arc::new(AtomicBool::new(true));
+        let router = crate::http::router(ready.clone(), None);
+        let flag = ready.clone();
+        let (reporter, _health) = tonic_health::server::health_reporter();
+        let watcher =
+            tokio::spawn(async move { watch_store(&*store, PING_POLICY, &reporter, &flag).await });
+        tokio::time::sleep(PING_POLICY.every * 2).await;
+        assert_eq!(
+            readyz(&router).await,
+            StatusCode::OK,
+            "a store that answers"
+        );
+
+        // The database stops answering (nothing is refused: every byte is held).
+        proxy.paused.send_replace(true);
+        let took = until(
+            &router,
+            StatusCode::SERVICE_UNAVAILABLE,
+            Duration::from_secs(15),
+        )
+        .await;
+        let bound = (PING_POLICY.every + PING_POLICY.timeout) * PING_POLICY.failures
+            + Duration::from_secs(1);
+        eprintln!("readiness turned off {took:?} after the store hung (bound {bound:?})");
+        assert!(took <= bound, "not ready after {took:?}, bound {bound:?}");
+
+        // It answers again: ready again.
+        proxy.paused.send_replace(false);
+        until(&router, StatusCode::OK, Duration::from_secs(15)).await;
+        watcher.abort();
+    }
 }

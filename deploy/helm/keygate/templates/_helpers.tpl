@@ -152,6 +152,25 @@ Service named after the release, so the API address does not change with the mod
       key: {{ required "secrets.adminToken.key is required" .key }}
 {{- end }}
 {{- end }}
+- name: KEYGATE_INSTANT_KEY_SECRET
+  valueFrom:
+    secretKeyRef:
+      name: {{ required "secrets.instantKeySecret.secretName is required: with PostgreSQL every replica needs the same Instant Key secret" .Values.secrets.instantKeySecret.secretName }}
+      key: {{ required "secrets.instantKeySecret.key is required" .Values.secrets.instantKeySecret.key }}
+- name: KEYGATE_PAGE_TOKEN_KEY
+  valueFrom:
+    secretKeyRef:
+      name: {{ required "secrets.pageTokenKey.secretName is required: with PostgreSQL every replica needs the same page-token key" .Values.secrets.pageTokenKey.secretName }}
+      key: {{ required "secrets.pageTokenKey.key is required" .Values.secrets.pageTokenKey.key }}
+{{- with .Values.secrets.cacheKey }}
+{{- if .secretName }}
+- name: KEYGATE_CACHE_KEY
+  valueFrom:
+    secretKeyRef:
+      name: {{ .secretName }}
+      key: {{ required "secrets.cacheKey.key is required" .key }}
+{{- end }}
+{{- end }}
 {{- end }}
 
 {{/*
