@@ -254,7 +254,10 @@ async fn delete_identity_removes_the_person_and_their_access() {
     let token = url.rsplit_once("/ik/").expect("a link").1;
     // Read through the status cache first, so a stale copy would show.
     f.app.get_access_grant(f.ws, g.id).await.expect("cached");
-    f.app.view_instant_key(token, None).await.expect("the page opens");
+    f.app
+        .view_instant_key(token, None)
+        .await
+        .expect("the page opens");
     let deleted = f
         .app
         .delete_user_identity(f.ws, g.user_identity_id)
@@ -292,7 +295,13 @@ async fn delete_identity_removes_the_person_and_their_access() {
     ));
     assert!(matches!(
         f.app
-            .request_unlock(f.ws, g.user_identity_id, Some(g.id), f.doors[0], Some(key_id))
+            .request_unlock(
+                f.ws,
+                g.user_identity_id,
+                Some(g.id),
+                f.doors[0],
+                Some(key_id)
+            )
             .await,
         Err(Refused::NotFound)
     ));

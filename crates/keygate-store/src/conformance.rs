@@ -389,7 +389,10 @@ pub async fn user_identity_crud(store: Arc<dyn Store>) {
     assert!(updated.updated_at >= created.updated_at);
     assert_eq!(store.get_user_identity(ws, id).await.ok(), Some(updated));
 
-    store.delete_user_identity(ws, id, now()).await.expect("delete");
+    store
+        .delete_user_identity(ws, id, now())
+        .await
+        .expect("delete");
     assert_not_found(
         store.get_user_identity(ws, id).await,
         Resource::UserIdentity,
@@ -1599,13 +1602,24 @@ pub async fn deleting_a_person_removes_their_access(store: Arc<dyn Store>) {
     // no grant, and a linked access system user.
     let both = [AccessMethodMode::Card, AccessMethodMode::MobileKey];
     let (g1, _) = store
-        .create_access_grant(ws, &grant_for(&*store, ws, person, &doors, &both).await, None)
+        .create_access_grant(
+            ws,
+            &grant_for(&*store, ws, person, &doors, &both).await,
+            None,
+        )
         .await
         .expect("first grant");
     let (g2, _) = store
         .create_access_grant(
             ws,
-            &grant_for(&*store, ws, person, &doors[..1], &[AccessMethodMode::MobileKey]).await,
+            &grant_for(
+                &*store,
+                ws,
+                person,
+                &doors[..1],
+                &[AccessMethodMode::MobileKey],
+            )
+            .await,
             None,
         )
         .await
@@ -1665,7 +1679,10 @@ pub async fn deleting_a_person_removes_their_access(store: Arc<dyn Store>) {
         store.delete_user_identity(other, person, now()).await,
         Resource::UserIdentity,
     );
-    store.get_user_identity(ws, person).await.expect("untouched");
+    store
+        .get_user_identity(ws, person)
+        .await
+        .expect("untouched");
     store.get_access_grant(ws, g1.id).await.expect("untouched");
 
     let queued_before = store.count_jobs("queued").await.expect("count");

@@ -334,11 +334,13 @@ where
             .execute(&mut *tx)
             .await?;
         // TODO(unlock-merge): events.extend(Self::cancel_unlocks_in(&mut tx, ws, UnlockScope::Person(id), now).await?);
-        sqlx::query("DELETE FROM user_identities WHERE workspace_id = $1 AND user_identity_id = $2")
-            .bind(ws.to_string())
-            .bind(id.to_string())
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "DELETE FROM user_identities WHERE workspace_id = $1 AND user_identity_id = $2",
+        )
+        .bind(ws.to_string())
+        .bind(id.to_string())
+        .execute(&mut *tx)
+        .await?;
         events.push(keygate_domain::applied::user_identity_deleted(id, now));
         let appended = Self::append_events(&mut tx, ws, &events, now).await?;
         tx.commit().await?;

@@ -382,7 +382,9 @@ impl Orchestrator {
         let system = self.store.get_access_system(ws, e.acs_system_id).await?;
         // Deleted before the encoding started (alone, with its grant or with its person): no
         // card is written, and the attempt ends instead of the job being leased again for ever.
-        if let Err(Error::NotFound { .. }) = self.store.get_access_method(ws, e.access_method_id).await {
+        if let Err(Error::NotFound { .. }) =
+            self.store.get_access_method(ws, e.access_method_id).await
+        {
             let gone = Err(AttemptError {
                 error_type: "access_revoked".into(),
                 message: "the access method was deleted before the encoding started".into(),
@@ -530,7 +532,11 @@ impl Orchestrator {
             }
             Err(e) => return Err(e),
         };
-        let person = match self.store.get_user_identity(ws, grant.user_identity_id).await {
+        let person = match self
+            .store
+            .get_user_identity(ws, grant.user_identity_id)
+            .await
+        {
             Ok(person) => person,
             // The person is gone (a delete takes their grants with them; a grant left behind
             // has no one to give access to): the job ends with its doors failed instead of

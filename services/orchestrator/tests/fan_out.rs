@@ -1029,7 +1029,8 @@ async fn ended_grants_are_revoked_everywhere(store: Arc<dyn Store>) {
 /// person's grants with them left it: their grants live on, with no one to give access to.
 async fn remove_person_row(url: &str, ws: WorkspaceId, person: UserIdentityId) {
     use sqlx::Connection as _;
-    const SQL: &str = "DELETE FROM user_identities WHERE workspace_id = $1 AND user_identity_id = $2";
+    const SQL: &str =
+        "DELETE FROM user_identities WHERE workspace_id = $1 AND user_identity_id = $2";
     if url.starts_with("sqlite:") {
         let mut c = sqlx::SqliteConnection::connect(url).await.expect("sqlite");
         sqlx::query(SQL)
@@ -1050,9 +1051,7 @@ async fn remove_person_row(url: &str, ws: WorkspaceId, person: UserIdentityId) {
 }
 
 async fn jobs_of_a_deleted_person_end(store: Arc<dyn Store>, url: &str) {
-    use keygate_domain::action::{
-        ActionAttempt, ActionType, AttemptStatus, EncodeJob, JobWork,
-    };
+    use keygate_domain::action::{ActionAttempt, ActionType, AttemptStatus, EncodeJob, JobWork};
     use keygate_domain::ids::ActionAttemptId;
     let ws = seeded_workspace(&*store, "person-gone").await;
     let doors = quick_start_entrances(&*store, ws).await;
@@ -1122,7 +1121,11 @@ async fn jobs_of_a_deleted_person_end(store: Arc<dyn Store>, url: &str) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(active, 0, "every job of a deleted person ends");
-    assert_eq!(store.count_jobs("dead").await.ok(), Some(0), "none is buried");
+    assert_eq!(
+        store.count_jobs("dead").await.ok(),
+        Some(0),
+        "none is buried"
+    );
     assert_eq!(systems.credential_count(), 0, "and no one was given access");
     // The encoding never reached the encoder: its attempt ends, saying why.
     let ended = store
