@@ -1836,6 +1836,21 @@ pub async fn a_grant_racing_its_persons_delete_does_not_survive(store: Arc<dyn S
         .await
         .expect("person")
         .id;
+    // A grant that `DeleteAccessGrant` deletes at the same time as the person: whichever goes
+    // first, the person's delete succeeds. (Timing decides the interleaving; this does not
+    // force the one where the person's delete waits on the grant's lock.)
+    let (doomed, _) = store
+        .create_access_grant(
+            ws,
+            &grant_for(&*store, ws, person, &doors[..1], &[AccessMethodMode::Card]).await,
+            None,
+        )
+        .await
+        .expect("grant");
+    let single = {
+        let store = store.clone();
+        tokio::spawn(async move { store.delete_access_grant(ws, doomed.id, now()).await })
+    };
     let mut creates = Vec::new();
     for _ in 0..6 {
         let new = grant_for(&*store, ws, person, &doors[..1], &[AccessMethodMode::Card]).await;
@@ -1849,6 +1864,19 @@ pub async fn a_grant_racing_its_persons_delete_does_not_survive(store: Arc<dyn S
         .delete_user_identity(ws, person, now())
         .await
         .expect("delete");
+    match single.await.expect("task") {
+        Ok(_) => {}
+        Err(e) => assert!(
+            matches!(
+                e,
+                Error::NotFound {
+                    resource: Resource::AccessGrant,
+                    ..
+                }
+            ),
+            "{e}"
+        ),
+    }
     for c in creates {
         match c.await.expect("task") {
             Ok((g, _)) => assert_not_found(
