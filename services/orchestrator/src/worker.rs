@@ -377,24 +377,34 @@ impl Orchestrator {
         }
     }
 
+    /// Ends an encoding whose access method was deleted before it started: no card is
+    /// written, and the attempt ends `access_revoked`.
+    async fn encode_gone(
+        &self,
+        job: &Job,
+        ws: keygate_domain::ids::WorkspaceId,
+    ) -> Result<(), Error> {
+        let gone = Err(AttemptError {
+            error_type: "access_revoked".into(),
+            message: "the access method was deleted before the encoding started".into(),
+        });
+        if let Some(events) = self.store.complete_encode(job, &gone, now()).await? {
+            self.tracker
+                .committed(Committed::new(ws).events(&events))
+                .await;
+        }
+        Ok(())
+    }
+
     async fn encode(&self, job: &Job, e: &EncodeJob) -> Result<(), Error> {
         let ws = job.workspace_id;
         let system = self.store.get_access_system(ws, e.acs_system_id).await?;
         // Deleted before the encoding started (alone, with its grant or with its person): no
         // card is written, and the attempt ends instead of the job being leased again for ever.
-        if let Err(Error::NotFound { .. }) =
-            self.store.get_access_method(ws, e.access_method_id).await
-        {
-            let gone = Err(AttemptError {
-                error_type: "access_revoked".into(),
-                message: "the access method was deleted before the encoding started".into(),
-            });
-            if let Some(events) = self.store.complete_encode(job, &gone, now()).await? {
-                self.tracker
-                    .committed(Committed::new(ws).events(&events))
-                    .await;
-            }
-            return Ok(());
+        match self.store.get_access_method(ws, e.access_method_id).await {
+            Ok(_) => {}
+            Err(Error::NotFound { .. }) => return self.encode_gone(job, ws).await,
+            Err(err) => return Err(err),
         }
         self.vendor_limits.acquire(&system).await;
         if !self.may_call(job).await {
