@@ -733,6 +733,112 @@ async fn previews_claim_nothing_and_the_first_unlock_claims() {
     assert_eq!(unlocks(&ch, &key, &g.user_identity_id).await, 1);
 }
 
+/// Deleting the person closes everything they held: the page behind their link refuses, on the
+/// phone that claimed it too; their door does not unlock; and their credentials are revoked on
+/// the access systems.
+#[tokio::test]
+async fn deleting_the_person_closes_their_page_and_their_doors() {
+    let dir = DataDir::new();
+    let kg = Keygate::start(
+        &dir.0,
+        &Options {
+            extra_args: vec!["--sandbox-provision-delay-ms".into(), "40".into()],
+            ..Options::with_admin()
+        },
+    );
+    let ch = kg.channel().await;
+    let (_ws, key) = create_workspace(&ch, "Hotel", true).await;
+    let (g, _, [_, main]) = jane_with_a_remote_door(&ch, &key, "ik-delete-person").await;
+    let page = path_of(&g.instant_key_url);
+    let unlock = |cookie: Option<&str>| {
+        let mut h = vec![("Content-Type", "application/x-www-form-urlencoded")];
+        if let Some(c) = cookie {
+            h.push(("Cookie", c));
+        }
+        http(
+            &kg.http_addr,
+            "POST",
+            &format!("{page}/unlock"),
+            &h,
+            &format!("acs_entrance_id={main}"),
+        )
+    };
+    let (status, headers, _) = unlock(None);
+    assert_eq!(status, 303);
+    let cookie = device_cookie(&headers).expect("the phone claimed the key");
+    assert_eq!(unlocks(&ch, &key, &g.user_identity_id).await, 1);
+
+    let deleted = identities(&ch)
+        .delete_user_identity(authed(
+            &key,
+            v1::DeleteUserIdentityRequest {
+                user_identity_id: g.user_identity_id.clone(),
+            },
+        ))
+        .await
+        .expect("delete")
+        .into_inner();
+    assert_eq!(deleted.access_grants_deleted, 1);
+    assert_eq!(deleted.instant_keys_revoked, 1);
+    assert_eq!(deleted.acs_users_unlinked, 0);
+
+    // The page refuses the phone that holds the key, and so does its unlock: nothing is queued.
+    let (status, _, body) = http(&kg.http_addr, "GET", &page, &[("Cookie", &cookie)], "");
+    assert_eq!(status, 410, "{body}");
+    let (status, _, _) = unlock(Some(&cookie));
+    assert_eq!(status, 410);
+    assert_eq!(unlocks(&ch, &key, &g.user_identity_id).await, 1);
+    // The grant is gone at once; its credentials are revoked on the access systems shortly.
+    assert_fails(
+        grants(&ch)
+            .get_access_grant(authed(
+                &key,
+                v1::GetAccessGrantRequest {
+                    access_grant_id: g.access_grant_id.clone(),
+                },
+            ))
+            .await,
+        Code::NotFound,
+        "ACCESS_GRANT_NOT_FOUND",
+    );
+    let mut revoked = 0;
+    for _ in 0..200 {
+        let types = event_types_of(&ch, &key, &g.user_identity_id).await;
+        revoked = types
+            .iter()
+            .filter(|t| *t == "access_method.revoked")
+            .count();
+        if revoked == g.access_method_ids.len() {
+            assert!(
+                types.contains(&"user_identity.deleted".to_owned()),
+                "{types:?}"
+            );
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(revoked, g.access_method_ids.len(), "every method revoked");
+}
+
+async fn event_types_of(ch: &Ch, key: &str, user: &str) -> Vec<String> {
+    events(ch)
+        .list_events(authed(
+            key,
+            v1::ListEventsRequest {
+                user_identity_id: user.into(),
+                page_size: 500,
+                ..Default::default()
+            },
+        ))
+        .await
+        .expect("events")
+        .into_inner()
+        .events
+        .into_iter()
+        .map(|e| e.event_type)
+        .collect()
+}
+
 /// The HTTP port's limits, set small: views and unlocks per key and per client answer 429 with
 /// Retry-After (and the pages' headers); a client that never finishes its headers, or its body,
 /// is cut off.

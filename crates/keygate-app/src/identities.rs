@@ -1,14 +1,16 @@
 //! User identities: the people who receive access, and the access system users linked to them.
 
 use keygate_domain::Error;
+use keygate_domain::events;
 use keygate_domain::ids::{AcsUserId, UserIdentityId, WorkspaceId};
 use keygate_domain::model::{
-    NewUserIdentity, UserIdentity, UserIdentityFilter, UserIdentityPatch, now,
+    IdentityDeleted, NewUserIdentity, UserIdentity, UserIdentityFilter, UserIdentityPatch, now,
 };
 use keygate_domain::page::{Page, PageRequest};
 use keygate_store::Idempotency;
 
 use crate::App;
+use crate::tracker::Committed;
 
 /// A validated `CreateUserIdentity`.
 #[derive(Clone, Debug)]
@@ -86,14 +88,40 @@ impl App {
         self.identity_view(ws, u).await
     }
 
-    /// Deletes a person's record. (Their grants, credentials and Instant Keys are not revoked
-    /// yet: that is the door-safety work that follows this layer.)
+    /// Deletes a person and their access, in one transaction: every access grant (so every
+    /// credential and access method) deleted with its revocation queued, every Instant Key
+    /// revoked, linked access system users unlinked. The revocations then run as jobs, like a
+    /// `DeleteAccessGrant`'s. Returns what was taken away.
     pub async fn delete_user_identity(
         &self,
         ws: WorkspaceId,
         id: UserIdentityId,
-    ) -> Result<(), Error> {
-        self.store.delete_user_identity(ws, id).await
+    ) -> Result<IdentityDeleted, Error> {
+        let (summary, events) = self.store.delete_user_identity(ws, id, now()).await?;
+        // As for each grant deleted: their status and their methods' are stale, revocations
+        // are queued, and the events are announced.
+        let mut committed = Committed::new(ws)
+            .methods(events.iter().filter_map(|e| e.access_method_id))
+            .events(&events);
+        for g in events
+            .iter()
+            .filter(|e| e.event_type == events::ACCESS_GRANT_DELETED.name)
+            .filter_map(|e| e.access_grant_id)
+        {
+            committed = committed.grant(g);
+        }
+        if summary.grants_deleted > 0 {
+            committed = committed.jobs();
+        }
+        self.tracker.committed(committed).await;
+        tracing::info!(
+            user_identity_id = %id,
+            grants_deleted = summary.grants_deleted,
+            instant_keys_revoked = summary.instant_keys_revoked,
+            acs_users_unlinked = summary.acs_users_unlinked,
+            "user identity deleted; revocation queued"
+        );
+        Ok(summary)
     }
 
     async fn identity_view(&self, ws: WorkspaceId, u: UserIdentity) -> Result<IdentityView, Error> {

@@ -240,22 +240,76 @@ async fn generate_instant_key_for_a_person_and_replay_it() {
 }
 
 #[tokio::test]
-async fn delete_identity_removes_the_person() {
+async fn delete_identity_removes_the_person_and_their_access() {
+    use keygate_app::instant_keys::Refused;
+    use keygate_domain::instant_key::Inactive;
     let f = fixture().await;
     let g = f
         .app
         .create_access_grant(f.ws, create(&f.doors, None, b"a"))
         .await
         .expect("create");
+    let key_id = g.instant_key_id.expect("the mobile key's Instant Key");
+    let url = f.app.links.url(key_id).expect("url");
+    let token = url.rsplit_once("/ik/").expect("a link").1;
+    // Read through the status cache first, so a stale copy would show.
+    f.app.get_access_grant(f.ws, g.id).await.expect("cached");
     f.app
+        .view_instant_key(token, None)
+        .await
+        .expect("the page opens");
+    let deleted = f
+        .app
         .delete_user_identity(f.ws, g.user_identity_id)
         .await
         .expect("delete");
+    assert_eq!(deleted.grants_deleted, 1);
+    assert_eq!(deleted.instant_keys_revoked, 1);
+    assert_eq!(deleted.acs_users_unlinked, 0);
     assert!(matches!(
         f.app
             .store
             .get_user_identity(f.ws, g.user_identity_id)
             .await,
+        Err(Error::NotFound { .. })
+    ));
+    // The grant is gone from the cache too, and so are its methods.
+    assert!(matches!(
+        f.app.get_access_grant(f.ws, g.id).await,
+        Err(Error::NotFound { .. })
+    ));
+    for m in &g.access_method_ids {
+        assert!(matches!(
+            f.app.store.get_access_method(f.ws, *m).await,
+            Err(Error::NotFound { .. })
+        ));
+    }
+    // The Instant Key page refuses, and so does an unlock of their door.
+    assert!(matches!(
+        f.app.view_instant_key(token, None).await,
+        Err(Refused::Inactive(Inactive::Revoked))
+    ));
+    assert!(matches!(
+        f.app.claim_instant_key(token, None).await,
+        Err(Refused::Inactive(Inactive::Revoked))
+    ));
+    assert!(matches!(
+        f.app
+            .request_unlock(
+                f.ws,
+                g.user_identity_id,
+                Some(g.id),
+                f.doors[0],
+                Some(key_id)
+            )
+            .await,
+        Err(Refused::NotFound)
+    ));
+    // No new grant for them.
+    let mut again = create(&f.doors, None, b"b");
+    again.grantee = Grantee::Existing(g.user_identity_id);
+    assert!(matches!(
+        f.app.create_access_grant(f.ws, again).await,
         Err(Error::NotFound { .. })
     ));
     assert!(matches!(

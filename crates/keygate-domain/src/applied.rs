@@ -19,6 +19,11 @@ pub fn access_grant_deleted(
         .user(user)
 }
 
+/// `user_identity.deleted`, after the deletion events of everything the person held.
+pub fn user_identity_deleted(user: UserIdentityId, at: OffsetDateTime) -> NewEvent {
+    NewEvent::new(events::USER_IDENTITY_DELETED, at).user(user)
+}
+
 /// `access_method.deleted`.
 pub fn access_method_deleted(m: &AccessMethod, at: OffsetDateTime) -> NewEvent {
     NewEvent::new(events::ACCESS_METHOD_DELETED, at)

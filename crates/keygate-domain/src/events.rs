@@ -42,6 +42,7 @@ event_types! {
     INSTANT_KEY_REVOKED = "instant_key.revoked", "An Instant Key was revoked.";
     INSTANT_KEY_DELIVERED = "instant_key.delivered", "The link of an Instant Key was accepted by the SMS or email provider.";
     INSTANT_KEY_DELIVERY_FAILED = "instant_key.delivery_failed", "Sending the link of an Instant Key by SMS or email failed for good.";
+    USER_IDENTITY_DELETED = "user_identity.deleted", "A user identity was deleted, with every access grant and Instant Key it held.";
     WEBHOOK_DISABLED = "webhook.disabled", "A webhook was disabled after its deliveries kept failing.";
 }
 

@@ -158,6 +158,17 @@ impl UserIdentity {
     }
 }
 
+/// What deleting a person took away, in the transaction that deleted them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct IdentityDeleted {
+    /// Access grants (credentials included) deleted; their revocation is queued.
+    pub grants_deleted: u32,
+    /// Instant Keys revoked, the grants' keys included.
+    pub instant_keys_revoked: u32,
+    /// Access system users that were linked to the person and are now unlinked.
+    pub acs_users_unlinked: u32,
+}
+
 /// A validated request to create a user identity.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NewUserIdentity {

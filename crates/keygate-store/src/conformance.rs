@@ -48,6 +48,8 @@ macro_rules! conformance_suite {
                 provision_outcomes_emit_events_once,
                 event_sequence_follows_commit_order,
                 deletes_release_what_they_held,
+                deleting_a_person_removes_their_access,
+                a_grant_racing_its_persons_delete_does_not_survive,
             );
         }
     };
@@ -387,13 +389,16 @@ pub async fn user_identity_crud(store: Arc<dyn Store>) {
     assert!(updated.updated_at >= created.updated_at);
     assert_eq!(store.get_user_identity(ws, id).await.ok(), Some(updated));
 
-    store.delete_user_identity(ws, id).await.expect("delete");
+    store
+        .delete_user_identity(ws, id, now())
+        .await
+        .expect("delete");
     assert_not_found(
         store.get_user_identity(ws, id).await,
         Resource::UserIdentity,
     );
     assert_not_found(
-        store.delete_user_identity(ws, id).await,
+        store.delete_user_identity(ws, id, now()).await,
         Resource::UserIdentity,
     );
     assert_not_found(
@@ -478,7 +483,7 @@ pub async fn user_identity_is_tenant_scoped(store: Arc<dyn Store>) {
         Resource::UserIdentity,
     );
     assert_not_found(
-        store.delete_user_identity(a, in_b.id).await,
+        store.delete_user_identity(a, in_b.id, now()).await,
         Resource::UserIdentity,
     );
     assert!(
@@ -1543,4 +1548,366 @@ pub async fn deletes_release_what_they_held(store: Arc<dyn Store>) {
         .await
         .expect("events");
     assert!(left.is_empty());
+}
+
+/// A grant of `modes` over `doors` for the existing person `person`, with the grant's Instant
+/// Key when it has a mobile key (as `CreateAccessGrant` writes one).
+async fn grant_for(
+    store: &dyn Store,
+    ws: WorkspaceId,
+    person: UserIdentityId,
+    doors: &[EntranceId],
+    modes: &[AccessMethodMode],
+) -> NewGrant {
+    let mut new = new_grant(store, ws, doors, modes).await;
+    new.new_identity = None;
+    new.grant.user_identity_id = person;
+    for m in &mut new.methods {
+        m.user_identity_id = person;
+    }
+    if modes.contains(&AccessMethodMode::MobileKey) {
+        let key = keygate_domain::instant_key::InstantKey {
+            id: keygate_domain::ids::InstantKeyId::new(),
+            workspace_id: ws,
+            user_identity_id: person,
+            access_grant_id: Some(new.grant.id),
+            created_at: now(),
+            expires_at: new.grant.ends_at,
+            max_use_count: 1,
+            use_count: 0,
+            revoked_at: None,
+        };
+        new.grant.instant_key_id = Some(key.id);
+        for m in new
+            .methods
+            .iter_mut()
+            .filter(|m| m.mode == AccessMethodMode::MobileKey)
+        {
+            m.instant_key_id = Some(key.id);
+        }
+        let token = format!("{:064x}", key.id.as_uuid().as_u128());
+        new.instant_key = Some((key, token));
+    }
+    new
+}
+
+pub async fn deleting_a_person_removes_their_access(store: Arc<dyn Store>) {
+    use keygate_domain::action::JobWork;
+    let ws = seeded_workspace(&*store, "person-delete").await;
+    let other = seeded_workspace(&*store, "person-delete-other").await;
+    let doors = quick_start_entrances(&*store, ws).await;
+    let person = store
+        .create_user_identity(ws, UserIdentityId::new(), &jane(), None, now())
+        .await
+        .expect("person")
+        .id;
+    // Two grants (cards and a mobile key with its Instant Key; a mobile key alone), a key of
+    // no grant, and a linked access system user.
+    let both = [AccessMethodMode::Card, AccessMethodMode::MobileKey];
+    let (g1, _) = store
+        .create_access_grant(
+            ws,
+            &grant_for(&*store, ws, person, &doors, &both).await,
+            None,
+        )
+        .await
+        .expect("first grant");
+    let (g2, _) = store
+        .create_access_grant(
+            ws,
+            &grant_for(
+                &*store,
+                ws,
+                person,
+                &doors[..1],
+                &[AccessMethodMode::MobileKey],
+            )
+            .await,
+            None,
+        )
+        .await
+        .expect("second grant");
+    let loose = keygate_domain::instant_key::InstantKey {
+        id: keygate_domain::ids::InstantKeyId::new(),
+        workspace_id: ws,
+        user_identity_id: person,
+        access_grant_id: None,
+        created_at: now(),
+        expires_at: None,
+        max_use_count: 1,
+        use_count: 0,
+        revoked_at: None,
+    };
+    let token = format!("{:064x}", loose.id.as_uuid().as_u128());
+    store
+        .create_instant_key(ws, &loose, &token, None)
+        .await
+        .expect("key");
+    let system = store
+        .list_access_systems(ws, None, &all())
+        .await
+        .expect("systems")
+        .items[0]
+        .id;
+    let acs_user = keygate_domain::acs::AcsUser {
+        id: keygate_domain::ids::AcsUserId::new(),
+        workspace_id: ws,
+        acs_system_id: system,
+        full_name: "Jane Doe".into(),
+        email_address: None,
+        phone_number: None,
+        access_starts_at: None,
+        access_ends_at: None,
+        user_identity_id: None,
+        is_suspended: false,
+        access_group_ids: Vec::new(),
+        created_at: now(),
+    };
+    store
+        .create_acs_user(ws, &acs_user, None)
+        .await
+        .expect("acs user");
+    store
+        .link_acs_user(ws, acs_user.id, person)
+        .await
+        .expect("link");
+    let methods: Vec<_> = [&g1, &g2]
+        .iter()
+        .flat_map(|g| g.access_method_ids.clone())
+        .collect();
+    assert_eq!(methods.len(), 4, "two cards and two mobile keys");
+
+    // Another workspace cannot delete (or even see) the person, and changes nothing.
+    assert_not_found(
+        store.delete_user_identity(other, person, now()).await,
+        Resource::UserIdentity,
+    );
+    store
+        .get_user_identity(ws, person)
+        .await
+        .expect("untouched");
+    store.get_access_grant(ws, g1.id).await.expect("untouched");
+
+    let queued_before = store.count_jobs("queued").await.expect("count");
+    let (summary, events) = store
+        .delete_user_identity(ws, person, now())
+        .await
+        .expect("delete");
+    assert_eq!(
+        summary,
+        keygate_domain::model::IdentityDeleted {
+            grants_deleted: 2,
+            instant_keys_revoked: 3,
+            acs_users_unlinked: 1,
+        }
+    );
+
+    // The person, their grants and their methods are gone.
+    assert_not_found(
+        store.get_user_identity(ws, person).await,
+        Resource::UserIdentity,
+    );
+    for g in [&g1, &g2] {
+        assert_not_found(
+            store.get_access_grant(ws, g.id).await,
+            Resource::AccessGrant,
+        );
+    }
+    for m in &methods {
+        assert_not_found(
+            store.get_access_method(ws, *m).await,
+            Resource::AccessMethod,
+        );
+    }
+    let listed = store
+        .list_access_grants(
+            ws,
+            &GrantFilter {
+                user_identity_id: Some(person),
+                ..Default::default()
+            },
+            &all(),
+        )
+        .await
+        .expect("list");
+    assert!(listed.items.is_empty());
+    // Every Instant Key of theirs is revoked.
+    let keys = store
+        .list_instant_keys(ws, Some(person), &all())
+        .await
+        .expect("keys")
+        .items;
+    assert_eq!(keys.len(), 3);
+    assert!(keys.iter().all(|k| k.revoked_at.is_some()), "{keys:?}");
+    // Their access system user stays, unlinked.
+    assert_eq!(
+        store
+            .get_acs_user(ws, acs_user.id)
+            .await
+            .expect("acs user")
+            .user_identity_id,
+        None
+    );
+    // Revocation follows as jobs: one per (method, access system) of every door.
+    assert_eq!(
+        store.count_jobs("queued").await.expect("count") - queued_before,
+        5,
+        "cards: 2 methods in 1 system each; mobile keys: 2 systems, then 1"
+    );
+    let mut revoked_methods = HashSet::new();
+    for system in store
+        .list_access_systems(ws, None, &all())
+        .await
+        .expect("systems")
+        .items
+    {
+        let claimed = store
+            .claim_jobs(
+                &crate::Claim {
+                    owner: "deleter",
+                    workspace_id: ws,
+                    acs_system_id: system.id,
+                    limit: 100,
+                    lease: std::time::Duration::from_secs(30),
+                },
+                now(),
+            )
+            .await
+            .expect("claim");
+        for j in claimed.jobs {
+            if let JobWork::Revoke(r) = &j.work {
+                revoked_methods.insert(r.access_method_id);
+            }
+        }
+    }
+    assert_eq!(
+        revoked_methods,
+        methods.iter().copied().collect::<HashSet<_>>(),
+        "every method's revocation is queued"
+    );
+    // The events, in the same transaction, `user_identity.deleted` last.
+    let types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
+    let n = |t: &str| types.iter().filter(|x| **x == t).count();
+    assert_eq!(n("access_method.deleted"), 4, "{types:?}");
+    assert_eq!(n("access_grant.deleted"), 2, "{types:?}");
+    assert_eq!(n("instant_key.revoked"), 3, "{types:?}");
+    assert_eq!(types.last(), Some(&"user_identity.deleted"), "{types:?}");
+    assert!(events.iter().all(|e| e.user_identity_id == Some(person)));
+    let logged = store
+        .list_events(
+            ws,
+            &EventFilter {
+                event_types: vec!["user_identity.deleted".into()],
+                ..Default::default()
+            },
+            0,
+            100,
+        )
+        .await
+        .expect("events");
+    assert_eq!(logged.len(), 1, "the log holds what the delete returned");
+
+    // Nothing new can be made for them, and deleting again is NOT_FOUND.
+    let late = grant_for(&*store, ws, person, &doors, &both).await;
+    assert_not_found(
+        store.create_access_grant(ws, &late, None).await,
+        Resource::UserIdentity,
+    );
+    let late_key = keygate_domain::instant_key::InstantKey {
+        id: keygate_domain::ids::InstantKeyId::new(),
+        ..loose
+    };
+    assert_not_found(
+        store
+            .create_instant_key(ws, &late_key, &format!("{:064x}", 7), None)
+            .await,
+        Resource::UserIdentity,
+    );
+    assert_not_found(
+        store.delete_user_identity(ws, person, now()).await,
+        Resource::UserIdentity,
+    );
+}
+
+/// Grants created while their person is being deleted either fail `NOT_FOUND` or are deleted
+/// with the person: none survives.
+pub async fn a_grant_racing_its_persons_delete_does_not_survive(store: Arc<dyn Store>) {
+    let ws = seeded_workspace(&*store, "person-race").await;
+    let doors = quick_start_entrances(&*store, ws).await;
+    let person = store
+        .create_user_identity(ws, UserIdentityId::new(), &jane(), None, now())
+        .await
+        .expect("person")
+        .id;
+    // A grant that `DeleteAccessGrant` deletes at the same time as the person: whichever goes
+    // first, the person's delete succeeds. (Timing decides the interleaving; this does not
+    // force the one where the person's delete waits on the grant's lock.)
+    let (doomed, _) = store
+        .create_access_grant(
+            ws,
+            &grant_for(&*store, ws, person, &doors[..1], &[AccessMethodMode::Card]).await,
+            None,
+        )
+        .await
+        .expect("grant");
+    let single = {
+        let store = store.clone();
+        tokio::spawn(async move { store.delete_access_grant(ws, doomed.id, now()).await })
+    };
+    let mut creates = Vec::new();
+    for _ in 0..6 {
+        let new = grant_for(&*store, ws, person, &doors[..1], &[AccessMethodMode::Card]).await;
+        let store = store.clone();
+        creates.push(tokio::spawn(async move {
+            store.create_access_grant(ws, &new, None).await
+        }));
+    }
+    tokio::task::yield_now().await;
+    store
+        .delete_user_identity(ws, person, now())
+        .await
+        .expect("delete");
+    match single.await.expect("task") {
+        Ok(_) => {}
+        Err(e) => assert!(
+            matches!(
+                e,
+                Error::NotFound {
+                    resource: Resource::AccessGrant,
+                    ..
+                }
+            ),
+            "{e}"
+        ),
+    }
+    for c in creates {
+        match c.await.expect("task") {
+            Ok((g, _)) => assert_not_found(
+                store.get_access_grant(ws, g.id).await,
+                Resource::AccessGrant,
+            ),
+            Err(e) => assert!(
+                matches!(
+                    e,
+                    Error::NotFound {
+                        resource: Resource::UserIdentity,
+                        ..
+                    }
+                ),
+                "{e}"
+            ),
+        }
+    }
+    let left = store
+        .list_access_grants(
+            ws,
+            &GrantFilter {
+                user_identity_id: Some(person),
+                ..Default::default()
+            },
+            &all(),
+        )
+        .await
+        .expect("list");
+    assert!(left.items.is_empty(), "{:?}", left.items);
 }

@@ -1,8 +1,9 @@
 //! Access grants, their access methods and doors, and action attempts. The helpers here are
 //! shared with the job queue (`jobs.rs`), whose completions rewrite the same rows.
 //!
-//! Lock order, on PostgreSQL: a grant row (every write of a grant's methods takes it first), then
-//! its method rows and jobs, then the event counter.
+//! Lock order, on PostgreSQL: a person's row (creating a grant for an existing person, deleting
+//! the person), then a grant row (every write of a grant's methods takes it first), then its
+//! method rows and jobs, then the event counter.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::LazyLock;
@@ -625,6 +626,57 @@ where
         Ok(a.clone())
     }
 
+    /// Deletes a live grant in an open transaction, as `DeleteAccessGrant` does: the grant row
+    /// locked and marked deleted (its natural key freed), its live methods deleted with their
+    /// revocation queued and their Instant Keys revoked. Returns the events to append:
+    /// `access_method.deleted` (and `instant_key.revoked`) per method, then
+    /// `access_grant.deleted`. `NotFound` when the grant is missing or deleted already.
+    pub(crate) async fn delete_grant_in(
+        conn: &mut D::Connection,
+        ws: WorkspaceId,
+        id: AccessGrantId,
+        now: OffsetDateTime,
+    ) -> StoreResult<Vec<NewEvent>> {
+        let found: Option<Option<i64>> = sqlx::query_scalar(assembled(format!(
+            "SELECT deleted_at FROM access_grants WHERE workspace_id = $1 AND access_grant_id = $2{}",
+            D::LOCK
+        )))
+        .bind(ws.to_string())
+        .bind(id.to_string())
+        .fetch_optional(&mut *conn)
+        .await?;
+        if !matches!(found, Some(None)) {
+            return Err(Error::not_found(Resource::AccessGrant, id.to_string()).into());
+        }
+        let grant = Self::grant_in(conn, ws, id).await?;
+        // The natural key is freed for a new grant (NULLs never collide in the unique index).
+        sqlx::query("UPDATE access_grants SET deleted_at = $3, updated_at = $3, access_grant_key = NULL WHERE workspace_id = $1 AND access_grant_id = $2")
+            .bind(ws.to_string())
+            .bind(id.to_string())
+            .bind(to_micros(now))
+            .execute(&mut *conn)
+            .await?;
+        let live: Vec<AccessMethod> = {
+            let all = Self::methods_of(conn, ws, id).await?;
+            let mut live = Vec::new();
+            for m in all {
+                if !Self::method_deleted(conn, ws, m.id).await? {
+                    live.push(m);
+                }
+            }
+            live
+        };
+        let mut events = Self::delete_methods(conn, ws, &live, now).await?;
+        // Its unlocks still queued are never sent.
+        events.extend(Self::cancel_unlocks_in(conn, ws, UnlockScope::Grant(id), now).await?);
+        events.push(keygate_domain::applied::access_grant_deleted(
+            id,
+            grant.user_identity_id,
+            now,
+        ));
+        Ok(events)
+    }
+
     async fn delete_grant(
         &self,
         ws: WorkspaceId,
@@ -632,42 +684,7 @@ where
         now: OffsetDateTime,
     ) -> StoreResult<Vec<Event>> {
         let mut tx = self.pool.begin_with(D::BEGIN).await?;
-        let found: Option<Option<i64>> = sqlx::query_scalar(assembled(format!(
-            "SELECT deleted_at FROM access_grants WHERE workspace_id = $1 AND access_grant_id = $2{}",
-            D::LOCK
-        )))
-        .bind(ws.to_string())
-        .bind(id.to_string())
-        .fetch_optional(&mut *tx)
-        .await?;
-        if !matches!(found, Some(None)) {
-            return Err(Error::not_found(Resource::AccessGrant, id.to_string()).into());
-        }
-        let grant = Self::grant_in(&mut tx, ws, id).await?;
-        // The natural key is freed for a new grant (NULLs never collide in the unique index).
-        sqlx::query("UPDATE access_grants SET deleted_at = $3, updated_at = $3, access_grant_key = NULL WHERE workspace_id = $1 AND access_grant_id = $2")
-            .bind(ws.to_string())
-            .bind(id.to_string())
-            .bind(to_micros(now))
-            .execute(&mut *tx)
-            .await?;
-        let live: Vec<AccessMethod> = {
-            let all = Self::methods_of(&mut tx, ws, id).await?;
-            let mut live = Vec::new();
-            for m in all {
-                if !Self::method_deleted(&mut tx, ws, m.id).await? {
-                    live.push(m);
-                }
-            }
-            live
-        };
-        let mut events = Self::delete_methods(&mut tx, ws, &live, now).await?;
-        events.extend(Self::cancel_unlocks_in(&mut tx, ws, UnlockScope::Grant(id), now).await?);
-        events.push(keygate_domain::applied::access_grant_deleted(
-            id,
-            grant.user_identity_id,
-            now,
-        ));
+        let events = Self::delete_grant_in(&mut tx, ws, id, now).await?;
         let appended = Self::append_events(&mut tx, ws, &events, now).await?;
         tx.commit().await?;
         Ok(appended)
@@ -757,6 +774,12 @@ where
             return Ok((g, Vec::new()));
         }
         let g = &new.grant;
+        // An existing person's row is locked (it is taken before the grants of any delete of
+        // the person): a grant cannot be created beside a delete of its person and survive
+        // it; after that delete it is `NOT_FOUND`.
+        if new.new_identity.is_none() {
+            Self::lock_person(&mut tx, ws, g.user_identity_id).await?;
+        }
         Self::check_pins(&mut tx, ws, &new.methods).await?;
         if let Some(person) = &new.new_identity {
             sqlx::query("INSERT INTO user_identities (user_identity_id, workspace_id, user_identity_key, full_name, email_address, phone_number, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)")

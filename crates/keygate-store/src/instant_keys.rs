@@ -4,7 +4,7 @@ use std::sync::LazyLock;
 
 use async_trait::async_trait;
 use keygate_domain::action::UnlockScope;
-use keygate_domain::events::Event;
+use keygate_domain::events::{Event, NewEvent};
 use keygate_domain::ids::{InstantKeyId, UserIdentityId, WorkspaceId};
 use keygate_domain::instant_key::InstantKey;
 use keygate_domain::page::{Page, PageRequest};
@@ -129,6 +129,8 @@ where
             let k = Self::instant_key_in(&mut tx, ws, parse("instant_key_id", &first)?).await?;
             return Ok((k, Vec::new()));
         }
+        // The person's row is locked: a key made beside a delete of the person cannot outlive it.
+        Self::lock_person(&mut tx, ws, key.user_identity_id).await?;
         Self::insert_instant_key(&mut tx, key, token_sha256).await?;
         let created = key.created_event();
         let events = Self::append_events(&mut tx, ws, &[created], key.created_at).await?;
@@ -165,6 +167,45 @@ where
         Ok(into_page(keys, page.limit, |k| k.id.to_string()))
     }
 
+    /// Revokes a key in an open transaction, as `RevokeInstantKey` does (and a person's
+    /// deletion, for each of their keys): the key row locked, `revoked_at` set once. Returns
+    /// the `instant_key.revoked` event to append, or `None` when the key was revoked already.
+    /// `NotFound` when the workspace has no such key.
+    pub(crate) async fn revoke_key_in(
+        conn: &mut D::Connection,
+        ws: WorkspaceId,
+        id: InstantKeyId,
+        now: OffsetDateTime,
+    ) -> StoreResult<Vec<NewEvent>> {
+        let found: Option<Option<i64>> = sqlx::query_scalar(assembled(format!(
+            "SELECT revoked_at FROM instant_keys WHERE workspace_id = $1 AND instant_key_id = $2{}",
+            D::LOCK
+        )))
+        .bind(ws.to_string())
+        .bind(id.to_string())
+        .fetch_optional(&mut *conn)
+        .await?;
+        let Some(revoked) = found else {
+            return Err(Error::not_found(Resource::InstantKey, id.to_string()).into());
+        };
+        if revoked.is_some() {
+            return Ok(Vec::new());
+        }
+        sqlx::query(
+            "UPDATE instant_keys SET revoked_at = $3 WHERE workspace_id = $1 AND instant_key_id = $2",
+        )
+        .bind(ws.to_string())
+        .bind(id.to_string())
+        .bind(to_micros(now))
+        .execute(&mut *conn)
+        .await?;
+        let k = Self::instant_key_in(conn, ws, id).await?;
+        let mut events = vec![k.revoked_event(now)];
+        // Its unlocks still queued are never sent.
+        events.extend(Self::cancel_unlocks_in(conn, ws, UnlockScope::InstantKey(id), now).await?);
+        Ok(events)
+    }
+
     async fn revoke_key(
         &self,
         ws: WorkspaceId,
@@ -172,31 +213,10 @@ where
         now: OffsetDateTime,
     ) -> StoreResult<(InstantKey, Vec<Event>)> {
         let mut tx = self.pool.begin_with(D::BEGIN).await?;
-        let found: Option<Option<i64>> = sqlx::query_scalar(assembled(format!(
-            "SELECT revoked_at FROM instant_keys WHERE workspace_id = $1 AND instant_key_id = $2{}",
-            D::LOCK
-        )))
-        .bind(ws.to_string())
-        .bind(id.to_string())
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some(revoked) = found else {
-            return Err(Error::not_found(Resource::InstantKey, id.to_string()).into());
-        };
         let mut events = Vec::new();
-        if revoked.is_none() {
-            sqlx::query("UPDATE instant_keys SET revoked_at = $3 WHERE workspace_id = $1 AND instant_key_id = $2")
-                .bind(ws.to_string())
-                .bind(id.to_string())
-                .bind(to_micros(now))
-                .execute(&mut *tx)
-                .await?;
-            let k = Self::instant_key_in(&mut tx, ws, id).await?;
-            let mut new = vec![k.revoked_event(now)];
-            new.extend(
-                Self::cancel_unlocks_in(&mut tx, ws, UnlockScope::InstantKey(id), now).await?,
-            );
-            events = Self::append_events(&mut tx, ws, &new, now).await?;
+        let revoked = Self::revoke_key_in(&mut tx, ws, id, now).await?;
+        if !revoked.is_empty() {
+            events = Self::append_events(&mut tx, ws, &revoked, now).await?;
         }
         let k = Self::instant_key_in(&mut tx, ws, id).await?;
         tx.commit().await?;

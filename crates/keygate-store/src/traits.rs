@@ -180,11 +180,16 @@ pub trait UserIdentityStore: Send + Sync {
         now: OffsetDateTime,
     ) -> Result<UserIdentity, Error>;
 
+    /// Deletes a person and their access in one transaction: every live access grant (and so
+    /// every credential) deleted as `delete_access_grant` deletes one, with its revocation
+    /// jobs; every Instant Key revoked; linked access system users unlinked; then
+    /// `user_identity.deleted`. Returns what it took away and the events appended.
     async fn delete_user_identity(
         &self,
         workspace: WorkspaceId,
         id: UserIdentityId,
-    ) -> Result<(), Error>;
+        now: OffsetDateTime,
+    ) -> Result<(keygate_domain::model::IdentityDeleted, Vec<Event>), Error>;
 }
 
 /// Everything one `CreateAccessGrant` writes, in one transaction.

@@ -5,16 +5,19 @@ use std::sync::LazyLock;
 use async_trait::async_trait;
 use keygate_domain::Error;
 use keygate_domain::Resource;
-use keygate_domain::ids::{UserIdentityId, WorkspaceId};
+use keygate_domain::action::UnlockScope;
+use keygate_domain::events::{self, Event, NewEvent};
+use keygate_domain::ids::{AccessGrantId, InstantKeyId, UserIdentityId, WorkspaceId};
 use keygate_domain::model::{
-    NewUserIdentity, UserIdentity, UserIdentityFilter, UserIdentityPatch, truncate_to_micros,
+    IdentityDeleted, NewUserIdentity, UserIdentity, UserIdentityFilter, UserIdentityPatch,
+    truncate_to_micros,
 };
 use keygate_domain::page::{Page, PageRequest};
 use sqlx::{ColumnIndex, Executor, IntoArguments};
 use time::OffsetDateTime;
 
 use crate::common::IdempotencyRow;
-use crate::dialect::{Dialect, SqlStore, SqlValue};
+use crate::dialect::{Dialect, SqlStore, SqlValue, assembled};
 use crate::error::{StoreError, StoreResult, user_identity_key_taken};
 use crate::traits::{Idempotency, IdempotencyStore, SettingsStore, UserIdentityStore};
 use crate::util::{fetch_limit, from_micros, into_page, parse, to_micros};
@@ -35,6 +38,11 @@ static SELECT_PAGE: LazyLock<String> = LazyLock::new(|| {
 static INSERT: LazyLock<String> = LazyLock::new(|| {
     format!("INSERT INTO user_identities ({UI_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)")
 });
+
+/// How many of `it`, as a summary counts them.
+fn count<T>(it: impl Iterator<Item = T>) -> u32 {
+    u32::try_from(it.count()).unwrap_or(u32::MAX)
+}
 
 #[derive(sqlx::FromRow)]
 struct UserIdentityRow {
@@ -62,6 +70,42 @@ impl TryFrom<UserIdentityRow> for UserIdentity {
             created_at: from_micros(r.created_at)?,
             updated_at: from_micros(r.updated_at)?,
         })
+    }
+}
+
+impl<D> SqlStore<D>
+where
+    D: Dialect,
+    for<'c> &'c mut D::Connection: Executor<'c, Database = D>,
+    D::Arguments: IntoArguments<D>,
+    for<'r> &'r str: ColumnIndex<D::Row>,
+    usize: ColumnIndex<D::Row>,
+    String: SqlValue<D>,
+    Option<String>: SqlValue<D>,
+    i64: SqlValue<D>,
+    Option<i64>: SqlValue<D>,
+    Vec<u8>: SqlValue<D>,
+{
+    /// Locks a person's row (`FOR UPDATE` on PostgreSQL; SQLite's writers are serialized
+    /// already) in an open transaction: what is created for the person (a grant, an Instant
+    /// Key) cannot commit beside a delete of the person. `NotFound` when the person is gone.
+    pub(crate) async fn lock_person(
+        conn: &mut D::Connection,
+        ws: WorkspaceId,
+        id: UserIdentityId,
+    ) -> StoreResult<()> {
+        let found: Option<String> = sqlx::query_scalar(assembled(format!(
+            "SELECT user_identity_id FROM user_identities WHERE workspace_id = $1 AND user_identity_id = $2{}",
+            D::LOCK
+        )))
+        .bind(ws.to_string())
+        .bind(id.to_string())
+        .fetch_optional(&mut *conn)
+        .await?;
+        match found {
+            Some(_) => Ok(()),
+            None => Err(Error::not_found(Resource::UserIdentity, id.to_string()).into()),
+        }
     }
 }
 
@@ -194,27 +238,6 @@ where
         Ok(u)
     }
 
-    async fn delete_identity(&self, ws: WorkspaceId, id: UserIdentityId) -> StoreResult<()> {
-        let mut tx = self.pool.begin_with(D::BEGIN).await?;
-        let done = sqlx::query(
-            "DELETE FROM user_identities WHERE workspace_id = $1 AND user_identity_id = $2",
-        )
-        .bind(ws.to_string())
-        .bind(id.to_string())
-        .execute(&mut *tx)
-        .await?;
-        if D::rows_affected(&done) == 0 {
-            return Err(Error::not_found(Resource::UserIdentity, id.to_string()).into());
-        }
-        // Its access system users stay, unlinked.
-        sqlx::query("UPDATE acs_users SET user_identity_id = NULL WHERE workspace_id = $1 AND user_identity_id = $2")
-            .bind(ws.to_string())
-            .bind(id.to_string())
-            .execute(&mut *tx)
-            .await?;
-        Ok(tx.commit().await?)
-    }
-
     async fn setting(&self, key: &str, init: &str) -> StoreResult<String> {
         sqlx::query(
             "INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
@@ -241,6 +264,111 @@ where
     }
 }
 
+impl<D> SqlStore<D>
+where
+    D: Dialect,
+    for<'c> &'c mut D::Connection: Executor<'c, Database = D>,
+    D::Arguments: IntoArguments<D>,
+    for<'r> &'r str: ColumnIndex<D::Row>,
+    usize: ColumnIndex<D::Row>,
+    String: SqlValue<D>,
+    Option<String>: SqlValue<D>,
+    i64: SqlValue<D>,
+    Option<i64>: SqlValue<D>,
+    i32: SqlValue<D>,
+    bool: SqlValue<D>,
+    Vec<u8>: SqlValue<D>,
+{
+    /// Deletes a person and everything that gives them access, in one transaction: the person's
+    /// row is locked first (so no grant or key is created for them meanwhile), every live grant
+    /// is deleted as `DeleteAccessGrant` deletes one (methods deleted, revocations queued, the
+    /// grants' Instant Keys revoked), their other Instant Keys are revoked as `RevokeInstantKey`
+    /// revokes one, their access system users are unlinked, and `user_identity.deleted` ends the
+    /// events.
+    #[tracing::instrument(skip_all, fields(workspace_id = %ws, user_identity_id = %id))]
+    async fn delete_identity(
+        &self,
+        ws: WorkspaceId,
+        id: UserIdentityId,
+        now: OffsetDateTime,
+    ) -> StoreResult<(IdentityDeleted, Vec<Event>)> {
+        let now = truncate_to_micros(now);
+        let mut tx = self.pool.begin_with(D::BEGIN).await?;
+        Self::lock_person(&mut tx, ws, id).await?;
+        let mut summary = IdentityDeleted::default();
+        let mut events: Vec<NewEvent> = Vec::new();
+        // Locked in id order; on PostgreSQL a grant deleted meanwhile by `DeleteAccessGrant` is
+        // re-checked after the wait and left out.
+        let grants: Vec<String> = sqlx::query_scalar(assembled(format!(
+            "SELECT access_grant_id FROM access_grants WHERE workspace_id = $1 AND user_identity_id = $2 AND deleted_at IS NULL ORDER BY access_grant_id{}",
+            D::LOCK
+        )))
+        .bind(ws.to_string())
+        .bind(id.to_string())
+        .fetch_all(&mut *tx)
+        .await?;
+        for g in grants {
+            let g: AccessGrantId = parse("access_grant_id", &g)?;
+            match Self::delete_grant_in(&mut tx, ws, g, now).await {
+                Ok(deleted) => {
+                    events.extend(deleted);
+                    summary.grants_deleted += 1;
+                }
+                // Deleted by someone else first: nothing of it is left to take away.
+                Err(StoreError::Domain(Error::NotFound { .. })) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        // Keys of no grant (`GenerateInstantKey`), and any grant key still live.
+        let keys: Vec<String> = sqlx::query_scalar("SELECT instant_key_id FROM instant_keys WHERE workspace_id = $1 AND user_identity_id = $2 AND revoked_at IS NULL ORDER BY instant_key_id")
+            .bind(ws.to_string())
+            .bind(id.to_string())
+            .fetch_all(&mut *tx)
+            .await?;
+        for k in keys {
+            let k: InstantKeyId = parse("instant_key_id", &k)?;
+            events.extend(Self::revoke_key_in(&mut tx, ws, k, now).await?);
+        }
+        summary.instant_keys_revoked = count(
+            events
+                .iter()
+                .filter(|e| e.event_type == events::INSTANT_KEY_REVOKED),
+        );
+        // Its access system users stay, unlinked; deleted ones are unlinked too, uncounted.
+        let unlinked = sqlx::query("UPDATE acs_users SET user_identity_id = NULL WHERE workspace_id = $1 AND user_identity_id = $2 AND deleted_at IS NULL")
+            .bind(ws.to_string())
+            .bind(id.to_string())
+            .execute(&mut *tx)
+            .await?;
+        summary.acs_users_unlinked = u32::try_from(D::rows_affected(&unlinked)).unwrap_or(u32::MAX);
+        sqlx::query("UPDATE acs_users SET user_identity_id = NULL WHERE workspace_id = $1 AND user_identity_id = $2")
+            .bind(ws.to_string())
+            .bind(id.to_string())
+            .execute(&mut *tx)
+            .await?;
+        // Any unlock for the person still queued (those of its grants and keys ended above) is
+        // never sent.
+        events.extend(Self::cancel_unlocks_in(&mut tx, ws, UnlockScope::Person(id), now).await?);
+        sqlx::query(
+            "DELETE FROM user_identities WHERE workspace_id = $1 AND user_identity_id = $2",
+        )
+        .bind(ws.to_string())
+        .bind(id.to_string())
+        .execute(&mut *tx)
+        .await?;
+        events.push(keygate_domain::applied::user_identity_deleted(id, now));
+        let appended = Self::append_events(&mut tx, ws, &events, now).await?;
+        tx.commit().await?;
+        tracing::info!(
+            grants_deleted = summary.grants_deleted,
+            instant_keys_revoked = summary.instant_keys_revoked,
+            acs_users_unlinked = summary.acs_users_unlinked,
+            "user identity deleted"
+        );
+        Ok((summary, appended))
+    }
+}
+
 #[async_trait]
 impl<D> UserIdentityStore for SqlStore<D>
 where
@@ -253,6 +381,8 @@ where
     Option<String>: SqlValue<D>,
     i64: SqlValue<D>,
     Option<i64>: SqlValue<D>,
+    i32: SqlValue<D>,
+    bool: SqlValue<D>,
     Vec<u8>: SqlValue<D>,
 {
     async fn create_user_identity(
@@ -294,8 +424,13 @@ where
         Ok(self.update_identity(ws, id, patch, now).await?)
     }
 
-    async fn delete_user_identity(&self, ws: WorkspaceId, id: UserIdentityId) -> Result<(), Error> {
-        Ok(self.delete_identity(ws, id).await?)
+    async fn delete_user_identity(
+        &self,
+        ws: WorkspaceId,
+        id: UserIdentityId,
+        now: OffsetDateTime,
+    ) -> Result<(IdentityDeleted, Vec<Event>), Error> {
+        Ok(self.delete_identity(ws, id, now).await?)
     }
 }
 

@@ -264,7 +264,10 @@ async fn memberships_and_links(store: Arc<dyn Store>) {
             .is_empty()
     );
     // Deleting the identity unlinks its users.
-    store.delete_user_identity(a, first).await.expect("delete");
+    store
+        .delete_user_identity(a, first, keygate_domain::model::now())
+        .await
+        .expect("delete");
     assert_eq!(
         store
             .get_acs_user(a, jane.id)

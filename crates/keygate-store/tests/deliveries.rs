@@ -41,10 +41,26 @@ on_both!(
 );
 
 async fn key(store: &dyn Store, ws: WorkspaceId) -> InstantKey {
+    // A key is made for a person who exists (the store locks their row).
+    let person = store
+        .create_user_identity(
+            ws,
+            UserIdentityId::new(),
+            &keygate_domain::model::NewUserIdentity {
+                user_identity_key: None,
+                full_name: "Jane Doe".into(),
+                email_address: None,
+                phone_number: None,
+            },
+            None,
+            now(),
+        )
+        .await
+        .expect("person");
     let k = InstantKey {
         id: InstantKeyId::new(),
         workspace_id: ws,
-        user_identity_id: UserIdentityId::new(),
+        user_identity_id: person.id,
         access_grant_id: None,
         created_at: now(),
         expires_at: Some(now() + time::Duration::hours(1)),

@@ -143,6 +143,18 @@ pub fn identity_view(v: &keygate_app::identities::IdentityView) -> v1::UserIdent
     pb
 }
 
+/// What `DeleteUserIdentity` took away.
+pub fn identity_deleted(
+    d: &keygate_domain::model::IdentityDeleted,
+) -> v1::DeleteUserIdentityResponse {
+    let n = |v: u32| i32::try_from(v).unwrap_or(i32::MAX);
+    v1::DeleteUserIdentityResponse {
+        access_grants_deleted: n(d.grants_deleted),
+        instant_keys_revoked: n(d.instant_keys_revoked),
+        acs_users_unlinked: n(d.acs_users_unlinked),
+    }
+}
+
 pub fn workspace(w: &Workspace) -> admin::Workspace {
     admin::Workspace {
         workspace_id: w.id.to_string(),

@@ -380,9 +380,35 @@ impl Orchestrator {
         }
     }
 
+    /// Ends an encoding whose access method was deleted before it started: no card is
+    /// written, and the attempt ends `access_revoked`.
+    async fn encode_gone(
+        &self,
+        job: &Job,
+        ws: keygate_domain::ids::WorkspaceId,
+    ) -> Result<(), Error> {
+        let gone = Err(AttemptError {
+            error_type: "access_revoked".into(),
+            message: "the access method was deleted before the encoding started".into(),
+        });
+        if let Some(events) = self.store.complete_encode(job, &gone, now()).await? {
+            self.tracker
+                .committed(Committed::new(ws).events(&events))
+                .await;
+        }
+        Ok(())
+    }
+
     async fn encode(&self, job: &Job, e: &EncodeJob) -> Result<(), Error> {
         let ws = job.workspace_id;
         let system = self.store.get_access_system(ws, e.acs_system_id).await?;
+        // Deleted before the encoding started (alone, with its grant or with its person): no
+        // card is written, and the attempt ends instead of the job being leased again for ever.
+        match self.store.get_access_method(ws, e.access_method_id).await {
+            Ok(_) => {}
+            Err(Error::NotFound { .. }) => return self.encode_gone(job, ws).await,
+            Err(err) => return Err(err),
+        }
         self.vendor_limits.acquire(&system).await;
         if !self.may_call(job).await {
             return Ok(());
@@ -567,10 +593,31 @@ impl Orchestrator {
             }
             Err(e) => return Err(e),
         };
-        let person = self
+        let person = match self
             .store
             .get_user_identity(ws, grant.user_identity_id)
-            .await?;
+            .await
+        {
+            Ok(person) => person,
+            // The person is gone (a delete takes their grants with them; a grant left behind
+            // has no one to give access to): the job ends with its doors failed instead of
+            // being leased again for ever.
+            Err(Error::NotFound { .. }) => {
+                let result = all_failed(p, "the user identity was deleted");
+                if let Some(events) = self.store.complete_provision(job, &result, now()).await? {
+                    self.tracker
+                        .committed(
+                            Committed::new(ws)
+                                .grant(p.access_grant_id)
+                                .methods([p.access_method_id])
+                                .events(&events),
+                        )
+                        .await;
+                }
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        };
         let holder = Holder {
             user_identity_id: person.id,
             full_name: person.full_name,

@@ -7,7 +7,7 @@ use keygate_app::tracker::Tracker;
 use keygate_domain::capability::AccessMethodMode;
 use keygate_domain::events::EventFilter;
 use keygate_domain::grant::{AccessMethod, DoorState};
-use keygate_domain::ids::{AccessGrantId, WorkspaceId};
+use keygate_domain::ids::{AccessGrantId, UserIdentityId, WorkspaceId};
 use keygate_domain::page::PageRequest;
 use keygate_domain::update::{EndsAt, GrantChange};
 use keygate_orchestrator::{Orchestrator, OrchestratorConfig, Reconciler};
@@ -1025,6 +1025,135 @@ async fn ended_grants_are_revoked_everywhere(store: Arc<dyn Store>) {
     assert!(types.contains(&"access_method.revoked".to_owned()));
 }
 
+/// Removes a person's row behind the store's back, as a version before deletes took the
+/// person's grants with them left it: their grants live on, with no one to give access to.
+async fn remove_person_row(url: &str, ws: WorkspaceId, person: UserIdentityId) {
+    use sqlx::Connection as _;
+    const SQL: &str =
+        "DELETE FROM user_identities WHERE workspace_id = $1 AND user_identity_id = $2";
+    if url.starts_with("sqlite:") {
+        let mut c = sqlx::SqliteConnection::connect(url).await.expect("sqlite");
+        sqlx::query(SQL)
+            .bind(ws.to_string())
+            .bind(person.to_string())
+            .execute(&mut c)
+            .await
+            .expect("delete row");
+    } else {
+        let mut c = sqlx::PgConnection::connect(url).await.expect("postgres");
+        sqlx::query(SQL)
+            .bind(ws.to_string())
+            .bind(person.to_string())
+            .execute(&mut c)
+            .await
+            .expect("delete row");
+    }
+}
+
+async fn jobs_of_a_deleted_person_end(store: Arc<dyn Store>, url: &str) {
+    use keygate_domain::action::{ActionAttempt, ActionType, AttemptStatus, EncodeJob, JobWork};
+    use keygate_domain::ids::ActionAttemptId;
+    let ws = seeded_workspace(&*store, "person-gone").await;
+    let doors = quick_start_entrances(&*store, ws).await;
+    // Jane's card and mobile key are queued, and an encoding of her card.
+    let both = [AccessMethodMode::Card, AccessMethodMode::MobileKey];
+    let (jane, _) = create(&*store, ws, &doors, &both).await;
+    let card = methods(&*store, ws, jane.id)
+        .await
+        .into_iter()
+        .find(|m| m.mode == AccessMethodMode::Card)
+        .expect("a card");
+    let system = card.doors[0].acs_system_id;
+    let encoder = store
+        .list_encoders(
+            ws,
+            Some(system),
+            &PageRequest {
+                after: None,
+                limit: 10,
+            },
+        )
+        .await
+        .expect("encoders")
+        .items[0]
+        .id;
+    let attempt = ActionAttempt {
+        id: ActionAttemptId::new(),
+        workspace_id: ws,
+        action_type: ActionType::EncodeCredential,
+        status: AttemptStatus::Pending,
+        access_method_id: Some(card.id),
+        acs_encoder_id: Some(encoder),
+        acs_entrance_id: None,
+        result: None,
+        error: None,
+        created_at: keygate_domain::model::now(),
+        completed_at: None,
+    };
+    let encode = JobWork::Encode(EncodeJob {
+        action_attempt_id: attempt.id,
+        access_method_id: card.id,
+        acs_system_id: system,
+        acs_encoder_id: encoder,
+    });
+    store
+        .create_action_attempt(ws, &attempt, &encode, None)
+        .await
+        .expect("attempt");
+    // Then Jane is deleted, before any of it ran.
+    store
+        .delete_user_identity(ws, jane.user_identity_id, keygate_domain::model::now())
+        .await
+        .expect("delete person");
+    // John's grant outlived his record (removed by an older version): his jobs find no one.
+    let (john, _) = create(&*store, ws, &doors, &[AccessMethodMode::MobileKey]).await;
+    remove_person_row(url, ws, john.user_identity_id).await;
+
+    let systems = VirtualSystems::new(Duration::from_millis(5));
+    let _run = start(store.clone(), &systems, &["w1"]);
+    let mut active = -1;
+    for _ in 0..300 {
+        active = store.count_jobs("queued").await.expect("count")
+            + store.count_jobs("running").await.expect("count");
+        if active == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(active, 0, "every job of a deleted person ends");
+    assert_eq!(
+        store.count_jobs("dead").await.ok(),
+        Some(0),
+        "none is buried"
+    );
+    assert_eq!(systems.credential_count(), 0, "and no one was given access");
+    // The encoding never reached the encoder: its attempt ends, saying why.
+    let ended = store
+        .get_action_attempt(ws, attempt.id)
+        .await
+        .expect("attempt");
+    assert_eq!(ended.status, AttemptStatus::Error);
+    assert_eq!(
+        ended.error.as_ref().map(|e| e.error_type.as_str()),
+        Some("access_revoked")
+    );
+    // John's doors failed, visibly, instead of staying pending for ever.
+    let left = methods(&*store, ws, john.id).await;
+    assert!(
+        left.iter()
+            .flat_map(|m| &m.doors)
+            .all(|d| d.state == DoorState::Failed),
+        "{left:?}"
+    );
+    // And nothing starts again later.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        store.count_jobs("queued").await.expect("count")
+            + store.count_jobs("running").await.expect("count"),
+        0
+    );
+}
+
 macro_rules! suite {
     ($backend:ident, $make:expr) => {
         mod $backend {
@@ -1082,6 +1211,11 @@ macro_rules! suite {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn ended_grants_revoked() {
                 ended_grants_are_revoked_everywhere($make.await.store).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn deleted_person_jobs_end() {
+                let db = $make.await;
+                jobs_of_a_deleted_person_end(db.store.clone(), &db.url).await
             }
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn encoder_faults() {

@@ -371,6 +371,32 @@ async fn a_revoked_unlock_is_never_sent(store: Arc<dyn Store>) {
     assert_eq!(f.failed_events().await, 3);
 }
 
+/// Deleting the person ends every unlock queued for them, in the delete's transaction.
+async fn a_deleted_persons_unlocks_are_never_sent(store: Arc<dyn Store>) {
+    let f = fixture(store, Duration::from_secs(30)).await;
+    let (g, mobile, cloud) = f.issued_grant().await;
+    let queued = [
+        f.unlock_door(&mobile, None).await.id,
+        f.unlock_door(&cloud, None).await.id,
+        f.app
+            .request_unlock(f.ws, g.user_identity_id, None, f.door, None)
+            .await
+            .expect("page unlock"),
+    ];
+    f.app
+        .delete_user_identity(f.ws, g.user_identity_id)
+        .await
+        .expect("delete person");
+    for id in queued {
+        let a = f.attempt(id).await;
+        assert_eq!(error_type(&a), unlock_errors::ACCESS_REVOKED, "{a:?}");
+    }
+    let _run = f.start();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(f.systems.unlocks().is_empty());
+    assert_eq!(f.failed_events().await, 3);
+}
+
 /// A grant whose window closed after the unlock was asked: the check just before the call
 /// refuses it.
 async fn a_closed_window_is_checked_before_the_call(store: Arc<dyn Store>) {
@@ -506,6 +532,10 @@ macro_rules! suite {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn revoked_unlock_never_sent() {
                 a_revoked_unlock_is_never_sent($make.await.store).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn deleted_persons_unlocks_never_sent() {
+                a_deleted_persons_unlocks_are_never_sent($make.await.store).await
             }
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn closed_window_checked() {

@@ -9,7 +9,7 @@ use keygate_domain::Resource;
 use keygate_domain::model::UserIdentityFilter;
 use keygate_domain::validate;
 use keygate_proto::v1::{self, user_identity_service_server::UserIdentityService};
-use keygate_wire::convert::identity_view;
+use keygate_wire::convert::{self, identity_view};
 use keygate_wire::parse::IntoCommand as _;
 use tonic::Request;
 
@@ -146,8 +146,8 @@ impl UserIdentityService for UserIdentities {
                 &req.get_ref().user_identity_id,
                 Resource::UserIdentity,
             )?;
-            self.app.delete_user_identity(ws, id).await?;
-            Ok(v1::DeleteUserIdentityResponse {})
+            let deleted = self.app.delete_user_identity(ws, id).await?;
+            Ok(convert::identity_deleted(&deleted))
         })
         .await
     }
