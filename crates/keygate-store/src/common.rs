@@ -35,9 +35,12 @@ pub(crate) fn due(j: &str, n: &str) -> String {
 /// while another job of the same credential (subject, system) holds a live lease, so an update
 /// never races the call it replaces. On PostgreSQL, rows another worker is claiming are
 /// skipped, never waited for.
+/// The claim of one (workspace, access system): unlocks first (they have a deadline and a
+/// person waiting at the door), then revocations (access being taken away), then the rest,
+/// each oldest first.
 pub(crate) fn job_claim<D: Dialect>() -> String {
     format!(
-        "UPDATE jobs SET state = 'running', lease_owner = $1, lease_token = $2, lease_until = $3, attempts = attempts + 1, updated_at = $4 WHERE job_id IN (SELECT job_id FROM jobs j WHERE j.workspace_id = $5 AND j.acs_system_id = $6 AND {} AND NOT EXISTS (SELECT 1 FROM jobs r WHERE r.subject_id = j.subject_id AND r.acs_system_id = j.acs_system_id AND r.state = 'running' AND r.lease_until >= $4 AND r.job_id <> j.job_id) ORDER BY j.run_at LIMIT $7{}) RETURNING job_id, workspace_id, payload, attempts, trace_context, lease_token",
+        "UPDATE jobs SET state = 'running', lease_owner = $1, lease_token = $2, lease_until = $3, attempts = attempts + 1, updated_at = $4 WHERE job_id IN (SELECT job_id FROM jobs j WHERE j.workspace_id = $5 AND j.acs_system_id = $6 AND {} AND NOT EXISTS (SELECT 1 FROM jobs r WHERE r.subject_id = j.subject_id AND r.acs_system_id = j.acs_system_id AND r.state = 'running' AND r.lease_until >= $4 AND r.job_id <> j.job_id) ORDER BY CASE j.kind WHEN 'unlock' THEN 0 WHEN 'revoke' THEN 1 ELSE 2 END, j.run_at LIMIT $7{}) RETURNING job_id, workspace_id, payload, attempts, trace_context, lease_token",
         due("j", "$4"),
         D::SKIP_LOCKED
     )

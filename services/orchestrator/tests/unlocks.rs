@@ -87,6 +87,10 @@ async fn fixture(store: Arc<dyn Store>, deadline: Duration) -> Fixture {
 
 impl Fixture {
     fn start(&self) -> Running {
+        self.start_with(OrchestratorConfig::default())
+    }
+
+    fn start_with(&self, base: OrchestratorConfig) -> Running {
         let (stop, rx) = watch::channel(false);
         let o = Orchestrator::new(
             self.app.store.clone(),
@@ -97,7 +101,7 @@ impl Fixture {
                 poll: Duration::from_millis(20),
                 backoff_base: Duration::from_millis(5),
                 backoff_cap: Duration::from_millis(20),
-                ..Default::default()
+                ..base
             },
         );
         tokio::spawn(o.run(rx));
@@ -106,9 +110,8 @@ impl Fixture {
 
     /// A grant for a new person over the door with a mobile key and a cloud key, issued on the
     /// virtual system (the orchestrator runs until every door is granted, then stops).
-    async fn issued_grant(&self) -> (AccessGrant, AccessMethod, AccessMethod) {
-        let g = self
-            .app
+    async fn create_grant(&self, modes: &[AccessMethodMode]) -> AccessGrant {
+        self.app
             .create_access_grant(
                 self.ws,
                 CreateGrant {
@@ -123,9 +126,12 @@ impl Fixture {
                         phone_number: None,
                     }),
                     entrance_ids: vec![self.door],
-                    modes: [AccessMethodMode::MobileKey, AccessMethodMode::CloudKey]
-                        .into_iter()
-                        .map(|mode| ModeRequest { mode, code: None })
+                    modes: modes
+                        .iter()
+                        .map(|mode| ModeRequest {
+                            mode: *mode,
+                            code: None,
+                        })
                         .collect(),
                     starts_at: None,
                     ends_at: None,
@@ -133,7 +139,13 @@ impl Fixture {
                 },
             )
             .await
-            .expect("create grant");
+            .expect("create grant")
+    }
+
+    async fn issued_grant(&self) -> (AccessGrant, AccessMethod, AccessMethod) {
+        let g = self
+            .create_grant(&[AccessMethodMode::MobileKey, AccessMethodMode::CloudKey])
+            .await;
         let run = self.start();
         let mut methods = Vec::new();
         for _ in 0..500 {
@@ -397,6 +409,27 @@ async fn a_deleted_persons_unlocks_are_never_sent(store: Arc<dyn Store>) {
     assert_eq!(f.failed_events().await, 3);
 }
 
+/// An unlock asked after a backlog of provisions on the same access system is claimed before
+/// them: with one call at a time and 40 provisions of 100 ms queued first (4 s of work), an
+/// unlock with a 2 s deadline still reaches the door.
+async fn an_unlock_jumps_the_queue(store: Arc<dyn Store>) {
+    let f = fixture(store, Duration::from_secs(2)).await;
+    let (_g, _mobile, cloud) = f.issued_grant().await;
+    for _ in 0..40 {
+        f.create_grant(&[AccessMethodMode::MobileKey]).await;
+    }
+    let a = f.unlock_door(&cloud, None).await;
+    f.systems
+        .set_delay(cloud.doors[0].acs_system_id, Duration::from_millis(100));
+    let _run = f.start_with(OrchestratorConfig {
+        per_system_concurrency: 1,
+        ..Default::default()
+    });
+    let done = f.finished(a.id).await;
+    assert_eq!(done.status, AttemptStatus::Success, "{done:?}");
+    assert_eq!(f.systems.unlocks().len(), 1);
+}
+
 /// A grant whose window closed after the unlock was asked: the check just before the call
 /// refuses it.
 async fn a_closed_window_is_checked_before_the_call(store: Arc<dyn Store>) {
@@ -536,6 +569,10 @@ macro_rules! suite {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn deleted_persons_unlocks_never_sent() {
                 a_deleted_persons_unlocks_are_never_sent($make.await.store).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn unlock_jumps_the_queue() {
+                an_unlock_jumps_the_queue($make.await.store).await
             }
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn closed_window_checked() {
