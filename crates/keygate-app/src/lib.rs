@@ -59,6 +59,9 @@ pub struct App {
     pub unlock_deadline: std::time::Duration,
     /// Per-workspace caps of the use cases.
     pub limits: Limits,
+    /// The adapter of each access system type: connecting a system discovers it through here
+    /// (the orchestrator holds the same registry for its calls).
+    pub providers: keygate_providers::Registry,
 }
 
 /// Per-workspace caps the use cases enforce (docs/limits.md).
@@ -77,6 +80,29 @@ impl Default for Limits {
 }
 
 impl App {
+    /// An application over `store` with the default settings (unlock deadline, limits, no
+    /// Instant Key channels, the default webhook network policy); set the public fields to
+    /// change them.
+    pub fn new(
+        store: Arc<dyn Store>,
+        tracker: Tracker,
+        links: Links,
+        tokens: PageTokens,
+        providers: keygate_providers::Registry,
+    ) -> Self {
+        Self {
+            store,
+            tracker,
+            links,
+            tokens,
+            instant_key_delivery: Default::default(),
+            webhook_network: Default::default(),
+            unlock_deadline: unlock::DEFAULT_DEADLINE,
+            limits: Limits::default(),
+            providers,
+        }
+    }
+
     /// Validates `page_size` and opens `page_token` for this scope.
     pub fn page_request(
         &self,

@@ -6,7 +6,7 @@ use keygate_domain::ids::{ApiKeyId, WorkspaceId};
 use keygate_domain::model::{AccessSystem, ApiKey, NewAccessSystem, Workspace, WorkspaceType, now};
 use keygate_domain::page::{Page, PageRequest};
 use keygate_domain::{Error, ErrorReason, FieldViolation};
-use keygate_providers::sandbox;
+use keygate_providers::{Connection, sandbox};
 
 use crate::App;
 use crate::tokens::mint_api_key;
@@ -110,7 +110,7 @@ impl App {
         let key_name = api_key_name.unwrap_or_else(|| DEFAULT_API_KEY_NAME.to_owned());
         let (ws, key, token) = new_workspace(name, workspace_type, key_name);
         let systems = if workspace_type == WorkspaceType::Sandbox {
-            sandbox_systems()
+            self.sandbox_systems().await?
         } else {
             Vec::new()
         };
@@ -168,8 +168,12 @@ impl App {
         Ok(key)
     }
 
-    /// Connects an access system of a known type to the workspace. Only the sandbox types can
-    /// be connected today; any other is `FAILED_PRECONDITION` (`UNKNOWN_ACCESS_SYSTEM_TYPE`).
+    /// Connects an access system to the workspace: the adapter registered for its type reads
+    /// what the system is (capabilities, entrances, access groups, encoders), and it is stored
+    /// as read. A type with no adapter is `FAILED_PRECONDITION` (`UNKNOWN_ACCESS_SYSTEM_TYPE`,
+    /// listing the registered types); a system its adapter refuses is `FAILED_PRECONDITION`
+    /// (`CAPABILITY_NOT_SUPPORTED`) and one it cannot reach `UNAVAILABLE`. Nothing is stored
+    /// then.
     pub async fn connect_access_system(
         &self,
         ws: WorkspaceId,
@@ -180,19 +184,56 @@ impl App {
             name,
             time_zone,
         } = cmd;
-        let system = sandbox::new_system(
-            system_type.trim(),
-            name.as_deref(),
-            Some(time_zone.as_deref().unwrap_or(DEFAULT_TIME_ZONE)),
-        )
-        .ok_or_else(|| Error::FailedPrecondition {
-            reason: ErrorReason::UnknownAccessSystemType,
-            message: format!(
-                "unknown system_type {:?}; known types: {}",
-                system_type,
-                sandbox::SANDBOX_SYSTEM_TYPES.join(", ")
-            ),
-        })?;
+        let system = self
+            .discover(
+                system_type.trim(),
+                &Connection {
+                    name,
+                    time_zone: Some(time_zone.unwrap_or_else(|| DEFAULT_TIME_ZONE.to_owned())),
+                },
+            )
+            .await?;
         self.store.connect_access_system(ws, &system).await
+    }
+
+    /// What the adapter of `system_type` reads of a system to connect.
+    async fn discover(
+        &self,
+        system_type: &str,
+        connection: &Connection,
+    ) -> Result<NewAccessSystem, Error> {
+        use keygate_providers::{AccessSystemProvider as _, ProviderError};
+        if self.providers.get(system_type).is_none() {
+            return Err(Error::FailedPrecondition {
+                reason: ErrorReason::UnknownAccessSystemType,
+                message: format!(
+                    "unknown system_type {:?}; known types: {}",
+                    system_type,
+                    self.providers.types().join(", ")
+                ),
+            });
+        }
+        self.providers
+            .discover(system_type, connection)
+            .await
+            .map_err(|e| match e {
+                ProviderError::Permanent(m) => Error::FailedPrecondition {
+                    reason: ErrorReason::CapabilityNotSupported,
+                    message: format!("the access system cannot be connected: {m}"),
+                },
+                ProviderError::Transient(m) | ProviderError::Ambiguous(m) => Error::Unavailable {
+                    message: format!("the access system did not answer: {m}"),
+                },
+            })
+    }
+
+    /// The systems a new sandbox workspace starts with: every virtual type, read through its
+    /// adapter like any connected system.
+    pub async fn sandbox_systems(&self) -> Result<Vec<NewAccessSystem>, Error> {
+        let mut out = Vec::new();
+        for t in sandbox::SANDBOX_SYSTEM_TYPES {
+            out.push(self.discover(t, &Connection::default()).await?);
+        }
+        Ok(out)
     }
 }

@@ -149,3 +149,173 @@ async fn only_known_system_types_can_be_connected() {
         Some("Europe/Madrid".to_owned())
     );
 }
+
+/// A vendor this build did not know: its adapter, registered for its type, is all it takes to
+/// connect it; what is stored (capabilities, doors) is what the adapter read.
+struct Acme {
+    reachable: bool,
+}
+
+#[async_trait::async_trait]
+impl keygate_providers::AccessSystemProvider for Acme {
+    fn system_types(&self) -> Vec<String> {
+        vec!["acme_cloud".into()]
+    }
+
+    async fn discover(
+        &self,
+        system_type: &str,
+        connection: &keygate_providers::Connection,
+    ) -> Result<keygate_domain::model::NewAccessSystem, keygate_providers::ProviderError> {
+        use keygate_domain::capability::{
+            AccessMethodMode, CapabilityDescriptor, PermissionModel, ProviderRateLimit,
+        };
+        if !self.reachable {
+            return Err(keygate_providers::ProviderError::Transient(
+                "connection refused".into(),
+            ));
+        }
+        let door = |name: &str| keygate_domain::model::NewEntrance {
+            display_name: name.into(),
+            can_unlock_with_card: false,
+            can_unlock_with_code: true,
+            can_unlock_with_mobile_key: false,
+            can_unlock_with_cloud_key: true,
+            can_belong_to_reservation: false,
+        };
+        Ok(keygate_domain::model::NewAccessSystem {
+            name: connection.name.clone().unwrap_or_else(|| "Acme HQ".into()),
+            external_type: "acme_site".into(),
+            system_type: system_type.into(),
+            is_virtual: false,
+            time_zone: connection.time_zone.clone().unwrap_or_else(|| "UTC".into()),
+            capabilities: CapabilityDescriptor {
+                permission_model: PermissionModel::CredentialBased,
+                supported_modes: vec![AccessMethodMode::Code, AccessMethodMode::CloudKey],
+                pin_code_rules: None,
+                is_card_encoding_required: false,
+                can_remote_unlock: true,
+                can_issue_mobile_keys: false,
+                can_assign_entrances_directly: true,
+                can_schedule_credentials: true,
+                rate_limit: ProviderRateLimit {
+                    requests_per_second: 3.0,
+                    burst: 3,
+                },
+            },
+            entrances: vec![door("Front Door"), door("Loading Dock")],
+            access_groups: Vec::new(),
+            encoders: Vec::new(),
+        })
+    }
+
+    async fn provision(
+        &self,
+        _system: &keygate_domain::model::AccessSystem,
+        _job: &keygate_domain::grant::ProvisionJob,
+        _holder: &keygate_providers::Holder,
+    ) -> Result<keygate_domain::tracker::ProvisionResult, keygate_providers::ProviderError> {
+        Err(keygate_providers::ProviderError::Transient(
+            "not in this test".into(),
+        ))
+    }
+
+    async fn revoke(
+        &self,
+        _system: &keygate_domain::model::AccessSystem,
+        _job: &keygate_domain::action::RevokeJob,
+    ) -> Result<(), keygate_providers::ProviderError> {
+        Ok(())
+    }
+
+    async fn read_back(
+        &self,
+        _system: &keygate_domain::model::AccessSystem,
+        _access_method_id: keygate_domain::ids::AccessMethodId,
+    ) -> Result<Option<keygate_providers::HeldCredential>, keygate_providers::ProviderError> {
+        Ok(None)
+    }
+}
+
+fn acme(name: Option<&str>) -> ConnectSystem {
+    ConnectSystem {
+        system_type: "acme_cloud".into(),
+        name: name.map(str::to_owned),
+        time_zone: Some("Europe/Berlin".into()),
+    }
+}
+
+async fn system_count(f: &Fixture) -> usize {
+    f.app
+        .list_access_systems(
+            f.ws,
+            None,
+            &keygate_domain::page::PageRequest {
+                after: None,
+                limit: 100,
+            },
+        )
+        .await
+        .expect("systems")
+        .items
+        .len()
+}
+
+#[tokio::test]
+async fn a_new_vendor_is_an_adapter_and_a_registration() {
+    let mut f = fixture(NetworkPolicy::default()).await;
+    let before = system_count(&f).await;
+    // Not registered: refused, with the types this build knows; nothing stored.
+    let err = f
+        .app
+        .connect_access_system(f.ws, acme(None))
+        .await
+        .expect_err("unknown type");
+    assert_eq!(err.reason(), ErrorReason::UnknownAccessSystemType);
+    assert!(err.to_string().contains("virtual_salto_ks"), "{err}");
+    // Registered but unreachable: UNAVAILABLE, nothing stored.
+    f.app
+        .providers
+        .register(Arc::new(Acme { reachable: false }));
+    let err = f
+        .app
+        .connect_access_system(f.ws, acme(None))
+        .await
+        .expect_err("unreachable");
+    assert!(matches!(err, Error::Unavailable { .. }), "{err:?}");
+    assert_eq!(system_count(&f).await, before);
+    // Reachable: stored as the adapter read it.
+    f.app.providers.register(Arc::new(Acme { reachable: true }));
+    let s = f
+        .app
+        .connect_access_system(f.ws, acme(Some("Berlin office")))
+        .await
+        .expect("connect");
+    assert_eq!(
+        (
+            s.system_type.as_str(),
+            s.name.as_str(),
+            s.time_zone.as_str()
+        ),
+        ("acme_cloud", "Berlin office", "Europe/Berlin")
+    );
+    assert!(!s.is_virtual);
+    assert_eq!(s.capabilities.rate_limit.requests_per_second, 3.0);
+    let doors = f
+        .app
+        .list_entrances(
+            f.ws,
+            Some(s.id),
+            &keygate_domain::page::PageRequest {
+                after: None,
+                limit: 100,
+            },
+        )
+        .await
+        .expect("entrances")
+        .items;
+    let names: Vec<_> = doors.iter().map(|d| d.display_name.as_str()).collect();
+    assert_eq!(names.len(), 2);
+    assert!(names.contains(&"Front Door") && names.contains(&"Loading Dock"));
+    assert_eq!(system_count(&f).await, before + 1);
+}

@@ -1,11 +1,14 @@
-//! Access system providers: the one trait the orchestrator calls, and its implementations.
-//! Today: the sandbox virtual systems (catalog in `sandbox`, behaviour in `virtual_system`).
-//! HTTP vendor adapters and the external gRPC connector implement the same trait.
+//! Access system providers: the one trait every path that talks to an access system calls, the
+//! registry that picks the adapter of each system type, and the adapters. Today: the sandbox
+//! virtual systems (catalog in `sandbox`, behaviour in `virtual_system`). HTTP vendor adapters
+//! and the external gRPC connector implement the same trait and register in the same registry.
 
 pub mod provider;
+pub mod registry;
 pub mod sandbox;
 pub mod sql_ledger;
 pub mod virtual_system;
 
-pub use provider::{AccessSystemProvider, HeldCredential, Holder, ProviderError};
+pub use provider::{AccessSystemProvider, Connection, HeldCredential, Holder, ProviderError};
+pub use registry::Registry;
 pub use sql_ledger::SqlLedger;

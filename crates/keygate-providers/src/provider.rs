@@ -47,9 +47,33 @@ pub enum ProviderError {
     Permanent(String),
 }
 
+/// What connecting one system says about it: the settings the caller gave. (Connection
+/// settings and sealed credentials for real systems join here.)
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Connection {
+    /// The name to show; the system's own when `None`.
+    pub name: Option<String>,
+    /// The IANA time zone of the site; the system's own (or UTC) when `None`.
+    pub time_zone: Option<String>,
+}
+
 /// One access control system, as the orchestrator sees it.
 #[async_trait]
 pub trait AccessSystemProvider: Send + Sync {
+    /// The access system types this adapter serves (`virtual_salto_ks`, `kisi`, ...): what the
+    /// [`crate::Registry`] dispatches on.
+    fn system_types(&self) -> Vec<String>;
+
+    /// Reads what a system of `system_type` is, to connect it: its capability descriptor (the
+    /// adapter's, never a table elsewhere), its entrances, access groups and encoders. A
+    /// `Permanent` error means it cannot be connected as asked; `Transient` that it could not
+    /// be reached.
+    async fn discover(
+        &self,
+        system_type: &str,
+        connection: &Connection,
+    ) -> Result<keygate_domain::model::NewAccessSystem, ProviderError>;
+
     /// Gives `holder` the job's entrances (through its access groups, or on a credential) for the
     /// job's mode. Idempotent by `job.access_method_id` + system: a repeated call returns the
     /// first call's result and creates nothing new.

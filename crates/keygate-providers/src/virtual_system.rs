@@ -11,11 +11,11 @@ use keygate_domain::action::{AttemptError, EncodeJob, EncodedCard, RevokeJob, Un
 use keygate_domain::capability::{AccessMethodMode, PinCodeGenerator};
 use keygate_domain::grant::ProvisionJob;
 use keygate_domain::ids::{AccessMethodId, AccessSystemId, EntranceId};
-use keygate_domain::model::{AccessSystem, SandboxCredential};
+use keygate_domain::model::{AccessSystem, NewAccessSystem, SandboxCredential};
 use keygate_domain::tracker::{DoorOutcome, ProvisionResult};
 use rand::RngExt as _;
 
-use crate::provider::{AccessSystemProvider, HeldCredential, Holder, ProviderError};
+use crate::provider::{AccessSystemProvider, Connection, HeldCredential, Holder, ProviderError};
 
 /// A scripted misbehaviour, consumed one call at a time.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -342,6 +342,33 @@ fn random_digits(len: u8) -> String {
 
 #[async_trait]
 impl AccessSystemProvider for VirtualSystems {
+    fn system_types(&self) -> Vec<String> {
+        crate::sandbox::SANDBOX_SYSTEM_TYPES
+            .iter()
+            .map(|t| (*t).to_owned())
+            .collect()
+    }
+
+    /// A virtual system's site: the capabilities, doors, groups and encoders its type declares
+    /// in the sandbox catalog.
+    #[tracing::instrument(skip_all, fields(system_type = %system_type))]
+    async fn discover(
+        &self,
+        system_type: &str,
+        connection: &Connection,
+    ) -> Result<NewAccessSystem, ProviderError> {
+        crate::sandbox::new_system(
+            system_type,
+            connection.name.as_deref(),
+            connection.time_zone.as_deref(),
+        )
+        .ok_or_else(|| {
+            ProviderError::Permanent(format!(
+                "{system_type:?} is not a virtual access system type"
+            ))
+        })
+    }
+
     #[tracing::instrument(skip_all, fields(acs_system_id = %system.id, system_type = %system.system_type, access_method_id = %job.access_method_id))]
     async fn provision(
         &self,

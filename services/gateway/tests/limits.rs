@@ -43,16 +43,13 @@ async fn start_with(limits: StreamLimits, auth_failures_per_minute: u32) -> Serv
     );
     let links = Links::new("http://keygate.test");
     links.set_secret(vec![5; 32]);
-    let app = App {
-        store,
-        tracker,
-        links,
-        tokens: PageTokens::new(vec![6; 32]),
-        instant_key_delivery: Default::default(),
-        webhook_network: Default::default(),
-        unlock_deadline: keygate_app::unlock::DEFAULT_DEADLINE,
-        limits: Default::default(),
-    };
+    let app = App::new(store, tracker, links, PageTokens::new(vec![6; 32]), {
+        let mut r = keygate_providers::Registry::new();
+        r.register(Arc::new(
+            keygate_providers::virtual_system::VirtualSystems::new(Duration::ZERO),
+        ));
+        r
+    });
     let (stop_tx, stop_rx) = watch::channel(false);
     let deps = GatewayDeps {
         app: app.clone(),

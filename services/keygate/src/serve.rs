@@ -14,6 +14,7 @@ use keygate_cache::{Cache, InProcessCache, RedisCache, SealKeys, SealedCache};
 use keygate_gateway::stack::StackConfig;
 use keygate_gateway::{GatewayDeps, ServerConfig, set_health};
 use keygate_orchestrator::{Orchestrator, OrchestratorConfig, Reconciler, store_ledger};
+use keygate_providers::Registry;
 use keygate_providers::virtual_system::VirtualSystems;
 use keygate_store::{SCHEMA_VERSION, Store};
 use tokio::net::TcpListener;
@@ -143,6 +144,13 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         Arc::new(Notify::new()),
         instant_key_delivery.wake.clone(),
     );
+    // The adapter of every access system type this build can talk to; the use cases (connect)
+    // and the orchestrator (every call) go through the same registry.
+    let mut providers = Registry::new();
+    providers.register(Arc::new(VirtualSystems::with_ledger(
+        Duration::from_millis(args.sandbox_provision_delay_ms),
+        Arc::new(store_ledger(store.as_ref())),
+    )));
     let app = App {
         store: store.clone(),
         tracker: tracker.clone(),
@@ -154,6 +162,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         limits: keygate_app::Limits {
             webhooks_per_workspace: args.webhooks_per_workspace,
         },
+        providers: providers.clone(),
     };
     let (ready_tx, ready_rx) = watch::channel(false);
 
@@ -192,10 +201,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         });
     }
     if args.roles.contains(&Role::Orchestrator) {
-        let providers = Arc::new(VirtualSystems::with_ledger(
-            Duration::from_millis(args.sandbox_provision_delay_ms),
-            Arc::new(store_ledger(store.as_ref())),
-        ));
+        let providers = Arc::new(providers.clone());
         let cfg = OrchestratorConfig {
             lease: Duration::from_secs(args.job_lease_secs.max(1)),
             ..OrchestratorConfig::default()

@@ -67,14 +67,14 @@ async fn fixture(store: Arc<dyn Store>, deadline: Duration) -> Fixture {
     let links = Links::new("http://keygate.test");
     links.set_secret(vec![5; 32]);
     let app = App {
-        store,
-        tracker,
-        links,
-        tokens: PageTokens::new(vec![6; 32]),
-        instant_key_delivery: Default::default(),
-        webhook_network: Default::default(),
         unlock_deadline: deadline,
-        limits: Default::default(),
+        ..App::new(
+            store,
+            tracker,
+            links,
+            PageTokens::new(vec![6; 32]),
+            keygate_providers::Registry::new(),
+        )
     };
     Fixture {
         app,

@@ -81,20 +81,17 @@ async fn start(postgres: bool, auth_failures_per_minute: u32) -> anyhow::Result<
     let cache: Arc<dyn keygate_cache::Cache> = Arc::new(InProcessCache::new(100_000));
     let (stop_tx, stop_rx) = watch::channel(false);
     let tracker = Tracker::in_process(store.clone(), cache);
-    let app = App {
-        store: store.clone(),
-        tracker: tracker.clone(),
-        links: {
+    let app = App::new(
+        store.clone(),
+        tracker.clone(),
+        {
             let links = keygate_domain::instant_key::Links::new("http://localhost:8080");
             links.set_secret(vec![9; 32]);
             links
         },
-        tokens: PageTokens::new(vec![7; 32]),
-        instant_key_delivery: Default::default(),
-        webhook_network: Default::default(),
-        unlock_deadline: keygate_app::unlock::DEFAULT_DEADLINE,
-        limits: Default::default(),
-    };
+        PageTokens::new(vec![7; 32]),
+        keygate_providers::Registry::new(),
+    );
     let deps = GatewayDeps {
         app,
         admin_token: None,

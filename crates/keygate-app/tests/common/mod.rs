@@ -2,12 +2,15 @@
 //! bells, fixed link and page-token secrets, no SMS or email sender.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use keygate_app::App;
 use keygate_app::ssrf::NetworkPolicy;
 use keygate_app::tokens::PageTokens;
 use keygate_app::tracker::Tracker;
 use keygate_domain::instant_key::Links;
+use keygate_providers::Registry;
+use keygate_providers::virtual_system::VirtualSystems;
 use keygate_store::Store;
 
 pub fn app(store: Arc<dyn Store>, webhook_network: NetworkPolicy) -> App {
@@ -17,14 +20,16 @@ pub fn app(store: Arc<dyn Store>, webhook_network: NetworkPolicy) -> App {
     );
     let links = Links::new("http://keygate.test");
     links.set_secret(vec![5; 32]);
+    let mut providers = Registry::new();
+    providers.register(Arc::new(VirtualSystems::new(Duration::ZERO)));
     App {
-        store,
-        tracker,
-        links,
-        tokens: PageTokens::new(vec![6; 32]),
-        instant_key_delivery: Default::default(),
         webhook_network,
-        unlock_deadline: keygate_app::unlock::DEFAULT_DEADLINE,
-        limits: Default::default(),
+        ..App::new(
+            store,
+            tracker,
+            links,
+            PageTokens::new(vec![6; 32]),
+            providers,
+        )
     }
 }
