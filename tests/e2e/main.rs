@@ -14,6 +14,7 @@ mod embedded;
 mod grants;
 mod instant_keys;
 mod lifecycle;
+mod providers;
 mod redis_outage;
 mod roles;
 mod secrets;

@@ -56,10 +56,13 @@ pub fn time_zone(raw: &str) -> Result<Option<String>, FieldViolation> {
     if s.is_empty() {
         return Ok(None);
     }
+    // The shape first (no path reaches the zone database), then the bundled IANA database:
+    // a zone it does not know would show every door window in UTC.
     let ok = s.len() <= 64
         && s.chars()
             .all(|c| c.is_ascii_alphanumeric() || "/_+-".contains(c))
-        && !s.starts_with('/');
+        && !s.starts_with('/')
+        && jiff::tz::TimeZone::get(s).is_ok();
     if ok {
         Ok(Some(s.to_owned()))
     } else {
@@ -88,6 +91,8 @@ pub struct CreateApiKey {
 /// A validated `ConnectAccessSystem`.
 #[derive(Clone, Debug)]
 pub struct ConnectSystem {
+    /// The `request_id` claim (the tenant's `ConnectAccessSystem`); `None` for the operator's.
+    pub idem: Option<keygate_store::Idempotency>,
     /// As given (not blank); which types exist is decided by the use case.
     pub system_type: String,
     pub name: Option<String>,
@@ -168,22 +173,34 @@ impl App {
         Ok(key)
     }
 
-    /// Connects an access system to the workspace: the adapter registered for its type reads
-    /// what the system is (capabilities, entrances, access groups, encoders), and it is stored
-    /// as read. A type with no adapter is `FAILED_PRECONDITION` (`UNKNOWN_ACCESS_SYSTEM_TYPE`,
-    /// listing the registered types); a system its adapter refuses is `FAILED_PRECONDITION`
-    /// (`CAPABILITY_NOT_SUPPORTED`) and one it cannot reach `UNAVAILABLE`. Nothing is stored
-    /// then.
+    /// Connects an access system to the workspace (the operator's `ConnectAccessSystem`, and
+    /// the tenant's own in `keygate.v1`): the adapter registered for its type reads what the
+    /// system is (capabilities, entrances, access groups, encoders), and it is stored as read.
+    /// A type with no adapter is `FAILED_PRECONDITION` (`UNKNOWN_ACCESS_SYSTEM_TYPE`, listing
+    /// the registered types); a system its adapter refuses is `FAILED_PRECONDITION`
+    /// (`CAPABILITY_NOT_SUPPORTED`) and one it cannot reach `UNAVAILABLE`; a virtual system in a
+    /// production workspace, or a real one in a sandbox, is `FAILED_PRECONDITION`
+    /// (`WORKSPACE_TYPE_MISMATCH`). Nothing is stored then. Idempotent by `request_id`.
     pub async fn connect_access_system(
         &self,
         ws: WorkspaceId,
         cmd: ConnectSystem,
     ) -> Result<AccessSystem, Error> {
         let ConnectSystem {
+            idem,
             system_type,
             name,
             time_zone,
         } = cmd;
+        if let Some(idem) = &idem
+            && let Some(first) = self.store.replay(ws, idem).await?
+        {
+            let first = first.parse().map_err(|_| Error::Internal {
+                message: "stored access system id".into(),
+            })?;
+            return self.store.get_access_system(ws, first).await;
+        }
+        let workspace = self.store.get_workspace(ws).await?;
         let system = self
             .discover(
                 system_type.trim(),
@@ -193,7 +210,34 @@ impl App {
                 },
             )
             .await?;
-        self.store.connect_access_system(ws, &system).await
+        // Sandbox workspaces open no real door; production ones trust no simulator.
+        match (workspace.workspace_type, system.is_virtual) {
+            (WorkspaceType::Sandbox, false) => {
+                return Err(Error::FailedPrecondition {
+                    reason: ErrorReason::WorkspaceTypeMismatch,
+                    message: format!(
+                        "{:?} is a real access system: a sandbox workspace connects only virtual ones",
+                        system.system_type
+                    ),
+                });
+            }
+            (WorkspaceType::Production, true) => {
+                return Err(Error::FailedPrecondition {
+                    reason: ErrorReason::WorkspaceTypeMismatch,
+                    message: format!(
+                        "{:?} is a virtual access system: a production workspace connects only real ones",
+                        system.system_type
+                    ),
+                });
+            }
+            _ => {}
+        }
+        let created = self
+            .store
+            .connect_access_system(ws, &system, idem.as_ref())
+            .await?;
+        tracing::info!(acs_system_id = %created.id, system_type = %created.system_type, "access system connected");
+        Ok(created)
     }
 
     /// What the adapter of `system_type` reads of a system to connect.

@@ -7,10 +7,12 @@ use std::sync::Arc;
 
 use keygate_app::App;
 use keygate_app::auth::{Authenticator, Principal};
+use keygate_app::idempotency;
 use keygate_app::ssrf::NetworkPolicy;
 use keygate_app::webhooks::CreateWebhook;
-use keygate_app::workspaces::{ConnectSystem, CreateApiKey};
+use keygate_app::workspaces::{ConnectSystem, CreateApiKey, CreateWorkspace};
 use keygate_domain::ids::WorkspaceId;
+use keygate_domain::model::WorkspaceType;
 use keygate_domain::{Error, ErrorReason};
 use keygate_store::Store;
 use keygate_store::conformance::seeded_workspace;
@@ -132,6 +134,7 @@ async fn only_known_system_types_can_be_connected() {
         .connect_access_system(
             f.ws,
             ConnectSystem {
+                idem: None,
                 system_type: "acme_cloud".into(),
                 name: None,
                 time_zone: None,
@@ -143,6 +146,10 @@ async fn only_known_system_types_can_be_connected() {
     assert!(
         keygate_app::workspaces::time_zone("/etc/passwd").is_err(),
         "a path is not a time zone"
+    );
+    assert!(
+        keygate_app::workspaces::time_zone("Mars/Olympus").is_err(),
+        "a zone the IANA database does not know is refused"
     );
     assert_eq!(
         keygate_app::workspaces::time_zone(" Europe/Madrid ").expect("valid"),
@@ -239,16 +246,17 @@ impl keygate_providers::AccessSystemProvider for Acme {
 
 fn acme(name: Option<&str>) -> ConnectSystem {
     ConnectSystem {
+        idem: None,
         system_type: "acme_cloud".into(),
         name: name.map(str::to_owned),
         time_zone: Some("Europe/Berlin".into()),
     }
 }
 
-async fn system_count(f: &Fixture) -> usize {
+async fn system_count(f: &Fixture, ws: WorkspaceId) -> usize {
     f.app
         .list_access_systems(
-            f.ws,
+            ws,
             None,
             &keygate_domain::page::PageRequest {
                 after: None,
@@ -264,11 +272,21 @@ async fn system_count(f: &Fixture) -> usize {
 #[tokio::test]
 async fn a_new_vendor_is_an_adapter_and_a_registration() {
     let mut f = fixture(NetworkPolicy::default()).await;
-    let before = system_count(&f).await;
+    let (prod, _, _) = f
+        .app
+        .create_workspace(CreateWorkspace {
+            name: "Acme production".into(),
+            workspace_type: WorkspaceType::Production,
+            api_key_name: None,
+        })
+        .await
+        .expect("production workspace");
+    let prod = prod.id;
+    assert_eq!(system_count(&f, prod).await, 0, "production starts empty");
     // Not registered: refused, with the types this build knows; nothing stored.
     let err = f
         .app
-        .connect_access_system(f.ws, acme(None))
+        .connect_access_system(prod, acme(None))
         .await
         .expect_err("unknown type");
     assert_eq!(err.reason(), ErrorReason::UnknownAccessSystemType);
@@ -279,18 +297,28 @@ async fn a_new_vendor_is_an_adapter_and_a_registration() {
         .register(Arc::new(Acme { reachable: false }));
     let err = f
         .app
-        .connect_access_system(f.ws, acme(None))
+        .connect_access_system(prod, acme(None))
         .await
         .expect_err("unreachable");
     assert!(matches!(err, Error::Unavailable { .. }), "{err:?}");
-    assert_eq!(system_count(&f).await, before);
-    // Reachable: stored as the adapter read it.
+    assert_eq!(system_count(&f, prod).await, 0);
+    // Reachable: stored as the adapter read it, once per request_id.
     f.app.providers.register(Arc::new(Acme { reachable: true }));
+    let cmd = ConnectSystem {
+        idem: idempotency::claim("ConnectAccessSystem", Some("acme-1".into()), b"acme"),
+        ..acme(Some("Berlin office"))
+    };
     let s = f
         .app
-        .connect_access_system(f.ws, acme(Some("Berlin office")))
+        .connect_access_system(prod, cmd.clone())
         .await
         .expect("connect");
+    let again = f
+        .app
+        .connect_access_system(prod, cmd)
+        .await
+        .expect("replay");
+    assert_eq!(again.id, s.id, "a replay answers the first system");
     assert_eq!(
         (
             s.system_type.as_str(),
@@ -304,7 +332,7 @@ async fn a_new_vendor_is_an_adapter_and_a_registration() {
     let doors = f
         .app
         .list_entrances(
-            f.ws,
+            prod,
             Some(s.id),
             &keygate_domain::page::PageRequest {
                 after: None,
@@ -317,5 +345,27 @@ async fn a_new_vendor_is_an_adapter_and_a_registration() {
     let names: Vec<_> = doors.iter().map(|d| d.display_name.as_str()).collect();
     assert_eq!(names.len(), 2);
     assert!(names.contains(&"Front Door") && names.contains(&"Loading Dock"));
-    assert_eq!(system_count(&f).await, before + 1);
+    assert_eq!(system_count(&f, prod).await, 1);
+    // Sandbox workspaces connect only virtual systems, production ones only real ones.
+    let before = system_count(&f, f.ws).await;
+    let err = f
+        .app
+        .connect_access_system(f.ws, acme(None))
+        .await
+        .expect_err("real system in a sandbox");
+    assert_eq!(err.reason(), ErrorReason::WorkspaceTypeMismatch);
+    assert_eq!(system_count(&f, f.ws).await, before);
+    let err = f
+        .app
+        .connect_access_system(
+            prod,
+            ConnectSystem {
+                system_type: "virtual_latch".into(),
+                ..acme(None)
+            },
+        )
+        .await
+        .expect_err("virtual system in production");
+    assert_eq!(err.reason(), ErrorReason::WorkspaceTypeMismatch);
+    assert_eq!(system_count(&f, prod).await, 1);
 }

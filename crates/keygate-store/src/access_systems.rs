@@ -20,7 +20,7 @@ use time::OffsetDateTime;
 
 use crate::dialect::{Dialect, SqlStore, SqlValue};
 use crate::error::{StoreError, StoreResult};
-use crate::traits::{AccessSystemStore, ApiKeyStore, WorkspaceStore};
+use crate::traits::{AccessSystemStore, ApiKeyStore, Idempotency, WorkspaceStore};
 use crate::util::{fetch_limit, from_micros, into_page, parse, to_micros};
 
 const WS_COLS: &str = "workspace_id, name, workspace_type, created_at";
@@ -523,13 +523,21 @@ where
         &self,
         ws: WorkspaceId,
         system: &NewAccessSystem,
+        idem: Option<&Idempotency>,
     ) -> StoreResult<AccessSystem> {
         let mut tx = self.pool.begin_with(D::BEGIN).await?;
         if !Self::workspace_exists(&mut tx, ws).await? {
             return Err(Error::not_found(Resource::Workspace, ws.to_string()).into());
         }
-        let created =
-            Self::insert_system(&mut tx, ws, system, keygate_domain::model::now()).await?;
+        let now = keygate_domain::model::now();
+        let created = Self::insert_system(&mut tx, ws, system, now).await?;
+        // A replay answers the first system; this one is rolled back with the transaction.
+        if let Some(first) =
+            Self::claim_idempotency(&mut tx, ws, idem, &created.id.to_string(), now).await?
+        {
+            drop(tx);
+            return self.system(ws, parse("acs_system_id", &first)?).await;
+        }
         tx.commit().await?;
         Ok(created)
     }
@@ -817,8 +825,9 @@ where
         &self,
         ws: WorkspaceId,
         system: &NewAccessSystem,
+        idem: Option<&Idempotency>,
     ) -> Result<AccessSystem, Error> {
-        Ok(self.connect_system(ws, system).await?)
+        Ok(self.connect_system(ws, system, idem).await?)
     }
 
     async fn get_access_system(

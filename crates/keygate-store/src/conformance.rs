@@ -318,7 +318,7 @@ pub async fn access_system_reads_are_tenant_scoped(store: Arc<dyn Store>) {
     assert!(a_entrances.iter().all(|e| e.id != ent_b));
     assert_not_found(
         store
-            .connect_access_system(WorkspaceId::new(), &sandbox_systems()[0])
+            .connect_access_system(WorkspaceId::new(), &sandbox_systems()[0], None)
             .await,
         Resource::Workspace,
     );

@@ -87,10 +87,13 @@ pub trait ApiKeyStore: Send + Sync {
 /// the workspace, so a foreign system id is `NotFound`, not an empty list.
 #[async_trait]
 pub trait AccessSystemStore: Send + Sync {
+    /// Stores a connected system with its entrances, groups and encoders, in one transaction.
+    /// With `idem`, a replay of the same request answers the first system.
     async fn connect_access_system(
         &self,
         workspace: WorkspaceId,
         system: &NewAccessSystem,
+        idem: Option<&Idempotency>,
     ) -> Result<AccessSystem, Error>;
 
     async fn get_access_system(

@@ -1,14 +1,15 @@
-//! Operator (`keygate.admin.v1.WorkspaceService`) requests. The workspace they act on is a
-//! field of the request, parsed with the command.
+//! Operator (`keygate.admin.v1.WorkspaceService`) requests, whose workspace is a field of the
+//! request parsed with the command; and the tenant's own `ConnectAccessSystem`
+//! (`keygate.v1.AccessSystemService`), whose workspace is the caller's.
 
 use keygate_app::workspaces::{self, ConnectSystem, CreateApiKey, CreateWorkspace};
 use keygate_domain::ids::WorkspaceId;
 use keygate_domain::model::WorkspaceType;
 use keygate_domain::validate::{self, Violations};
 use keygate_domain::{Error, FieldViolation, Resource};
-use keygate_proto::admin;
+use keygate_proto::{admin, v1};
 
-use super::IntoCommand;
+use super::{IntoCommand, claim};
 
 impl IntoCommand for admin::CreateWorkspaceRequest {
     type Command = CreateWorkspace;
@@ -82,10 +83,42 @@ impl IntoCommand for admin::ConnectAccessSystemRequest {
         Ok((
             ws,
             ConnectSystem {
+                idem: None,
                 system_type,
                 name,
                 time_zone,
             },
         ))
+    }
+}
+
+impl IntoCommand for v1::ConnectAccessSystemRequest {
+    type Command = ConnectSystem;
+
+    fn into_command(self) -> Result<ConnectSystem, Error> {
+        let fingerprint = v1::ConnectAccessSystemRequest {
+            request_id: String::new(),
+            ..self.clone()
+        };
+        let v1::ConnectAccessSystemRequest {
+            system_type,
+            name,
+            time_zone,
+            request_id,
+        } = self;
+        let mut v = Violations::default();
+        let request_id = v.check(validate::request_id(&request_id)).flatten();
+        let name = v.check(validate::optional_name("name", &name)).flatten();
+        let time_zone = v.check(workspaces::time_zone(&time_zone)).flatten();
+        if system_type.trim().is_empty() {
+            v.check::<()>(Err(FieldViolation::new("system_type", "is required")));
+        }
+        v.finish()?;
+        Ok(ConnectSystem {
+            idem: claim("ConnectAccessSystem", request_id, &fingerprint),
+            system_type,
+            name,
+            time_zone,
+        })
     }
 }

@@ -1,5 +1,6 @@
-//! `keygate.v1.AccessSystemService`: views of connected systems (`keygate_app::systems`) and an
-//! operator's remote unlock of an entrance (`keygate_app::unlock`).
+//! `keygate.v1.AccessSystemService`: views of connected systems (`keygate_app::systems`),
+//! connecting one (`keygate_app::workspaces`) and an operator's remote unlock of an entrance
+//! (`keygate_app::unlock`).
 
 use keygate_app::App;
 use keygate_app::tokens::PageScope;
@@ -160,6 +161,22 @@ impl AccessSystemService for AccessSystems {
             let a = self.app.unlock_entrance(ws, cmd).await?;
             Ok(v1::UnlockEntranceResponse {
                 action_attempt: Some(convert::action_attempt(&a)),
+            })
+        })
+        .await
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn connect_access_system(
+        &self,
+        req: Request<v1::ConnectAccessSystemRequest>,
+    ) -> Reply<v1::ConnectAccessSystemResponse> {
+        let ws = workspace(&req)?;
+        reply(async {
+            let cmd = req.into_inner().into_command()?;
+            let s = self.app.connect_access_system(ws, cmd).await?;
+            Ok(v1::ConnectAccessSystemResponse {
+                acs_system: Some(convert::access_system(&s)),
             })
         })
         .await
