@@ -288,11 +288,32 @@ async fn outcome(
     let name = door.name.clone();
     Some(match a.status {
         AttemptStatus::Success => Outcome::Unlocked(name),
-        AttemptStatus::Error => {
-            Outcome::Failed(name, a.error.map(|e| e.message).unwrap_or_default())
-        }
-        AttemptStatus::Pending => Outcome::Pending(name),
+        AttemptStatus::Error => Outcome::Failed(
+            name,
+            a.error
+                .map(|e| for_a_person(&e.error_type, e.message))
+                .unwrap_or_default(),
+        ),
+        AttemptStatus::Pending => Outcome::Pending(name, pages.app.unlock_deadline.as_secs()),
     })
+}
+
+/// Why an unlock failed, in words for the person at the door: Keygate's own reasons
+/// (`docs/unlock.md`) say what happened to the door; an access system's reason is its message.
+fn for_a_person(error_type: &str, message: String) -> String {
+    use keygate_domain::action::unlock_errors as e;
+    let said = match error_type {
+        e::EXPIRED => "it took too long, so the door was not opened. Try again.",
+        e::ACCESS_REVOKED => "this key no longer opens it.",
+        e::WINDOW_CLOSED => "your access to it is not active now.",
+        e::NOT_SUPPORTED => "it cannot be unlocked from here.",
+        e::NOT_CONFIRMED => {
+            "it may or may not have opened. Check the door, and try again if it is still locked."
+        }
+        e::CHECK_FAILED => "something went wrong, and the door was not opened. Try again.",
+        _ => return message,
+    };
+    said.to_owned()
 }
 
 #[derive(serde::Deserialize)]
@@ -457,4 +478,36 @@ async fn api_unlock(
     .into_response();
     no_store(r.headers_mut());
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use keygate_domain::action::unlock_errors;
+
+    #[test]
+    fn keygates_own_reasons_are_said_for_a_person() {
+        let expired = super::for_a_person(
+            unlock_errors::EXPIRED,
+            "not sent by its deadline (2026-12-05 9:00:00.0 +00:00:00)".into(),
+        );
+        assert!(expired.contains("not opened"), "{expired}");
+        assert!(
+            !expired.contains("2026"),
+            "no timestamps for a person: {expired}"
+        );
+        for t in [
+            unlock_errors::ACCESS_REVOKED,
+            unlock_errors::WINDOW_CLOSED,
+            unlock_errors::NOT_SUPPORTED,
+            unlock_errors::NOT_CONFIRMED,
+            unlock_errors::CHECK_FAILED,
+        ] {
+            assert_ne!(super::for_a_person(t, "raw".into()), "raw", "{t}");
+        }
+        // An access system's own reason is passed on.
+        assert_eq!(
+            super::for_a_person("lock_not_online", "the lock did not answer".into()),
+            "the lock did not answer"
+        );
+    }
 }

@@ -97,7 +97,9 @@ pub fn refusal(title: &str, message: &str) -> String {
 pub enum Outcome {
     Unlocked(String),
     Failed(String, String),
-    Pending(String),
+    /// Still queued or running; the door opens within this many seconds of the tap, or not at
+    /// all (the unlock deadline).
+    Pending(String, u64),
 }
 
 /// The key's page: the person's name, each door with its window and an Unlock button where the
@@ -137,11 +139,12 @@ pub fn key_page(
                 escape(&why)
             );
         }
-        Some(Outcome::Pending(name)) => {
+        Some(Outcome::Pending(name, deadline)) => {
             let _ = write!(
                 body,
-                "<p class=\"status\" role=\"status\">Still unlocking {}… reload in a moment.</p>",
-                escape(&name)
+                "<p class=\"status\" role=\"status\">Still unlocking {}… reload in a moment. If it has not opened {} seconds after your tap, it will not open: try again.</p>",
+                escape(&name),
+                deadline
             );
         }
         None => {}
