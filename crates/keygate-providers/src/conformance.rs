@@ -566,7 +566,11 @@ pub async fn unlock_follows_capabilities(
             );
         }
         _ => {
-            let door = site.entrances[0].id;
+            let door = site
+                .entrances
+                .first()
+                .unwrap_or_else(|| panic!("{t}: no entrance"))
+                .id;
             let e: AttemptError = provider
                 .unlock(&site.system, &unlock_job(&site, door))
                 .await
