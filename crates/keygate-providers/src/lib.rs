@@ -3,6 +3,8 @@
 //! virtual systems (catalog in `sandbox`, behaviour in `virtual_system`). HTTP vendor adapters
 //! and the external gRPC connector implement the same trait and register in the same registry.
 
+#[cfg(feature = "testing")]
+pub mod conformance;
 pub mod provider;
 pub mod registry;
 pub mod sandbox;

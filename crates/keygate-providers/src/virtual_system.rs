@@ -1,6 +1,7 @@
 //! The behaviour of the sandbox virtual access systems: provisioning latency, idempotent users
 //! and credentials keyed by Keygate's reference, provider-generated PINs that never repeat on a
-//! door, and scripted faults for tests (timeouts, 5xx, "5xx but applied", permanent rejection).
+//! door, and scripted faults for tests (timeouts, 5xx, "5xx but applied", permanent rejection
+//! of one entrance or of the whole call).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -28,6 +29,8 @@ pub enum Fault {
     FailedButApplied,
     /// The system refuses this entrance for good.
     RejectEntrance(EntranceId),
+    /// The system refuses the whole call for good (a 400/403) and applies nothing.
+    Refused,
     /// The system accepts the call without confirming it (a 202) and applies it only after the
     /// given time, out of band: until then a read-back finds nothing.
     DelayedConfirmation(Duration),
@@ -389,6 +392,11 @@ impl AccessSystemProvider for VirtualSystems {
             Some(Fault::Unavailable) => {
                 return Err(ProviderError::Transient("503 service unavailable".into()));
             }
+            Some(Fault::Refused) => {
+                return Err(ProviderError::Permanent(
+                    "403 refused by the access system".into(),
+                ));
+            }
             Some(Fault::RejectEntrance(e)) => vec![*e],
             _ => Vec::new(),
         };
@@ -434,6 +442,11 @@ impl AccessSystemProvider for VirtualSystems {
             }
             Some(Fault::Unavailable) => {
                 return Err(ProviderError::Transient("503 service unavailable".into()));
+            }
+            Some(Fault::Refused) => {
+                return Err(ProviderError::Permanent(
+                    "403 refused by the access system".into(),
+                ));
             }
             _ => {}
         }
@@ -496,6 +509,12 @@ impl AccessSystemProvider for VirtualSystems {
         match fault {
             Some(Fault::Timeout | Fault::Unavailable) => {
                 return fail("lock_not_online", "the lock did not answer");
+            }
+            Some(Fault::Refused) => {
+                return fail(
+                    "unlock_refused",
+                    "the access system refused to unlock this entrance",
+                );
             }
             Some(Fault::RejectEntrance(e)) if e == job.acs_entrance_id => {
                 return fail(

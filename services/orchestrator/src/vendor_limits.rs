@@ -78,3 +78,86 @@ impl VendorLimits {
         }
     }
 }
+
+/// The rate-limit scenario of the provider conformance suite (`keygate_providers::conformance`):
+/// a provider's declared limit is obeyed here, by the orchestrator, so it is tested here.
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use keygate_domain::ids::{AccessMethodId, WorkspaceId};
+    use keygate_providers::conformance::{Metered, Site, assert_within_rate};
+    use keygate_providers::sandbox::SANDBOX_SYSTEM_TYPES;
+    use keygate_providers::virtual_system::VirtualSystems;
+    use keygate_providers::{AccessSystemProvider, Connection};
+
+    use super::*;
+
+    /// Callers that claim like the worker does (reserve tokens, run each claimed job prepaid,
+    /// read back once more through `acquire`) against every virtual type at once, as fast as
+    /// the limiter lets them: what reaches each system stays within its declared rate + burst,
+    /// and the limiter does not starve it either.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn calls_through_the_limiter_stay_within_each_declared_limit() {
+        let provider = Arc::new(Metered::new(VirtualSystems::new(Duration::ZERO)));
+        let limits = Arc::new(VendorLimits::default());
+        let run_for = Duration::from_millis(1200);
+        let deadline = Instant::now() + run_for;
+        let mut sites = Vec::new();
+        let mut callers = tokio::task::JoinSet::new();
+        for t in SANDBOX_SYSTEM_TYPES {
+            let discovered = provider
+                .discover(t, &Connection::default())
+                .await
+                .expect("discover");
+            let site = Site::from_discovery(discovered, WorkspaceId::new());
+            for _ in 0..3 {
+                let (provider, limits, system) =
+                    (provider.clone(), limits.clone(), site.system.clone());
+                callers.spawn(async move {
+                    while Instant::now() < deadline {
+                        let claimed = limits.reserve(&system, 2);
+                        if claimed == 0 {
+                            tokio::time::sleep(Duration::from_millis(5)).await;
+                            continue;
+                        }
+                        for _ in 0..claimed {
+                            let (provider, limits, system) =
+                                (provider.clone(), limits.clone(), system.clone());
+                            prepaid(async move {
+                                // The job's call, on its claim's token, then a read-back on a
+                                // fresh one.
+                                limits.acquire(&system).await;
+                                let _ = provider.read_back(&system, AccessMethodId::new()).await;
+                                if Instant::now() < deadline {
+                                    limits.acquire(&system).await;
+                                    let _ =
+                                        provider.read_back(&system, AccessMethodId::new()).await;
+                                }
+                            })
+                            .await;
+                        }
+                    }
+                });
+            }
+            sites.push(site);
+        }
+        while let Some(r) = callers.join_next().await {
+            r.expect("caller");
+        }
+        for site in &sites {
+            let limit = &site.system.capabilities.rate_limit;
+            let calls = provider.calls_to(site.system.id);
+            assert_within_rate(&calls, limit);
+            let allowed =
+                f64::from(limit.burst) + limit.requests_per_second * run_for.as_secs_f64();
+            assert!(
+                calls.len() as f64 >= allowed / 2.0,
+                "{}: only {} calls where {allowed:.0} were allowed",
+                site.system.system_type,
+                calls.len()
+            );
+        }
+    }
+}
