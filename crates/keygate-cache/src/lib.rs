@@ -15,7 +15,7 @@ use async_trait::async_trait;
 
 pub use memory::InProcessCache;
 pub use redis_cache::RedisCache;
-pub use sealed::{MIN_KEY_LEN, SealKeyError, SealKeys, SealedCache};
+pub use sealed::{MIN_KEY_LEN, SealKeyError, SealKeys, SealedCache, Unsealable};
 
 /// Why a cache call failed. Callers log it and fall back to the store.
 #[derive(Debug, thiserror::Error)]

@@ -42,18 +42,18 @@ struct SealKey {
 }
 
 impl SealKey {
-    fn derive(material: &[u8]) -> Result<Self, SealKeyError> {
+    fn derive(purpose: &str, material: &[u8]) -> Result<Self, SealKeyError> {
         if material.len() < MIN_KEY_LEN {
             return Err(SealKeyError::TooShort(material.len()));
         }
-        let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, b"keygate-cache").extract(material);
+        let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, purpose.as_bytes()).extract(material);
         let okm = prk
             .expand(&[b"aead:chacha20-poly1305:v1"], &CHACHA20_POLY1305)
             .map_err(|_| SealKeyError::Derive)?;
         let aead = LessSafeKey::new(UnboundKey::from(okm));
         let digest = ring::digest::digest(
             &ring::digest::SHA256,
-            &[b"keygate-cache-key-id:v1:".as_slice(), material].concat(),
+            &[purpose.as_bytes(), b"-key-id:v1:".as_slice(), material].concat(),
         );
         Ok(Self {
             id: digest.as_ref()[0],
@@ -72,13 +72,73 @@ impl SealKeys {
     /// `current` seals new entries; entries sealed with one of `previous` still open (until
     /// they expire), so a rotation costs no cache misses.
     pub fn new(current: &[u8], previous: &[Vec<u8>]) -> Result<Self, SealKeyError> {
+        Self::for_purpose("keygate-cache", current, previous)
+    }
+
+    /// Keys for another use than the cache (`purpose` separates the derived keys, so one
+    /// configured key never opens what another use sealed): the credentials of connected
+    /// access systems use `keygate-credentials`.
+    pub fn for_purpose(
+        purpose: &str,
+        current: &[u8],
+        previous: &[Vec<u8>],
+    ) -> Result<Self, SealKeyError> {
         Ok(Self {
-            current: SealKey::derive(current)?,
+            current: SealKey::derive(purpose, current)?,
             previous: previous
                 .iter()
-                .map(|k| SealKey::derive(k))
+                .map(|k| SealKey::derive(purpose, k))
                 .collect::<Result<_, _>>()?,
         })
+    }
+
+    /// Seals `value` with the current key, bound to `aad`: the id byte of the key, a random
+    /// nonce, then the ciphertext and its tag.
+    pub fn seal(&self, aad: &[u8], value: &[u8]) -> Result<Vec<u8>, CacheError> {
+        let k = &self.current;
+        let nonce: [u8; NONCE_LEN] = rand::random();
+        let mut body = value.to_vec();
+        k.aead
+            .seal_in_place_append_tag(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(aad),
+                &mut body,
+            )
+            // Only fails for a value longer than the cipher allows (256 GiB).
+            .map_err(|_| CacheError::Unavailable("value too large to seal".into()))?;
+        let mut out = Vec::with_capacity(ID_LEN + NONCE_LEN + body.len());
+        out.push(k.id);
+        out.extend_from_slice(&nonce);
+        out.extend_from_slice(&body);
+        Ok(out)
+    }
+
+    /// Opens what [`SealKeys::seal`] sealed with one of these keys and the same `aad`.
+    pub fn open(&self, aad: &[u8], sealed: &[u8]) -> Result<Vec<u8>, Unsealable> {
+        if sealed.len() < ID_LEN + NONCE_LEN + TAG_LEN {
+            return Err(Unsealable::Malformed);
+        }
+        let (id, rest) = sealed.split_at(ID_LEN);
+        let (nonce, body) = rest.split_at(NONCE_LEN);
+        let nonce: [u8; NONCE_LEN] = nonce.try_into().map_err(|_| Unsealable::Malformed)?;
+        let mut outcome = Err(Unsealable::UnknownKey);
+        // Ids are one byte derived from the key: two keys may share one, so try each that has it.
+        for k in self.all().filter(|k| k.id == id[0]) {
+            let mut buf = body.to_vec();
+            match k.aead.open_in_place(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(aad),
+                &mut buf,
+            ) {
+                Ok(plain) => {
+                    let n = plain.len();
+                    buf.truncate(n);
+                    return Ok(buf);
+                }
+                Err(_) => outcome = Err(Unsealable::Rejected),
+            }
+        }
+        outcome
     }
 
     /// The id byte of the current key (what new entries start with).
@@ -91,16 +151,16 @@ impl SealKeys {
     }
 }
 
-/// Why a sealed entry did not open, for the metric.
+/// Why a sealed value did not open.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Unsealable {
+pub enum Unsealable {
     Malformed,
     UnknownKey,
     Rejected,
 }
 
 impl Unsealable {
-    fn as_str(self) -> &'static str {
+    pub fn as_str(self) -> &'static str {
         match self {
             Self::Malformed => "malformed",
             Self::UnknownKey => "unknown_key",
@@ -129,49 +189,11 @@ impl SealedCache {
     }
 
     fn seal(&self, key: &str, value: &[u8]) -> Result<Vec<u8>, CacheError> {
-        let k = &self.keys.current;
-        let nonce: [u8; NONCE_LEN] = rand::random();
-        let mut body = value.to_vec();
-        k.aead
-            .seal_in_place_append_tag(
-                Nonce::assume_unique_for_key(nonce),
-                Aad::from(Self::aad(key)),
-                &mut body,
-            )
-            // Only fails for a value longer than the cipher allows (256 GiB).
-            .map_err(|_| CacheError::Unavailable("value too large to seal".into()))?;
-        let mut out = Vec::with_capacity(ID_LEN + NONCE_LEN + body.len());
-        out.push(k.id);
-        out.extend_from_slice(&nonce);
-        out.extend_from_slice(&body);
-        Ok(out)
+        self.keys.seal(&Self::aad(key), value)
     }
 
     fn open(&self, key: &str, sealed: &[u8]) -> Result<Vec<u8>, Unsealable> {
-        if sealed.len() < ID_LEN + NONCE_LEN + TAG_LEN {
-            return Err(Unsealable::Malformed);
-        }
-        let (id, rest) = sealed.split_at(ID_LEN);
-        let (nonce, body) = rest.split_at(NONCE_LEN);
-        let nonce: [u8; NONCE_LEN] = nonce.try_into().map_err(|_| Unsealable::Malformed)?;
-        let mut outcome = Err(Unsealable::UnknownKey);
-        // Ids are one byte derived from the key: two keys may share one, so try each that has it.
-        for k in self.keys.all().filter(|k| k.id == id[0]) {
-            let mut buf = body.to_vec();
-            match k.aead.open_in_place(
-                Nonce::assume_unique_for_key(nonce),
-                Aad::from(Self::aad(key)),
-                &mut buf,
-            ) {
-                Ok(plain) => {
-                    let n = plain.len();
-                    buf.truncate(n);
-                    return Ok(buf);
-                }
-                Err(_) => outcome = Err(Unsealable::Rejected),
-            }
-        }
-        outcome
+        self.keys.open(&Self::aad(key), sealed)
     }
 }
 

@@ -38,6 +38,10 @@ event_types! {
     ACTION_ATTEMPT_SUCCEEDED = "action_attempt.succeeded", "An action attempt finished with success.";
     ACTION_ATTEMPT_FAILED = "action_attempt.failed", "An action attempt finished with an error; its error type says why.";
     ACS_ENTRANCE_UNLOCKED = "acs_entrance.unlocked", "An entrance was unlocked remotely, for example from an Instant Key page.";
+    ACS_ENTRANCE_ADDED = "acs_entrance.added", "A sync found a new entrance on an access system, or one that had been removed came back.";
+    ACS_ENTRANCE_REMOVED = "acs_entrance.removed", "A sync found that an access system no longer has an entrance; the grants that used it have a warning.";
+    ACS_SYSTEM_CONNECTED = "acs_system.connected", "An access system was connected, or can be reached again after an error.";
+    ACS_SYSTEM_DISCONNECTED = "acs_system.disconnected", "An access system was disconnected, or an error stops Keygate from reaching it; its errors say why.";
     INSTANT_KEY_CREATED = "instant_key.created", "An Instant Key was created.";
     INSTANT_KEY_REVOKED = "instant_key.revoked", "An Instant Key was revoked.";
     INSTANT_KEY_DELIVERED = "instant_key.delivered", "The link of an Instant Key was accepted by the SMS or email provider.";

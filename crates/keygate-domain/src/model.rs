@@ -63,6 +63,70 @@ pub struct AccessSystem {
     pub time_zone: String,
     pub capabilities: CapabilityDescriptor,
     pub created_at: OffsetDateTime,
+    /// Whether Keygate can reach it, as last seen.
+    pub health: SystemHealth,
+}
+
+/// How a connected system is doing: errors stop it from working (`account_disconnected`,
+/// `invalid_credentials`, `provider_unreachable`), warnings do not. Set by connect, sync,
+/// disconnect and the adapters' answers; every change is an event.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SystemHealth {
+    pub errors: Vec<crate::grant::Notice>,
+    pub warnings: Vec<crate::grant::Notice>,
+    /// When its entrances, groups and encoders were last read from it.
+    pub last_synced_at: Option<OffsetDateTime>,
+    /// When it was disconnected: Keygate calls it no more and holds no credentials for it.
+    pub disconnected_at: Option<OffsetDateTime>,
+}
+
+/// Credentials as stored: sealed (AEAD) by `keygate-app`, with the id of the key that sealed
+/// them so keys can rotate. The store never sees them in the clear.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SealedSecret {
+    pub key_id: String,
+    /// Nonce and ciphertext, base64url.
+    pub sealed: String,
+}
+
+impl std::fmt::Debug for SealedSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SealedSecret")
+            .field("key_id", &self.key_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How a stored access system is reached: non-secret settings and sealed credentials.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SystemConnection {
+    pub settings: std::collections::BTreeMap<String, String>,
+    pub credentials: Option<SealedSecret>,
+}
+
+/// The ids an access system itself uses for what Keygate knows by its own ids (removed ones
+/// included, so a revoke can still name them).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ExternalIds {
+    pub entrances: std::collections::BTreeMap<EntranceId, String>,
+    pub access_groups: std::collections::BTreeMap<AccessGroupId, String>,
+    pub encoders: std::collections::BTreeMap<EncoderId, String>,
+}
+
+/// What a sync changed. Entrances, groups and encoders are matched by external id: a new one
+/// is added, one the system no longer lists is marked removed (and the grants that use a
+/// removed entrance get a warning), one that comes back is restored with its old id.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SyncReport {
+    pub entrances_added: Vec<EntranceId>,
+    pub entrances_removed: Vec<EntranceId>,
+    pub entrances_restored: Vec<EntranceId>,
+    pub access_groups_added: usize,
+    pub access_groups_removed: usize,
+    pub encoders_added: usize,
+    pub encoders_removed: usize,
+    /// Grants that use an entrance removed by this sync.
+    pub grants_warned: Vec<crate::ids::AccessGrantId>,
 }
 
 /// An entrance of an access system.
@@ -77,6 +141,8 @@ pub struct Entrance {
     pub can_unlock_with_cloud_key: bool,
     pub can_belong_to_reservation: bool,
     pub created_at: OffsetDateTime,
+    /// When the access system stopped listing it; grants that used it have a warning.
+    pub removed_at: Option<OffsetDateTime>,
 }
 
 /// An access group and the entrances it opens.
@@ -111,12 +177,14 @@ pub struct NewAccessSystem {
     pub capabilities: CapabilityDescriptor,
     pub entrances: Vec<NewEntrance>,
     pub access_groups: Vec<NewAccessGroup>,
-    pub encoders: Vec<String>,
+    pub encoders: Vec<NewEncoder>,
 }
 
 /// An entrance to create with its system.
 #[derive(Clone, Debug)]
 pub struct NewEntrance {
+    /// The access system's own id of the entrance, stable across syncs: what a sync matches on.
+    pub external_id: String,
     pub display_name: String,
     pub can_unlock_with_card: bool,
     pub can_unlock_with_code: bool,
@@ -128,8 +196,19 @@ pub struct NewEntrance {
 /// An access group to create with its system; `entrance_indexes` point into `NewAccessSystem::entrances`.
 #[derive(Clone, Debug)]
 pub struct NewAccessGroup {
+    /// The access system's own id of the group, stable across syncs.
+    pub external_id: String,
     pub display_name: String,
     pub entrance_indexes: Vec<usize>,
+}
+
+/// An encoder to create with its system, or to sync.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewEncoder {
+    /// The access system's own id of the encoder, stable across syncs.
+    pub external_id: String,
+    pub display_name: String,
+    pub is_online: bool,
 }
 
 /// A person who receives access.

@@ -61,7 +61,9 @@ use keygate_domain::ids::{
     AccessGrantId, AccessGroupId, AccessMethodId, AccessSystemId, ActionAttemptId, EncoderId,
     EntranceId, UserIdentityId, WorkspaceId,
 };
-use keygate_domain::model::{AccessGroup, AccessSystem, Encoder, Entrance, NewAccessSystem, now};
+use keygate_domain::model::{
+    AccessGroup, AccessSystem, Encoder, Entrance, ExternalIds, NewAccessSystem, now,
+};
 use keygate_domain::tracker::{DoorOutcome, ProvisionResult};
 use time::OffsetDateTime;
 
@@ -77,6 +79,9 @@ pub struct Site {
     pub entrances: Vec<Entrance>,
     pub access_groups: Vec<AccessGroup>,
     pub encoders: Vec<Encoder>,
+    /// The system's own ids of the entrances, groups and encoders above, as a
+    /// [`crate::Directory`] would give them to an adapter that calls the system by its ids.
+    pub external_ids: ExternalIds,
 }
 
 impl Site {
@@ -99,9 +104,14 @@ impl Site {
                 can_unlock_with_cloud_key: e.can_unlock_with_cloud_key,
                 can_belong_to_reservation: e.can_belong_to_reservation,
                 created_at,
+                removed_at: None,
             })
             .collect();
-        let access_groups = discovered
+        let mut external_ids = ExternalIds::default();
+        for (e, n) in entrances.iter().zip(&discovered.entrances) {
+            external_ids.entrances.insert(e.id, n.external_id.clone());
+        }
+        let access_groups: Vec<AccessGroup> = discovered
             .access_groups
             .iter()
             .map(|g| AccessGroup {
@@ -116,17 +126,25 @@ impl Site {
                 created_at,
             })
             .collect();
-        let encoders = discovered
+        for (g, n) in access_groups.iter().zip(&discovered.access_groups) {
+            external_ids
+                .access_groups
+                .insert(g.id, n.external_id.clone());
+        }
+        let encoders: Vec<Encoder> = discovered
             .encoders
             .iter()
-            .map(|name| Encoder {
+            .map(|e| Encoder {
                 id: EncoderId::new(),
                 acs_system_id: id,
-                display_name: name.clone(),
-                is_online: true,
+                display_name: e.display_name.clone(),
+                is_online: e.is_online,
                 created_at,
             })
             .collect();
+        for (e, n) in encoders.iter().zip(&discovered.encoders) {
+            external_ids.encoders.insert(e.id, n.external_id.clone());
+        }
         Self {
             system: AccessSystem {
                 id,
@@ -138,10 +156,12 @@ impl Site {
                 time_zone: discovered.time_zone,
                 capabilities: discovered.capabilities,
                 created_at,
+                health: Default::default(),
             },
             entrances,
             access_groups,
             encoders,
+            external_ids,
         }
     }
 

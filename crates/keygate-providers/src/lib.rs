@@ -11,6 +11,9 @@ pub mod sandbox;
 pub mod sql_ledger;
 pub mod virtual_system;
 
-pub use provider::{AccessSystemProvider, Connection, HeldCredential, Holder, ProviderError};
+pub use provider::{
+    AccessSystemProvider, Connection, Credentials, Directory, HeldCredential, Holder, Link,
+    ProviderError,
+};
 pub use registry::Registry;
 pub use sql_ledger::SqlLedger;

@@ -4,7 +4,9 @@
 use async_trait::async_trait;
 use keygate_domain::action::{AttemptError, EncodeJob, EncodedCard, RevokeJob};
 use keygate_domain::grant::ProvisionJob;
-use keygate_domain::ids::UserIdentityId;
+use std::collections::BTreeMap;
+
+use keygate_domain::ids::{AccessGroupId, AccessSystemId, EncoderId, EntranceId, UserIdentityId};
 use keygate_domain::model::AccessSystem;
 use keygate_domain::tracker::ProvisionResult;
 
@@ -47,14 +49,90 @@ pub enum ProviderError {
     Permanent(String),
 }
 
-/// What connecting one system says about it: the settings the caller gave. (Connection
-/// settings and sealed credentials for real systems join here.)
+/// Secret values an adapter needs to reach an account (an API key, a bearer token), by name.
+/// Sealed at rest by `keygate-app`; an adapter sees them only unsealed, for one call. They
+/// never print: `Debug` shows the names, never the values.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Credentials(BTreeMap<String, String>);
+
+impl Credentials {
+    pub fn new(values: BTreeMap<String, String>) -> Self {
+        Self(values)
+    }
+
+    /// One value, by name.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0.get(name).map(String::as_str)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Every value, by name: for sealing.
+    pub fn values(&self) -> &BTreeMap<String, String> {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_map()
+            .entries(self.0.keys().map(|k| (k, "<redacted>")))
+            .finish()
+    }
+}
+
+/// What connecting (or syncing) one system says about it: the settings and credentials the
+/// caller gave.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Connection {
+    /// Keygate's id of the system: known when a stored system is synced, and given to a new one
+    /// before it is stored (a connector is told which system it serves).
+    pub acs_system_id: Option<AccessSystemId>,
     /// The name to show; the system's own when `None`.
     pub name: Option<String>,
     /// The IANA time zone of the site; the system's own (or UTC) when `None`.
     pub time_zone: Option<String>,
+    /// Non-secret connection settings, by name (a connector's `address`, ...). Each adapter
+    /// documents the settings it reads and refuses unknown or malformed ones as `Permanent`.
+    pub settings: BTreeMap<String, String>,
+    /// Secret values, by name (a connector's `token`, a vendor's API key).
+    pub credentials: Credentials,
+}
+
+/// What a stored system's adapter needs beyond the [`AccessSystem`] row to call the account:
+/// its settings, its unsealed credentials, and the system's own ids of the entrances, groups
+/// and encoders Keygate knows by its ids (removed ones included, so a revoke can still name
+/// them).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Link {
+    pub settings: BTreeMap<String, String>,
+    pub credentials: Credentials,
+    pub entrances: BTreeMap<EntranceId, String>,
+    pub access_groups: BTreeMap<AccessGroupId, String>,
+    pub encoders: BTreeMap<EncoderId, String>,
+}
+
+impl Link {
+    /// The settings and credentials, as a [`Connection`] for a sync.
+    pub fn connection(&self, system: &AccessSystem) -> Connection {
+        Connection {
+            acs_system_id: Some(system.id),
+            name: Some(system.name.clone()),
+            time_zone: Some(system.time_zone.clone()),
+            settings: self.settings.clone(),
+            credentials: self.credentials.clone(),
+        }
+    }
+}
+
+/// Where adapters of real systems read a stored system's [`Link`] (implemented by
+/// `keygate-app` over the store and the credentials key). A system that was disconnected, or
+/// whose credentials cannot be unsealed, is a `Permanent` error naming why.
+#[async_trait]
+pub trait Directory: Send + Sync {
+    async fn link(&self, system: &AccessSystem) -> Result<Link, ProviderError>;
 }
 
 /// One access control system, as the orchestrator sees it.

@@ -22,6 +22,8 @@ use crate::provider::{AccessSystemProvider, Connection, HeldCredential, Holder, 
 
 /// The error type of an action attempt whose system type has no adapter in this build.
 pub const NOT_REGISTERED: &str = "provider_not_registered";
+/// The error type (and message prefix) of a call on a disconnected system.
+pub const ACCOUNT_DISCONNECTED: &str = "account_disconnected";
 
 /// Adapters by access system type. Cheap to clone; clones share the adapters.
 #[derive(Clone, Default)]
@@ -61,7 +63,15 @@ impl Registry {
         self.by_type.keys().cloned().collect()
     }
 
+    /// The adapter of a stored system. A disconnected system has none: Keygate calls it no
+    /// more, and every job on it fails for good with `account_disconnected`.
     fn adapter(&self, system: &AccessSystem) -> Result<&Arc<dyn AccessSystemProvider>, String> {
+        if system.health.disconnected_at.is_some() {
+            return Err(format!(
+                "{ACCOUNT_DISCONNECTED}: the access system {} was disconnected",
+                system.id
+            ));
+        }
         self.get(&system.system_type).ok_or_else(|| {
             format!(
                 "no provider is registered for access system type {:?} in this build",
@@ -72,8 +82,13 @@ impl Registry {
 }
 
 fn not_registered(message: String) -> AttemptError {
+    let error_type = if message.starts_with(ACCOUNT_DISCONNECTED) {
+        ACCOUNT_DISCONNECTED
+    } else {
+        NOT_REGISTERED
+    };
     AttemptError {
-        error_type: NOT_REGISTERED.into(),
+        error_type: error_type.into(),
         message,
     }
 }
@@ -232,6 +247,7 @@ mod tests {
             time_zone: "UTC".into(),
             capabilities: crate::sandbox::capabilities("virtual_latch").expect("caps"),
             created_at: now(),
+            health: Default::default(),
         }
     }
 

@@ -6,7 +6,7 @@ use keygate_domain::capability::{
     AccessMethodMode::{self, Card, Code, MobileKey},
     CapabilityDescriptor, PermissionModel, PinCodeGenerator, PinCodeRules, ProviderRateLimit,
 };
-use keygate_domain::model::{NewAccessGroup, NewAccessSystem, NewEntrance};
+use keygate_domain::model::{NewAccessGroup, NewAccessSystem, NewEncoder, NewEntrance};
 
 /// Every sandbox system type, in the order a sandbox workspace is seeded.
 pub const SANDBOX_SYSTEM_TYPES: [&str; 5] = [
@@ -45,11 +45,20 @@ pub fn new_system(
             .groups
             .iter()
             .map(|(display_name, members)| NewAccessGroup {
+                external_id: (*display_name).to_owned(),
                 display_name: (*display_name).to_owned(),
                 entrance_indexes: members.to_vec(),
             })
             .collect(),
-        encoders: s.encoders.iter().map(|e| (*e).to_owned()).collect(),
+        encoders: s
+            .encoders
+            .iter()
+            .map(|e| NewEncoder {
+                external_id: (*e).to_owned(),
+                display_name: (*e).to_owned(),
+                is_online: true,
+            })
+            .collect(),
         capabilities: s.capabilities,
     })
 }
@@ -66,6 +75,9 @@ impl Door {
     fn entrance(&self, caps: &CapabilityDescriptor) -> NewEntrance {
         let has = |m| caps.supports(m) && !self.lacks.contains(&m);
         NewEntrance {
+            // A virtual site's names are unique within it, and stored rows from before external
+            // ids were given their name as external id: the name is the stable id.
+            external_id: self.name.to_owned(),
             display_name: self.name.to_owned(),
             can_unlock_with_card: has(Card),
             can_unlock_with_code: has(Code),

@@ -37,6 +37,7 @@ fn system(ws: WorkspaceId) -> AccessSystem {
         time_zone: new.time_zone,
         capabilities: new.capabilities,
         created_at: keygate_domain::model::now(),
+        health: Default::default(),
     }
 }
 

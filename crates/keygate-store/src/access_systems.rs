@@ -5,13 +5,15 @@ use std::sync::LazyLock;
 
 use async_trait::async_trait;
 use keygate_domain::capability::CapabilityDescriptor;
+use keygate_domain::events::NewEvent;
+use keygate_domain::grant::Notice;
 use keygate_domain::grant::PlanningEntrance;
 use keygate_domain::ids::{
     AccessGroupId, AccessSystemId, ApiKeyId, EncoderId, EntranceId, WorkspaceId,
 };
 use keygate_domain::model::{
-    AccessGroup, AccessSystem, ApiKey, Encoder, Entrance, NewAccessSystem, Workspace,
-    WorkspaceType, truncate_to_micros,
+    AccessGroup, AccessSystem, ApiKey, Encoder, Entrance, ExternalIds, NewAccessSystem, SyncReport,
+    SystemConnection, Workspace, WorkspaceType, truncate_to_micros,
 };
 use keygate_domain::page::{Page, PageRequest};
 use keygate_domain::{Error, Resource};
@@ -26,9 +28,15 @@ use crate::util::{fetch_limit, from_micros, into_page, parse, to_micros};
 const WS_COLS: &str = "workspace_id, name, workspace_type, created_at";
 const KEY_COLS: &str = "api_key_id, workspace_id, name, secret_sha256, created_at, revoked_at";
 const SYS_COLS: &str = "acs_system_id, workspace_id, name, external_type, system_type, is_virtual, time_zone, capabilities, created_at";
-const ENT_COLS: &str = "acs_entrance_id, acs_system_id, display_name, can_unlock_with_card, can_unlock_with_code, can_unlock_with_mobile_key, can_unlock_with_cloud_key, can_belong_to_reservation, created_at";
-const GRP_COLS: &str = "acs_access_group_id, acs_system_id, display_name, created_at";
-const ENC_COLS: &str = "acs_encoder_id, acs_system_id, display_name, is_online, created_at";
+/// The columns a system is read with: its own and its health.
+const SYS_READ_COLS: &str = "acs_system_id, workspace_id, name, external_type, system_type, is_virtual, time_zone, capabilities, created_at, errors, warnings, last_synced_at, disconnected_at";
+const ENT_COLS: &str = "acs_entrance_id, acs_system_id, display_name, can_unlock_with_card, can_unlock_with_code, can_unlock_with_mobile_key, can_unlock_with_cloud_key, can_belong_to_reservation, created_at, external_id";
+const ENT_READ_COLS: &str = "acs_entrance_id, acs_system_id, display_name, can_unlock_with_card, can_unlock_with_code, can_unlock_with_mobile_key, can_unlock_with_cloud_key, can_belong_to_reservation, created_at, removed_at";
+const GRP_COLS: &str = "acs_access_group_id, acs_system_id, display_name, created_at, external_id";
+const GRP_READ_COLS: &str = "acs_access_group_id, acs_system_id, display_name, created_at";
+const ENC_COLS: &str =
+    "acs_encoder_id, acs_system_id, display_name, is_online, created_at, external_id";
+const ENC_READ_COLS: &str = "acs_encoder_id, acs_system_id, display_name, is_online, created_at";
 
 static INSERT_WS: LazyLock<String> =
     LazyLock::new(|| format!("INSERT INTO workspaces ({WS_COLS}) VALUES ($1, $2, $3, $4)"));
@@ -55,43 +63,47 @@ static INSERT_SYS: LazyLock<String> = LazyLock::new(|| {
     format!("INSERT INTO access_systems ({SYS_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)")
 });
 static SELECT_SYS: LazyLock<String> = LazyLock::new(|| {
-    format!("SELECT {SYS_COLS} FROM access_systems WHERE workspace_id = $1 AND acs_system_id = $2")
+    format!(
+        "SELECT {SYS_READ_COLS} FROM access_systems WHERE workspace_id = $1 AND acs_system_id = $2"
+    )
 });
 static PAGE_SYS: LazyLock<String> = LazyLock::new(|| {
     format!(
-        "SELECT {SYS_COLS} FROM access_systems WHERE workspace_id = $1 AND acs_system_id > $2 AND ($3 = '' OR external_type = $3) ORDER BY acs_system_id LIMIT $4"
+        "SELECT {SYS_READ_COLS} FROM access_systems WHERE workspace_id = $1 AND acs_system_id > $2 AND ($3 = '' OR external_type = $3) ORDER BY acs_system_id LIMIT $4"
     )
 });
 static INSERT_ENT: LazyLock<String> = LazyLock::new(|| {
     format!(
-        "INSERT INTO entrances (workspace_id, {ENT_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+        "INSERT INTO entrances (workspace_id, {ENT_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
     )
 });
 static SELECT_ENT: LazyLock<String> = LazyLock::new(|| {
-    format!("SELECT {ENT_COLS} FROM entrances WHERE workspace_id = $1 AND acs_entrance_id = $2")
+    format!(
+        "SELECT {ENT_READ_COLS} FROM entrances WHERE workspace_id = $1 AND acs_entrance_id = $2"
+    )
 });
 static PAGE_ENT: LazyLock<String> = LazyLock::new(|| {
     format!(
-        "SELECT {ENT_COLS} FROM entrances WHERE workspace_id = $1 AND acs_entrance_id > $2 AND ($3 = '' OR acs_system_id = $3) ORDER BY acs_entrance_id LIMIT $4"
+        "SELECT {ENT_READ_COLS} FROM entrances WHERE workspace_id = $1 AND acs_entrance_id > $2 AND ($3 = '' OR acs_system_id = $3) ORDER BY acs_entrance_id LIMIT $4"
     )
 });
 static INSERT_GRP: LazyLock<String> = LazyLock::new(|| {
-    format!("INSERT INTO access_groups (workspace_id, {GRP_COLS}) VALUES ($1, $2, $3, $4, $5)")
+    format!("INSERT INTO access_groups (workspace_id, {GRP_COLS}) VALUES ($1, $2, $3, $4, $5, $6)")
 });
 static PAGE_GRP: LazyLock<String> = LazyLock::new(|| {
     format!(
-        "SELECT {GRP_COLS} FROM access_groups WHERE workspace_id = $1 AND acs_access_group_id > $2 AND ($3 = '' OR acs_system_id = $3) ORDER BY acs_access_group_id LIMIT $4"
+        "SELECT {GRP_READ_COLS} FROM access_groups WHERE workspace_id = $1 AND acs_access_group_id > $2 AND ($3 = '' OR acs_system_id = $3) ORDER BY acs_access_group_id LIMIT $4"
     )
 });
 static INSERT_ENC: LazyLock<String> = LazyLock::new(|| {
-    format!("INSERT INTO encoders (workspace_id, {ENC_COLS}) VALUES ($1, $2, $3, $4, $5, $6)")
+    format!("INSERT INTO encoders (workspace_id, {ENC_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7)")
 });
 static SELECT_ENC: LazyLock<String> = LazyLock::new(|| {
-    format!("SELECT {ENC_COLS} FROM encoders WHERE workspace_id = $1 AND acs_encoder_id = $2")
+    format!("SELECT {ENC_READ_COLS} FROM encoders WHERE workspace_id = $1 AND acs_encoder_id = $2")
 });
 static PAGE_ENC: LazyLock<String> = LazyLock::new(|| {
     format!(
-        "SELECT {ENC_COLS} FROM encoders WHERE workspace_id = $1 AND acs_encoder_id > $2 AND ($3 = '' OR acs_system_id = $3) ORDER BY acs_encoder_id LIMIT $4"
+        "SELECT {ENC_READ_COLS} FROM encoders WHERE workspace_id = $1 AND acs_encoder_id > $2 AND ($3 = '' OR acs_system_id = $3) ORDER BY acs_encoder_id LIMIT $4"
     )
 });
 
@@ -124,6 +136,10 @@ struct SystemRow {
     time_zone: String,
     capabilities: String,
     created_at: i64,
+    errors: String,
+    warnings: String,
+    last_synced_at: Option<i64>,
+    disconnected_at: Option<i64>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -137,6 +153,7 @@ struct EntranceRow {
     can_unlock_with_cloud_key: bool,
     can_belong_to_reservation: bool,
     created_at: i64,
+    removed_at: Option<i64>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -209,6 +226,12 @@ impl TryFrom<SystemRow> for AccessSystem {
             time_zone: r.time_zone,
             capabilities,
             created_at: from_micros(r.created_at)?,
+            health: keygate_domain::model::SystemHealth {
+                errors: crate::connections::parse_notices(&r.errors, "system errors")?,
+                warnings: crate::connections::parse_notices(&r.warnings, "system warnings")?,
+                last_synced_at: r.last_synced_at.map(from_micros).transpose()?,
+                disconnected_at: r.disconnected_at.map(from_micros).transpose()?,
+            },
         })
     }
 }
@@ -227,6 +250,7 @@ impl TryFrom<EntranceRow> for Entrance {
             can_unlock_with_cloud_key: r.can_unlock_with_cloud_key,
             can_belong_to_reservation: r.can_belong_to_reservation,
             created_at: from_micros(r.created_at)?,
+            removed_at: r.removed_at.map(from_micros).transpose()?,
         })
     }
 }
@@ -306,7 +330,14 @@ where
             .await?;
         Self::insert_api_key(&mut *conn, key).await?;
         for system in systems {
-            Self::insert_system(&mut *conn, ws.id, system, ws.created_at).await?;
+            Self::insert_system(
+                &mut *conn,
+                ws.id,
+                AccessSystemId::new(),
+                system,
+                ws.created_at,
+            )
+            .await?;
         }
         Ok(())
     }
@@ -327,12 +358,13 @@ where
     async fn insert_system(
         conn: &mut D::Connection,
         ws: WorkspaceId,
+        id: AccessSystemId,
         s: &NewAccessSystem,
         now: OffsetDateTime,
     ) -> StoreResult<AccessSystem> {
         let now = truncate_to_micros(now);
         let system = AccessSystem {
-            id: AccessSystemId::new(),
+            id,
             workspace_id: ws,
             name: s.name.clone(),
             external_type: s.external_type.clone(),
@@ -341,6 +373,10 @@ where
             time_zone: s.time_zone.clone(),
             capabilities: s.capabilities.clone(),
             created_at: now,
+            health: keygate_domain::model::SystemHealth {
+                last_synced_at: Some(now),
+                ..Default::default()
+            },
         };
         let caps = serde_json::to_string(&system.capabilities).map_err(|e| Error::Internal {
             message: format!("capabilities do not serialize: {e}"),
@@ -372,6 +408,7 @@ where
                 .bind(e.can_unlock_with_cloud_key)
                 .bind(e.can_belong_to_reservation)
                 .bind(at)
+                .bind(e.external_id.clone())
                 .execute(&mut *conn)
                 .await?;
             entrance_ids.push(id);
@@ -384,6 +421,7 @@ where
                 .bind(sys_s.clone())
                 .bind(g.display_name.clone())
                 .bind(at)
+                .bind(g.external_id.clone())
                 .execute(&mut *conn)
                 .await?;
             for &i in &g.entrance_indexes {
@@ -401,17 +439,24 @@ where
                     .await?;
             }
         }
-        for name in &s.encoders {
+        for e in &s.encoders {
             sqlx::query(INSERT_ENC.as_str())
                 .bind(ws_s.clone())
                 .bind(EncoderId::new().to_string())
                 .bind(sys_s.clone())
-                .bind(name.clone())
-                .bind(true)
+                .bind(e.display_name.clone())
+                .bind(e.is_online)
                 .bind(at)
+                .bind(e.external_id.clone())
                 .execute(&mut *conn)
                 .await?;
         }
+        sqlx::query("UPDATE access_systems SET last_synced_at = $3 WHERE workspace_id = $1 AND acs_system_id = $2")
+            .bind(ws_s.clone())
+            .bind(sys_s.clone())
+            .bind(at)
+            .execute(&mut *conn)
+            .await?;
         Ok(system)
     }
 
@@ -522,7 +567,9 @@ where
     async fn connect_system(
         &self,
         ws: WorkspaceId,
+        id: AccessSystemId,
         system: &NewAccessSystem,
+        connection: &SystemConnection,
         idem: Option<&Idempotency>,
     ) -> StoreResult<AccessSystem> {
         let mut tx = self.pool.begin_with(D::BEGIN).await?;
@@ -530,7 +577,14 @@ where
             return Err(Error::not_found(Resource::Workspace, ws.to_string()).into());
         }
         let now = keygate_domain::model::now();
-        let created = Self::insert_system(&mut tx, ws, system, now).await?;
+        let created = Self::insert_system(&mut tx, ws, id, system, now).await?;
+        Self::write_connection(&mut tx, ws, id, connection, now).await?;
+        let connected = [keygate_domain::events::NewEvent::new(
+            keygate_domain::events::ACS_SYSTEM_CONNECTED,
+            now,
+        )
+        .system(id)];
+        Self::append_events(&mut tx, ws, &connected, now).await?;
         // A replay answers the first system; this one is rolled back with the transaction.
         if let Some(first) =
             Self::claim_idempotency(&mut tx, ws, idem, &created.id.to_string(), now).await?
@@ -685,6 +739,16 @@ where
         systems: &mut HashMap<AccessSystemId, AccessSystem>,
     ) -> StoreResult<PlanningEntrance> {
         let e = self.entrance(ws, id).await?;
+        if e.removed_at.is_some() {
+            return Err(Error::FailedPrecondition {
+                reason: keygate_domain::ErrorReason::EntranceRemoved,
+                message: format!(
+                    "entrance {id} ({:?}) was removed from its access system",
+                    e.display_name
+                ),
+            }
+            .into());
+        }
         if !systems.contains_key(&e.acs_system_id) {
             let s = self.system(ws, e.acs_system_id).await?;
             systems.insert(s.id, s);
@@ -824,10 +888,71 @@ where
     async fn connect_access_system(
         &self,
         ws: WorkspaceId,
+        id: AccessSystemId,
         system: &NewAccessSystem,
+        connection: &SystemConnection,
         idem: Option<&Idempotency>,
     ) -> Result<AccessSystem, Error> {
-        Ok(self.connect_system(ws, system, idem).await?)
+        Ok(self
+            .connect_system(ws, id, system, connection, idem)
+            .await?)
+    }
+
+    async fn access_system_connection(
+        &self,
+        ws: WorkspaceId,
+        id: AccessSystemId,
+    ) -> Result<SystemConnection, Error> {
+        Ok(self.connection_of(ws, id).await?)
+    }
+
+    async fn external_ids(
+        &self,
+        ws: WorkspaceId,
+        id: AccessSystemId,
+    ) -> Result<ExternalIds, Error> {
+        Ok(self.external_ids_of(ws, id).await?)
+    }
+
+    async fn sync_access_system(
+        &self,
+        ws: WorkspaceId,
+        id: AccessSystemId,
+        found: &NewAccessSystem,
+        at: OffsetDateTime,
+    ) -> Result<SyncReport, Error> {
+        Ok(self.sync_system(ws, id, found, at).await?)
+    }
+
+    async fn set_access_system_health(
+        &self,
+        ws: WorkspaceId,
+        id: AccessSystemId,
+        errors: &[Notice],
+        warnings: &[Notice],
+        events: &[NewEvent],
+        at: OffsetDateTime,
+    ) -> Result<(), Error> {
+        Ok(self
+            .set_health(ws, id, errors, warnings, events, at)
+            .await?)
+    }
+
+    async fn disconnect_access_system(
+        &self,
+        ws: WorkspaceId,
+        id: AccessSystemId,
+        at: OffsetDateTime,
+    ) -> Result<(), Error> {
+        Ok(self.disconnect_system(ws, id, at).await?)
+    }
+
+    async fn systems_due_for_sync(
+        &self,
+        before: OffsetDateTime,
+        limit: i64,
+    ) -> Result<Vec<(WorkspaceId, AccessSystemId)>, Error> {
+        Ok(self.due_for_sync(before, limit).await?)
     }
 
     async fn get_access_system(

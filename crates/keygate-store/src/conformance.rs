@@ -318,7 +318,13 @@ pub async fn access_system_reads_are_tenant_scoped(store: Arc<dyn Store>) {
     assert!(a_entrances.iter().all(|e| e.id != ent_b));
     assert_not_found(
         store
-            .connect_access_system(WorkspaceId::new(), &sandbox_systems()[0], None)
+            .connect_access_system(
+                WorkspaceId::new(),
+                AccessSystemId::new(),
+                &sandbox_systems()[0],
+                &Default::default(),
+                None,
+            )
             .await,
         Resource::Workspace,
     );

@@ -8,6 +8,7 @@ mod backend;
 mod common;
 #[cfg(feature = "testing")]
 pub mod conformance;
+mod connections;
 mod deliveries;
 mod dialect;
 mod error;

@@ -7,7 +7,7 @@ use sqlx::SqlStr;
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 
 /// The schema version this build expects.
-pub const SCHEMA_VERSION: i64 = 13;
+pub const SCHEMA_VERSION: i64 = 14;
 
 fn migrator(files: &'static [(i64, &'static str, &'static str)]) -> Migrator {
     Migrator {
@@ -97,6 +97,11 @@ pub(crate) fn postgres() -> Migrator {
             "job_fencing",
             include_str!("../../../migrations/postgres/0013_job_fencing.sql"),
         ),
+        (
+            14,
+            "connections",
+            include_str!("../../../migrations/postgres/0014_connections.sql"),
+        ),
     ])
 }
 
@@ -166,6 +171,11 @@ pub(crate) fn sqlite() -> Migrator {
             13,
             "job_fencing",
             include_str!("../../../migrations/sqlite/0013_job_fencing.sql"),
+        ),
+        (
+            14,
+            "connections",
+            include_str!("../../../migrations/sqlite/0014_connections.sql"),
         ),
     ])
 }

@@ -87,14 +87,69 @@ pub trait ApiKeyStore: Send + Sync {
 /// the workspace, so a foreign system id is `NotFound`, not an empty list.
 #[async_trait]
 pub trait AccessSystemStore: Send + Sync {
-    /// Stores a connected system with its entrances, groups and encoders, in one transaction.
-    /// With `idem`, a replay of the same request answers the first system.
+    /// Stores a connected system under `id` with its entrances, groups and encoders, its
+    /// settings and sealed credentials, and an `acs_system.connected` event, in one
+    /// transaction. With `idem`, a replay of the same request answers the first system.
     async fn connect_access_system(
         &self,
         workspace: WorkspaceId,
+        id: AccessSystemId,
         system: &NewAccessSystem,
+        connection: &keygate_domain::model::SystemConnection,
         idem: Option<&Idempotency>,
     ) -> Result<AccessSystem, Error>;
+
+    /// How a stored system is reached: settings and sealed credentials (none once disconnected).
+    async fn access_system_connection(
+        &self,
+        workspace: WorkspaceId,
+        id: AccessSystemId,
+    ) -> Result<keygate_domain::model::SystemConnection, Error>;
+
+    /// The system's own ids of its entrances, groups and encoders, removed ones included.
+    async fn external_ids(
+        &self,
+        workspace: WorkspaceId,
+        id: AccessSystemId,
+    ) -> Result<keygate_domain::model::ExternalIds, Error>;
+
+    /// Matches a fresh listing of the system against the record in one transaction (see
+    /// [`keygate_domain::model::SyncReport`]), with the events it causes.
+    async fn sync_access_system(
+        &self,
+        workspace: WorkspaceId,
+        id: AccessSystemId,
+        found: &NewAccessSystem,
+        at: OffsetDateTime,
+    ) -> Result<keygate_domain::model::SyncReport, Error>;
+
+    /// Replaces the errors and warnings of a connected system, with `events`, in one
+    /// transaction; a disconnected system is left as it is.
+    async fn set_access_system_health(
+        &self,
+        workspace: WorkspaceId,
+        id: AccessSystemId,
+        errors: &[keygate_domain::grant::Notice],
+        warnings: &[keygate_domain::grant::Notice],
+        events: &[keygate_domain::events::NewEvent],
+        at: OffsetDateTime,
+    ) -> Result<(), Error>;
+
+    /// Disconnects a system: drops its credentials, marks it `account_disconnected`, appends
+    /// `acs_system.disconnected`. Disconnecting twice changes nothing.
+    async fn disconnect_access_system(
+        &self,
+        workspace: WorkspaceId,
+        id: AccessSystemId,
+        at: OffsetDateTime,
+    ) -> Result<(), Error>;
+
+    /// Connected systems of every workspace not synced since `before`, oldest first.
+    async fn systems_due_for_sync(
+        &self,
+        before: OffsetDateTime,
+        limit: i64,
+    ) -> Result<Vec<(WorkspaceId, AccessSystemId)>, Error>;
 
     async fn get_access_system(
         &self,
