@@ -14,6 +14,7 @@ fn connect(system_type: &str, request_id: &str) -> v1::ConnectAccessSystemReques
         name: "Annex".into(),
         time_zone: "Europe/Madrid".into(),
         request_id: request_id.into(),
+        ..Default::default()
     }
 }
 

@@ -10,6 +10,7 @@
 
 pub mod acs_users;
 pub mod auth;
+pub mod connections;
 pub mod doors;
 pub mod events;
 pub mod grants;
@@ -62,6 +63,8 @@ pub struct App {
     /// The adapter of each access system type: connecting a system discovers it through here
     /// (the orchestrator holds the same registry for its calls).
     pub providers: keygate_providers::Registry,
+    /// The keys that seal connected systems' credentials (none unless configured).
+    pub credentials: connections::CredentialSeal,
 }
 
 /// Per-workspace caps the use cases enforce (docs/limits.md).
@@ -100,6 +103,7 @@ impl App {
             unlock_deadline: unlock::DEFAULT_DEADLINE,
             limits: Limits::default(),
             providers,
+            credentials: Default::default(),
         }
     }
 

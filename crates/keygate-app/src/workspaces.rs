@@ -3,9 +3,9 @@
 //! operator, and the workspace is an argument, not the caller's.
 
 use keygate_domain::ids::{ApiKeyId, WorkspaceId};
-use keygate_domain::model::{AccessSystem, ApiKey, NewAccessSystem, Workspace, WorkspaceType, now};
+use keygate_domain::model::{ApiKey, NewAccessSystem, Workspace, WorkspaceType, now};
 use keygate_domain::page::{Page, PageRequest};
-use keygate_domain::{Error, ErrorReason, FieldViolation};
+use keygate_domain::{Error, FieldViolation};
 use keygate_providers::{Connection, sandbox};
 
 use crate::App;
@@ -88,8 +88,8 @@ pub struct CreateApiKey {
     pub name: String,
 }
 
-/// A validated `ConnectAccessSystem`.
-#[derive(Clone, Debug)]
+/// A validated `ConnectAccessSystem`. `Debug` shows credential names, never values.
+#[derive(Clone, Default)]
 pub struct ConnectSystem {
     /// The `request_id` claim (the tenant's `ConnectAccessSystem`); `None` for the operator's.
     pub idem: Option<keygate_store::Idempotency>,
@@ -98,6 +98,24 @@ pub struct ConnectSystem {
     pub name: Option<String>,
     /// `None`: [`DEFAULT_TIME_ZONE`].
     pub time_zone: Option<String>,
+    /// Non-secret settings the adapter reads (a connector's `address`, ...).
+    pub settings: std::collections::BTreeMap<String, String>,
+    /// Secret values (a connector's `token`, a vendor's API key): sealed before they are
+    /// stored, never returned.
+    pub credentials: std::collections::BTreeMap<String, String>,
+}
+
+impl std::fmt::Debug for ConnectSystem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnectSystem")
+            .field("idem", &self.idem)
+            .field("system_type", &self.system_type)
+            .field("name", &self.name)
+            .field("time_zone", &self.time_zone)
+            .field("settings", &self.settings)
+            .field("credentials", &self.credentials.keys().collect::<Vec<_>>())
+            .finish()
+    }
 }
 
 impl App {
@@ -171,104 +189,6 @@ impl App {
         let key = self.store.revoke_api_key(ws, id, now()).await?;
         self.tracker.committed(Committed::new(ws).api_key(id)).await;
         Ok(key)
-    }
-
-    /// Connects an access system to the workspace (the operator's `ConnectAccessSystem`, and
-    /// the tenant's own in `keygate.v1`): the adapter registered for its type reads what the
-    /// system is (capabilities, entrances, access groups, encoders), and it is stored as read.
-    /// A type with no adapter is `FAILED_PRECONDITION` (`UNKNOWN_ACCESS_SYSTEM_TYPE`, listing
-    /// the registered types); a system its adapter refuses is `FAILED_PRECONDITION`
-    /// (`CAPABILITY_NOT_SUPPORTED`) and one it cannot reach `UNAVAILABLE`; a virtual system in a
-    /// production workspace, or a real one in a sandbox, is `FAILED_PRECONDITION`
-    /// (`WORKSPACE_TYPE_MISMATCH`). Nothing is stored then. Idempotent by `request_id`.
-    pub async fn connect_access_system(
-        &self,
-        ws: WorkspaceId,
-        cmd: ConnectSystem,
-    ) -> Result<AccessSystem, Error> {
-        let ConnectSystem {
-            idem,
-            system_type,
-            name,
-            time_zone,
-        } = cmd;
-        if let Some(idem) = &idem
-            && let Some(first) = self.store.replay(ws, idem).await?
-        {
-            let first = first.parse().map_err(|_| Error::Internal {
-                message: "stored access system id".into(),
-            })?;
-            return self.store.get_access_system(ws, first).await;
-        }
-        let workspace = self.store.get_workspace(ws).await?;
-        let system = self
-            .discover(
-                system_type.trim(),
-                &Connection {
-                    name,
-                    time_zone: Some(time_zone.unwrap_or_else(|| DEFAULT_TIME_ZONE.to_owned())),
-                },
-            )
-            .await?;
-        // Sandbox workspaces open no real door; production ones trust no simulator.
-        match (workspace.workspace_type, system.is_virtual) {
-            (WorkspaceType::Sandbox, false) => {
-                return Err(Error::FailedPrecondition {
-                    reason: ErrorReason::WorkspaceTypeMismatch,
-                    message: format!(
-                        "{:?} is a real access system: a sandbox workspace connects only virtual ones",
-                        system.system_type
-                    ),
-                });
-            }
-            (WorkspaceType::Production, true) => {
-                return Err(Error::FailedPrecondition {
-                    reason: ErrorReason::WorkspaceTypeMismatch,
-                    message: format!(
-                        "{:?} is a virtual access system: a production workspace connects only real ones",
-                        system.system_type
-                    ),
-                });
-            }
-            _ => {}
-        }
-        let created = self
-            .store
-            .connect_access_system(ws, &system, idem.as_ref())
-            .await?;
-        tracing::info!(acs_system_id = %created.id, system_type = %created.system_type, "access system connected");
-        Ok(created)
-    }
-
-    /// What the adapter of `system_type` reads of a system to connect.
-    async fn discover(
-        &self,
-        system_type: &str,
-        connection: &Connection,
-    ) -> Result<NewAccessSystem, Error> {
-        use keygate_providers::{AccessSystemProvider as _, ProviderError};
-        if self.providers.get(system_type).is_none() {
-            return Err(Error::FailedPrecondition {
-                reason: ErrorReason::UnknownAccessSystemType,
-                message: format!(
-                    "unknown system_type {:?}; known types: {}",
-                    system_type,
-                    self.providers.types().join(", ")
-                ),
-            });
-        }
-        self.providers
-            .discover(system_type, connection)
-            .await
-            .map_err(|e| match e {
-                ProviderError::Permanent(m) => Error::FailedPrecondition {
-                    reason: ErrorReason::CapabilityNotSupported,
-                    message: format!("the access system cannot be connected: {m}"),
-                },
-                ProviderError::Transient(m) | ProviderError::Ambiguous(m) => Error::Unavailable {
-                    message: format!("the access system did not answer: {m}"),
-                },
-            })
     }
 
     /// The systems a new sandbox workspace starts with: every virtual type, read through its

@@ -138,6 +138,7 @@ async fn only_known_system_types_can_be_connected() {
                 system_type: "acme_cloud".into(),
                 name: None,
                 time_zone: None,
+                ..Default::default()
             },
         )
         .await
@@ -183,6 +184,7 @@ impl keygate_providers::AccessSystemProvider for Acme {
             ));
         }
         let door = |name: &str| keygate_domain::model::NewEntrance {
+            external_id: name.to_lowercase().replace(' ', "-"),
             display_name: name.into(),
             can_unlock_with_card: false,
             can_unlock_with_code: true,
@@ -250,6 +252,7 @@ fn acme(name: Option<&str>) -> ConnectSystem {
         system_type: "acme_cloud".into(),
         name: name.map(str::to_owned),
         time_zone: Some("Europe/Berlin".into()),
+        ..Default::default()
     }
 }
 
@@ -291,7 +294,7 @@ async fn a_new_vendor_is_an_adapter_and_a_registration() {
         .expect_err("unknown type");
     assert_eq!(err.reason(), ErrorReason::UnknownAccessSystemType);
     assert!(err.to_string().contains("virtual_salto_ks"), "{err}");
-    // Registered but unreachable: UNAVAILABLE, nothing stored.
+    // Registered but unreachable: FAILED_PRECONDITION `PROVIDER_UNREACHABLE`, nothing stored.
     f.app
         .providers
         .register(Arc::new(Acme { reachable: false }));
@@ -300,7 +303,7 @@ async fn a_new_vendor_is_an_adapter_and_a_registration() {
         .connect_access_system(prod, acme(None))
         .await
         .expect_err("unreachable");
-    assert!(matches!(err, Error::Unavailable { .. }), "{err:?}");
+    assert_eq!(err.reason(), ErrorReason::ProviderUnreachable, "{err:?}");
     assert_eq!(system_count(&f, prod).await, 0);
     // Reachable: stored as the adapter read it, once per request_id.
     f.app.providers.register(Arc::new(Acme { reachable: true }));

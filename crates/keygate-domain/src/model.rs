@@ -65,6 +65,8 @@ pub struct AccessSystem {
     pub created_at: OffsetDateTime,
     /// Whether Keygate can reach it, as last seen.
     pub health: SystemHealth,
+    /// The non-secret settings it was connected with (credentials are kept apart, sealed).
+    pub settings: std::collections::BTreeMap<String, String>,
 }
 
 /// How a connected system is doing: errors stop it from working (`account_disconnected`,

@@ -157,6 +157,7 @@ impl Site {
                 capabilities: discovered.capabilities,
                 created_at,
                 health: Default::default(),
+                settings: Default::default(),
             },
             entrances,
             access_groups,

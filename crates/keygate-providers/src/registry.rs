@@ -248,6 +248,7 @@ mod tests {
             capabilities: crate::sandbox::capabilities("virtual_latch").expect("caps"),
             created_at: now(),
             health: Default::default(),
+            settings: Default::default(),
         }
     }
 

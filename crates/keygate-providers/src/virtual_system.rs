@@ -360,6 +360,16 @@ impl AccessSystemProvider for VirtualSystems {
         system_type: &str,
         connection: &Connection,
     ) -> Result<NewAccessSystem, ProviderError> {
+        if let Some(name) = connection.settings.keys().next() {
+            return Err(ProviderError::Permanent(format!(
+                "invalid_connection_settings: a virtual access system takes no settings ({name:?} was given)"
+            )));
+        }
+        if !connection.credentials.is_empty() {
+            return Err(ProviderError::Permanent(
+                "invalid_connection_settings: a virtual access system takes no credentials".into(),
+            ));
+        }
         crate::sandbox::new_system(
             system_type,
             connection.name.as_deref(),

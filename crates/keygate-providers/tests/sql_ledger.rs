@@ -38,6 +38,7 @@ fn system(ws: WorkspaceId) -> AccessSystem {
         capabilities: new.capabilities,
         created_at: keygate_domain::model::now(),
         health: Default::default(),
+        settings: Default::default(),
     }
 }
 

@@ -29,7 +29,7 @@ const WS_COLS: &str = "workspace_id, name, workspace_type, created_at";
 const KEY_COLS: &str = "api_key_id, workspace_id, name, secret_sha256, created_at, revoked_at";
 const SYS_COLS: &str = "acs_system_id, workspace_id, name, external_type, system_type, is_virtual, time_zone, capabilities, created_at";
 /// The columns a system is read with: its own and its health.
-const SYS_READ_COLS: &str = "acs_system_id, workspace_id, name, external_type, system_type, is_virtual, time_zone, capabilities, created_at, errors, warnings, last_synced_at, disconnected_at";
+const SYS_READ_COLS: &str = "acs_system_id, workspace_id, name, external_type, system_type, is_virtual, time_zone, capabilities, created_at, errors, warnings, last_synced_at, disconnected_at, settings";
 const ENT_COLS: &str = "acs_entrance_id, acs_system_id, display_name, can_unlock_with_card, can_unlock_with_code, can_unlock_with_mobile_key, can_unlock_with_cloud_key, can_belong_to_reservation, created_at, external_id";
 const ENT_READ_COLS: &str = "acs_entrance_id, acs_system_id, display_name, can_unlock_with_card, can_unlock_with_code, can_unlock_with_mobile_key, can_unlock_with_cloud_key, can_belong_to_reservation, created_at, removed_at";
 const GRP_COLS: &str = "acs_access_group_id, acs_system_id, display_name, created_at, external_id";
@@ -140,6 +140,7 @@ struct SystemRow {
     warnings: String,
     last_synced_at: Option<i64>,
     disconnected_at: Option<i64>,
+    settings: String,
 }
 
 #[derive(sqlx::FromRow)]
@@ -232,6 +233,10 @@ impl TryFrom<SystemRow> for AccessSystem {
                 last_synced_at: r.last_synced_at.map(from_micros).transpose()?,
                 disconnected_at: r.disconnected_at.map(from_micros).transpose()?,
             },
+            settings: serde_json::from_str(&r.settings).map_err(|e| StoreError::Corrupt {
+                message: format!("stored connection settings do not parse: {e}"),
+                source: Some(Box::new(e)),
+            })?,
         })
     }
 }
@@ -377,6 +382,7 @@ where
                 last_synced_at: Some(now),
                 ..Default::default()
             },
+            settings: Default::default(),
         };
         let caps = serde_json::to_string(&system.capabilities).map_err(|e| Error::Internal {
             message: format!("capabilities do not serialize: {e}"),
@@ -593,7 +599,10 @@ where
             return self.system(ws, parse("acs_system_id", &first)?).await;
         }
         tx.commit().await?;
-        Ok(created)
+        Ok(AccessSystem {
+            settings: connection.settings.clone(),
+            ..created
+        })
     }
 
     async fn system(&self, ws: WorkspaceId, id: AccessSystemId) -> StoreResult<AccessSystem> {

@@ -66,8 +66,15 @@ pub fn access_system(s: &AccessSystem) -> v1::AccessSystem {
         time_zone: s.time_zone.clone(),
         capabilities: Some(capabilities(&s.capabilities)),
         created_at: Some(ts(s.created_at)),
-        warnings: Vec::new(),
-        errors: Vec::new(),
+        warnings: s.health.warnings.iter().map(warning).collect(),
+        errors: s.health.errors.iter().map(error).collect(),
+        settings: s
+            .settings
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+        last_synced_at: s.health.last_synced_at.map(ts),
+        disconnected_at: s.health.disconnected_at.map(ts),
     }
 }
 
@@ -82,6 +89,7 @@ pub fn entrance(e: &Entrance) -> v1::Entrance {
         can_unlock_with_cloud_key: e.can_unlock_with_cloud_key,
         can_belong_to_reservation: e.can_belong_to_reservation,
         created_at: Some(ts(e.created_at)),
+        removed_at: e.removed_at.map(ts),
     }
 }
 

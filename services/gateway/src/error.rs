@@ -35,6 +35,7 @@ pub fn to_status(err: Error) -> Status {
             let field = match reason {
                 keygate_domain::ErrorReason::InvalidPageSize => "page_size",
                 keygate_domain::ErrorReason::InvalidCursor => "cursor",
+                keygate_domain::ErrorReason::InvalidConnectionSettings => "settings",
                 _ => "page_token",
             };
             details.add_bad_request_violation(field, err.to_string());

@@ -260,6 +260,33 @@ pub struct ServeKeyArgs {
         hide_env_values = true
     )]
     pub cache_key_previous: Vec<String>,
+
+    /// Key that seals (AEAD) the credentials of connected access systems at rest (base64url, at
+    /// least 32 bytes). Optional with KEYGATE_DATABASE_URL: without it, systems that need
+    /// credentials cannot be connected (CREDENTIALS_KEY_MISSING); the embedded default keeps a
+    /// generated one in KEYGATE_DATA_DIR/credentials-key.
+    #[arg(
+        long,
+        env = "KEYGATE_CREDENTIALS_KEY",
+        default_value = "",
+        hide_env_values = true
+    )]
+    pub credentials_key: String,
+
+    /// A file holding KEYGATE_CREDENTIALS_KEY, instead of the variable.
+    #[arg(long, env = "KEYGATE_CREDENTIALS_KEY_FILE")]
+    pub credentials_key_file: Option<PathBuf>,
+
+    /// Earlier credentials keys, comma separated: credentials sealed with them still open (a
+    /// sync or reconnect seals them again with the current key).
+    #[arg(
+        long,
+        env = "KEYGATE_CREDENTIALS_KEY_PREVIOUS",
+        value_delimiter = ',',
+        default_value = "",
+        hide_env_values = true
+    )]
+    pub credentials_key_previous: Vec<String>,
 }
 
 impl InstantKeySecretArgs {
@@ -286,6 +313,14 @@ impl ServeKeyArgs {
             value: &self.cache_key,
             file: self.cache_key_file.as_deref(),
             previous: &self.cache_key_previous,
+        }
+    }
+
+    pub fn credentials_key(&self) -> crate::secrets::Configured<'_> {
+        crate::secrets::Configured {
+            value: &self.credentials_key,
+            file: self.credentials_key_file.as_deref(),
+            previous: &self.credentials_key_previous,
         }
     }
 }
@@ -492,6 +527,11 @@ pub struct ServeArgs {
     /// what drifted from the record; 0 turns them off.
     #[arg(long, env = "KEYGATE_RECONCILE_SECS", default_value_t = 300)]
     pub reconcile_secs: u64,
+
+    /// How often every connected access system is synced (its entrances, access groups and
+    /// encoders read again), in seconds; 0 turns the periodic sync off.
+    #[arg(long, env = "KEYGATE_SYNC_SECS", default_value_t = 300)]
+    pub sync_secs: u64,
 
     /// Milliseconds between checks for grants whose `ends_at` has passed (their access is then
     /// revoked everywhere).

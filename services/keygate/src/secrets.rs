@@ -44,6 +44,26 @@ pub const CACHE_KEY: KeySpec = KeySpec {
     legacy_setting: None,
 };
 
+/// Optional outside the embedded default: see [`credentials_plan`].
+pub const CREDENTIALS_KEY: KeySpec = KeySpec {
+    var: "KEYGATE_CREDENTIALS_KEY",
+    file_name: "credentials-key",
+    legacy_setting: None,
+};
+
+/// The credentials key's plan, or `None` when it is not configured outside the embedded default
+/// (connecting a system with credentials is then refused, and nothing else changes).
+pub fn credentials_plan(
+    cfg: Configured<'_>,
+    data_dir: &Path,
+    embedded: bool,
+) -> Result<Option<Plan>, KeyError> {
+    if !embedded && cfg.value.trim().is_empty() && cfg.file.is_none() {
+        return Ok(None);
+    }
+    plan(CREDENTIALS_KEY, cfg, data_dir, embedded).map(Some)
+}
+
 /// A key as configured: the variable, the `_FILE` path, and the `_PREVIOUS` list.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Configured<'a> {

@@ -15,6 +15,9 @@ use keygate_gateway::stack::StackConfig;
 use keygate_gateway::{GatewayDeps, ServerConfig, set_health};
 use keygate_orchestrator::{Orchestrator, OrchestratorConfig, Reconciler, store_ledger};
 use keygate_providers::Registry;
+
+/// Most systems one round of the periodic sync reads.
+const SYNC_BATCH: i64 = 50;
 use keygate_providers::virtual_system::VirtualSystems;
 use keygate_store::{SCHEMA_VERSION, Store};
 use tokio::net::TcpListener;
@@ -146,11 +149,40 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     );
     // The adapter of every access system type this build can talk to; the use cases (connect)
     // and the orchestrator (every call) go through the same registry.
+    let credentials = match secrets::credentials_plan(
+        args.keys.credentials_key(),
+        data_dir,
+        embedded,
+    )? {
+        Some(plan) => {
+            let spec = secrets::CREDENTIALS_KEY;
+            let (ring, origin) = secrets::finish(spec, plan, None).await?;
+            tracing::info!(key = spec.var, ?origin, "credentials key loaded");
+            keygate_app::connections::CredentialSeal::new(
+                SealKeys::for_purpose(
+                    keygate_app::connections::CREDENTIALS_PURPOSE,
+                    &ring.current,
+                    &ring.previous,
+                )
+                .context("KEYGATE_CREDENTIALS_KEY")?,
+            )
+        }
+        None => {
+            tracing::info!(
+                "no KEYGATE_CREDENTIALS_KEY: access systems that need credentials cannot be connected"
+            );
+            keygate_app::connections::CredentialSeal::default()
+        }
+    };
+    let directory: Arc<dyn keygate_providers::Directory> = Arc::new(
+        keygate_app::connections::StoreDirectory::new(store.clone(), credentials.clone()),
+    );
     let mut providers = Registry::new();
     providers.register(Arc::new(VirtualSystems::with_ledger(
         Duration::from_millis(args.sandbox_provision_delay_ms),
         Arc::new(store_ledger(store.as_ref())),
     )));
+    let _ = &directory;
     let app = App {
         store: store.clone(),
         tracker: tracker.clone(),
@@ -163,6 +195,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             webhooks_per_workspace: args.webhooks_per_workspace,
         },
         providers: providers.clone(),
+        credentials,
     };
     let (ready_tx, ready_rx) = watch::channel(false);
 
@@ -238,6 +271,29 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
                 reconciler.run(every, expiry, stop).await;
             }
         });
+        // The periodic sync of connected systems (their entrances, groups and encoders).
+        if args.sync_secs > 0 {
+            let every = Duration::from_secs(args.sync_secs);
+            let (app, mut stop, mut ready) = (app.clone(), stop_rx.clone(), ready_rx.clone());
+            tokio::spawn(async move {
+                if ready.wait_for(|r| *r).await.is_err() {
+                    return;
+                }
+                loop {
+                    match app.sync_due(every, SYNC_BATCH).await {
+                        Ok(0) => {}
+                        Ok(n) => tracing::info!(synced = n, "periodic sync of access systems"),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "periodic sync could not list the systems due")
+                        }
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(every.min(Duration::from_secs(60))) => {}
+                        _ = stop.changed() => return,
+                    }
+                }
+            });
+        }
     }
     if args.roles.contains(&Role::Delivery) {
         use keygate_delivery::webhooks::{Dispatcher, DispatcherConfig, RetryPolicy};

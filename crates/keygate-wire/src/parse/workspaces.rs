@@ -71,6 +71,8 @@ impl IntoCommand for admin::ConnectAccessSystemRequest {
             system_type,
             name,
             time_zone,
+            settings,
+            credentials,
         } = self;
         let ws = validate::id("workspace_id", &workspace_id, Resource::Workspace)?;
         let mut v = Violations::default();
@@ -87,6 +89,8 @@ impl IntoCommand for admin::ConnectAccessSystemRequest {
                 system_type,
                 name,
                 time_zone,
+                settings: settings.into_iter().collect(),
+                credentials: credentials.into_iter().collect(),
             },
         ))
     }
@@ -96,8 +100,15 @@ impl IntoCommand for v1::ConnectAccessSystemRequest {
     type Command = ConnectSystem;
 
     fn into_command(self) -> Result<ConnectSystem, Error> {
+        // The idempotency record keeps a digest of the request: credentials count by name only,
+        // so no digest of a secret is stored.
         let fingerprint = v1::ConnectAccessSystemRequest {
             request_id: String::new(),
+            credentials: self
+                .credentials
+                .keys()
+                .map(|k| (k.clone(), String::new()))
+                .collect(),
             ..self.clone()
         };
         let v1::ConnectAccessSystemRequest {
@@ -105,6 +116,8 @@ impl IntoCommand for v1::ConnectAccessSystemRequest {
             name,
             time_zone,
             request_id,
+            settings,
+            credentials,
         } = self;
         let mut v = Violations::default();
         let request_id = v.check(validate::request_id(&request_id)).flatten();
@@ -119,6 +132,8 @@ impl IntoCommand for v1::ConnectAccessSystemRequest {
             system_type,
             name,
             time_zone,
+            settings: settings.into_iter().collect(),
+            credentials: credentials.into_iter().collect(),
         })
     }
 }

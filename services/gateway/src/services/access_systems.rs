@@ -1,5 +1,5 @@
 //! `keygate.v1.AccessSystemService`: views of connected systems (`keygate_app::systems`),
-//! connecting one (`keygate_app::workspaces`) and an operator's remote unlock of an entrance
+//! connecting, syncing and disconnecting one (`keygate_app::connections`) and an operator's remote unlock of an entrance
 //! (`keygate_app::unlock`).
 
 use keygate_app::App;
@@ -176,6 +176,56 @@ impl AccessSystemService for AccessSystems {
             let cmd = req.into_inner().into_command()?;
             let s = self.app.connect_access_system(ws, cmd).await?;
             Ok(v1::ConnectAccessSystemResponse {
+                acs_system: Some(convert::access_system(&s)),
+            })
+        })
+        .await
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn sync_access_system(
+        &self,
+        req: Request<v1::SyncAccessSystemRequest>,
+    ) -> Reply<v1::SyncAccessSystemResponse> {
+        let ws = workspace(&req)?;
+        reply(async {
+            let id = validate::id(
+                "acs_system_id",
+                &req.get_ref().acs_system_id,
+                Resource::AccessSystem,
+            )?;
+            let (s, report) = self.app.sync_access_system(ws, id).await?;
+            let ids =
+                |v: &[keygate_domain::ids::EntranceId]| v.iter().map(ToString::to_string).collect();
+            Ok(v1::SyncAccessSystemResponse {
+                acs_system: Some(convert::access_system(&s)),
+                added_acs_entrance_ids: ids(&report.entrances_added),
+                removed_acs_entrance_ids: ids(&report.entrances_removed),
+                restored_acs_entrance_ids: ids(&report.entrances_restored),
+                warned_access_grant_ids: report
+                    .grants_warned
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect(),
+            })
+        })
+        .await
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn disconnect_access_system(
+        &self,
+        req: Request<v1::DisconnectAccessSystemRequest>,
+    ) -> Reply<v1::DisconnectAccessSystemResponse> {
+        let ws = workspace(&req)?;
+        reply(async {
+            let id = validate::id(
+                "acs_system_id",
+                &req.get_ref().acs_system_id,
+                Resource::AccessSystem,
+            )?;
+            let s = self.app.disconnect_access_system(ws, id).await?;
+            Ok(v1::DisconnectAccessSystemResponse {
                 acs_system: Some(convert::access_system(&s)),
             })
         })
