@@ -306,4 +306,30 @@ mod tests {
         assert_eq!(e.error_type, NOT_REGISTERED);
         assert!(a.seen().is_empty(), "no adapter was called");
     }
+
+    #[tokio::test]
+    async fn a_disconnected_system_calls_nobody() {
+        let a = Recording::of(&["kisi"]);
+        let mut r = Registry::new();
+        r.register(a.clone());
+        let mut s = system("kisi");
+        s.health.disconnected_at = Some(now());
+        assert!(matches!(
+            r.revoke(&s, &revoke_job()).await,
+            Err(ProviderError::Permanent(m)) if m.starts_with(ACCOUNT_DISCONNECTED)
+        ));
+        let unlock = UnlockJob {
+            action_attempt_id: ActionAttemptId::new(),
+            acs_system_id: s.id,
+            acs_entrance_id: EntranceId::new(),
+            user_identity_id: None,
+            instant_key_id: None,
+            access_grant_id: None,
+            access_method_id: None,
+            expires_at: None,
+        };
+        let e = r.unlock(&s, &unlock).await.expect_err("disconnected");
+        assert_eq!(e.error_type, ACCOUNT_DISCONNECTED);
+        assert!(a.seen().is_empty(), "no adapter was called");
+    }
 }

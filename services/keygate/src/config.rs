@@ -277,8 +277,7 @@ pub struct ServeKeyArgs {
     #[arg(long, env = "KEYGATE_CREDENTIALS_KEY_FILE")]
     pub credentials_key_file: Option<PathBuf>,
 
-    /// Earlier credentials keys, comma separated: credentials sealed with them still open (a
-    /// sync or reconnect seals them again with the current key).
+    /// Earlier credentials keys, comma separated: credentials sealed with them still open.
     #[arg(
         long,
         env = "KEYGATE_CREDENTIALS_KEY_PREVIOUS",
