@@ -36,7 +36,7 @@ DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
 PIN_MIN, PIN_MAX = 4, 6
 
-# Json names of the access method modes this site issues (stored in the file as these strings).
+# The access method modes this site issues, and their names in the state file.
 MODE_NAMES = {"ACCESS_METHOD_MODE_CARD": "card", "ACCESS_METHOD_MODE_CODE": "code",
               "ACCESS_METHOD_MODE_MOBILE_KEY": "mobile_key"}
 
