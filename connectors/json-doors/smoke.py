@@ -174,6 +174,11 @@ def run(workdir: Path) -> None:
         check(k.call("GrantAccess", grant).outcome.status == APPLIED, "grant")
         check(k.call("GrantAccess", grant).outcome.status == ALREADY, "grant repeat")
         check(len(state()["access"]) == 1, "one access record")
+        grant.entrances.entrance_external_ids.append("door-room-1")
+        check(k.call("GrantAccess", grant).outcome.status == APPLIED, "grant changed by a repeat converges")
+        check(state()["access"][0]["entrance_external_ids"] == ["door-front", "door-back", "door-room-1"], "grant updated")
+        del grant.entrances.entrance_external_ids[2]
+        check(k.call("GrantAccess", grant).outcome.status == APPLIED, "grant changed back")
         bad = c.GrantAccessRequest(acs_system_id=ACS, reference_id="grant_2", user_external_id=uid,
                                    entrances=c.EntranceSet(entrance_external_ids=["door-nope"]))
         check(error_of(k.call, "GrantAccess", bad)[0] == grpc.StatusCode.NOT_FOUND, "grant unknown door")
@@ -229,6 +234,10 @@ def run(workdir: Path) -> None:
             entrance_external_ids=["door-gone"]))
         check(code == grpc.StatusCode.NOT_FOUND, "unknown entrance on a credential")
         check(not any(x["reference_id"] == "cred_x" for x in state()["credentials"]), "nothing written on refusal")
+        code, _, _ = error_of(k.call, "IssueCredential", c.IssueCredentialRequest(
+            acs_system_id=ACS, reference_id="cred_y", user_external_id=uid, mode=m.ACCESS_METHOD_MODE_CLOUD_KEY,
+            entrance_external_ids=["door-front"]))
+        check(code == grpc.StatusCode.INVALID_ARGUMENT, "a mode the capabilities do not list")
 
         # read back, by reference and by external id
         rb = k.call("ReadBackState", c.ReadBackStateRequest(acs_system_id=ACS, reference_id="cred_code_1",
