@@ -209,6 +209,21 @@ def run(workdir: Path) -> None:
               and cred["entrance_external_ids"] == ["door-front", "door-room-1"]
               and cred["schedule"] == {"starts_at": "2026-12-01T09:00:00Z", "ends_at": "2026-12-08T18:00:00Z"},
               f"credential in file {cred}")
+        # the same reference with other doors and times (Keygate updated the grant): the same
+        # credential converges, APPLIED; the PIN stays
+        moved = c.IssueCredentialRequest()
+        moved.CopyFrom(issue)
+        del moved.entrance_external_ids[:]
+        moved.entrance_external_ids.extend(["door-front"])
+        moved.schedule.CopyFrom(schedule("2026-12-01T09:00:00Z", "2026-12-10T18:00:00Z"))
+        r3 = k.call("IssueCredential", moved)
+        check(r3.outcome.status == APPLIED and r3.credential_external_id == r1.credential_external_id
+              and r3.code == "4821", f"issue with new doors and times converges {r3}")
+        cred = state()["credentials"][0]
+        check(len(state()["credentials"]) == 1 and cred["entrance_external_ids"] == ["door-front"]
+              and cred["schedule"]["ends_at"] == "2026-12-10T18:00:00Z", f"converged in file {cred}")
+        check(k.call("IssueCredential", moved).outcome.status == ALREADY, "converged repeat: ALREADY_APPLIED")
+        check(k.call("IssueCredential", issue).outcome.status == APPLIED, "and back")
         # the same PIN for another credential: code_unavailable
         taken = c.IssueCredentialRequest(acs_system_id=ACS, reference_id="cred_code_2", user_external_id=uid,
                                          mode=m.ACCESS_METHOD_MODE_CODE, entrance_external_ids=["door-back"],

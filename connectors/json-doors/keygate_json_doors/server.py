@@ -337,16 +337,27 @@ class Connector:
             raise invalid(f"mode {mode_name} is not one json-doors issues (card, code, mobile_key)")
         mode = MODE_NAMES[mode_name]
         with self.store.edit() as state:
-            # Idempotency first: a retry gets the credential already issued, with the same fields.
-            cred = find(state["credentials"], reference_id=request.reference_id)
-            if cred is not None:
-                return self._issue_response(cred, applied=False)
-
             self._require_user(state, request.user_external_id)
             if not request.entrance_external_ids:
                 raise invalid("entrance_external_ids are required: entrances are assigned on credentials")
             entrances = list(dict.fromkeys(request.entrance_external_ids))
             self._require_doors(state, entrances)
+            schedule = schedule_to_json(request, "schedule")
+
+            # Idempotency by reference_id: a retry gets the credential already issued, and a call
+            # with other entrances or times (Keygate updated the grant) changes that credential,
+            # never a second one. Its PIN or card number stays unless another is named.
+            cred = find(state["credentials"], reference_id=request.reference_id)
+            if cred is not None:
+                changed = False
+                if cred["entrance_external_ids"] != entrances or cred.get("schedule") != schedule:
+                    cred["entrance_external_ids"] = entrances
+                    cred["schedule"] = schedule
+                    changed = True
+                if mode == "code" and request.code and request.code != cred.get("code"):
+                    cred["code"] = self._pick_code(state, request.code)
+                    changed = True
+                return self._issue_response(cred, applied=changed)
 
             code = card_number = None
             if mode == "code":
