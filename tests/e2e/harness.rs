@@ -69,13 +69,15 @@ impl Options {
     }
 }
 
-/// Fresh values of the keys KEYGATE_DATABASE_URL requires (docs/security.md).
+/// Fresh values of the keys KEYGATE_DATABASE_URL requires (docs/security.md), and the optional
+/// credentials key.
 pub fn production_keys() -> Vec<(String, String)> {
     use base64::Engine as _;
     [
         "KEYGATE_INSTANT_KEY_SECRET",
         "KEYGATE_PAGE_TOKEN_KEY",
         "KEYGATE_CACHE_KEY",
+        "KEYGATE_CREDENTIALS_KEY",
     ]
     .into_iter()
     .map(|var| {
