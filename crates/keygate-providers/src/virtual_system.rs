@@ -25,6 +25,8 @@ pub enum Fault {
     Timeout,
     /// A 503 before anything is applied.
     Unavailable,
+    /// The system cannot be reached at all (connection refused): nothing is sent.
+    Unreachable,
     /// A 500 after the change was applied: the caller cannot tell.
     FailedButApplied,
     /// The system refuses this entrance for good.
@@ -402,6 +404,11 @@ impl AccessSystemProvider for VirtualSystems {
             Some(Fault::Unavailable) => {
                 return Err(ProviderError::Transient("503 service unavailable".into()));
             }
+            Some(Fault::Unreachable) => {
+                return Err(ProviderError::Transient(
+                    "provider_unreachable: connection refused".into(),
+                ));
+            }
             Some(Fault::Refused) => {
                 return Err(ProviderError::Permanent(
                     "403 refused by the access system".into(),
@@ -452,6 +459,11 @@ impl AccessSystemProvider for VirtualSystems {
             }
             Some(Fault::Unavailable) => {
                 return Err(ProviderError::Transient("503 service unavailable".into()));
+            }
+            Some(Fault::Unreachable) => {
+                return Err(ProviderError::Transient(
+                    "provider_unreachable: connection refused".into(),
+                ));
             }
             Some(Fault::Refused) => {
                 return Err(ProviderError::Permanent(
@@ -519,6 +531,12 @@ impl AccessSystemProvider for VirtualSystems {
         match fault {
             Some(Fault::Timeout | Fault::Unavailable) => {
                 return fail("lock_not_online", "the lock did not answer");
+            }
+            Some(Fault::Unreachable) => {
+                return fail(
+                    "provider_unreachable",
+                    "the access system could not be reached",
+                );
             }
             Some(Fault::Refused) => {
                 return fail(

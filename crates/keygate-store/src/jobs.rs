@@ -564,6 +564,32 @@ where
         Ok(true)
     }
 
+    async fn pending_reason(
+        &self,
+        job: &Job,
+        reason: &str,
+        now: OffsetDateTime,
+    ) -> StoreResult<bool> {
+        let JobWork::Provision(p) = &job.work else {
+            return Ok(true);
+        };
+        let mut tx = self.pool.begin_with(D::BEGIN).await?;
+        if !Self::lease_held(&mut tx, job).await? {
+            return Ok(false);
+        }
+        Self::lock_grant_of(&mut tx, job.workspace_id, p.access_method_id).await?;
+        sqlx::query("UPDATE access_method_entrances SET reason = $4, updated_at = $5 WHERE workspace_id = $1 AND access_method_id = $2 AND acs_system_id = $3 AND state = 'pending'")
+            .bind(job.workspace_id.to_string())
+            .bind(p.access_method_id.to_string())
+            .bind(p.acs_system_id.to_string())
+            .bind(reason.to_owned())
+            .bind(to_micros(now))
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
     async fn revoked(&self, job: &Job, now: OffsetDateTime) -> StoreResult<Option<Vec<Event>>> {
         let ws = job.workspace_id;
         let JobWork::Revoke(r) = &job.work else {
@@ -809,6 +835,15 @@ where
         now: OffsetDateTime,
     ) -> Result<bool, Error> {
         Ok(self.unknown(job, reason, now).await?)
+    }
+
+    async fn note_pending(
+        &self,
+        job: &Job,
+        reason: &str,
+        now: OffsetDateTime,
+    ) -> Result<bool, Error> {
+        Ok(self.pending_reason(job, reason, now).await?)
     }
 
     async fn complete_unlock(

@@ -509,6 +509,16 @@ pub trait JobQueue: Send + Sync {
         now: OffsetDateTime,
     ) -> Result<Option<Vec<Event>>, Error>;
 
+    /// Writes `reason` on the doors of a provision job that are still pending (the access
+    /// system could not be reached), so the API shows why they wait. Fenced like every write
+    /// of a job; `false` when the lease was lost.
+    async fn note_pending(
+        &self,
+        job: &Job,
+        reason: &str,
+        now: OffsetDateTime,
+    ) -> Result<bool, Error>;
+
     /// Records that the provider's answer to a provision job was ambiguous (timeout, 5xx): its
     /// pending doors become `unknown`, with the reason, until the retry (idempotent by
     /// reference, so it doubles as the read-back) settles them. `Ok(false)` when the lease was lost.

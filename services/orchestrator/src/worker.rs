@@ -71,6 +71,12 @@ fn uuid_like() -> String {
     keygate_domain::ids::JobId::new().to_string()
 }
 
+/// Whether a transient error says the access system could not be reached at all (adapters begin
+/// such messages with `provider_unreachable`), as opposed to a fault it answered with.
+fn unreachable(reason: &str) -> bool {
+    reason.starts_with(keygate_app::connections::PROVIDER_UNREACHABLE)
+}
+
 /// Full-jitter exponential backoff: uniform in [0, min(cap, base * 2^(attempt-1))].
 pub fn backoff(cfg: &OrchestratorConfig, attempt: u32) -> Duration {
     let exp = cfg
@@ -663,6 +669,22 @@ impl Orchestrator {
             Err(ProviderError::Permanent(reason)) => {
                 tracing::warn!(%reason, "access system refused");
                 all_failed(p, &reason)
+            }
+            // The access system (or its connector) cannot be reached at all: nothing was sent.
+            // Like an open circuit, this spends no attempt: the doors wait, pending with the
+            // reason, and catch up when it answers again (the breaker spaces the probes).
+            Err(ProviderError::Transient(reason)) if unreachable(&reason) => {
+                self.breakers.failure(system.id);
+                let delay = backoff(&self.cfg, job.attempts.max(1));
+                tracing::info!(%reason, retry_in_ms = delay.as_millis() as u64, "access system unreachable; waiting");
+                self.store.note_pending(job, &reason, now()).await?;
+                self.tracker
+                    .committed(Committed::new(ws).methods([p.access_method_id]))
+                    .await;
+                self.store
+                    .reschedule_job(job, now() + delay, &reason, true, now())
+                    .await?;
+                return Ok(());
             }
             Err(e) => {
                 self.breakers.failure(system.id);

@@ -295,6 +295,53 @@ async fn a_permanent_rejection_fails_only_its_door(store: Arc<dyn Store>) {
     );
 }
 
+/// An access system that cannot be reached at all spends no attempt: far more failures than the
+/// budget leave the doors pending with the reason, and they are granted once it answers.
+async fn an_unreachable_system_keeps_doors_pending_until_it_answers(store: Arc<dyn Store>) {
+    let ws = seeded_workspace(&*store, "unreachable").await;
+    let doors = quick_start_entrances(&*store, ws).await;
+    let planning = store
+        .planning_entrances(ws, &doors[..1])
+        .await
+        .expect("planning");
+    let systems = VirtualSystems::new(Duration::from_millis(1));
+    // Three budgets' worth of failures (max_attempts is 4).
+    systems.inject(
+        planning[0].acs_system_id,
+        std::iter::repeat_n(Fault::Unreachable, 12),
+    );
+    let (g, _) = store
+        .create_access_grant(
+            ws,
+            &new_grant(&*store, ws, &doors[..1], &[AccessMethodMode::MobileKey]).await,
+            None,
+        )
+        .await
+        .expect("create");
+    let _run = start(store.clone(), &systems, &["w1"]);
+    let mut saw_reason = false;
+    for _ in 0..200 {
+        let ms = methods(&*store, ws, g.id).await;
+        let d = &ms[0].doors[0];
+        if d.state == DoorState::Pending
+            && d.reason
+                .as_deref()
+                .is_some_and(|r| r.starts_with("provider_unreachable"))
+        {
+            saw_reason = true;
+        }
+        if d.state != DoorState::Pending {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(saw_reason, "pending doors show why they wait");
+    let ms = settled(&*store, ws, g.id).await;
+    assert_eq!(ms[0].doors[0].state, DoorState::Granted, "{ms:?}");
+    assert!(ms[0].is_issued);
+    assert!(ms[0].errors.is_empty());
+}
+
 async fn an_exhausted_retry_budget_is_a_visible_failure(store: Arc<dyn Store>) {
     let ws = seeded_workspace(&*store, "budget").await;
     let doors = quick_start_entrances(&*store, ws).await;
@@ -1174,6 +1221,10 @@ macro_rules! suite {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn rejection_isolated() {
                 a_permanent_rejection_fails_only_its_door($make.await.store).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn unreachable_waits() {
+                an_unreachable_system_keeps_doors_pending_until_it_answers($make.await.store).await
             }
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn budget_exhausted() {
