@@ -312,7 +312,7 @@ async fn a_connector_in_another_language_is_driven_end_to_end() {
     for m in &ms {
         let c = creds
             .iter()
-            .find(|c| c["reference_id"] == Value::from(m.access_method_id.clone()))
+            .find(|c| c["reference_id"] == m.access_method_id.as_str())
             .unwrap_or_else(|| panic!("no credential for {}", m.access_method_id));
         let mut ents: Vec<_> = c["entrance_external_ids"]
             .as_array()
@@ -401,7 +401,7 @@ async fn a_connector_in_another_language_is_driven_end_to_end() {
     s["credentials"]
         .as_array_mut()
         .expect("credentials")
-        .retain(|c| c["reference_id"] != Value::from(code_method.clone()));
+        .retain(|c| c["reference_id"] != code_method.as_str());
     write_state(&state, &s);
     connector = Connector::start(&state, &address);
     eventually(
@@ -410,7 +410,7 @@ async fn a_connector_in_another_language_is_driven_end_to_end() {
         || {
             credentials(&state)
                 .iter()
-                .any(|c| c["reference_id"] == Value::from(code_method.clone()))
+                .any(|c| c["reference_id"] == code_method.as_str())
         },
     )
     .await;
