@@ -1327,6 +1327,33 @@ mod tests {
         }
     }
 
+    struct NoLinks;
+
+    #[async_trait]
+    impl Directory for NoLinks {
+        async fn link(&self, _system: &AccessSystem) -> Result<Link, ProviderError> {
+            Err(ProviderError::Permanent(
+                "account_disconnected: none".into(),
+            ))
+        }
+    }
+
+    #[tokio::test]
+    async fn one_channel_per_address_and_https_uses_tls() {
+        let p = ConnectorProvider::new(Arc::new(NoLinks));
+        let none = Credentials::default();
+        for address in [
+            "http://127.0.0.1:5000",
+            "http://127.0.0.1:5000/",
+            "https://connector.example.com:443",
+        ] {
+            p.target(String::new(), &settings(&[("address", address)]), &none)
+                .unwrap_or_else(|e| panic!("{address}: {e}"));
+        }
+        let channels = p.channels.lock().map(|c| c.len()).unwrap_or(0);
+        assert_eq!(channels, 2, "the same address reuses its channel");
+    }
+
     #[test]
     fn reasons_come_from_details_or_the_message() {
         let s = Status::aborted("applied_unknown: provider timed out");
