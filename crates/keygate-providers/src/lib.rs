@@ -5,6 +5,7 @@
 
 #[cfg(feature = "testing")]
 pub mod conformance;
+pub mod connector;
 pub mod provider;
 pub mod registry;
 pub mod sandbox;
