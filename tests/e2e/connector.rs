@@ -187,6 +187,15 @@ async fn eventually(what: &str, within: Duration, mut check: impl FnMut() -> boo
 
 #[tokio::test]
 async fn a_connector_in_another_language_is_driven_end_to_end() {
+    end_to_end(Options::with_admin()).await;
+}
+
+#[tokio::test]
+async fn a_connector_in_another_language_is_driven_end_to_end_on_postgres_and_redis() {
+    end_to_end(Options::postgres_redis().await).await;
+}
+
+async fn end_to_end(base: Options) {
     let dir = DataDir::new();
     let state = dir.0.join("doors.json");
     let mut connector = Connector::start(&state, "127.0.0.1:0");
@@ -197,7 +206,7 @@ async fn a_connector_in_another_language_is_driven_end_to_end() {
             extra_args: ["--reconcile-secs", "2", "--sync-secs", "0"]
                 .map(String::from)
                 .to_vec(),
-            ..Options::with_admin()
+            ..base
         },
     );
     let ch = kg.channel().await;
@@ -433,8 +442,9 @@ async fn a_connector_in_another_language_is_driven_end_to_end() {
         pending
             .iter()
             .flat_map(|m| &m.entrances)
-            .all(|e| e.state == v1::AccessState::Pending as i32),
-        "{pending:#?}"
+            .all(|e| e.state == v1::AccessState::Pending as i32
+                && e.reason.starts_with("provider_unreachable")),
+        "pending, saying why: {pending:#?}"
     );
     connector = Connector::start(&state, &address);
     doors_become(

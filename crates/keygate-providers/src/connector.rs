@@ -453,6 +453,12 @@ fn provider_error(rpc: &str, s: &Status, kind: Kind) -> ProviderError {
         Code::Unauthenticated | Code::PermissionDenied => {
             ProviderError::Transient(format!("{INVALID_CREDENTIALS}: {rpc}: {what}"))
         }
+        // Made by this client, not answered by the connector: the connection could not be
+        // opened (refused, reset, no route). Nothing was sent; the orchestrator waits without
+        // spending attempts.
+        Code::Unavailable if std::error::Error::source(s).is_some() => {
+            ProviderError::Transient(format!("{PROVIDER_UNREACHABLE}: {rpc}: {what}"))
+        }
         _ => ProviderError::Transient(format!("{rpc}: {what}")),
     }
 }

@@ -901,6 +901,41 @@ async fn a_wrong_token_on_a_stored_system_is_transient_invalid_credentials() {
 }
 
 #[tokio::test]
+async fn a_stored_system_whose_connector_is_down_is_provider_unreachable() {
+    let (provider, h) = setup(credential_based()).await;
+    let site = h.connect(&provider, SYSTEM_TYPE).await;
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr").port()
+    };
+    if let Ok(mut m) = h.links.0.lock()
+        && let Some(l) = m.get_mut(&site.system.id)
+    {
+        l.settings
+            .insert("address".into(), format!("http://127.0.0.1:{port}"));
+    }
+    let r = provider
+        .read_back(&site.system, keygate_domain::ids::AccessMethodId::new())
+        .await;
+    assert_prefix(r, false, "provider_unreachable: ");
+}
+
+#[tokio::test]
+async fn a_connector_that_answers_unavailable_is_an_ordinary_transient_fault() {
+    let (provider, h) = setup(credential_based()).await;
+    let site = h.connect(&provider, SYSTEM_TYPE).await;
+    h.fake.inject(None, Fault::Unavailable);
+    let job = c::provision_job(&site, AccessMethodMode::Code).expect("a code job");
+    let r = provider.provision(&site.system, &job, &c::holder()).await;
+    match r {
+        Err(ProviderError::Transient(m)) => {
+            assert!(!m.starts_with("provider_unreachable"), "{m}")
+        }
+        other => panic!("want a transient error, got {other:?}"),
+    }
+}
+
+#[tokio::test]
 async fn an_unreachable_connector_is_provider_unreachable() {
     // A port nothing listens on: bound, then released.
     let port = {

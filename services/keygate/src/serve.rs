@@ -182,7 +182,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         Duration::from_millis(args.sandbox_provision_delay_ms),
         Arc::new(store_ledger(store.as_ref())),
     )));
-    let _ = &directory;
+    providers.register(Arc::new(
+        keygate_providers::connector::ConnectorProvider::new(directory),
+    ));
     let app = App {
         store: store.clone(),
         tracker: tracker.clone(),
