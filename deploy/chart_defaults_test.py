@@ -53,6 +53,8 @@ SECRET_ENV = {
 # Credentials of the Instant Key senders: from the same Secret, `optional: true`, and not given to
 # the orchestrator role, which never sends.
 SENDER_SECRET_ENV = {"KEYGATE_SMTP_URL", "KEYGATE_SMS_AUTH_TOKEN"}
+# Optional keys every role reads (`optional: true`): the credentials key of connected systems.
+OPTIONAL_SECRET_ENV = {"KEYGATE_CREDENTIALS_KEY"}
 # Labels and annotations that only Helm adds; everything else must match exactly.
 HELM_ONLY_LABELS = {"helm.sh/chart", "app.kubernetes.io/managed-by"}
 HELM_ONLY_ANNOTATION_PREFIXES = ("helm.sh/", "checksum/")
@@ -182,7 +184,9 @@ class ValuesMatchPlainManifests(unittest.TestCase):
 
     def test_env_names_and_secret_refs(self):
         env = env_of(container(self.deployment))
-        self.assertEqual(set(env), {"KEYGATE_ROLES"} | SECRET_ENV | SENDER_SECRET_ENV)
+        self.assertEqual(
+            set(env), {"KEYGATE_ROLES"} | SECRET_ENV | SENDER_SECRET_ENV | OPTIONAL_SECRET_ENV
+        )
         secrets = self.values["secrets"]
         refs = {
             "KEYGATE_DATABASE_URL": secrets["databaseUrl"],
@@ -195,8 +199,9 @@ class ValuesMatchPlainManifests(unittest.TestCase):
         optional_refs = {
             "KEYGATE_SMTP_URL": secrets["smtpUrl"],
             "KEYGATE_SMS_AUTH_TOKEN": secrets["smsAuthToken"],
+            "KEYGATE_CREDENTIALS_KEY": secrets["credentialsKey"],
         }
-        self.assertEqual(set(optional_refs), SENDER_SECRET_ENV)
+        self.assertEqual(set(optional_refs), SENDER_SECRET_ENV | OPTIONAL_SECRET_ENV)
         for name, ref in refs.items():
             self.assertEqual(
                 env[name]["valueFrom"]["secretKeyRef"],
@@ -372,7 +377,7 @@ class RenderedChartInvariants(unittest.TestCase):
             self.assertTrue(c["securityContext"]["readOnlyRootFilesystem"], name)
             self.assertEqual(c["securityContext"]["capabilities"]["drop"], ["ALL"], name)
             for e in c["env"]:
-                if e["name"] in SECRET_ENV | SENDER_SECRET_ENV:
+                if e["name"] in SECRET_ENV | SENDER_SECRET_ENV | OPTIONAL_SECRET_ENV:
                     self.assertIn("secretKeyRef", e["valueFrom"], f"{name}: {e['name']} must come from a Secret")
             selector = d["spec"]["selector"]["matchLabels"]
             labels = d["spec"]["template"]["metadata"]["labels"]
@@ -411,6 +416,7 @@ class RenderedChartInvariants(unittest.TestCase):
             ports = {p["name"] for p in c["ports"]}
             sender_env = SENDER_SECRET_ENV & set(env_of(c))
             self.assertEqual(sender_env, set() if role == "orchestrator" else SENDER_SECRET_ENV, role)
+            self.assertLessEqual(OPTIONAL_SECRET_ENV, set(env_of(c)), f"{role} reads stored credentials")
             if role == "gateway":
                 self.assertEqual(c["readinessProbe"]["grpc"], {"port": GRPC_PORT})
                 self.assertEqual(ports, {"grpc", "http"})

@@ -77,6 +77,7 @@ SCENARIOS: dict[str, dict[str, Any]] = {
             "smtpUrl": {"secretName": ""},
             "smsAuthToken": {"secretName": ""},
             "cacheKey": {"secretName": ""},
+            "credentialsKey": {"secretName": ""},
         },
         "allInOne": {"replicas": 1, "autoscaling": {"enabled": False}},
         "networkPolicy": {"enabled": False},

@@ -171,6 +171,16 @@ Service named after the release, so the API address does not change with the mod
       key: {{ required "secrets.cacheKey.key is required" .key }}
 {{- end }}
 {{- end }}
+{{- with .Values.secrets.credentialsKey }}
+{{- if .secretName }}
+- name: KEYGATE_CREDENTIALS_KEY
+  valueFrom:
+    secretKeyRef:
+      name: {{ .secretName }}
+      key: {{ required "secrets.credentialsKey.key is required" .key }}
+      optional: true
+{{- end }}
+{{- end }}
 {{- end }}
 
 {{/*
