@@ -50,6 +50,20 @@ enum Kind {
 }
 
 impl Kind {
+    fn mark_removed(self) -> &'static str {
+        match self {
+            Self::Entrances => {
+                "UPDATE entrances SET removed_at = $3 WHERE workspace_id = $1 AND acs_entrance_id = $2"
+            }
+            Self::AccessGroups => {
+                "UPDATE access_groups SET removed_at = $3 WHERE workspace_id = $1 AND acs_access_group_id = $2"
+            }
+            Self::Encoders => {
+                "UPDATE encoders SET removed_at = $3 WHERE workspace_id = $1 AND acs_encoder_id = $2"
+            }
+        }
+    }
+
     fn select(self) -> &'static str {
         match self {
             Self::Entrances => {
@@ -152,6 +166,30 @@ where
             .bind(sys.to_owned())
             .fetch_all(&mut *conn)
             .await?)
+    }
+
+    /// Marks removed the known rows (not removed yet) that the listing no longer has; returns them.
+    async fn mark_gone<'k>(
+        conn: &mut D::Connection,
+        kind: Kind,
+        ws: &str,
+        known: &'k [KnownRow],
+        listed: &BTreeSet<&str>,
+        at: i64,
+    ) -> StoreResult<Vec<&'k KnownRow>> {
+        let gone: Vec<&KnownRow> = known
+            .iter()
+            .filter(|r| r.removed_at.is_none() && !listed.contains(r.external_id.as_str()))
+            .collect();
+        for r in &gone {
+            sqlx::query(kind.mark_removed())
+                .bind(ws.to_owned())
+                .bind(r.id.clone())
+                .bind(at)
+                .execute(&mut *conn)
+                .await?;
+        }
+        Ok(gone)
     }
 
     pub(crate) async fn external_ids_of(
@@ -269,16 +307,7 @@ where
             }
         }
         let mut removed_names = BTreeMap::new();
-        for r in known
-            .iter()
-            .filter(|r| r.removed_at.is_none() && !listed.contains(r.external_id.as_str()))
-        {
-            sqlx::query("UPDATE entrances SET removed_at = $3 WHERE workspace_id = $1 AND acs_entrance_id = $2")
-                .bind(w.clone())
-                .bind(r.id.clone())
-                .bind(at)
-                .execute(&mut *tx)
-                .await?;
+        for r in Self::mark_gone(&mut tx, Kind::Entrances, &w, &known, &listed, at).await? {
             let eid: EntranceId = parse("acs_entrance_id", &r.id)?;
             report.entrances_removed.push(eid);
             removed_names.insert(eid, r.display_name.clone());
@@ -340,18 +369,10 @@ where
                     .await?;
             }
         }
-        for r in known
-            .iter()
-            .filter(|r| r.removed_at.is_none() && !listed.contains(r.external_id.as_str()))
-        {
-            sqlx::query("UPDATE access_groups SET removed_at = $3 WHERE workspace_id = $1 AND acs_access_group_id = $2")
-                .bind(w.clone())
-                .bind(r.id.clone())
-                .bind(at)
-                .execute(&mut *tx)
-                .await?;
-            report.access_groups_removed += 1;
-        }
+        report.access_groups_removed =
+            Self::mark_gone(&mut tx, Kind::AccessGroups, &w, &known, &listed, at)
+                .await?
+                .len();
 
         // Encoders.
         let known = Self::known(&mut tx, Kind::Encoders, &w, &s).await?;
@@ -385,18 +406,9 @@ where
                 }
             }
         }
-        for r in known
-            .iter()
-            .filter(|r| r.removed_at.is_none() && !listed.contains(r.external_id.as_str()))
-        {
-            sqlx::query("UPDATE encoders SET removed_at = $3 WHERE workspace_id = $1 AND acs_encoder_id = $2")
-                .bind(w.clone())
-                .bind(r.id.clone())
-                .bind(at)
-                .execute(&mut *tx)
-                .await?;
-            report.encoders_removed += 1;
-        }
+        report.encoders_removed = Self::mark_gone(&mut tx, Kind::Encoders, &w, &known, &listed, at)
+            .await?
+            .len();
 
         // Grants that used a removed entrance: a warning naming the lost door, and an event.
         for (eid, name) in &removed_names {

@@ -543,31 +543,13 @@ where
         Ok(Some(appended))
     }
 
-    async fn unknown(&self, job: &Job, reason: &str, now: OffsetDateTime) -> StoreResult<bool> {
-        let JobWork::Provision(p) = &job.work else {
-            return Ok(true);
-        };
-        let mut tx = self.pool.begin_with(D::BEGIN).await?;
-        if !Self::lease_held(&mut tx, job).await? {
-            return Ok(false);
-        }
-        Self::lock_grant_of(&mut tx, job.workspace_id, p.access_method_id).await?;
-        sqlx::query("UPDATE access_method_entrances SET state = 'unknown', reason = $4, updated_at = $5 WHERE workspace_id = $1 AND access_method_id = $2 AND acs_system_id = $3 AND state = 'pending'")
-            .bind(job.workspace_id.to_string())
-            .bind(p.access_method_id.to_string())
-            .bind(p.acs_system_id.to_string())
-            .bind(reason.to_owned())
-            .bind(to_micros(now))
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(true)
-    }
-
-    async fn pending_reason(
+    /// Writes `reason` on the still-pending doors of a provision job, which become `becomes`
+    /// (`unknown` after an ambiguous answer, or stay `pending` while the system is unreachable).
+    async fn pending_doors(
         &self,
         job: &Job,
         reason: &str,
+        becomes: &'static str,
         now: OffsetDateTime,
     ) -> StoreResult<bool> {
         let JobWork::Provision(p) = &job.work else {
@@ -578,12 +560,13 @@ where
             return Ok(false);
         }
         Self::lock_grant_of(&mut tx, job.workspace_id, p.access_method_id).await?;
-        sqlx::query("UPDATE access_method_entrances SET reason = $4, updated_at = $5 WHERE workspace_id = $1 AND access_method_id = $2 AND acs_system_id = $3 AND state = 'pending'")
+        sqlx::query("UPDATE access_method_entrances SET state = $6, reason = $4, updated_at = $5 WHERE workspace_id = $1 AND access_method_id = $2 AND acs_system_id = $3 AND state = 'pending'")
             .bind(job.workspace_id.to_string())
             .bind(p.access_method_id.to_string())
             .bind(p.acs_system_id.to_string())
             .bind(reason.to_owned())
             .bind(to_micros(now))
+            .bind(becomes.to_owned())
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
@@ -834,7 +817,7 @@ where
         reason: &str,
         now: OffsetDateTime,
     ) -> Result<bool, Error> {
-        Ok(self.unknown(job, reason, now).await?)
+        Ok(self.pending_doors(job, reason, "unknown", now).await?)
     }
 
     async fn note_pending(
@@ -843,7 +826,7 @@ where
         reason: &str,
         now: OffsetDateTime,
     ) -> Result<bool, Error> {
-        Ok(self.pending_reason(job, reason, now).await?)
+        Ok(self.pending_doors(job, reason, "pending", now).await?)
     }
 
     async fn complete_unlock(
