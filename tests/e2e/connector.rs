@@ -99,6 +99,11 @@ impl Drop for Connector {
     }
 }
 
+/// Prints how long a step took (`cargo test ... -- --nocapture` shows them).
+fn figure(what: &str, since: Instant) {
+    eprintln!("figure: {what}: {} ms", since.elapsed().as_millis());
+}
+
 fn read_state(path: &Path) -> Value {
     serde_json::from_str(&std::fs::read_to_string(path).expect("state file")).expect("state json")
 }
@@ -255,6 +260,7 @@ async fn end_to_end(base: Options) {
     assert!(listed.is_empty(), "nothing stored: {listed:?}");
 
     // Connect: the connector's capabilities and doors, the token never returned.
+    let t = Instant::now();
     let system = systems(&ch)
         .connect_access_system(authed(&key, connect_req(&address, TOKEN)))
         .await
@@ -269,6 +275,7 @@ async fn end_to_end(base: Options) {
     let caps = system.capabilities.clone().expect("capabilities");
     assert!(caps.can_remote_unlock);
     let sid = system.acs_system_id.clone();
+    figure("connect (GetCapabilities + three listings)", t);
     let doors = entrances(&ch, &key, &sid).await;
     assert_eq!(doors.len(), 4, "{doors:?}");
     let door = |name: &str| {
@@ -300,6 +307,7 @@ async fn end_to_end(base: Options) {
         .access_grant
         .expect("grant");
     let gid = grant.access_grant_id.clone();
+    let t = Instant::now();
     doors_become(
         &ch,
         &key,
@@ -308,6 +316,7 @@ async fn end_to_end(base: Options) {
         Duration::from_secs(60),
     )
     .await;
+    figure("grant of 3 methods x 2 doors, created to granted", t);
     let ms = method_list(&ch, &key, &gid).await;
     assert_eq!(ms.len(), 3);
     assert!(ms.iter().all(|m| m.is_issued), "{ms:#?}");
@@ -353,6 +362,7 @@ async fn end_to_end(base: Options) {
         .await
         .expect("update times");
     let want_end = new_end.seconds;
+    let t = Instant::now();
     eventually(
         "new end time on the connector",
         Duration::from_secs(60),
@@ -365,8 +375,10 @@ async fn end_to_end(base: Options) {
         },
     )
     .await;
+    figure("new times, updated to on the connector", t);
 
     // A remote unlock, logged once by the connector.
+    let t = Instant::now();
     let attempt = systems(&ch)
         .unlock_entrance(authed(
             &key,
@@ -390,6 +402,7 @@ async fn end_to_end(base: Options) {
         },
     )
     .await;
+    figure("remote unlock, asked to logged by the connector", t);
     let unlocks = read_state(&state)["unlocks"].clone();
     assert_eq!(unlocks[0]["entrance_external_id"], "door-front");
     assert_eq!(
@@ -413,6 +426,7 @@ async fn end_to_end(base: Options) {
         .retain(|c| c["reference_id"] != code_method.as_str());
     write_state(&state, &s);
     connector = Connector::start(&state, &address);
+    let t = Instant::now();
     eventually(
         "the reconciler re-issues the deleted credential",
         Duration::from_secs(90),
@@ -423,6 +437,10 @@ async fn end_to_end(base: Options) {
         },
     )
     .await;
+    figure(
+        "credential deleted behind Keygate's back, restart to re-issued",
+        t,
+    );
 
     // Down: a new grant's doors stay pending with the reason; back: granted, nothing lost.
     connector.stop();
@@ -447,6 +465,7 @@ async fn end_to_end(base: Options) {
         "pending, saying why: {pending:#?}"
     );
     connector = Connector::start(&state, &address);
+    let t = Instant::now();
     doors_become(
         &ch,
         &key,
@@ -455,6 +474,10 @@ async fn end_to_end(base: Options) {
         Duration::from_secs(90),
     )
     .await;
+    figure(
+        "connector down 3 s: restart to the waiting doors granted",
+        t,
+    );
 
     // Sync: a door added and one removed behind Keygate's back.
     let mut s = read_state(&state);
@@ -465,6 +488,7 @@ async fn end_to_end(base: Options) {
     ds.push(gate);
     ds.retain(|d| d["external_id"] != "door-room-1");
     write_state(&state, &s);
+    let t = Instant::now();
     let synced = systems(&ch)
         .sync_access_system(authed(
             &key,
@@ -475,6 +499,7 @@ async fn end_to_end(base: Options) {
         .await
         .expect("sync")
         .into_inner();
+    figure("SyncAccessSystem with one door added and one removed", t);
     assert_eq!(synced.added_acs_entrance_ids.len(), 1);
     assert_eq!(synced.removed_acs_entrance_ids, vec![room1.clone()]);
     assert!(synced.warned_access_grant_ids.contains(&gid), "{synced:?}");
