@@ -146,6 +146,21 @@ async fn entrances(ch: &Ch, key: &str, system: &str) -> Vec<v1::Entrance> {
         .acs_entrances
 }
 
+async fn get_system(ch: &Ch, key: &str, id: &str) -> v1::AccessSystem {
+    systems(ch)
+        .get_access_system(authed(
+            key,
+            v1::GetAccessSystemRequest {
+                acs_system_id: id.into(),
+            },
+        ))
+        .await
+        .expect("system")
+        .into_inner()
+        .acs_system
+        .expect("system")
+}
+
 async fn method_list(ch: &Ch, key: &str, grant: &str) -> Vec<v1::AccessMethod> {
     methods(ch)
         .list_access_methods(authed(
@@ -464,6 +479,11 @@ async fn end_to_end(base: Options) {
                 && e.reason.starts_with("provider_unreachable")),
         "pending, saying why: {pending:#?}"
     );
+    let down = get_system(&ch, &key, &sid).await;
+    assert!(
+        down.errors.iter().any(|e| e.code == "provider_unreachable"),
+        "the system says it cannot be reached: {down:?}"
+    );
     connector = Connector::start(&state, &address);
     let t = Instant::now();
     doors_become(
@@ -478,6 +498,8 @@ async fn end_to_end(base: Options) {
         "connector down 3 s: restart to the waiting doors granted",
         t,
     );
+    let up = get_system(&ch, &key, &sid).await;
+    assert!(up.errors.is_empty(), "cleared once it answers: {up:?}");
 
     // Sync: a door added and one removed behind Keygate's back.
     let mut s = read_state(&state);

@@ -25,7 +25,7 @@ use keygate_providers::{
 use keygate_store::Store;
 
 use crate::App;
-use crate::tracker::Committed;
+use crate::tracker::{Committed, Tracker};
 use crate::workspaces::{ConnectSystem, DEFAULT_TIME_ZONE};
 
 /// What separates the keys sealing credentials from every other use of a configured key.
@@ -436,42 +436,8 @@ impl App {
         Ok((self.store.get_access_system(ws, id).await?, report))
     }
 
-    /// Replaces the system's errors; an event when it goes from working to not or back.
     async fn set_health(&self, system: &AccessSystem, errors: Vec<Notice>) -> Result<(), Error> {
-        let was_ok = system.health.errors.is_empty();
-        let same = system
-            .health
-            .errors
-            .iter()
-            .map(|n| (&n.code, &n.message))
-            .eq(errors.iter().map(|n| (&n.code, &n.message)));
-        if same {
-            return Ok(());
-        }
-        let at = now();
-        let event = match (was_ok, errors.is_empty()) {
-            (true, false) => {
-                vec![NewEvent::new(events::ACS_SYSTEM_DISCONNECTED, at).system(system.id)]
-            }
-            (false, true) => {
-                vec![NewEvent::new(events::ACS_SYSTEM_CONNECTED, at).system(system.id)]
-            }
-            _ => Vec::new(),
-        };
-        self.store
-            .set_access_system_health(
-                system.workspace_id,
-                system.id,
-                &errors,
-                &system.health.warnings,
-                &event,
-                at,
-            )
-            .await?;
-        self.tracker
-            .committed(Committed::new(system.workspace_id).some_events())
-            .await;
-        Ok(())
+        set_errors(&*self.store, &self.tracker, system, errors).await
     }
 
     /// Disconnects a system from the workspace: its sealed credentials are dropped, it shows
@@ -516,4 +482,101 @@ impl App {
             self.credentials.clone(),
         ))
     }
+}
+
+/// Replaces a connected system's errors. When it goes from working to not an
+/// `acs_system.disconnected` event is appended, and `acs_system.connected` when it works again;
+/// the same codes with another message update quietly. Nothing is written when nothing changed.
+pub async fn set_errors(
+    store: &dyn Store,
+    tracker: &Tracker,
+    system: &AccessSystem,
+    errors: Vec<Notice>,
+) -> Result<(), Error> {
+    let same = system
+        .health
+        .errors
+        .iter()
+        .map(|n| (&n.code, &n.message))
+        .eq(errors.iter().map(|n| (&n.code, &n.message)));
+    if same {
+        return Ok(());
+    }
+    let at = now();
+    let event = match (system.health.errors.is_empty(), errors.is_empty()) {
+        (true, false) => vec![NewEvent::new(events::ACS_SYSTEM_DISCONNECTED, at).system(system.id)],
+        (false, true) => vec![NewEvent::new(events::ACS_SYSTEM_CONNECTED, at).system(system.id)],
+        _ => Vec::new(),
+    };
+    store
+        .set_access_system_health(
+            system.workspace_id,
+            system.id,
+            &errors,
+            &system.health.warnings,
+            &event,
+            at,
+        )
+        .await?;
+    tracker
+        .committed(Committed::new(system.workspace_id).some_events())
+        .await;
+    Ok(())
+}
+
+/// The health errors a provider call's outcome can raise or clear.
+const CALL_ERRORS: [&str; 2] = [INVALID_CREDENTIALS, PROVIDER_UNREACHABLE];
+
+/// What one provider call says of its system's health (the orchestrator calls it after every
+/// provision and revocation): a refusal of the credentials or a system that cannot be reached
+/// puts `invalid_credentials` or `provider_unreachable` on the system, and the next answer
+/// clears it. Other failures say nothing of the connection. `system` is as the caller read it;
+/// nothing is written when its errors already say so.
+pub async fn observe_call(
+    store: &dyn Store,
+    tracker: &Tracker,
+    system: &AccessSystem,
+    outcome: Result<(), &ProviderError>,
+) -> Result<(), Error> {
+    let others = || {
+        system
+            .health
+            .errors
+            .iter()
+            .filter(|n| !CALL_ERRORS.contains(&n.code.as_str()))
+            .cloned()
+    };
+    let errors: Vec<Notice> = match outcome {
+        Ok(()) => {
+            if !system
+                .health
+                .errors
+                .iter()
+                .any(|n| CALL_ERRORS.contains(&n.code.as_str()))
+            {
+                return Ok(());
+            }
+            others().collect()
+        }
+        Err(e) => {
+            let message = match e {
+                ProviderError::Transient(m)
+                | ProviderError::Ambiguous(m)
+                | ProviderError::Permanent(m) => m,
+            };
+            let Some(code) = CALL_ERRORS
+                .into_iter()
+                .find(|c| message.strip_prefix(c).is_some_and(|r| r.starts_with(':')))
+            else {
+                return Ok(());
+            };
+            if system.health.errors.iter().any(|n| n.code == code) {
+                return Ok(());
+            }
+            others()
+                .chain([Notice::new(code, message.clone(), now())])
+                .collect()
+        }
+    };
+    set_errors(store, tracker, system, errors).await
 }

@@ -531,6 +531,21 @@ impl Orchestrator {
         Ok(left)
     }
 
+    /// Shows on the system what a call said of its connection (credentials refused, not
+    /// reachable, or answering again); a failure to record it is logged, never the job's.
+    async fn observe(
+        &self,
+        system: &keygate_domain::model::AccessSystem,
+        outcome: Result<(), &ProviderError>,
+    ) {
+        if let Err(e) =
+            keygate_app::connections::observe_call(&*self.store, &self.tracker, system, outcome)
+                .await
+        {
+            tracing::warn!(error = %e, "could not record the access system's health");
+        }
+    }
+
     async fn revoke(&self, job: &Job, r: &RevokeJob) -> Result<(), Error> {
         let ws = job.workspace_id;
         let system = self.store.get_access_system(ws, r.acs_system_id).await?;
@@ -553,6 +568,7 @@ impl Orchestrator {
                 self.cfg.call_timeout
             ))),
         };
+        self.observe(&system, outcome.as_ref().map(|_| ())).await;
         match outcome {
             Ok(()) => self.breakers.success(system.id),
             // Access that cannot be taken back must stay visible, so a refused or exhausted
@@ -661,6 +677,7 @@ impl Orchestrator {
                 self.cfg.call_timeout
             ))),
         };
+        self.observe(&system, outcome.as_ref().map(|_| ())).await;
         let result = match outcome {
             Ok(r) => {
                 self.breakers.success(system.id);

@@ -319,8 +319,19 @@ async fn an_unreachable_system_keeps_doors_pending_until_it_answers(store: Arc<d
         .await
         .expect("create");
     let _run = start(store.clone(), &systems, &["w1"]);
+    let system_id = planning[0].acs_system_id;
     let mut saw_reason = false;
+    let mut saw_system_error = false;
     for _ in 0..200 {
+        let s = store
+            .get_access_system(ws, system_id)
+            .await
+            .expect("system");
+        saw_system_error |= s
+            .health
+            .errors
+            .iter()
+            .any(|e| e.code == "provider_unreachable");
         let ms = methods(&*store, ws, g.id).await;
         let d = &ms[0].doors[0];
         if d.state == DoorState::Pending
@@ -336,10 +347,23 @@ async fn an_unreachable_system_keeps_doors_pending_until_it_answers(store: Arc<d
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert!(saw_reason, "pending doors show why they wait");
+    assert!(saw_system_error, "the system shows it cannot be reached");
     let ms = settled(&*store, ws, g.id).await;
     assert_eq!(ms[0].doors[0].state, DoorState::Granted, "{ms:?}");
     assert!(ms[0].is_issued);
     assert!(ms[0].errors.is_empty());
+    let s = store
+        .get_access_system(ws, system_id)
+        .await
+        .expect("system");
+    assert!(s.health.errors.is_empty(), "cleared by the answer: {s:?}");
+    let types = event_types(&*store, ws).await;
+    let pos = |t: &str| types.iter().position(|x| x == t);
+    assert!(
+        pos("acs_system.disconnected") < pos("acs_system.connected")
+            && pos("acs_system.disconnected").is_some(),
+        "{types:?}"
+    );
 }
 
 async fn an_exhausted_retry_budget_is_a_visible_failure(store: Arc<dyn Store>) {
