@@ -32,8 +32,8 @@ pub enum StorePool {
     Sqlite(sqlx::SqlitePool),
 }
 
-/// The timeouts of a store's connection pool (`KEYGATE_DATABASE_ACQUIRE_TIMEOUT_MS`,
-/// `KEYGATE_DATABASE_STATEMENT_TIMEOUT_MS`).
+/// A store's connection pool: its size and timeouts (`KEYGATE_DATABASE_POOL_SIZE`,
+/// `KEYGATE_DATABASE_ACQUIRE_TIMEOUT_MS`, `KEYGATE_DATABASE_STATEMENT_TIMEOUT_MS`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PoolSettings {
     /// How long a call waits for a free connection (or a new one to connect) before failing.
@@ -41,11 +41,16 @@ pub struct PoolSettings {
     /// The longest a statement may run: PostgreSQL's `statement_timeout` on every connection,
     /// SQLite's busy timeout. `None`: no limit (for `keygate migrate`, whose DDL may be long).
     pub statement_timeout: Option<Duration>,
+    /// Most connections the pool opens; `None`: the backend's default
+    /// ([`PoolSettings::DEFAULT_POSTGRES_CONNECTIONS`], [`PoolSettings::DEFAULT_SQLITE_CONNECTIONS`]).
+    pub max_connections: Option<u32>,
 }
 
 impl PoolSettings {
     pub const DEFAULT_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
     pub const DEFAULT_STATEMENT_TIMEOUT: Duration = Duration::from_secs(15);
+    pub const DEFAULT_POSTGRES_CONNECTIONS: u32 = 16;
+    pub const DEFAULT_SQLITE_CONNECTIONS: u32 = 8;
 }
 
 impl Default for PoolSettings {
@@ -53,6 +58,7 @@ impl Default for PoolSettings {
         Self {
             acquire_timeout: Self::DEFAULT_ACQUIRE_TIMEOUT,
             statement_timeout: Some(Self::DEFAULT_STATEMENT_TIMEOUT),
+            max_connections: None,
         }
     }
 }

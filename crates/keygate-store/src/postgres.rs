@@ -30,7 +30,12 @@ impl PostgresStore {
             opts = opts.options([("statement_timeout", ms.to_string())]);
         }
         let pool = PgPoolOptions::new()
-            .max_connections(16)
+            .max_connections(
+                settings
+                    .max_connections
+                    .unwrap_or(crate::PoolSettings::DEFAULT_POSTGRES_CONNECTIONS)
+                    .max(1),
+            )
             .acquire_timeout(settings.acquire_timeout)
             .connect_lazy_with(opts);
         Ok(Self { pool })

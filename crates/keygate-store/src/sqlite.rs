@@ -30,7 +30,12 @@ impl SqliteStore {
             .foreign_keys(true)
             .busy_timeout(settings.statement_timeout.unwrap_or(BUSY_WITHOUT_LIMIT));
         let pool = SqlitePoolOptions::new()
-            .max_connections(8)
+            .max_connections(
+                settings
+                    .max_connections
+                    .unwrap_or(crate::PoolSettings::DEFAULT_SQLITE_CONNECTIONS)
+                    .max(1),
+            )
             .acquire_timeout(settings.acquire_timeout)
             .connect_lazy_with(opts);
         Ok(Self { pool })

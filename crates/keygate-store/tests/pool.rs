@@ -12,6 +12,7 @@ async fn postgres_connections_carry_the_statement_timeout() {
     let settings = PoolSettings {
         acquire_timeout: Duration::from_secs(5),
         statement_timeout: Some(Duration::from_millis(300)),
+        max_connections: None,
     };
     let store = open_with(&url, &settings).expect("open");
     let StorePool::Postgres(pool) = store.pool() else {
@@ -62,6 +63,7 @@ async fn sqlite_waits_for_a_locked_file_at_most_the_statement_timeout() {
     let settings = PoolSettings {
         acquire_timeout: Duration::from_secs(5),
         statement_timeout: Some(Duration::from_millis(300)),
+        max_connections: None,
     };
     let store = open_with(&url, &settings).expect("open");
     store.migrate().await.expect("migrate");
@@ -89,4 +91,32 @@ async fn sqlite_waits_for_a_locked_file_at_most_the_statement_timeout() {
         .execute(&mut *holder)
         .await
         .expect("unlock");
+}
+
+/// `KEYGATE_DATABASE_POOL_SIZE`: the pool opens no more than its size; a call that finds every
+/// connection taken waits for the acquire timeout and fails, and succeeds once one is free.
+#[tokio::test]
+async fn the_pool_opens_no_more_connections_than_its_size() {
+    let url = create_postgres_database().await;
+    let settings = PoolSettings {
+        acquire_timeout: Duration::from_millis(300),
+        statement_timeout: None,
+        max_connections: Some(2),
+    };
+    let store = open_with(&url, &settings).expect("open");
+    let StorePool::Postgres(pool) = store.pool() else {
+        panic!("a postgres:// URL opens PostgreSQL");
+    };
+    let first = pool.acquire().await.expect("first");
+    let second = pool.acquire().await.expect("second");
+    let started = Instant::now();
+    assert!(store.ping().await.is_err(), "a third connection is refused");
+    assert!(started.elapsed() >= Duration::from_millis(250));
+    assert_eq!(pool.size(), 2);
+    drop(first);
+    store
+        .ping()
+        .await
+        .expect("a freed connection serves the next call");
+    drop(second);
 }

@@ -174,6 +174,12 @@ pub struct StoreArgs {
         default_value_t = 15000
     )]
     pub database_statement_timeout_ms: u64,
+
+    /// Most connections this process opens to the database (each role's pool); 0: the
+    /// backend's default (16 for PostgreSQL, 8 for SQLite). Size it so that replicas × pool size
+    /// stays under the server's max_connections.
+    #[arg(long, env = "KEYGATE_DATABASE_POOL_SIZE", default_value_t = 0)]
+    pub database_pool_size: u32,
 }
 
 /// The Instant Key secret (docs/security.md): every link and client session token is derived
@@ -342,7 +348,8 @@ impl NotifyArgs {
 }
 
 impl StoreArgs {
-    /// The pool's timeouts; `statement_timeout: None` when KEYGATE_DATABASE_STATEMENT_TIMEOUT_MS is 0.
+    /// The pool's size and timeouts; `statement_timeout: None` when
+    /// KEYGATE_DATABASE_STATEMENT_TIMEOUT_MS is 0.
     pub fn pool_settings(&self) -> keygate_store::PoolSettings {
         keygate_store::PoolSettings {
             acquire_timeout: std::time::Duration::from_millis(
@@ -350,6 +357,7 @@ impl StoreArgs {
             ),
             statement_timeout: (self.database_statement_timeout_ms > 0)
                 .then(|| std::time::Duration::from_millis(self.database_statement_timeout_ms)),
+            max_connections: (self.database_pool_size > 0).then_some(self.database_pool_size),
         }
     }
 
