@@ -6,6 +6,7 @@
 
 pub mod bus;
 mod memory;
+pub mod rate;
 mod redis_cache;
 mod sealed;
 
@@ -14,6 +15,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 pub use memory::InProcessCache;
+pub use rate::SharedRate;
 pub use redis_cache::RedisCache;
 pub use sealed::{MIN_KEY_LEN, SealKeyError, SealKeys, SealedCache, Unsealable};
 

@@ -72,7 +72,7 @@ impl RedisCache {
         Ok(conn)
     }
 
-    async fn run<T>(
+    pub(crate) async fn run<T>(
         &self,
         op: impl AsyncFnOnce(ConnectionManager) -> redis::RedisResult<T>,
     ) -> Result<T, CacheError> {

@@ -21,6 +21,7 @@ pub const CACHE_REQUESTS: &str = "keygate_cache_requests_total";
 pub const CACHE_UNSEALABLE: &str = "keygate_cache_unsealable_total";
 pub const WEBHOOK_DELIVERIES: &str = "keygate_webhook_deliveries_total";
 pub const LIMIT_REFUSALS: &str = "keygate_limit_refusals_total";
+pub const RATE_LIMIT_FALLBACKS: &str = "keygate_rate_limit_fallbacks_total";
 pub const RECONCILE_PASSES: &str = "keygate_reconcile_passes_total";
 pub const RECONCILE_CHECKED: &str = "keygate_reconcile_checked_total";
 pub const RECONCILE_REPAIRED: &str = "keygate_reconcile_repaired_total";
@@ -74,6 +75,10 @@ fn describe() {
     describe_counter!(
         PROVIDER_CALL_ERRORS,
         "Failed calls to access systems by system, operation and outcome (transient, ambiguous, permanent)"
+    );
+    describe_counter!(
+        RATE_LIMIT_FALLBACKS,
+        "Requests whose shared (Redis) rate limit could not be checked, limited by this replica's own buckets instead"
     );
     describe_counter!(
         CACHE_REQUESTS,
@@ -202,6 +207,12 @@ pub fn webhook_delivery(outcome: &str) {
         .copied()
         .unwrap_or("other");
     counter!(WEBHOOK_DELIVERIES, "outcome" => outcome).increment(1);
+}
+
+/// A request whose shared rate limit (Redis) could not be checked: this replica's own bucket
+/// limited it instead.
+pub fn rate_limit_fallback() {
+    counter!(RATE_LIMIT_FALLBACKS).increment(1);
 }
 
 /// The limits [`limit_refused`] counts; anything else is counted as `other`.

@@ -73,6 +73,7 @@ impl Default for ServerConfig {
                 max_deadline: Duration::from_secs(30),
                 max_in_flight: 1024,
                 auth_failures_per_minute: 60,
+                shared_rate: None,
             },
             max_message_bytes: 4 * 1024 * 1024,
             max_concurrent_streams: 256,

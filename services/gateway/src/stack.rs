@@ -28,6 +28,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use http::{HeaderValue, Request, Response};
+use keygate_cache::SharedRate;
 use keygate_domain::Error;
 use keygate_domain::ErrorReason;
 use keygate_domain::ids::WorkspaceId;
@@ -514,11 +515,15 @@ impl Middleware for Auth {
     }
 }
 
-/// Per-workspace token buckets.
+/// Per-workspace request rate limits: one bucket per workspace, shared by every replica through
+/// Redis when it is configured (so the limit does not multiply with the replica count), and this
+/// process's own buckets otherwise, or while Redis cannot be reached (failing open to the local
+/// limit, never to no limit).
 pub struct RateLimiter {
     per_second: f64,
     burst: u32,
     buckets: Mutex<HashMap<WorkspaceId, TokenBucket>>,
+    shared: Option<Arc<dyn SharedRate>>,
 }
 
 impl RateLimiter {
@@ -527,11 +532,33 @@ impl RateLimiter {
             per_second,
             burst,
             buckets: Mutex::new(HashMap::new()),
+            shared: None,
         }
     }
 
+    /// Limits shared through `shared` (Redis), with this process's buckets as the fallback.
+    pub fn shared(mut self, shared: Arc<dyn SharedRate>) -> Self {
+        self.shared = Some(shared);
+        self
+    }
+
     /// Takes one token, or says how long until one is available.
-    pub fn check(&self, ws: WorkspaceId) -> Result<(), Duration> {
+    pub async fn check(&self, ws: WorkspaceId) -> Result<(), Duration> {
+        if let Some(shared) = &self.shared {
+            let key = format!("keygate:v1:rate:ws:{ws}");
+            match shared.take(&key, self.per_second, self.burst).await {
+                Ok(None) => return Ok(()),
+                Ok(Some(wait)) => return Err(wait),
+                Err(e) => {
+                    keygate_telemetry::metrics::rate_limit_fallback();
+                    tracing::debug!(error = %e, "shared rate limit unreachable; this replica's own limit applies");
+                }
+            }
+        }
+        self.check_local(ws)
+    }
+
+    fn check_local(&self, ws: WorkspaceId) -> Result<(), Duration> {
         let now = Instant::now();
         let Ok(mut buckets) = self.buckets.lock() else {
             return Ok(()); // A poisoned lock must not take the API down; limits resume on restart.
@@ -555,12 +582,18 @@ impl Middleware for RateLimit {
         req: Request<Body>,
         next: Next<S>,
     ) -> BoxFuture<Result<Response<Body>, S::Error>> {
-        if let Some(Principal::Workspace { workspace_id, .. }) = req.extensions().get::<Principal>()
-            && let Err(retry_after) = self.0.check(*workspace_id)
-        {
-            return Box::pin(async move { Ok(refuse(Error::RateLimited { retry_after })) });
-        }
-        Box::pin(next.run(req))
+        let Some(Principal::Workspace { workspace_id, .. }) =
+            req.extensions().get::<Principal>().cloned()
+        else {
+            return Box::pin(next.run(req));
+        };
+        let limiter = self.0.clone();
+        Box::pin(async move {
+            if let Err(retry_after) = limiter.check(workspace_id).await {
+                return Ok(refuse(Error::RateLimited { retry_after }));
+            }
+            next.run(req).await
+        })
     }
 }
 
@@ -651,6 +684,8 @@ pub struct StackConfig {
     pub max_in_flight: usize,
     /// Failed authentications per minute per client address before it is refused; 0: no limit.
     pub auth_failures_per_minute: u32,
+    /// Where the per-workspace rate limits are shared by replicas (Redis); `None`: per process.
+    pub shared_rate: Option<Arc<dyn SharedRate>>,
 }
 
 /// The composed layer type of [`build`], outermost stage last in the nesting.
@@ -677,10 +712,13 @@ pub fn build(cfg: &StackConfig, auth: Authenticator) -> Stack {
             cfg.auth_failures_per_minute,
         )))))
         .layer(StageLayer(Auth(auth)))
-        .layer(StageLayer(RateLimit(Arc::new(RateLimiter::new(
-            cfg.rate_per_second,
-            cfg.rate_burst,
-        )))))
+        .layer(StageLayer(RateLimit(Arc::new({
+            let limiter = RateLimiter::new(cfg.rate_per_second, cfg.rate_burst);
+            match &cfg.shared_rate {
+                Some(shared) => limiter.shared(shared.clone()),
+                None => limiter,
+            }
+        }))))
         .layer(StageLayer(Deadline {
             max: cfg.max_deadline,
         }))
@@ -750,16 +788,16 @@ mod tests {
         assert!(off.check(v4).is_ok(), "0 turns the limit off");
     }
 
-    #[test]
-    fn token_bucket() {
+    #[tokio::test]
+    async fn token_bucket() {
         let rl = RateLimiter::new(1.0, 2);
         let ws = WorkspaceId::new();
-        assert!(rl.check(ws).is_ok());
-        assert!(rl.check(ws).is_ok());
-        let wait = rl.check(ws).expect_err("bucket empty");
+        assert!(rl.check(ws).await.is_ok());
+        assert!(rl.check(ws).await.is_ok());
+        let wait = rl.check(ws).await.expect_err("bucket empty");
         assert!(wait > Duration::ZERO && wait <= Duration::from_secs(1));
         assert!(
-            rl.check(WorkspaceId::new()).is_ok(),
+            rl.check(WorkspaceId::new()).await.is_ok(),
             "other workspaces have their own bucket"
         );
     }

@@ -18,6 +18,7 @@ fn config() -> StackConfig {
         max_deadline: Duration::from_secs(5),
         max_in_flight: 8,
         auth_failures_per_minute: 60,
+        shared_rate: None,
     }
 }
 

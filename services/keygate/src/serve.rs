@@ -219,6 +219,15 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
                 max_deadline: Duration::from_secs(args.max_deadline_secs.max(1)),
                 max_in_flight: args.max_in_flight.max(1),
                 auth_failures_per_minute: args.auth_failures_per_minute_per_client,
+                // One bucket per workspace for all replicas; each replica's own while Redis is down.
+                shared_rate: if args.redis_url.is_empty() {
+                    None
+                } else {
+                    Some(Arc::new(
+                        RedisCache::new(&args.redis_url)
+                            .context("KEYGATE_REDIS_URL for the shared rate limits")?,
+                    ))
+                },
             },
             max_message_bytes: args.max_message_bytes,
             streams: keygate_gateway::services::events::StreamLimits {

@@ -104,6 +104,7 @@ async fn start(postgres: bool, auth_failures_per_minute: u32) -> anyhow::Result<
             max_deadline: Duration::from_secs(30),
             max_in_flight: 100_000,
             auth_failures_per_minute,
+            shared_rate: None,
         },
         ..ServerConfig::default()
     };
