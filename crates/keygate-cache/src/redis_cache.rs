@@ -30,8 +30,14 @@ struct State {
 }
 
 impl RedisCache {
-    /// Parses the URL; does not connect yet.
+    /// Parses the URL; does not connect yet. `rediss://` connects over TLS (rustls on ring),
+    /// trusting the system's roots like every other outbound TLS connection of Keygate (so
+    /// `SSL_CERT_FILE` / `SSL_CERT_DIR` add a private CA).
     pub fn new(url: &str) -> Result<Self, CacheError> {
+        if url.starts_with("rediss://") {
+            // The process's one crypto provider; a second install is a no-op.
+            let _ = rustls::crypto::ring::default_provider().install_default();
+        }
         let client =
             redis::Client::open(url).map_err(|e| CacheError::Unavailable(e.to_string()))?;
         Ok(Self {
