@@ -292,9 +292,7 @@ fn bearer(credentials: &Credentials) -> Result<reqwest::header::HeaderValue, Pro
         }
     }
     let key = credentials.get("api_key").map(str::trim).ok_or_else(|| {
-        ProviderError::Permanent(format!(
-            "{INVALID_CONNECTION_SETTINGS}: api_key: required"
-        ))
+        ProviderError::Permanent(format!("{INVALID_CONNECTION_SETTINGS}: api_key: required"))
     })?;
     let bad = || {
         ProviderError::Permanent(format!(
@@ -383,7 +381,9 @@ fn provider_error(route: &str, f: &Failure, kind: Kind) -> ProviderError {
             error_type,
             message,
         } => match *status {
-            401 | 403 => ProviderError::Transient(format!("{INVALID_CREDENTIALS}: {route}: {what}")),
+            401 | 403 => {
+                ProviderError::Transient(format!("{INVALID_CREDENTIALS}: {route}: {what}"))
+            }
             429 | 503 => ProviderError::Transient(format!("{route}: {what}")),
             408 | 500..=599 => match kind {
                 Kind::Read => ProviderError::Transient(format!("{route}: {what}")),
@@ -404,10 +404,7 @@ fn discover_error(route: &str, f: &Failure) -> ProviderError {
     match f {
         Failure::Status {
             status: 401 | 403, ..
-        } => ProviderError::Permanent(format!(
-            "{INVALID_CREDENTIALS}: {route}: {}",
-            f.describe()
-        )),
+        } => ProviderError::Permanent(format!("{INVALID_CREDENTIALS}: {route}: {}", f.describe())),
         Failure::Unreachable(_) | Failure::TimedOut => {
             ProviderError::Transient(format!("{PROVIDER_UNREACHABLE}: {route}: {}", f.describe()))
         }
@@ -583,13 +580,16 @@ fn system_of(v: &Value) -> Option<SeamSystem> {
 /// The workspace's only access system: without `acs_system_id` there must be exactly one.
 async fn only_system(t: &Target, at_discover: bool) -> Result<SeamSystem, ProviderError> {
     let route = "/acs/systems/list";
-    let listed = t.list_all(route, "acs_systems", json!({})).await.map_err(|f| {
-        if at_discover {
-            discover_error(route, &f)
-        } else {
-            provider_error(route, &f, Kind::Read)
-        }
-    })?;
+    let listed = t
+        .list_all(route, "acs_systems", json!({}))
+        .await
+        .map_err(|f| {
+            if at_discover {
+                discover_error(route, &f)
+            } else {
+                provider_error(route, &f, Kind::Read)
+            }
+        })?;
     let systems: Vec<SeamSystem> = listed.iter().filter_map(system_of).collect();
     match systems.as_slice() {
         [one] => Ok(one.clone()),
@@ -902,12 +902,20 @@ fn attempt_failure(route: &str, f: &Failure, fallback: &str, unknown: &str) -> A
             status: 400..=499,
             error_type,
             ..
-        } if !matches!(f, Failure::Status { status: 408 | 429, .. }) => {
+        } if !matches!(
+            f,
+            Failure::Status {
+                status: 408 | 429,
+                ..
+            }
+        ) =>
+        {
             attempt(error_type.as_deref().unwrap_or(fallback), message)
         }
-        Failure::Unreachable(_) | Failure::Status { status: 429 | 503, .. } => {
-            attempt(PROVIDER_UNREACHABLE, message)
-        }
+        Failure::Unreachable(_)
+        | Failure::Status {
+            status: 429 | 503, ..
+        } => attempt(PROVIDER_UNREACHABLE, message),
         _ => attempt(unknown, message),
     }
 }
@@ -921,7 +929,10 @@ async fn settle(
 ) -> Result<Value, AttemptError> {
     let route = "/action_attempts/get";
     loop {
-        let a = attempt_v.get("action_attempt").unwrap_or(&attempt_v).clone();
+        let a = attempt_v
+            .get("action_attempt")
+            .unwrap_or(&attempt_v)
+            .clone();
         match str_of(&a, "status") {
             Some("success") => return Ok(a.get("result").cloned().unwrap_or(Value::Null)),
             Some("error") => {
@@ -1082,9 +1093,10 @@ impl AccessSystemProvider for SeamProvider {
             .enumerate()
             .map(|(i, e)| (e.external_id.as_str(), i))
             .collect();
-        let access_groups: Vec<NewAccessGroup> =
-            if capabilities.permission_model == PermissionModel::AccessGroups {
-                groups
+        let access_groups: Vec<NewAccessGroup> = if capabilities.permission_model
+            == PermissionModel::AccessGroups
+        {
+            groups
                     .into_iter()
                     .map(|(id, name, doors)| {
                         let mut entrance_indexes = Vec::new();
@@ -1108,9 +1120,9 @@ impl AccessSystemProvider for SeamProvider {
                         }
                     })
                     .collect()
-            } else {
-                Vec::new()
-            };
+        } else {
+            Vec::new()
+        };
 
         let encoders = if capabilities.is_card_encoding_required {
             let route = "/acs/encoders/list";
@@ -1284,7 +1296,10 @@ impl AccessSystemProvider for SeamProvider {
         if by_groups {
             let current: BTreeSet<String> = groups_of(&t, &user_id).await?.into_iter().collect();
             let known: BTreeSet<&String> = link.access_groups.values().collect();
-            for g in current.iter().filter(|g| !groups.contains(g) && known.contains(g)) {
+            for g in current
+                .iter()
+                .filter(|g| !groups.contains(g) && known.contains(g))
+            {
                 let route = "/acs/users/remove_from_access_group";
                 gone_is_fine(
                     route,
@@ -1658,10 +1673,19 @@ mod tests {
             );
         }
         for (bad, name) in [
-            (settings(&[("endpoint", "http://seam.example.com")]), "endpoint"),
+            (
+                settings(&[("endpoint", "http://seam.example.com")]),
+                "endpoint",
+            ),
             (settings(&[("endpoint", "ftp://127.0.0.1")]), "endpoint"),
-            (settings(&[("endpoint", "https://x.example/api")]), "endpoint"),
-            (settings(&[("endpoint", "https://u:p@x.example")]), "endpoint"),
+            (
+                settings(&[("endpoint", "https://x.example/api")]),
+                "endpoint",
+            ),
+            (
+                settings(&[("endpoint", "https://u:p@x.example")]),
+                "endpoint",
+            ),
             (settings(&[("endpoint", "not a url")]), "endpoint"),
             (settings(&[("timeout_ms", "5")]), "timeout_ms"),
             (settings(&[("timeout_ms", "soon")]), "timeout_ms"),
@@ -1681,9 +1705,13 @@ mod tests {
     #[test]
     fn the_api_key_is_required_and_sensitive() {
         let none = Credentials::default();
-        assert!(matches!(bearer(&none), Err(ProviderError::Permanent(m)) if m.contains("api_key: required")));
+        assert!(
+            matches!(bearer(&none), Err(ProviderError::Permanent(m)) if m.contains("api_key: required"))
+        );
         let other = Credentials::new(BTreeMap::from([("token".to_owned(), "x".to_owned())]));
-        assert!(matches!(bearer(&other), Err(ProviderError::Permanent(m)) if m.contains("token: unknown credential")));
+        assert!(
+            matches!(bearer(&other), Err(ProviderError::Permanent(m)) if m.contains("token: unknown credential"))
+        );
         let good = Credentials::new(BTreeMap::from([(
             "api_key".to_owned(),
             "seam_abc".to_owned(),
@@ -1710,23 +1738,69 @@ mod tests {
             Permanent(m) => ("permanent", m),
         };
         let r = "/x";
-        assert_eq!(class(provider_error(r, &status(401, Some("unauthorized")), Kind::Change)).0, "transient");
-        assert!(class(provider_error(r, &status(401, None), Kind::Read)).1.starts_with("invalid_credentials: "));
-        assert!(class(discover_error(r, &status(403, None))).1.starts_with("invalid_credentials: "));
+        assert_eq!(
+            class(provider_error(
+                r,
+                &status(401, Some("unauthorized")),
+                Kind::Change
+            ))
+            .0,
+            "transient"
+        );
+        assert!(
+            class(provider_error(r, &status(401, None), Kind::Read))
+                .1
+                .starts_with("invalid_credentials: ")
+        );
+        assert!(
+            class(discover_error(r, &status(403, None)))
+                .1
+                .starts_with("invalid_credentials: ")
+        );
         assert_eq!(class(discover_error(r, &status(403, None))).0, "permanent");
-        assert_eq!(class(provider_error(r, &status(429, None), Kind::Change)).0, "transient");
-        assert_eq!(class(provider_error(r, &status(503, None), Kind::Change)).0, "transient");
-        assert_eq!(class(provider_error(r, &status(500, None), Kind::Change)).0, "ambiguous");
-        assert_eq!(class(provider_error(r, &status(502, None), Kind::Read)).0, "transient");
-        assert_eq!(class(provider_error(r, &Failure::TimedOut, Kind::Change)).0, "ambiguous");
-        assert_eq!(class(provider_error(r, &Failure::TimedOut, Kind::Read)).0, "transient");
-        let (c, m) = class(provider_error(r, &status(400, Some("invalid_input")), Kind::Change));
+        assert_eq!(
+            class(provider_error(r, &status(429, None), Kind::Change)).0,
+            "transient"
+        );
+        assert_eq!(
+            class(provider_error(r, &status(503, None), Kind::Change)).0,
+            "transient"
+        );
+        assert_eq!(
+            class(provider_error(r, &status(500, None), Kind::Change)).0,
+            "ambiguous"
+        );
+        assert_eq!(
+            class(provider_error(r, &status(502, None), Kind::Read)).0,
+            "transient"
+        );
+        assert_eq!(
+            class(provider_error(r, &Failure::TimedOut, Kind::Change)).0,
+            "ambiguous"
+        );
+        assert_eq!(
+            class(provider_error(r, &Failure::TimedOut, Kind::Read)).0,
+            "transient"
+        );
+        let (c, m) = class(provider_error(
+            r,
+            &status(400, Some("invalid_input")),
+            Kind::Change,
+        ));
         assert_eq!(c, "permanent");
         assert!(m.starts_with("invalid_input: "), "{m}");
-        let (c, m) = class(provider_error(r, &Failure::Unreachable("refused".into()), Kind::Change));
+        let (c, m) = class(provider_error(
+            r,
+            &Failure::Unreachable("refused".into()),
+            Kind::Change,
+        ));
         assert_eq!(c, "transient");
         assert!(m.starts_with("provider_unreachable: "), "{m}");
-        assert!(discover_error(r, &Failure::TimedOut).to_string().contains("provider_unreachable: "));
+        assert!(
+            discover_error(r, &Failure::TimedOut)
+                .to_string()
+                .contains("provider_unreachable: ")
+        );
     }
 
     #[test]
@@ -1745,7 +1819,10 @@ mod tests {
         assert!(cloud.can_remote_unlock);
         assert!(cloud.supports(CloudKey));
         let flags = json!({ "can_unlock_with_code": true, "can_unlock_with_card": false });
-        assert_eq!(entrance_modes(&flags, &type_profile("visionline_system")), [Code]);
+        assert_eq!(
+            entrance_modes(&flags, &type_profile("visionline_system")),
+            [Code]
+        );
         let none = json!({});
         assert_eq!(
             entrance_modes(&none, &type_profile("visionline_system")),
