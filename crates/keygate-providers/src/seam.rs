@@ -51,8 +51,11 @@
 //! - PIN codes: Keygate chooses them (`code` on `/acs/credentials/create`), 4 to 8 digits.
 //! - Remote unlock: where an entrance can be unlocked with a cloud key
 //!   (`/acs/entrances/unlock` with the access method's `cloud_key` credential).
-//! - Rate limit: docs.seam.co publishes no per-second figure (Seam answers 429 with `Retry-After`
-//!   when over); declared conservatively at 5 requests per second, burst 10.
+//! - Rate limit: Seam's published limits (docs.seam.co/latest/developer-tools/
+//!   rate-limits-and-guardrails) are per device (10 access code creations, 10 updates and 20
+//!   deletions per minute; 15 lock and 15 unlock requests per minute) and none is published for
+//!   access-control objects or per workspace; over a limit Seam answers 429 and the call is
+//!   Transient. Declared conservatively at 5 provider calls per second, burst 10.
 //!
 //! ## Errors
 //!
@@ -457,6 +460,11 @@ impl Target {
             }
         };
         let status = response.status().as_u16();
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .map(clip);
         let text = match response.text().await {
             Ok(t) => t,
             Err(e) if e.is_timeout() => return Err(Failure::TimedOut),
@@ -474,11 +482,17 @@ impl Target {
                 .and_then(|e| e.get("type"))
                 .and_then(Value::as_str)
                 .map(clip),
-            message: error
-                .and_then(|e| e.get("message"))
-                .and_then(Value::as_str)
-                .map(clip)
-                .unwrap_or_default(),
+            message: {
+                let m = error
+                    .and_then(|e| e.get("message"))
+                    .and_then(Value::as_str)
+                    .map(clip)
+                    .unwrap_or_default();
+                match retry_after {
+                    Some(r) if status == 429 => format!("{m} (retry after {r})"),
+                    _ => m,
+                }
+            },
         };
         tracing::debug!(route, status, "seam call failed");
         Err(failure)
@@ -1329,8 +1343,7 @@ impl AccessSystemProvider for SeamProvider {
                 && (job.mode != AccessMethodMode::Code
                     || str_of(&c, "code") == job.requested_code.as_deref())
                 && parse_ts(c.get("starts_at")).is_none_or(|s| s == holder.starts_at)
-                && parse_ts(c.get("ends_at")) == holder.ends_at
-                && !job.update;
+                && parse_ts(c.get("ends_at")) == holder.ends_at;
             let doors_match = by_groups || {
                 let id = str_of(&c, "acs_credential_id").unwrap_or_default();
                 let mut have = credential_entrances(&t, id).await?;

@@ -1048,3 +1048,91 @@ async fn a_429_is_transient_and_a_500_on_a_write_is_ambiguous() {
     );
     assert!(sent[0].get("email_address").is_none());
 }
+
+#[tokio::test]
+async fn an_update_moves_the_memberships_and_keeps_the_credential() {
+    let (provider, h) = setup().await;
+    let site = h.connect(&provider, SYSTEM_TYPE).await;
+    let staff = site
+        .access_groups
+        .iter()
+        .find(|g| g.display_name == "Staff")
+        .cloned()
+        .unwrap_or_else(|| panic!("no Staff"));
+    let visitors = site
+        .access_groups
+        .iter()
+        .find(|g| g.display_name == "Visitors")
+        .cloned()
+        .unwrap_or_else(|| panic!("no Visitors"));
+    let mut job =
+        c::provision_job(&site, AccessMethodMode::MobileKey).unwrap_or_else(|| panic!("no job"));
+    job.access_group_ids = vec![staff.id];
+    job.entrance_ids = staff.entrance_ids.clone();
+    let who = c::holder();
+    provider
+        .provision(&site.system, &job, &who)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let before = h.held_count(&site.system).await;
+
+    let update = keygate_domain::grant::ProvisionJob {
+        access_group_ids: vec![visitors.id],
+        entrance_ids: visitors.entrance_ids.clone(),
+        removed_entrance_ids: staff
+            .entrance_ids
+            .iter()
+            .filter(|e| !visitors.entrance_ids.contains(e))
+            .copied()
+            .collect(),
+        update: true,
+        ..job.clone()
+    };
+    provider
+        .provision(&site.system, &update, &who)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let held = provider
+        .read_back(&site.system, job.access_method_id)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap_or_else(|| panic!("nothing held"));
+    assert_eq!(
+        held.entrance_ids, visitors.entrance_ids,
+        "only the Visitors doors"
+    );
+    assert_eq!(
+        h.held_count(&site.system).await,
+        before,
+        "the credential is kept"
+    );
+
+    // In the fake's own database: a member of Visitors only.
+    let db = http()
+        .get(format!("{}/_fake/database", fake().url))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .json::<Value>()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let count = |ext: &str| {
+        db["acs_access_groups"]
+            .as_array()
+            .and_then(|a| {
+                a.iter()
+                    .find(|g| g["acs_access_group_id"].as_str() == Some(ext))
+            })
+            .and_then(|g| g["_acs_user_ids"].as_array())
+            .map_or(0, Vec::len)
+    };
+    let ext = |id| {
+        site.external_ids
+            .access_groups
+            .get(&id)
+            .cloned()
+            .unwrap_or_default()
+    };
+    assert_eq!(count(&ext(staff.id)), 0);
+    assert_eq!(count(&ext(visitors.id)), 1);
+}
