@@ -9,6 +9,7 @@ pub mod connector;
 pub mod provider;
 pub mod registry;
 pub mod sandbox;
+pub mod seam;
 pub mod sql_ledger;
 pub mod virtual_system;
 

@@ -1,0 +1,1138 @@
+//! The Seam adapter against Seam's own fake server, `@seamapi/fake-seam-connect` 1.86.0 (pinned in
+//! `tests/seam-fake`), started by this test (`npm ci` first when `node_modules` is missing).
+//!
+//! The start script seeds the fake through its own database API and puts a thin layer in front
+//! of it for the routes the pinned fake lacks (user identities, access group listings and
+//! entrances, ACS credentials, encoders: see `SHIMMED` in `tests/seam-fake/start.mjs`) and for
+//! one-shot faults. Every route the fake has is the fake's.
+//!
+//! Each test gets a Seam workspace of its own (one Salto KS site: three entrances, two access
+//! groups) in the one fake process, so tests running at once never see each other.
+//!
+//! Then: the provider conformance suite; a provision seen by asking the fake directly (its ACS
+//! users, its access group memberships); the settings and system choice at discover; wrong API
+//! key, unreachable endpoint and the fake's own simulated outage; the key never in an error;
+//! and, for the routes the fake has nothing for (`/acs/entrances/unlock`,
+//! `/acs/encoders/encode_credential`, `/action_attempts/get` polling), recorded exchanges from
+//! the published API reference served by a local stub.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use async_trait::async_trait;
+use keygate_domain::action::{EncodeJob, UnlockJob};
+use keygate_domain::capability::{AccessMethodMode, PermissionModel};
+use keygate_domain::ids::{AccessSystemId, ActionAttemptId, WorkspaceId};
+use keygate_domain::model::AccessSystem;
+use keygate_providers::conformance::{self as c, FaultClass, Harness, Site};
+use keygate_providers::seam::{SYSTEM_TYPE, SeamProvider, user_identity_key};
+use keygate_providers::{
+    AccessSystemProvider, Connection, Credentials, Directory, Link, ProviderError,
+};
+use serde_json::{Value, json};
+
+// ---------------------------------------------------------------------------------------------
+// The fake
+// ---------------------------------------------------------------------------------------------
+
+struct Fake {
+    url: String,
+    /// Workspace B: two access systems (Visionline and a Salto KS site).
+    b_api_key: String,
+    b_systems: Vec<String>,
+    _child: Mutex<Child>,
+}
+
+fn fake_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/seam-fake")
+}
+
+fn start_fake() -> Fake {
+    let dir = fake_dir();
+    if !dir.join("node_modules/@seamapi/fake-seam-connect").exists() {
+        let status = Command::new("npm")
+            .args(["ci", "--no-audit", "--no-fund"])
+            .current_dir(&dir)
+            .status()
+            .unwrap_or_else(|e| panic!("npm ci in {}: {e}", dir.display()));
+        assert!(status.success(), "npm ci failed in {}", dir.display());
+    }
+    let mut child = Command::new("node")
+        .arg("start.mjs")
+        .current_dir(&dir)
+        // The fake exits when this process ends and the pipe closes.
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap_or_else(|e| panic!("node start.mjs: {e}"));
+    let stdout = child.stdout.take().unwrap_or_else(|| panic!("no stdout"));
+    let mut line = String::new();
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .unwrap_or_else(|e| panic!("reading the fake's first line: {e}"));
+    let v: Value =
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("the fake said {line:?}: {e}"));
+    let s = |p: &str| {
+        v.pointer(p)
+            .and_then(Value::as_str)
+            .unwrap_or_else(|| panic!("{p} missing in {line}"))
+            .to_owned()
+    };
+    Fake {
+        url: s("/url"),
+        b_api_key: s("/workspaces/b/api_key"),
+        b_systems: v
+            .pointer("/workspaces/b/acs_system_ids")
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default(),
+        _child: Mutex::new(child),
+    }
+}
+
+fn fake() -> &'static Fake {
+    static FAKE: OnceLock<Fake> = OnceLock::new();
+    FAKE.get_or_init(start_fake)
+}
+
+fn http() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .unwrap_or_else(|e| panic!("client: {e}"))
+}
+
+/// A call to the fake (or its front), as a test asks it directly.
+async fn ask(route: &str, api_key: Option<&str>, body: Value) -> Value {
+    let mut r = http().post(format!("{}{route}", fake().url)).json(&body);
+    if let Some(k) = api_key {
+        r = r.bearer_auth(k);
+    }
+    let resp = r.send().await.unwrap_or_else(|e| panic!("{route}: {e}"));
+    let status = resp.status();
+    let v: Value = resp
+        .json()
+        .await
+        .unwrap_or_else(|e| panic!("{route}: {status}: {e}"));
+    assert!(status.is_success(), "{route}: {status}: {v}");
+    v
+}
+
+/// A workspace of one's own: one Salto KS site.
+#[derive(Clone, Debug)]
+struct Workspace {
+    api_key: String,
+    workspace_id: String,
+    acs_system_id: String,
+    access_groups: Vec<String>,
+}
+
+async fn site_workspace() -> Workspace {
+    let v = ask("/_keygate/site_workspace", None, json!({})).await;
+    let s = |k: &str| v[k].as_str().unwrap_or_default().to_owned();
+    Workspace {
+        api_key: s("api_key"),
+        workspace_id: s("workspace_id"),
+        acs_system_id: s("acs_system_id"),
+        access_groups: v["access_groups"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default(),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Directory and harness
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Default)]
+struct Links(Mutex<BTreeMap<AccessSystemId, Link>>);
+
+#[async_trait]
+impl Directory for Links {
+    async fn link(&self, system: &AccessSystem) -> Result<Link, ProviderError> {
+        self.0
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&system.id).cloned())
+            .ok_or_else(|| ProviderError::Permanent("account_disconnected: no link".into()))
+    }
+}
+
+fn settings(endpoint: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("endpoint".to_owned(), endpoint.to_owned()),
+        // Below the 3 s a scripted "timeout before the write" waits.
+        ("timeout_ms".to_owned(), "1500".to_owned()),
+    ])
+}
+
+fn credentials(api_key: &str) -> Credentials {
+    Credentials::new(BTreeMap::from([("api_key".to_owned(), api_key.to_owned())]))
+}
+
+fn connection(endpoint: &str, api_key: &str) -> Connection {
+    Connection {
+        settings: settings(endpoint),
+        credentials: credentials(api_key),
+        ..Connection::default()
+    }
+}
+
+struct SeamHarness {
+    ws: Workspace,
+    links: Arc<Links>,
+}
+
+impl SeamHarness {
+    fn store(&self, site: &Site, settings: BTreeMap<String, String>, api_key: &str) {
+        let link = Link {
+            settings,
+            credentials: credentials(api_key),
+            entrances: site.external_ids.entrances.clone(),
+            access_groups: site.external_ids.access_groups.clone(),
+            encoders: site.external_ids.encoders.clone(),
+        };
+        if let Ok(mut m) = self.links.0.lock() {
+            m.insert(site.system.id, link);
+        }
+    }
+}
+
+#[async_trait]
+impl Harness for SeamHarness {
+    async fn connect(&self, provider: &dyn AccessSystemProvider, system_type: &str) -> Site {
+        let discovered = provider
+            .discover(system_type, &connection(&fake().url, &self.ws.api_key))
+            .await
+            .unwrap_or_else(|e| panic!("{system_type}: discover failed: {e}"));
+        let site = Site::from_discovery(discovered, WorkspaceId::new());
+        self.store(&site, settings(&fake().url), &self.ws.api_key);
+        site
+    }
+
+    /// Every class is scripted by the front of the fake, for this workspace only: the fake
+    /// itself can only simulate a lasting outage (503 on named routes, used in
+    /// `the_fakes_own_outage_is_transient`), not a one-shot fault.
+    fn inject(&self, _system: &AccessSystem, class: FaultClass) -> bool {
+        let kind = match class {
+            FaultClass::Transient => "unavailable",
+            FaultClass::AmbiguousApplied => "500_after",
+            FaultClass::AmbiguousNotApplied => "timeout_before",
+            FaultClass::Permanent => "refused",
+        };
+        let body = json!({ "workspace_id": self.ws.workspace_id, "kind": kind });
+        let url = format!("{}/_keygate/fault", fake().url);
+        // `inject` is synchronous: post from a thread of its own.
+        std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map(|rt| rt.block_on(async { http().post(url).json(&body).send().await.is_ok() }))
+                .unwrap_or(false)
+        })
+        .join()
+        .unwrap_or(false)
+    }
+
+    async fn held_count(&self, _system: &AccessSystem) -> Option<usize> {
+        let v = ask("/_keygate/state", None, json!({})).await;
+        let system = self.ws.acs_system_id.as_str();
+        v["credentials"].as_array().map(|a| {
+            a.iter()
+                .filter(|c| c["acs_system_id"].as_str() == Some(system))
+                .count()
+        })
+    }
+}
+
+async fn setup() -> (SeamProvider, SeamHarness) {
+    let ws = site_workspace().await;
+    let links = Arc::new(Links::default());
+    (SeamProvider::new(links.clone()), SeamHarness { ws, links })
+}
+
+// ---------------------------------------------------------------------------------------------
+// The conformance suite
+// ---------------------------------------------------------------------------------------------
+
+macro_rules! suite {
+    ($($scenario:ident),* $(,)?) => {
+        mod conformance {
+            use super::*;
+            $(
+                #[tokio::test]
+                async fn $scenario() {
+                    let (provider, harness) = setup().await;
+                    c::$scenario(&provider, &harness, SYSTEM_TYPE).await;
+                }
+            )*
+        }
+    };
+}
+
+suite!(
+    discover_is_consistent,
+    provision_is_idempotent,
+    revoke_is_idempotent,
+    unlock_follows_capabilities,
+    encode_follows_capabilities,
+    error_classes_are_honest,
+    declared_rate_limit_is_usable,
+);
+
+#[test]
+fn the_adapter_serves_the_seam_type() {
+    let provider = SeamProvider::new(Arc::new(Links::default()));
+    assert_eq!(provider.system_types(), [SYSTEM_TYPE]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// What the fake itself holds
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn discover_maps_the_seam_site() {
+    let (provider, h) = setup().await;
+    let site = h.connect(&provider, SYSTEM_TYPE).await;
+    assert_eq!(site.system.external_type, "salto_site");
+    assert_eq!(site.system.name, "Keygate Test Site");
+    let caps = &site.system.capabilities;
+    assert_eq!(caps.permission_model, PermissionModel::AccessGroups);
+    assert_eq!(
+        caps.supported_modes,
+        [AccessMethodMode::Code, AccessMethodMode::MobileKey]
+    );
+    assert!(!caps.can_remote_unlock && !caps.is_card_encoding_required);
+    let mut names: Vec<&str> = site
+        .entrances
+        .iter()
+        .map(|e| e.display_name.as_str())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["Garage", "Lobby", "Main Entrance"]);
+    let staff = site
+        .access_groups
+        .iter()
+        .find(|g| g.display_name == "Staff")
+        .unwrap_or_else(|| panic!("no Staff group"));
+    assert_eq!(staff.entrance_ids.len(), 3);
+    let mut ext: Vec<&String> = site.external_ids.access_groups.values().collect();
+    ext.sort();
+    let mut want: Vec<&String> = h.ws.access_groups.iter().collect();
+    want.sort();
+    assert_eq!(ext, want, "groups keep the Seam ids");
+}
+
+#[tokio::test]
+async fn a_provision_is_visible_in_the_fake_and_a_revoke_removes_it() {
+    let (provider, h) = setup().await;
+    let site = h.connect(&provider, SYSTEM_TYPE).await;
+    let job = c::provision_job(&site, AccessMethodMode::Code)
+        .unwrap_or_else(|| panic!("no job for codes"));
+    let who = c::holder();
+    let result = provider
+        .provision(&site.system, &job, &who)
+        .await
+        .unwrap_or_else(|e| panic!("provision: {e}"));
+    assert_eq!(result.code, job.requested_code);
+
+    // The fake's own /acs/users/list: one user of this system, with the holder's details and
+    // schedule, linked to the identity whose key is the access method's.
+    let key = h.ws.api_key.as_str();
+    let users = ask(
+        "/acs/users/list",
+        Some(key),
+        json!({ "acs_system_id": h.ws.acs_system_id }),
+    )
+    .await;
+    let users = users["acs_users"].as_array().cloned().unwrap_or_default();
+    assert_eq!(users.len(), 1, "{users:?}");
+    let user = &users[0];
+    assert_eq!(user["full_name"], who.full_name.as_str());
+    assert_eq!(
+        user["email_address"],
+        who.email_address.as_deref().unwrap_or_default()
+    );
+    let schedule = &user["access_schedule"];
+    assert!(schedule["starts_at"].is_string() && schedule["ends_at"].is_string());
+    let identity = ask(
+        "/user_identities/get",
+        Some(key),
+        json!({ "user_identity_key": user_identity_key(job.access_method_id) }),
+    )
+    .await;
+    assert_eq!(
+        user["user_identity_id"],
+        identity["user_identity"]["user_identity_id"]
+    );
+    let user_id = user["acs_user_id"].as_str().unwrap_or_default().to_owned();
+
+    // The fake's own database: the user is a member of exactly the job's group.
+    let group_ext = site
+        .external_ids
+        .access_groups
+        .get(&job.access_group_ids[0])
+        .cloned()
+        .unwrap_or_default();
+    let members = |db: &Value, group: &str| -> Vec<String> {
+        db["acs_access_groups"]
+            .as_array()
+            .and_then(|a| {
+                a.iter()
+                    .find(|g| g["acs_access_group_id"].as_str() == Some(group))
+            })
+            .and_then(|g| g["_acs_user_ids"].as_array())
+            .map(|a| {
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let db = http()
+        .get(format!("{}/_fake/database", fake().url))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .json::<Value>()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(members(&db, &group_ext), std::slice::from_ref(&user_id));
+    for other in h.ws.access_groups.iter().filter(|g| **g != group_ext) {
+        assert!(members(&db, other).is_empty(), "member of {other} too");
+    }
+    // And the PIN credential (kept by the front of the fake).
+    let creds = ask(
+        "/acs/credentials/list",
+        Some(key),
+        json!({ "acs_user_id": user_id }),
+    )
+    .await;
+    let creds = creds["acs_credentials"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(creds.len(), 1);
+    assert_eq!(creds[0]["access_method"], "code");
+    assert_eq!(
+        creds[0]["code"],
+        job.requested_code.as_deref().unwrap_or_default()
+    );
+
+    // A repeat creates nothing new.
+    provider
+        .provision(&site.system, &job, &who)
+        .await
+        .unwrap_or_else(|e| panic!("repeat: {e}"));
+    let again = ask(
+        "/acs/users/list",
+        Some(key),
+        json!({ "acs_system_id": h.ws.acs_system_id }),
+    )
+    .await;
+    assert_eq!(again["acs_users"].as_array().map(Vec::len), Some(1));
+    let db = http()
+        .get(format!("{}/_fake/database", fake().url))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .json::<Value>()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        members(&db, &group_ext),
+        std::slice::from_ref(&user_id),
+        "added once"
+    );
+
+    // Revoke: the fake has no user and no membership left.
+    provider
+        .revoke(
+            &site.system,
+            &keygate_domain::action::RevokeJob {
+                access_grant_id: job.access_grant_id,
+                access_method_id: job.access_method_id,
+                acs_system_id: site.system.id,
+                entrance_ids: job.entrance_ids.clone(),
+            },
+        )
+        .await
+        .unwrap_or_else(|e| panic!("revoke: {e}"));
+    let after = ask(
+        "/acs/users/list",
+        Some(key),
+        json!({ "acs_system_id": h.ws.acs_system_id }),
+    )
+    .await;
+    assert_eq!(after["acs_users"].as_array().map(Vec::len), Some(0));
+    let db = http()
+        .get(format!("{}/_fake/database", fake().url))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .json::<Value>()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(members(&db, &group_ext).is_empty());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Settings, credentials, reachability
+// ---------------------------------------------------------------------------------------------
+
+fn assert_prefix(r: Result<impl std::fmt::Debug, ProviderError>, permanent: bool, prefix: &str) {
+    let e = r.expect_err("must fail");
+    let m = match &e {
+        ProviderError::Permanent(m) => {
+            assert!(permanent, "{e:?}");
+            m
+        }
+        ProviderError::Transient(m) => {
+            assert!(!permanent, "{e:?}");
+            m
+        }
+        ProviderError::Ambiguous(_) => panic!("{e:?}"),
+    };
+    assert!(m.starts_with(prefix), "{e:?} should start with {prefix:?}");
+    assert!(!m.contains("seam_keygate"), "an API key leaked: {e:?}");
+}
+
+#[tokio::test]
+async fn a_workspace_with_several_systems_needs_acs_system_id() {
+    let f = fake();
+    let provider = SeamProvider::new(Arc::new(Links::default()));
+    let r = provider
+        .discover(SYSTEM_TYPE, &connection(&f.url, &f.b_api_key))
+        .await;
+    assert_prefix(
+        r,
+        true,
+        "invalid_connection_settings: acs_system_id: required",
+    );
+    for id in &f.b_systems {
+        let mut conn = connection(&f.url, &f.b_api_key);
+        conn.settings.insert("acs_system_id".into(), id.clone());
+        let d = provider
+            .discover(SYSTEM_TYPE, &conn)
+            .await
+            .unwrap_or_else(|e| panic!("{id}: {e}"));
+        assert_eq!(d.entrances.len(), 1, "{id}");
+        if d.external_type == "visionline_system" {
+            assert_eq!(
+                d.capabilities.permission_model,
+                PermissionModel::CredentialBased
+            );
+            assert!(d.capabilities.is_card_encoding_required);
+        }
+    }
+    let mut conn = connection(&f.url, &f.b_api_key);
+    conn.settings
+        .insert("acs_system_id".into(), "acs_system_nope".into());
+    assert_prefix(
+        provider.discover(SYSTEM_TYPE, &conn).await,
+        true,
+        "invalid_connection_settings: acs_system_id",
+    );
+}
+
+#[tokio::test]
+async fn settings_and_credentials_are_checked_at_discover() {
+    let f = fake();
+    let provider = SeamProvider::new(Arc::new(Links::default()));
+    let mut no_key = connection(&f.url, "x");
+    no_key.credentials = Credentials::default();
+    assert_prefix(
+        provider.discover(SYSTEM_TYPE, &no_key).await,
+        true,
+        "invalid_connection_settings: api_key",
+    );
+    let mut public_http = connection(&f.url, &f.b_api_key);
+    public_http
+        .settings
+        .insert("endpoint".into(), "http://connect.getseam.com".into());
+    assert_prefix(
+        provider.discover(SYSTEM_TYPE, &public_http).await,
+        true,
+        "invalid_connection_settings: endpoint",
+    );
+    let mut unknown = connection(&f.url, &f.b_api_key);
+    unknown.settings.insert("colour".into(), "red".into());
+    assert_prefix(
+        provider.discover(SYSTEM_TYPE, &unknown).await,
+        true,
+        "invalid_connection_settings: colour",
+    );
+}
+
+#[tokio::test]
+async fn a_wrong_api_key_is_invalid_credentials() {
+    let (provider, h) = setup().await;
+    assert_prefix(
+        provider
+            .discover(SYSTEM_TYPE, &connection(&fake().url, "seam_keygate_wrong"))
+            .await,
+        true,
+        "invalid_credentials: ",
+    );
+    // A stored system whose key was revoked: Transient, the orchestrator waits.
+    let site = h.connect(&provider, SYSTEM_TYPE).await;
+    h.store(&site, settings(&fake().url), "seam_keygate_wrong");
+    assert_prefix(
+        provider
+            .read_back(&site.system, keygate_domain::ids::AccessMethodId::new())
+            .await,
+        false,
+        "invalid_credentials: ",
+    );
+}
+
+/// A port nothing listens on (bound, then released).
+fn closed_endpoint() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+    let port = l.local_addr().map(|a| a.port()).unwrap_or(9);
+    drop(l);
+    format!("http://127.0.0.1:{port}")
+}
+
+#[tokio::test]
+async fn an_unreachable_endpoint_is_provider_unreachable() {
+    let (provider, h) = setup().await;
+    let closed = closed_endpoint();
+    assert_prefix(
+        provider
+            .discover(SYSTEM_TYPE, &connection(&closed, &h.ws.api_key))
+            .await,
+        false,
+        "provider_unreachable: ",
+    );
+    let site = h.connect(&provider, SYSTEM_TYPE).await;
+    h.store(&site, settings(&closed), &h.ws.api_key);
+    let job =
+        c::provision_job(&site, AccessMethodMode::MobileKey).unwrap_or_else(|| panic!("no job"));
+    assert_prefix(
+        provider.provision(&site.system, &job, &c::holder()).await,
+        false,
+        "provider_unreachable: ",
+    );
+}
+
+#[tokio::test]
+async fn the_fakes_own_outage_is_transient_and_applies_nothing() {
+    let (provider, h) = setup().await;
+    let site = h.connect(&provider, SYSTEM_TYPE).await;
+    // The fake's own outage simulation: 503 on the routes named, for this workspace.
+    ask(
+        "/_fake/simulate_workspace_outage",
+        None,
+        json!({ "workspace_id": h.ws.workspace_id, "routes": ["/acs/users/create"] }),
+    )
+    .await;
+    let job =
+        c::provision_job(&site, AccessMethodMode::MobileKey).unwrap_or_else(|| panic!("no job"));
+    let r = provider.provision(&site.system, &job, &c::holder()).await;
+    assert!(matches!(r, Err(ProviderError::Transient(_))), "{r:?}");
+    let users = ask(
+        "/acs/users/list",
+        Some(&h.ws.api_key),
+        json!({ "acs_system_id": h.ws.acs_system_id }),
+    )
+    .await;
+    assert_eq!(users["acs_users"].as_array().map(Vec::len), Some(0));
+    assert_eq!(
+        provider
+            .read_back(&site.system, job.access_method_id)
+            .await
+            .unwrap_or_else(|e| panic!("{e}")),
+        None
+    );
+}
+
+#[tokio::test]
+async fn a_system_named_in_the_settings_is_used_without_listing() {
+    let (provider, h) = setup().await;
+    let mut conn = connection(&fake().url, &h.ws.api_key);
+    conn.settings
+        .insert("acs_system_id".into(), h.ws.acs_system_id.clone());
+    let d = provider
+        .discover(SYSTEM_TYPE, &conn)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(d.entrances.len(), 3);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Recorded exchanges: routes the fake has nothing for
+// ---------------------------------------------------------------------------------------------
+
+/// Canned answers by route: (HTTP status, body), served in order, the last one repeated.
+type Answers = BTreeMap<String, Vec<(u16, Value)>>;
+
+/// A stub of Seam serving canned answers by route (shaped on the API reference's examples,
+/// docs.seam.co/latest/api), and recording what it was asked.
+#[derive(Clone, Default)]
+struct Stub {
+    answers: Arc<Mutex<Answers>>,
+    asked: Arc<Mutex<Vec<(String, Value)>>>,
+}
+
+impl Stub {
+    fn answer(&self, route: &str, status: u16, body: Value) {
+        if let Ok(mut a) = self.answers.lock() {
+            a.entry(route.to_owned()).or_default().push((status, body));
+        }
+    }
+
+    fn asked(&self, route: &str) -> Vec<Value> {
+        self.asked
+            .lock()
+            .map(|a| {
+                a.iter()
+                    .filter(|(r, _)| r == route)
+                    .map(|(_, b)| b.clone())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    async fn serve(self) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let addr = listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
+        tokio::spawn(async move {
+            while let Ok((mut sock, _)) = listener.accept().await {
+                let stub = self.clone();
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 4096];
+                    loop {
+                        let Ok(n) = sock.read(&mut chunk).await else {
+                            return;
+                        };
+                        if n == 0 {
+                            return;
+                        }
+                        buf.extend_from_slice(&chunk[..n]);
+                        let text = String::from_utf8_lossy(&buf).to_string();
+                        let Some((head, body)) = text.split_once("\r\n\r\n") else {
+                            continue;
+                        };
+                        let len = head
+                            .lines()
+                            .find_map(|l| {
+                                let (k, v) = l.split_once(':')?;
+                                k.eq_ignore_ascii_case("content-length")
+                                    .then(|| v.trim().parse::<usize>().ok())?
+                            })
+                            .unwrap_or(0);
+                        if body.len() < len {
+                            continue;
+                        }
+                        let route = head.split_whitespace().nth(1).unwrap_or("/").to_owned();
+                        let asked: Value = serde_json::from_str(body).unwrap_or(Value::Null);
+                        if let Ok(mut a) = stub.asked.lock() {
+                            a.push((route.clone(), asked));
+                        }
+                        let (status, answer) = stub
+                            .answers
+                            .lock()
+                            .ok()
+                            .and_then(|mut a| {
+                                let q = a.get_mut(&route)?;
+                                if q.len() > 1 {
+                                    Some(q.remove(0))
+                                } else {
+                                    q.first().cloned()
+                                }
+                            })
+                            .unwrap_or((
+                                404,
+                                json!({ "error": { "type": "not_found", "message": route } }),
+                            ));
+                        let payload = answer.to_string();
+                        let reply = format!(
+                            "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{payload}",
+                            payload.len()
+                        );
+                        let _ = sock.write_all(reply.as_bytes()).await;
+                        buf.clear();
+                    }
+                });
+            }
+        });
+        format!("http://{addr}")
+    }
+}
+
+/// A stored Seam system whose entrances unlock with a cloud key and whose cards are encoded.
+async fn stub_site(stub: &Stub) -> (SeamProvider, Site, Arc<Links>) {
+    stub.answer(
+        "/acs/systems/list",
+        200,
+        json!({ "acs_systems": [{
+            "acs_system_id": "8d7e0b3a-b889-49a7-9164-4b71a0506a33",
+            "external_type": "salto_space_system",
+            "name": "Hotel",
+            "workspace_id": "00000000-0000-0000-0000-000000000000"
+        }] }),
+    );
+    stub.answer(
+        "/acs/entrances/list",
+        200,
+        json!({ "acs_entrances": [{
+            "acs_entrance_id": "48ebfb50-1d1c-4aa3-9a1a-0b1ae5e26d66",
+            "acs_system_id": "8d7e0b3a-b889-49a7-9164-4b71a0506a33",
+            "display_name": "Main Entrance",
+            "can_unlock_with_card": true,
+            "can_unlock_with_code": false,
+            "can_unlock_with_mobile_key": false,
+            "can_unlock_with_cloud_key": true
+        }] }),
+    );
+    stub.answer(
+        "/acs/access_groups/list",
+        200,
+        json!({ "acs_access_groups": [] }),
+    );
+    stub.answer(
+        "/acs/encoders/list",
+        200,
+        json!({ "acs_encoders": [{
+            "acs_encoder_id": "6a0a4c2e-7d3b-4a53-9d2b-6c0b6b0f6a10",
+            "acs_system_id": "8d7e0b3a-b889-49a7-9164-4b71a0506a33",
+            "display_name": "Front desk encoder",
+            "errors": []
+        }] }),
+    );
+    let url = stub.clone().serve().await;
+    let links = Arc::new(Links::default());
+    let provider = SeamProvider::new(links.clone());
+    let d = provider
+        .discover(SYSTEM_TYPE, &connection(&url, "seam_test_key"))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let site = Site::from_discovery(d, WorkspaceId::new());
+    let link = Link {
+        settings: settings(&url),
+        credentials: credentials("seam_test_key"),
+        entrances: site.external_ids.entrances.clone(),
+        access_groups: site.external_ids.access_groups.clone(),
+        encoders: site.external_ids.encoders.clone(),
+    };
+    if let Ok(mut m) = links.0.lock() {
+        m.insert(site.system.id, link);
+    }
+    (provider, site, links)
+}
+
+fn held_user(stub: &Stub, access_method: &str, credential_id: &str) {
+    stub.answer(
+        "/user_identities/get",
+        200,
+        json!({ "user_identity": { "user_identity_id": "f7a7fb63-3a1b-4f5e-8b44-6a2b0d1c1f11" } }),
+    );
+    stub.answer(
+        "/acs/users/list",
+        200,
+        json!({ "acs_users": [{
+            "acs_user_id": "33333333-3333-3333-3333-333333333333",
+            "acs_system_id": "8d7e0b3a-b889-49a7-9164-4b71a0506a33",
+            "user_identity_id": "f7a7fb63-3a1b-4f5e-8b44-6a2b0d1c1f11"
+        }] }),
+    );
+    stub.answer(
+        "/acs/credentials/list",
+        200,
+        json!({ "acs_credentials": [{
+            "acs_credential_id": credential_id,
+            "acs_user_id": "33333333-3333-3333-3333-333333333333",
+            "access_method": access_method,
+            "card_number": null,
+            "is_issued": false
+        }] }),
+    );
+}
+
+#[tokio::test]
+async fn remote_unlock_uses_the_cloud_key_and_waits_for_the_action_attempt() {
+    let stub = Stub::default();
+    let (provider, site, _) = stub_site(&stub).await;
+    assert!(site.system.capabilities.can_remote_unlock);
+    held_user(&stub, "cloud_key", "66666666-6666-6666-6666-666666666666");
+    stub.answer(
+        "/acs/entrances/unlock",
+        200,
+        json!({ "action_attempt": {
+            "action_attempt_id": "5f8b4d2a-0000-4000-8000-000000000001",
+            "action_type": "UNLOCK_DOOR", "status": "pending", "result": null, "error": null
+        } }),
+    );
+    stub.answer(
+        "/action_attempts/get",
+        200,
+        json!({ "action_attempt": {
+            "action_attempt_id": "5f8b4d2a-0000-4000-8000-000000000001",
+            "action_type": "UNLOCK_DOOR", "status": "pending", "result": null, "error": null
+        } }),
+    );
+    stub.answer(
+        "/action_attempts/get",
+        200,
+        json!({ "action_attempt": {
+            "action_attempt_id": "5f8b4d2a-0000-4000-8000-000000000001",
+            "action_type": "UNLOCK_DOOR", "status": "success", "result": {}, "error": null
+        } }),
+    );
+    let door = site.entrances[0].id;
+    let job = UnlockJob {
+        action_attempt_id: ActionAttemptId::new(),
+        acs_system_id: site.system.id,
+        acs_entrance_id: door,
+        user_identity_id: None,
+        instant_key_id: None,
+        access_grant_id: None,
+        access_method_id: Some(keygate_domain::ids::AccessMethodId::new()),
+        expires_at: Some(time::OffsetDateTime::now_utc() + time::Duration::seconds(10)),
+    };
+    provider
+        .unlock(&site.system, &job)
+        .await
+        .unwrap_or_else(|e| panic!("{e:?}"));
+    let sent = stub.asked("/acs/entrances/unlock");
+    assert_eq!(
+        sent,
+        [json!({
+            "acs_entrance_id": "48ebfb50-1d1c-4aa3-9a1a-0b1ae5e26d66",
+            "acs_credential_id": "66666666-6666-6666-6666-666666666666"
+        })]
+    );
+    assert_eq!(
+        stub.asked("/action_attempts/get").len(),
+        2,
+        "polled until success"
+    );
+
+    // A failed attempt comes back typed with Seam's error type.
+    let stub2 = Stub::default();
+    let (provider, site, _) = stub_site(&stub2).await;
+    held_user(&stub2, "cloud_key", "66666666-6666-6666-6666-666666666666");
+    stub2.answer(
+        "/acs/entrances/unlock",
+        200,
+        json!({ "action_attempt": {
+            "action_attempt_id": "5f8b4d2a-0000-4000-8000-000000000002",
+            "action_type": "UNLOCK_DOOR", "status": "error", "result": null,
+            "error": { "type": "lock_not_online", "message": "The lock is offline" }
+        } }),
+    );
+    let job = UnlockJob {
+        acs_system_id: site.system.id,
+        acs_entrance_id: site.entrances[0].id,
+        ..job
+    };
+    let e = provider
+        .unlock(&site.system, &job)
+        .await
+        .expect_err("an error attempt fails");
+    assert_eq!(e.error_type, "lock_not_online");
+}
+
+#[tokio::test]
+async fn encoding_writes_the_card_credential_on_the_encoder() {
+    let stub = Stub::default();
+    let (provider, site, _) = stub_site(&stub).await;
+    assert!(site.system.capabilities.is_card_encoding_required);
+    assert_eq!(site.encoders.len(), 1);
+    held_user(&stub, "card", "77777777-7777-7777-7777-777777777777");
+    stub.answer(
+        "/acs/encoders/encode_credential",
+        200,
+        json!({ "action_attempt": {
+            "action_attempt_id": "5f8b4d2a-0000-4000-8000-000000000003",
+            "action_type": "ENCODE_CREDENTIAL", "status": "pending", "result": null, "error": null
+        } }),
+    );
+    stub.answer(
+        "/action_attempts/get",
+        200,
+        json!({ "action_attempt": {
+            "action_attempt_id": "5f8b4d2a-0000-4000-8000-000000000003",
+            "action_type": "ENCODE_CREDENTIAL", "status": "success", "error": null,
+            "result": {
+                "acs_credential_id": "77777777-7777-7777-7777-777777777777",
+                "card_number": "1234567890",
+                "access_method": "card",
+                "is_issued": true
+            }
+        } }),
+    );
+    let job = EncodeJob {
+        action_attempt_id: ActionAttemptId::new(),
+        access_method_id: keygate_domain::ids::AccessMethodId::new(),
+        acs_system_id: site.system.id,
+        acs_encoder_id: site.encoders[0].id,
+    };
+    let card = provider
+        .encode(&site.system, &job)
+        .await
+        .unwrap_or_else(|e| panic!("{e:?}"));
+    assert_eq!(
+        card.acs_credential_id,
+        "77777777-7777-7777-7777-777777777777"
+    );
+    assert_eq!(card.card_number, "1234567890");
+    assert_eq!(
+        stub.asked("/acs/encoders/encode_credential"),
+        [json!({
+            "acs_encoder_id": "6a0a4c2e-7d3b-4a53-9d2b-6c0b6b0f6a10",
+            "acs_credential_id": "77777777-7777-7777-7777-777777777777"
+        })]
+    );
+}
+
+#[tokio::test]
+async fn a_429_is_transient_and_a_500_on_a_write_is_ambiguous() {
+    let stub = Stub::default();
+    let (provider, site, _) = stub_site(&stub).await;
+    stub.answer(
+        "/user_identities/get",
+        429,
+        json!({ "error": { "type": "rate_limited", "message": "Too many requests" } }),
+    );
+    let r = provider
+        .read_back(&site.system, keygate_domain::ids::AccessMethodId::new())
+        .await;
+    assert!(
+        matches!(r, Err(ProviderError::Transient(ref m)) if m.contains("rate_limited")),
+        "{r:?}"
+    );
+
+    let stub = Stub::default();
+    let (provider, site, _) = stub_site(&stub).await;
+    stub.answer(
+        "/user_identities/get",
+        404,
+        json!({ "error": { "type": "user_identity_not_found", "message": "not found" } }),
+    );
+    stub.answer(
+        "/user_identities/create",
+        500,
+        json!({ "error": { "type": "internal_server_error", "message": "boom" } }),
+    );
+    let job = c::provision_job(&site, AccessMethodMode::Card).unwrap_or_else(|| panic!("no job"));
+    let r = provider.provision(&site.system, &job, &c::holder()).await;
+    assert!(matches!(r, Err(ProviderError::Ambiguous(_))), "{r:?}");
+    // The key it was made under is the access method's, never a name or an email.
+    let sent = stub.asked("/user_identities/create");
+    assert_eq!(
+        sent[0]["user_identity_key"],
+        user_identity_key(job.access_method_id).as_str()
+    );
+    assert!(sent[0].get("email_address").is_none());
+}
+
+#[tokio::test]
+async fn an_update_moves_the_memberships_and_keeps_the_credential() {
+    let (provider, h) = setup().await;
+    let site = h.connect(&provider, SYSTEM_TYPE).await;
+    let staff = site
+        .access_groups
+        .iter()
+        .find(|g| g.display_name == "Staff")
+        .cloned()
+        .unwrap_or_else(|| panic!("no Staff"));
+    let visitors = site
+        .access_groups
+        .iter()
+        .find(|g| g.display_name == "Visitors")
+        .cloned()
+        .unwrap_or_else(|| panic!("no Visitors"));
+    let mut job =
+        c::provision_job(&site, AccessMethodMode::MobileKey).unwrap_or_else(|| panic!("no job"));
+    job.access_group_ids = vec![staff.id];
+    job.entrance_ids = staff.entrance_ids.clone();
+    let who = c::holder();
+    provider
+        .provision(&site.system, &job, &who)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let before = h.held_count(&site.system).await;
+
+    let update = keygate_domain::grant::ProvisionJob {
+        access_group_ids: vec![visitors.id],
+        entrance_ids: visitors.entrance_ids.clone(),
+        removed_entrance_ids: staff
+            .entrance_ids
+            .iter()
+            .filter(|e| !visitors.entrance_ids.contains(e))
+            .copied()
+            .collect(),
+        update: true,
+        ..job.clone()
+    };
+    provider
+        .provision(&site.system, &update, &who)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let held = provider
+        .read_back(&site.system, job.access_method_id)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap_or_else(|| panic!("nothing held"));
+    assert_eq!(
+        held.entrance_ids, visitors.entrance_ids,
+        "only the Visitors doors"
+    );
+    assert_eq!(
+        h.held_count(&site.system).await,
+        before,
+        "the credential is kept"
+    );
+
+    // In the fake's own database: a member of Visitors only.
+    let db = http()
+        .get(format!("{}/_fake/database", fake().url))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .json::<Value>()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let count = |ext: &str| {
+        db["acs_access_groups"]
+            .as_array()
+            .and_then(|a| {
+                a.iter()
+                    .find(|g| g["acs_access_group_id"].as_str() == Some(ext))
+            })
+            .and_then(|g| g["_acs_user_ids"].as_array())
+            .map_or(0, Vec::len)
+    };
+    let ext = |id| {
+        site.external_ids
+            .access_groups
+            .get(&id)
+            .cloned()
+            .unwrap_or_default()
+    };
+    assert_eq!(count(&ext(staff.id)), 0);
+    assert_eq!(count(&ext(visitors.id)), 1);
+}
