@@ -183,8 +183,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         Arc::new(store_ledger(store.as_ref())),
     )));
     providers.register(Arc::new(
-        keygate_providers::connector::ConnectorProvider::new(directory),
+        keygate_providers::connector::ConnectorProvider::new(directory.clone()),
     ));
+    providers.register(Arc::new(keygate_providers::seam::SeamProvider::new(
+        directory,
+    )));
     let app = App {
         store: store.clone(),
         tracker: tracker.clone(),
