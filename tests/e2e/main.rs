@@ -17,6 +17,7 @@ mod instant_keys;
 mod lifecycle;
 mod providers;
 mod redis_outage;
+mod redis_tls;
 mod roles;
 mod secrets;
 mod telemetry;
