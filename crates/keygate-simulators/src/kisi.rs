@@ -540,13 +540,25 @@ async fn gate(State(sim): State<KisiSimulator>, mut req: Request, next: Next) ->
 
 type Params = Query<HashMap<String, String>>;
 
-fn param_u64(q: &HashMap<String, String>, name: &str) -> Result<Option<u64>, Response> {
+/// A validation failure: answered `422` with `{"errors": {field: [message]}}`.
+struct Invalid {
+    field: String,
+    message: &'static str,
+}
+
+impl IntoResponse for Invalid {
+    fn into_response(self) -> Response {
+        invalid(&self.field, self.message)
+    }
+}
+
+fn param_u64(q: &HashMap<String, String>, name: &str) -> Result<Option<u64>, Invalid> {
     match q.get(name) {
         None => Ok(None),
-        Some(v) => v
-            .parse()
-            .map(Some)
-            .map_err(|_| invalid(name, "is not a number")),
+        Some(v) => v.parse().map(Some).map_err(|_| Invalid {
+            field: name.to_owned(),
+            message: "is not a number",
+        }),
     }
 }
 
@@ -555,11 +567,11 @@ fn page<T: Serialize>(sim: &KisiSimulator, items: Vec<T>, q: &HashMap<String, St
     let max = sim.with(|s| s.max_page);
     let limit = match param_u64(q, "limit") {
         Ok(l) => l.map_or(DEFAULT_LIMIT, |l| l as usize).clamp(1, max),
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let offset = match param_u64(q, "offset") {
         Ok(o) => o.unwrap_or(0) as usize,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let total = items.len();
     let slice: Vec<T> = items.into_iter().skip(offset).take(limit).collect();
@@ -597,7 +609,7 @@ async fn list_locks(
 ) -> Response {
     let place = match param_u64(&q, "place_id") {
         Ok(p) => p,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let items: Vec<Lock> = sim.with(|s| {
         s.locks
@@ -638,7 +650,7 @@ async fn list_groups(
 ) -> Response {
     let place = match param_u64(&q, "place_id") {
         Ok(p) => p,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let items: Vec<Value> = sim.with(|s| {
         s.groups
@@ -663,7 +675,7 @@ async fn list_group_locks(
 ) -> Response {
     let group = match param_u64(&q, "group_id") {
         Ok(g) => g,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let items: Vec<Value> = sim.with(|s| {
         s.group_locks
@@ -798,7 +810,7 @@ async fn list_role_assignments(
 ) -> Response {
     let (user, group) = match (param_u64(&q, "user_id"), param_u64(&q, "group_id")) {
         (Ok(u), Ok(g)) => (u, g),
-        (Err(r), _) | (_, Err(r)) => return r,
+        (Err(r), _) | (_, Err(r)) => return r.into_response(),
     };
     let items: Vec<Value> = sim.with(|s| {
         s.role_assignments
@@ -819,13 +831,17 @@ async fn list_role_assignments(
 }
 
 /// A `valid_from`/`valid_until` value: absent or null is `None`; else RFC 3339.
-fn instant(v: &Value, field: &str) -> Result<Option<String>, Response> {
+fn instant(v: &Value, field: &str) -> Result<Option<String>, Invalid> {
+    let bad = || Invalid {
+        field: field.to_owned(),
+        message: "is not a valid date and time",
+    };
     match v.get(field) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => OffsetDateTime::parse(s, &Rfc3339)
             .map(|_| Some(s.clone()))
-            .map_err(|_| invalid(field, "is not a valid date and time")),
-        Some(_) => Err(invalid(field, "is not a valid date and time")),
+            .map_err(|_| bad()),
+        Some(_) => Err(bad()),
     }
 }
 
@@ -844,7 +860,7 @@ async fn create_role_assignment(
     }
     let (valid_from, valid_until) = match (instant(r, "valid_from"), instant(r, "valid_until")) {
         (Ok(f), Ok(u)) => (f, u),
-        (Err(e), _) | (_, Err(e)) => return e,
+        (Err(e), _) | (_, Err(e)) => return e.into_response(),
     };
     sim.with(|s| {
         if !s
@@ -899,7 +915,7 @@ async fn update_role_assignment(
                 Ok(v) => {
                     changes.insert(field, v);
                 }
-                Err(e) => return e,
+                Err(e) => return e.into_response(),
             }
         }
     }
