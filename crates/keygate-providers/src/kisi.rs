@@ -767,6 +767,45 @@ impl Api {
         }))
     }
 
+    /// The user of `email`, made (a managed user, with `metadata`) when there is none; `true`
+    /// when made here. A create refused because the address is taken (an earlier create whose
+    /// answer was lost, or a race) finds the user that took it.
+    async fn ensure_user(
+        &self,
+        email: &str,
+        name: &str,
+        metadata: &Value,
+    ) -> Result<(KUser, bool), ProviderError> {
+        if let Some(u) = self.user_by_email(email).await? {
+            return Ok((u, false));
+        }
+        let body = json!({ "user": {
+            "name": name,
+            "email": email,
+            "send_emails": false,
+            "confirm": true,
+            "metadata": metadata,
+        }});
+        match self.write(Method::POST, "/users", &body).await {
+            Ok(Some(made)) => {
+                let user: KUser = serde_json::from_value(made).map_err(|e| {
+                    ProviderError::Ambiguous(format!(
+                        "POST /users: Kisi's answer does not parse: {e}"
+                    ))
+                })?;
+                Ok((user, true))
+            }
+            Ok(None) => Err(ProviderError::Permanent(
+                "kisi_refused: POST /users: HTTP 404".into(),
+            )),
+            Err(ProviderError::Permanent(m)) => match self.user_by_email(email).await? {
+                Some(u) => Ok((u, false)),
+                None => Err(ProviderError::Permanent(m)),
+            },
+            Err(e) => Err(e),
+        }
+    }
+
     /// The user holding `method`'s entry, and the entry.
     async fn user_by_method(
         &self,
@@ -1087,43 +1126,25 @@ impl AccessSystemProvider for KisiProvider {
         let key = job.access_method_id.to_string();
 
         // The user, with the method's entry written first: a repeat (or a revoke) finds it.
-        let (user, mut all) = match api.user_by_email(email).await? {
-            Some(user) => {
-                let mut all = entries(&user);
-                let before = all.insert(key.clone(), entry.clone());
-                if before.as_ref() != Some(&entry) {
-                    api.set_entries(&user, &all).await?;
-                }
-                (user, all)
-            }
-            None => {
-                let all = BTreeMap::from([(key.clone(), entry.clone())]);
-                let name = if holder.full_name.trim().is_empty() {
-                    email
-                } else {
-                    holder.full_name.trim()
-                };
-                let body = json!({ "user": {
-                    "name": name,
-                    "email": email,
-                    "send_emails": false,
-                    "confirm": true,
-                    "metadata": with_entries(None, &all),
-                }});
-                let made = api
-                    .write(Method::POST, "/users", &body)
-                    .await?
-                    .ok_or_else(|| {
-                        ProviderError::Permanent("kisi_refused: POST /users: HTTP 404".into())
-                    })?;
-                let user: KUser = serde_json::from_value(made).map_err(|e| {
-                    ProviderError::Ambiguous(format!(
-                        "POST /users: Kisi's answer does not parse: {e}"
-                    ))
-                })?;
-                (user, all)
-            }
+        let name = if holder.full_name.trim().is_empty() {
+            email
+        } else {
+            holder.full_name.trim()
         };
+        let (user, created) = api
+            .ensure_user(
+                email,
+                name,
+                &with_entries(None, &BTreeMap::from([(key.clone(), entry.clone())])),
+            )
+            .await?;
+        let mut all = entries(&user);
+        if !created {
+            let before = all.insert(key.clone(), entry.clone());
+            if before.as_ref() != Some(&entry) {
+                api.set_entries(&user, &all).await?;
+            }
+        }
         // Groups an earlier version of this method named, and no longer does, converge too.
         let previous: BTreeSet<u64> = entries(&user)
             .get(&key)

@@ -416,6 +416,51 @@ async fn calls_paced_by_the_declared_limit_never_see_a_429() {
         "no 429 when paced by the declared limit"
     );
     c::assert_within_rate(&metered.calls_to(site.system.id), &limit);
+    // The same calls unpaced do meet the limit: the pacing is what kept them under it.
+    let mut refused = 0;
+    for _ in 0..12 {
+        let job = c::provision_job(&site, AccessMethodMode::MobileKey).expect("a job");
+        if metered
+            .provision(&site.system, &job, &c::holder())
+            .await
+            .is_err()
+        {
+            refused += 1;
+        }
+    }
+    assert!(
+        refused > 0 && h.sim.throttled() > 0,
+        "unpaced calls see 429"
+    );
+}
+
+#[tokio::test]
+async fn a_create_whose_answer_was_lost_is_found_by_the_repeat() {
+    let (provider, h) = setup().await;
+    let site = h.connect(&provider, SYSTEM_TYPE).await;
+    let job = c::provision_job(&site, AccessMethodMode::MobileKey).expect("a job");
+    let who = c::holder();
+    // POST /users is answered after the adapter gave up, and then applied.
+    h.sim.inject(Fault::Slow {
+        delay: Duration::from_millis(1_500),
+        apply: true,
+    });
+    let r = provider.provision(&site.system, &job, &who).await;
+    assert!(matches!(r, Err(ProviderError::Ambiguous(_))), "{r:?}");
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    provider
+        .provision(&site.system, &job, &who)
+        .await
+        .expect("the repeat converges");
+    assert_eq!(h.sim.users().len(), 1, "one user");
+    assert_eq!(h.sim.role_assignments().len(), 1, "one assignment");
+    let creates = h
+        .sim
+        .requests()
+        .iter()
+        .filter(|r| *r == "POST /users")
+        .count();
+    assert_eq!(creates, 1, "the repeat found the late user by its e-mail");
 }
 
 #[tokio::test]

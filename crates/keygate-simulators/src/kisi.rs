@@ -77,7 +77,8 @@ pub struct RateLimit {
 /// What the next (write) request does instead of its ordinary answer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Fault {
-    /// Waits `delay`, then answers normally (`apply`) or `504` without applying anything.
+    /// Waits `delay`, then applies and answers normally (`apply`: applied even if the client
+    /// has given up by then) or answers `504` without applying anything.
     Slow { delay: Duration, apply: bool },
     /// `503` before applying anything.
     Unavailable,
@@ -503,10 +504,21 @@ async fn gate(State(sim): State<KisiSimulator>, mut req: Request, next: Next) ->
     match fault {
         None => next.run(req).await,
         Some(Fault::Slow { delay, apply }) => {
-            tokio::time::sleep(delay).await;
             if apply {
-                next.run(req).await
+                // Applied even when the client has gone away by then, as a server would.
+                let late = tokio::spawn(async move {
+                    tokio::time::sleep(delay).await;
+                    next.run(req).await
+                });
+                late.await.unwrap_or_else(|_| {
+                    error(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "internal_server_error",
+                        "Something went wrong",
+                    )
+                })
             } else {
+                tokio::time::sleep(delay).await;
                 error(
                     StatusCode::GATEWAY_TIMEOUT,
                     "gateway_timeout",
