@@ -30,6 +30,12 @@
 //!   can need the same group: the assignment then spans the union of their windows, and goes only
 //!   when the last method that needs it is revoked.
 //!
+//! Limits: a role assignment carries no reference of its own, so a `group_basic` assignment of
+//! the same user and group made outside Keygate is adopted (its window converged, deleted with
+//! the last method that needs it). Revoke and read-back list the organization's users to find
+//! the entry (one request per 100 users). Two concurrent provisions for one person can race on
+//! the user's `metadata` (read, then replaced).
+//!
 //! Error classes: a connection that could not be opened is `Transient("provider_unreachable:
 //! ...")`; `401`/`403` are `invalid_credentials` (`Permanent` at discover, `Transient` on a
 //! stored system's calls); `429` (with its `Retry-After`) and `503` are `Transient`; a timeout or
