@@ -186,6 +186,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         keygate_providers::connector::ConnectorProvider::new(directory.clone()),
     ));
     providers.register(Arc::new(keygate_providers::seam::SeamProvider::new(
+        directory.clone(),
+    )));
+    providers.register(Arc::new(keygate_providers::kisi::KisiProvider::new(
         directory,
     )));
     let app = App {
