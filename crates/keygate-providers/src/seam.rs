@@ -90,6 +90,8 @@ use crate::provider::{
 
 /// The one system type this adapter serves.
 pub const SYSTEM_TYPE: &str = "seam";
+/// The prefix of a 429: the orchestrator waits (its `Retry-After`) without spending attempts.
+pub const RATE_LIMITED: &str = "rate_limited";
 /// Seam's API.
 pub const DEFAULT_ENDPOINT: &str = "https://connect.getseam.com";
 /// The prefix of the `user_identity_key` of an access method's Seam user identity.
@@ -387,7 +389,8 @@ fn provider_error(route: &str, f: &Failure, kind: Kind) -> ProviderError {
             401 | 403 => {
                 ProviderError::Transient(format!("{INVALID_CREDENTIALS}: {route}: {what}"))
             }
-            429 | 503 => ProviderError::Transient(format!("{route}: {what}")),
+            429 => ProviderError::Transient(format!("{RATE_LIMITED}: {route}: {what}")),
+            503 => ProviderError::Transient(format!("{route}: {what}")),
             408 | 500..=599 => match kind {
                 Kind::Read => ProviderError::Transient(format!("{route}: {what}")),
                 Kind::Change => ProviderError::Ambiguous(format!("{route}: {what}")),

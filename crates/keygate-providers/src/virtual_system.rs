@@ -27,6 +27,8 @@ pub enum Fault {
     Unavailable,
     /// The system cannot be reached at all (connection refused): nothing is sent.
     Unreachable,
+    /// A 429 with `Retry-After: 1`: nothing is applied.
+    RateLimited,
     /// A 500 after the change was applied: the caller cannot tell.
     FailedButApplied,
     /// The system refuses this entrance for good.
@@ -409,6 +411,11 @@ impl AccessSystemProvider for VirtualSystems {
                     "provider_unreachable: connection refused".into(),
                 ));
             }
+            Some(Fault::RateLimited) => {
+                return Err(ProviderError::Transient(
+                    "rate_limited: 429 too many requests (retry after 1 s)".into(),
+                ));
+            }
             Some(Fault::Refused) => {
                 return Err(ProviderError::Permanent(
                     "403 refused by the access system".into(),
@@ -463,6 +470,11 @@ impl AccessSystemProvider for VirtualSystems {
             Some(Fault::Unreachable) => {
                 return Err(ProviderError::Transient(
                     "provider_unreachable: connection refused".into(),
+                ));
+            }
+            Some(Fault::RateLimited) => {
+                return Err(ProviderError::Transient(
+                    "rate_limited: 429 too many requests (retry after 1 s)".into(),
                 ));
             }
             Some(Fault::Refused) => {
@@ -531,6 +543,12 @@ impl AccessSystemProvider for VirtualSystems {
         match fault {
             Some(Fault::Timeout | Fault::Unavailable) => {
                 return fail("lock_not_online", "the lock did not answer");
+            }
+            Some(Fault::RateLimited) => {
+                return fail(
+                    "rate_limited",
+                    "the access system refused: too many requests",
+                );
             }
             Some(Fault::Unreachable) => {
                 return fail(

@@ -77,6 +77,20 @@ fn unreachable(reason: &str) -> bool {
     reason.starts_with(keygate_app::connections::PROVIDER_UNREACHABLE)
 }
 
+/// Whether a transient error is the vendor's rate limit (adapters begin a 429 with `rate_limited`).
+fn rate_limited(reason: &str) -> bool {
+    reason.starts_with("rate_limited")
+}
+
+/// The wait a rate-limited answer asked for (`retry after N s`, or `retry after N`), capped at
+/// five minutes.
+fn retry_after(reason: &str) -> Option<Duration> {
+    let rest = &reason[reason.find("retry after ")? + "retry after ".len()..];
+    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    let secs: u64 = digits.parse().ok()?;
+    Some(Duration::from_secs(secs.clamp(1, 300)))
+}
+
 /// Full-jitter exponential backoff: uniform in [0, min(cap, base * 2^(attempt-1))].
 pub fn backoff(cfg: &OrchestratorConfig, attempt: u32) -> Duration {
     let exp = cfg
@@ -690,6 +704,17 @@ impl Orchestrator {
             // The access system (or its connector) cannot be reached at all: nothing was sent.
             // Like an open circuit, this spends no attempt: the doors wait, pending with the
             // reason, and catch up when it answers again (the breaker spaces the probes).
+            // The vendor's rate limit (a 429): nothing was applied and nothing is wrong; wait what
+            // it asked (or the backoff), spending no attempt and not counting as a failure.
+            Err(ProviderError::Transient(reason)) if rate_limited(&reason) => {
+                let delay =
+                    retry_after(&reason).unwrap_or_else(|| backoff(&self.cfg, job.attempts.max(1)));
+                tracing::info!(%reason, retry_in_ms = delay.as_millis() as u64, "vendor rate limit; waiting");
+                self.store
+                    .reschedule_job(job, now() + delay, &reason, true, now())
+                    .await?;
+                return Ok(());
+            }
             Err(ProviderError::Transient(reason)) if unreachable(&reason) => {
                 self.breakers.failure(system.id);
                 let delay = backoff(&self.cfg, job.attempts.max(1));

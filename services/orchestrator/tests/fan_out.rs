@@ -91,7 +91,7 @@ async fn methods(store: &dyn Store, ws: WorkspaceId, g: AccessGrantId) -> Vec<Ac
 
 /// Waits until no door of the grant is pending or unknown.
 async fn settled(store: &dyn Store, ws: WorkspaceId, g: AccessGrantId) -> Vec<AccessMethod> {
-    for _ in 0..500 {
+    for _ in 0..1000 {
         let ms = methods(store, ws, g).await;
         if ms.iter().all(|m| {
             m.doors
@@ -363,6 +363,41 @@ async fn an_unreachable_system_keeps_doors_pending_until_it_answers(store: Arc<d
         pos("acs_system.disconnected") < pos("acs_system.connected")
             && pos("acs_system.disconnected").is_some(),
         "{types:?}"
+    );
+}
+
+/// A vendor's 429s are waited out (its `Retry-After`) without spending attempts: more of them
+/// than the budget still end granted, never failed.
+async fn a_vendor_rate_limit_never_fails_a_door(store: Arc<dyn Store>) {
+    let ws = seeded_workspace(&*store, "rate-limited").await;
+    let doors = quick_start_entrances(&*store, ws).await;
+    let planning = store
+        .planning_entrances(ws, &doors[..1])
+        .await
+        .expect("planning");
+    let systems = VirtualSystems::new(Duration::from_millis(1));
+    // More 429s than the budget (max_attempts is 4), each asking to retry after 1 s.
+    systems.inject(
+        planning[0].acs_system_id,
+        std::iter::repeat_n(Fault::RateLimited, 5),
+    );
+    let (g, _) = store
+        .create_access_grant(
+            ws,
+            &new_grant(&*store, ws, &doors[..1], &[AccessMethodMode::MobileKey]).await,
+            None,
+        )
+        .await
+        .expect("create");
+    let started = std::time::Instant::now();
+    let _run = start(store.clone(), &systems, &["w1"]);
+    let ms = settled(&*store, ws, g.id).await;
+    assert_eq!(ms[0].doors[0].state, DoorState::Granted, "{ms:?}");
+    assert!(ms[0].errors.is_empty());
+    assert!(
+        started.elapsed() >= Duration::from_secs(5),
+        "each Retry-After was honoured: {:?}",
+        started.elapsed()
     );
 }
 
@@ -1249,6 +1284,10 @@ macro_rules! suite {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn unreachable_waits() {
                 an_unreachable_system_keeps_doors_pending_until_it_answers($make.await.store).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn rate_limited_waits() {
+                a_vendor_rate_limit_never_fails_a_door($make.await.store).await
             }
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn budget_exhausted() {
