@@ -41,6 +41,8 @@ const MAX_VALUE_LEN: usize = 4096;
 /// Error codes of a system's health (`AccessSystem.errors`).
 pub const INVALID_CREDENTIALS: &str = "invalid_credentials";
 pub const PROVIDER_UNREACHABLE: &str = "provider_unreachable";
+/// The vendor's call budget (monthly, for Brivo) is spent: nothing is sent until it renews.
+pub const BUDGET_EXHAUSTED: &str = "budget_exhausted";
 pub const ACCOUNT_DISCONNECTED: &str = keygate_providers::registry::ACCOUNT_DISCONNECTED;
 
 /// The keys that seal the credentials of connected systems (`KEYGATE_CREDENTIALS_KEY`): the
@@ -525,7 +527,7 @@ pub async fn set_errors(
 }
 
 /// The health errors a provider call's outcome can raise or clear.
-const CALL_ERRORS: [&str; 2] = [INVALID_CREDENTIALS, PROVIDER_UNREACHABLE];
+const CALL_ERRORS: [&str; 3] = [INVALID_CREDENTIALS, PROVIDER_UNREACHABLE, BUDGET_EXHAUSTED];
 
 /// What one provider call says of its system's health (the orchestrator calls it after every
 /// provision and revocation): a refusal of the credentials or a system that cannot be reached

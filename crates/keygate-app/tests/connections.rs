@@ -708,3 +708,53 @@ async fn another_workspaces_system_is_not_found() {
     let s = f.app.get_access_system(f.ws, s.id).await.expect("mine");
     assert!(s.health.disconnected_at.is_none());
 }
+
+#[tokio::test]
+async fn what_a_call_says_of_the_connection_shows_on_the_system() {
+    use keygate_app::connections::observe_call;
+    let f = fixture(TestDb::sqlite().await, true).await;
+    let s = f
+        .app
+        .connect_access_system(f.ws, acme_connect(TOKEN))
+        .await
+        .expect("connect");
+    let store = &*f.app.store;
+    // A fault the system answered with says nothing of the connection.
+    let busy = ProviderError::Transient("503 service unavailable".into());
+    observe_call(store, &f.app.tracker, &s, Err(&busy))
+        .await
+        .expect("observe");
+    let s = f.app.get_access_system(f.ws, s.id).await.expect("system");
+    assert!(s.health.errors.is_empty());
+    for code in [
+        "budget_exhausted",
+        "invalid_credentials",
+        "provider_unreachable",
+    ] {
+        let e = ProviderError::Transient(format!("{code}: said by the vendor"));
+        observe_call(store, &f.app.tracker, &s, Err(&e))
+            .await
+            .expect("observe");
+        let down = f.app.get_access_system(f.ws, s.id).await.expect("system");
+        assert_eq!(down.health.errors.len(), 1, "{down:?}");
+        assert_eq!(down.health.errors[0].code, code);
+        // The same again writes nothing new.
+        observe_call(store, &f.app.tracker, &down, Err(&e))
+            .await
+            .expect("observe");
+        observe_call(store, &f.app.tracker, &down, Ok(()))
+            .await
+            .expect("observe");
+        let up = f.app.get_access_system(f.ws, s.id).await.expect("system");
+        assert!(up.health.errors.is_empty(), "cleared by an answer: {up:?}");
+    }
+    let types = event_types(&f.app, f.ws, s.id).await;
+    assert_eq!(
+        types
+            .iter()
+            .filter(|t| *t == "acs_system.disconnected")
+            .count(),
+        3,
+        "{types:?}"
+    );
+}

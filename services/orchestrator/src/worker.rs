@@ -71,10 +71,12 @@ fn uuid_like() -> String {
     keygate_domain::ids::JobId::new().to_string()
 }
 
-/// Whether a transient error says the access system could not be reached at all (adapters begin
-/// such messages with `provider_unreachable`), as opposed to a fault it answered with.
+/// Whether a transient error says the access system cannot be called at all: not reachable
+/// (`provider_unreachable`), or its call budget is spent (`budget_exhausted`), as opposed to a
+/// fault it answered with. Such waits spend no attempt.
 fn unreachable(reason: &str) -> bool {
     reason.starts_with(keygate_app::connections::PROVIDER_UNREACHABLE)
+        || reason.starts_with(keygate_app::connections::BUDGET_EXHAUSTED)
 }
 
 /// Whether a transient error is the vendor's rate limit (adapters begin a 429 with `rate_limited`).
