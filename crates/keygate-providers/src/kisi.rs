@@ -43,7 +43,6 @@
 //! `Permanent`, with Kisi's `code`/`message`/`errors`.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
-use std::net::IpAddr;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -176,9 +175,7 @@ struct Settings {
     timeout: Duration,
 }
 
-fn invalid_setting(name: &str, why: &str) -> ProviderError {
-    ProviderError::Permanent(format!("{INVALID_CONNECTION_SETTINGS}: {name}: {why}"))
-}
+use crate::endpoint::invalid_setting;
 
 impl Settings {
     fn parse(settings: &BTreeMap<String, String>) -> Result<Self, ProviderError> {
@@ -190,34 +187,7 @@ impl Settings {
         let raw = settings
             .get("endpoint")
             .map_or(DEFAULT_ENDPOINT, |e| e.trim());
-        let url = Url::parse(raw).map_err(|_| invalid_setting("endpoint", "not a URL"))?;
-        let host = url
-            .host_str()
-            .map(|h| h.trim_start_matches('[').trim_end_matches(']'))
-            .filter(|h| !h.is_empty())
-            .ok_or_else(|| invalid_setting("endpoint", "no host"))?;
-        let loopback = host.eq_ignore_ascii_case("localhost")
-            || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback());
-        match url.scheme() {
-            "https" => {}
-            "http" if loopback => {}
-            "http" => {
-                return Err(invalid_setting(
-                    "endpoint",
-                    "http is only for a loopback host; use https",
-                ));
-            }
-            _ => return Err(invalid_setting("endpoint", "the scheme must be https")),
-        }
-        if !url.username().is_empty() || url.password().is_some() {
-            return Err(invalid_setting("endpoint", "must not carry credentials"));
-        }
-        if !matches!(url.path(), "" | "/") || url.query().is_some() || url.fragment().is_some() {
-            return Err(invalid_setting(
-                "endpoint",
-                "must be scheme://host[:port], without a path",
-            ));
-        }
+        let (_, loopback) = crate::endpoint::vendor_endpoint(raw)?;
         let place_id = match settings.get("place_id") {
             None => None,
             Some(v) => Some(

@@ -6,6 +6,7 @@
 #[cfg(feature = "testing")]
 pub mod conformance;
 pub mod connector;
+pub mod endpoint;
 pub mod kisi;
 pub mod provider;
 pub mod registry;

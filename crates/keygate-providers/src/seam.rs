@@ -231,33 +231,7 @@ impl Settings {
             .get("endpoint")
             .map(|e| e.trim())
             .unwrap_or(DEFAULT_ENDPOINT);
-        let url = url::Url::parse(raw).map_err(|_| invalid("endpoint", "not a URL"))?;
-        let loopback = match url.host() {
-            Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
-            Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-            Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-            None => return Err(invalid("endpoint", "no host")),
-        };
-        match url.scheme() {
-            "https" => {}
-            "http" if loopback => {}
-            "http" => {
-                return Err(invalid(
-                    "endpoint",
-                    "plain http is allowed only to a loopback host",
-                ));
-            }
-            _ => return Err(invalid("endpoint", "the scheme must be https")),
-        }
-        if !url.username().is_empty() || url.password().is_some() {
-            return Err(invalid("endpoint", "must not carry credentials"));
-        }
-        if !matches!(url.path(), "" | "/") || url.query().is_some() || url.fragment().is_some() {
-            return Err(invalid(
-                "endpoint",
-                "must be scheme://host[:port], without a path",
-            ));
-        }
+        let (url, loopback) = crate::endpoint::vendor_endpoint(raw)?;
         let acs_system_id = match settings.get("acs_system_id").map(|s| s.trim()) {
             None => None,
             Some("") => return Err(invalid("acs_system_id", "empty")),
