@@ -716,9 +716,17 @@ fn filters(q: &HashMap<String, String>) -> Vec<(String, String, String)> {
         .unwrap_or_default()
 }
 
-fn id_param(raw: &str) -> Result<u64, Response> {
-    raw.parse()
-        .map_err(|_| bad_request("Invalid criteria provided"))
+/// A path id that is not a number: `400`.
+struct BadId;
+
+impl IntoResponse for BadId {
+    fn into_response(self) -> Response {
+        bad_request("Invalid criteria provided")
+    }
+}
+
+fn id_param(raw: &str) -> Result<u64, BadId> {
+    raw.parse().map_err(|_| BadId)
 }
 
 async fn list_sites(State(sim): State<BrivoSimulator>, Query(q): Params) -> Response {
@@ -733,7 +741,7 @@ async fn site_access_points(
 ) -> Response {
     let id = match id_param(&id) {
         Ok(i) => i,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let items = sim.with(|s| {
         s.sites.iter().any(|x| x.id == id).then(|| {
@@ -771,7 +779,7 @@ async fn list_access_points(State(sim): State<BrivoSimulator>, Query(q): Params)
 async fn activate(State(sim): State<BrivoSimulator>, Path(id): Path<String>) -> Response {
     let id = match id_param(&id) {
         Ok(i) => i,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     sim.with(|s| {
         let Some(ap) = s.access_points.iter().find(|a| a.id == id) else {
@@ -806,7 +814,7 @@ async fn group_permissions(
 ) -> Response {
     let id = match id_param(&id) {
         Ok(i) => i,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let items = sim.with(|s| {
         s.groups.iter().any(|g| g.id == id).then(|| {
@@ -836,7 +844,7 @@ async fn group_users(
 ) -> Response {
     let id = match id_param(&id) {
         Ok(i) => i,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let items = sim.with(|s| {
         s.groups.iter().any(|g| g.id == id).then(|| {
@@ -859,7 +867,7 @@ async fn add_member(
 ) -> Response {
     let (group, user) = match (id_param(&group), id_param(&user)) {
         (Ok(g), Ok(u)) => (g, u),
-        (Err(r), _) | (_, Err(r)) => return r,
+        (Err(r), _) | (_, Err(r)) => return r.into_response(),
     };
     sim.with(|s| {
         if !s.groups.iter().any(|g| g.id == group) {
@@ -881,7 +889,7 @@ async fn remove_member(
 ) -> Response {
     let (group, user) = match (id_param(&group), id_param(&user)) {
         (Ok(g), Ok(u)) => (g, u),
-        (Err(r), _) | (_, Err(r)) => return r,
+        (Err(r), _) | (_, Err(r)) => return r.into_response(),
     };
     sim.with(|s| {
         if !s.groups.iter().any(|g| g.id == group) {
@@ -972,7 +980,7 @@ async fn create_user(State(sim): State<BrivoSimulator>, body: Body) -> Response 
 async fn get_user(State(sim): State<BrivoSimulator>, Path(id): Path<String>) -> Response {
     let id = match id_param(&id) {
         Ok(i) => i,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     sim.with(|s| match s.users.iter().find(|u| u.id == id) {
         Some(u) => Json(u.clone()).into_response(),
@@ -1000,7 +1008,7 @@ async fn update_user(
 ) -> Response {
     let id = match id_param(&id) {
         Ok(i) => i,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let Ok(bytes) = axum::body::to_bytes(body, 1 << 20).await else {
         return bad_request("The request body is not formatted properly");
@@ -1043,7 +1051,7 @@ async fn update_user(
 async fn delete_user(State(sim): State<BrivoSimulator>, Path(id): Path<String>) -> Response {
     let id = match id_param(&id) {
         Ok(i) => i,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     sim.with(|s| {
         let before = s.users.len();
@@ -1059,7 +1067,7 @@ async fn delete_user(State(sim): State<BrivoSimulator>, Path(id): Path<String>) 
 async fn user_groups(State(sim): State<BrivoSimulator>, Path(id): Path<String>) -> Response {
     let id = match id_param(&id) {
         Ok(i) => i,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     sim.with(|s| {
         if !s.users.iter().any(|u| u.id == id) {
