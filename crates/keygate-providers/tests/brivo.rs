@@ -362,6 +362,27 @@ async fn tokens_revoked_mid_run_are_renewed_once_for_concurrent_calls() {
 }
 
 #[tokio::test]
+async fn a_refused_refresh_token_falls_back_to_the_login() {
+    let (provider, h) = setup().await;
+    let site = h.connect(&provider, SYSTEM_TYPE).await;
+    h.sim.revoke_tokens();
+    provider
+        .read_back(&site.system, AccessMethodId::new())
+        .await
+        .expect("renewed by the refresh token");
+    assert_eq!(h.sim.grants(), ["password", "refresh_token"]);
+    h.sim.revoke_all_tokens();
+    provider
+        .read_back(&site.system, AccessMethodId::new())
+        .await
+        .expect("renewed by the login");
+    assert_eq!(
+        h.sim.grants(),
+        ["password", "refresh_token", "refresh_token", "password"]
+    );
+}
+
+#[tokio::test]
 async fn tokens_are_renewed_before_they_expire() {
     let (provider, h) = setup().await;
     h.sim.set_token_lifetime(1);

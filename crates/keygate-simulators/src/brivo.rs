@@ -168,6 +168,7 @@ struct Inner {
     refresh_tokens: HashSet<String>,
     token_lifetime: u64,
     token_requests: usize,
+    grants: Vec<&'static str>,
     faults: VecDeque<(bool, Fault)>,
     rate_limit: Option<RateLimit>,
     bucket: Option<Bucket>,
@@ -356,12 +357,25 @@ impl BrivoSimulator {
         self.with(|s| s.access_tokens.clear());
     }
 
+    /// Ends every access token and every refresh token now: only a new login gets in.
+    pub fn revoke_all_tokens(&self) {
+        self.with(|s| {
+            s.access_tokens.clear();
+            s.refresh_tokens.clear();
+        });
+    }
+
+    /// The grant type of every token request, answered or refused, in order.
+    pub fn grants(&self) -> Vec<&'static str> {
+        self.with(|s| s.grants.clone())
+    }
+
     /// The `expires_in` of tokens issued from now on (default 300 s).
     pub fn set_token_lifetime(&self, seconds: u64) {
         self.with(|s| s.token_lifetime = seconds.max(1));
     }
 
-    /// How many token requests (any grant) were answered.
+    /// How many token requests (any grant) were answered with a token.
     pub fn token_requests(&self) -> usize {
         self.with(|s| s.token_requests)
     }
@@ -532,6 +546,7 @@ async fn token(
     sim.with(|s| {
         match form.get("grant_type").map(String::as_str) {
             Some("password") => {
+                s.grants.push("password");
                 if form.get("username").map(String::as_str) != Some(USERNAME)
                     || form.get("password").map(String::as_str) != Some(PASSWORD)
                 {
@@ -539,6 +554,7 @@ async fn token(
                 }
             }
             Some("refresh_token") => {
+                s.grants.push("refresh_token");
                 let Some(r) = form.get("refresh_token") else {
                     return bad_grant();
                 };
