@@ -5,9 +5,11 @@
 //! by membership (`PUT /groups/{groupId}/users/{userId}`). People open doors with a PIN (`code`:
 //! Brivo keeps the PIN on the user, `pin`, valid between `effectiveFrom` and `effectiveTo`) or
 //! remotely (`cloud_key`, `POST /access-points/{id}/activate`, for access points whose
-//! activation is enabled). This adapter issues no card (a Brivo card credential is a number
-//! printed or encoded at the factory, which a Keygate job does not carry) and no Brivo mobile
-//! pass (sent by e-mail invitation; not wired).
+//! activation is enabled), or with a Brivo Mobile Pass (`mobile_key`: a digital invitation,
+//! `POST /users/{id}/credentials/digital-invitations?sendInvitationEmail=true` with the holder's
+//! e-mail as `referenceId`, which Brivo e-mails; the pass opens the user's groups' doors). This
+//! adapter issues no card: a Brivo card credential is a number printed or encoded at the
+//! factory, which a Keygate job does not carry.
 //!
 //! Settings (`Connection::settings` at discover, `Link::settings` for a stored system):
 //! - `endpoint` (optional, default `https://api.brivo.com/v1/api`; the EU instance is
@@ -88,6 +90,9 @@ pub const INVALID_CREDENTIALS: &str = "invalid_credentials";
 pub const PROVIDER_UNREACHABLE: &str = "provider_unreachable";
 /// The account's monthly API call budget is spent.
 pub const BUDGET_EXHAUSTED: &str = "budget_exhausted";
+
+/// Invitations that still stand (a pass pending or redeemed); others are made again.
+const LIVE_INVITATIONS: [&str; 2] = ["PENDING", "REDEEMED"];
 
 /// The prefix of the `externalId` of the Brivo user made for an access method.
 pub const EXTERNAL_ID_PREFIX: &str = "keygate-";
@@ -806,6 +811,12 @@ struct BPermission {
 }
 
 #[derive(Clone, Debug, Deserialize)]
+struct BInvitation {
+    #[serde(default)]
+    status: Option<String>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
 struct BRef {
     id: u64,
 }
@@ -863,7 +874,11 @@ fn names(full: &str) -> (String, String) {
 pub fn capabilities() -> CapabilityDescriptor {
     CapabilityDescriptor {
         permission_model: PermissionModel::AccessGroups,
-        supported_modes: vec![AccessMethodMode::Code, AccessMethodMode::CloudKey],
+        supported_modes: vec![
+            AccessMethodMode::Code,
+            AccessMethodMode::MobileKey,
+            AccessMethodMode::CloudKey,
+        ],
         pin_code_rules: Some(PinCodeRules {
             generator: PinCodeGenerator::Keygate,
             min_length: 4,
@@ -873,7 +888,7 @@ pub fn capabilities() -> CapabilityDescriptor {
         }),
         is_card_encoding_required: false,
         can_remote_unlock: true,
-        can_issue_mobile_keys: false,
+        can_issue_mobile_keys: true,
         can_assign_entrances_directly: false,
         can_schedule_credentials: true,
         rate_limit: RATE_LIMIT,
@@ -916,6 +931,38 @@ impl Api {
                 Some(u) => Ok(u),
                 None => Err(ProviderError::Permanent(m)),
             },
+            Err(e) => Err(e),
+        }
+    }
+
+    /// A Brivo Mobile Pass invitation for the user, e-mailed to `email`, unless one stands.
+    async fn ensure_invitation(&self, user: u64, email: &str) -> Result<(), ProviderError> {
+        let path = format!("/users/{user}/credentials/digital-invitations");
+        let invitations: Vec<BInvitation> = self.list(&path).await?;
+        if invitations.iter().any(|i| {
+            i.status
+                .as_deref()
+                .is_some_and(|s| LIVE_INVITATIONS.iter().any(|l| s.eq_ignore_ascii_case(l)))
+        }) {
+            return Ok(());
+        }
+        let body = json!({ "referenceId": email });
+        match self
+            .send(
+                Method::POST,
+                &path,
+                &[("sendInvitationEmail", "true".to_owned())],
+                Some(&body),
+                self.timeout,
+            )
+            .await
+        {
+            Ok(Some(_)) => Ok(()),
+            Ok(None) => Err(ProviderError::Transient(format!(
+                "POST {path}: the user is gone"
+            ))),
+            // "There is already a pending invitation": what was wanted.
+            Err(ProviderError::Permanent(m)) if m.contains("HTTP 409") => Ok(()),
             Err(e) => Err(e),
         }
     }
@@ -1035,7 +1082,7 @@ impl AccessSystemProvider for BrivoProvider {
                 display_name: a.name.unwrap_or_else(|| format!("Access point {}", a.id)),
                 can_unlock_with_card: false,
                 can_unlock_with_code: true,
-                can_unlock_with_mobile_key: false,
+                can_unlock_with_mobile_key: true,
                 can_unlock_with_cloud_key: a.activation_enabled.unwrap_or(false),
                 can_belong_to_reservation: false,
             });
@@ -1113,10 +1160,7 @@ impl AccessSystemProvider for BrivoProvider {
         holder: &Holder,
     ) -> Result<ProvisionResult, ProviderError> {
         let (api, link) = self.stored(system).await?;
-        if !matches!(
-            job.mode,
-            AccessMethodMode::Code | AccessMethodMode::CloudKey
-        ) {
+        if job.mode == AccessMethodMode::Card {
             return Err(ProviderError::Permanent(format!(
                 "mode_not_supported: this Brivo adapter issues no {:?}",
                 job.mode
@@ -1155,6 +1199,16 @@ impl AccessSystemProvider for BrivoProvider {
             }
             _ => None,
         };
+        let email = holder
+            .email_address
+            .as_deref()
+            .map(str::trim)
+            .filter(|e| e.contains('@'));
+        if job.mode == AccessMethodMode::MobileKey && email.is_none() {
+            return Err(ProviderError::Permanent(
+                "holder_email_required: a Brivo Mobile Pass is sent by e-mail".into(),
+            ));
+        }
         let ext = user_external_id(job.access_method_id);
         let (first, last) = names(&holder.full_name);
         let mut body = json!({
@@ -1169,12 +1223,7 @@ impl AccessSystemProvider for BrivoProvider {
         if let Some(p) = &pin {
             body["pin"] = json!(p);
         }
-        if let Some(e) = holder
-            .email_address
-            .as_deref()
-            .map(str::trim)
-            .filter(|e| e.contains('@'))
-        {
+        if let Some(e) = email {
             body["emails"] = json!([{ "address": e, "type": "Work" }]);
         }
 
@@ -1195,6 +1244,10 @@ impl AccessSystemProvider for BrivoProvider {
                 None,
             )
             .await?;
+        }
+        // The pass last: when it is redeemed, the doors are there.
+        if let (AccessMethodMode::MobileKey, Some(e)) = (job.mode, email) {
+            api.ensure_invitation(user.id, e).await?;
         }
         Ok(ProvisionResult {
             doors: job

@@ -275,7 +275,11 @@ async fn discover_reads_the_site_its_access_points_and_groups() {
     );
     assert_eq!(
         d.capabilities.supported_modes,
-        [AccessMethodMode::Code, AccessMethodMode::CloudKey]
+        [
+            AccessMethodMode::Code,
+            AccessMethodMode::MobileKey,
+            AccessMethodMode::CloudKey
+        ]
     );
 
     // The site can be named; one the account does not see is refused.
@@ -605,6 +609,46 @@ async fn a_provision_is_a_user_with_its_pin_in_the_groups() {
         .expect("revoke");
     assert_eq!(h.keygate_users(), 0);
     assert!(h.sim.groups_of(user.id).is_empty());
+}
+
+#[tokio::test]
+async fn a_mobile_key_is_one_emailed_invitation_even_when_its_answer_was_lost() {
+    let (provider, h) = setup().await;
+    let site = h.connect(&provider, SYSTEM_TYPE).await;
+    let job = c::provision_job(&site, AccessMethodMode::MobileKey).expect("a job");
+    let who = c::holder();
+    // The user, the memberships, then the invitation, whose answer is lost.
+    h.sim.inject(Fault::Slow {
+        delay: Duration::ZERO,
+        apply: true,
+    });
+    let writes = 1 + job.access_group_ids.len();
+    for _ in 1..writes {
+        h.sim.inject(Fault::Slow {
+            delay: Duration::ZERO,
+            apply: true,
+        });
+    }
+    h.sim.inject(Fault::ErrorAfterApplying);
+    let r = provider.provision(&site.system, &job, &who).await;
+    assert!(matches!(r, Err(ProviderError::Ambiguous(_))), "{r:?}");
+    provider
+        .provision(&site.system, &job, &who)
+        .await
+        .expect("repeat");
+    let invitations = h.sim.invitations();
+    assert_eq!(invitations.len(), 1, "{invitations:?}");
+    assert_eq!(invitations[0].reference_id, "conformance@example.com");
+    assert!(invitations[0].emailed);
+
+    let mut nameless = c::holder();
+    nameless.email_address = None;
+    let other = c::provision_job(&site, AccessMethodMode::MobileKey).expect("a job");
+    assert_error(
+        provider.provision(&site.system, &other, &nameless).await,
+        true,
+        "holder_email_required: ",
+    );
 }
 
 #[tokio::test]

@@ -24,7 +24,9 @@
 //!   `PUT`/`DELETE /groups/{groupId}/users/{userId}` (`204`), `GET`/`POST /users` (`externalId`
 //!   unique in the account, `pin`, `effectiveFrom`/`effectiveTo`, `emails`),
 //!   `GET`/`PUT`/`DELETE /users/{id}`, `GET /users/{externalId}/external`,
-//!   `GET /users/{id}/groups`.
+//!   `GET /users/{id}/groups`, `GET`/`POST /users/{id}/credentials/digital-invitations` (a Brivo
+//!   Mobile Pass invitation: `{"referenceId": <e-mail>}`, `?sendInvitationEmail=true`; `409`
+//!   while one is pending; "Digital Invitations").
 //!
 //! What it assumes where Brivo publishes nothing found: the per-second rate limit (configurable,
 //! [`RateLimit`]; over it `429` with `Retry-After` in seconds) and the monthly call budget
@@ -134,6 +136,20 @@ pub struct User {
     pub emails: Vec<Value>,
 }
 
+/// A Brivo Mobile Pass invitation (`/users/{id}/credentials/digital-invitations`).
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Invitation {
+    pub id: u64,
+    #[serde(skip)]
+    pub user_id: u64,
+    pub reference_id: String,
+    pub access_code: String,
+    pub status: String,
+    #[serde(skip)]
+    pub emailed: bool,
+}
+
 /// The ids the seed made.
 #[derive(Clone, Debug)]
 pub struct Seed {
@@ -162,6 +178,7 @@ struct Inner {
     users: Vec<User>,
     /// (group, user)
     members: Vec<(u64, u64)>,
+    invitations: Vec<Invitation>,
     activations: Vec<u64>,
     next_id: u64,
     access_tokens: HashMap<String, Token>,
@@ -315,6 +332,10 @@ impl BrivoSimulator {
             )
             .route("/users/{id}/external", get(user_by_external))
             .route("/users/{id}/groups", get(user_groups))
+            .route(
+                "/users/{id}/credentials/digital-invitations",
+                get(list_invitations).post(create_invitation),
+            )
             .fallback(|| async {
                 (
                     StatusCode::from_u16(596).unwrap_or(StatusCode::NOT_FOUND),
@@ -447,6 +468,11 @@ impl BrivoSimulator {
                 .map(|(g, _)| *g)
                 .collect()
         })
+    }
+
+    /// Every mobile pass invitation made.
+    pub fn invitations(&self) -> Vec<Invitation> {
+        self.with(|s| s.invitations.clone())
     }
 
     /// The access points activated, in order.
@@ -1076,6 +1102,7 @@ async fn delete_user(State(sim): State<BrivoSimulator>, Path(id): Path<String>) 
             return error(StatusCode::NOT_FOUND, "User not found");
         }
         s.members.retain(|(_, u)| *u != id);
+        s.invitations.retain(|i| i.user_id != id);
         StatusCode::NO_CONTENT.into_response()
     })
 }
@@ -1097,6 +1124,84 @@ async fn user_groups(State(sim): State<BrivoSimulator>, Path(id): Path<String>) 
             .collect();
         let count = data.len();
         Json(json!({ "data": data, "count": count })).into_response()
+    })
+}
+
+async fn list_invitations(
+    State(sim): State<BrivoSimulator>,
+    Path(id): Path<String>,
+    Query(q): Params,
+) -> Response {
+    let id = match id_param(&id) {
+        Ok(i) => i,
+        Err(r) => return r.into_response(),
+    };
+    let status = filters(&q)
+        .into_iter()
+        .find(|(f, o, _)| f == "status" && o == "eq")
+        .map(|(_, _, v)| v.to_uppercase())
+        .unwrap_or_else(|| "ALL".to_owned());
+    let items = sim.with(|s| {
+        s.users.iter().any(|u| u.id == id).then(|| {
+            s.invitations
+                .iter()
+                .filter(|i| i.user_id == id && (status == "ALL" || i.status == status))
+                .cloned()
+                .collect::<Vec<_>>()
+        })
+    });
+    match items {
+        Some(items) => page(&sim, items, &q),
+        None => error(StatusCode::NOT_FOUND, "User not found"),
+    }
+}
+
+/// A pending invitation already there is `409`, as Brivo documents.
+async fn create_invitation(
+    State(sim): State<BrivoSimulator>,
+    Path(id): Path<String>,
+    Query(q): Params,
+    body: Body,
+) -> Response {
+    let id = match id_param(&id) {
+        Ok(i) => i,
+        Err(r) => return r.into_response(),
+    };
+    let Ok(bytes) = axum::body::to_bytes(body, 1 << 20).await else {
+        return bad_request("The request body is not formatted properly");
+    };
+    let Some(reference) = serde_json::from_slice::<Value>(&bytes)
+        .ok()
+        .and_then(|v| text(&v, "referenceId"))
+    else {
+        return bad_request("Invalid criteria provided");
+    };
+    let emailed = q.get("sendInvitationEmail").is_some_and(|v| v == "true");
+    sim.with(|s| {
+        if !s.users.iter().any(|u| u.id == id) {
+            return error(StatusCode::NOT_FOUND, "User not found");
+        }
+        if s
+            .invitations
+            .iter()
+            .any(|i| i.user_id == id && i.status == "PENDING")
+        {
+            return error(
+                StatusCode::CONFLICT,
+                "There is already a pending invitation for the cardHolder. No new invitation will be generated",
+            );
+        }
+        let n = s.id();
+        let inv = Invitation {
+            id: n,
+            user_id: id,
+            reference_id: reference,
+            access_code: format!("c{n:07x}"),
+            status: "PENDING".into(),
+            emailed,
+        };
+        s.invitations.push(inv.clone());
+        Json(inv).into_response()
     })
 }
 
