@@ -38,7 +38,7 @@
 //! groups are converged to the job's (`GET /users/{id}/groups`, then `PUT`/`DELETE` the
 //! differences). The method's window is the user's `effectiveFrom`/`effectiveTo` (Brivo applies
 //! it to the PIN; for a cloud key Keygate's own unlock checks the grant). Revoke removes the
-//! memberships, then deletes the user (and with it the PIN).
+//! memberships, then deletes the user (and with it the PIN and, as assumed, its mobile pass).
 //!
 //! Error classes: a connection that could not be opened is `Transient("provider_unreachable:
 //! ...")`; `401`/`403` are `invalid_credentials` (`Permanent` at discover, `Transient` on a stored

@@ -28,9 +28,12 @@
 //!   Mobile Pass invitation: `{"referenceId": <e-mail>}`, `?sendInvitationEmail=true`; `409`
 //!   while one is pending; "Digital Invitations").
 //!
-//! What it assumes where Brivo publishes nothing found: the per-second rate limit (configurable,
+//! What it assumes where Brivo publishes nothing found: the HTTP methods where the captured
+//! reference drops them (`PUT`/`DELETE` for group membership, `POST` for an activation and an
+//! invitation, `PUT` (replacing the PIN and its dates) to update a user, `DELETE` a user); the per-second rate limit (configurable,
 //! [`RateLimit`]; over it `429` with `Retry-After` in seconds) and the monthly call budget
-//! (configurable, [`BrivoSimulator::set_monthly_budget`]). API keys are Mashery keys
+//! (configurable, [`BrivoSimulator::set_monthly_budget`]); that a PIN is unique in the account
+//! (`400`); that deleting a user deletes its invitations. API keys are Mashery keys
 //! ("Calls to api.brivo.com require a Mashery API key"); Brivo's partners write that "Brivo
 //! grants 100,000 API calls a month" (OpenEye, "Brivo Integration Instructions",
 //! <https://answers.openeye.net/Configure/Integrations/Access_and_Intrusion/Brivo_Access_Control/Brivo_Integration_Instructions>).
