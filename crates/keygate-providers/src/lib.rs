@@ -3,6 +3,7 @@
 //! virtual systems (catalog in `sandbox`, behaviour in `virtual_system`). HTTP vendor adapters
 //! and the external gRPC connector implement the same trait and register in the same registry.
 
+pub mod brivo;
 #[cfg(feature = "testing")]
 pub mod conformance;
 pub mod connector;

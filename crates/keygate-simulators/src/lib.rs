@@ -3,6 +3,7 @@
 //! 127.0.0.1:0, with the vendor's authentication, permission model, paging, rate limit and error
 //! bodies, plus fault injection (slow answers, 503 before applying, 500 after applying).
 //!
-//! Today: [`kisi`].
+//! Today: [`kisi`], [`brivo`].
 
+pub mod brivo;
 pub mod kisi;
