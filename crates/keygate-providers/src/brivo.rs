@@ -50,7 +50,6 @@
 use std::collections::hash_map::DefaultHasher;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::hash::{Hash, Hasher};
-use std::net::IpAddr;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -226,42 +225,13 @@ struct Settings {
     timeout: Duration,
 }
 
-fn invalid_setting(name: &str, why: &str) -> ProviderError {
-    ProviderError::Permanent(format!("{INVALID_CONNECTION_SETTINGS}: {name}: {why}"))
-}
+use crate::endpoint::invalid_setting;
 
 /// An `https://` URL (or `http://` to a loopback host), without credentials, query or fragment.
 /// Returns it without a trailing `/`, and whether its host is a loopback one.
 fn check_url(name: &str, raw: &str) -> Result<(String, bool), ProviderError> {
-    let url = Url::parse(raw).map_err(|_| invalid_setting(name, "not a URL"))?;
-    let host = url
-        .host_str()
-        .map(|h| h.trim_start_matches('[').trim_end_matches(']'))
-        .filter(|h| !h.is_empty())
-        .ok_or_else(|| invalid_setting(name, "no host"))?;
-    let loopback = host.eq_ignore_ascii_case("localhost")
-        || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback());
-    match url.scheme() {
-        "https" => {}
-        "http" if loopback => {}
-        "http" => {
-            return Err(invalid_setting(
-                name,
-                "http is only for a loopback host; use https",
-            ));
-        }
-        _ => return Err(invalid_setting(name, "the scheme must be https")),
-    }
-    if !url.username().is_empty() || url.password().is_some() {
-        return Err(invalid_setting(name, "must not carry credentials"));
-    }
-    if url.query().is_some() || url.fragment().is_some() {
-        return Err(invalid_setting(
-            name,
-            "must be scheme://host[:port][/path], without a query",
-        ));
-    }
-    Ok((raw.trim_end_matches('/').to_owned(), loopback))
+    let (_, loopback) = crate::endpoint::vendor_url(name, raw, true)?;
+    Ok((raw.trim().trim_end_matches('/').to_owned(), loopback))
 }
 
 impl Settings {

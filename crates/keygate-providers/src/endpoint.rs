@@ -19,12 +19,19 @@ pub fn invalid_setting(name: &str, why: &str) -> ProviderError {
 /// Checks `raw` (trimmed) as a vendor endpoint and returns it parsed, with whether its host is
 /// loopback.
 pub fn vendor_endpoint(raw: &str) -> Result<(Url, bool), ProviderError> {
-    let url = Url::parse(raw.trim()).map_err(|_| invalid_setting("endpoint", "not a URL"))?;
+    vendor_url("endpoint", raw, false)
+}
+
+/// Checks the setting `name` as an `https://` URL (plain `http` only to a loopback host), without
+/// credentials, query or fragment, and without a path unless `with_path` (a vendor whose API
+/// base or token URL has one). Returns it parsed, with whether its host is loopback.
+pub fn vendor_url(name: &str, raw: &str, with_path: bool) -> Result<(Url, bool), ProviderError> {
+    let url = Url::parse(raw.trim()).map_err(|_| invalid_setting(name, "not a URL"))?;
     let host = url
         .host_str()
         .map(|h| h.trim_start_matches('[').trim_end_matches(']'))
         .filter(|h| !h.is_empty())
-        .ok_or_else(|| invalid_setting("endpoint", "no host"))?;
+        .ok_or_else(|| invalid_setting(name, "no host"))?;
     let loopback = host.eq_ignore_ascii_case("localhost")
         || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback());
     match url.scheme() {
@@ -32,18 +39,24 @@ pub fn vendor_endpoint(raw: &str) -> Result<(Url, bool), ProviderError> {
         "http" if loopback => {}
         "http" => {
             return Err(invalid_setting(
-                "endpoint",
+                name,
                 "plain http is allowed only to a loopback host; use https",
             ));
         }
-        _ => return Err(invalid_setting("endpoint", "the scheme must be https")),
+        _ => return Err(invalid_setting(name, "the scheme must be https")),
     }
     if !url.username().is_empty() || url.password().is_some() {
-        return Err(invalid_setting("endpoint", "must not carry credentials"));
+        return Err(invalid_setting(name, "must not carry credentials"));
     }
-    if !matches!(url.path(), "" | "/") || url.query().is_some() || url.fragment().is_some() {
+    if url.query().is_some() || url.fragment().is_some() {
         return Err(invalid_setting(
-            "endpoint",
+            name,
+            "must not carry a query or a fragment",
+        ));
+    }
+    if !with_path && !matches!(url.path(), "" | "/") {
+        return Err(invalid_setting(
+            name,
             "must be scheme://host[:port], without a path",
         ));
     }

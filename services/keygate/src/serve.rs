@@ -189,6 +189,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         directory.clone(),
     )));
     providers.register(Arc::new(keygate_providers::kisi::KisiProvider::new(
+        directory.clone(),
+    )));
+    providers.register(Arc::new(keygate_providers::brivo::BrivoProvider::new(
         directory,
     )));
     let app = App {
