@@ -38,12 +38,10 @@ const MAX_ENTRIES: usize = 32;
 const MAX_NAME_LEN: usize = 64;
 const MAX_VALUE_LEN: usize = 4096;
 
-/// Error codes of a system's health (`AccessSystem.errors`).
-pub const INVALID_CREDENTIALS: &str = "invalid_credentials";
-pub const PROVIDER_UNREACHABLE: &str = "provider_unreachable";
-/// The vendor's call budget (monthly, for Brivo) is spent: nothing is sent until it renews.
-pub const BUDGET_EXHAUSTED: &str = "budget_exhausted";
-pub const ACCOUNT_DISCONNECTED: &str = keygate_providers::registry::ACCOUNT_DISCONNECTED;
+/// Error codes of a system's health (`AccessSystem.errors`): the reasons adapters begin their
+/// messages with, and a disconnection.
+pub use keygate_providers::registry::ACCOUNT_DISCONNECTED;
+pub use keygate_providers::vendor::{BUDGET_EXHAUSTED, INVALID_CREDENTIALS, PROVIDER_UNREACHABLE};
 
 /// The keys that seal the credentials of connected systems (`KEYGATE_CREDENTIALS_KEY`): the
 /// current one seals, it and the previous ones open. Without keys, a system with credentials
@@ -213,7 +211,7 @@ fn refusal(e: ProviderError) -> Error {
     };
     let reason_of = |m: &str| m.split_once(": ").map(|(r, _)| r.to_owned());
     match reason_of(&message).as_deref() {
-        Some("invalid_connection_settings") => Error::InvalidToken {
+        Some(keygate_providers::vendor::INVALID_CONNECTION_SETTINGS) => Error::InvalidToken {
             reason: ErrorReason::InvalidConnectionSettings,
             message,
         },

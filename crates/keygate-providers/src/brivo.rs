@@ -47,10 +47,11 @@
 //! `Transient`; a timeout or another `5xx` after a write was sent is `Ambiguous` (on a read,
 //! `Transient`); other `4xx` are `Permanent` (`brivo_refused`), with Brivo's `code`/`message`.
 
+use crate::vendor::{attempt, format_time, parse_time};
 use std::collections::hash_map::DefaultHasher;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::hash::{Hash, Hasher};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -69,7 +70,6 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 
 use crate::provider::{
     AccessSystemProvider, Connection, Credentials, Directory, HeldCredential, Holder, Link,
@@ -78,17 +78,14 @@ use crate::provider::{
 
 /// The one system type this adapter serves.
 pub const SYSTEM_TYPE: &str = "brivo";
+pub use crate::vendor::{
+    BUDGET_EXHAUSTED, INVALID_CONNECTION_SETTINGS, INVALID_CREDENTIALS, PROVIDER_UNREACHABLE,
+    RATE_LIMITED,
+};
 /// Brivo's API (US instance).
 pub const DEFAULT_ENDPOINT: &str = "https://api.brivo.com/v1/api";
 /// Brivo's token URL (US instance).
 pub const DEFAULT_AUTH_ENDPOINT: &str = "https://auth.brivo.com/oauth/token";
-
-/// Message prefixes the caller maps to reasons: keep them exact.
-pub const INVALID_CONNECTION_SETTINGS: &str = "invalid_connection_settings";
-pub const INVALID_CREDENTIALS: &str = "invalid_credentials";
-pub const PROVIDER_UNREACHABLE: &str = "provider_unreachable";
-/// The account's monthly API call budget is spent.
-pub const BUDGET_EXHAUSTED: &str = "budget_exhausted";
 
 /// Invitations that still stand (a pass pending or redeemed); others are made again.
 const LIVE_INVITATIONS: [&str; 2] = ["PENDING", "REDEEMED"];
@@ -108,7 +105,6 @@ pub const RATE_LIMIT: ProviderRateLimit = ProviderRateLimit {
 };
 
 const DEFAULT_TIMEOUT: Duration = Duration::from_millis(10_000);
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 const UNLOCK_TIMEOUT_CAP: Duration = Duration::from_secs(10);
 const PAGE_SIZE: usize = 100;
 const MAX_PAGES: usize = 500;
@@ -132,9 +128,7 @@ type Account = Arc<tokio::sync::Mutex<TokenState>>;
 /// The Brivo adapter.
 pub struct BrivoProvider {
     directory: Arc<dyn Directory>,
-    client: OnceLock<Result<reqwest::Client, String>>,
-    /// For loopback endpoints: reached directly, whatever HTTP_PROXY says.
-    direct: OnceLock<Result<reqwest::Client, String>>,
+    clients: crate::vendor::HttpClients,
     /// Tokens, by account (a digest of the auth endpoint and the credentials).
     accounts: Mutex<HashMap<u64, Account>>,
 }
@@ -143,29 +137,9 @@ impl BrivoProvider {
     pub fn new(directory: Arc<dyn Directory>) -> Self {
         Self {
             directory,
-            client: OnceLock::new(),
-            direct: OnceLock::new(),
+            clients: Default::default(),
             accounts: Mutex::new(HashMap::new()),
         }
-    }
-
-    fn client(&self, loopback: bool) -> Result<reqwest::Client, ProviderError> {
-        let cell = if loopback { &self.direct } else { &self.client };
-        cell.get_or_init(|| {
-            // reqwest is built without a crypto provider: the process uses ring, once.
-            let _ = rustls::crypto::ring::default_provider().install_default();
-            let mut b = reqwest::Client::builder()
-                .connect_timeout(CONNECT_TIMEOUT)
-                .redirect(reqwest::redirect::Policy::none())
-                .user_agent(concat!("Keygate/", env!("CARGO_PKG_VERSION")));
-            if loopback {
-                b = b.no_proxy();
-            }
-            b.build()
-                .map_err(|e| format!("the HTTP client could not be built: {e}"))
-        })
-        .clone()
-        .map_err(ProviderError::Permanent)
     }
 
     fn account(&self, settings: &Settings, login: &Login) -> Account {
@@ -196,7 +170,7 @@ impl BrivoProvider {
         let account = self.account(&s, &login);
         Ok((
             Api {
-                client: self.client(s.loopback)?,
+                client: self.clients.get(s.loopback)?,
                 base: s.endpoint.clone(),
                 auth_url: s.auth_endpoint.clone(),
                 login,
@@ -225,12 +199,12 @@ struct Settings {
     timeout: Duration,
 }
 
-use crate::endpoint::invalid_setting;
+use crate::vendor::invalid_setting;
 
 /// An `https://` URL (or `http://` to a loopback host), without credentials, query or fragment.
 /// Returns it without a trailing `/`, and whether its host is a loopback one.
 fn check_url(name: &str, raw: &str) -> Result<(String, bool), ProviderError> {
-    let (_, loopback) = crate::endpoint::vendor_url(name, raw, true)?;
+    let (_, loopback) = crate::vendor::vendor_url(name, raw, true)?;
     Ok((raw.trim().trim_end_matches('/').to_owned(), loopback))
 }
 
@@ -560,7 +534,7 @@ impl Api {
         kind: Kind,
         deadline: Duration,
     ) -> ProviderError {
-        let cause = self.scrub(&chain(e));
+        let cause = self.scrub(&crate::vendor::reqwest_failure(e));
         if e.is_connect() {
             return ProviderError::Transient(format!("{PROVIDER_UNREACHABLE}: {what}: {cause}"));
         }
@@ -603,7 +577,7 @@ impl Api {
         match code {
             403 | 429 if budget => ProviderError::Transient(format!("{BUDGET_EXHAUSTED}: {said}")),
             403 if text.contains("over qps") => {
-                ProviderError::Transient(format!("rate_limited: {said}"))
+                ProviderError::Transient(format!("{RATE_LIMITED}: {said}"))
             }
             401 | 403 if self.at_discover => {
                 ProviderError::Permanent(format!("{INVALID_CREDENTIALS}: {said}"))
@@ -615,8 +589,8 @@ impl Api {
                     .and_then(|v| v.to_str().ok())
                     .and_then(|v| v.trim().parse::<u64>().ok());
                 ProviderError::Transient(match after {
-                    Some(s) => format!("rate_limited: {said} (retry after {s} s)"),
-                    None => format!("rate_limited: {said}"),
+                    Some(s) => format!("{RATE_LIMITED}: {said} (retry after {s} s)"),
+                    None => format!("{RATE_LIMITED}: {said}"),
                 })
             }
             503 => ProviderError::Transient(said),
@@ -725,26 +699,6 @@ fn detail(body: &[u8]) -> String {
     out.chars().take(MAX_DETAIL).collect()
 }
 
-fn chain(e: &reqwest::Error) -> String {
-    let what = if e.is_connect() {
-        "connection failed"
-    } else if e.is_timeout() {
-        "timed out"
-    } else {
-        "request failed"
-    };
-    let mut cause = std::error::Error::source(e);
-    let mut last = None;
-    while let Some(c) = cause {
-        last = Some(c.to_string());
-        cause = c.source();
-    }
-    match last {
-        Some(l) => format!("{what}: {l}"),
-        None => what.to_owned(),
-    }
-}
-
 #[derive(Clone, Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct BSite {
@@ -801,18 +755,6 @@ struct BUser {
     effective_from: Option<String>,
     #[serde(default)]
     effective_to: Option<String>,
-}
-
-fn parse_time(s: Option<&str>) -> Option<OffsetDateTime> {
-    s.and_then(|s| OffsetDateTime::parse(s, &Rfc3339).ok())
-}
-
-fn format_time(t: OffsetDateTime) -> String {
-    t.to_offset(time::UtcOffset::UTC)
-        .replace_nanosecond(0)
-        .unwrap_or(t)
-        .format(&Rfc3339)
-        .unwrap_or_default()
 }
 
 fn external_id(kind: &str, id: &str) -> Result<u64, ProviderError> {
@@ -962,33 +904,9 @@ fn encode_path(s: &str) -> String {
         .replace('+', "%20")
 }
 
-fn attempt(error_type: &str, message: impl Into<String>) -> AttemptError {
-    AttemptError {
-        error_type: error_type.into(),
-        message: message.into(),
-    }
-}
-
+/// An unlock's or encoding's typed error from a failure before the answer.
 fn from_provider_error(e: ProviderError) -> AttemptError {
-    match e {
-        ProviderError::Permanent(m) => {
-            let t = m
-                .split_once(':')
-                .map(|(h, _)| h)
-                .filter(|h| h.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'))
-                .unwrap_or("provider_refused")
-                .to_owned();
-            attempt(&t, m)
-        }
-        ProviderError::Transient(m) if m.starts_with(INVALID_CREDENTIALS) => {
-            attempt(INVALID_CREDENTIALS, m)
-        }
-        ProviderError::Transient(m) if m.starts_with(BUDGET_EXHAUSTED) => {
-            attempt(BUDGET_EXHAUSTED, m)
-        }
-        ProviderError::Transient(m) => attempt(PROVIDER_UNREACHABLE, m),
-        ProviderError::Ambiguous(m) => attempt(unlock_errors::NOT_CONFIRMED, m),
-    }
+    crate::vendor::attempt_from(e, unlock_errors::NOT_CONFIRMED)
 }
 
 #[async_trait]

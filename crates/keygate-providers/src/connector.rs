@@ -22,6 +22,7 @@
 //! same `IssueCredential` with the new entrance set: the connector converges the credential of
 //! that reference onto it, so removed doors go with it.
 
+use crate::vendor::attempt;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::future::Future;
 use std::sync::{Arc, Mutex};
@@ -55,11 +56,8 @@ use crate::provider::{
 
 /// The one system type this adapter serves.
 pub const SYSTEM_TYPE: &str = "connector";
+pub use crate::vendor::{INVALID_CONNECTION_SETTINGS, INVALID_CREDENTIALS, PROVIDER_UNREACHABLE};
 
-/// Message prefixes the caller maps to reasons: keep them exact.
-pub const INVALID_CONNECTION_SETTINGS: &str = "invalid_connection_settings";
-pub const INVALID_CREDENTIALS: &str = "invalid_credentials";
-pub const PROVIDER_UNREACHABLE: &str = "provider_unreachable";
 pub const INVALID_CAPABILITIES: &str = "invalid_capabilities";
 
 /// The error type of a failed unlock or encoding that never reached (or never heard back from)
@@ -645,13 +643,6 @@ fn unique_ids<'a>(what: &str, ids: impl Iterator<Item = &'a str>) -> Result<(), 
     Ok(())
 }
 
-fn attempt(error_type: &str, message: impl Into<String>) -> AttemptError {
-    AttemptError {
-        error_type: error_type.into(),
-        message: message.into(),
-    }
-}
-
 /// The `AttemptError` of a failed unlock or encoding: the connector's reason when it gave one,
 /// else by code (`fallback` for a refusal, `provider_unreachable` for the transient classes).
 fn attempt_error(rpc: &str, s: &Status, fallback: &str, deadline_type: &str) -> AttemptError {
@@ -673,21 +664,9 @@ fn attempt_error(rpc: &str, s: &Status, fallback: &str, deadline_type: &str) -> 
     }
 }
 
+/// An unlock's or encoding's typed error from a failure before the answer.
 fn from_provider_error(e: ProviderError) -> AttemptError {
-    match e {
-        ProviderError::Permanent(m) => {
-            let t = m
-                .split_once(':')
-                .map(|(h, _)| h)
-                .filter(|h| h.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'))
-                .unwrap_or("provider_refused")
-                .to_owned();
-            attempt(&t, m)
-        }
-        ProviderError::Transient(m) | ProviderError::Ambiguous(m) => {
-            attempt(UNREACHABLE_ERROR_TYPE, m)
-        }
-    }
+    crate::vendor::attempt_from(e, UNREACHABLE_ERROR_TYPE)
 }
 
 #[async_trait]

@@ -42,8 +42,9 @@
 //! another `5xx` after a write was sent is `Ambiguous` (on a read, `Transient`); other `4xx` are
 //! `Permanent`, with Kisi's `code`/`message`/`errors`.
 
+use crate::vendor::{attempt, format_time, parse_time};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -61,7 +62,6 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 
 use crate::provider::{
     AccessSystemProvider, Connection, Credentials, Directory, HeldCredential, Holder, Link,
@@ -70,13 +70,11 @@ use crate::provider::{
 
 /// The one system type this adapter serves.
 pub const SYSTEM_TYPE: &str = "kisi";
+pub use crate::vendor::{
+    INVALID_CONNECTION_SETTINGS, INVALID_CREDENTIALS, PROVIDER_UNREACHABLE, RATE_LIMITED,
+};
 /// Kisi's API.
 pub const DEFAULT_ENDPOINT: &str = "https://api.kisi.io";
-
-/// Message prefixes the caller maps to reasons: keep them exact.
-pub const INVALID_CONNECTION_SETTINGS: &str = "invalid_connection_settings";
-pub const INVALID_CREDENTIALS: &str = "invalid_credentials";
-pub const PROVIDER_UNREACHABLE: &str = "provider_unreachable";
 
 /// The role that lets a user unlock the doors of a group.
 pub const GROUP_BASIC: &str = "group_basic";
@@ -93,7 +91,6 @@ pub const RATE_LIMIT: ProviderRateLimit = ProviderRateLimit {
 };
 
 const DEFAULT_TIMEOUT: Duration = Duration::from_millis(10_000);
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 const UNLOCK_TIMEOUT_CAP: Duration = Duration::from_secs(10);
 const PAGE_LIMIT: usize = 100;
 const MAX_PAGES: usize = 500;
@@ -103,39 +100,15 @@ const MAX_DETAIL: usize = 300;
 /// The Kisi adapter.
 pub struct KisiProvider {
     directory: Arc<dyn Directory>,
-    client: OnceLock<Result<reqwest::Client, String>>,
-    /// For a loopback endpoint: reached directly, whatever HTTP_PROXY says.
-    direct: OnceLock<Result<reqwest::Client, String>>,
+    clients: crate::vendor::HttpClients,
 }
 
 impl KisiProvider {
     pub fn new(directory: Arc<dyn Directory>) -> Self {
         Self {
             directory,
-            client: OnceLock::new(),
-            direct: OnceLock::new(),
+            clients: Default::default(),
         }
-    }
-
-    /// The adapter's client (connections reused), made on first use.
-    fn client(&self, loopback: bool) -> Result<reqwest::Client, ProviderError> {
-        let cell = if loopback { &self.direct } else { &self.client };
-        cell.get_or_init(|| {
-            // reqwest is built without a crypto provider: the process uses ring, once.
-            let _ = rustls::crypto::ring::default_provider().install_default();
-            let mut b = reqwest::Client::builder()
-                .connect_timeout(CONNECT_TIMEOUT)
-                // The API answers where it is; a redirect is a misconfigured endpoint.
-                .redirect(reqwest::redirect::Policy::none())
-                .user_agent(concat!("Keygate/", env!("CARGO_PKG_VERSION")));
-            if loopback {
-                b = b.no_proxy();
-            }
-            b.build()
-                .map_err(|e| format!("the HTTP client could not be built: {e}"))
-        })
-        .clone()
-        .map_err(ProviderError::Permanent)
     }
 
     fn api(
@@ -148,7 +121,7 @@ impl KisiProvider {
         let (auth, key) = login(credentials)?;
         Ok((
             Api {
-                client: self.client(s.loopback)?,
+                client: self.clients.get(s.loopback)?,
                 base: s.endpoint.clone(),
                 auth,
                 key,
@@ -175,7 +148,7 @@ struct Settings {
     timeout: Duration,
 }
 
-use crate::endpoint::invalid_setting;
+use crate::vendor::invalid_setting;
 
 impl Settings {
     fn parse(settings: &BTreeMap<String, String>) -> Result<Self, ProviderError> {
@@ -187,7 +160,7 @@ impl Settings {
         let raw = settings
             .get("endpoint")
             .map_or(DEFAULT_ENDPOINT, |e| e.trim());
-        let (_, loopback) = crate::endpoint::vendor_endpoint(raw)?;
+        let (_, loopback) = crate::vendor::vendor_endpoint(raw)?;
         let place_id = match settings.get("place_id") {
             None => None,
             Some(v) => Some(
@@ -328,7 +301,7 @@ impl Api {
         kind: Kind,
         deadline: Duration,
     ) -> ProviderError {
-        let cause = self.scrub(&chain(e));
+        let cause = self.scrub(&crate::vendor::reqwest_failure(e));
         if e.is_connect() {
             // Nothing was sent: the orchestrator waits without spending attempts.
             return ProviderError::Transient(format!("{PROVIDER_UNREACHABLE}: {what}: {cause}"));
@@ -373,8 +346,8 @@ impl Api {
                     .and_then(|v| v.to_str().ok())
                     .and_then(|v| v.trim().parse::<u64>().ok());
                 ProviderError::Transient(match after {
-                    Some(s) => format!("rate_limited: {said} (retry after {s} s)"),
-                    None => format!("rate_limited: {said}"),
+                    Some(s) => format!("{RATE_LIMITED}: {said} (retry after {s} s)"),
+                    None => format!("{RATE_LIMITED}: {said}"),
                 })
             }
             // Not processed: nothing applied.
@@ -526,27 +499,6 @@ fn detail(body: &[u8]) -> String {
     out.chars().take(MAX_DETAIL).collect()
 }
 
-/// An error and its innermost cause.
-fn chain(e: &reqwest::Error) -> String {
-    let what = if e.is_connect() {
-        "connection failed"
-    } else if e.is_timeout() {
-        "timed out"
-    } else {
-        "request failed"
-    };
-    let mut cause = std::error::Error::source(e);
-    let mut last = None;
-    while let Some(c) = cause {
-        last = Some(c.to_string());
-        cause = c.source();
-    }
-    match last {
-        Some(l) => format!("{what}: {l}"),
-        None => what.to_owned(),
-    }
-}
-
 #[derive(Clone, Debug, Deserialize)]
 struct KPlace {
     id: u64,
@@ -661,18 +613,6 @@ impl Window {
             until: parse_time(r.valid_until.as_deref()),
         }
     }
-}
-
-fn parse_time(s: Option<&str>) -> Option<OffsetDateTime> {
-    s.and_then(|s| OffsetDateTime::parse(s, &Rfc3339).ok())
-}
-
-fn format_time(t: OffsetDateTime) -> String {
-    t.to_offset(time::UtcOffset::UTC)
-        .replace_nanosecond(0)
-        .unwrap_or(t)
-        .format(&Rfc3339)
-        .unwrap_or_default()
 }
 
 fn format_opt(t: Option<OffsetDateTime>) -> Value {
@@ -893,30 +833,9 @@ impl Api {
     }
 }
 
-fn attempt(error_type: &str, message: impl Into<String>) -> AttemptError {
-    AttemptError {
-        error_type: error_type.into(),
-        message: message.into(),
-    }
-}
-
+/// An unlock's or encoding's typed error from a failure before the answer.
 fn from_provider_error(e: ProviderError) -> AttemptError {
-    match e {
-        ProviderError::Permanent(m) => {
-            let t = m
-                .split_once(':')
-                .map(|(h, _)| h)
-                .filter(|h| h.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'))
-                .unwrap_or("provider_refused")
-                .to_owned();
-            attempt(&t, m)
-        }
-        ProviderError::Transient(m) if m.starts_with(INVALID_CREDENTIALS) => {
-            attempt(INVALID_CREDENTIALS, m)
-        }
-        ProviderError::Transient(m) => attempt(PROVIDER_UNREACHABLE, m),
-        ProviderError::Ambiguous(m) => attempt(unlock_errors::NOT_CONFIRMED, m),
-    }
+    crate::vendor::attempt_from(e, unlock_errors::NOT_CONFIRMED)
 }
 
 #[async_trait]
@@ -1323,7 +1242,7 @@ mod tests {
 
     #[test]
     fn windows_union_and_cover() {
-        let t = |s: &str| OffsetDateTime::parse(s, &Rfc3339).ok();
+        let t = |s: &str| parse_time(Some(s));
         let a = Window {
             from: t("2026-01-01T00:00:00Z"),
             until: t("2026-01-02T00:00:00Z"),

@@ -7,13 +7,13 @@ pub mod brivo;
 #[cfg(feature = "testing")]
 pub mod conformance;
 pub mod connector;
-pub mod endpoint;
 pub mod kisi;
 pub mod provider;
 pub mod registry;
 pub mod sandbox;
 pub mod seam;
 pub mod sql_ledger;
+pub mod vendor;
 pub mod virtual_system;
 
 pub use provider::{

@@ -64,6 +64,7 @@
 //! 5xx and timeouts → Ambiguous on changes, Transient on reads; a connection that could not be
 //! opened → Transient `provider_unreachable`; other 4xx → Permanent `<error.type>: <message>`.
 
+use crate::vendor::attempt;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -82,7 +83,6 @@ use keygate_domain::model::{
 use keygate_domain::tracker::{DoorOutcome, ProvisionResult};
 use serde_json::{Value, json};
 use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 
 use crate::provider::{
     AccessSystemProvider, Connection, Credentials, Directory, HeldCredential, Holder, ProviderError,
@@ -90,19 +90,15 @@ use crate::provider::{
 
 /// The one system type this adapter serves.
 pub const SYSTEM_TYPE: &str = "seam";
-/// The prefix of a 429: the orchestrator waits (its `Retry-After`) without spending attempts.
-pub const RATE_LIMITED: &str = "rate_limited";
+pub use crate::vendor::{
+    INVALID_CONNECTION_SETTINGS, INVALID_CREDENTIALS, PROVIDER_UNREACHABLE, RATE_LIMITED,
+};
 /// Seam's API.
 pub const DEFAULT_ENDPOINT: &str = "https://connect.getseam.com";
 /// The prefix of the `user_identity_key` of an access method's Seam user identity.
 pub const USER_IDENTITY_KEY_PREFIX: &str = "keygate-access-method-";
 
-pub const INVALID_CONNECTION_SETTINGS: &str = "invalid_connection_settings";
-pub const INVALID_CREDENTIALS: &str = "invalid_credentials";
-pub const PROVIDER_UNREACHABLE: &str = "provider_unreachable";
-
 const DEFAULT_TIMEOUT: Duration = Duration::from_millis(10_000);
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 const UNLOCK_TIMEOUT_CAP: Duration = Duration::from_secs(30);
 const ENCODE_TIMEOUT: Duration = Duration::from_secs(90);
 const POLL_EVERY: Duration = Duration::from_millis(250);
@@ -119,7 +115,7 @@ pub fn user_identity_key(access_method_id: AccessMethodId) -> String {
 pub struct SeamProvider {
     directory: Arc<dyn Directory>,
     /// One client for proxied (public) endpoints, one that bypasses proxies for loopback ones.
-    clients: Mutex<HashMap<bool, reqwest::Client>>,
+    clients: crate::vendor::HttpClients,
     /// The Seam system id each stored system resolved to, when its settings did not name one.
     resolved: Mutex<HashMap<AccessSystemId, String>>,
 }
@@ -128,34 +124,9 @@ impl SeamProvider {
     pub fn new(directory: Arc<dyn Directory>) -> Self {
         Self {
             directory,
-            clients: Mutex::new(HashMap::new()),
+            clients: Default::default(),
             resolved: Mutex::new(HashMap::new()),
         }
-    }
-
-    fn client(&self, loopback: bool) -> Result<reqwest::Client, ProviderError> {
-        let mut clients = match self.clients.lock() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        };
-        if let Some(c) = clients.get(&loopback) {
-            return Ok(c.clone());
-        }
-        // reqwest is built without a crypto provider: the process uses ring, once.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let mut builder = reqwest::Client::builder()
-            .connect_timeout(CONNECT_TIMEOUT)
-            // Seam answers where it is; a redirect is a misconfigured endpoint.
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("Keygate/", env!("CARGO_PKG_VERSION")));
-        if loopback {
-            builder = builder.no_proxy();
-        }
-        let client = builder
-            .build()
-            .map_err(|e| ProviderError::Permanent(format!("seam: HTTP client: {e}")))?;
-        clients.insert(loopback, client.clone());
-        Ok(client)
     }
 
     fn target(
@@ -165,7 +136,7 @@ impl SeamProvider {
     ) -> Result<(Target, Option<String>), ProviderError> {
         let s = Settings::parse(settings)?;
         let api_key = bearer(credentials)?;
-        let client = self.client(s.loopback)?;
+        let client = self.clients.get(s.loopback)?;
         Ok((
             Target {
                 client,
@@ -231,7 +202,7 @@ impl Settings {
             .get("endpoint")
             .map(|e| e.trim())
             .unwrap_or(DEFAULT_ENDPOINT);
-        let (url, loopback) = crate::endpoint::vendor_endpoint(raw)?;
+        let (url, loopback) = crate::vendor::vendor_endpoint(raw)?;
         let acs_system_id = match settings.get("acs_system_id").map(|s| s.trim()) {
             None => None,
             Some("") => return Err(invalid("acs_system_id", "empty")),
@@ -539,14 +510,15 @@ fn flag(v: &Value, key: &str) -> Option<bool> {
     v.get(key).and_then(Value::as_bool)
 }
 
+/// A time as Seam takes it: RFC 3339, UTC, to the nanosecond (compared with the holder's as is).
 fn ts(t: OffsetDateTime) -> String {
     t.to_offset(time::UtcOffset::UTC)
-        .format(&Rfc3339)
+        .format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_default()
 }
 
 fn parse_ts(v: Option<&Value>) -> Option<OffsetDateTime> {
-    OffsetDateTime::parse(v?.as_str()?, &Rfc3339).ok()
+    crate::vendor::parse_time(v.and_then(Value::as_str))
 }
 
 /// A Seam access system, as discover and the stored calls need it.
@@ -858,30 +830,6 @@ fn same_schedule(user: &Value, holder: &Holder) -> bool {
         && parse_ts(s.and_then(|s| s.get("ends_at"))) == holder.ends_at
 }
 
-fn attempt(error_type: &str, message: impl Into<String>) -> AttemptError {
-    AttemptError {
-        error_type: error_type.into(),
-        message: message.into(),
-    }
-}
-
-fn from_provider_error(e: ProviderError) -> AttemptError {
-    match e {
-        ProviderError::Permanent(m) => {
-            let t = m
-                .split_once(':')
-                .map(|(h, _)| h)
-                .filter(|h| h.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'))
-                .unwrap_or("provider_refused")
-                .to_owned();
-            attempt(&t, m)
-        }
-        ProviderError::Transient(m) | ProviderError::Ambiguous(m) => {
-            attempt(PROVIDER_UNREACHABLE, m)
-        }
-    }
-}
-
 /// The typed error of a failed unlock or encoding call.
 fn attempt_failure(route: &str, f: &Failure, fallback: &str, unknown: &str) -> AttemptError {
     let message = format!("{route}: {}", f.describe());
@@ -956,6 +904,11 @@ async fn settle(
             .await
             .map_err(|f| attempt(unknown, format!("{route}: {}", f.describe())))?;
     }
+}
+
+/// An unlock's or encoding's typed error from a failure before the answer.
+fn from_provider_error(e: ProviderError) -> AttemptError {
+    crate::vendor::attempt_from(e, PROVIDER_UNREACHABLE)
 }
 
 #[async_trait]

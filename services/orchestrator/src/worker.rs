@@ -81,7 +81,7 @@ fn unreachable(reason: &str) -> bool {
 
 /// Whether a transient error is the vendor's rate limit (adapters begin a 429 with `rate_limited`).
 fn rate_limited(reason: &str) -> bool {
-    reason.starts_with("rate_limited")
+    reason.starts_with(keygate_providers::vendor::RATE_LIMITED)
 }
 
 /// The wait a rate-limited answer asked for (`retry after N s`, or `retry after N`), capped at

@@ -1,0 +1,223 @@
+//! What every adapter of a real system shares: the rule for URL settings (an `https://` URL;
+//! plain `http` only to a loopback host, for simulators and fakes; refusals are
+//! `invalid_connection_settings: <name>: ...`), the HTTP clients of the vendor adapters, times on
+//! the wire, and how a call's failure becomes an action attempt's typed error.
+
+use std::net::IpAddr;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use keygate_domain::action::AttemptError;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+use url::Url;
+
+use crate::ProviderError;
+
+/// The reasons a provider error's message begins with (`reason: ...`), which the use cases and
+/// the orchestrator act on: one list for every adapter.
+/// A setting (or credential) the adapter does not accept; at discover: `INVALID_ARGUMENT`.
+pub const INVALID_CONNECTION_SETTINGS: &str = "invalid_connection_settings";
+/// The vendor refused the credentials (401/403); the system shows it.
+pub const INVALID_CREDENTIALS: &str = "invalid_credentials";
+/// The vendor could not be reached at all; jobs wait without spending attempts.
+pub const PROVIDER_UNREACHABLE: &str = "provider_unreachable";
+/// The vendor's call budget is spent; jobs wait without spending attempts.
+pub const BUDGET_EXHAUSTED: &str = "budget_exhausted";
+/// The vendor's rate limit (429), with its `retry after N s` when it gave one.
+pub const RATE_LIMITED: &str = "rate_limited";
+
+/// A refused setting, named, its value never shown.
+pub fn invalid_setting(name: &str, why: &str) -> ProviderError {
+    ProviderError::Permanent(format!("{INVALID_CONNECTION_SETTINGS}: {name}: {why}"))
+}
+
+/// Checks `raw` (trimmed) as a vendor endpoint and returns it parsed, with whether its host is
+/// loopback.
+pub fn vendor_endpoint(raw: &str) -> Result<(Url, bool), ProviderError> {
+    vendor_url("endpoint", raw, false)
+}
+
+/// Checks the setting `name` as an `https://` URL (plain `http` only to a loopback host), without
+/// credentials, query or fragment, and without a path unless `with_path` (a vendor whose API
+/// base or token URL has one). Returns it parsed, with whether its host is loopback.
+pub fn vendor_url(name: &str, raw: &str, with_path: bool) -> Result<(Url, bool), ProviderError> {
+    let url = Url::parse(raw.trim()).map_err(|_| invalid_setting(name, "not a URL"))?;
+    let host = url
+        .host_str()
+        .map(|h| h.trim_start_matches('[').trim_end_matches(']'))
+        .filter(|h| !h.is_empty())
+        .ok_or_else(|| invalid_setting(name, "no host"))?;
+    let loopback = host.eq_ignore_ascii_case("localhost")
+        || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback());
+    match url.scheme() {
+        "https" => {}
+        "http" if loopback => {}
+        "http" => {
+            return Err(invalid_setting(
+                name,
+                "plain http is allowed only to a loopback host; use https",
+            ));
+        }
+        _ => return Err(invalid_setting(name, "the scheme must be https")),
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(invalid_setting(name, "must not carry credentials"));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(invalid_setting(
+            name,
+            "must not carry a query or a fragment",
+        ));
+    }
+    if !with_path && !matches!(url.path(), "" | "/") {
+        return Err(invalid_setting(
+            name,
+            "must be scheme://host[:port], without a path",
+        ));
+    }
+    Ok((url, loopback))
+}
+
+/// How long a vendor adapter waits for a TCP + TLS connection.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// A vendor adapter's HTTP clients (one through the system's proxy settings, one that never uses a
+/// proxy, for loopback endpoints), each made on first use and shared by every call so connections
+/// are reused: reqwest on rustls with ring, the process's one TLS stack; redirects refused (an
+/// API answers where it is; a redirect is a misconfigured endpoint).
+#[derive(Default)]
+pub struct HttpClients {
+    proxied: OnceLock<Result<reqwest::Client, String>>,
+    direct: OnceLock<Result<reqwest::Client, String>>,
+}
+
+impl HttpClients {
+    pub fn get(&self, loopback: bool) -> Result<reqwest::Client, ProviderError> {
+        let cell = if loopback {
+            &self.direct
+        } else {
+            &self.proxied
+        };
+        cell.get_or_init(|| {
+            // reqwest is built without a crypto provider: the process uses ring, once.
+            let _ = rustls::crypto::ring::default_provider().install_default();
+            let mut b = reqwest::Client::builder()
+                .connect_timeout(CONNECT_TIMEOUT)
+                .redirect(reqwest::redirect::Policy::none())
+                .user_agent(concat!("Keygate/", env!("CARGO_PKG_VERSION")));
+            if loopback {
+                b = b.no_proxy();
+            }
+            b.build()
+                .map_err(|e| format!("the HTTP client could not be built: {e}"))
+        })
+        .clone()
+        .map_err(ProviderError::Permanent)
+    }
+}
+
+/// A failed HTTP call in words: what failed and its innermost cause.
+pub fn reqwest_failure(e: &reqwest::Error) -> String {
+    let what = if e.is_connect() {
+        "connection failed"
+    } else if e.is_timeout() {
+        "timed out"
+    } else {
+        "request failed"
+    };
+    let mut cause = std::error::Error::source(e);
+    let mut last = None;
+    while let Some(c) = cause {
+        last = Some(c.to_string());
+        cause = c.source();
+    }
+    match last {
+        Some(c) => format!("{what}: {c}"),
+        None => what.to_owned(),
+    }
+}
+
+/// An RFC 3339 time as vendors send it; `None` when absent or malformed.
+pub fn parse_time(s: Option<&str>) -> Option<OffsetDateTime> {
+    s.and_then(|s| OffsetDateTime::parse(s, &Rfc3339).ok())
+}
+
+/// A time as vendors take it: RFC 3339, UTC, whole seconds.
+pub fn format_time(t: OffsetDateTime) -> String {
+    t.to_offset(time::UtcOffset::UTC)
+        .replace_nanosecond(0)
+        .unwrap_or(t)
+        .format(&Rfc3339)
+        .unwrap_or_default()
+}
+
+/// An action attempt's typed error.
+pub fn attempt(error_type: &str, message: impl Into<String>) -> AttemptError {
+    AttemptError {
+        error_type: error_type.into(),
+        message: message.into(),
+    }
+}
+
+/// The reasons a transient failure names that an action attempt keeps as its type.
+const TRANSIENT_TYPES: [&str; 2] = [INVALID_CREDENTIALS, BUDGET_EXHAUSTED];
+
+/// The typed error of an unlock or encoding that failed before or around the vendor's answer: a
+/// refusal's reason (`reason: ...`, else `provider_refused`), a transient failure's known reason
+/// (else `provider_unreachable`), and `ambiguous_type` when the call may have been applied.
+pub fn attempt_from(e: ProviderError, ambiguous_type: &str) -> AttemptError {
+    let reason = |m: &str| -> Option<String> {
+        m.split_once(':')
+            .map(|(h, _)| h)
+            .filter(|h| !h.is_empty() && h.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'))
+            .map(str::to_owned)
+    };
+    match e {
+        ProviderError::Permanent(m) => {
+            let t = reason(&m).unwrap_or_else(|| "provider_refused".to_owned());
+            attempt(&t, m)
+        }
+        ProviderError::Transient(m) => {
+            let t = reason(&m)
+                .filter(|r| TRANSIENT_TYPES.contains(&r.as_str()))
+                .unwrap_or_else(|| PROVIDER_UNREACHABLE.to_owned());
+            attempt(&t, m)
+        }
+        ProviderError::Ambiguous(m) => attempt(ambiguous_type, m),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints() {
+        for ok in [
+            "https://api.kisi.io",
+            "https://connect.getseam.com/",
+            "http://127.0.0.1:8080",
+            "http://localhost:1",
+            "http://[::1]:9",
+        ] {
+            assert!(vendor_endpoint(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "not a url",
+            "http://example.com",
+            "ftp://127.0.0.1",
+            "https://user:pw@example.com",
+            "https://example.com/v1",
+            "https://example.com/?q=1",
+        ] {
+            let e = vendor_endpoint(bad).expect_err(bad);
+            assert!(
+                e.to_string()
+                    .contains("invalid_connection_settings: endpoint"),
+                "{e}"
+            );
+            assert!(!e.to_string().contains("pw"), "{e}");
+        }
+    }
+}
