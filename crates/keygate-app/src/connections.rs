@@ -41,7 +41,9 @@ const MAX_VALUE_LEN: usize = 4096;
 /// Error codes of a system's health (`AccessSystem.errors`): the reasons adapters begin their
 /// messages with, and a disconnection.
 pub use keygate_providers::registry::ACCOUNT_DISCONNECTED;
-pub use keygate_providers::vendor::{BUDGET_EXHAUSTED, INVALID_CREDENTIALS, PROVIDER_UNREACHABLE};
+pub use keygate_providers::vendor::{
+    BUDGET_EXHAUSTED, BUDGET_NEARLY_EXHAUSTED, INVALID_CREDENTIALS, PROVIDER_UNREACHABLE,
+};
 
 /// The keys that seal the credentials of connected systems (`KEYGATE_CREDENTIALS_KEY`): the
 /// current one seals, it and the previous ones open. Without keys, a system with credentials
@@ -493,13 +495,30 @@ pub async fn set_errors(
     system: &AccessSystem,
     errors: Vec<Notice>,
 ) -> Result<(), Error> {
-    let same = system
-        .health
-        .errors
-        .iter()
-        .map(|n| (&n.code, &n.message))
-        .eq(errors.iter().map(|n| (&n.code, &n.message)));
-    if same {
+    set_health(
+        store,
+        tracker,
+        system,
+        errors,
+        system.health.warnings.clone(),
+    )
+    .await
+}
+
+/// Replaces a connected system's errors and warnings, as [`set_errors`] does the errors.
+async fn set_health(
+    store: &dyn Store,
+    tracker: &Tracker,
+    system: &AccessSystem,
+    errors: Vec<Notice>,
+    warnings: Vec<Notice>,
+) -> Result<(), Error> {
+    let same = |a: &[Notice], b: &[Notice]| {
+        a.iter()
+            .map(|n| (&n.code, &n.message))
+            .eq(b.iter().map(|n| (&n.code, &n.message)))
+    };
+    if same(&system.health.errors, &errors) && same(&system.health.warnings, &warnings) {
         return Ok(());
     }
     let at = now();
@@ -513,7 +532,7 @@ pub async fn set_errors(
             system.workspace_id,
             system.id,
             &errors,
-            &system.health.warnings,
+            &warnings,
             &event,
             at,
         )
@@ -524,59 +543,69 @@ pub async fn set_errors(
     Ok(())
 }
 
+/// The health warnings an adapter raises from what calls tell it (and clears when they no longer
+/// hold); other warnings of a system are left as they are.
+const CALL_WARNINGS: [&str; 1] = [BUDGET_NEARLY_EXHAUSTED];
+
 /// The health errors a provider call's outcome can raise or clear.
 const CALL_ERRORS: [&str; 3] = [INVALID_CREDENTIALS, PROVIDER_UNREACHABLE, BUDGET_EXHAUSTED];
 
 /// What one provider call says of its system's health (the orchestrator calls it after every
 /// provision and revocation): a refusal of the credentials or a system that cannot be reached
 /// puts `invalid_credentials` or `provider_unreachable` on the system, and the next answer
-/// clears it. Other failures say nothing of the connection. `system` is as the caller read it;
-/// nothing is written when its errors already say so.
+/// clears it. Other failures say nothing of the connection. `warnings` are what the adapter
+/// says of the account now ([`keygate_providers::AccessSystemProvider::warnings`]): they replace
+/// the call warnings the system showed (a warning keeps its first message while its code
+/// stands). `system` is as the caller read it; nothing is written when nothing changed.
 pub async fn observe_call(
     store: &dyn Store,
     tracker: &Tracker,
     system: &AccessSystem,
     outcome: Result<(), &ProviderError>,
+    warnings: Vec<Notice>,
 ) -> Result<(), Error> {
+    let health = &system.health;
     let others = || {
-        system
-            .health
+        health
             .errors
             .iter()
             .filter(|n| !CALL_ERRORS.contains(&n.code.as_str()))
             .cloned()
     };
     let errors: Vec<Notice> = match outcome {
-        Ok(()) => {
-            if !system
-                .health
-                .errors
-                .iter()
-                .any(|n| CALL_ERRORS.contains(&n.code.as_str()))
-            {
-                return Ok(());
-            }
-            others().collect()
-        }
+        Ok(()) => others().collect(),
         Err(e) => {
             let message = match e {
                 ProviderError::Transient(m)
                 | ProviderError::Ambiguous(m)
                 | ProviderError::Permanent(m) => m,
             };
-            let Some(code) = CALL_ERRORS
+            match CALL_ERRORS
                 .into_iter()
                 .find(|c| message.strip_prefix(c).is_some_and(|r| r.starts_with(':')))
-            else {
-                return Ok(());
-            };
-            if system.health.errors.iter().any(|n| n.code == code) {
-                return Ok(());
+            {
+                None => health.errors.clone(),
+                Some(code) if health.errors.iter().any(|n| n.code == code) => health.errors.clone(),
+                Some(code) => others()
+                    .chain([Notice::new(code, message.clone(), now())])
+                    .collect(),
             }
-            others()
-                .chain([Notice::new(code, message.clone(), now())])
-                .collect()
         }
     };
-    set_errors(store, tracker, system, errors).await
+    let mut kept: Vec<Notice> = health
+        .warnings
+        .iter()
+        .filter(|n| !CALL_WARNINGS.contains(&n.code.as_str()))
+        .cloned()
+        .collect();
+    for w in warnings {
+        if !CALL_WARNINGS.contains(&w.code.as_str()) || kept.iter().any(|n| n.code == w.code) {
+            continue;
+        }
+        match health.warnings.iter().find(|n| n.code == w.code) {
+            Some(shown) => kept.push(shown.clone()),
+            None => kept.push(w),
+        }
+    }
+    set_health(store, tracker, system, errors, kept).await
 }

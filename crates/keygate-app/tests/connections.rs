@@ -721,7 +721,7 @@ async fn what_a_call_says_of_the_connection_shows_on_the_system() {
     let store = &*f.app.store;
     // A fault the system answered with says nothing of the connection.
     let busy = ProviderError::Transient("503 service unavailable".into());
-    observe_call(store, &f.app.tracker, &s, Err(&busy))
+    observe_call(store, &f.app.tracker, &s, Err(&busy), Vec::new())
         .await
         .expect("observe");
     let s = f.app.get_access_system(f.ws, s.id).await.expect("system");
@@ -732,17 +732,17 @@ async fn what_a_call_says_of_the_connection_shows_on_the_system() {
         "provider_unreachable",
     ] {
         let e = ProviderError::Transient(format!("{code}: said by the vendor"));
-        observe_call(store, &f.app.tracker, &s, Err(&e))
+        observe_call(store, &f.app.tracker, &s, Err(&e), Vec::new())
             .await
             .expect("observe");
         let down = f.app.get_access_system(f.ws, s.id).await.expect("system");
         assert_eq!(down.health.errors.len(), 1, "{down:?}");
         assert_eq!(down.health.errors[0].code, code);
         // The same again writes nothing new.
-        observe_call(store, &f.app.tracker, &down, Err(&e))
+        observe_call(store, &f.app.tracker, &down, Err(&e), Vec::new())
             .await
             .expect("observe");
-        observe_call(store, &f.app.tracker, &down, Ok(()))
+        observe_call(store, &f.app.tracker, &down, Ok(()), Vec::new())
             .await
             .expect("observe");
         let up = f.app.get_access_system(f.ws, s.id).await.expect("system");
@@ -755,6 +755,52 @@ async fn what_a_call_says_of_the_connection_shows_on_the_system() {
             .filter(|t| *t == "acs_system.disconnected")
             .count(),
         3,
+        "{types:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_budget_nearly_spent_is_a_warning_that_the_calls_raise_and_clear() {
+    use keygate_app::connections::{BUDGET_NEARLY_EXHAUSTED, observe_call};
+    use keygate_domain::grant::Notice;
+    let f = fixture(TestDb::sqlite().await, true).await;
+    let s = f
+        .app
+        .connect_access_system(f.ws, acme_connect(TOKEN))
+        .await
+        .expect("connect");
+    let store = &*f.app.store;
+    let warn = |spent: u64| {
+        vec![Notice::new(
+            BUDGET_NEARLY_EXHAUSTED,
+            format!("{spent} of 1000 calls spent"),
+            keygate_domain::model::now(),
+        )]
+    };
+    observe_call(store, &f.app.tracker, &s, Ok(()), warn(900))
+        .await
+        .expect("observe");
+    let warned = f.app.get_access_system(f.ws, s.id).await.expect("system");
+    assert_eq!(warned.health.warnings.len(), 1, "{warned:?}");
+    assert_eq!(warned.health.warnings[0].code, BUDGET_NEARLY_EXHAUSTED);
+    assert!(warned.health.errors.is_empty(), "a warning is not an error");
+    // Spent further: the warning stands as first raised (no write per call).
+    observe_call(store, &f.app.tracker, &warned, Ok(()), warn(950))
+        .await
+        .expect("observe");
+    let still = f.app.get_access_system(f.ws, s.id).await.expect("system");
+    assert_eq!(still.health.warnings, warned.health.warnings);
+    // A warning code no call raises is not taken from an adapter.
+    let odd = vec![Notice::new("made_up", "x", keygate_domain::model::now())];
+    observe_call(store, &f.app.tracker, &still, Ok(()), odd)
+        .await
+        .expect("observe");
+    let renewed = f.app.get_access_system(f.ws, s.id).await.expect("system");
+    assert!(renewed.health.warnings.is_empty(), "{renewed:?}");
+    // No event says the system went down for a warning.
+    let types = event_types(&f.app, f.ws, s.id).await;
+    assert!(
+        !types.iter().any(|t| t == "acs_system.disconnected"),
         "{types:?}"
     );
 }

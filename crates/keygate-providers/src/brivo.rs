@@ -47,7 +47,7 @@
 //! `Transient`; a timeout or another `5xx` after a write was sent is `Ambiguous` (on a read,
 //! `Transient`); other `4xx` are `Permanent` (`brivo_refused`), with Brivo's `code`/`message`.
 
-use crate::vendor::{attempt, format_time, parse_time};
+use crate::vendor::{MAX_PACING_WAIT, RequestRate, attempt, format_time, parse_time};
 use std::collections::hash_map::DefaultHasher;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::hash::{Hash, Hasher};
@@ -58,10 +58,10 @@ use async_trait::async_trait;
 use keygate_domain::action::{AttemptError, RevokeJob, UnlockJob, unlock_errors};
 use keygate_domain::capability::{
     AccessMethodMode, CapabilityDescriptor, PermissionModel, PinCodeGenerator, PinCodeRules,
-    ProviderRateLimit,
 };
+use keygate_domain::grant::Notice;
 use keygate_domain::grant::ProvisionJob;
-use keygate_domain::ids::{AccessMethodId, EntranceId};
+use keygate_domain::ids::{AccessMethodId, AccessSystemId, EntranceId};
 use keygate_domain::model::{AccessSystem, NewAccessGroup, NewAccessSystem, NewEntrance};
 use keygate_domain::tracker::{DoorOutcome, ProvisionResult};
 use reqwest::header::{HeaderMap, HeaderValue};
@@ -79,8 +79,8 @@ use crate::provider::{
 /// The one system type this adapter serves.
 pub const SYSTEM_TYPE: &str = "brivo";
 pub use crate::vendor::{
-    BUDGET_EXHAUSTED, INVALID_CONNECTION_SETTINGS, INVALID_CREDENTIALS, PROVIDER_UNREACHABLE,
-    RATE_LIMITED,
+    BUDGET_EXHAUSTED, BUDGET_NEARLY_EXHAUSTED, INVALID_CONNECTION_SETTINGS, INVALID_CREDENTIALS,
+    PROVIDER_UNREACHABLE, RATE_LIMITED,
 };
 /// Brivo's API (US instance).
 pub const DEFAULT_ENDPOINT: &str = "https://api.brivo.com/v1/api";
@@ -93,16 +93,17 @@ const LIVE_INVITATIONS: [&str; 2] = ["PENDING", "REDEEMED"];
 /// The prefix of the `externalId` of the Brivo user made for an access method.
 pub const EXTERNAL_ID_PREFIX: &str = "keygate-";
 
-/// The request rate this adapter declares, in provider calls. Brivo publishes no numeric
-/// per-second limit (its gateway answers `429`); one provider call makes up to about six
-/// requests (find the user, write it, list its groups, one write per group), so two calls a
-/// second (a burst of four) stay near ten requests a second. The monthly budget (100,000 calls
-/// by default, as Brivo's partners report) is not a rate the orchestrator can pace; it surfaces
-/// as `budget_exhausted`.
-pub const RATE_LIMIT: ProviderRateLimit = ProviderRateLimit {
-    requests_per_second: 2.0,
-    burst: 4,
-};
+/// The request rate the adapter keeps to when the system's settings name none. Brivo publishes
+/// no numeric per-second limit (its gateway answers `429`): ten requests a second is an estimate
+/// of ours; set `requests_per_second` to the account's real one.
+pub const DEFAULT_REQUESTS_PER_SECOND: f64 = 10.0;
+/// The most requests one provider call makes (find the user, write it, list its groups, one
+/// write per group): the declared call rate is the request rate divided by this.
+pub const REQUESTS_PER_CALL: u32 = 5;
+/// The share of the monthly budget spent past which the system shows
+/// `budget_nearly_exhausted`. The budget (100,000 calls by default, as Brivo's partners report)
+/// is not a rate anyone can pace; spent, it is the error `budget_exhausted`.
+pub const BUDGET_WARNING_SHARE: f64 = 0.9;
 
 const DEFAULT_TIMEOUT: Duration = Duration::from_millis(10_000);
 const UNLOCK_TIMEOUT_CAP: Duration = Duration::from_secs(10);
@@ -131,6 +132,18 @@ pub struct BrivoProvider {
     clients: crate::vendor::HttpClients,
     /// Tokens, by account (a digest of the auth endpoint and the credentials).
     accounts: Mutex<HashMap<u64, Account>>,
+    pacer: Arc<crate::vendor::Pacer>,
+    /// The monthly budget as the last answer's quota headers told it, by account.
+    quotas: Arc<Mutex<HashMap<u64, Quota>>>,
+    /// Which account each stored system was last reached through.
+    systems: Mutex<HashMap<AccessSystemId, u64>>,
+}
+
+/// An account's monthly call budget: allotted, and spent so far.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Quota {
+    allotted: u64,
+    current: u64,
 }
 
 impl BrivoProvider {
@@ -139,10 +152,13 @@ impl BrivoProvider {
             directory,
             clients: Default::default(),
             accounts: Mutex::new(HashMap::new()),
+            pacer: Default::default(),
+            quotas: Default::default(),
+            systems: Mutex::new(HashMap::new()),
         }
     }
 
-    fn account(&self, settings: &Settings, login: &Login) -> Account {
+    fn account(&self, settings: &Settings, login: &Login) -> (u64, Account) {
         // The key covers every secret too: new credentials never reuse an old token.
         let mut h = DefaultHasher::new();
         settings.auth_endpoint.hash(&mut h);
@@ -156,7 +172,7 @@ impl BrivoProvider {
             Ok(m) => m,
             Err(p) => p.into_inner(),
         };
-        m.entry(key).or_default().clone()
+        (key, m.entry(key).or_default().clone())
     }
 
     fn api(
@@ -167,7 +183,7 @@ impl BrivoProvider {
     ) -> Result<(Api, Settings), ProviderError> {
         let s = Settings::parse(settings)?;
         let login = Login::parse(credentials)?;
-        let account = self.account(&s, &login);
+        let (account_key, account) = self.account(&s, &login);
         Ok((
             Api {
                 client: self.clients.get(s.loopback)?,
@@ -175,6 +191,10 @@ impl BrivoProvider {
                 auth_url: s.auth_endpoint.clone(),
                 login,
                 account,
+                account_key,
+                rate: s.rate,
+                pacer: self.pacer.clone(),
+                quotas: self.quotas.clone(),
                 timeout: s.timeout,
                 at_discover,
             },
@@ -185,18 +205,22 @@ impl BrivoProvider {
     async fn stored(&self, system: &AccessSystem) -> Result<(Api, Link), ProviderError> {
         let link = self.directory.link(system).await?;
         let (api, _) = self.api(&link.settings, &link.credentials, false)?;
+        if let Ok(mut m) = self.systems.lock() {
+            m.insert(system.id, api.account_key);
+        }
         Ok((api, link))
     }
 }
 
 /// The parsed settings of a Brivo system.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 struct Settings {
     endpoint: String,
     auth_endpoint: String,
     loopback: bool,
     site_id: Option<u64>,
     timeout: Duration,
+    rate: RequestRate,
 }
 
 use crate::vendor::invalid_setting;
@@ -213,7 +237,7 @@ impl Settings {
         for name in settings.keys() {
             if !matches!(
                 name.as_str(),
-                "endpoint" | "auth_endpoint" | "site_id" | "timeout_ms"
+                "endpoint" | "auth_endpoint" | "site_id" | "timeout_ms" | "requests_per_second"
             ) {
                 return Err(invalid_setting(name, "unknown setting"));
             }
@@ -252,12 +276,18 @@ impl Settings {
                 }
             },
         };
+        let rate = RequestRate::from_setting(
+            settings,
+            "requests_per_second",
+            DEFAULT_REQUESTS_PER_SECOND,
+        )?;
         Ok(Self {
             endpoint,
             auth_endpoint,
             loopback: api_loopback && auth_loopback,
             site_id,
             timeout,
+            rate,
         })
     }
 }
@@ -321,6 +351,12 @@ struct Api {
     auth_url: String,
     login: Login,
     account: Account,
+    /// The account's request rate, kept by `pacer` before every API request, and where the
+    /// answers' quota headers are kept.
+    account_key: u64,
+    rate: RequestRate,
+    pacer: Arc<crate::vendor::Pacer>,
+    quotas: Arc<Mutex<HashMap<u64, Quota>>>,
     timeout: Duration,
     /// At discover, credentials and reachability are what the person connecting must fix.
     at_discover: bool,
@@ -487,6 +523,17 @@ impl Api {
         let mut token = self.token().await?;
         let mut renewed = false;
         loop {
+            if let Err(wait) = self
+                .pacer
+                .pace(self.account_key, self.rate, MAX_PACING_WAIT)
+                .await
+            {
+                // Nothing was sent: the orchestrator waits and spends no attempt.
+                return Err(ProviderError::Transient(format!(
+                    "{RATE_LIMITED}: {what}: the account's request rate is spent (retry after {} s)",
+                    wait.as_secs().max(1)
+                )));
+            }
             let mut req = self
                 .client
                 .request(method.clone(), url.clone())
@@ -506,6 +553,7 @@ impl Api {
             };
             let status = resp.status();
             let headers = resp.headers().clone();
+            self.note_quota(&headers);
             let bytes = match resp.bytes().await {
                 Ok(b) => b.to_vec(),
                 Err(e) => return Err(self.transport_error(&what, &e, kind, deadline)),
@@ -524,6 +572,25 @@ impl Api {
             }
             tracing::debug!(request = %what, status = status.as_u16(), "Brivo refused a request");
             return Err(self.status_error(&what, status, &headers, &bytes, kind));
+        }
+    }
+
+    /// Keeps what Mashery's quota headers (`X-Plan-Quota-Allotted`, `X-Plan-Quota-Current`) say
+    /// of the account's monthly budget, when the answer carries them.
+    fn note_quota(&self, headers: &HeaderMap) {
+        let number = |name: &str| {
+            headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u64>().ok())
+        };
+        if let (Some(allotted), Some(current)) = (
+            number("x-plan-quota-allotted"),
+            number("x-plan-quota-current"),
+        ) && allotted > 0
+            && let Ok(mut m) = self.quotas.lock()
+        {
+            m.insert(self.account_key, Quota { allotted, current });
         }
     }
 
@@ -782,8 +849,8 @@ fn names(full: &str) -> (String, String) {
     }
 }
 
-/// The capability descriptor of every Brivo site.
-pub fn capabilities() -> CapabilityDescriptor {
+/// The capability descriptor of a Brivo site whose requests are kept to `rate`.
+pub fn capabilities(rate: RequestRate) -> CapabilityDescriptor {
     CapabilityDescriptor {
         permission_model: PermissionModel::AccessGroups,
         supported_modes: vec![
@@ -803,7 +870,7 @@ pub fn capabilities() -> CapabilityDescriptor {
         can_issue_mobile_keys: true,
         can_assign_entrances_directly: false,
         can_schedule_credentials: true,
-        rate_limit: RATE_LIMIT,
+        rate_limit: rate.calls(REQUESTS_PER_CALL),
     }
 }
 
@@ -911,6 +978,30 @@ fn from_provider_error(e: ProviderError) -> AttemptError {
 
 #[async_trait]
 impl AccessSystemProvider for BrivoProvider {
+    fn warnings(&self, system: &AccessSystem) -> Vec<Notice> {
+        let account = self
+            .systems
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&system.id).copied());
+        let quota = account.and_then(|a| self.quotas.lock().ok()?.get(&a).copied());
+        match quota {
+            // Exact for any budget below 2^52 calls a month.
+            #[allow(clippy::cast_precision_loss)]
+            Some(q) if q.current as f64 >= q.allotted as f64 * BUDGET_WARNING_SHARE => {
+                vec![Notice::new(
+                    BUDGET_NEARLY_EXHAUSTED,
+                    format!(
+                        "{} of this month's {} Brivo API calls are spent; at the limit, changes wait until the budget renews",
+                        q.current, q.allotted
+                    ),
+                    OffsetDateTime::now_utc(),
+                )]
+            }
+            _ => Vec::new(),
+        }
+    }
+
     fn system_types(&self) -> Vec<String> {
         vec![SYSTEM_TYPE.to_owned()]
     }
@@ -1033,7 +1124,7 @@ impl AccessSystemProvider for BrivoProvider {
                 .filter(|z| !z.trim().is_empty())
                 .or(site.time_zone.filter(|z| !z.trim().is_empty()))
                 .unwrap_or_else(|| "UTC".to_owned()),
-            capabilities: capabilities(),
+            capabilities: capabilities(settings.rate),
             entrances,
             access_groups,
             encoders: Vec::new(),

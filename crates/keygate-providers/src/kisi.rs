@@ -42,16 +42,14 @@
 //! another `5xx` after a write was sent is `Ambiguous` (on a read, `Transient`); other `4xx` are
 //! `Permanent`, with Kisi's `code`/`message`/`errors`.
 
-use crate::vendor::{attempt, format_time, parse_time};
+use crate::vendor::{MAX_PACING_WAIT, RequestRate, attempt, format_time, parse_time};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use keygate_domain::action::{AttemptError, RevokeJob, UnlockJob, unlock_errors};
-use keygate_domain::capability::{
-    AccessMethodMode, CapabilityDescriptor, PermissionModel, ProviderRateLimit,
-};
+use keygate_domain::capability::{AccessMethodMode, CapabilityDescriptor, PermissionModel};
 use keygate_domain::grant::ProvisionJob;
 use keygate_domain::ids::{AccessMethodId, EntranceId};
 use keygate_domain::model::{AccessSystem, NewAccessGroup, NewAccessSystem, NewEntrance};
@@ -81,14 +79,13 @@ pub const GROUP_BASIC: &str = "group_basic";
 /// The key of Keygate's entries in a Kisi user's `metadata`.
 pub const METADATA_KEY: &str = "keygate";
 
-/// The request rate this adapter declares, in provider calls. Kisi publishes no numeric limit
-/// (it answers `429` with `Retry-After` when one is hit); one provider call makes up to about
-/// five requests (find the user, write it, list its assignments, write one per group), so two
-/// calls a second (a burst of four) stay within ten requests a second (a burst of twenty).
-pub const RATE_LIMIT: ProviderRateLimit = ProviderRateLimit {
-    requests_per_second: 2.0,
-    burst: 4,
-};
+/// The request rate the adapter keeps to when the system's settings name none. Kisi publishes
+/// no numeric limit (it answers `429` with `Retry-After` when one is hit): ten requests a second
+/// is an estimate of ours; set `requests_per_second` to the organization's real limit.
+pub const DEFAULT_REQUESTS_PER_SECOND: f64 = 10.0;
+/// The most requests one provider call makes (find the user, write it, list its assignments,
+/// write one per group): the declared call rate is the request rate divided by this.
+pub const REQUESTS_PER_CALL: u32 = 5;
 
 const DEFAULT_TIMEOUT: Duration = Duration::from_millis(10_000);
 const UNLOCK_TIMEOUT_CAP: Duration = Duration::from_secs(10);
@@ -101,6 +98,9 @@ const MAX_DETAIL: usize = 300;
 pub struct KisiProvider {
     directory: Arc<dyn Directory>,
     clients: crate::vendor::HttpClients,
+    pacer: Arc<crate::vendor::Pacer>,
+    /// One writer at a time per Kisi user (its `metadata` is read, changed and written whole).
+    users: crate::vendor::KeyedLocks,
 }
 
 impl KisiProvider {
@@ -108,6 +108,8 @@ impl KisiProvider {
         Self {
             directory,
             clients: Default::default(),
+            pacer: Default::default(),
+            users: Default::default(),
         }
     }
 
@@ -123,9 +125,12 @@ impl KisiProvider {
             Api {
                 client: self.clients.get(s.loopback)?,
                 base: s.endpoint.clone(),
+                account: account_of(&s.endpoint, &key),
                 auth,
                 key,
                 timeout: s.timeout,
+                rate: s.rate,
+                pacer: self.pacer.clone(),
                 at_discover,
             },
             s,
@@ -140,12 +145,19 @@ impl KisiProvider {
 }
 
 /// The parsed settings of a Kisi system.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 struct Settings {
     endpoint: String,
     loopback: bool,
     place_id: Option<u64>,
     timeout: Duration,
+    rate: RequestRate,
+}
+
+/// The account whose requests are paced together: one organization's key at one endpoint (a
+/// hash; the key itself is not kept for this).
+fn account_of(endpoint: &str, key: &str) -> u64 {
+    crate::vendor::key_of(&[endpoint, key])
 }
 
 use crate::vendor::invalid_setting;
@@ -153,7 +165,10 @@ use crate::vendor::invalid_setting;
 impl Settings {
     fn parse(settings: &BTreeMap<String, String>) -> Result<Self, ProviderError> {
         for name in settings.keys() {
-            if !matches!(name.as_str(), "endpoint" | "place_id" | "timeout_ms") {
+            if !matches!(
+                name.as_str(),
+                "endpoint" | "place_id" | "timeout_ms" | "requests_per_second"
+            ) {
                 return Err(invalid_setting(name, "unknown setting"));
             }
         }
@@ -183,11 +198,17 @@ impl Settings {
                 }
             },
         };
+        let rate = RequestRate::from_setting(
+            settings,
+            "requests_per_second",
+            DEFAULT_REQUESTS_PER_SECOND,
+        )?;
         Ok(Self {
             endpoint: raw.trim_end_matches('/').to_owned(),
             loopback,
             place_id,
             timeout,
+            rate,
         })
     }
 }
@@ -227,6 +248,10 @@ struct Api {
     auth: HeaderValue,
     key: String,
     timeout: Duration,
+    /// The account's request rate, kept by `pacer` before every request.
+    account: u64,
+    rate: RequestRate,
+    pacer: Arc<crate::vendor::Pacer>,
     /// At discover, credentials and reachability are what the person connecting must fix.
     at_discover: bool,
 }
@@ -261,6 +286,17 @@ impl Api {
         if !query.is_empty() {
             url.query_pairs_mut()
                 .extend_pairs(query.iter().map(|(k, v)| (*k, v.as_str())));
+        }
+        if let Err(wait) = self
+            .pacer
+            .pace(self.account, self.rate, MAX_PACING_WAIT)
+            .await
+        {
+            // Nothing was sent: the orchestrator waits and spends no attempt.
+            return Err(ProviderError::Transient(format!(
+                "{RATE_LIMITED}: {what}: the account's request rate is spent (retry after {} s)",
+                wait.as_secs().max(1)
+            )));
         }
         let mut req = self
             .client
@@ -657,8 +693,8 @@ fn external_id(kind: &str, id: &str) -> Result<u64, ProviderError> {
     })
 }
 
-/// The capability descriptor of every Kisi place.
-pub fn capabilities() -> CapabilityDescriptor {
+/// The capability descriptor of a Kisi place whose requests are kept to `rate`.
+pub fn capabilities(rate: RequestRate) -> CapabilityDescriptor {
     CapabilityDescriptor {
         permission_model: PermissionModel::AccessGroups,
         supported_modes: vec![AccessMethodMode::MobileKey, AccessMethodMode::CloudKey],
@@ -668,7 +704,7 @@ pub fn capabilities() -> CapabilityDescriptor {
         can_issue_mobile_keys: true,
         can_assign_entrances_directly: false,
         can_schedule_credentials: true,
-        rate_limit: RATE_LIMIT,
+        rate_limit: rate.calls(REQUESTS_PER_CALL),
     }
 }
 
@@ -965,7 +1001,7 @@ impl AccessSystemProvider for KisiProvider {
                 .filter(|z| !z.trim().is_empty())
                 .or(place.tz_time_zone.filter(|z| !z.trim().is_empty()))
                 .unwrap_or_else(|| "UTC".to_owned()),
-            capabilities: capabilities(),
+            capabilities: capabilities(settings.rate),
             entrances,
             access_groups,
             encoders: Vec::new(),
@@ -1019,6 +1055,14 @@ impl AccessSystemProvider for KisiProvider {
             valid_until: holder.ends_at.map(format_time),
         };
         let key = job.access_method_id.to_string();
+        let _writing = self
+            .users
+            .lock(crate::vendor::key_of(&[
+                &api.base,
+                &api.key,
+                &email.to_lowercase(),
+            ]))
+            .await;
 
         // The user, with the method's entry written first: a repeat (or a revoke) finds it.
         let name = if holder.full_name.trim().is_empty() {
@@ -1067,7 +1111,25 @@ impl AccessSystemProvider for KisiProvider {
     #[tracing::instrument(skip_all, fields(acs_system_id = %system.id, access_method_id = %job.access_method_id, request))]
     async fn revoke(&self, system: &AccessSystem, job: &RevokeJob) -> Result<(), ProviderError> {
         let (api, _) = self.stored(system).await?;
-        let Some((user, entry)) = api.user_by_method(job.access_method_id).await? else {
+        let Some((found, _)) = api.user_by_method(job.access_method_id).await? else {
+            return Ok(());
+        };
+        // Under the user's lock, read it again: a provision of another of its methods may have
+        // written it since the listing.
+        let email = found.email.clone().unwrap_or_default();
+        let _writing = self
+            .users
+            .lock(crate::vendor::key_of(&[
+                &api.base,
+                &api.key,
+                &email.trim().to_lowercase(),
+            ]))
+            .await;
+        let user = match api.user_by_email(email.trim()).await? {
+            Some(u) if u.id == found.id => u,
+            _ => found,
+        };
+        let Some(entry) = entries(&user).remove(&job.access_method_id.to_string()) else {
             return Ok(());
         };
         let mut rest = entries(&user);

@@ -189,6 +189,14 @@ pub trait AccessSystemProvider: Send + Sync {
         })
     }
 
+    /// What the adapter has learnt of `system`'s account outside any one call's outcome, to show
+    /// as the system's warnings (a monthly budget nearly spent, say). The orchestrator reads it
+    /// after every call; the warnings it returned before and no longer returns are cleared.
+    fn warnings(&self, system: &AccessSystem) -> Vec<keygate_domain::grant::Notice> {
+        let _ = system;
+        Vec::new()
+    }
+
     /// Writes the credential of a card method onto a card in `job.acs_encoder_id`. Encoder
     /// faults come back typed (`encoder_not_online`, `incompatible_card_format`, ...); an
     /// encoding is interactive, so it is not retried behind the person's back.

@@ -159,6 +159,12 @@ impl AccessSystemProvider for Registry {
             .encode(system, job)
             .await
     }
+
+    fn warnings(&self, system: &AccessSystem) -> Vec<keygate_domain::grant::Notice> {
+        self.adapter(system)
+            .map(|a| a.warnings(system))
+            .unwrap_or_default()
+    }
 }
 
 #[cfg(test)]

@@ -1,10 +1,12 @@
 //! What every adapter of a real system shares: the rule for URL settings (an `https://` URL;
 //! plain `http` only to a loopback host, for simulators and fakes; refusals are
 //! `invalid_connection_settings: <name>: ...`), the HTTP clients of the vendor adapters, times on
-//! the wire, and how a call's failure becomes an action attempt's typed error.
+//! the wire, how a call's failure becomes an action attempt's typed error, and the pacing of one
+//! account's HTTP requests to the vendor's request rate ([`Pacer`]).
 
+use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use keygate_domain::action::AttemptError;
@@ -24,6 +26,8 @@ pub const INVALID_CREDENTIALS: &str = "invalid_credentials";
 pub const PROVIDER_UNREACHABLE: &str = "provider_unreachable";
 /// The vendor's call budget is spent; jobs wait without spending attempts.
 pub const BUDGET_EXHAUSTED: &str = "budget_exhausted";
+/// A warning: the vendor's call budget is nearly spent (the system shows it; nothing waits yet).
+pub const BUDGET_NEARLY_EXHAUSTED: &str = "budget_nearly_exhausted";
 /// The vendor's rate limit (429), with its `retry after N s` when it gave one.
 pub const RATE_LIMITED: &str = "rate_limited";
 
@@ -115,6 +119,140 @@ impl HttpClients {
         .clone()
         .map_err(ProviderError::Permanent)
     }
+}
+
+/// A vendor's request rate, in HTTP requests (not provider calls): at most `per_second` on
+/// average and `burst` at once.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RequestRate {
+    pub per_second: f64,
+    pub burst: u32,
+}
+
+impl RequestRate {
+    /// The setting `name` (requests a second, `0.1..=1000`) or `default`. The burst is half a
+    /// second's worth (at least one), so requests that arrive bunched by the network still fit
+    /// the vendor's own bucket of the same rate.
+    pub fn from_setting(
+        settings: &std::collections::BTreeMap<String, String>,
+        name: &str,
+        default: f64,
+    ) -> Result<Self, ProviderError> {
+        let per_second = match settings.get(name) {
+            None => default,
+            Some(v) => v
+                .trim()
+                .parse::<f64>()
+                .ok()
+                .filter(|n| (0.1..=1000.0).contains(n))
+                .ok_or_else(|| {
+                    invalid_setting(name, "must be a number of requests a second in 0.1..=1000")
+                })?,
+        };
+        // Truncation is intended: half a second's worth, rounded down, at least one.
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        let burst = ((per_second / 2.0).floor() as u32).max(1);
+        Ok(Self { per_second, burst })
+    }
+
+    /// The rate in provider calls that keeps calls of up to `requests_per_call` requests within
+    /// this rate: what the adapter declares to the orchestrator.
+    pub fn calls(&self, requests_per_call: u32) -> keygate_domain::capability::ProviderRateLimit {
+        let per_call = f64::from(requests_per_call.max(1));
+        keygate_domain::capability::ProviderRateLimit {
+            requests_per_second: self.per_second / per_call,
+            burst: (self.burst / requests_per_call.max(1)).max(1),
+        }
+    }
+}
+
+/// The longest a request waits for its turn ([`Pacer::pace`]); a later turn is not taken and the
+/// call answers `rate_limited` (nothing sent), so a job waits outside its lease's hot path.
+pub const MAX_PACING_WAIT: Duration = Duration::from_secs(5);
+
+/// Paces each vendor account's HTTP requests to its [`RequestRate`] (a GCRA per account, in this
+/// process): a request waits for its turn instead of meeting the vendor's `429`. The
+/// orchestrator's own limit is in provider calls, and a call makes several requests; this is the
+/// bound on the requests themselves, for every path (jobs, syncs, unlocks, encodings). Turns are
+/// handed out in order of arrival. Replicas pace separately: a `429` that still happens is
+/// `rate_limited` and waits its `Retry-After` without spending an attempt.
+#[derive(Default)]
+pub struct Pacer {
+    /// Per account: the theoretical arrival time of the next request.
+    next: Mutex<HashMap<u64, tokio::time::Instant>>,
+}
+
+impl Pacer {
+    /// Waits until `account` may send one more request at `rate`. Gives up (and takes no turn)
+    /// when the turn would come later than `within`, with how long it would have taken.
+    pub async fn pace(
+        &self,
+        account: u64,
+        rate: RequestRate,
+        within: Duration,
+    ) -> Result<(), Duration> {
+        let wait = {
+            let now = tokio::time::Instant::now();
+            let interval = Duration::from_secs_f64(1.0 / rate.per_second);
+            let tolerance = interval * rate.burst.saturating_sub(1);
+            let mut next = self.next.lock().unwrap_or_else(|e| e.into_inner());
+            if next.len() > 10_000 {
+                next.retain(|_, t| *t > now);
+            }
+            let tat = next.get(&account).copied().unwrap_or(now).max(now);
+            let allowed_at = tat.checked_sub(tolerance).unwrap_or(now);
+            let wait = allowed_at.saturating_duration_since(now);
+            if wait > within {
+                return Err(wait);
+            }
+            next.insert(account, tat + interval);
+            wait
+        };
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
+        Ok(())
+    }
+}
+
+/// One async lock per key (a hash), for read-modify-write sequences on one vendor record that
+/// concurrent calls of this process must not interleave (two methods of one person written into
+/// the same user's record at once would lose one). Other replicas are not excluded: a lost
+/// write there shows in the reconciler's read-back and is re-issued.
+#[derive(Default)]
+pub struct KeyedLocks {
+    locks: Mutex<HashMap<u64, std::sync::Weak<tokio::sync::Mutex<()>>>>,
+}
+
+impl KeyedLocks {
+    /// Waits for `key`'s lock; it is released when the guard drops.
+    pub async fn lock(&self, key: u64) -> tokio::sync::OwnedMutexGuard<()> {
+        let m = {
+            let mut locks = self.locks.lock().unwrap_or_else(|e| e.into_inner());
+            if locks.len() > 1_024 {
+                locks.retain(|_, w| w.strong_count() > 0);
+            }
+            match locks.get(&key).and_then(std::sync::Weak::upgrade) {
+                Some(m) => m,
+                None => {
+                    let m = std::sync::Arc::new(tokio::sync::Mutex::new(()));
+                    locks.insert(key, std::sync::Arc::downgrade(&m));
+                    m
+                }
+            }
+        };
+        m.lock_owned().await
+    }
+}
+
+/// A key for [`Pacer`] and [`KeyedLocks`]: a hash of the parts (secrets among them are not kept).
+pub fn key_of(parts: &[&str]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    for p in parts {
+        p.hash(&mut h);
+    }
+    h.finish()
 }
 
 /// A failed HTTP call in words: what failed and its innermost cause.

@@ -416,21 +416,81 @@ async fn calls_paced_by_the_declared_limit_never_see_a_429() {
         "no 429 when paced by the declared limit"
     );
     c::assert_within_rate(&metered.calls_to(site.system.id), &limit);
-    // The same calls unpaced do meet the limit: the pacing is what kept them under it.
-    let mut refused = 0;
-    for _ in 0..12 {
-        let job = c::provision_job(&site, AccessMethodMode::MobileKey).expect("a job");
-        if metered
-            .provision(&site.system, &job, &c::holder())
-            .await
-            .is_err()
-        {
-            refused += 1;
-        }
-    }
+}
+
+/// A burst of provider calls that no one paces (twelve provisions at once, about five requests
+/// each) against an organization limited to five requests a second: the adapter paces its own
+/// requests to the `requests_per_second` setting, so the vendor never answers `429`; calls whose
+/// turn would come too late answer `rate_limited` having sent nothing, and their repeat lands.
+#[tokio::test]
+async fn an_unpaced_burst_is_kept_to_the_request_rate_and_never_meets_a_429() {
+    let (provider, h) = setup().await;
+    let limit = RateLimit {
+        requests_per_second: 5.0,
+        burst: 5,
+    };
+    let mut conn = connection(&h.endpoint, API_KEY);
+    conn.settings
+        .insert("requests_per_second".into(), "5".into());
+    let discovered = provider
+        .discover(SYSTEM_TYPE, &conn)
+        .await
+        .expect("discover");
+    let declared = discovered.capabilities.rate_limit.clone();
     assert!(
-        refused > 0 && h.sim.throttled() > 0,
-        "unpaced calls see 429"
+        (declared.requests_per_second - 1.0).abs() < 1e-9,
+        "five requests a second, five requests a call: one call a second, got {declared:?}"
+    );
+    let site = Site::from_discovery(discovered, WorkspaceId::new());
+    h.links.0.lock().expect("links").insert(
+        site.system.id,
+        Link {
+            settings: conn.settings.clone(),
+            credentials: credentials(API_KEY),
+            entrances: site.external_ids.entrances.clone(),
+            access_groups: site.external_ids.access_groups.clone(),
+            encoders: site.external_ids.encoders.clone(),
+        },
+    );
+    h.sim.set_rate_limit(Some(limit));
+    let provider = Arc::new(provider);
+    let mut pending: Vec<_> = (0..12)
+        .map(|_| c::provision_job(&site, AccessMethodMode::MobileKey).expect("a job"))
+        .collect();
+    let started = Instant::now();
+    let mut paced_refusals = 0;
+    while !pending.is_empty() {
+        let mut tasks = tokio::task::JoinSet::new();
+        for job in pending.drain(..) {
+            let (p, system) = (provider.clone(), site.system.clone());
+            tasks.spawn(async move {
+                let r = p.provision(&system, &job, &c::holder()).await;
+                (job, r)
+            });
+        }
+        while let Some(done) = tasks.join_next().await {
+            let (job, r) = done.expect("task");
+            match r {
+                Ok(_) => {}
+                Err(ProviderError::Transient(m)) if m.starts_with("rate_limited: ") => {
+                    assert!(m.contains("retry after"), "{m}");
+                    paced_refusals += 1;
+                    pending.push(job);
+                }
+                Err(e) => panic!("a burst call failed: {e}"),
+            }
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the burst never drained"
+        );
+    }
+    assert_eq!(h.sim.throttled(), 0, "the vendor never answered 429");
+    assert_eq!(h.method_entries(), 12, "every provision landed once");
+    eprintln!(
+        "figure: 12 unpaced provisions at 5 requests/s: {} requests in {:.1} s, {paced_refusals} waited as rate_limited, 0 vendor 429s",
+        h.sim.requests().len(),
+        started.elapsed().as_secs_f64()
     );
 }
 

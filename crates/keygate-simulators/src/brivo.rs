@@ -39,7 +39,10 @@
 //! <https://answers.openeye.net/Configure/Integrations/Access_and_Intrusion/Brivo_Access_Control/Brivo_Integration_Instructions>).
 //! At exhaustion it answers as a Mashery gateway does: `403`, body `<h1>Developer Over Rate</h1>`,
 //! header `X-Error-Detail-Header: Account Over Rate Limit` (Mashery's convention, not on Brivo's
-//! page). A `POST /users` whose `externalId` is taken is `400`. Tokens expire after a configurable
+//! page). While a budget is set, every answer carries Mashery's quota headers
+//! `X-Plan-Quota-Allotted` and `X-Plan-Quota-Current` (TIBCO Mashery, "Rate limit consumption
+//! via debug headers", <https://support.mashery.com/blog/read/Rate_limit_consumption_via_debug_headers>,
+//! and KB0080047: shown when the endpoint turns them on; whether Brivo's does is not published). A `POST /users` whose `externalId` is taken is `400`. Tokens expire after a configurable
 //! `expires_in` (Brivo's partners report five minutes).
 //!
 //! Fault injection ([`BrivoSimulator::inject`]): the next write request (anything but `GET`),
@@ -642,9 +645,12 @@ async fn gate(State(sim): State<BrivoSimulator>, req: Request, next: Next) -> Re
         }
         return r;
     }
-    let over = sim.with(|s| {
+    let (over, quota) = sim.with(|s| {
         s.calls += 1;
-        s.budget.is_some_and(|b| s.calls > b)
+        (
+            s.budget.is_some_and(|b| s.calls > b),
+            s.budget.map(|b| (b, s.calls.min(b))),
+        )
     });
     if over {
         let mut r = html(StatusCode::FORBIDDEN, "<h1>Developer Over Rate</h1>");
@@ -685,7 +691,7 @@ async fn gate(State(sim): State<BrivoSimulator>, req: Request, next: Next) -> Re
         let i = s.faults.iter().position(|(any, _)| *any || write)?;
         s.faults.remove(i).map(|(_, f)| f)
     });
-    match fault {
+    let mut resp = match fault {
         None => next.run(req).await,
         Some(Fault::Slow { delay, apply }) => {
             if apply {
@@ -718,7 +724,15 @@ async fn gate(State(sim): State<BrivoSimulator>, req: Request, next: Next) -> Re
             };
             error(status, message)
         }
+    };
+    // Mashery's rate-limit headers, on an endpoint that has them turned on: the month's
+    // allotment and what has been spent of it.
+    if let Some((allotted, current)) = quota {
+        let h = resp.headers_mut();
+        h.insert("x-plan-quota-allotted", HeaderValue::from(allotted));
+        h.insert("x-plan-quota-current", HeaderValue::from(current));
     }
+    resp
 }
 
 type Params = Query<HashMap<String, String>>;

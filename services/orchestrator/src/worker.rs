@@ -548,15 +548,22 @@ impl Orchestrator {
     }
 
     /// Shows on the system what a call said of its connection (credentials refused, not
-    /// reachable, or answering again); a failure to record it is logged, never the job's.
+    /// reachable, or answering again) and what the adapter says of its account (the warnings,
+    /// such as a budget nearly spent); a failure to record it is logged, never the job's.
     async fn observe(
         &self,
         system: &keygate_domain::model::AccessSystem,
         outcome: Result<(), &ProviderError>,
     ) {
-        if let Err(e) =
-            keygate_app::connections::observe_call(&*self.store, &self.tracker, system, outcome)
-                .await
+        let warnings = self.provider.warnings(system);
+        if let Err(e) = keygate_app::connections::observe_call(
+            &*self.store,
+            &self.tracker,
+            system,
+            outcome,
+            warnings,
+        )
+        .await
         {
             tracing::warn!(error = %e, "could not record the access system's health");
         }
