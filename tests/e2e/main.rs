@@ -19,6 +19,7 @@ mod providers;
 mod redis_outage;
 mod redis_tls;
 mod roles;
+mod sandbox_vendors;
 mod seam;
 mod secrets;
 mod telemetry;

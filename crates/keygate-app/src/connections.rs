@@ -25,8 +25,10 @@ use keygate_providers::{
 use keygate_store::Store;
 
 use crate::App;
+use crate::simulated::{SIMULATOR_SETTING, SimulatedVendors};
 use crate::tracker::{Committed, Tracker};
 use crate::workspaces::{ConnectSystem, DEFAULT_TIME_ZONE};
+use keygate_providers::sandbox::SANDBOX_SYSTEM_TYPES;
 
 /// What separates the keys sealing credentials from every other use of a configured key.
 pub const CREDENTIALS_PURPOSE: &str = "keygate-credentials";
@@ -131,11 +133,22 @@ impl CredentialSeal {
 pub struct StoreDirectory {
     store: Arc<dyn Store>,
     seal: CredentialSeal,
+    simulators: SimulatedVendors,
 }
 
 impl StoreDirectory {
     pub fn new(store: Arc<dyn Store>, seal: CredentialSeal) -> Self {
-        Self { store, seal }
+        Self {
+            store,
+            seal,
+            simulators: SimulatedVendors::default(),
+        }
+    }
+
+    /// Systems a sandbox connected to a simulator reach this process's one ([`crate::simulated`]).
+    pub fn with_simulators(mut self, simulators: SimulatedVendors) -> Self {
+        self.simulators = simulators;
+        self
     }
 }
 
@@ -154,12 +167,15 @@ impl Directory for StoreDirectory {
             .access_system_connection(ws, id)
             .await
             .map_err(|e| ProviderError::Transient(format!("the store did not answer: {e}")))?;
-        let credentials = match &connection.credentials {
-            Some(sealed) => self
-                .seal
-                .open(ws, id, sealed)
-                .map_err(|m| ProviderError::Permanent(format!("{INVALID_CREDENTIALS}: {m}")))?,
-            None => Credentials::default(),
+        let (settings, credentials) = match self
+            .simulators
+            .resolve(&system.system_type, &connection.settings)?
+        {
+            Some(simulated) => simulated,
+            None => (
+                connection.settings,
+                self.open(ws, id, &connection.credentials)?,
+            ),
         };
         let ids = self
             .store
@@ -167,11 +183,28 @@ impl Directory for StoreDirectory {
             .await
             .map_err(|e| ProviderError::Transient(format!("the store did not answer: {e}")))?;
         Ok(Link {
-            settings: connection.settings,
+            settings,
             credentials,
             entrances: ids.entrances,
             access_groups: ids.access_groups,
             encoders: ids.encoders,
+        })
+    }
+}
+
+impl StoreDirectory {
+    fn open(
+        &self,
+        ws: WorkspaceId,
+        id: AccessSystemId,
+        sealed: &Option<SealedSecret>,
+    ) -> Result<Credentials, ProviderError> {
+        Ok(match sealed {
+            Some(sealed) => self
+                .seal
+                .open(ws, id, sealed)
+                .map_err(|m| ProviderError::Permanent(format!("{INVALID_CREDENTIALS}: {m}")))?,
+            None => Credentials::default(),
         })
     }
 }
@@ -299,11 +332,32 @@ impl App {
         check_entries("credentials", &credentials)?;
         let workspace = self.store.get_workspace(ws).await?;
         let id = AccessSystemId::new();
-        let credentials = Credentials::new(credentials);
-        // Refuse before calling anyone when the credentials could not be kept.
-        let sealed = self.credentials.seal(ws, id, &credentials)?;
         let system_type = system_type.trim();
+        // A sandbox workspace reaches a real vendor's type only through its simulator here.
+        let simulated = match workspace.workspace_type {
+            WorkspaceType::Sandbox => {
+                self.simulators
+                    .for_sandbox(system_type, &settings, &credentials)?
+            }
+            WorkspaceType::Production => None,
+        };
+        let (sent, settings, credentials, sealed) = match simulated {
+            Some(c) => (c.sent, c.stored, c.credentials, None),
+            None => {
+                SimulatedVendors::refuse_marker(&settings)?;
+                let credentials = Credentials::new(credentials);
+                // Refuse before calling anyone when the credentials could not be kept.
+                let sealed = self.credentials.seal(ws, id, &credentials)?;
+                (settings.clone(), settings, credentials, sealed)
+            }
+        };
+        let to_simulator = sealed.is_none() && settings.contains_key(SIMULATOR_SETTING);
         self.require_adapter(system_type)?;
+        // Refused before any call: a sandbox never makes this server reach a vendor's address.
+        let virtual_type = SANDBOX_SYSTEM_TYPES.contains(&system_type);
+        if workspace.workspace_type == WorkspaceType::Sandbox && !virtual_type && !to_simulator {
+            return Err(self.sandbox_mismatch(system_type));
+        }
         let system = self
             .providers
             .discover(
@@ -312,22 +366,17 @@ impl App {
                     acs_system_id: Some(id),
                     name,
                     time_zone: Some(time_zone.unwrap_or_else(|| DEFAULT_TIME_ZONE.to_owned())),
-                    settings: settings.clone(),
+                    settings: sent,
                     credentials,
                 },
             )
             .await
             .map_err(refusal)?;
-        // Sandbox workspaces open no real door; production ones trust no simulator.
+        // Sandbox workspaces open no real door (a vendor's simulator opens none); production
+        // ones trust no simulator.
         match (workspace.workspace_type, system.is_virtual) {
-            (WorkspaceType::Sandbox, false) => {
-                return Err(Error::FailedPrecondition {
-                    reason: ErrorReason::WorkspaceTypeMismatch,
-                    message: format!(
-                        "{:?} is a real access system: a sandbox workspace connects only virtual ones",
-                        system.system_type
-                    ),
-                });
+            (WorkspaceType::Sandbox, false) if !to_simulator => {
+                return Err(self.sandbox_mismatch(&system.system_type));
             }
             (WorkspaceType::Production, true) => {
                 return Err(Error::FailedPrecondition {
@@ -358,6 +407,19 @@ impl App {
             .await;
         tracing::info!(acs_system_id = %created.id, system_type = %created.system_type, "access system connected");
         Ok(created)
+    }
+
+    fn sandbox_mismatch(&self, system_type: &str) -> Error {
+        Error::FailedPrecondition {
+            reason: ErrorReason::WorkspaceTypeMismatch,
+            message: format!(
+                "{system_type:?} is a real access system: a sandbox workspace connects only virtual ones and the vendor simulators this server runs ({})",
+                match self.simulators.types() {
+                    t if t.is_empty() => "none".to_owned(),
+                    t => t.join(", "),
+                }
+            ),
+        }
     }
 
     fn require_adapter(&self, system_type: &str) -> Result<(), Error> {
@@ -479,10 +541,10 @@ impl App {
 
     /// The directory adapters of real systems read stored systems through.
     pub fn directory(&self) -> Arc<dyn Directory> {
-        Arc::new(StoreDirectory::new(
-            self.store.clone(),
-            self.credentials.clone(),
-        ))
+        Arc::new(
+            StoreDirectory::new(self.store.clone(), self.credentials.clone())
+                .with_simulators(self.simulators.clone()),
+        )
     }
 }
 

@@ -19,6 +19,7 @@ pub mod identities;
 pub mod instant_keys;
 pub mod methods;
 pub mod reads;
+pub mod simulated;
 pub mod ssrf;
 pub mod systems;
 pub mod tokens;
@@ -65,6 +66,9 @@ pub struct App {
     pub providers: keygate_providers::Registry,
     /// The keys that seal connected systems' credentials (none unless configured).
     pub credentials: connections::CredentialSeal,
+    /// The vendor simulators this process runs, which sandbox workspaces may connect (none
+    /// unless the binary starts some).
+    pub simulators: simulated::SimulatedVendors,
 }
 
 /// Per-workspace caps the use cases enforce (docs/limits.md).
@@ -104,6 +108,7 @@ impl App {
             limits: Limits::default(),
             providers,
             credentials: Default::default(),
+            simulators: Default::default(),
         }
     }
 

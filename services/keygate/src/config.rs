@@ -387,6 +387,15 @@ pub enum LogFormatArg {
     Json,
 }
 
+/// A vendor simulator `keygate serve` can run for sandbox workspaces.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Simulator {
+    Kisi,
+    Brivo,
+    /// None at all.
+    None,
+}
+
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Role {
     /// The gRPC API.
@@ -519,6 +528,12 @@ pub struct ServeArgs {
         default_value_t = 250
     )]
     pub sandbox_provision_delay_ms: u64,
+
+    /// Vendor simulators this process runs on loopback, comma separated (`kisi`, `brivo`, or
+    /// `none`), which sandbox workspaces connect in place of the vendor. Default: both with the
+    /// embedded store, none with PostgreSQL.
+    #[arg(long, env = "KEYGATE_SIMULATORS", value_enum, value_delimiter = ',')]
+    pub simulators: Option<Vec<Simulator>>,
 
     /// Seconds an orchestrator holds a job; a crashed worker's jobs are taken over after this.
     #[arg(long, env = "KEYGATE_JOB_LEASE_SECS", default_value_t = 30)]

@@ -6,6 +6,7 @@ mod deliveries;
 mod http;
 mod secrets;
 mod serve;
+mod simulators;
 
 use std::process::ExitCode;
 

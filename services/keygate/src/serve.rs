@@ -174,8 +174,14 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             keygate_app::connections::CredentialSeal::default()
         }
     };
+    let simulators = crate::simulators::start(&crate::simulators::chosen(
+        args.simulators.as_deref(),
+        embedded,
+    ))
+    .await?;
     let directory: Arc<dyn keygate_providers::Directory> = Arc::new(
-        keygate_app::connections::StoreDirectory::new(store.clone(), credentials.clone()),
+        keygate_app::connections::StoreDirectory::new(store.clone(), credentials.clone())
+            .with_simulators(simulators.clone()),
     );
     let mut providers = Registry::new();
     providers.register(Arc::new(VirtualSystems::with_ledger(
@@ -207,6 +213,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         },
         providers: providers.clone(),
         credentials,
+        simulators,
     };
     let (ready_tx, ready_rx) = watch::channel(false);
 
