@@ -1103,14 +1103,14 @@ async fn create_role_assignment(
             .iter()
             .any(|u| u.id == user_id && u.organization_id == org)
         {
-            return Err(invalid("user_id", "does not exist"));
+            return Err(Box::new(invalid("user_id", "does not exist")));
         }
         if !s
             .groups
             .iter()
             .any(|g| g.id == group_id && g.organization_id == org)
         {
-            return Err(invalid("group_id", "does not exist"));
+            return Err(Box::new(invalid("group_id", "does not exist")));
         }
         if s.role_assignments.iter().any(|x| {
             x.organization_id == org
@@ -1118,7 +1118,7 @@ async fn create_role_assignment(
                 && x.group_id == group_id
                 && x.role_id == role_id
         }) {
-            return Err(invalid("user_id", "has already been taken"));
+            return Err(Box::new(invalid("user_id", "has already been taken")));
         }
         let id = s.id();
         let a = RoleAssignment {
@@ -1135,7 +1135,7 @@ async fn create_role_assignment(
         Ok(a)
     })
     .map_or_else(
-        |r| r,
+        |r| *r,
         |a| {
             sim.assignment_event("role_assignment.create", &a);
             Json(a).into_response()
