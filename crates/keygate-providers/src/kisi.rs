@@ -99,6 +99,8 @@ pub const RATE_LIMIT: ProviderRateLimit = ProviderRateLimit {
 
 const DEFAULT_TIMEOUT: Duration = Duration::from_millis(10_000);
 const UNLOCK_TIMEOUT_CAP: Duration = Duration::from_secs(10);
+/// The longest the lookup of a webhook's actor waits (the vendor's request is open meanwhile).
+const WEBHOOK_LOOKUP_TIMEOUT: Duration = Duration::from_secs(5);
 const PAGE_LIMIT: usize = 100;
 const MAX_PAGES: usize = 500;
 /// The most of an error body kept in a message.
@@ -1165,7 +1167,9 @@ impl AccessSystemProvider for KisiProvider {
         let Ok(user_id) = actor.parse::<u64>() else {
             return Ok(Vec::new());
         };
-        let (api, _) = self.stored(system).await?;
+        let (mut api, _) = self.stored(system).await?;
+        // Asked while the vendor's webhook request waits: never longer than this.
+        api.timeout = api.timeout.min(WEBHOOK_LOOKUP_TIMEOUT);
         let Some((user, _)) = api.get::<KUser>(&format!("/users/{user_id}"), &[]).await? else {
             return Ok(Vec::new());
         };

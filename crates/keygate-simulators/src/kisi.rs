@@ -46,7 +46,8 @@
 //! webhooks":
 //! <https://docs.kisi.io/how_to_guides/integration_guides/workflow_automation/event_webhooks/>,
 //! which warns that an endpoint may receive the same event more than once). Events: `lock.unlock`
-//! when a user unlocks a door ([`KisiSimulator::unlock_by_user`]), and `role_assignment.create` /
+//! when a user unlocks a door ([`KisiSimulator::unlock_by_user`]) or the API unlocks one (the
+//! actor then is the API key's user, id `0`, in no user list), and `role_assignment.create` /
 //! `role_assignment.destroy` when the API makes or deletes a role assignment. Assumed where Kisi
 //! publishes nothing: the digest is lowercase hex; the role assignment event types' names; a
 //! delivery is one event object. Faults: every event delivered twice
@@ -864,16 +865,28 @@ async fn unlock(
 ) -> Response {
     sim.with(|s| {
         if s.lock_org(id) != Some(org) {
-            return not_found();
+            return Some(not_found());
         }
         if s.locks.iter().any(|l| l.id == id && !l.online) {
-            return error(
+            return Some(error(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "lock_offline",
                 "The lock is offline",
-            );
+            ));
         }
         s.unlocks.push(id);
+        None
+    })
+    .unwrap_or_else(|| {
+        // Kisi records the unlock as an event of the API key's user (no user of the
+        // organization's list here): a `lock.unlock` webhook that names no holder.
+        if sim.with(|s| s.webhook.is_some()) {
+            let event = sim.unlock_event(0, id);
+            let sim = sim.clone();
+            tokio::spawn(async move {
+                sim.send_event(&event).await;
+            });
+        }
         Json(json!({ "message": "Unlocked!" })).into_response()
     })
 }
