@@ -176,6 +176,38 @@ async fn a_duplicated_kisi_unlock_becomes_one_event_of_its_grant() {
     assert_eq!(sim.deliver(&forged).await, 200);
     assert_eq!(used(&ch, &key).await.len(), 2);
 
+    // Keygate's own remote unlock: Kisi reports it as the API's user, who holds no method, so
+    // it stays `acs_entrance.unlocked` only, never an `access_method.used` too.
+    let before = sim.webhook_deliveries().len();
+    methods(&ch)
+        .unlock_door(authed(
+            &key,
+            v1::UnlockDoorRequest {
+                access_method_id: method.access_method_id.clone(),
+                acs_entrance_id: front.clone(),
+                request_id: "remote-1".into(),
+            },
+        ))
+        .await
+        .expect("unlock door");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while sim.webhook_deliveries().len() < before + 2 {
+        assert!(
+            Instant::now() < deadline,
+            "no webhook of the remote unlock: {:?}",
+            sim.webhook_deliveries()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        sim.webhook_deliveries()[before..]
+            .iter()
+            .all(|(_, s)| *s == 200),
+        "{:?}",
+        sim.webhook_deliveries()
+    );
+    assert_eq!(used(&ch, &key).await.len(), 2);
+
     // An unknown system, and an id that is not one.
     let sig = keygate_simulators::kisi::sign(SECRET, body.as_bytes());
     for path in [
