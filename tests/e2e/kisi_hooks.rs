@@ -35,18 +35,25 @@ async fn used(ch: &tonic::transport::Channel, key: &str) -> Vec<v1::Event> {
 
 #[tokio::test]
 async fn a_duplicated_kisi_unlock_becomes_one_event_of_its_grant() {
+    duplicated_unlock(Options {
+        env: production_keys(),
+        ..Options::with_admin()
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_duplicated_kisi_unlock_becomes_one_event_of_its_grant_on_postgres_and_redis() {
+    duplicated_unlock(Options::postgres_redis().await).await;
+}
+
+async fn duplicated_unlock(opts: Options) {
     let sim = KisiSimulator::new();
     let sim_addr = sim.serve().await.expect("simulator");
     let seed = sim.seed().clone();
 
     let dir = DataDir::new();
-    let kg = Keygate::start(
-        &dir.0,
-        &Options {
-            env: production_keys(),
-            ..Options::with_admin()
-        },
-    );
+    let kg = Keygate::start(&dir.0, &opts);
     let ch = kg.channel().await;
     let (_ws, key) = create_workspace(&ch, "Kisi hooks", false).await;
     let system = systems(&ch)
