@@ -215,6 +215,23 @@ async fn duplicated_unlock(opts: Options) {
     );
     assert_eq!(used(&ch, &key).await.len(), 2);
 
+    // Fifty more unlocks, one delivery each (an attribution lookup at Kisi and one transaction
+    // per event): every one recorded, and how long a delivery takes end to end.
+    sim.set_duplicate_webhooks(false);
+    let mut took = Vec::new();
+    for _ in 0..50 {
+        let t = Instant::now();
+        let (_, statuses) = sim.unlock_by_user(jane.id, front_lock).await;
+        took.push(t.elapsed());
+        assert_eq!(statuses, vec![200]);
+    }
+    took.sort();
+    eprintln!(
+        "kisi webhook delivery (debug build): p50 {:?}, p95 {:?}, max {:?}",
+        took[25], took[47], took[49]
+    );
+    assert_eq!(used(&ch, &key).await.len(), 52);
+
     // An unknown system, and an id that is not one.
     let sig = keygate_simulators::kisi::sign(SECRET, body.as_bytes());
     for path in [
