@@ -11,8 +11,8 @@
 //!   ambiguous) are made due now, and the orchestrator is woken. The retry is the read-back
 //!   that would have run anyway (every call is idempotent by Keygate's reference), still under
 //!   the job's fencing token and the system's rate limit (a provision still waits while the
-//!   system's circuit breaker is open): the webhook moves
-//!   the confirmation earlier and adds no provider call to any decision.
+//!   system's circuit breaker is open): the webhook moves the confirmation earlier and adds no
+//!   provider call to any decision.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
