@@ -14,6 +14,7 @@ mod docs;
 mod embedded;
 mod grants;
 mod instant_keys;
+mod kisi_hooks;
 mod lifecycle;
 mod providers;
 mod redis_outage;

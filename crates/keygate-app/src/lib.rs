@@ -25,6 +25,7 @@ pub mod systems;
 pub mod tokens;
 pub mod tracker;
 pub mod unlock;
+pub mod vendor_hooks;
 pub mod webhooks;
 pub mod workspaces;
 

@@ -6,7 +6,7 @@ use time::OffsetDateTime;
 use crate::action::{EncodeJob, UnlockJob};
 use crate::events::{self, EventType, NewEvent};
 use crate::grant::AccessMethod;
-use crate::ids::{AccessGrantId, AccessSystemId, InstantKeyId, UserIdentityId};
+use crate::ids::{AccessGrantId, AccessSystemId, EntranceId, InstantKeyId, UserIdentityId};
 
 /// `access_grant.deleted`.
 pub fn access_grant_deleted(
@@ -85,6 +85,22 @@ pub fn instant_key_delivery(
 /// `acs_entrance.unlocked`, after an unlock the access system confirmed.
 pub fn entrance_unlocked(u: &UnlockJob, at: OffsetDateTime) -> NewEvent {
     about_unlock(NewEvent::new(events::ACS_ENTRANCE_UNLOCKED, at), u)
+}
+
+/// `access_method.used`: the access system reported (through its webhook) that the person
+/// opened `entrance` with `m`'s credential, at `at` (the system's time of the unlock).
+pub fn access_method_used(
+    m: &AccessMethod,
+    system: AccessSystemId,
+    entrance: EntranceId,
+    at: OffsetDateTime,
+) -> NewEvent {
+    NewEvent::new(events::ACCESS_METHOD_USED, at)
+        .grant(m.access_grant_id)
+        .method(m.id)
+        .system(system)
+        .entrance(entrance)
+        .user(m.user_identity_id)
 }
 
 /// How an unlock's action attempt ended: `action_attempt.succeeded` or `action_attempt.failed`

@@ -35,6 +35,7 @@ event_types! {
     ACCESS_METHOD_CARD_ENCODING_REQUIRED = "access_method.card_encoding_required", "An access method representing a physical card requires encoding.";
     ACCESS_METHOD_DELAY_IN_ISSUING = "access_method.delay_in_issuing", "Issuing an access method is taking longer than expected.";
     ACCESS_METHOD_FAILED_TO_ISSUE = "access_method.failed_to_issue", "An access method could not be issued.";
+    ACCESS_METHOD_USED = "access_method.used", "An access method opened an entrance: its access system reported the unlock.";
     ACTION_ATTEMPT_SUCCEEDED = "action_attempt.succeeded", "An action attempt finished with success.";
     ACTION_ATTEMPT_FAILED = "action_attempt.failed", "An action attempt finished with an error; its error type says why.";
     ACS_ENTRANCE_UNLOCKED = "acs_entrance.unlocked", "An entrance was unlocked remotely, for example from an Instant Key page.";

@@ -13,8 +13,10 @@
 //! - `timeout_ms` (optional, default 10000, 100..=120000): the deadline of every request.
 //!
 //! Credentials: `api_key` (required), sent as `Authorization: KISI-LOGIN <api_key>` (a header
-//! marked sensitive), never logged nor put in an error. Anything else, or a malformed value, is
-//! refused as `Permanent("invalid_connection_settings: ...")`.
+//! marked sensitive), never logged nor put in an error; `webhook_secret` (optional): the
+//! signature key of the Kisi "Event Webhook" integration that posts to Keygate (see
+//! [`webhook`]). Anything else, or a malformed value, is refused as
+//! `Permanent("invalid_connection_settings: ...")`.
 //!
 //! References (what makes a repeat converge on the same Kisi objects):
 //! - the person: the Kisi user whose e-mail is the holder's (`GET /users?query=<email>`, exact
@@ -63,8 +65,13 @@ use time::OffsetDateTime;
 
 use crate::provider::{
     AccessSystemProvider, Connection, Credentials, Directory, HeldCredential, Holder, Link,
-    ProviderError,
+    ProviderError, VendorEvent, WebhookError, WebhookHeaders,
 };
+
+pub mod webhook;
+
+/// The credential holding the signature key of Kisi's event webhooks.
+pub const WEBHOOK_SECRET: &str = "webhook_secret";
 
 /// The one system type this adapter serves.
 pub const SYSTEM_TYPE: &str = "kisi";
@@ -89,6 +96,8 @@ pub const REQUESTS_PER_CALL: u32 = 5;
 
 const DEFAULT_TIMEOUT: Duration = Duration::from_millis(10_000);
 const UNLOCK_TIMEOUT_CAP: Duration = Duration::from_secs(10);
+/// The longest the lookup of a webhook's actor waits (the vendor's request is open meanwhile).
+const WEBHOOK_LOOKUP_TIMEOUT: Duration = Duration::from_secs(5);
 const PAGE_LIMIT: usize = 100;
 const MAX_PAGES: usize = 500;
 /// The most of an error body kept in a message.
@@ -217,9 +226,14 @@ impl Settings {
 /// scrub it from anything echoed back).
 fn login(credentials: &Credentials) -> Result<(HeaderValue, String), ProviderError> {
     for name in credentials.values().keys() {
-        if name != "api_key" {
+        if !matches!(name.as_str(), "api_key" | WEBHOOK_SECRET) {
             return Err(invalid_setting(name, "unknown credential"));
         }
+    }
+    if let Some(secret) = credentials.get(WEBHOOK_SECRET)
+        && secret.trim().is_empty()
+    {
+        return Err(invalid_setting(WEBHOOK_SECRET, "empty"));
     }
     let key = credentials
         .get("api_key")
@@ -1192,6 +1206,39 @@ impl AccessSystemProvider for KisiProvider {
             code: None,
             card_encoding_required: false,
         }))
+    }
+
+    fn parse_webhook(
+        &self,
+        link: &Link,
+        headers: &WebhookHeaders,
+        body: &[u8],
+        now: OffsetDateTime,
+    ) -> Result<Vec<VendorEvent>, WebhookError> {
+        webhook::parse(link, headers, body, now)
+    }
+
+    /// The Kisi user's Keygate entries (`metadata.keygate`, written at provision): one per
+    /// access method it holds. A user Kisi no longer has holds none.
+    #[tracing::instrument(skip_all, fields(acs_system_id = %system.id, request))]
+    async fn webhook_actor_methods(
+        &self,
+        system: &AccessSystem,
+        actor: &str,
+    ) -> Result<Vec<AccessMethodId>, ProviderError> {
+        let Ok(user_id) = actor.parse::<u64>() else {
+            return Ok(Vec::new());
+        };
+        let (mut api, _) = self.stored(system).await?;
+        // Asked while the vendor's webhook request waits: never longer than this.
+        api.timeout = api.timeout.min(WEBHOOK_LOOKUP_TIMEOUT);
+        let Some((user, _)) = api.get::<KUser>(&format!("/users/{user_id}"), &[]).await? else {
+            return Ok(Vec::new());
+        };
+        Ok(entries(&user)
+            .keys()
+            .filter_map(|k| k.parse().ok())
+            .collect())
     }
 
     #[tracing::instrument(skip_all, fields(acs_system_id = %system.id, acs_entrance_id = %job.acs_entrance_id, request))]

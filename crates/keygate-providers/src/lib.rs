@@ -18,7 +18,7 @@ pub mod virtual_system;
 
 pub use provider::{
     AccessSystemProvider, Connection, Credentials, Directory, HeldCredential, Holder, Link,
-    ProviderError,
+    ProviderError, VendorEvent, VendorEventKind, WebhookError, WebhookHeaders,
 };
 pub use registry::Registry;
 pub use sql_ledger::SqlLedger;

@@ -197,6 +197,35 @@ pub trait AccessSystemProvider: Send + Sync {
         Vec::new()
     }
 
+    /// Verifies and parses one inbound webhook delivery of a stored system (its `link`: the
+    /// settings and unsealed credentials hold the webhook secret given at connect). Pure: no
+    /// call leaves the process, so an unverified request never makes Keygate call anyone.
+    /// The default: this adapter takes no webhooks.
+    fn parse_webhook(
+        &self,
+        link: &Link,
+        headers: &WebhookHeaders,
+        body: &[u8],
+        now: time::OffsetDateTime,
+    ) -> Result<Vec<VendorEvent>, WebhookError> {
+        let _ = (link, headers, body, now);
+        Err(WebhookError::NotSupported(
+            "this access system type sends no webhooks Keygate takes".into(),
+        ))
+    }
+
+    /// The access methods whose credential the system's `actor` (from a verified
+    /// [`VendorEventKind::Unlocked`]) holds on `system`: Keygate's references the adapter left
+    /// on the system when it provisioned them. Empty when the actor is not one of Keygate's.
+    async fn webhook_actor_methods(
+        &self,
+        system: &AccessSystem,
+        actor: &str,
+    ) -> Result<Vec<keygate_domain::ids::AccessMethodId>, ProviderError> {
+        let _ = (system, actor);
+        Ok(Vec::new())
+    }
+
     /// Writes the credential of a card method onto a card in `job.acs_encoder_id`. Encoder
     /// faults come back typed (`encoder_not_online`, `incompatible_card_format`, ...); an
     /// encoding is interactive, so it is not retried behind the person's back.
@@ -210,5 +239,72 @@ pub trait AccessSystemProvider: Send + Sync {
             error_type: "credential_cannot_be_reissued".into(),
             message: format!("{} cannot encode cards", system.system_type),
         })
+    }
+}
+
+/// The request headers of an inbound vendor webhook, names lowercased (the HTTP adapter builds
+/// it; adapters look names up in lowercase).
+pub type WebhookHeaders = BTreeMap<String, String>;
+
+/// One event an access system reported through its webhook, verified and parsed by its adapter.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VendorEvent {
+    /// The vendor's own id of the event: what deliveries of the same event share, so a
+    /// duplicate is recognised.
+    pub vendor_event_id: String,
+    /// When it happened, as the vendor says.
+    pub occurred_at: time::OffsetDateTime,
+    pub kind: VendorEventKind,
+}
+
+/// What a vendor event says, in Keygate's terms (ids are still the vendor's own).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum VendorEventKind {
+    /// Someone opened an entrance (`entrance`: the system's id of it, as in [`Link::entrances`])
+    /// with their credential; `actor` is the system's id of whoever did it, resolved to access
+    /// methods through [`AccessSystemProvider::webhook_actor_methods`].
+    Unlocked {
+        entrance: String,
+        actor: Option<String>,
+    },
+    /// An access right changed on the system (a role assignment made or deleted, a credential
+    /// issued or withdrawn): a change Keygate pushed may have landed.
+    AccessChanged,
+    /// Anything else (a failed unlock, an event type Keygate does not act on): recorded as seen,
+    /// nothing else.
+    Ignored { event_type: String },
+}
+
+/// Why an inbound webhook was refused. The reasons are stable, machine-readable strings.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum WebhookError {
+    /// This adapter's systems send no webhooks Keygate takes.
+    #[error("webhooks_not_supported: {0}")]
+    NotSupported(String),
+    /// The system was connected without a webhook secret: nothing can be verified, so nothing
+    /// is accepted.
+    #[error("webhook_secret_not_set: {0}")]
+    SecretNotSet(String),
+    /// The signature is missing or does not match the body under the system's secret.
+    #[error("invalid_signature: {0}")]
+    InvalidSignature(String),
+    /// Signed, but too old (or too far in the future) to be accepted: a replay.
+    #[error("stale_webhook: {0}")]
+    Stale(String),
+    /// Signed, but not a payload the adapter understands.
+    #[error("invalid_payload: {0}")]
+    InvalidPayload(String),
+}
+
+impl WebhookError {
+    /// The machine-readable reason.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::NotSupported(_) => "webhooks_not_supported",
+            Self::SecretNotSet(_) => "webhook_secret_not_set",
+            Self::InvalidSignature(_) => "invalid_signature",
+            Self::Stale(_) => "stale_webhook",
+            Self::InvalidPayload(_) => "invalid_payload",
+        }
     }
 }

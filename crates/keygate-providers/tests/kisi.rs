@@ -856,3 +856,80 @@ async fn no_error_carries_the_api_key() {
     let printed = format!("{:?}", connection(&h.endpoint, API_KEY));
     assert_no_key(&printed);
 }
+
+#[tokio::test]
+async fn a_simulator_webhook_verifies_and_its_user_holds_the_provisioned_method() {
+    let (provider, h) = setup().await;
+    let site = h.connect(&provider, SYSTEM_TYPE).await;
+    let secret = "integration-signature-key";
+    h.edit_link(&site.system, |l| {
+        let mut c = l.credentials.values().clone();
+        c.insert(
+            keygate_providers::kisi::WEBHOOK_SECRET.to_owned(),
+            secret.to_owned(),
+        );
+        l.credentials = Credentials::new(c);
+    });
+    let link = h.links.link(&site.system).await.expect("link");
+    let job = c::provision_job(&site, AccessMethodMode::MobileKey).expect("a job");
+    provider
+        .provision(&site.system, &job, &c::holder())
+        .await
+        .expect("provision");
+    let user = h.sim.users()[0].clone();
+    let lock = h.sim.seed().lock_ids[0];
+    let event = h.sim.unlock_event(user.id, lock);
+    let body = event.to_string();
+    let headers = BTreeMap::from([(
+        "x-signature".to_owned(),
+        keygate_simulators::kisi::sign(secret, body.as_bytes()),
+    )]);
+    let now = time::OffsetDateTime::now_utc();
+    let got = provider
+        .parse_webhook(&link, &headers, body.as_bytes(), now)
+        .expect("verified");
+    assert_eq!(got.len(), 1);
+    assert_eq!(
+        got[0].vendor_event_id,
+        event["uuid"].as_str().expect("uuid")
+    );
+    assert_eq!(
+        got[0].kind,
+        keygate_providers::VendorEventKind::Unlocked {
+            entrance: lock.to_string(),
+            actor: Some(user.id.to_string()),
+        }
+    );
+    // The adapter's own key does not sign webhooks: a delivery signed with it is refused.
+    let forged = BTreeMap::from([(
+        "x-signature".to_owned(),
+        keygate_simulators::kisi::sign(API_KEY, body.as_bytes()),
+    )]);
+    let e = provider
+        .parse_webhook(&link, &forged, body.as_bytes(), now)
+        .expect_err("forged");
+    assert_eq!(e.reason(), "invalid_signature");
+    // Who unlocked: the user's Keygate entry names the method; a stranger holds none.
+    assert_eq!(
+        provider
+            .webhook_actor_methods(&site.system, &user.id.to_string())
+            .await
+            .expect("actor"),
+        vec![job.access_method_id]
+    );
+    let stranger = h.sim.add_user("Stranger", "stranger@example.com");
+    assert!(
+        provider
+            .webhook_actor_methods(&site.system, &stranger.to_string())
+            .await
+            .expect("actor")
+            .is_empty()
+    );
+    assert!(
+        provider
+            .webhook_actor_methods(&site.system, "999999")
+            .await
+            .expect("gone")
+            .is_empty()
+    );
+}

@@ -37,6 +37,23 @@
 //! The permission model: every API key belongs to one organization and sees only that
 //! organization's places, locks, groups, users and role assignments; another's are `404`.
 //!
+//! Event webhooks ([`KisiSimulator::set_webhook`]): as Kisi's "Event Webhook" integration, the
+//! simulator POSTs each event as JSON to the configured URL, with `X-Signature`: the
+//! HMAC-SHA256 digest of the body under the integration's signature key (docs.kisi.io, "Track
+//! unlocks using webhooks":
+//! <https://docs.kisi.io/api/how_to_guides/set_up_webhooks/track_unlocks>, whose sample payload
+//! is the shape of [`KisiSimulator::unlock_event`]; "Send Kisi events with customizable
+//! webhooks":
+//! <https://docs.kisi.io/how_to_guides/integration_guides/workflow_automation/event_webhooks/>,
+//! which warns that an endpoint may receive the same event more than once). Events: `lock.unlock`
+//! when a user unlocks a door ([`KisiSimulator::unlock_by_user`]) or the API unlocks one (the
+//! actor then is the API key's user, id `0`, in no user list), and `role_assignment.create` /
+//! `role_assignment.destroy` when the API makes or deletes a role assignment. Assumed where Kisi
+//! publishes nothing: the digest is lowercase hex; the role assignment event types' names; a
+//! delivery is one event object. Faults: every event delivered twice
+//! ([`KisiSimulator::set_duplicate_webhooks`]), or a delivery signed with the wrong key
+//! ([`KisiSimulator::deliver_signed_with`]).
+//!
 //! Fault injection ([`KisiSimulator::inject`]): the next write request (anything but `GET`),
 //! or with [`KisiSimulator::inject_any`] the next request, answers slowly, `503` before
 //! applying, `500` after applying, or a refusal, as told.
@@ -181,6 +198,17 @@ struct Inner {
     max_page: usize,
     requests: Vec<String>,
     throttled: usize,
+    webhook: Option<WebhookTarget>,
+    /// `(event uuid, answer status or 0 when the post failed)`, in order.
+    webhook_deliveries: Vec<(String, u16)>,
+}
+
+/// Where the event webhooks go.
+#[derive(Clone, Debug)]
+struct WebhookTarget {
+    url: String,
+    secret: Option<String>,
+    duplicate: bool,
 }
 
 impl Inner {
@@ -443,10 +471,206 @@ impl KisiSimulator {
         self.with(|s| s.requests.clone())
     }
 
+    /// Posts every event to `url` (`http://host:port/path`), signed with `secret` when given
+    /// (as a Kisi Event Webhook integration with a signature key); `None` stops the webhooks.
+    pub fn set_webhook(&self, url: Option<&str>, secret: Option<&str>) {
+        self.with(|s| {
+            s.webhook = url.map(|u| WebhookTarget {
+                url: u.to_owned(),
+                secret: secret.map(str::to_owned),
+                duplicate: false,
+            });
+        });
+    }
+
+    /// Delivers every event twice (as Kisi may).
+    pub fn set_duplicate_webhooks(&self, on: bool) {
+        self.with(|s| {
+            if let Some(w) = s.webhook.as_mut() {
+                w.duplicate = on;
+            }
+        });
+    }
+
+    /// The webhook deliveries made: `(event uuid, HTTP status, 0 when the post failed)`.
+    pub fn webhook_deliveries(&self) -> Vec<(String, u16)> {
+        self.with(|s| s.webhook_deliveries.clone())
+    }
+
+    /// A `lock.unlock` event of `user_id` opening `lock_id` now, as Kisi's webhook sends it.
+    pub fn unlock_event(&self, user_id: u64, lock_id: u64) -> Value {
+        self.with(|s| {
+            let user = s.users.iter().find(|u| u.id == user_id).cloned();
+            let lock = s.locks.iter().find(|l| l.id == lock_id).cloned();
+            let n = s.id();
+            json!({
+                "uuid": event_uuid(n),
+                "actor_type": "User",
+                "actor_id": user_id,
+                "actor_name": user.map(|u| u.name).unwrap_or_default(),
+                "object_type": "Lock",
+                "object_id": lock_id,
+                "object_name": lock.as_ref().map(|l| l.name.clone()).unwrap_or_default(),
+                "organization_id": self.seed.organization_id,
+                "place_id": lock.map(|l| l.place_id),
+                "success": true,
+                "type": "lock.unlock",
+                "error_code": null,
+                "error_message": null,
+                "created_at": now_rfc3339(),
+            })
+        })
+    }
+
+    /// A user opens a door in the Kisi app: the unlock is recorded and its event delivered
+    /// (twice with [`Self::set_duplicate_webhooks`]). Returns the event and the statuses.
+    pub async fn unlock_by_user(&self, user_id: u64, lock_id: u64) -> (Value, Vec<u16>) {
+        self.with(|s| s.unlocks.push(lock_id));
+        let event = self.unlock_event(user_id, lock_id);
+        let statuses = self.send_event(&event).await;
+        (event, statuses)
+    }
+
+    /// Delivers `event` once, signed as configured. `0` when it could not be posted.
+    pub async fn deliver(&self, event: &Value) -> u16 {
+        let Some(target) = self.with(|s| s.webhook.clone()) else {
+            return 0;
+        };
+        let body = event.to_string();
+        let signature = target.secret.as_deref().map(|k| sign(k, body.as_bytes()));
+        self.post(&target.url, event, &body, signature.as_deref())
+            .await
+    }
+
+    /// Delivers `event` once with `signature` as its `X-Signature` (a forged or corrupted one).
+    pub async fn deliver_signed_with(&self, event: &Value, signature: &str) -> u16 {
+        let Some(target) = self.with(|s| s.webhook.clone()) else {
+            return 0;
+        };
+        self.post(&target.url, event, &event.to_string(), Some(signature))
+            .await
+    }
+
+    async fn send_event(&self, event: &Value) -> Vec<u16> {
+        let Some(target) = self.with(|s| s.webhook.clone()) else {
+            return Vec::new();
+        };
+        let times = if target.duplicate { 2 } else { 1 };
+        let mut out = Vec::new();
+        for _ in 0..times {
+            out.push(self.deliver(event).await);
+        }
+        out
+    }
+
+    async fn post(&self, url: &str, event: &Value, body: &str, signature: Option<&str>) -> u16 {
+        let status = post_json(url, body, signature).await.unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "the Kisi simulator's webhook could not be posted");
+            0
+        });
+        let uuid = event["uuid"].as_str().unwrap_or_default().to_owned();
+        self.with(|s| s.webhook_deliveries.push((uuid, status)));
+        status
+    }
+
+    /// A role assignment event, delivered in the background when webhooks are on.
+    fn assignment_event(&self, event_type: &str, a: &RoleAssignment) {
+        if self.with(|s| s.webhook.is_none()) {
+            return;
+        }
+        let n = self.with(Inner::id);
+        let event = json!({
+            "uuid": event_uuid(n),
+            "actor_type": "User",
+            "actor_id": 0,
+            "actor_name": "API",
+            "object_type": "RoleAssignment",
+            "object_id": a.id,
+            "object_name": a.role_id,
+            "organization_id": a.organization_id,
+            "place_id": null,
+            "success": true,
+            "type": event_type,
+            "error_code": null,
+            "error_message": null,
+            "created_at": now_rfc3339(),
+        });
+        let sim = self.clone();
+        tokio::spawn(async move {
+            sim.send_event(&event).await;
+        });
+    }
+
     /// How many requests were answered `429`.
     pub fn throttled(&self) -> usize {
         self.with(|s| s.throttled)
     }
+}
+
+/// A UUID-shaped id of event number `n`.
+fn event_uuid(n: u64) -> String {
+    format!("5e1f0000-0000-4000-8000-{n:012x}")
+}
+
+fn now_rfc3339() -> String {
+    OffsetDateTime::now_utc()
+        .replace_nanosecond(0)
+        .unwrap_or_else(|_| OffsetDateTime::now_utc())
+        .format(&Rfc3339)
+        .unwrap_or_default()
+}
+
+/// The lowercase hex HMAC-SHA256 of `body` under `key`: Kisi's `X-Signature`.
+pub fn sign(key: &str, body: &[u8]) -> String {
+    use hmac::{Hmac, KeyInit as _, Mac as _};
+    let Ok(mut mac) = Hmac::<sha2::Sha256>::new_from_slice(key.as_bytes()) else {
+        return String::new();
+    };
+    mac.update(body);
+    mac.finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// POSTs `body` as JSON to `url` (`http://host:port/path`, HTTP/1.1, one connection) and
+/// returns the answer's status.
+async fn post_json(url: &str, body: &str, signature: Option<&str>) -> Result<u16, String> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or_else(|| format!("{url}: only http:// URLs"))?;
+    let (host, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    let mut stream = tokio::net::TcpStream::connect(host)
+        .await
+        .map_err(|e| format!("{url}: {e}"))?;
+    let mut req = format!(
+        "POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nUser-Agent: Kisi-Webhooks-Simulator\r\nContent-Length: {}\r\nConnection: close\r\n",
+        body.len()
+    );
+    if let Some(sig) = signature {
+        req.push_str(&format!("X-Signature: {sig}\r\n"));
+    }
+    req.push_str("\r\n");
+    req.push_str(body);
+    stream
+        .write_all(req.as_bytes())
+        .await
+        .map_err(|e| format!("{url}: {e}"))?;
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(30), stream.read_to_end(&mut answer))
+        .await
+        .map_err(|_| format!("{url}: no answer within 30 s"))?
+        .map_err(|e| format!("{url}: {e}"))?;
+    let head = String::from_utf8_lossy(&answer);
+    head.split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| format!("{url}: not an HTTP answer"))
 }
 
 fn error(status: StatusCode, code: &str, message: &str) -> Response {
@@ -641,16 +865,28 @@ async fn unlock(
 ) -> Response {
     sim.with(|s| {
         if s.lock_org(id) != Some(org) {
-            return not_found();
+            return Some(not_found());
         }
         if s.locks.iter().any(|l| l.id == id && !l.online) {
-            return error(
+            return Some(error(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "lock_offline",
                 "The lock is offline",
-            );
+            ));
         }
         s.unlocks.push(id);
+        None
+    })
+    .unwrap_or_else(|| {
+        // Kisi records the unlock as an event of the API key's user (no user of the
+        // organization's list here): a `lock.unlock` webhook that names no holder.
+        if sim.with(|s| s.webhook.is_some()) {
+            let event = sim.unlock_event(0, id);
+            let sim = sim.clone();
+            tokio::spawn(async move {
+                sim.send_event(&event).await;
+            });
+        }
         Json(json!({ "message": "Unlocked!" })).into_response()
     })
 }
@@ -880,14 +1116,14 @@ async fn create_role_assignment(
             .iter()
             .any(|u| u.id == user_id && u.organization_id == org)
         {
-            return invalid("user_id", "does not exist");
+            return Err(Box::new(invalid("user_id", "does not exist")));
         }
         if !s
             .groups
             .iter()
             .any(|g| g.id == group_id && g.organization_id == org)
         {
-            return invalid("group_id", "does not exist");
+            return Err(Box::new(invalid("group_id", "does not exist")));
         }
         if s.role_assignments.iter().any(|x| {
             x.organization_id == org
@@ -895,7 +1131,7 @@ async fn create_role_assignment(
                 && x.group_id == group_id
                 && x.role_id == role_id
         }) {
-            return invalid("user_id", "has already been taken");
+            return Err(Box::new(invalid("user_id", "has already been taken")));
         }
         let id = s.id();
         let a = RoleAssignment {
@@ -909,8 +1145,15 @@ async fn create_role_assignment(
             valid_until,
         };
         s.role_assignments.push(a.clone());
-        Json(a).into_response()
+        Ok(a)
     })
+    .map_or_else(
+        |r| *r,
+        |a| {
+            sim.assignment_event("role_assignment.create", &a);
+            Json(a).into_response()
+        },
+    )
 }
 
 async fn update_role_assignment(
@@ -956,12 +1199,20 @@ async fn delete_role_assignment(
 ) -> Response {
     sim.with(|s| {
         let before = s.role_assignments.len();
+        let gone: Vec<RoleAssignment> = s
+            .role_assignments
+            .iter()
+            .filter(|a| a.id == id && a.organization_id == org)
+            .cloned()
+            .collect();
         s.role_assignments
             .retain(|a| !(a.id == id && a.organization_id == org));
-        if s.role_assignments.len() == before {
-            not_found()
-        } else {
-            StatusCode::NO_CONTENT.into_response()
-        }
+        debug_assert_eq!(before, s.role_assignments.len() + gone.len());
+        gone
+    })
+    .first()
+    .map_or_else(not_found, |a| {
+        sim.assignment_event("role_assignment.destroy", a);
+        StatusCode::NO_CONTENT.into_response()
     })
 }

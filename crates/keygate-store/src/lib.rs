@@ -26,6 +26,7 @@ pub mod testdb;
 mod traits;
 mod user_identities;
 mod util;
+mod vendor_events;
 mod webhooks;
 
 pub use backend::{Backend, PoolSettings, StorePool, open, open_with};
@@ -41,3 +42,4 @@ pub use traits::{
     QueueAge, ReconcileItem, SettingsStore, Store, UserIdentityStore, WorkspaceStore,
 };
 pub use traits::{WebhookCursor, WebhookDeliveryRecord, WebhookStore};
+pub use vendor_events::{RecordedVendorEvent, VendorEventRecord, VendorEventStore};

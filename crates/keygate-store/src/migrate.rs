@@ -7,7 +7,7 @@ use sqlx::SqlStr;
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 
 /// The schema version this build expects.
-pub const SCHEMA_VERSION: i64 = 14;
+pub const SCHEMA_VERSION: i64 = 15;
 
 fn migrator(files: &'static [(i64, &'static str, &'static str)]) -> Migrator {
     Migrator {
@@ -102,6 +102,11 @@ pub(crate) fn postgres() -> Migrator {
             "connections",
             include_str!("../../../migrations/postgres/0014_connections.sql"),
         ),
+        (
+            15,
+            "vendor_events",
+            include_str!("../../../migrations/postgres/0015_vendor_events.sql"),
+        ),
     ])
 }
 
@@ -176,6 +181,11 @@ pub(crate) fn sqlite() -> Migrator {
             14,
             "connections",
             include_str!("../../../migrations/sqlite/0014_connections.sql"),
+        ),
+        (
+            15,
+            "vendor_events",
+            include_str!("../../../migrations/sqlite/0015_vendor_events.sql"),
         ),
     ])
 }

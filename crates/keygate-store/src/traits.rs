@@ -1009,6 +1009,7 @@ pub trait Store:
     + WebhookStore
     + InstantKeyStore
     + DeliveryStore
+    + crate::vendor_events::VendorEventStore
 {
     /// `postgres` or `sqlite`.
     fn backend_name(&self) -> &'static str;

@@ -391,6 +391,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
                 )),
             },
         ));
+        // Access systems' own webhooks (Kisi's event webhook posts here).
+        routes = routes.merge(keygate_delivery::vendor_hooks::router(app.clone()));
         if outbox_mode {
             // Only when nothing is sent; it needs an API key or the admin token.
             routes = routes.merge(crate::deliveries::router(crate::deliveries::OutboxPage {
