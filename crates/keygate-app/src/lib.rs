@@ -21,6 +21,7 @@ pub mod methods;
 pub mod reads;
 pub mod ssrf;
 pub mod systems;
+pub mod throttle;
 pub mod tokens;
 pub mod tracker;
 pub mod unlock;
