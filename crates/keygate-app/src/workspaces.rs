@@ -146,6 +146,11 @@ impl App {
         Ok((ws, key, token))
     }
 
+    /// The caller's own workspace (what an API key may read of it).
+    pub async fn get_workspace(&self, ws: WorkspaceId) -> Result<Workspace, Error> {
+        self.store.get_workspace(ws).await
+    }
+
     pub async fn list_workspaces(&self, page: &PageRequest) -> Result<Page<Workspace>, Error> {
         self.store.list_workspaces(page).await
     }

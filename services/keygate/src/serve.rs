@@ -374,6 +374,37 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         http.local_addr()?
     );
     let mut routes = crate::http::router(ready.clone(), metrics);
+    if args.roles.contains(&Role::Gateway) {
+        // The Seam-compatible HTTP/JSON API (docs/seam-api.md): the same keys, limits and use
+        // cases as gRPC, under /seam.
+        let limiter =
+            keygate_app::throttle::RateLimiter::new(args.rate_limit_rps, args.rate_limit_burst);
+        let limiter = if args.redis_url.is_empty() {
+            limiter
+        } else {
+            limiter.shared(Arc::new(
+                RedisCache::new(&args.redis_url)
+                    .context("KEYGATE_REDIS_URL for the shared rate limits")?,
+            ))
+        };
+        routes = routes.merge(keygate_seam_api::router(keygate_seam_api::SeamApi {
+            app: app.clone(),
+            auth: keygate_app::auth::Authenticator::new(
+                store.clone(),
+                cache.clone(),
+                Some(args.admin_token.clone()).filter(|t| !t.is_empty()),
+            ),
+            rate: Arc::new(limiter),
+            auth_failures: Arc::new(keygate_app::throttle::AuthFailureLimiter::new(
+                args.auth_failures_per_minute_per_client,
+            )),
+        }));
+        println!(
+            "keygate: Seam-compatible API at http://{}{}",
+            http.local_addr()?,
+            keygate_seam_api::PREFIX
+        );
+    }
     if args.roles.contains(&Role::Delivery) {
         // The Instant Key pages: the links of grants and of GenerateInstantKey lead here.
         routes = routes.merge(keygate_delivery::instant_keys::router(
@@ -651,6 +682,10 @@ async fn prepare(
                     "keygate: created sandbox workspace {workspace_id} with five virtual access systems"
                 );
                 println!("keygate: sandbox API key (shown once): {token}");
+                if let Some(seam) = keygate_app::tokens::seam_api_key(&token, true) {
+                    // The same key in the form Seam's SDKs accept (docs/seam-api.md).
+                    println!("keygate: the same key for the Seam-compatible API: {seam}");
+                }
                 if let Some(path) = key_file {
                     println!(
                         "keygate: the key is also in {} (owner-only)",

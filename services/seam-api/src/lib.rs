@@ -1,0 +1,244 @@
+//! The Seam-compatible HTTP/JSON API: Seam's `/{namespace}/{action}` routes under [`PREFIX`]
+//! on the HTTP port, so Seam's official SDKs (and the seed documents' quick start) run against
+//! Keygate with only the endpoint and the key changed (docs/seam-api.md).
+//!
+//! An adapter like the gRPC services: each request is authenticated through
+//! `keygate_app::auth` (the same API keys, also in their `seam_` form), refused past the
+//! workspace's request rate and the client's failed-authentication budget
+//! (`keygate_app::throttle`, the limiters gRPC runs), parsed ([`params`]) into the
+//! `keygate.v1` request gRPC would get and from there, through `keygate-wire`, into its
+//! `keygate-app` command, and answered in Seam's JSON ([`json`]) and envelopes ([`reply`]).
+//! Load shedding, the request timeout and the connection limits are the HTTP port's
+//! (`services/keygate/src/http.rs`).
+
+pub mod json;
+pub mod params;
+pub mod reply;
+pub mod routes;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use axum::response::Response;
+use axum::routing::any;
+use keygate_app::App;
+use keygate_app::auth::Authenticator;
+use keygate_app::throttle::{AuthFailureLimiter, ClientAddr, RateLimiter};
+use keygate_domain::{Error, ErrorReason};
+use tracing::Instrument as _;
+
+use crate::params::Params;
+use crate::routes::{Alt, Ctx};
+
+/// Where the routes are served: `http://<http addr>/seam` is the endpoint to give the SDKs
+/// (`SEAM_ENDPOINT`). A prefix keeps Seam's namespaces clear of the port's own paths
+/// (`/livez`, `/readyz`, `/metrics`, the Instant Key pages).
+pub const PREFIX: &str = "/seam";
+
+/// What the routes need: the use cases, the authenticator and the limiters.
+#[derive(Clone)]
+pub struct SeamApi {
+    pub app: App,
+    pub auth: Authenticator,
+    /// Requests per second per workspace: built from the same settings as gRPC's, and shared
+    /// with it (and every replica) through Redis when that is configured.
+    pub rate: Arc<RateLimiter>,
+    /// Failed authentications per client address.
+    pub auth_failures: Arc<AuthFailureLimiter>,
+}
+
+/// The routes, to merge into the HTTP port.
+pub fn router(api: SeamApi) -> Router {
+    Router::new()
+        .route(&format!("{PREFIX}/{{*action}}"), any(handle))
+        .with_state(Arc::new(api))
+}
+
+/// The key of a request in the form `keygate_app::auth` reads: a `seam_` key is turned into
+/// its `kg_` form; anything else is passed on as it came (and refused there if it is no key).
+fn keygate_headers(headers: &HeaderMap) -> HeaderMap {
+    let mut out = HeaderMap::new();
+    let Some(value) = headers.get(header::AUTHORIZATION) else {
+        return out;
+    };
+    let converted = value
+        .to_str()
+        .ok()
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .and_then(|t| keygate_app::tokens::api_key_from_seam(t.trim()))
+        .and_then(|kg| HeaderValue::from_str(&format!("Bearer {kg}")).ok());
+    out.insert(
+        header::AUTHORIZATION,
+        converted.unwrap_or_else(|| value.clone()),
+    );
+    out
+}
+
+/// The absolute URL of this request without its query, for `next_page_url`.
+fn base_url(headers: &HeaderMap, uri: &Uri) -> Option<String> {
+    let host = headers.get(header::HOST)?.to_str().ok()?;
+    let proto = headers
+        .get("x-forwarded-proto")
+        .and_then(|v| v.to_str().ok())
+        .filter(|p| *p == "https" || *p == "http")
+        .unwrap_or("http");
+    Some(format!("{proto}://{host}{}", uri.path()))
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn handle(
+    State(api): State<Arc<SeamApi>>,
+    Path(action): Path<String>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    client: Option<axum::Extension<ClientAddr>>,
+    body: Bytes,
+) -> Response {
+    let request_id = uuid::Uuid::new_v4().to_string();
+    let span = tracing::info_span!(
+        "seam_api",
+        otel.name = %format!("seam {action}"),
+        otel.kind = "server",
+        http.method = %method,
+        route = %action,
+        request_id = %request_id,
+        workspace_id = tracing::field::Empty,
+        http.status_code = tracing::field::Empty,
+    );
+    let started = std::time::Instant::now();
+    async move {
+        let client = client.map(|c| c.0.0);
+        let resp = serve(
+            &api,
+            &action,
+            &method,
+            &uri,
+            &headers,
+            client,
+            &body,
+            &request_id,
+        )
+        .await;
+        let status = resp.status().as_u16();
+        tracing::Span::current().record("http.status_code", status);
+        let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+        tracing::info!(latency_ms, status, "seam api request finished");
+        resp
+    }
+    .instrument(span)
+    .await
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn serve(
+    api: &SeamApi,
+    action: &str,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    client: Option<std::net::IpAddr>,
+    body: &[u8],
+    request_id: &str,
+) -> Response {
+    let Some(alt) = routes::route(action) else {
+        return reply::error_reply(
+            StatusCode::NOT_FOUND,
+            "route_not_found",
+            &format!("no route /{action} on this Seam-compatible API (see docs/seam-api.md)"),
+            None,
+            None,
+            request_id,
+        );
+    };
+    let allowed = *method == Method::POST
+        || match alt {
+            Alt::Get => *method == Method::GET,
+            Alt::Delete => *method == Method::DELETE,
+            Alt::Patch => *method == Method::PATCH || *method == Method::PUT,
+            Alt::None => false,
+        };
+    if !allowed {
+        return reply::error_reply(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            &format!("/{action} does not take {method}"),
+            None,
+            None,
+            request_id,
+        );
+    }
+
+    // The client's budget of failed authentications is checked before its key is read.
+    if let Some(ip) = client
+        && let Err(wait) = api.auth_failures.check(ip)
+    {
+        keygate_telemetry::metrics::limit_refused("auth_failures");
+        return reply::error(
+            Error::LimitReached {
+                reason: ErrorReason::AuthFailuresLimited,
+                message: "too many failed authentications from this address; retry later".into(),
+                retry_after: Some(wait),
+            },
+            request_id,
+        );
+    }
+    let principal = match api
+        .auth
+        .authenticate(uri.path(), &keygate_headers(headers))
+        .await
+        .and_then(|p| p.workspace().map(|ws| (p, ws)))
+    {
+        Ok((_, ws)) => ws,
+        Err(e) => {
+            if let (Some(ip), Error::Unauthenticated { .. }) = (client, &e) {
+                api.auth_failures.failed(ip);
+            }
+            return reply::error(e, request_id);
+        }
+    };
+    let ws = principal;
+    tracing::Span::current().record("workspace_id", tracing::field::display(ws));
+    if let Err(retry_after) = api.rate.check(ws).await {
+        keygate_telemetry::metrics::limit_refused("workspace_rate");
+        return reply::error(Error::RateLimited { retry_after }, request_id);
+    }
+
+    let query = uri.query().unwrap_or("");
+    let uses_query = *method == Method::GET || *method == Method::DELETE;
+    let parsed = if uses_query {
+        Params::from_query(query)
+    } else {
+        Params::from_json(body).and_then(|mut p| {
+            p.strict = Params::from_query(query).map(|q| q.strict).unwrap_or(false);
+            Ok(p)
+        })
+    };
+    let mut params = match parsed {
+        Ok(p) => p,
+        Err(e) => return reply::error(e, request_id),
+    };
+    let ctx = Ctx {
+        ws,
+        idempotency_key: headers
+            .get("idempotency-key")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned),
+        get_url: if *method == Method::GET {
+            base_url(headers, uri)
+        } else {
+            None
+        },
+        query: query.to_owned(),
+    };
+    match routes::call(&api.app, action, &mut params, &ctx).await {
+        Ok(body) => reply::ok(body, request_id),
+        Err(e) => reply::error(e, request_id),
+    }
+}
