@@ -262,7 +262,19 @@ pub async fn call(app: &App, action: &str, p: &mut Params, ctx: &Ctx) -> Body {
             )
         }
         "acs/encoders/list" => {
-            let system = p.string("acs_system_id")?.unwrap_or_default();
+            let mut system = p.string("acs_system_id")?.unwrap_or_default();
+            let systems = p.strings("acs_system_ids")?;
+            match (systems.as_slice(), system.is_empty()) {
+                ([], _) => {}
+                ([one], true) => system = one.clone(),
+                _ => {
+                    return Err(Error::invalid(
+                        "acs_system_ids",
+                        "Keygate lists the encoders of one system at a time: give one id",
+                    ));
+                }
+            }
+            let wanted = p.strings("acs_encoder_ids")?;
             let (limit, cursor) = paging(p)?;
             p.finish()?;
             let parts = ["SeamListAcsEncoders", system.as_str()];
@@ -273,6 +285,7 @@ pub async fn call(app: &App, action: &str, p: &mut Params, ctx: &Ctx) -> Body {
             let items = found
                 .items
                 .iter()
+                .filter(|e| wanted.is_empty() || wanted.contains(&e.id.to_string()))
                 .map(|e| {
                     let mut v = json::acs_encoder(&convert::encoder(e));
                     if let Some(m) = v.as_object_mut() {
