@@ -215,9 +215,9 @@ async fn serve(
     let parsed = if uses_query {
         Params::from_query(query)
     } else {
-        Params::from_json(body).and_then(|mut p| {
-            p.strict = Params::from_query(query).map(|q| q.strict).unwrap_or(false);
-            Ok(p)
+        Params::from_json(body).map(|mut p| {
+            p.strict = Params::from_query(query).is_ok_and(|q| q.strict);
+            p
         })
     };
     let mut params = match parsed {
