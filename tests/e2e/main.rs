@@ -20,6 +20,7 @@ mod redis_outage;
 mod redis_tls;
 mod roles;
 mod seam;
+mod seam_api;
 mod secrets;
 mod telemetry;
 mod tenancy;
