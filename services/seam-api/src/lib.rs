@@ -206,7 +206,6 @@ async fn serve(
     let ws = principal;
     tracing::Span::current().record("workspace_id", tracing::field::display(ws));
     if let Err(retry_after) = api.rate.check(ws).await {
-        keygate_telemetry::metrics::limit_refused("workspace_rate");
         return reply::error(Error::RateLimited { retry_after }, request_id);
     }
 

@@ -50,6 +50,7 @@ pub const ROUTES: &[(&str, Alt)] = &[
     ("access_methods/list", Alt::Get),
     ("access_methods/delete", Alt::Delete),
     ("access_methods/encode", Alt::None),
+    ("access_methods/unlock_door", Alt::None),
     ("action_attempts/get", Alt::Get),
     ("events/get", Alt::Get),
     ("events/list", Alt::Get),
@@ -510,6 +511,19 @@ pub async fn call(app: &App, action: &str, p: &mut Params, ctx: &Ctx) -> Body {
             };
             p.finish()?;
             let a = app.encode_access_method(ws, r.into_command()?).await?;
+            one(
+                "action_attempt",
+                json::action_attempt(&convert::action_attempt(&a)),
+            )
+        }
+        "access_methods/unlock_door" => {
+            let r = v1::UnlockDoorRequest {
+                access_method_id: p.required("access_method_id")?,
+                acs_entrance_id: p.required("acs_entrance_id")?,
+                request_id: ctx.idempotency_key.clone().unwrap_or_default(),
+            };
+            p.finish()?;
+            let a = app.unlock_door(ws, r.into_command()?).await?;
             one(
                 "action_attempt",
                 json::action_attempt(&convert::action_attempt(&a)),
