@@ -473,3 +473,101 @@ pub fn webhook(w: &v1::Webhook, secret: &str) -> Value {
     put_if(&mut m, "secret", secret);
     Value::Object(m)
 }
+
+pub fn acs_user(u: &v1::AcsUser) -> Value {
+    let v1::AcsUser {
+        acs_user_id,
+        acs_system_id,
+        workspace_id,
+        full_name,
+        email_address,
+        phone_number,
+        access_schedule,
+        user_identity_id,
+        is_suspended,
+        acs_access_group_ids: _,
+        created_at,
+        warnings: w,
+        errors: e,
+        pending_mutations,
+    } = u;
+    let mut m = Map::new();
+    m.insert("acs_user_id".into(), acs_user_id.clone().into());
+    m.insert("acs_system_id".into(), acs_system_id.clone().into());
+    m.insert("connected_account_id".into(), acs_system_id.clone().into());
+    m.insert("workspace_id".into(), workspace_id.clone().into());
+    m.insert("display_name".into(), full_name.clone().into());
+    m.insert("is_managed".into(), true.into());
+    m.insert("is_suspended".into(), (*is_suspended).into());
+    m.insert("created_at".into(), time(created_at.as_ref()));
+    m.insert("last_successful_sync_at".into(), Value::Null);
+    put_if(&mut m, "full_name", full_name);
+    put_if(&mut m, "email_address", email_address);
+    put_if(&mut m, "phone_number", phone_number);
+    put_if(&mut m, "user_identity_id", user_identity_id);
+    if let Some(s) = access_schedule {
+        m.insert(
+            "access_schedule".into(),
+            json!({
+                "starts_at": time(s.starts_at.as_ref()),
+                "ends_at": time(s.ends_at.as_ref()),
+            }),
+        );
+    }
+    m.insert("warnings".into(), warnings(w));
+    m.insert("errors".into(), errors(e));
+    m.insert("pending_mutations".into(), mutations(pending_mutations));
+    Value::Object(m)
+}
+
+pub fn acs_credential(c: &v1::Credential) -> Value {
+    let v1::Credential {
+        acs_credential_id,
+        workspace_id,
+        acs_user_id,
+        acs_system_id,
+        access_method_id: _,
+        access_method,
+        code,
+        card_number,
+        is_issued,
+        issued_at,
+        starts_at,
+        ends_at,
+        acs_entrance_ids: _,
+        is_card_encoding_required: _,
+        created_at,
+        warnings: w,
+        errors: e,
+        pending_mutations: _,
+    } = c;
+    let mut m = Map::new();
+    m.insert("acs_credential_id".into(), acs_credential_id.clone().into());
+    m.insert("workspace_id".into(), workspace_id.clone().into());
+    m.insert("acs_system_id".into(), acs_system_id.clone().into());
+    m.insert("connected_account_id".into(), acs_system_id.clone().into());
+    m.insert("access_method".into(), mode(*access_method).into());
+    m.insert(
+        "display_name".into(),
+        if code.is_empty() {
+            mode(*access_method).into()
+        } else {
+            code.clone().into()
+        },
+    );
+    m.insert("is_managed".into(), true.into());
+    m.insert("is_issued".into(), (*is_issued).into());
+    m.insert("issued_at".into(), time(issued_at.as_ref()));
+    m.insert("created_at".into(), time(created_at.as_ref()));
+    m.insert("code".into(), opt_str(code));
+    m.insert("card_number".into(), opt_str(card_number));
+    put_if(&mut m, "acs_user_id", acs_user_id);
+    for (k, t) in [("starts_at", starts_at), ("ends_at", ends_at)] {
+        if let Value::String(s) = time(t.as_ref()) {
+            m.insert(k.into(), s.into());
+        }
+    }
+    m.insert("warnings".into(), warnings(w));
+    m.insert("errors".into(), errors(e));
+    Value::Object(m)
+}

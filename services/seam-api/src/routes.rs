@@ -41,6 +41,17 @@ pub const ROUTES: &[(&str, Alt)] = &[
     ("acs/entrances/unlock", Alt::None),
     ("acs/encoders/list", Alt::Get),
     ("acs/access_groups/list", Alt::Get),
+    ("acs/access_groups/add_user", Alt::Patch),
+    ("acs/access_groups/remove_user", Alt::Delete),
+    ("acs/users/create", Alt::None),
+    ("acs/users/get", Alt::Get),
+    ("acs/users/list", Alt::Get),
+    ("acs/users/delete", Alt::Delete),
+    ("acs/users/add_to_access_group", Alt::Patch),
+    ("acs/users/remove_from_access_group", Alt::Delete),
+    ("acs/credentials/create", Alt::None),
+    ("acs/credentials/list", Alt::Get),
+    ("acs/credentials/delete", Alt::Delete),
     ("access_grants/create", Alt::None),
     ("access_grants/get", Alt::Get),
     ("access_grants/list", Alt::Get),
@@ -318,6 +329,189 @@ pub async fn call(app: &App, action: &str, p: &mut Params, ctx: &Ctx) -> Body {
                 })
                 .collect();
             one("acs_access_groups", Value::Array(items))
+        }
+
+        // --- Access system users, their groups and credentials -------------------------------
+        "acs/access_groups/add_user"
+        | "acs/users/add_to_access_group"
+        | "acs/access_groups/remove_user"
+        | "acs/users/remove_from_access_group" => {
+            let member = action.ends_with("add_user") || action.ends_with("add_to_access_group");
+            let group = id_param(p, "acs_access_group_id", Resource::AccessGroup)?;
+            if p.string("user_identity_id")?.is_some() {
+                return Err(Error::invalid(
+                    "user_identity_id",
+                    "is not supported by Keygate here: give acs_user_id",
+                ));
+            }
+            let user = id_param(p, "acs_user_id", Resource::AcsUser)?;
+            p.finish()?;
+            app.set_access_group_membership(ws, user, group, member)
+                .await?;
+            Ok(Map::new())
+        }
+        "acs/users/create" => {
+            let schedule = p.object("access_schedule")?;
+            let email = match p.string("email_address")? {
+                Some(e) => Some(e),
+                None => p.string("email")?,
+            };
+            let r = v1::CreateAcsUserRequest {
+                request_id: ctx.idempotency_key.clone().unwrap_or_default(),
+                acs_system_id: p.required("acs_system_id")?,
+                full_name: p.string("full_name")?.unwrap_or_default(),
+                email_address: email.unwrap_or_default(),
+                phone_number: p.string("phone_number")?.unwrap_or_default(),
+                access_schedule: match schedule {
+                    None => None,
+                    Some(s) => {
+                        let at = |k: &str| -> Result<Option<prost_types::Timestamp>, Error> {
+                            match crate::params::field(&s, "access_schedule", k)? {
+                                None => Ok(None),
+                                Some(t) => time::OffsetDateTime::parse(
+                                    &t,
+                                    &time::format_description::well_known::Rfc3339,
+                                )
+                                .map(|t| Some(convert::ts(t)))
+                                .map_err(|_| {
+                                    Error::invalid(
+                                        &format!("access_schedule.{k}"),
+                                        "must be a date and time in ISO 8601 (RFC 3339)",
+                                    )
+                                }),
+                            }
+                        };
+                        Some(v1::AccessSchedule {
+                            starts_at: at("starts_at")?,
+                            ends_at: at("ends_at")?,
+                        })
+                    }
+                },
+            };
+            for (k, how) in [
+                (
+                    "acs_access_group_ids",
+                    "add it with acs/users/add_to_access_group",
+                ),
+                (
+                    "user_identity_id",
+                    "link it with user_identities/add_acs_user",
+                ),
+            ] {
+                if !p.strings(k)?.is_empty() {
+                    return Err(Error::invalid(
+                        k,
+                        format!("is not supported by Keygate on create: {how}"),
+                    ));
+                }
+            }
+            p.finish()?;
+            let u = app.create_acs_user(ws, r.into_command()?).await?;
+            one("acs_user", json::acs_user(&convert::acs_user(&u)))
+        }
+        "acs/users/get" => {
+            let id = id_param(p, "acs_user_id", Resource::AcsUser)?;
+            p.finish()?;
+            let u = app.get_acs_user(ws, id).await?;
+            one("acs_user", json::acs_user(&convert::acs_user(&u)))
+        }
+        "acs/users/list" => {
+            let r = v1::ListAcsUsersRequest {
+                page_size: 0,
+                page_token: String::new(),
+                acs_system_id: p.string("acs_system_id")?.unwrap_or_default(),
+                user_identity_id: p.string("user_identity_id")?.unwrap_or_default(),
+            };
+            let (limit, cursor) = paging(p)?;
+            p.ignore(&["search", "created_before"]);
+            p.finish()?;
+            let parts = [
+                "SeamListAcsUsers",
+                r.acs_system_id.as_str(),
+                r.user_identity_id.as_str(),
+            ];
+            let scope = PageScope::workspace(ws, &parts);
+            let page = app.page_request(&scope, limit, &cursor)?;
+            let filter = filters::acs_users(&r)?;
+            let found = app.list_acs_users(ws, &filter, &page).await?;
+            let items = found
+                .items
+                .iter()
+                .map(|u| json::acs_user(&convert::acs_user(u)))
+                .collect();
+            let next = app.tokens.seal(&scope, found.next_after)?;
+            paged("acs_users", items, ctx, &next)
+        }
+        "acs/users/delete" => {
+            let id = id_param(p, "acs_user_id", Resource::AcsUser)?;
+            p.finish()?;
+            app.delete_acs_user(ws, id).await?;
+            Ok(Map::new())
+        }
+        "acs/credentials/create" => {
+            let mode = p.required("access_method")?;
+            let r = v1::CreateCredentialRequest {
+                request_id: ctx.idempotency_key.clone().unwrap_or_default(),
+                acs_user_id: p.required("acs_user_id")?,
+                access_method: mode_of(&mode, "access_method")?,
+                acs_entrance_ids: p.strings("allowed_acs_entrance_ids")?,
+                starts_at: ts(p.time("starts_at")?),
+                ends_at: ts(p.time("ends_at")?),
+                code: p.string("code")?.unwrap_or_default(),
+                card_number: String::new(),
+            };
+            p.ignore(&["acs_system_id", "is_multi_phone_sync_credential"]);
+            p.finish()?;
+            let c = app.create_credential(ws, r.into_command()?).await?;
+            one(
+                "acs_credential",
+                json::acs_credential(&convert::credential(
+                    &c.credential,
+                    &c.method,
+                    c.entrances_direct,
+                )),
+            )
+        }
+        "acs/credentials/list" => {
+            let r = v1::ListCredentialsRequest {
+                page_size: 0,
+                page_token: String::new(),
+                acs_user_id: p.string("acs_user_id")?.unwrap_or_default(),
+                acs_system_id: p.string("acs_system_id")?.unwrap_or_default(),
+                user_identity_id: p.string("user_identity_id")?.unwrap_or_default(),
+            };
+            let (limit, cursor) = paging(p)?;
+            p.ignore(&["created_before", "is_multi_phone_sync_credential"]);
+            p.finish()?;
+            let parts = [
+                "SeamListAcsCredentials",
+                r.acs_user_id.as_str(),
+                r.acs_system_id.as_str(),
+                r.user_identity_id.as_str(),
+            ];
+            let scope = PageScope::workspace(ws, &parts);
+            let page = app.page_request(&scope, limit, &cursor)?;
+            let filter = filters::credentials(&r)?;
+            let found = app.list_credentials(ws, &filter, &page).await?;
+            let items = found
+                .items
+                .iter()
+                .map(|c| {
+                    json::acs_credential(&convert::credential(
+                        &c.credential,
+                        &c.method,
+                        c.entrances_direct,
+                    ))
+                })
+                .collect();
+            let next = app.tokens.seal(&scope, found.next_after)?;
+            paged("acs_credentials", items, ctx, &next)
+        }
+        "acs/credentials/delete" => {
+            let id = id_param(p, "acs_credential_id", Resource::Credential)?;
+            p.finish()?;
+            app.delete_credential(ws, id).await?;
+            Ok(Map::new())
         }
 
         // --- Access grants ----------------------------------------------------------------------

@@ -655,3 +655,153 @@ async fn another_workspaces_ids_are_not_found() {
     .await;
     ok(&r);
 }
+
+/// Seed 000's console flow through Seam's routes: an access system user, its group, a
+/// credential for its linked identity, then deleted.
+#[tokio::test]
+async fn acs_users_groups_and_credentials() {
+    let h = harness(TestDb::sqlite().await, plenty());
+    let (key, _) = workspace(&h.app, "Console").await;
+    let systems = call(&h, Method::GET, "acs/systems/list", Some(&key), json!({})).await;
+    let system = ok(&systems)["acs_systems"]
+        .as_array()
+        .expect("systems")
+        .iter()
+        .find(|s| s["external_type"] == "salto_ks_site")
+        .expect("Salto KS")["acs_system_id"]
+        .clone();
+    let r = call(
+        &h,
+        Method::GET,
+        &format!(
+            "acs/access_groups/list?acs_system_id={}",
+            system.as_str().expect("id")
+        ),
+        Some(&key),
+        json!({}),
+    )
+    .await;
+    let group = ok(&r)["acs_access_groups"][0]["acs_access_group_id"].clone();
+    let r = call(
+        &h,
+        Method::POST,
+        "acs/users/create",
+        Some(&key),
+        json!({"acs_system_id": system, "full_name": "Jane Doe", "email": "jane@example.com",
+               "access_schedule": {"starts_at": "2099-01-01T00:00:00Z", "ends_at": null}}),
+    )
+    .await;
+    let user = ok(&r)["acs_user"].clone();
+    assert_eq!(user["email_address"], "jane@example.com");
+    assert_eq!(user["access_schedule"]["starts_at"], "2099-01-01T00:00:00Z");
+    let user_id = user["acs_user_id"].clone();
+
+    let r = call(
+        &h,
+        Method::PUT,
+        "acs/users/add_to_access_group",
+        Some(&key),
+        json!({"acs_user_id": user_id, "acs_access_group_id": group}),
+    )
+    .await;
+    ok(&r);
+    // A credential is issued to a person: the user must be linked to an identity first.
+    let r = call(
+        &h,
+        Method::POST,
+        "acs/credentials/create",
+        Some(&key),
+        json!({"acs_user_id": user_id, "access_method": "mobile_key"}),
+    )
+    .await;
+    assert_eq!(error_type(&r), "acs_user_not_linked");
+    let r = call(
+        &h,
+        Method::POST,
+        "user_identities/create",
+        Some(&key),
+        json!({"full_name": "Jane Doe", "email_address": "jane@example.com"}),
+    )
+    .await;
+    let identity = ok(&r)["user_identity"]["user_identity_id"].clone();
+    let r = call(
+        &h,
+        Method::PUT,
+        "user_identities/add_acs_user",
+        Some(&key),
+        json!({"acs_user_id": user_id, "user_identity_id": identity}),
+    )
+    .await;
+    ok(&r);
+    let r = call(
+        &h,
+        Method::POST,
+        "acs/credentials/create",
+        Some(&key),
+        json!({"acs_user_id": user_id, "access_method": "mobile_key"}),
+    )
+    .await;
+    let credential = ok(&r)["acs_credential"].clone();
+    assert_eq!(credential["access_method"], "mobile_key");
+    let r = call(
+        &h,
+        Method::GET,
+        &format!(
+            "acs/credentials/list?acs_user_id={}&_strict=true",
+            user_id.as_str().expect("id")
+        ),
+        Some(&key),
+        json!({}),
+    )
+    .await;
+    assert_eq!(
+        ok(&r)["acs_credentials"][0]["acs_credential_id"],
+        credential["acs_credential_id"]
+    );
+    let r = call(
+        &h,
+        Method::DELETE,
+        &format!(
+            "acs/credentials/delete?acs_credential_id={}",
+            credential["acs_credential_id"].as_str().expect("id")
+        ),
+        Some(&key),
+        json!({}),
+    )
+    .await;
+    ok(&r);
+    let r = call(
+        &h,
+        Method::DELETE,
+        &format!(
+            "acs/access_groups/remove_user?acs_user_id={}&acs_access_group_id={}",
+            user_id.as_str().expect("id"),
+            group.as_str().expect("id")
+        ),
+        Some(&key),
+        json!({}),
+    )
+    .await;
+    ok(&r);
+    let r = call(
+        &h,
+        Method::DELETE,
+        &format!(
+            "acs/users/delete?acs_user_id={}",
+            user_id.as_str().expect("id")
+        ),
+        Some(&key),
+        json!({}),
+    )
+    .await;
+    ok(&r);
+    let r = call(
+        &h,
+        Method::POST,
+        "acs/users/get",
+        Some(&key),
+        json!({"acs_user_id": user_id}),
+    )
+    .await;
+    assert_eq!(error_type(&r), "acs_user_not_found");
+}
