@@ -7,7 +7,9 @@
 #   3. runs quickstart.py, then quickstart.mjs: the seed's Python and JavaScript code as written,
 #      with only the endpoint (SEAM_ENDPOINT), the key (SEAM_API_KEY) and its dates (moved into
 #      the future here) changed, followed by the checks the seed leaves to the reader,
-#   4. stops the server on exit.
+#   4. runs contract.mjs: every served route called, every reply validated against the schemas
+#      of @seamapi/types 1.977.0's OpenAPI,
+#   5. stops the server on exit.
 # Exits non-zero if any step or either script fails.
 #
 # Environment:
@@ -61,7 +63,7 @@ if [[ "$(cat "$VENV/.requirements.sha256" 2>/dev/null || true)" != "$stamp" ]]; 
   echo "$stamp" >"$VENV/.requirements.sha256"
 fi
 
-step "javascript: npm install (package-lock.json)"
+step "javascript: seam 1.245.0, @seamapi/types 1.977.0 and ajv: npm install (package-lock.json)"
 cp "$HERE/package-lock.json" "$WORK/package-lock.before"
 (cd "$HERE" && npm install --no-audit --no-fund --loglevel=error)
 if ! cmp -s "$WORK/package-lock.before" "$HERE/package-lock.json"; then
@@ -91,6 +93,7 @@ env "${unset_env[@]}" NO_COLOR=1 "$KEYGATE_BIN" serve \
   --grpc-addr 127.0.0.1:0 \
   --http-addr 127.0.0.1:0 \
   --drain-secs 2 \
+  --webhook-allow-loopback true \
   >"$WORK/server.stdout" 2>"$WORK/server.stderr" &
 SERVER_PID=$!
 
@@ -142,4 +145,7 @@ step "running quickstart.mjs (npm seam 1.245.0)"
 # Next to node_modules, so `import "seam"` resolves to the pinned package.
 node "$RUN_MJS"
 
-step "OK: the seed's Python and JavaScript quick starts ran against Keygate"
+step "contract.mjs: every route's replies against @seamapi/types' OpenAPI"
+node "$HERE/contract.mjs"
+
+step "OK: the seed's Python and JavaScript quick starts ran against Keygate; replies match Seam's schemas"

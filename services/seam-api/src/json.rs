@@ -64,15 +64,49 @@ fn errors(es: &[v1::ResourceError]) -> Value {
         .collect()
 }
 
-fn mutations(ms: &[v1::PendingMutation]) -> Value {
+/// The times of an `updating_access_times` change (Keygate keeps them as compact JSON).
+fn times(raw: &str) -> Value {
+    let parsed: Map<String, Value> = serde_json::from_str(raw).unwrap_or_default();
+    json!({
+        "starts_at": parsed.get("starts_at").cloned().unwrap_or(Value::Null),
+        "ends_at": parsed.get("ends_at").cloned().unwrap_or(Value::Null),
+    })
+}
+
+/// An access method's changes in flight, in Seam's shapes: provisioning and revoking name
+/// devices (Keygate's doors are entrances, so the lists are empty), time changes their times.
+fn method_mutations(ms: &[v1::PendingMutation]) -> Value {
     ms.iter()
+        .map(|m| {
+            let (from, to) = if m.mutation_code == "updating_access_times" {
+                (times(&m.from), times(&m.to))
+            } else {
+                (json!({"device_ids": []}), json!({"device_ids": []}))
+            };
+            json!({
+                "mutation_code": m.mutation_code,
+                "message": m.message,
+                "created_at": time(m.created_at.as_ref()),
+                "from": from,
+                "to": to,
+            })
+        })
+        .collect()
+}
+
+/// A grant's changes in flight: Seam's grants show only time changes (with the methods they
+/// touch); provisioning and revoking show on each access method.
+fn grant_mutations(ms: &[v1::PendingMutation], method_ids: &[String]) -> Value {
+    ms.iter()
+        .filter(|m| m.mutation_code == "updating_access_times")
         .map(|m| {
             json!({
                 "mutation_code": m.mutation_code,
                 "message": m.message,
                 "created_at": time(m.created_at.as_ref()),
-                "from": {"value": m.from},
-                "to": {"value": m.to},
+                "access_method_ids": method_ids,
+                "from": times(&m.from),
+                "to": times(&m.to),
             })
         })
         .collect()
@@ -128,9 +162,21 @@ pub fn access_grant(g: &v1::AccessGrant) -> Value {
     m.insert("created_at".into(), time(created_at.as_ref()));
     m.insert("starts_at".into(), time(starts_at.as_ref()));
     m.insert("ends_at".into(), time(ends_at.as_ref()));
-    m.insert("warnings".into(), warnings(w));
+    let mut w = warnings(w);
+    // Seam's grant-level time-change warning names the methods it touches.
+    for item in w.as_array_mut().into_iter().flatten() {
+        if item["warning_code"] == "updating_access_times"
+            && let Some(o) = item.as_object_mut()
+        {
+            o.insert("access_method_ids".into(), json!(access_method_ids));
+        }
+    }
+    m.insert("warnings".into(), w);
     m.insert("errors".into(), errors(e));
-    m.insert("pending_mutations".into(), mutations(pending_mutations));
+    m.insert(
+        "pending_mutations".into(),
+        grant_mutations(pending_mutations, access_method_ids),
+    );
     put_if(&mut m, "instant_key_url", instant_key_url);
     put_if(&mut m, "access_grant_key", access_grant_key);
     put_if(&mut m, "reservation_key", reservation_key);
@@ -185,7 +231,10 @@ pub fn access_method(a: &v1::AccessMethod) -> Value {
     put_if(&mut m, "instant_key_url", instant_key_url);
     m.insert("warnings".into(), warnings(w));
     m.insert("errors".into(), errors(e));
-    m.insert("pending_mutations".into(), mutations(pending_mutations));
+    m.insert(
+        "pending_mutations".into(),
+        method_mutations(pending_mutations),
+    );
     Value::Object(m)
 }
 
@@ -276,7 +325,23 @@ pub fn acs_encoder(e: &v1::Encoder) -> Value {
     })
 }
 
-pub fn acs_access_group(g: &v1::AccessGroup) -> Value {
+/// Seam's access group type for a system's vendor type.
+fn group_type(system_external_type: &str) -> String {
+    match system_external_type {
+        "salto_ks_site" => "salto_ks_access_group".into(),
+        "salto_space_system" => "salto_space_group".into(),
+        "brivo_account" => "brivo_group".into(),
+        "kisi_organization" => "kisi_access_group".into(),
+        "pti_site" => "pti_access_level".into(),
+        "avigilon_alta_org" => "avigilon_alta_group".into(),
+        "dormakaba_community_site" => "dormakaba_community_access_group".into(),
+        "dormakaba_ambiance_site" => "dormakaba_ambiance_access_group".into(),
+        other => format!("{other}_group"),
+    }
+}
+
+/// An access group of a system of vendor type `system_external_type`.
+pub fn acs_access_group(g: &v1::AccessGroup, system_external_type: &str) -> Value {
     let v1::AccessGroup {
         acs_access_group_id,
         acs_system_id,
@@ -291,12 +356,20 @@ pub fn acs_access_group(g: &v1::AccessGroup) -> Value {
         "name": display_name,
         "display_name": display_name,
         "created_at": time(created_at.as_ref()),
+        "is_managed": true,
+        "access_group_type": group_type(system_external_type),
+        "access_group_type_display_name": display_name,
+        "external_type": group_type(system_external_type),
+        "external_type_display_name": display_name,
+        "pending_mutations": [],
         "warnings": [],
         "errors": [],
     })
 }
 
-pub fn action_attempt(a: &v1::ActionAttempt) -> Value {
+/// An action attempt. `credential` is the encoded card as Seam's `acs_credential`, which a
+/// successful `ENCODE_CREDENTIAL` carries as its result (see [`encoded_card`]).
+pub fn action_attempt(a: &v1::ActionAttempt, credential: Option<Value>) -> Value {
     let v1::ActionAttempt {
         action_attempt_id,
         workspace_id: _,
@@ -323,6 +396,7 @@ pub fn action_attempt(a: &v1::ActionAttempt) -> Value {
         _ => "pending",
     };
     let result = match (status, result) {
+        ("success", _) if credential.is_some() => credential.unwrap_or_default(),
         ("success", Some(r)) => {
             let mut m = Map::new();
             put_if(&mut m, "acs_credential_id", &r.acs_credential_id);
@@ -516,7 +590,10 @@ pub fn acs_user(u: &v1::AcsUser) -> Value {
     }
     m.insert("warnings".into(), warnings(w));
     m.insert("errors".into(), errors(e));
-    m.insert("pending_mutations".into(), mutations(pending_mutations));
+    m.insert(
+        "pending_mutations".into(),
+        method_mutations(pending_mutations),
+    );
     Value::Object(m)
 }
 
@@ -570,4 +647,35 @@ pub fn acs_credential(c: &v1::Credential) -> Value {
     m.insert("warnings".into(), warnings(w));
     m.insert("errors".into(), errors(e));
     Value::Object(m)
+}
+
+/// The card a successful encoding wrote, as Seam's `acs_credential`: in Keygate a card is its
+/// access method, so the credential's id is the method's; the card number is the vendor's.
+pub fn encoded_card(a: &v1::ActionAttempt, m: &v1::AccessMethod, workspace_id: &str) -> Value {
+    let system = m
+        .entrances
+        .first()
+        .map(|e| e.acs_system_id.clone())
+        .unwrap_or_default();
+    let card_number = a
+        .result
+        .as_ref()
+        .map(|r| r.card_number.clone())
+        .unwrap_or_default();
+    let at = time(a.completed_at.as_ref().or(a.created_at.as_ref()));
+    json!({
+        "acs_credential_id": m.access_method_id,
+        "acs_system_id": system,
+        "connected_account_id": system,
+        "workspace_id": workspace_id,
+        "access_method": "card",
+        "display_name": if card_number.is_empty() { m.display_name.clone() } else { card_number.clone() },
+        "card_number": opt_str(&card_number),
+        "is_managed": true,
+        "is_issued": true,
+        "issued_at": at,
+        "created_at": at,
+        "errors": [],
+        "warnings": [],
+    })
 }

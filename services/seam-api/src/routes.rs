@@ -160,6 +160,33 @@ fn method_json(app: &App, ws: WorkspaceId, m: &keygate_domain::grant::AccessMeth
     json::access_method(&pb)
 }
 
+/// An action attempt in Seam's JSON; a finished encoding carries the card as its result.
+async fn attempt_json(
+    app: &App,
+    ws: WorkspaceId,
+    a: &keygate_domain::action::ActionAttempt,
+) -> Result<Value, Error> {
+    let pb = convert::action_attempt(a);
+    let card = match (a.action_type, a.status, a.access_method_id) {
+        (
+            keygate_domain::action::ActionType::EncodeCredential,
+            keygate_domain::action::AttemptStatus::Success,
+            Some(method),
+        ) => match app.get_access_method(ws, method).await {
+            Ok(m) => Some(json::encoded_card(
+                &pb,
+                &convert::access_method(&m),
+                &ws.to_string(),
+            )),
+            // The card's method was deleted since: the attempt is still readable.
+            Err(Error::NotFound { .. }) => None,
+            Err(e) => return Err(e),
+        },
+        _ => None,
+    };
+    Ok(json::action_attempt(&pb, card))
+}
+
 fn mode_of(raw: &str, field: &str) -> Result<i32, Error> {
     Ok(match raw {
         "card" => v1::AccessMethodMode::Card,
@@ -268,10 +295,7 @@ pub async fn call(app: &App, action: &str, p: &mut Params, ctx: &Ctx) -> Body {
             };
             p.finish()?;
             let a = app.unlock_entrance(ws, r.into_command()?).await?;
-            one(
-                "action_attempt",
-                json::action_attempt(&convert::action_attempt(&a)),
-            )
+            one("action_attempt", attempt_json(app, ws, &a).await?)
         }
         "acs/encoders/list" => {
             let mut system = p.string("acs_system_id")?.unwrap_or_default();
@@ -317,17 +341,24 @@ pub async fn call(app: &App, action: &str, p: &mut Params, ctx: &Ctx) -> Body {
             let page = app.page_request(&scope, MAX_PAGE_SIZE as i32, "")?;
             let system = validate::optional_id("acs_system_id", &system, Resource::AccessSystem)?;
             let found = app.list_access_groups(ws, system, &page).await?;
-            let items = found
-                .items
-                .iter()
-                .map(|g| {
-                    let mut v = json::acs_access_group(&convert::access_group(g));
-                    if let Some(m) = v.as_object_mut() {
-                        m.insert("workspace_id".into(), ws.to_string().into());
-                    }
-                    v
-                })
-                .collect();
+            // Each group's type is its system's vendor type.
+            let mut types = std::collections::HashMap::new();
+            let mut items = Vec::with_capacity(found.items.len());
+            for g in &found.items {
+                let ext = match types.entry(g.acs_system_id) {
+                    std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                    std::collections::hash_map::Entry::Vacant(e) => e.insert(
+                        app.get_access_system(ws, g.acs_system_id)
+                            .await?
+                            .external_type,
+                    ),
+                };
+                let mut v = json::acs_access_group(&convert::access_group(g), ext);
+                if let Some(m) = v.as_object_mut() {
+                    m.insert("workspace_id".into(), ws.to_string().into());
+                }
+                items.push(v);
+            }
             one("acs_access_groups", Value::Array(items))
         }
 
@@ -705,10 +736,7 @@ pub async fn call(app: &App, action: &str, p: &mut Params, ctx: &Ctx) -> Body {
             };
             p.finish()?;
             let a = app.encode_access_method(ws, r.into_command()?).await?;
-            one(
-                "action_attempt",
-                json::action_attempt(&convert::action_attempt(&a)),
-            )
+            one("action_attempt", attempt_json(app, ws, &a).await?)
         }
         "access_methods/unlock_door" => {
             let r = v1::UnlockDoorRequest {
@@ -718,19 +746,13 @@ pub async fn call(app: &App, action: &str, p: &mut Params, ctx: &Ctx) -> Body {
             };
             p.finish()?;
             let a = app.unlock_door(ws, r.into_command()?).await?;
-            one(
-                "action_attempt",
-                json::action_attempt(&convert::action_attempt(&a)),
-            )
+            one("action_attempt", attempt_json(app, ws, &a).await?)
         }
         "action_attempts/get" => {
             let id = id_param(p, "action_attempt_id", Resource::ActionAttempt)?;
             p.finish()?;
             let a = app.get_action_attempt(ws, id).await?;
-            one(
-                "action_attempt",
-                json::action_attempt(&convert::action_attempt(&a)),
-            )
+            one("action_attempt", attempt_json(app, ws, &a).await?)
         }
 
         // --- Events -----------------------------------------------------------------------------
