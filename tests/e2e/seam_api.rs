@@ -91,3 +91,39 @@ async fn operator_keys_work_in_their_seam_form_until_revoked() {
     // The port's own paths are not under /seam.
     assert_eq!(kg.http_status("/readyz"), 200);
 }
+
+/// One request budget per workspace for both surfaces: calls over gRPC spend what the
+/// Seam-compatible API then lacks (429 with `Retry-After`).
+#[tokio::test]
+async fn grpc_and_the_seam_api_share_the_workspace_rate_limit() {
+    let dir = DataDir::new();
+    let kg = Keygate::start(
+        &dir.0,
+        &Options {
+            extra_args: ["--rate-limit-rps", "0.01", "--rate-limit-burst", "3"]
+                .map(String::from)
+                .to_vec(),
+            ..Options::with_admin()
+        },
+    );
+    let ch = kg.channel().await;
+    let (_, key) = create_workspace(&ch, "Budget", true).await;
+    for _ in 0..3 {
+        identities(&ch)
+            .list_user_identities(authed(
+                &key,
+                keygate_proto::v1::ListUserIdentitiesRequest::default(),
+            ))
+            .await
+            .expect("within the burst");
+    }
+    let (status, headers, body) = get(&kg, "workspaces/get", &key);
+    assert_eq!(status, 429, "{body}");
+    assert_eq!(body["error"]["type"], "rate_limited");
+    assert!(
+        headers
+            .iter()
+            .any(|(k, v)| k == "retry-after" && v.parse::<u64>().is_ok_and(|s| s >= 1)),
+        "{headers:?}"
+    );
+}

@@ -129,6 +129,34 @@ impl RateLimiter {
     }
 }
 
+/// The limiters of one process, built once and shared by every API surface, so a workspace has
+/// one request budget and a client one failed-authentication budget whichever surface it calls.
+#[derive(Clone)]
+pub struct Limiters {
+    pub rate: Arc<RateLimiter>,
+    pub auth_failures: Arc<AuthFailureLimiter>,
+}
+
+impl Limiters {
+    /// `per_second` and `burst` per workspace (shared through `shared`, Redis, when given);
+    /// `auth_failures_per_minute` per client address (0 turns that limit off).
+    pub fn new(
+        per_second: f64,
+        burst: u32,
+        auth_failures_per_minute: u32,
+        shared: Option<Arc<dyn SharedRate>>,
+    ) -> Self {
+        let rate = RateLimiter::new(per_second, burst);
+        Self {
+            rate: Arc::new(match shared {
+                Some(s) => rate.shared(s),
+                None => rate,
+            }),
+            auth_failures: Arc::new(AuthFailureLimiter::new(auth_failures_per_minute)),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

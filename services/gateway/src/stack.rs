@@ -40,7 +40,7 @@ use crate::auth::{Authenticator, Principal};
 use crate::error::to_status;
 
 // The limiters live in the application layer, so every surface applies the same ones.
-pub use keygate_app::throttle::{AuthFailureLimiter, RateLimiter, client_key};
+pub use keygate_app::throttle::{AuthFailureLimiter, Limiters, RateLimiter, client_key};
 
 /// The stack's stages, outermost first. `build` follows this order and a test asserts it.
 pub const ORDER: [&str; 8] = [
@@ -592,23 +592,27 @@ pub type Stack = Nest<
 type Nest<M, Inner> = tower::layer::util::Stack<StageLayer<M>, Inner>;
 type Identity = tower::layer::util::Identity;
 
-/// The whole stack as one layer, in [`ORDER`].
+/// The whole stack as one layer, in [`ORDER`], with limiters of its own built from `cfg`.
 pub fn build(cfg: &StackConfig, auth: Authenticator) -> Stack {
+    let limiters = Limiters::new(
+        cfg.rate_per_second,
+        cfg.rate_burst,
+        cfg.auth_failures_per_minute,
+        cfg.shared_rate.clone(),
+    );
+    build_with(cfg, auth, limiters)
+}
+
+/// The whole stack as one layer, in [`ORDER`], with `limiters` shared with other surfaces (the
+/// per-workspace rate and failed-authentication settings of `cfg` are then theirs).
+pub fn build_with(cfg: &StackConfig, auth: Authenticator, limiters: Limiters) -> Stack {
     tower::ServiceBuilder::new()
         .layer(StageLayer(RequestId))
         .layer(StageLayer(Trace))
         .layer(StageLayer(Metrics))
-        .layer(StageLayer(AuthFailures(Arc::new(AuthFailureLimiter::new(
-            cfg.auth_failures_per_minute,
-        )))))
+        .layer(StageLayer(AuthFailures(limiters.auth_failures)))
         .layer(StageLayer(Auth(auth)))
-        .layer(StageLayer(RateLimit(Arc::new({
-            let limiter = RateLimiter::new(cfg.rate_per_second, cfg.rate_burst);
-            match &cfg.shared_rate {
-                Some(shared) => limiter.shared(shared.clone()),
-                None => limiter,
-            }
-        }))))
+        .layer(StageLayer(RateLimit(limiters.rate)))
         .layer(StageLayer(Deadline {
             max: cfg.max_deadline,
         }))

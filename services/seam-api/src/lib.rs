@@ -26,7 +26,7 @@ use axum::response::Response;
 use axum::routing::any;
 use keygate_app::App;
 use keygate_app::auth::Authenticator;
-use keygate_app::throttle::{AuthFailureLimiter, ClientAddr, RateLimiter};
+use keygate_app::throttle::{ClientAddr, Limiters};
 use keygate_domain::{Error, ErrorReason};
 use tracing::Instrument as _;
 
@@ -43,11 +43,9 @@ pub const PREFIX: &str = "/seam";
 pub struct SeamApi {
     pub app: App,
     pub auth: Authenticator,
-    /// Requests per second per workspace: built from the same settings as gRPC's, and shared
-    /// with it (and every replica) through Redis when that is configured.
-    pub rate: Arc<RateLimiter>,
-    /// Failed authentications per client address.
-    pub auth_failures: Arc<AuthFailureLimiter>,
+    /// The per-workspace request rate and the failed-authentication budget per client: the
+    /// process's one set, which gRPC's stack runs too (and Redis shares across replicas).
+    pub limiters: Limiters,
 }
 
 /// The routes, to merge into the HTTP port.
@@ -177,7 +175,7 @@ async fn serve(
 
     // The client's budget of failed authentications is checked before its key is read.
     if let Some(ip) = client
-        && let Err(wait) = api.auth_failures.check(ip)
+        && let Err(wait) = api.limiters.auth_failures.check(ip)
     {
         keygate_telemetry::metrics::limit_refused("auth_failures");
         return reply::error(
@@ -198,14 +196,14 @@ async fn serve(
         Ok((_, ws)) => ws,
         Err(e) => {
             if let (Some(ip), Error::Unauthenticated { .. }) = (client, &e) {
-                api.auth_failures.failed(ip);
+                api.limiters.auth_failures.failed(ip);
             }
             return reply::error(e, request_id);
         }
     };
     let ws = principal;
     tracing::Span::current().record("workspace_id", tracing::field::display(ws));
-    if let Err(retry_after) = api.rate.check(ws).await {
+    if let Err(retry_after) = api.limiters.rate.check(ws).await {
         return reply::error(Error::RateLimited { retry_after }, request_id);
     }
 

@@ -8,7 +8,7 @@ use axum::body::Body;
 use axum::http::{Method, Request, StatusCode};
 use keygate_app::App;
 use keygate_app::auth::Authenticator;
-use keygate_app::throttle::{AuthFailureLimiter, RateLimiter};
+use keygate_app::throttle::{AuthFailureLimiter, Limiters, RateLimiter};
 use keygate_app::tokens::{PageTokens, seam_api_key};
 use keygate_app::tracker::Tracker;
 use keygate_app::workspaces::CreateWorkspace;
@@ -46,8 +46,10 @@ fn harness(db: TestDb, rate: RateLimiter) -> Harness {
     let router = router(SeamApi {
         app: app.clone(),
         auth: Authenticator::new(store, cache, None),
-        rate: Arc::new(rate),
-        auth_failures: Arc::new(AuthFailureLimiter::new(0)),
+        limiters: Limiters {
+            rate: Arc::new(rate),
+            auth_failures: Arc::new(AuthFailureLimiter::new(0)),
+        },
     });
     Harness {
         app,
