@@ -20,7 +20,8 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::State;
+use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::Response;
 use axum::routing::any;
@@ -92,14 +93,33 @@ fn base_url(headers: &HeaderMap, uri: &Uri) -> Option<String> {
 #[allow(clippy::too_many_arguments)]
 async fn handle(
     State(api): State<Arc<SeamApi>>,
-    Path(action): Path<String>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
     client: Option<axum::Extension<ClientAddr>>,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let request_id = uuid::Uuid::new_v4().to_string();
+    // Read from the path itself so that no request is answered outside Seam's envelope.
+    let action = uri
+        .path()
+        .strip_prefix(PREFIX)
+        .and_then(|a| a.strip_prefix('/'))
+        .unwrap_or_default()
+        .to_owned();
+    let body = match body {
+        Ok(b) => b,
+        Err(e) => {
+            return reply::error_reply(
+                e.status(),
+                "invalid_input",
+                &format!("the request body could not be read: {e}"),
+                None,
+                None,
+                &request_id,
+            );
+        }
+    };
     let span = tracing::info_span!(
         "seam_api",
         otel.name = %format!("seam {action}"),
@@ -109,7 +129,11 @@ async fn handle(
         request_id = %request_id,
         workspace_id = tracing::field::Empty,
         http.status_code = tracing::field::Empty,
+        otel.status_code = tracing::field::Empty,
     );
+    // A caller's `traceparent` makes this span its child, as on gRPC; the jobs a write queues
+    // carry this span's context on.
+    keygate_telemetry::propagation::set_parent_from_headers(&span, &headers);
     let started = std::time::Instant::now();
     async move {
         let client = client.map(|c| c.0.0);
@@ -125,7 +149,11 @@ async fn handle(
         )
         .await;
         let status = resp.status().as_u16();
-        tracing::Span::current().record("http.status_code", status);
+        let span = tracing::Span::current();
+        span.record("http.status_code", status);
+        if resp.status().is_server_error() {
+            span.record("otel.status_code", "ERROR");
+        }
         let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
         tracing::info!(latency_ms, status, "seam api request finished");
         resp

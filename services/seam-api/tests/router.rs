@@ -807,3 +807,32 @@ async fn acs_users_groups_and_credentials() {
     .await;
     assert_eq!(error_type(&r), "acs_user_not_found");
 }
+
+/// Whatever goes wrong, the reply is Seam's envelope with a request id: a body too large to
+/// read, a body that is not JSON.
+#[tokio::test]
+async fn unreadable_bodies_get_the_envelope() {
+    let h = harness(TestDb::sqlite().await, plenty());
+    let (key, _) = workspace(&h.app, "Bodies").await;
+    for (body, status) in [
+        (vec![b' '; 3 << 20], StatusCode::PAYLOAD_TOO_LARGE),
+        (b"{not json".to_vec(), StatusCode::BAD_REQUEST),
+    ] {
+        let req = Request::builder()
+            .method(Method::POST)
+            .uri("/seam/access_grants/list")
+            .header("authorization", format!("Bearer {key}"))
+            .header("content-type", "application/json")
+            .body(Body::from(body))
+            .expect("request");
+        let resp = h.router.clone().oneshot(req).await.expect("infallible");
+        assert_eq!(resp.status(), status);
+        assert!(resp.headers().contains_key("seam-request-id"));
+        let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)
+            .await
+            .expect("body");
+        let v: Value = serde_json::from_slice(&bytes).expect("JSON");
+        assert_eq!(v["ok"], false);
+        assert_eq!(v["error"]["type"], "invalid_input");
+    }
+}
