@@ -126,7 +126,10 @@ await must("acs/systems/get", { acs_system_id: space }, "get");
 const { acs_entrances } = await must("acs/entrances/list", { acs_system_id: space, limit: 3 }, "get");
 await must("acs/entrances/get", { acs_entrance_id: acs_entrances[0].acs_entrance_id }, "get");
 const { acs_encoders } = await must("acs/encoders/list", { acs_system_id: space }, "get");
+await must("acs/encoders/get", { acs_encoder_id: acs_encoders[0].acs_encoder_id }, "get");
 const { acs_access_groups } = await must("acs/access_groups/list", { acs_system_id: ks }, "get");
+await must("acs/access_groups/get", { acs_access_group_id: acs_access_groups[0].acs_access_group_id }, "get");
+await must("acs/access_groups/list_accessible_entrances", { acs_access_group_id: acs_access_groups[0].acs_access_group_id }, "get");
 
 const future = (days) => new Date(Date.now() + days * 86_400_000).toISOString();
 const { access_grant } = await must("access_grants/create", {
@@ -216,7 +219,11 @@ const group = acs_access_groups[0].acs_access_group_id;
 await must("acs/users/add_to_access_group", { acs_user_id: user, acs_access_group_id: group }, "put");
 await must("acs/users/remove_from_access_group", { acs_user_id: user, acs_access_group_id: group }, "delete");
 await must("acs/access_groups/add_user", { acs_user_id: user, acs_access_group_id: group }, "put");
+await must("acs/access_groups/list_users", { acs_access_group_id: group }, "get");
 await must("user_identities/add_acs_user", { user_identity_id: ada, acs_user_id: user }, "put");
+const { acs_users: adas } = await must("user_identities/list_acs_users", { user_identity_id: ada }, "get");
+if (adas.length !== 1 || adas[0].acs_user_id !== user) failures.push("list_acs_users: not Ada's user");
+await must("user_identities/list_acs_systems", { user_identity_id: ada }, "get");
 const { acs_credential } = await must("acs/credentials/create", { acs_user_id: user, access_method: "mobile_key" });
 await must("acs/credentials/list", { acs_user_id: user }, "get");
 await must("acs/credentials/delete", { acs_credential_id: acs_credential.acs_credential_id }, "delete");

@@ -40,7 +40,11 @@ pub const ROUTES: &[(&str, Alt)] = &[
     ("acs/entrances/get", Alt::Get),
     ("acs/entrances/unlock", Alt::None),
     ("acs/encoders/list", Alt::Get),
+    ("acs/encoders/get", Alt::Get),
     ("acs/access_groups/list", Alt::Get),
+    ("acs/access_groups/get", Alt::Get),
+    ("acs/access_groups/list_accessible_entrances", Alt::Get),
+    ("acs/access_groups/list_users", Alt::Get),
     ("acs/access_groups/add_user", Alt::Patch),
     ("acs/access_groups/remove_user", Alt::Delete),
     ("acs/users/create", Alt::None),
@@ -71,6 +75,8 @@ pub const ROUTES: &[(&str, Alt)] = &[
     ("user_identities/update", Alt::Patch),
     ("user_identities/delete", Alt::Delete),
     ("user_identities/add_acs_user", Alt::Patch),
+    ("user_identities/list_acs_users", Alt::Get),
+    ("user_identities/list_acs_systems", Alt::Get),
     ("user_identities/generate_instant_key", Alt::None),
     ("instant_keys/get", Alt::Get),
     ("instant_keys/list", Alt::Get),
@@ -332,6 +338,61 @@ pub async fn call(app: &App, action: &str, p: &mut Params, ctx: &Ctx) -> Body {
                 .collect();
             let next = app.tokens.seal(&scope, found.next_after)?;
             paged("acs_encoders", items, ctx, &next)
+        }
+        "acs/encoders/get" => {
+            let id = id_param(p, "acs_encoder_id", Resource::Encoder)?;
+            p.finish()?;
+            let e = app.get_encoder(ws, id).await?;
+            let mut v = json::acs_encoder(&convert::encoder(&e));
+            if let Some(m) = v.as_object_mut() {
+                m.insert("workspace_id".into(), ws.to_string().into());
+            }
+            one("acs_encoder", v)
+        }
+        "acs/access_groups/get" => {
+            let id = id_param(p, "acs_access_group_id", Resource::AccessGroup)?;
+            p.finish()?;
+            let g = app.get_access_group(ws, id).await?;
+            let system = app.get_access_system(ws, g.acs_system_id).await?;
+            let mut v = json::acs_access_group(&convert::access_group(&g), &system.external_type);
+            if let Some(m) = v.as_object_mut() {
+                m.insert("workspace_id".into(), ws.to_string().into());
+            }
+            one("acs_access_group", v)
+        }
+        "acs/access_groups/list_accessible_entrances" => {
+            let id = id_param(p, "acs_access_group_id", Resource::AccessGroup)?;
+            p.finish()?;
+            let g = app.get_access_group(ws, id).await?;
+            let mut items = Vec::with_capacity(g.entrance_ids.len());
+            for e in &g.entrance_ids {
+                match app.get_entrance(ws, *e).await {
+                    Ok(e) => items.push(json::acs_entrance(&convert::entrance(&e))),
+                    // Removed from the system since the group was read.
+                    Err(Error::NotFound { .. }) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            one("acs_entrances", Value::Array(items))
+        }
+        "acs/access_groups/list_users" => {
+            let id = id_param(p, "acs_access_group_id", Resource::AccessGroup)?;
+            p.finish()?;
+            let g = app.get_access_group(ws, id).await?;
+            let filter = keygate_domain::acs::AcsUserFilter {
+                acs_system_id: Some(g.acs_system_id),
+                user_identity_id: None,
+            };
+            let scope = PageScope::workspace(ws, &["SeamListAccessGroupUsers"]);
+            let page = app.page_request(&scope, MAX_PAGE_SIZE as i32, "")?;
+            let found = app.list_acs_users(ws, &filter, &page).await?;
+            let items = found
+                .items
+                .iter()
+                .filter(|u| u.access_group_ids.contains(&g.id))
+                .map(|u| json::acs_user(&convert::acs_user(u)))
+                .collect();
+            one("acs_users", Value::Array(items))
         }
         "acs/access_groups/list" => {
             let system = p.string("acs_system_id")?.unwrap_or_default();
@@ -934,6 +995,32 @@ pub async fn call(app: &App, action: &str, p: &mut Params, ctx: &Ctx) -> Body {
             p.finish()?;
             app.link_acs_user(ws, user, identity).await?;
             Ok(Map::new())
+        }
+        "user_identities/list_acs_users" | "user_identities/list_acs_systems" => {
+            let id = id_param(p, "user_identity_id", Resource::UserIdentity)?;
+            p.finish()?;
+            let identity = app.get_user_identity(ws, id).await?;
+            let mut users = Vec::new();
+            for u in &convert::identity_view(&identity).acs_user_ids {
+                let u = validate::id("acs_user_ids", u, Resource::AcsUser)?;
+                users.push(app.get_acs_user(ws, u).await?);
+            }
+            if action.ends_with("list_acs_users") {
+                let items = users
+                    .iter()
+                    .map(|u| json::acs_user(&convert::acs_user(u)))
+                    .collect();
+                return one("acs_users", Value::Array(items));
+            }
+            let mut systems: Vec<_> = users.iter().map(|u| u.acs_system_id).collect();
+            systems.sort_unstable_by_key(ToString::to_string);
+            systems.dedup();
+            let mut items = Vec::with_capacity(systems.len());
+            for s in systems {
+                let s = app.get_access_system(ws, s).await?;
+                items.push(json::acs_system(&convert::access_system(&s)));
+            }
+            one("acs_systems", Value::Array(items))
         }
         "user_identities/generate_instant_key" => {
             let max_use_count = p.int("max_use_count")?.unwrap_or(0);
