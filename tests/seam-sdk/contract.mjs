@@ -167,6 +167,7 @@ for (let i = 0; i < 60 && action_attempt.status === "pending"; i += 1) {
   await sleep(250);
   ({ action_attempt } = await must("action_attempts/get", { action_attempt_id: action_attempt.action_attempt_id }, "get"));
 }
+await must("action_attempts/list", { action_attempt_ids: [action_attempt.action_attempt_id] }, "get");
 // Mobile keys are issued once provisioned; unlock through the key and through the entrance.
 for (let i = 0; i < 60; i += 1) {
   const { access_method } = await must("access_methods/get", { access_method_id: mobile }, "get");

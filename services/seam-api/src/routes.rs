@@ -67,6 +67,7 @@ pub const ROUTES: &[(&str, Alt)] = &[
     ("access_methods/encode", Alt::None),
     ("access_methods/unlock_door", Alt::None),
     ("action_attempts/get", Alt::Get),
+    ("action_attempts/list", Alt::Get),
     ("events/get", Alt::Get),
     ("events/list", Alt::Get),
     ("user_identities/create", Alt::None),
@@ -814,6 +815,36 @@ pub async fn call(app: &App, action: &str, p: &mut Params, ctx: &Ctx) -> Body {
             p.finish()?;
             let a = app.get_action_attempt(ws, id).await?;
             one("action_attempt", attempt_json(app, ws, &a).await?)
+        }
+
+        "action_attempts/list" => {
+            let ids = p.strings("action_attempt_ids")?;
+            if p.string("device_id")?.is_some() {
+                return Err(Error::invalid(
+                    "device_id",
+                    "is not supported by Keygate: give action_attempt_ids",
+                ));
+            }
+            // The ids are the listing: one page holds them all.
+            paging(p)?;
+            p.finish()?;
+            if ids.len() > MAX_PAGE_SIZE as usize {
+                return Err(Error::invalid(
+                    "action_attempt_ids",
+                    format!("at most {MAX_PAGE_SIZE} ids"),
+                ));
+            }
+            let mut items = Vec::with_capacity(ids.len());
+            for (i, id) in ids.iter().enumerate() {
+                let id = validate::id(
+                    &format!("action_attempt_ids[{i}]"),
+                    id,
+                    Resource::ActionAttempt,
+                )?;
+                let a = app.get_action_attempt(ws, id).await?;
+                items.push(attempt_json(app, ws, &a).await?);
+            }
+            paged("action_attempts", items, ctx, "")
         }
 
         // --- Events -----------------------------------------------------------------------------
