@@ -107,19 +107,6 @@ async fn handle(
         .and_then(|a| a.strip_prefix('/'))
         .unwrap_or_default()
         .to_owned();
-    let body = match body {
-        Ok(b) => b,
-        Err(e) => {
-            return reply::error_reply(
-                e.status(),
-                "invalid_input",
-                &format!("the request body could not be read: {e}"),
-                None,
-                None,
-                &request_id,
-            );
-        }
-    };
     let span = tracing::info_span!(
         "seam_api",
         otel.name = %format!("seam {action}"),
@@ -137,17 +124,29 @@ async fn handle(
     let started = std::time::Instant::now();
     async move {
         let client = client.map(|c| c.0.0);
-        let resp = serve(
-            &api,
-            &action,
-            &method,
-            &uri,
-            &headers,
-            client,
-            &body,
-            &request_id,
-        )
-        .await;
+        let resp = match body {
+            Ok(body) => {
+                serve(
+                    &api,
+                    &action,
+                    &method,
+                    &uri,
+                    &headers,
+                    client,
+                    &body,
+                    &request_id,
+                )
+                .await
+            }
+            Err(e) => reply::error_reply(
+                e.status(),
+                "invalid_input",
+                &format!("the request body could not be read: {e}"),
+                None,
+                None,
+                &request_id,
+            ),
+        };
         let status = resp.status().as_u16();
         let span = tracing::Span::current();
         span.record("http.status_code", status);
@@ -215,13 +214,14 @@ async fn serve(
             request_id,
         );
     }
-    let principal = match api
+    // Only a workspace's API key acts here (the admin token is refused like a wrong key).
+    let ws = match api
         .auth
         .authenticate(uri.path(), &keygate_headers(headers))
         .await
-        .and_then(|p| p.workspace().map(|ws| (p, ws)))
+        .and_then(|p| p.workspace())
     {
-        Ok((_, ws)) => ws,
+        Ok(ws) => ws,
         Err(e) => {
             if let (Some(ip), Error::Unauthenticated { .. }) = (client, &e) {
                 api.limiters.auth_failures.failed(ip);
@@ -229,7 +229,6 @@ async fn serve(
             return reply::error(e, request_id);
         }
     };
-    let ws = principal;
     tracing::Span::current().record("workspace_id", tracing::field::display(ws));
     if let Err(retry_after) = api.limiters.rate.check(ws).await {
         return reply::error(Error::RateLimited { retry_after }, request_id);

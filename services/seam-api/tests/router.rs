@@ -23,7 +23,7 @@ use tower::ServiceExt as _;
 struct Harness {
     app: App,
     router: axum::Router,
-    _db: TestDb,
+    db: TestDb,
 }
 
 fn harness(db: TestDb, rate: RateLimiter) -> Harness {
@@ -54,7 +54,7 @@ fn harness(db: TestDb, rate: RateLimiter) -> Harness {
     Harness {
         app,
         router,
-        _db: db,
+        db,
     }
 }
 
@@ -835,4 +835,58 @@ async fn unreadable_bodies_get_the_envelope() {
         assert_eq!(v["ok"], false);
         assert_eq!(v["error"]["type"], "invalid_input");
     }
+}
+
+/// A client that keeps sending wrong keys is refused before its key is read, good key or not.
+#[tokio::test]
+async fn failed_authentications_are_limited_per_client() {
+    let mut h = harness(TestDb::sqlite().await, plenty());
+    h.router = router(SeamApi {
+        app: h.app.clone(),
+        auth: Authenticator::new(
+            h.db.store.clone(),
+            Arc::new(InProcessCache::new(100)),
+            None,
+        ),
+        limiters: Limiters {
+            rate: Arc::new(plenty()),
+            auth_failures: Arc::new(AuthFailureLimiter::new(3)),
+        },
+    });
+    let (key, _) = workspace(&h.app, "Guessed").await;
+    let wrong = format!("{}AAAA", &key[..key.len() - 4]);
+    let from = |ip: &str, k: &str| {
+        let mut req = Request::builder()
+            .uri("/seam/workspaces/get")
+            .header("authorization", format!("Bearer {k}"))
+            .body(Body::empty())
+            .expect("request");
+        req.extensions_mut()
+            .insert(keygate_app::throttle::ClientAddr(ip.parse().expect("ip")));
+        req
+    };
+    for _ in 0..3 {
+        let r = h
+            .router
+            .clone()
+            .oneshot(from("192.0.2.1", &wrong))
+            .await
+            .expect("reply");
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    }
+    let r = h
+        .router
+        .clone()
+        .oneshot(from("192.0.2.1", &key))
+        .await
+        .expect("reply");
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(r.headers().contains_key("retry-after"));
+    let r = h
+        .router
+        .clone()
+        .oneshot(from("192.0.2.2", &key))
+        .await
+        .expect("reply");
+    assert_eq!(r.status(), StatusCode::OK, "another client is not affected");
 }
