@@ -19,7 +19,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use keygate_delivery::instant_keys::limits::ClientAddr;
+use keygate_app::throttle::ClientAddr;
 use keygate_telemetry::metrics::MetricsHandle;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
