@@ -1,12 +1,13 @@
 //! The HTTP port: probes and Prometheus metrics. The delivery role merges in the Instant Key
-//! pages (`keygate_delivery::instant_keys::router`) and, in outbox mode, `/outbox`.
+//! pages (`keygate_delivery::instant_keys::router`) and, in outbox mode, `/outbox`; the gateway
+//! role the Seam-compatible API under `/seam` (`keygate_seam_api::router`).
 //!
 //! The port is public (the pages' links lead here), so [`serve`] bounds what a client can hold:
 //! HTTP/1 only, a connection limit, a header-read timeout (a client that never finishes its
 //! headers, or idles between requests, is cut off), and [`guard`] in front of every route: a
 //! request timeout and a limit of requests in flight (503 with `Retry-After`; the probes are
-//! exempt), and the client's address for the pages' per-client limits (the peer, or what a
-//! trusted proxy says in `X-Forwarded-For`).
+//! exempt), and the client's address for the per-client limits of the pages and of the
+//! Seam-compatible API (the peer, or what a trusted proxy says in `X-Forwarded-For`).
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
