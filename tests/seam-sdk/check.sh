@@ -6,7 +6,8 @@
 #   2. starts `keygate serve` on free loopback ports with its data in a temp dir,
 #   3. runs quickstart.py, then quickstart.mjs: the seed's Python and JavaScript code as written,
 #      with only the endpoint (SEAM_ENDPOINT), the key (SEAM_API_KEY) and its dates (moved into
-#      the future here) changed, followed by the checks the seed leaves to the reader,
+#      the future here) changed, followed by the checks the seed leaves to the reader; then the
+#      seed's cURL (quickstart.sh) when curl and jq are installed,
 #   4. runs contract.mjs: every served route called, every reply validated against the schemas
 #      of @seamapi/types 1.977.0's OpenAPI,
 #   5. stops the server on exit.
@@ -144,6 +145,16 @@ step "running quickstart.py (PyPI seam 3.18.0)"
 step "running quickstart.mjs (npm seam 1.245.0)"
 # Next to node_modules, so `import "seam"` resolves to the pinned package.
 node "$RUN_MJS"
+
+if command -v jq >/dev/null && command -v curl >/dev/null; then
+  step "running quickstart.sh (the seed's cURL, with jq)"
+  future "$HERE/quickstart.sh" >"$WORK/quickstart.sh"
+  acs_system_id="$(curl -s "$SEAM_ENDPOINT/acs/systems/list" -H "Authorization: Bearer $SEAM_API_KEY" |
+    jq -r '.acs_systems[] | select(.external_type == "salto_space_system") | .acs_system_id')" \
+    bash "$WORK/quickstart.sh"
+else
+  step "quickstart.sh skipped: the seed's cURL needs curl and jq"
+fi
 
 step "contract.mjs: every route's replies against @seamapi/types' OpenAPI"
 node "$HERE/contract.mjs"
