@@ -164,8 +164,8 @@ struct Guard {
 }
 
 /// 503 with `Retry-After: 1`.
-fn unavailable(why: &'static str) -> Response {
-    let mut r = (StatusCode::SERVICE_UNAVAILABLE, why).into_response();
+fn unavailable(why: &str) -> Response {
+    let mut r = (StatusCode::SERVICE_UNAVAILABLE, why.to_owned()).into_response();
     r.headers_mut()
         .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
     r
@@ -181,12 +181,18 @@ async fn guard(State(g): State<Guard>, mut req: Request, next: Next) -> Response
     if path == "/livez" || path == "/readyz" {
         return next.run(req).await;
     }
+    // The Seam-compatible API's clients read every refusal as Seam's JSON envelope.
+    let refuse: fn(&str) -> Response = if keygate_seam_api::is_seam_path(path) {
+        keygate_seam_api::unavailable
+    } else {
+        unavailable
+    };
     let Ok(_permit) = g.in_flight.clone().try_acquire_owned() else {
-        return unavailable("server overloaded; retry in a moment\n");
+        return refuse("server overloaded; retry in a moment\n");
     };
     match tokio::time::timeout(g.request_timeout, next.run(req)).await {
         Ok(r) => r,
-        Err(_) => unavailable("request timed out\n"),
+        Err(_) => refuse("request timed out\n"),
     }
 }
 

@@ -56,6 +56,25 @@ pub fn router(api: SeamApi) -> Router {
         .with_state(Arc::new(api))
 }
 
+/// Whether the HTTP port's `path` is one of this API's (its refusals then use [`unavailable`]).
+pub fn is_seam_path(path: &str) -> bool {
+    path.strip_prefix(PREFIX)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+}
+
+/// The HTTP port's own refusal (overloaded, timed out) in Seam's envelope, `503` with
+/// `Retry-After: 1`, so the SDKs raise their API error rather than a transport one.
+pub fn unavailable(why: &str) -> Response {
+    reply::error_reply(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "service_unavailable",
+        why.trim_end(),
+        None,
+        Some(std::time::Duration::from_secs(1)),
+        &uuid::Uuid::new_v4().to_string(),
+    )
+}
+
 /// The key of a request in the form `keygate_app::auth` reads: a `seam_` key is turned into
 /// its `kg_` form; anything else is passed on as it came (and refused there if it is no key).
 fn keygate_headers(headers: &HeaderMap) -> HeaderMap {
@@ -264,5 +283,54 @@ async fn serve(
     match routes::call(&api.app, action, &mut params, &ctx).await {
         Ok(body) => reply::ok(body, request_id),
         Err(e) => reply::error(e, request_id),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_ports_refusals_on_seam_paths_are_envelopes() {
+        assert!(is_seam_path("/seam/access_grants/create"));
+        assert!(is_seam_path("/seam"));
+        assert!(!is_seam_path("/seamless"));
+        assert!(!is_seam_path("/ik/abc"));
+        let r = unavailable("server overloaded; retry in a moment\n");
+        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            r.headers().get(header::RETRY_AFTER).map(|v| v.as_bytes()),
+            Some(&b"1"[..])
+        );
+        assert!(r.headers().contains_key(reply::REQUEST_ID_HEADER));
+        assert_eq!(
+            r.headers().get(header::CONTENT_TYPE).map(|v| v.as_bytes()),
+            Some(&b"application/json; charset=utf-8"[..])
+        );
+    }
+
+    #[test]
+    fn seam_keys_are_read_in_their_kg_form() {
+        let k = keygate_app::tokens::mint_api_key();
+        let seam = keygate_app::tokens::seam_api_key(&k.token, true).expect("seam form");
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_str(&format!("Bearer {seam}")).expect("header"),
+        );
+        assert_eq!(
+            keygate_headers(&h).get(header::AUTHORIZATION),
+            Some(&HeaderValue::from_str(&format!("Bearer {}", k.token)).expect("header"))
+        );
+        // Anything else goes on as it came, to be refused by the authenticator.
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer nope"),
+        );
+        assert_eq!(
+            keygate_headers(&h).get(header::AUTHORIZATION),
+            Some(&HeaderValue::from_static("Bearer nope"))
+        );
+        assert!(keygate_headers(&HeaderMap::new()).is_empty());
     }
 }

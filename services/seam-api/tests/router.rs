@@ -51,11 +51,7 @@ fn harness(db: TestDb, rate: RateLimiter) -> Harness {
             auth_failures: Arc::new(AuthFailureLimiter::new(0)),
         },
     });
-    Harness {
-        app,
-        router,
-        db,
-    }
+    Harness { app, router, db }
 }
 
 fn plenty() -> RateLimiter {
@@ -843,11 +839,7 @@ async fn failed_authentications_are_limited_per_client() {
     let mut h = harness(TestDb::sqlite().await, plenty());
     h.router = router(SeamApi {
         app: h.app.clone(),
-        auth: Authenticator::new(
-            h.db.store.clone(),
-            Arc::new(InProcessCache::new(100)),
-            None,
-        ),
+        auth: Authenticator::new(h.db.store.clone(), Arc::new(InProcessCache::new(100)), None),
         limiters: Limiters {
             rate: Arc::new(plenty()),
             auth_failures: Arc::new(AuthFailureLimiter::new(3)),
