@@ -267,12 +267,26 @@ async fn serve(
         Ok(p) => p,
         Err(e) => return reply::error(e, request_id),
     };
+    // The `Idempotency-Key` header is gRPC's `request_id`, checked by the same rule here so its
+    // error names the header.
+    let idempotency_key = match headers.get("idempotency-key").map(|v| v.to_str()) {
+        None => None,
+        Some(Ok(k)) => match keygate_domain::validate::request_id(k) {
+            Ok(k) => k,
+            Err(v) => {
+                return reply::error(Error::invalid("Idempotency-Key", v.description), request_id);
+            }
+        },
+        Some(Err(_)) => {
+            return reply::error(
+                Error::invalid("Idempotency-Key", "must be printable text"),
+                request_id,
+            );
+        }
+    };
     let ctx = Ctx {
         ws,
-        idempotency_key: headers
-            .get("idempotency-key")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned),
+        idempotency_key,
         get_url: if *method == Method::GET {
             base_url(headers, uri)
         } else {

@@ -544,6 +544,18 @@ async fn idempotency_key_replays_a_create() {
     .await;
     assert_eq!(r.status, StatusCode::CONFLICT);
     assert_eq!(error_type(&r), "idempotency_key_reused");
+    let long = "k".repeat(1000);
+    let r = call_with(
+        &h,
+        Method::POST,
+        "access_grants/create",
+        Some(&key),
+        grant_body(&entrances),
+        Some(&long),
+    )
+    .await;
+    assert_eq!(error_type(&r), "invalid_input");
+    assert!(r.body["error"]["validation_errors"]["Idempotency-Key"].is_object());
 }
 
 #[tokio::test]
