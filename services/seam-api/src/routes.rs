@@ -120,10 +120,12 @@ fn id_param<T: std::str::FromStr>(p: &mut Params, key: &str, r: Resource) -> Res
     validate::id(key, &raw, r)
 }
 
-/// `limit` and `page_cursor`, as the `page_size` and `page_token` of a Keygate list.
+/// `limit` and `page_cursor`, as the `page_size` and `page_token` of a Keygate list. Without a
+/// `limit`, a page is as long as Keygate's longest (500), Seam's default, so code that reads only
+/// the first page (the seed's does) sees what it would see on Seam.
 fn paging(p: &mut Params) -> Result<(i32, String), Error> {
     let limit = match p.int("limit")? {
-        None => 0,
+        None => MAX_PAGE_SIZE as i32,
         Some(n) if n < 1 => return Err(Error::invalid("limit", "must be at least 1")),
         Some(n) => i32::try_from(n.min(i64::from(MAX_PAGE_SIZE))).unwrap_or(0),
     };
