@@ -22,6 +22,7 @@ mod redis_tls;
 mod roles;
 mod sandbox_vendors;
 mod seam;
+mod seam_api;
 mod secrets;
 mod telemetry;
 mod tenancy;

@@ -22,6 +22,7 @@ pub mod reads;
 pub mod simulated;
 pub mod ssrf;
 pub mod systems;
+pub mod throttle;
 pub mod tokens;
 pub mod tracker;
 pub mod unlock;

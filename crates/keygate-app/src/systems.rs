@@ -2,7 +2,7 @@
 //! Systems are connected by the operator (`workspaces.rs`).
 
 use keygate_domain::Error;
-use keygate_domain::ids::{AccessSystemId, EntranceId, WorkspaceId};
+use keygate_domain::ids::{AccessGroupId, AccessSystemId, EncoderId, EntranceId, WorkspaceId};
 use keygate_domain::model::{AccessGroup, AccessSystem, Encoder, Entrance};
 use keygate_domain::page::{Page, PageRequest};
 
@@ -61,5 +61,19 @@ impl App {
         page: &PageRequest,
     ) -> Result<Page<Encoder>, Error> {
         self.store.list_encoders(ws, system, page).await
+    }
+
+    /// One access group, with its entrances.
+    pub async fn get_access_group(
+        &self,
+        ws: WorkspaceId,
+        id: AccessGroupId,
+    ) -> Result<AccessGroup, Error> {
+        self.store.get_access_group(ws, id).await
+    }
+
+    /// One card encoder.
+    pub async fn get_encoder(&self, ws: WorkspaceId, id: EncoderId) -> Result<Encoder, Error> {
+        self.store.get_encoder(ws, id).await
     }
 }

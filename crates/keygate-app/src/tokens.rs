@@ -58,6 +58,42 @@ pub fn parse_api_key(token: &str) -> Option<(ApiKeyId, &str)> {
     Some((ApiKeyId::from(id), secret))
 }
 
+/// The start of a key as the Seam-compatible HTTP API presents it: Seam's SDKs refuse a key
+/// that does not start with `seam_`.
+pub const SEAM_KEY_PREFIX: &str = "seam_";
+/// The short-token marker of a sandbox workspace's key (Seam's convention: `test` in the
+/// short token), and of any other workspace's.
+const SEAM_SANDBOX_MARK: &str = "test";
+const SEAM_PRODUCTION_MARK: &str = "kg";
+
+/// The Seam-compatible form of a Keygate API key: the same id and secret, as
+/// `seam_test<id hex>_<secret>` for a sandbox workspace's key and `seam_kg<id hex>_<secret>`
+/// otherwise. `None` when `token` is not a Keygate key. The mark is presentation only: the key
+/// is checked exactly as its `kg_` form is (see [`api_key_from_seam`]).
+pub fn seam_api_key(token: &str, sandbox: bool) -> Option<String> {
+    parse_api_key(token)?;
+    let rest = token.strip_prefix(TOKEN_PREFIX)?;
+    let mark = if sandbox {
+        SEAM_SANDBOX_MARK
+    } else {
+        SEAM_PRODUCTION_MARK
+    };
+    Some(format!("{SEAM_KEY_PREFIX}{mark}{rest}"))
+}
+
+/// The Keygate form (`kg_...`) of a key given in its Seam-compatible form; `None` when it is
+/// not one. Only the shape is checked here; the secret is checked by the authenticator like any
+/// other key.
+pub fn api_key_from_seam(seam: &str) -> Option<String> {
+    let rest = seam.strip_prefix(SEAM_KEY_PREFIX)?;
+    let rest = rest
+        .strip_prefix(SEAM_SANDBOX_MARK)
+        .or_else(|| rest.strip_prefix(SEAM_PRODUCTION_MARK))?;
+    let token = format!("{TOKEN_PREFIX}{rest}");
+    parse_api_key(&token)?;
+    Some(token)
+}
+
 /// Whether `secret` hashes to `stored`, in time independent of where they differ.
 pub fn secret_matches(secret: &str, stored: &[u8]) -> bool {
     let digest = Sha256::digest(secret.as_bytes());
@@ -240,6 +276,30 @@ impl PageTokens {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn seam_form_carries_the_same_key() {
+        let k = mint_api_key();
+        let sandbox = seam_api_key(&k.token, true).expect("a keygate key");
+        assert!(sandbox.starts_with("seam_test"));
+        let live = seam_api_key(&k.token, false).expect("a keygate key");
+        assert!(live.starts_with("seam_kg"));
+        for form in [&sandbox, &live] {
+            // What the SDKs refuse before sending anything.
+            for refused in ["seam_cst", "seam_at", "seam_pk", "ey"] {
+                assert!(!form.starts_with(refused), "{form}");
+            }
+            assert_eq!(api_key_from_seam(form).as_deref(), Some(k.token.as_str()));
+        }
+        assert!(seam_api_key("kg_nope", true).is_none());
+        assert!(
+            api_key_from_seam(&k.token).is_none(),
+            "the kg_ form is not the seam form"
+        );
+        assert!(api_key_from_seam("seam_test").is_none());
+        assert!(api_key_from_seam(&format!("seam_other{}", &k.token[3..])).is_none());
+        assert!(api_key_from_seam(&format!("{}x", sandbox)).is_none());
+    }
 
     #[test]
     fn api_key_round_trip() {

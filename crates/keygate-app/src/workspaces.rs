@@ -146,6 +146,22 @@ impl App {
         Ok((ws, key, token))
     }
 
+    /// The Seam-compatible form of a new key's token: `seam_test...` in a sandbox workspace,
+    /// `seam_kg...` otherwise (`tokens::seam_api_key`).
+    pub async fn seam_api_key_token(&self, ws: WorkspaceId, token: &str) -> Result<String, Error> {
+        let w = self.store.get_workspace(ws).await?;
+        crate::tokens::seam_api_key(token, w.workspace_type == WorkspaceType::Sandbox).ok_or_else(
+            || Error::Internal {
+                message: "a minted key is not shaped like a Keygate key".into(),
+            },
+        )
+    }
+
+    /// The caller's own workspace (what an API key may read of it).
+    pub async fn get_workspace(&self, ws: WorkspaceId) -> Result<Workspace, Error> {
+        self.store.get_workspace(ws).await
+    }
+
     pub async fn list_workspaces(&self, page: &PageRequest) -> Result<Page<Workspace>, Error> {
         self.store.list_workspaces(page).await
     }

@@ -62,6 +62,9 @@ pub struct ServerConfig {
     pub max_connection_age: Duration,
     /// `WatchEvents` streams per workspace, and how often they re-check their key.
     pub streams: StreamLimits,
+    /// Limiters shared with the process's other API surfaces (the Seam-compatible HTTP API);
+    /// `None`: the stack builds its own from `stack`.
+    pub limiters: Option<stack::Limiters>,
 }
 
 impl Default for ServerConfig {
@@ -79,6 +82,7 @@ impl Default for ServerConfig {
             max_concurrent_streams: 256,
             max_connection_age: Duration::from_secs(30 * 60),
             streams: StreamLimits::default(),
+            limiters: None,
         }
     }
 }
@@ -157,7 +161,10 @@ pub async fn serve(
         .max_concurrent_streams(Some(cfg.max_concurrent_streams))
         .max_connection_age(cfg.max_connection_age)
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
-        .layer(stack::build(&cfg.stack, auth))
+        .layer(match cfg.limiters.clone() {
+            Some(shared) => stack::build_with(&cfg.stack, auth, shared),
+            None => stack::build(&cfg.stack, auth),
+        })
         .add_service(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

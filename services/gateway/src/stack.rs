@@ -19,7 +19,7 @@
 //! outside auth so refused calls are counted too, and inside the trace span so their time is the
 //! call's, not the span's bookkeeping.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::future::Future;
 use std::net::IpAddr;
 use std::pin::Pin;
@@ -31,8 +31,6 @@ use http::{HeaderValue, Request, Response};
 use keygate_cache::SharedRate;
 use keygate_domain::Error;
 use keygate_domain::ErrorReason;
-use keygate_domain::ids::WorkspaceId;
-use keygate_domain::rate::{Buckets, TokenBucket};
 use tokio::sync::Semaphore;
 use tonic::body::Body;
 use tower::{Layer, Service};
@@ -40,6 +38,9 @@ use tracing::Instrument as _;
 
 use crate::auth::{Authenticator, Principal};
 use crate::error::to_status;
+
+// The limiters live in the application layer, so every surface applies the same ones.
+pub use keygate_app::throttle::{AuthFailureLimiter, Limiters, RateLimiter, client_key};
 
 /// The stack's stages, outermost first. `build` follows this order and a test asserts it.
 pub const ORDER: [&str; 8] = [
@@ -374,62 +375,6 @@ impl Middleware for Metrics {
     }
 }
 
-/// Most client addresses whose failed authentications are remembered at once.
-const AUTH_FAILURE_CLIENTS: usize = 100_000;
-
-/// Failed authentications per client address: `per_minute` may fail in a minute (a token
-/// bucket of that burst, refilling at that rate); a client with none left is refused until one
-/// is back. Successful authentications take nothing.
-pub struct AuthFailureLimiter {
-    buckets: Option<Buckets<IpAddr>>,
-}
-
-impl AuthFailureLimiter {
-    /// `per_minute` 0 turns the limit off.
-    pub fn new(per_minute: u32) -> Self {
-        Self {
-            buckets: (per_minute > 0).then(|| {
-                Buckets::new(
-                    f64::from(per_minute) / 60.0,
-                    per_minute,
-                    AUTH_FAILURE_CLIENTS,
-                )
-            }),
-        }
-    }
-
-    /// `Ok` when `client` may try to authenticate; otherwise how long until it may.
-    pub fn check(&self, client: IpAddr) -> Result<(), Duration> {
-        match &self.buckets {
-            Some(b) => b.peek(&client_key(client), Instant::now()),
-            None => Ok(()),
-        }
-    }
-
-    /// Counts one failed authentication of `client`.
-    pub fn failed(&self, client: IpAddr) {
-        if let Some(b) = &self.buckets {
-            // An empty bucket stays empty; the refusal comes with the next call's check.
-            let _ = b.take(client_key(client), Instant::now());
-        }
-    }
-}
-
-/// The key a client's failures are counted under: its IPv4 address, or the /64 of its IPv6
-/// address (one host commonly holds a whole /64, so single addresses would be free to rotate).
-pub fn client_key(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V4(_) => ip,
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => {
-                let prefix = u128::from(v6) & !((1u128 << 64) - 1);
-                IpAddr::V6(prefix.into())
-            }
-        },
-    }
-}
-
 /// The address of the peer of a call, as tonic's TCP accept loop attached it. The gRPC port
 /// has no trusted-proxy setting: behind an L7 proxy every call is the proxy's (see
 /// docs/limits.md).
@@ -512,61 +457,6 @@ impl Middleware for Auth {
                 Err(e) => Ok(refuse(e)),
             }
         })
-    }
-}
-
-/// Per-workspace request rate limits: one bucket per workspace, shared by every replica through
-/// Redis when it is configured (so the limit does not multiply with the replica count), and this
-/// process's own buckets otherwise, or while Redis cannot be reached (failing open to the local
-/// limit, never to no limit).
-pub struct RateLimiter {
-    per_second: f64,
-    burst: u32,
-    buckets: Mutex<HashMap<WorkspaceId, TokenBucket>>,
-    shared: Option<Arc<dyn SharedRate>>,
-}
-
-impl RateLimiter {
-    pub fn new(per_second: f64, burst: u32) -> Self {
-        Self {
-            per_second,
-            burst,
-            buckets: Mutex::new(HashMap::new()),
-            shared: None,
-        }
-    }
-
-    /// Limits shared through `shared` (Redis), with this process's buckets as the fallback.
-    pub fn shared(mut self, shared: Arc<dyn SharedRate>) -> Self {
-        self.shared = Some(shared);
-        self
-    }
-
-    /// Takes one token, or says how long until one is available.
-    pub async fn check(&self, ws: WorkspaceId) -> Result<(), Duration> {
-        if let Some(shared) = &self.shared {
-            let key = format!("keygate:v1:rate:ws:{ws}");
-            match shared.take(&key, self.per_second, self.burst).await {
-                Ok(None) => return Ok(()),
-                Ok(Some(wait)) => return Err(wait),
-                Err(e) => {
-                    keygate_telemetry::metrics::rate_limit_fallback();
-                    tracing::debug!(error = %e, "shared rate limit unreachable; this replica's own limit applies");
-                }
-            }
-        }
-        self.check_local(ws)
-    }
-
-    fn check_local(&self, ws: WorkspaceId) -> Result<(), Duration> {
-        let now = Instant::now();
-        let Ok(mut buckets) = self.buckets.lock() else {
-            return Ok(()); // A poisoned lock must not take the API down; limits resume on restart.
-        };
-        buckets
-            .entry(ws)
-            .or_insert_with(|| TokenBucket::new(self.per_second, self.burst, now))
-            .take(now)
     }
 }
 
@@ -702,23 +592,27 @@ pub type Stack = Nest<
 type Nest<M, Inner> = tower::layer::util::Stack<StageLayer<M>, Inner>;
 type Identity = tower::layer::util::Identity;
 
-/// The whole stack as one layer, in [`ORDER`].
+/// The whole stack as one layer, in [`ORDER`], with limiters of its own built from `cfg`.
 pub fn build(cfg: &StackConfig, auth: Authenticator) -> Stack {
+    let limiters = Limiters::new(
+        cfg.rate_per_second,
+        cfg.rate_burst,
+        cfg.auth_failures_per_minute,
+        cfg.shared_rate.clone(),
+    );
+    build_with(cfg, auth, limiters)
+}
+
+/// The whole stack as one layer, in [`ORDER`], with `limiters` shared with other surfaces (the
+/// per-workspace rate and failed-authentication settings of `cfg` are then theirs).
+pub fn build_with(cfg: &StackConfig, auth: Authenticator, limiters: Limiters) -> Stack {
     tower::ServiceBuilder::new()
         .layer(StageLayer(RequestId))
         .layer(StageLayer(Trace))
         .layer(StageLayer(Metrics))
-        .layer(StageLayer(AuthFailures(Arc::new(AuthFailureLimiter::new(
-            cfg.auth_failures_per_minute,
-        )))))
+        .layer(StageLayer(AuthFailures(limiters.auth_failures)))
         .layer(StageLayer(Auth(auth)))
-        .layer(StageLayer(RateLimit(Arc::new({
-            let limiter = RateLimiter::new(cfg.rate_per_second, cfg.rate_burst);
-            match &cfg.shared_rate {
-                Some(shared) => limiter.shared(shared.clone()),
-                None => limiter,
-            }
-        }))))
+        .layer(StageLayer(RateLimit(limiters.rate)))
         .layer(StageLayer(Deadline {
             max: cfg.max_deadline,
         }))
@@ -755,50 +649,5 @@ mod tests {
         assert_eq!(method_label("/keygate.v1.AccessGrantService/Nope"), "other");
         assert_eq!(method_label("/anything/else"), "other");
         assert_eq!(code_name(tonic::Code::NotFound), "NOT_FOUND");
-    }
-
-    #[test]
-    fn failures_are_counted_per_client_and_ipv6_per_64() {
-        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().expect("ip");
-        let b: IpAddr = "2001:db8:1:2:bbbb::9".parse().expect("ip");
-        let other: IpAddr = "2001:db8:1:3::1".parse().expect("ip");
-        assert_eq!(client_key(a), client_key(b), "one /64");
-        assert_ne!(client_key(a), client_key(other));
-        let mapped: IpAddr = "::ffff:192.0.2.7".parse().expect("ip");
-        assert_eq!(
-            client_key(mapped),
-            "192.0.2.7".parse::<IpAddr>().expect("ip")
-        );
-
-        let limiter = AuthFailureLimiter::new(3);
-        let v4: IpAddr = "192.0.2.1".parse().expect("ip");
-        for _ in 0..3 {
-            assert!(limiter.check(v4).is_ok());
-            limiter.failed(v4);
-        }
-        let wait = limiter
-            .check(v4)
-            .expect_err("three failures spent the budget");
-        assert!(wait > Duration::ZERO && wait <= Duration::from_secs(20));
-        assert!(limiter.check(a).is_ok(), "another client is not affected");
-        let off = AuthFailureLimiter::new(0);
-        for _ in 0..100 {
-            off.failed(v4);
-        }
-        assert!(off.check(v4).is_ok(), "0 turns the limit off");
-    }
-
-    #[tokio::test]
-    async fn token_bucket() {
-        let rl = RateLimiter::new(1.0, 2);
-        let ws = WorkspaceId::new();
-        assert!(rl.check(ws).await.is_ok());
-        assert!(rl.check(ws).await.is_ok());
-        let wait = rl.check(ws).await.expect_err("bucket empty");
-        assert!(wait > Duration::ZERO && wait <= Duration::from_secs(1));
-        assert!(
-            rl.check(WorkspaceId::new()).await.is_ok(),
-            "other workspaces have their own bucket"
-        );
     }
 }

@@ -1,12 +1,13 @@
 //! The HTTP port: probes and Prometheus metrics. The delivery role merges in the Instant Key
-//! pages (`keygate_delivery::instant_keys::router`) and, in outbox mode, `/outbox`.
+//! pages (`keygate_delivery::instant_keys::router`) and, in outbox mode, `/outbox`; the gateway
+//! role the Seam-compatible API under `/seam` (`keygate_seam_api::router`).
 //!
 //! The port is public (the pages' links lead here), so [`serve`] bounds what a client can hold:
 //! HTTP/1 only, a connection limit, a header-read timeout (a client that never finishes its
 //! headers, or idles between requests, is cut off), and [`guard`] in front of every route: a
 //! request timeout and a limit of requests in flight (503 with `Retry-After`; the probes are
-//! exempt), and the client's address for the pages' per-client limits (the peer, or what a
-//! trusted proxy says in `X-Forwarded-For`).
+//! exempt), and the client's address for the per-client limits of the pages and of the
+//! Seam-compatible API (the peer, or what a trusted proxy says in `X-Forwarded-For`).
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -19,7 +20,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use keygate_delivery::instant_keys::limits::ClientAddr;
+use keygate_app::throttle::ClientAddr;
 use keygate_telemetry::metrics::MetricsHandle;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
@@ -163,8 +164,8 @@ struct Guard {
 }
 
 /// 503 with `Retry-After: 1`.
-fn unavailable(why: &'static str) -> Response {
-    let mut r = (StatusCode::SERVICE_UNAVAILABLE, why).into_response();
+fn unavailable(why: &str) -> Response {
+    let mut r = (StatusCode::SERVICE_UNAVAILABLE, why.to_owned()).into_response();
     r.headers_mut()
         .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
     r
@@ -180,12 +181,18 @@ async fn guard(State(g): State<Guard>, mut req: Request, next: Next) -> Response
     if path == "/livez" || path == "/readyz" {
         return next.run(req).await;
     }
+    // The Seam-compatible API's clients read every refusal as Seam's JSON envelope.
+    let refuse: fn(&str) -> Response = if keygate_seam_api::is_seam_path(path) {
+        keygate_seam_api::unavailable
+    } else {
+        unavailable
+    };
     let Ok(_permit) = g.in_flight.clone().try_acquire_owned() else {
-        return unavailable("server overloaded; retry in a moment\n");
+        return refuse("server overloaded; retry in a moment\n");
     };
     match tokio::time::timeout(g.request_timeout, next.run(req)).await {
         Ok(r) => r,
-        Err(_) => unavailable("request timed out\n"),
+        Err(_) => refuse("request timed out\n"),
     }
 }
 

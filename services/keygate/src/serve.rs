@@ -217,6 +217,22 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     };
     let (ready_tx, ready_rx) = watch::channel(false);
 
+    // One per-workspace request budget and one failed-authentication budget per client for
+    // every API surface of this process (gRPC and the Seam-compatible HTTP API).
+    let limiters = keygate_app::throttle::Limiters::new(
+        args.rate_limit_rps,
+        args.rate_limit_burst,
+        args.auth_failures_per_minute_per_client,
+        // One bucket per workspace for all replicas; each replica's own while Redis is down.
+        if args.redis_url.is_empty() {
+            None
+        } else {
+            Some(Arc::new(
+                RedisCache::new(&args.redis_url)
+                    .context("KEYGATE_REDIS_URL for the shared rate limits")?,
+            ))
+        },
+    );
     if args.roles.contains(&Role::Gateway) {
         let listener = TcpListener::bind(args.grpc_addr)
             .await
@@ -235,16 +251,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
                 max_deadline: Duration::from_secs(args.max_deadline_secs.max(1)),
                 max_in_flight: args.max_in_flight.max(1),
                 auth_failures_per_minute: args.auth_failures_per_minute_per_client,
-                // One bucket per workspace for all replicas; each replica's own while Redis is down.
-                shared_rate: if args.redis_url.is_empty() {
-                    None
-                } else {
-                    Some(Arc::new(
-                        RedisCache::new(&args.redis_url)
-                            .context("KEYGATE_REDIS_URL for the shared rate limits")?,
-                    ))
-                },
+                // The shared limiters below are the ones used; their Redis is set there.
+                shared_rate: None,
             },
+            limiters: Some(limiters.clone()),
             max_message_bytes: args.max_message_bytes,
             streams: keygate_gateway::services::events::StreamLimits {
                 per_workspace: args.watch_streams_per_workspace,
@@ -381,6 +391,24 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         http.local_addr()?
     );
     let mut routes = crate::http::router(ready.clone(), metrics);
+    if args.roles.contains(&Role::Gateway) {
+        // The Seam-compatible HTTP/JSON API (docs/seam-api.md): the same keys, limits and use
+        // cases as gRPC, under /seam.
+        routes = routes.merge(keygate_seam_api::router(keygate_seam_api::SeamApi {
+            app: app.clone(),
+            auth: keygate_app::auth::Authenticator::new(
+                store.clone(),
+                cache.clone(),
+                Some(args.admin_token.clone()).filter(|t| !t.is_empty()),
+            ),
+            limiters: limiters.clone(),
+        }));
+        println!(
+            "keygate: Seam-compatible API at http://{}{}",
+            http.local_addr()?,
+            keygate_seam_api::PREFIX
+        );
+    }
     if args.roles.contains(&Role::Delivery) {
         // The Instant Key pages: the links of grants and of GenerateInstantKey lead here.
         routes = routes.merge(keygate_delivery::instant_keys::router(
@@ -660,6 +688,10 @@ async fn prepare(
                     "keygate: created sandbox workspace {workspace_id} with five virtual access systems"
                 );
                 println!("keygate: sandbox API key (shown once): {token}");
+                if let Some(seam) = keygate_app::tokens::seam_api_key(&token, true) {
+                    // The same key in the form Seam's SDKs accept (docs/seam-api.md).
+                    println!("keygate: the same key for the Seam-compatible API: {seam}");
+                }
                 if let Some(path) = key_file {
                     println!(
                         "keygate: the key is also in {} (owner-only)",

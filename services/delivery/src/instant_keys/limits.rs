@@ -16,9 +16,9 @@ use keygate_domain::rate::Buckets;
 use sha2::{Digest as _, Sha256};
 
 /// The client of a request, as the HTTP port resolved it (the peer address, or a trusted
-/// proxy's `X-Forwarded-For`). Without it only the per-key limits apply.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ClientAddr(pub IpAddr);
+/// proxy's `X-Forwarded-For`). Without it only the per-key limits apply. Defined in the
+/// application layer so every HTTP surface reads the same extension.
+pub use keygate_app::throttle::ClientAddr;
 
 /// The limits, in requests per minute (all of a minute's may come at once); 0 turns one off.
 #[derive(Clone, Copy, Debug)]

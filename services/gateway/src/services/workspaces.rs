@@ -40,10 +40,12 @@ impl WorkspaceService for Workspaces {
         reply(async {
             let cmd = req.into_inner().into_command()?;
             let (ws, key, token) = self.app.create_workspace(cmd).await?;
+            let seam_api_key_token = self.app.seam_api_key_token(ws.id, &token).await?;
             Ok(admin::CreateWorkspaceResponse {
                 workspace: Some(convert::workspace(&ws)),
                 api_key: Some(convert::api_key(&key)),
                 api_key_token: token,
+                seam_api_key_token,
             })
         })
         .await
@@ -78,9 +80,11 @@ impl WorkspaceService for Workspaces {
         reply(async {
             let (ws, cmd) = req.into_inner().into_command()?;
             let (key, token) = self.app.create_api_key(ws, cmd).await?;
+            let seam_api_key_token = self.app.seam_api_key_token(ws, &token).await?;
             Ok(admin::CreateApiKeyResponse {
                 api_key: Some(convert::api_key(&key)),
                 api_key_token: token,
+                seam_api_key_token,
             })
         })
         .await

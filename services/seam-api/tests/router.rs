@@ -1,0 +1,896 @@
+//! The Seam-compatible API in process: the router over a real store (embedded SQLite, and
+//! PostgreSQL from `KEYGATE_TEST_DATABASE_URL` for tenancy), called as Seam's SDKs call it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{Method, Request, StatusCode};
+use keygate_app::App;
+use keygate_app::auth::Authenticator;
+use keygate_app::throttle::{AuthFailureLimiter, Limiters, RateLimiter};
+use keygate_app::tokens::{PageTokens, seam_api_key};
+use keygate_app::tracker::Tracker;
+use keygate_app::workspaces::CreateWorkspace;
+use keygate_cache::{Cache, InProcessCache};
+use keygate_domain::instant_key::Links;
+use keygate_domain::model::WorkspaceType;
+use keygate_seam_api::{SeamApi, router};
+use keygate_store::testdb::TestDb;
+use serde_json::{Value, json};
+use tower::ServiceExt as _;
+
+struct Harness {
+    app: App,
+    router: axum::Router,
+    db: TestDb,
+}
+
+fn harness(db: TestDb, rate: RateLimiter) -> Harness {
+    let store = db.store.clone();
+    let cache: Arc<dyn Cache> = Arc::new(InProcessCache::new(1_000));
+    let tracker = Tracker::in_process(store.clone(), cache.clone());
+    let links = Links::new("http://keygate.test");
+    links.set_secret(vec![5; 32]);
+    let mut providers = keygate_providers::Registry::new();
+    providers.register(Arc::new(
+        keygate_providers::virtual_system::VirtualSystems::new(Duration::ZERO),
+    ));
+    let app = App::new(
+        store.clone(),
+        tracker,
+        links,
+        PageTokens::new(vec![6; 32]),
+        providers,
+    );
+    let router = router(SeamApi {
+        app: app.clone(),
+        auth: Authenticator::new(store, cache, None),
+        limiters: Limiters {
+            rate: Arc::new(rate),
+            auth_failures: Arc::new(AuthFailureLimiter::new(0)),
+        },
+    });
+    Harness { app, router, db }
+}
+
+fn plenty() -> RateLimiter {
+    RateLimiter::new(1000.0, 1000)
+}
+
+/// A sandbox workspace: its key in the `seam_` form and in the `kg_` form.
+async fn workspace(app: &App, name: &str) -> (String, String) {
+    let (_, _, token) = app
+        .create_workspace(CreateWorkspace {
+            name: name.into(),
+            workspace_type: WorkspaceType::Sandbox,
+            api_key_name: None,
+        })
+        .await
+        .expect("workspace");
+    (seam_api_key(&token, true).expect("seam form"), token)
+}
+
+struct Reply {
+    status: StatusCode,
+    headers: axum::http::HeaderMap,
+    body: Value,
+}
+
+async fn call(h: &Harness, method: Method, path: &str, key: Option<&str>, body: Value) -> Reply {
+    call_with(h, method, path, key, body, None).await
+}
+
+async fn call_with(
+    h: &Harness,
+    method: Method,
+    path: &str,
+    key: Option<&str>,
+    body: Value,
+    idempotency_key: Option<&str>,
+) -> Reply {
+    let mut req = Request::builder()
+        .method(method.clone())
+        .uri(format!("/seam/{path}"))
+        .header("host", "keygate.test");
+    if let Some(k) = key {
+        req = req.header("authorization", format!("Bearer {k}"));
+    }
+    if let Some(k) = idempotency_key {
+        req = req.header("idempotency-key", k);
+    }
+    let body = if method == Method::GET || method == Method::DELETE {
+        Body::empty()
+    } else {
+        req = req.header("content-type", "application/json");
+        Body::from(body.to_string())
+    };
+    let resp = h
+        .router
+        .clone()
+        .oneshot(req.body(body).expect("request"))
+        .await
+        .expect("infallible");
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)
+        .await
+        .expect("body");
+    let body = serde_json::from_slice(&bytes).expect("every reply is JSON");
+    assert!(
+        headers.contains_key("seam-request-id"),
+        "every reply carries seam-request-id"
+    );
+    Reply {
+        status,
+        headers,
+        body,
+    }
+}
+
+fn ok(r: &Reply) -> &Value {
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.body["ok"], true);
+    &r.body
+}
+
+fn error_type(r: &Reply) -> &str {
+    assert_eq!(r.body["ok"], false, "{}", r.body);
+    assert_eq!(
+        r.body["error"]["request_id"].as_str(),
+        r.headers
+            .get("seam-request-id")
+            .and_then(|v| v.to_str().ok())
+    );
+    r.body["error"]["type"].as_str().unwrap_or_default()
+}
+
+/// The Salto Space system of the workspace and its first two entrances.
+async fn salto(h: &Harness, key: &str) -> (String, Vec<String>) {
+    let systems = call(h, Method::GET, "acs/systems/list", Some(key), json!({})).await;
+    let system = ok(&systems)["acs_systems"]
+        .as_array()
+        .expect("systems")
+        .iter()
+        .find(|s| s["external_type"] == "salto_space_system")
+        .expect("the sandbox has a Salto Space system")["acs_system_id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let entrances = call(
+        h,
+        Method::GET,
+        &format!("acs/entrances/list?acs_system_id={system}&_strict=true"),
+        Some(key),
+        json!({}),
+    )
+    .await;
+    let ids = ok(&entrances)["acs_entrances"]
+        .as_array()
+        .expect("entrances")
+        .iter()
+        .map(|e| e["acs_entrance_id"].as_str().expect("id").to_owned())
+        .collect();
+    (system, ids)
+}
+
+fn grant_body(entrances: &[String]) -> Value {
+    json!({
+        "user_identity": {"full_name": "Jane Doe", "email_address": "jane.doe@example.com"},
+        "acs_entrance_ids": [entrances[0], entrances[1]],
+        "requested_access_methods": [{"mode": "card"}, {"mode": "mobile_key"}],
+        "starts_at": "2099-08-01T15:00:00.000Z",
+        "ends_at": "2099-08-04T11:00:00.000Z",
+    })
+}
+
+#[tokio::test]
+async fn keys_routes_and_verbs() {
+    let h = harness(TestDb::sqlite().await, plenty());
+    let (seam_key, kg_key) = workspace(&h.app, "Keys").await;
+
+    let r = call(&h, Method::GET, "workspaces/get", None, json!({})).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(error_type(&r), "missing_credentials");
+    let wrong = format!("{}AAAA", &seam_key[..seam_key.len() - 4]);
+    let r = call(&h, Method::GET, "workspaces/get", Some(&wrong), json!({})).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(error_type(&r), "invalid_api_key");
+
+    for key in [&seam_key, &kg_key] {
+        let r = call(&h, Method::GET, "workspaces/get", Some(key), json!({})).await;
+        assert_eq!(ok(&r)["workspace"]["is_sandbox"], true);
+        assert_eq!(r.body["workspace"]["name"], "Keys");
+    }
+
+    let r = call(&h, Method::POST, "devices/list", Some(&seam_key), json!({})).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    assert_eq!(error_type(&r), "route_not_found");
+    let r = call(
+        &h,
+        Method::DELETE,
+        "workspaces/get",
+        Some(&seam_key),
+        json!({}),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED);
+    // POST is every route's verb; the alternative is the documented one.
+    let r = call(
+        &h,
+        Method::POST,
+        "workspaces/get",
+        Some(&seam_key),
+        json!({}),
+    )
+    .await;
+    ok(&r);
+}
+
+#[tokio::test]
+async fn query_strings_strict_mode_and_paging() {
+    let h = harness(TestDb::sqlite().await, plenty());
+    let (key, _) = workspace(&h.app, "Paging").await;
+    let (system, all) = salto(&h, &key).await;
+    assert!(all.len() >= 3);
+
+    // Unknown parameters are refused under _strict, per field; ignored without it.
+    let r = call(
+        &h,
+        Method::GET,
+        &format!("acs/entrances/list?acs_system_id={system}&colour=blue&_strict=true"),
+        Some(&key),
+        json!({}),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert_eq!(error_type(&r), "invalid_input");
+    assert!(r.body["error"]["validation_errors"]["colour"]["_errors"][0].is_string());
+    let r = call(
+        &h,
+        Method::GET,
+        &format!("acs/entrances/list?acs_system_id={system}&colour=blue"),
+        Some(&key),
+        json!({}),
+    )
+    .await;
+    ok(&r);
+
+    // Values are coerced per schema: limit is a number.
+    let r = call(
+        &h,
+        Method::GET,
+        &format!("acs/entrances/list?acs_system_id={system}&limit=many"),
+        Some(&key),
+        json!({}),
+    )
+    .await;
+    assert_eq!(error_type(&r), "invalid_input");
+    assert!(r.body["error"]["validation_errors"]["limit"].is_object());
+
+    // Pages of two, followed by next_page_url, then by next_page_cursor in a POST body.
+    let mut seen = Vec::new();
+    let mut path = format!("acs/entrances/list?acs_system_id={system}&limit=2&_strict=true");
+    loop {
+        let r = call(&h, Method::GET, &path, Some(&key), json!({})).await;
+        let body = ok(&r);
+        let page = body["acs_entrances"].as_array().expect("page");
+        assert!(page.len() <= 2);
+        seen.extend(page.iter().map(|e| e["acs_entrance_id"].clone()));
+        let p = &body["pagination"];
+        if p["has_next_page"] == false {
+            assert!(p["next_page_cursor"].is_null() && p["next_page_url"].is_null());
+            break;
+        }
+        let url = p["next_page_url"].as_str().expect("next_page_url");
+        let cursor = p["next_page_cursor"].as_str().expect("cursor");
+        assert!(url.starts_with("http://keygate.test/seam/acs/entrances/list?"));
+        assert!(url.contains("page_cursor="));
+        // The same page through POST and the cursor.
+        let again = call(
+            &h,
+            Method::POST,
+            "acs/entrances/list",
+            Some(&key),
+            json!({"acs_system_id": system, "limit": 2, "page_cursor": cursor}),
+        )
+        .await;
+        let next = call(
+            &h,
+            Method::GET,
+            url.trim_start_matches("http://keygate.test/seam/"),
+            Some(&key),
+            json!({}),
+        )
+        .await;
+        assert_eq!(ok(&again)["acs_entrances"], ok(&next)["acs_entrances"]);
+        path = url
+            .trim_start_matches("http://keygate.test/seam/")
+            .to_owned();
+    }
+    assert_eq!(seen.len(), all.len(), "every entrance once");
+
+    // A cursor of another listing is refused as invalid input on page_cursor.
+    let r = call(
+        &h,
+        Method::POST,
+        "access_grants/list",
+        Some(&key),
+        json!({"page_cursor": "bm90IGEgY3Vyc29y"}),
+    )
+    .await;
+    assert_eq!(error_type(&r), "invalid_input");
+    assert!(r.body["error"]["validation_errors"]["page_cursor"].is_object());
+}
+
+#[tokio::test]
+async fn the_grant_lifecycle_through_every_verb() {
+    let h = harness(TestDb::sqlite().await, plenty());
+    let (key, _) = workspace(&h.app, "Grants").await;
+    let (_, entrances) = salto(&h, &key).await;
+
+    let r = call(
+        &h,
+        Method::POST,
+        "access_grants/create",
+        Some(&key),
+        grant_body(&entrances),
+    )
+    .await;
+    let g = ok(&r)["access_grant"].clone();
+    let id = g["access_grant_id"].as_str().expect("id").to_owned();
+    assert_eq!(g["requested_access_methods"][0]["mode"], "card");
+    assert_eq!(g["requested_access_methods"][1]["mode"], "mobile_key");
+    assert_eq!(g["starts_at"], "2099-08-01T15:00:00Z");
+    assert!(
+        g["instant_key_url"]
+            .as_str()
+            .is_some_and(|u| u.starts_with("http://keygate.test/"))
+    );
+    let card = g["requested_access_methods"][0]["created_access_method_ids"][0]
+        .as_str()
+        .expect("card")
+        .to_owned();
+
+    let r = call(
+        &h,
+        Method::GET,
+        &format!("access_grants/get?access_grant_id={id}"),
+        Some(&key),
+        json!({}),
+    )
+    .await;
+    assert_eq!(ok(&r)["access_grant"]["access_grant_id"], id.as_str());
+    let r = call(
+        &h,
+        Method::GET,
+        &format!("access_methods/get?access_method_id={card}&_strict=true"),
+        Some(&key),
+        json!({}),
+    )
+    .await;
+    let m = &ok(&r)["access_method"];
+    assert_eq!(m["mode"], "card");
+    assert!(m["is_encoding_required"].is_boolean());
+    assert!(m.get("is_card_encoding_required").is_none(), "Seam's name");
+    let r = call(
+        &h,
+        Method::GET,
+        &format!("access_methods/list?access_grant_id={id}"),
+        Some(&key),
+        json!({}),
+    )
+    .await;
+    assert_eq!(ok(&r)["access_methods"].as_array().map(Vec::len), Some(2));
+
+    // PATCH with JSON: a new name and no end.
+    let r = call(
+        &h,
+        Method::PATCH,
+        "access_grants/update",
+        Some(&key),
+        json!({"access_grant_id": id, "name": "Jane's stay", "ends_at": null}),
+    )
+    .await;
+    ok(&r);
+    let r = call(
+        &h,
+        Method::POST,
+        "access_grants/get",
+        Some(&key),
+        json!({"access_grant_id": id}),
+    )
+    .await;
+    assert_eq!(ok(&r)["access_grant"]["name"], "Jane's stay");
+    assert!(r.body["access_grant"]["ends_at"].is_null());
+
+    let r = call(
+        &h,
+        Method::GET,
+        &format!("events/list?access_grant_id={id}&event_types=access_grant.created"),
+        Some(&key),
+        json!({}),
+    )
+    .await;
+    let events = ok(&r)["events"].as_array().expect("events").clone();
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0]["access_grant_ids"][0], id.as_str());
+    let event_id = events[0]["event_id"].as_str().expect("event id");
+    let r = call(
+        &h,
+        Method::GET,
+        &format!("events/get?event_id={event_id}"),
+        Some(&key),
+        json!({}),
+    )
+    .await;
+    assert_eq!(ok(&r)["event"]["event_type"], "access_grant.created");
+
+    // DELETE with a query string; then the grant is gone.
+    let r = call(
+        &h,
+        Method::DELETE,
+        &format!("access_grants/delete?access_grant_id={id}"),
+        Some(&key),
+        json!({}),
+    )
+    .await;
+    ok(&r);
+    let r = call(
+        &h,
+        Method::GET,
+        &format!("access_grants/get?access_grant_id={id}"),
+        Some(&key),
+        json!({}),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    assert_eq!(error_type(&r), "access_grant_not_found");
+}
+
+#[tokio::test]
+async fn bad_input_names_its_fields() {
+    let h = harness(TestDb::sqlite().await, plenty());
+    let (key, _) = workspace(&h.app, "Input").await;
+    let (_, entrances) = salto(&h, &key).await;
+    let r = call(
+        &h,
+        Method::POST,
+        "access_grants/create",
+        Some(&key),
+        json!({
+            "user_identity": {"full_name": "Jane Doe", "phone_number": "not a phone"},
+            "acs_entrance_ids": [entrances[0]],
+            "requested_access_methods": [],
+            "starts_at": "next tuesday",
+        }),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert_eq!(error_type(&r), "invalid_input");
+    assert!(r.body["error"]["validation_errors"]["starts_at"]["_errors"][0].is_string());
+
+    let r = call(
+        &h,
+        Method::POST,
+        "access_grants/create",
+        Some(&key),
+        json!({
+            "user_identity": {"full_name": "Jane Doe"},
+            "acs_entrance_ids": [entrances[0]],
+            "requested_access_methods": [],
+        }),
+    )
+    .await;
+    assert_eq!(error_type(&r), "invalid_input");
+    let v = &r.body["error"]["validation_errors"];
+    assert!(
+        v["requested_access_methods"]["_errors"][0].is_string(),
+        "{v}"
+    );
+
+    let r = call(
+        &h,
+        Method::POST,
+        "access_grants/create",
+        Some(&key),
+        json!({"acs_entrance_ids": "not a list"}),
+    )
+    .await;
+    assert!(r.body["error"]["validation_errors"]["acs_entrance_ids"].is_object());
+
+    let r = call(&h, Method::POST, "access_grants/get", Some(&key), json!({})).await;
+    assert!(r.body["error"]["validation_errors"]["access_grant_id"].is_object());
+}
+
+#[tokio::test]
+async fn idempotency_key_replays_a_create() {
+    let h = harness(TestDb::sqlite().await, plenty());
+    let (key, _) = workspace(&h.app, "Replays").await;
+    let (_, entrances) = salto(&h, &key).await;
+    let body = grant_body(&entrances);
+    let first = call_with(
+        &h,
+        Method::POST,
+        "access_grants/create",
+        Some(&key),
+        body.clone(),
+        Some("create-jane-1"),
+    )
+    .await;
+    let again = call_with(
+        &h,
+        Method::POST,
+        "access_grants/create",
+        Some(&key),
+        body,
+        Some("create-jane-1"),
+    )
+    .await;
+    assert_eq!(
+        ok(&first)["access_grant"]["access_grant_id"],
+        ok(&again)["access_grant"]["access_grant_id"]
+    );
+    let mut other = grant_body(&entrances);
+    other["requested_access_methods"] = json!([{"mode": "card"}]);
+    let r = call_with(
+        &h,
+        Method::POST,
+        "access_grants/create",
+        Some(&key),
+        other,
+        Some("create-jane-1"),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CONFLICT);
+    assert_eq!(error_type(&r), "idempotency_key_reused");
+    let long = "k".repeat(1000);
+    let r = call_with(
+        &h,
+        Method::POST,
+        "access_grants/create",
+        Some(&key),
+        grant_body(&entrances),
+        Some(&long),
+    )
+    .await;
+    assert_eq!(error_type(&r), "invalid_input");
+    assert!(r.body["error"]["validation_errors"]["Idempotency-Key"].is_object());
+}
+
+#[tokio::test]
+async fn the_workspace_rate_limit_says_when_to_retry() {
+    let h = harness(TestDb::sqlite().await, RateLimiter::new(0.5, 2));
+    let (key, _) = workspace(&h.app, "Busy").await;
+    ok(&call(&h, Method::GET, "workspaces/get", Some(&key), json!({})).await);
+    ok(&call(&h, Method::GET, "workspaces/get", Some(&key), json!({})).await);
+    let r = call(&h, Method::GET, "workspaces/get", Some(&key), json!({})).await;
+    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(error_type(&r), "rate_limited");
+    let after: u64 = r
+        .headers
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .expect("Retry-After in seconds");
+    assert!((1..=2).contains(&after), "{after}");
+}
+
+/// Tenancy on PostgreSQL: another workspace's ids are 404 `*_not_found`, never data.
+#[tokio::test]
+async fn another_workspaces_ids_are_not_found() {
+    let h = harness(TestDb::postgres().await, plenty());
+    let (a, _) = workspace(&h.app, "Tenant A").await;
+    let (b, _) = workspace(&h.app, "Tenant B").await;
+    let (b_system, b_entrances) = salto(&h, &b).await;
+    let r = call(
+        &h,
+        Method::POST,
+        "access_grants/create",
+        Some(&b),
+        grant_body(&b_entrances),
+    )
+    .await;
+    let g = ok(&r)["access_grant"].clone();
+    let grant = g["access_grant_id"].as_str().expect("id");
+    let method = g["access_method_ids"][0].as_str().expect("method");
+    let identity = g["user_identity_id"].as_str().expect("identity");
+
+    for (path, kind) in [
+        (
+            format!("access_grants/get?access_grant_id={grant}"),
+            "access_grant_not_found",
+        ),
+        (
+            format!("access_methods/get?access_method_id={method}"),
+            "access_method_not_found",
+        ),
+        (
+            format!("acs/systems/get?acs_system_id={b_system}"),
+            "acs_system_not_found",
+        ),
+        (
+            format!("acs/entrances/get?acs_entrance_id={}", b_entrances[0]),
+            "acs_entrance_not_found",
+        ),
+        (
+            format!("user_identities/get?user_identity_id={identity}"),
+            "user_identity_not_found",
+        ),
+    ] {
+        let r = call(&h, Method::GET, &path, Some(&a), json!({})).await;
+        assert_eq!(r.status, StatusCode::NOT_FOUND, "{path}: {}", r.body);
+        assert_eq!(error_type(&r), kind, "{path}");
+    }
+    let r = call(
+        &h,
+        Method::DELETE,
+        &format!("access_grants/delete?access_grant_id={grant}"),
+        Some(&a),
+        json!({}),
+    )
+    .await;
+    assert_eq!(error_type(&r), "access_grant_not_found");
+    // A's grant on B's entrances is refused the same way.
+    let r = call(
+        &h,
+        Method::POST,
+        "access_grants/create",
+        Some(&a),
+        grant_body(&b_entrances),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.body);
+    assert_eq!(error_type(&r), "acs_entrance_not_found");
+    // A's lists hold nothing of B's.
+    let r = call(&h, Method::GET, "access_grants/list", Some(&a), json!({})).await;
+    assert_eq!(ok(&r)["access_grants"], json!([]));
+    let r = call(
+        &h,
+        Method::GET,
+        &format!("events/list?access_grant_id={grant}"),
+        Some(&a),
+        json!({}),
+    )
+    .await;
+    assert_eq!(ok(&r)["events"], json!([]));
+    // B still sees its grant.
+    let r = call(
+        &h,
+        Method::GET,
+        &format!("access_grants/get?access_grant_id={grant}"),
+        Some(&b),
+        json!({}),
+    )
+    .await;
+    ok(&r);
+}
+
+/// Seed 000's console flow through Seam's routes: an access system user, its group, a
+/// credential for its linked identity, then deleted.
+#[tokio::test]
+async fn acs_users_groups_and_credentials() {
+    let h = harness(TestDb::sqlite().await, plenty());
+    let (key, _) = workspace(&h.app, "Console").await;
+    let systems = call(&h, Method::GET, "acs/systems/list", Some(&key), json!({})).await;
+    let system = ok(&systems)["acs_systems"]
+        .as_array()
+        .expect("systems")
+        .iter()
+        .find(|s| s["external_type"] == "salto_ks_site")
+        .expect("Salto KS")["acs_system_id"]
+        .clone();
+    let r = call(
+        &h,
+        Method::GET,
+        &format!(
+            "acs/access_groups/list?acs_system_id={}",
+            system.as_str().expect("id")
+        ),
+        Some(&key),
+        json!({}),
+    )
+    .await;
+    let group = ok(&r)["acs_access_groups"][0]["acs_access_group_id"].clone();
+    let r = call(
+        &h,
+        Method::POST,
+        "acs/users/create",
+        Some(&key),
+        json!({"acs_system_id": system, "full_name": "Jane Doe", "email": "jane@example.com",
+               "access_schedule": {"starts_at": "2099-01-01T00:00:00Z", "ends_at": null}}),
+    )
+    .await;
+    let user = ok(&r)["acs_user"].clone();
+    assert_eq!(user["email_address"], "jane@example.com");
+    assert_eq!(user["access_schedule"]["starts_at"], "2099-01-01T00:00:00Z");
+    let user_id = user["acs_user_id"].clone();
+
+    let r = call(
+        &h,
+        Method::PUT,
+        "acs/users/add_to_access_group",
+        Some(&key),
+        json!({"acs_user_id": user_id, "acs_access_group_id": group}),
+    )
+    .await;
+    ok(&r);
+    // A credential is issued to a person: the user must be linked to an identity first.
+    let r = call(
+        &h,
+        Method::POST,
+        "acs/credentials/create",
+        Some(&key),
+        json!({"acs_user_id": user_id, "access_method": "mobile_key"}),
+    )
+    .await;
+    assert_eq!(error_type(&r), "acs_user_not_linked");
+    let r = call(
+        &h,
+        Method::POST,
+        "user_identities/create",
+        Some(&key),
+        json!({"full_name": "Jane Doe", "email_address": "jane@example.com"}),
+    )
+    .await;
+    let identity = ok(&r)["user_identity"]["user_identity_id"].clone();
+    let r = call(
+        &h,
+        Method::PUT,
+        "user_identities/add_acs_user",
+        Some(&key),
+        json!({"acs_user_id": user_id, "user_identity_id": identity}),
+    )
+    .await;
+    ok(&r);
+    let r = call(
+        &h,
+        Method::POST,
+        "acs/credentials/create",
+        Some(&key),
+        json!({"acs_user_id": user_id, "access_method": "mobile_key"}),
+    )
+    .await;
+    let credential = ok(&r)["acs_credential"].clone();
+    assert_eq!(credential["access_method"], "mobile_key");
+    let r = call(
+        &h,
+        Method::GET,
+        &format!(
+            "acs/credentials/list?acs_user_id={}&_strict=true",
+            user_id.as_str().expect("id")
+        ),
+        Some(&key),
+        json!({}),
+    )
+    .await;
+    assert_eq!(
+        ok(&r)["acs_credentials"][0]["acs_credential_id"],
+        credential["acs_credential_id"]
+    );
+    let r = call(
+        &h,
+        Method::DELETE,
+        &format!(
+            "acs/credentials/delete?acs_credential_id={}",
+            credential["acs_credential_id"].as_str().expect("id")
+        ),
+        Some(&key),
+        json!({}),
+    )
+    .await;
+    ok(&r);
+    let r = call(
+        &h,
+        Method::DELETE,
+        &format!(
+            "acs/access_groups/remove_user?acs_user_id={}&acs_access_group_id={}",
+            user_id.as_str().expect("id"),
+            group.as_str().expect("id")
+        ),
+        Some(&key),
+        json!({}),
+    )
+    .await;
+    ok(&r);
+    let r = call(
+        &h,
+        Method::DELETE,
+        &format!(
+            "acs/users/delete?acs_user_id={}",
+            user_id.as_str().expect("id")
+        ),
+        Some(&key),
+        json!({}),
+    )
+    .await;
+    ok(&r);
+    let r = call(
+        &h,
+        Method::POST,
+        "acs/users/get",
+        Some(&key),
+        json!({"acs_user_id": user_id}),
+    )
+    .await;
+    assert_eq!(error_type(&r), "acs_user_not_found");
+}
+
+/// Whatever goes wrong, the reply is Seam's envelope with a request id: a body too large to
+/// read, a body that is not JSON.
+#[tokio::test]
+async fn unreadable_bodies_get_the_envelope() {
+    let h = harness(TestDb::sqlite().await, plenty());
+    let (key, _) = workspace(&h.app, "Bodies").await;
+    for (body, status) in [
+        (vec![b' '; 3 << 20], StatusCode::PAYLOAD_TOO_LARGE),
+        (b"{not json".to_vec(), StatusCode::BAD_REQUEST),
+    ] {
+        let req = Request::builder()
+            .method(Method::POST)
+            .uri("/seam/access_grants/list")
+            .header("authorization", format!("Bearer {key}"))
+            .header("content-type", "application/json")
+            .body(Body::from(body))
+            .expect("request");
+        let resp = h.router.clone().oneshot(req).await.expect("infallible");
+        assert_eq!(resp.status(), status);
+        assert!(resp.headers().contains_key("seam-request-id"));
+        let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)
+            .await
+            .expect("body");
+        let v: Value = serde_json::from_slice(&bytes).expect("JSON");
+        assert_eq!(v["ok"], false);
+        assert_eq!(v["error"]["type"], "invalid_input");
+    }
+}
+
+/// A client that keeps sending wrong keys is refused before its key is read, good key or not.
+#[tokio::test]
+async fn failed_authentications_are_limited_per_client() {
+    let mut h = harness(TestDb::sqlite().await, plenty());
+    h.router = router(SeamApi {
+        app: h.app.clone(),
+        auth: Authenticator::new(h.db.store.clone(), Arc::new(InProcessCache::new(100)), None),
+        limiters: Limiters {
+            rate: Arc::new(plenty()),
+            auth_failures: Arc::new(AuthFailureLimiter::new(3)),
+        },
+    });
+    let (key, _) = workspace(&h.app, "Guessed").await;
+    let wrong = format!("{}AAAA", &key[..key.len() - 4]);
+    let from = |ip: &str, k: &str| {
+        let mut req = Request::builder()
+            .uri("/seam/workspaces/get")
+            .header("authorization", format!("Bearer {k}"))
+            .body(Body::empty())
+            .expect("request");
+        req.extensions_mut()
+            .insert(keygate_app::throttle::ClientAddr(ip.parse().expect("ip")));
+        req
+    };
+    for _ in 0..3 {
+        let r = h
+            .router
+            .clone()
+            .oneshot(from("192.0.2.1", &wrong))
+            .await
+            .expect("reply");
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    }
+    let r = h
+        .router
+        .clone()
+        .oneshot(from("192.0.2.1", &key))
+        .await
+        .expect("reply");
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(r.headers().contains_key("retry-after"));
+    let r = h
+        .router
+        .clone()
+        .oneshot(from("192.0.2.2", &key))
+        .await
+        .expect("reply");
+    assert_eq!(r.status(), StatusCode::OK, "another client is not affected");
+}
