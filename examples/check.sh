@@ -83,9 +83,9 @@ if ! cmp -s "$WORK/package-lock.before" "$TS_DIR/package-lock.json"; then
   exit 1
 fi
 
-step "tools: buf and ts-proto (npm, tools/package-lock.json)"
+step "tools: buf and ts-proto (npm install --prefix tools; exact pins and the lock)"
 if [[ ! -x "$BUF" || ! -x "$REPO/tools/node_modules/.bin/protoc-gen-ts_proto" ]]; then
-  npm ci --prefix "$REPO/tools" --no-audit --no-fund --loglevel=error
+  npm install --prefix "$REPO/tools" --no-audit --no-fund --loglevel=error
 fi
 
 step "go: toolchain, protoc-gen-go, protoc-gen-go-grpc and grpc-go sources (Debian packages)"
