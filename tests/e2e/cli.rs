@@ -453,7 +453,7 @@ async fn admin_refusals_are_one_clear_line_and_a_non_zero_exit() {
 }
 
 #[test]
-fn probe_reports_readiness_by_its_exit_code() {
+fn probe_reports_readiness_by_its_exit_code_and_admin_needs_the_api_enabled() {
     let dir = DataDir::new();
     let kg = Keygate::start(&dir.0, &Options::default());
     let probe = |args: &[&str]| {
@@ -486,6 +486,17 @@ fn probe_reports_readiness_by_its_exit_code() {
         1,
         "not ready",
     );
+    // This server has no admin token: the operator API says so, whatever token is sent.
+    refused(
+        &keygate(
+            &kg.grpc_addr,
+            Some(ADMIN_TOKEN),
+            &["admin", "workspaces", "list"],
+        ),
+        1,
+        "PERMISSION_DENIED (ADMIN_API_DISABLED): the operator API is disabled",
+    );
+
     // A port that answers something else than 200 is not ready either.
     refused(&probe(&["--http-addr", &kg.grpc_addr]), 1, "not ready");
 }
