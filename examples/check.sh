@@ -1,11 +1,16 @@
 #!/usr/bin/env bash
 # Runs the generated-client examples against the real keygate binary:
-#   1. installs the pinned Python deps into examples/.venv and the pinned npm deps,
-#   2. generates both clients from proto/ (examples/python/gen, examples/typescript/gen),
+#   1. installs what generation needs when it is missing: the pinned Python deps into
+#      examples/.venv, the pinned npm deps (examples/typescript, and tools/ for buf and ts-proto),
+#      and Debian's Go toolchain, Go plugins and grpc-go sources (apt-get, as root),
+#   2. generates the Go, Python and TypeScript clients with one command, `buf generate`
+#      (buf.gen.yaml, into gen/), type-checks the TypeScript one, builds the Go example against the
+#      Go one, and generates the TypeScript example's own types (examples/typescript/gen),
 #   3. starts `keygate serve` on free loopback ports with its data in a temp dir,
-#   4. runs examples/python/quickstart.py, then examples/typescript/quickstart.ts (compiled by tsc),
+#   4. runs examples/python/quickstart.py (on gen/python), examples/typescript/quickstart.ts
+#      (compiled by tsc) and examples/go/quickstart (on gen/go),
 #   5. stops the server on exit.
-# Exits non-zero if any step or either example fails.
+# Exits non-zero if any step or any example fails.
 #
 # Environment:
 #   KEYGATE_BIN   the binary to test (default target/debug/keygate; built with
@@ -19,6 +24,14 @@ PROTO="$REPO/proto"
 VENV="$EXAMPLES/.venv"
 PY_DIR="$EXAMPLES/python"
 TS_DIR="$EXAMPLES/typescript"
+GO_DIR="$EXAMPLES/go"
+GEN="$REPO/gen"
+BUF="$REPO/tools/node_modules/.bin/buf"
+# Debian lays Go sources out as a GOPATH (/usr/share/gocode/src/<import path>); the module proxy
+# is not used.
+GOCODE=/usr/share/gocode
+GO_PACKAGES=(golang-go golang-google-grpc-dev golang-google-genproto-dev
+  golang-google-protobuf-dev golang-github-golang-protobuf-1-5-dev protoc-gen-go protoc-gen-go-grpc)
 PYTHON="${PYTHON:-python3}"
 DEFAULT_BIN="$REPO/target/debug/keygate"
 KEYGATE_BIN="${KEYGATE_BIN:-$DEFAULT_BIN}"
@@ -39,6 +52,7 @@ cleanup() {
     echo "check.sh: FAILED (exit $rc); last lines of the keygate log:" >&2
     tail -n 40 "$WORK/server.stderr" >&2 || true
   fi
+  rm -f "$REPO/gen/ts/node_modules"
   rm -rf "$WORK"
   exit "$rc"
 }
@@ -69,13 +83,55 @@ if ! cmp -s "$WORK/package-lock.before" "$TS_DIR/package-lock.json"; then
   exit 1
 fi
 
+step "tools: buf and ts-proto (npm install --prefix tools; exact pins and the lock)"
+if [[ ! -x "$BUF" || ! -x "$REPO/tools/node_modules/.bin/protoc-gen-ts_proto" ]]; then
+  npm install --prefix "$REPO/tools" --no-audit --no-fund --loglevel=error
+fi
+
+step "go: toolchain, protoc-gen-go, protoc-gen-go-grpc and grpc-go sources (Debian packages)"
+go_ready() {
+  command -v go >/dev/null && command -v protoc-gen-go >/dev/null &&
+    command -v protoc-gen-go-grpc >/dev/null &&
+    [[ -d "$GOCODE/src/google.golang.org/grpc" && -d "$GOCODE/src/google.golang.org/protobuf" &&
+      -d "$GOCODE/src/google.golang.org/genproto/googleapis/rpc/errdetails" ]]
+}
+if ! go_ready; then
+  if ((EUID != 0)); then
+    echo "check.sh: Go is missing: install as root: apt-get install ${GO_PACKAGES[*]}" >&2
+    exit 1
+  fi
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get -o DPkg::Lock::Timeout=300 update -qq
+  apt-get -o DPkg::Lock::Timeout=300 install -y -qq --no-install-recommends "${GO_PACKAGES[@]}" >/dev/null
+  go_ready || { echo "check.sh: Go packages installed but incomplete" >&2; exit 1; }
+fi
+go version
+
 # --- 2. Generated clients (never committed) ---------------------------------------------------
-step "python: generating the client from proto/ with grpc_tools.protoc"
-rm -rf "$PY_DIR/gen"
-mkdir -p "$PY_DIR/gen"
-(cd "$REPO" && "$VENV/bin/python" -m grpc_tools.protoc -I proto \
-  --python_out="$PY_DIR/gen" --pyi_out="$PY_DIR/gen" --grpc_python_out="$PY_DIR/gen" \
-  proto/keygate/v1/*.proto)
+step "buf generate: Go, Python and TypeScript clients from proto/ into gen/ (buf.gen.yaml)"
+# gen/ts/node_modules is a link made below for the type-check; buf's clean would empty what it
+# points at, so it must not exist while buf runs.
+rm -f "$GEN/ts/node_modules"
+(cd "$REPO" && "$BUF" generate)
+for f in go/keygate/v1/access_grants_grpc.pb.go python/keygate/v1/access_grants_pb2_grpc.py \
+  ts/keygate/v1/access_grants.ts go/keygate/admin/v1/workspaces.pb.go; do
+  [[ -s "$GEN/$f" ]] || { echo "check.sh: buf generate did not write gen/$f" >&2; exit 1; }
+done
+
+step "typescript: type-checking the generated client (gen/ts) with tsc"
+# The generated files import @grpc/grpc-js and @bufbuild/protobuf, found through a link to the
+# example's node_modules for the length of the check (and removed at exit).
+ln -sfn "$TS_DIR/node_modules" "$GEN/ts/node_modules"
+(cd "$TS_DIR" && node_modules/.bin/tsc -p tsconfig.gen.json)
+rm -f "$GEN/ts/node_modules"
+
+step "go: building examples/go/quickstart against gen/go (GOPATH mode over $GOCODE)"
+GO_PATH_DIR="$WORK/gopath"
+mkdir -p "$GO_PATH_DIR/src/keygate.dev/gen"
+ln -s "$GEN/go" "$GO_PATH_DIR/src/keygate.dev/gen/go"
+(cd "$GO_DIR/quickstart" &&
+  GO111MODULE=off GOPATH="$GO_PATH_DIR:$GOCODE" GOFLAGS= \
+    go build -o "$WORK/go-quickstart" .)
 
 step "typescript: generating types from proto/ with proto-loader-gen-types, compiling with tsc"
 rm -rf "$TS_DIR/gen" "$TS_DIR/dist"
@@ -148,10 +204,13 @@ step "keygate ready: gRPC $GRPC_ADDR, HTTP $HTTP_ADDR"
 export KEYGATE_ADDR="$GRPC_ADDR"
 export KEYGATE_API_KEY_FILE="$API_KEY_FILE"
 
-step "running python/quickstart.py"
-KEYGATE_PY_GEN="$PY_DIR/gen" "$VENV/bin/python" "$PY_DIR/quickstart.py"
+step "running python/quickstart.py (on gen/python from buf generate)"
+KEYGATE_PY_GEN="$GEN/python" "$VENV/bin/python" "$PY_DIR/quickstart.py"
 
 step "running typescript/quickstart.ts (dist/quickstart.js)"
 KEYGATE_PROTO_DIR="$PROTO" node "$TS_DIR/dist/quickstart.js"
 
-step "OK: both examples passed"
+step "running go/quickstart (on gen/go from buf generate)"
+"$WORK/go-quickstart"
+
+step "OK: all three examples passed"

@@ -6,6 +6,7 @@ mod harness;
 
 mod bad_input;
 mod browser;
+mod cli;
 mod connector;
 mod console_flow;
 mod crash;

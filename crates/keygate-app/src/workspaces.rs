@@ -3,7 +3,7 @@
 //! operator, and the workspace is an argument, not the caller's.
 
 use keygate_domain::ids::{ApiKeyId, WorkspaceId};
-use keygate_domain::model::{ApiKey, NewAccessSystem, Workspace, WorkspaceType, now};
+use keygate_domain::model::{AccessSystem, ApiKey, NewAccessSystem, Workspace, WorkspaceType, now};
 use keygate_domain::page::{Page, PageRequest};
 use keygate_domain::{Error, FieldViolation};
 use keygate_providers::{Connection, sandbox};
@@ -164,6 +164,17 @@ impl App {
 
     pub async fn list_workspaces(&self, page: &PageRequest) -> Result<Page<Workspace>, Error> {
         self.store.list_workspaces(page).await
+    }
+
+    /// The access systems of a workspace, for the operator: unlike a workspace's own listing, a
+    /// workspace that does not exist is `WORKSPACE_NOT_FOUND`, not an empty page.
+    pub async fn list_workspace_access_systems(
+        &self,
+        ws: WorkspaceId,
+        page: &PageRequest,
+    ) -> Result<Page<AccessSystem>, Error> {
+        self.store.get_workspace(ws).await?;
+        self.store.list_access_systems(ws, None, page).await
     }
 
     /// A new API key of the workspace. Returns the key and its token, shown once.

@@ -37,6 +37,188 @@ OTEL_TRACES_SAMPLER, OTEL_RESOURCE_ATTRIBUTES, ...)."
     /// Instant Key deliveries by SMS and email, and the outbox (docs/delivery.md).
     #[command(subcommand)]
     Deliveries(DeliveriesCommand),
+    /// The operator API of a running Keygate over gRPC, with the admin token (docs/cli.md).
+    Admin(AdminArgs),
+    /// Readiness check for container health checks: exits 0 when the server is ready, 1 when
+    /// not (docs/cli.md).
+    Probe(ProbeArgs),
+    /// Prints a shell completion script (bash, zsh, fish, elvish, powershell) to stdout.
+    Completions(CompletionsArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct CompletionsArgs {
+    /// The shell to complete for.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+#[derive(Args, Debug)]
+pub struct ProbeArgs {
+    /// The HTTP port of the server to check; GET /readyz on it must answer 200. An unspecified
+    /// address (0.0.0.0, [::]) is checked on loopback, so the server's own KEYGATE_HTTP_ADDR works.
+    #[arg(long, env = "KEYGATE_HTTP_ADDR", default_value = "127.0.0.1:8080")]
+    pub http_addr: std::net::SocketAddr,
+
+    /// Check the gRPC health service (grpc.health.v1, overall status) on this address instead of
+    /// the HTTP port, such as 127.0.0.1:50051.
+    #[arg(long)]
+    pub grpc_addr: Option<std::net::SocketAddr>,
+
+    /// Seconds the check may take before it counts as not ready.
+    #[arg(long, default_value_t = 3)]
+    pub timeout_secs: u64,
+}
+
+/// Where the operator API is and how to authenticate to it.
+#[derive(Args, Debug, Clone)]
+pub struct AdminConnectArgs {
+    /// gRPC endpoint of a running Keygate: http://host:port, https://host:port (TLS with the
+    /// system's roots), or host:port (plain).
+    #[arg(
+        long,
+        env = "KEYGATE_ENDPOINT",
+        default_value = "http://127.0.0.1:50051",
+        global = true
+    )]
+    pub endpoint: String,
+
+    /// The server's KEYGATE_ADMIN_TOKEN. Prefer the environment variable: a flag shows in the
+    /// process list.
+    #[arg(
+        long,
+        env = "KEYGATE_ADMIN_TOKEN",
+        default_value = "",
+        hide_env_values = true,
+        hide_default_value = true,
+        global = true
+    )]
+    pub admin_token: String,
+
+    /// Print JSON (one document) instead of a table.
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    /// Seconds to wait for the server, for connecting and for each call.
+    #[arg(long, default_value_t = 10, global = true)]
+    pub timeout_secs: u64,
+}
+
+#[derive(Args, Debug)]
+pub struct AdminArgs {
+    #[command(flatten)]
+    pub connect: AdminConnectArgs,
+
+    #[command(subcommand)]
+    pub command: AdminCommand,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AdminCommand {
+    /// Workspaces (tenants).
+    #[command(subcommand)]
+    Workspaces(WorkspacesCommand),
+    /// A workspace's API keys.
+    #[command(subcommand, name = "api-keys")]
+    ApiKeys(ApiKeysCommand),
+    /// A workspace's access systems.
+    #[command(subcommand)]
+    Systems(SystemsCommand),
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum WorkspaceTypeArg {
+    /// Virtual access systems only; seeded with the five sandbox systems.
+    Sandbox,
+    /// Real access systems.
+    Production,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum WorkspacesCommand {
+    /// Creates a workspace and its first API key (its token is printed once).
+    Create {
+        /// Display name, 1 to 200 characters.
+        #[arg(long)]
+        name: String,
+        /// Sandbox or production.
+        #[arg(long = "type", value_enum)]
+        workspace_type: WorkspaceTypeArg,
+        /// Name of the first API key (default: "default").
+        #[arg(long)]
+        api_key_name: Option<String>,
+    },
+    /// Lists every workspace, oldest first.
+    List,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ApiKeysCommand {
+    /// Creates an API key (its token is printed once).
+    Create {
+        /// The workspace the key acts in.
+        #[arg(long)]
+        workspace_id: String,
+        /// Display name, such as booking-service.
+        #[arg(long)]
+        name: String,
+    },
+    /// Lists a workspace's API keys (never their secrets), revoked ones included.
+    List {
+        /// The workspace whose keys to list.
+        #[arg(long)]
+        workspace_id: String,
+    },
+    /// Revokes an API key; calls with it are refused from then on. Idempotent.
+    Revoke {
+        /// The workspace the key belongs to.
+        #[arg(long)]
+        workspace_id: String,
+        /// The key to revoke.
+        #[arg(long)]
+        api_key_id: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum SystemsCommand {
+    /// Connects an access system of a named type to a workspace.
+    Connect {
+        /// The workspace to connect the system to.
+        #[arg(long)]
+        workspace_id: String,
+        /// Adapter type, such as virtual_salto_space, seam, kisi, brivo or connector.
+        #[arg(long = "type")]
+        system_type: String,
+        /// Display name (default: the type's usual name).
+        #[arg(long)]
+        name: Option<String>,
+        /// IANA time zone of the site (default: UTC).
+        #[arg(long)]
+        time_zone: Option<String>,
+        /// A non-secret setting the adapter reads, KEY=VALUE; repeat for more.
+        #[arg(long = "setting", value_name = "KEY=VALUE", value_parser = key_value)]
+        settings: Vec<(String, String)>,
+        /// A secret value (sealed at rest, never returned), KEY=VALUE; repeat for more. A value
+        /// starting with @ is read from that file (`--credential api_key=@/run/secrets/key`).
+        // Parsed by the command, not by clap, so that a malformed one is never echoed.
+        #[arg(long = "credential", value_name = "KEY=VALUE")]
+        credentials: Vec<String>,
+    },
+    /// Lists a workspace's access systems, oldest first.
+    List {
+        /// The workspace whose systems to list.
+        #[arg(long)]
+        workspace_id: String,
+    },
+}
+
+/// `KEY=VALUE`, with a non-empty key.
+pub fn key_value(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_owned(), v.to_owned())),
+        _ => Err("expected KEY=VALUE with a non-empty KEY".to_owned()),
+    }
 }
 
 #[derive(Subcommand, Debug)]

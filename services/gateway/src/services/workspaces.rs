@@ -144,4 +144,25 @@ impl WorkspaceService for Workspaces {
         })
         .await
     }
+
+    #[tracing::instrument(skip_all)]
+    async fn list_access_systems(
+        &self,
+        req: Request<admin::ListAccessSystemsRequest>,
+    ) -> Reply<admin::ListAccessSystemsResponse> {
+        operator(&req)?;
+        let r = req.into_inner();
+        reply(async {
+            let ws = validate::id("workspace_id", &r.workspace_id, Resource::Workspace)?;
+            let filter = ["AdminListAccessSystems"];
+            let scope = PageScope::workspace(ws, &filter);
+            let page = self.app.page_request(&scope, r.page_size, &r.page_token)?;
+            let found = self.app.list_workspace_access_systems(ws, &page).await?;
+            Ok(admin::ListAccessSystemsResponse {
+                acs_systems: found.items.iter().map(convert::access_system).collect(),
+                next_page_token: self.app.tokens.seal(&scope, found.next_after)?,
+            })
+        })
+        .await
+    }
 }
