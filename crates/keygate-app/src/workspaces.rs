@@ -146,6 +146,11 @@ impl App {
         Ok((ws, key, token))
     }
 
+    /// One workspace (the console's header: its name and whether it is a sandbox).
+    pub async fn get_workspace(&self, ws: WorkspaceId) -> Result<Workspace, Error> {
+        self.store.get_workspace(ws).await
+    }
+
     pub async fn list_workspaces(&self, page: &PageRequest) -> Result<Page<Workspace>, Error> {
         self.store.list_workspaces(page).await
     }
