@@ -1,0 +1,507 @@
+//! The console's router over a real application on the embedded default's store (SQLite) and
+//! the in-process cache: sign-in, sessions, CSRF, tenancy (another workspace's ids are 404),
+//! and seed 000's steps through the forms.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use http::{Request, StatusCode, header};
+use keygate_app::App;
+use keygate_app::auth::Authenticator;
+use keygate_app::sessions::{DEFAULT_SESSION_TTL, Sessions};
+use keygate_app::tokens::PageTokens;
+use keygate_app::tracker::Tracker;
+use keygate_app::workspaces::CreateWorkspace;
+use keygate_console::{Console, router};
+use keygate_domain::ids::WorkspaceId;
+use keygate_domain::instant_key::Links;
+use keygate_domain::model::{AccessSystem, WorkspaceType};
+use keygate_domain::page::PageRequest;
+use keygate_providers::Registry;
+use keygate_providers::virtual_system::VirtualSystems;
+use keygate_store::testdb::TestDb;
+use tower::ServiceExt as _;
+
+const ADMIN: &str = "console-admin-token-for-tests";
+
+struct World {
+    app: App,
+    router: Router,
+    _db: TestDb,
+}
+
+async fn world() -> World {
+    let db = TestDb::sqlite().await;
+    let store = db.store.clone();
+    let cache = Arc::new(keygate_cache::InProcessCache::new(1_000));
+    let tracker = Tracker::in_process(store.clone(), cache.clone());
+    let links = Links::new("http://keygate.test");
+    links.set_secret(vec![5; 32]);
+    let mut providers = Registry::new();
+    providers.register(Arc::new(VirtualSystems::new(Duration::ZERO)));
+    let app = App::new(
+        store.clone(),
+        tracker,
+        links,
+        PageTokens::new(vec![6; 32]),
+        providers,
+    );
+    let router = router(Console {
+        app: app.clone(),
+        auth: Authenticator::new(store, cache.clone(), Some(ADMIN.into())),
+        sessions: Sessions::new(cache, DEFAULT_SESSION_TTL),
+        secure_cookies: false,
+    });
+    World {
+        app,
+        router,
+        _db: db,
+    }
+}
+
+async fn workspace(app: &App, name: &str) -> (WorkspaceId, String) {
+    let (ws, _, token) = app
+        .create_workspace(CreateWorkspace {
+            name: name.into(),
+            workspace_type: WorkspaceType::Sandbox,
+            api_key_name: None,
+        })
+        .await
+        .expect("workspace");
+    (ws.id, token)
+}
+
+fn page() -> PageRequest {
+    PageRequest {
+        after: None,
+        limit: 100,
+    }
+}
+
+async fn system_named(app: &App, ws: WorkspaceId, part: &str) -> AccessSystem {
+    app.list_access_systems(ws, None, &page())
+        .await
+        .expect("systems")
+        .items
+        .into_iter()
+        .find(|s| s.name.contains(part))
+        .expect("the sandbox system")
+}
+
+struct Reply {
+    status: StatusCode,
+    location: String,
+    cookies: Vec<String>,
+    body: String,
+}
+
+async fn send(r: &Router, req: Request<Body>) -> Reply {
+    let res = r.clone().oneshot(req).await.expect("a response");
+    let status = res.status();
+    let location = res
+        .headers()
+        .get(header::LOCATION)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    let cookies = res
+        .headers()
+        .get_all(header::SET_COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok().map(str::to_owned))
+        .collect();
+    let bytes = axum::body::to_bytes(res.into_body(), 4 << 20)
+        .await
+        .expect("body");
+    Reply {
+        status,
+        location,
+        cookies,
+        body: String::from_utf8_lossy(&bytes).into_owned(),
+    }
+}
+
+fn get(path: &str, cookie: &str) -> Request<Body> {
+    Request::get(path)
+        .header(header::COOKIE, cookie)
+        .body(Body::empty())
+        .expect("request")
+}
+
+fn post(path: &str, cookie: &str, form: &[(&str, &str)]) -> Request<Body> {
+    let body = url::form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(form)
+        .finish();
+    Request::post(path)
+        .header(header::COOKIE, cookie)
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .body(Body::from(body))
+        .expect("request")
+}
+
+/// The value of the first hidden input `name` of a page.
+fn hidden(body: &str, name: &str) -> String {
+    let marker = format!("name=\"{name}\" value=\"");
+    let at = body.find(&marker).expect("the hidden input") + marker.len();
+    body[at..].split('"').next().expect("a value").to_owned()
+}
+
+fn cookie_value(cookies: &[String], name: &str) -> Option<String> {
+    cookies.iter().find_map(|c| {
+        c.strip_prefix(&format!("{name}="))
+            .map(|rest| rest.split(';').next().unwrap_or("").to_owned())
+    })
+}
+
+/// Signs in with `token`; returns the session cookie header and the session's CSRF token.
+async fn sign_in(r: &Router, token: &str) -> (String, String) {
+    let form = send(r, get("/console/sign-in", "")).await;
+    assert_eq!(form.status, StatusCode::OK);
+    let login = cookie_value(&form.cookies, "kg_console_login").expect("login cookie");
+    let done = send(
+        r,
+        post(
+            "/console/sign-in",
+            &format!("kg_console_login={login}"),
+            &[("login", &hidden(&form.body, "login")), ("token", token)],
+        ),
+    )
+    .await;
+    assert_eq!(done.status, StatusCode::SEE_OTHER, "{}", done.body);
+    let session_cookie = done
+        .cookies
+        .iter()
+        .find(|c| c.starts_with("kg_console="))
+        .expect("a session cookie");
+    for attr in ["HttpOnly", "SameSite=Strict", "Path=/console", "Max-Age="] {
+        assert!(session_cookie.contains(attr), "{session_cookie}: {attr}");
+    }
+    assert!(!session_cookie.contains("Secure"), "plain http here");
+    let sid = cookie_value(&done.cookies, "kg_console").expect("session id");
+    let cookie = format!("kg_console={sid}");
+    let page = send(r, get(&done.location, &cookie)).await;
+    let page = if page.status == StatusCode::SEE_OTHER {
+        send(r, get(&page.location, &cookie)).await
+    } else {
+        page
+    };
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    (cookie.clone(), hidden(&page.body, "csrf"))
+}
+
+#[tokio::test]
+async fn sign_in_refuses_wrong_tokens_and_a_form_without_its_cookie() {
+    let w = world().await;
+    workspace(&w.app, "Hotel").await;
+    let form = send(&w.router, get("/console/sign-in", "")).await;
+    let login = cookie_value(&form.cookies, "kg_console_login").expect("login cookie");
+    let wrong = send(
+        &w.router,
+        post(
+            "/console/sign-in",
+            &format!("kg_console_login={login}"),
+            &[("login", &hidden(&form.body, "login")), ("token", "nope")],
+        ),
+    )
+    .await;
+    assert_eq!(wrong.status, StatusCode::UNAUTHORIZED);
+    assert!(wrong.body.contains("neither a valid API key nor the admin token"));
+    assert!(!wrong.cookies.iter().any(|c| c.starts_with("kg_console=")));
+    let no_cookie = send(
+        &w.router,
+        post(
+            "/console/sign-in",
+            "",
+            &[("login", &hidden(&form.body, "login")), ("token", ADMIN)],
+        ),
+    )
+    .await;
+    assert_eq!(no_cookie.status, StatusCode::FORBIDDEN);
+    // Signed out, every page leads to sign-in.
+    let page = send(&w.router, get("/console/systems", "")).await;
+    assert_eq!(
+        (page.status, page.location.as_str()),
+        (StatusCode::SEE_OTHER, "/console/sign-in")
+    );
+    let forged = send(&w.router, get("/console/systems", "kg_console=forged")).await;
+    assert_eq!(forged.location, "/console/sign-in");
+}
+
+#[tokio::test]
+async fn a_form_without_its_csrf_token_is_refused_and_changes_nothing() {
+    let w = world().await;
+    let (ws, token) = workspace(&w.app, "Hotel").await;
+    let (cookie, csrf) = sign_in(&w.router, &token).await;
+    let s = system_named(&w.app, ws, "Salto KS").await;
+    let path = format!("/console/systems/{}/users", s.id);
+    let fields = [("full_name", "Jane Doe"), ("email_address", "jane@example.com")];
+    let missing = send(&w.router, post(&path, &cookie, &fields)).await;
+    assert_eq!(missing.status, StatusCode::FORBIDDEN);
+    let mut wrong = fields.to_vec();
+    wrong.push(("csrf", "not-the-token"));
+    let wrong = send(&w.router, post(&path, &cookie, &wrong)).await;
+    assert_eq!(wrong.status, StatusCode::FORBIDDEN);
+    let system_page = send(&w.router, get(&format!("/console/systems/{}", s.id), &cookie)).await;
+    assert!(!system_page.body.contains("Jane Doe"), "nothing was created");
+    // With its token, the same form creates the user.
+    let mut ok = fields.to_vec();
+    ok.push(("csrf", &csrf));
+    let created = send(&w.router, post(&path, &cookie, &ok)).await;
+    assert_eq!(created.status, StatusCode::SEE_OTHER, "{}", created.body);
+    let system_page = send(&w.router, get(&created.location, &cookie)).await;
+    assert!(system_page.body.contains("Jane Doe"));
+    // Sign-out needs the token too, then ends the session.
+    let refused = send(&w.router, post("/console/sign-out", &cookie, &[])).await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
+    let out = send(
+        &w.router,
+        post("/console/sign-out", &cookie, &[("csrf", &csrf)]),
+    )
+    .await;
+    assert_eq!(out.location, "/console/sign-in");
+    let after = send(&w.router, get("/console/systems", &cookie)).await;
+    assert_eq!(after.location, "/console/sign-in");
+}
+
+#[tokio::test]
+async fn another_workspaces_ids_are_not_found() {
+    let w = world().await;
+    let (_, token_a) = workspace(&w.app, "Hotel A").await;
+    let (ws_b, _) = workspace(&w.app, "Hotel B").await;
+    let (cookie, csrf) = sign_in(&w.router, &token_a).await;
+    let sys_b = system_named(&w.app, ws_b, "Salto KS").await;
+    let user_b = w
+        .app
+        .create_acs_user(
+            ws_b,
+            keygate_app::acs_users::CreateAcsUser {
+                idem: None,
+                acs_system_id: sys_b.id,
+                person: keygate_domain::validate::new_user_identity("", "Bob B", "", "")
+                    .expect("person"),
+                access_starts_at: None,
+                access_ends_at: None,
+            },
+        )
+        .await
+        .expect("user of B");
+    for path in [
+        format!("/console/systems/{}", sys_b.id),
+        format!("/console/users/{}", user_b.id),
+        format!("/console/users/{}/credentials", user_b.id),
+        "/console/users/not-an-id".to_owned(),
+    ] {
+        let r = send(&w.router, get(&path, &cookie)).await;
+        assert_eq!(r.status, StatusCode::NOT_FOUND, "{path}");
+    }
+    for (path, form) in [
+        (
+            format!("/console/systems/{}/users", sys_b.id),
+            vec![("full_name", "Mallory")],
+        ),
+        (
+            format!("/console/users/{}/identity", user_b.id),
+            vec![("new", "1"), ("full_name", "Mallory")],
+        ),
+        (format!("/console/users/{}/groups", user_b.id), vec![]),
+        (
+            format!("/console/users/{}/credentials", user_b.id),
+            vec![("access_method", "mobile_key")],
+        ),
+    ] {
+        let mut form = form;
+        form.push(("csrf", &csrf));
+        let r = send(&w.router, post(&path, &cookie, &form)).await;
+        assert_eq!(r.status, StatusCode::NOT_FOUND, "{path}");
+    }
+    let still = w.app.get_acs_user(ws_b, user_b.id).await.expect("B's user");
+    assert_eq!(still.user_identity_id, None, "B's user was not linked");
+}
+
+#[tokio::test]
+async fn refusals_show_next_to_their_field_with_the_values_kept() {
+    let w = world().await;
+    let (ws, token) = workspace(&w.app, "Hotel").await;
+    let (cookie, csrf) = sign_in(&w.router, &token).await;
+    let s = system_named(&w.app, ws, "Salto KS").await;
+    let r = send(
+        &w.router,
+        post(
+            &format!("/console/systems/{}/users", s.id),
+            &cookie,
+            &[
+                ("csrf", &csrf),
+                ("full_name", "Jane <b>Doe</b>"),
+                ("email_address", "not-an-email"),
+                ("starts_at", "2030-01-02T10:00"),
+                ("ends_at", "2030-01-01T10:00"),
+            ],
+        ),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.body);
+    assert!(r.body.contains("id=\"f-ends_at-err\""), "{}", r.body);
+    assert!(r.body.contains("must be after"));
+    assert!(r.body.contains("value=\"Jane &lt;b&gt;Doe&lt;/b&gt;\""), "kept, escaped");
+    assert!(r.body.contains("value=\"2030-01-02T10:00\""));
+    assert!(!r.body.contains("<b>Doe</b>"));
+    let r = send(
+        &w.router,
+        post(
+            &format!("/console/systems/{}/users", s.id),
+            &cookie,
+            &[
+                ("csrf", &csrf),
+                ("full_name", "Jane"),
+                ("email_address", "not-an-email"),
+            ],
+        ),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(r.body.contains("id=\"f-email_address-err\""), "{}", r.body);
+}
+
+#[tokio::test]
+async fn seed_000_through_the_forms() {
+    let w = world().await;
+    let (ws, _) = workspace(&w.app, "Hotel").await;
+    // The operator signs in, then picks the workspace in the switcher.
+    let (cookie, csrf) = sign_in(&w.router, ADMIN).await;
+    let list = send(&w.router, get("/console/workspaces", &cookie)).await;
+    assert!(list.body.contains("Hotel") && list.body.contains("sandbox"));
+    let picked = send(
+        &w.router,
+        post(
+            "/console/workspaces",
+            &cookie,
+            &[("csrf", &csrf), ("workspace_id", &ws.to_string())],
+        ),
+    )
+    .await;
+    assert_eq!(picked.location, "/console/systems");
+    let systems = send(&w.router, get("/console/systems", &cookie)).await;
+    let s = system_named(&w.app, ws, "Visionline").await;
+    assert!(systems.body.contains(&format!("data-copy=\"{}\"", s.id)));
+    // Add user.
+    let r = send(
+        &w.router,
+        post(
+            &format!("/console/systems/{}/users", s.id),
+            &cookie,
+            &[
+                ("csrf", &csrf),
+                ("full_name", "Jane Doe"),
+                ("email_address", "jane@example.com"),
+            ],
+        ),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    let user = w
+        .app
+        .list_acs_users(
+            ws,
+            &keygate_domain::acs::AcsUserFilter {
+                acs_system_id: Some(s.id),
+                user_identity_id: None,
+            },
+            &page(),
+        )
+        .await
+        .expect("users")
+        .items
+        .remove(0);
+    // A credential before the link is refused, on the page.
+    let entrances = w
+        .app
+        .list_entrances(ws, Some(s.id), &page())
+        .await
+        .expect("entrances")
+        .items;
+    let door = entrances[0].id.to_string();
+    let cred_path = format!("/console/users/{}/credentials", user.id);
+    let early = send(
+        &w.router,
+        post(
+            &cred_path,
+            &cookie,
+            &[
+                ("csrf", &csrf),
+                ("access_method", "mobile_key"),
+                ("acs_entrance_ids", &door),
+            ],
+        ),
+    )
+    .await;
+    assert_eq!(early.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(early.body.contains("not linked to a user identity"));
+    // Link to a new user identity.
+    let linked = send(
+        &w.router,
+        post(
+            &format!("/console/users/{}/identity", user.id),
+            &cookie,
+            &[
+                ("csrf", &csrf),
+                ("new", "1"),
+                ("full_name", "Jane Doe"),
+                ("email_address", "jane@example.com"),
+            ],
+        ),
+    )
+    .await;
+    assert_eq!(linked.status, StatusCode::SEE_OTHER, "{}", linked.body);
+    let identity = w
+        .app
+        .get_acs_user(ws, user.id)
+        .await
+        .expect("user")
+        .user_identity_id
+        .expect("linked");
+    // Add Credential: mobile key on one entrance.
+    let done = send(
+        &w.router,
+        post(
+            &cred_path,
+            &cookie,
+            &[
+                ("csrf", &csrf),
+                ("access_method", "mobile_key"),
+                ("acs_entrance_ids", &door),
+            ],
+        ),
+    )
+    .await;
+    assert_eq!(done.status, StatusCode::OK, "{}", done.body);
+    assert!(done.body.contains("Credential created") && done.body.contains(">Done<"));
+    // Generate Instant Key: the dialog with the link and its QR code.
+    let key = send(
+        &w.router,
+        post(
+            &format!("/console/identities/{identity}/instant-keys"),
+            &cookie,
+            &[("csrf", &csrf)],
+        ),
+    )
+    .await;
+    assert_eq!(key.status, StatusCode::OK, "{}", key.body);
+    assert!(key.body.contains("Instant Key Link"));
+    assert!(key.body.contains("value=\"http://keygate.test/ik/"));
+    assert!(key.body.contains("src=\"data:image/svg+xml;base64,"));
+    let keys = w
+        .app
+        .list_instant_keys(ws, Some(identity), &page())
+        .await
+        .expect("keys");
+    // The credential's grant has its own key; the generated one is the identity's.
+    assert_eq!(
+        keys.items
+            .iter()
+            .filter(|k| k.key.access_grant_id.is_none())
+            .count(),
+        1
+    );
+}
