@@ -7,6 +7,7 @@ mod harness;
 mod bad_input;
 mod browser;
 mod connector;
+mod console;
 mod console_flow;
 mod crash;
 mod deliveries;
