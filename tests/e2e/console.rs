@@ -47,7 +47,12 @@ async fn chromium_performs_seed_000_in_the_console() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("\"ok\":true"));
-    for step in ["01-sign-in", "09-manage-access", "13-instant-key-link", "15-select-entrances"] {
+    for step in [
+        "01-sign-in",
+        "09-manage-access",
+        "13-instant-key-link",
+        "15-select-entrances",
+    ] {
         let f = shots.join(format!("{step}.png"));
         assert!(
             std::fs::metadata(&f).map(|m| m.len()).unwrap_or(0) > 5_000,

@@ -77,8 +77,14 @@ impl Session {
         if p.next()? != "v1" {
             return None;
         }
-        let (kind, ws, key, csrf, exp, selected) =
-            (p.next()?, p.next()?, p.next()?, p.next()?, p.next()?, p.next()?);
+        let (kind, ws, key, csrf, exp, selected) = (
+            p.next()?,
+            p.next()?,
+            p.next()?,
+            p.next()?,
+            p.next()?,
+            p.next()?,
+        );
         let principal = match kind {
             "k" => Principal::Workspace {
                 workspace_id: ws.parse().ok()?,
@@ -172,10 +178,7 @@ impl Sessions {
 
     /// Signs out: the session is gone for every replica sharing the cache.
     pub async fn end(&self, id: &str) -> Result<(), Error> {
-        self.cache
-            .delete(&cache_key(id))
-            .await
-            .map_err(unavailable)
+        self.cache.delete(&cache_key(id)).await.map_err(unavailable)
     }
 
     async fn save(&self, id: &str, session: &Session) -> Result<(), Error> {

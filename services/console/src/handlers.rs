@@ -134,12 +134,7 @@ pub async fn sign_in(State(c): St, headers: HeaderMap, body: Bytes) -> Response 
     let mut res = see_other(to);
     let h = res.headers_mut();
     for v in [
-        set_cookie(
-            &c,
-            SESSION_COOKIE,
-            &sid,
-            Some(c.sessions.ttl().as_secs()),
-        ),
+        set_cookie(&c, SESSION_COOKIE, &sid, Some(c.sessions.ttl().as_secs())),
         set_cookie(&c, LOGIN_COOKIE, "", Some(0)),
     ] {
         if let Ok(v) = v.parse() {
@@ -225,11 +220,7 @@ async fn system_page(
         &s,
         &users.items,
         &entrances.items,
-        pages::UserForm {
-            form,
-            errors,
-            open,
-        },
+        pages::UserForm { form, errors, open },
     ));
     if errors.is_empty() {
         page
@@ -241,7 +232,15 @@ async fn system_page(
 pub async fn system(State(c): St, headers: HeaderMap, Path(id): Path<String>) -> Response {
     let ctx = session_try!(signed_in(&c, &headers).await);
     let id = session_try!(path_id(&id, "acs_system_id", Resource::AccessSystem));
-    system_page(&c, &ctx, id, &FormData::default(), &Errors::default(), false).await
+    system_page(
+        &c,
+        &ctx,
+        id,
+        &FormData::default(),
+        &Errors::default(),
+        false,
+    )
+    .await
 }
 
 const USER_FIELDS: &[&str] = &[
@@ -350,7 +349,11 @@ async fn user_page(c: &Console, ctx: &Ctx, id: AcsUserId, st: UserState<'_>) -> 
             )
             .await
     );
-    let entrances = page_try!(c.app.list_entrances(ctx.ws, Some(s.id), &first_page()).await);
+    let entrances = page_try!(
+        c.app
+            .list_entrances(ctx.ws, Some(s.id), &first_page())
+            .await
+    );
     let page = render(pages::user(
         ctx,
         pages::UserPage {
@@ -529,7 +532,11 @@ async fn credential_page(
 ) -> Response {
     let u = page_try!(c.app.get_acs_user(ctx.ws, user).await);
     let s = page_try!(c.app.get_access_system(ctx.ws, u.acs_system_id).await);
-    let entrances = page_try!(c.app.list_entrances(ctx.ws, Some(s.id), &first_page()).await);
+    let entrances = page_try!(
+        c.app
+            .list_entrances(ctx.ws, Some(s.id), &first_page())
+            .await
+    );
     let page = render(pages::credential_form(
         ctx,
         &u,

@@ -10,6 +10,10 @@
 //! [`keygate_app::sessions::Sessions`] in the (sealed, shared) cache. Every POST carries the
 //! session's CSRF token; the sign-in form a double-submit token of its own.
 
+// Helpers answer with the page to show instead (a redirect, a 403, a 404): a `Response`, as the
+// handlers return.
+#![allow(clippy::result_large_err)]
+
 mod forms;
 mod handlers;
 mod pages;
@@ -67,7 +71,10 @@ pub fn router(console: Console) -> Router {
         .route("/console/systems/{id}", get(handlers::system))
         .route("/console/systems/{id}/users", post(handlers::add_user))
         .route("/console/users/{id}", get(handlers::user))
-        .route("/console/users/{id}/identity", post(handlers::link_identity))
+        .route(
+            "/console/users/{id}/identity",
+            post(handlers::link_identity),
+        )
         .route("/console/users/{id}/groups", post(handlers::manage_access))
         .route(
             "/console/users/{id}/credentials",
@@ -114,7 +121,10 @@ async fn protect(req: Request, next: Next) -> Response {
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
     );
-    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     if !h.contains_key(header::CACHE_CONTROL) {
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -165,7 +175,10 @@ pub(crate) fn see_other(to: &str) -> Response {
 
 /// The session of a request, or where to go instead: sign-in when there is none (or its API
 /// key was revoked), the workspace switcher when the operator has not chosen one.
-pub(crate) async fn session_of(c: &Console, headers: &HeaderMap) -> Result<(String, Session), Response> {
+pub(crate) async fn session_of(
+    c: &Console,
+    headers: &HeaderMap,
+) -> Result<(String, Session), Response> {
     let Some(sid) = cookie(headers, SESSION_COOKIE) else {
         return Err(see_other("/console/sign-in"));
     };

@@ -207,7 +207,11 @@ async fn sign_in_refuses_wrong_tokens_and_a_form_without_its_cookie() {
     )
     .await;
     assert_eq!(wrong.status, StatusCode::UNAUTHORIZED);
-    assert!(wrong.body.contains("neither a valid API key nor the admin token"));
+    assert!(
+        wrong
+            .body
+            .contains("neither a valid API key nor the admin token")
+    );
     assert!(!wrong.cookies.iter().any(|c| c.starts_with("kg_console=")));
     let no_cookie = send(
         &w.router,
@@ -236,15 +240,25 @@ async fn a_form_without_its_csrf_token_is_refused_and_changes_nothing() {
     let (cookie, csrf) = sign_in(&w.router, &token).await;
     let s = system_named(&w.app, ws, "Salto KS").await;
     let path = format!("/console/systems/{}/users", s.id);
-    let fields = [("full_name", "Jane Doe"), ("email_address", "jane@example.com")];
+    let fields = [
+        ("full_name", "Jane Doe"),
+        ("email_address", "jane@example.com"),
+    ];
     let missing = send(&w.router, post(&path, &cookie, &fields)).await;
     assert_eq!(missing.status, StatusCode::FORBIDDEN);
     let mut wrong = fields.to_vec();
     wrong.push(("csrf", "not-the-token"));
     let wrong = send(&w.router, post(&path, &cookie, &wrong)).await;
     assert_eq!(wrong.status, StatusCode::FORBIDDEN);
-    let system_page = send(&w.router, get(&format!("/console/systems/{}", s.id), &cookie)).await;
-    assert!(!system_page.body.contains("Jane Doe"), "nothing was created");
+    let system_page = send(
+        &w.router,
+        get(&format!("/console/systems/{}", s.id), &cookie),
+    )
+    .await;
+    assert!(
+        !system_page.body.contains("Jane Doe"),
+        "nothing was created"
+    );
     // With its token, the same form creates the user.
     let mut ok = fields.to_vec();
     ok.push(("csrf", &csrf));
@@ -344,7 +358,10 @@ async fn refusals_show_next_to_their_field_with_the_values_kept() {
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.body);
     assert!(r.body.contains("id=\"f-ends_at-err\""), "{}", r.body);
     assert!(r.body.contains("must be after"));
-    assert!(r.body.contains("value=\"Jane &lt;b&gt;Doe&lt;/b&gt;\""), "kept, escaped");
+    assert!(
+        r.body.contains("value=\"Jane &lt;b&gt;Doe&lt;/b&gt;\""),
+        "kept, escaped"
+    );
     assert!(r.body.contains("value=\"2030-01-02T10:00\""));
     assert!(!r.body.contains("<b>Doe</b>"));
     let r = send(
