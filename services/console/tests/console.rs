@@ -522,3 +522,110 @@ async fn seed_000_through_the_forms() {
         1
     );
 }
+
+#[tokio::test]
+async fn revoking_the_key_ends_its_console_sessions() {
+    let w = world().await;
+    let (ws, _) = workspace(&w.app, "Hotel").await;
+    let (key, token) = w
+        .app
+        .create_api_key(
+            ws,
+            keygate_app::workspaces::CreateApiKey {
+                name: "front desk".into(),
+            },
+        )
+        .await
+        .expect("key");
+    let (cookie, _) = sign_in(&w.router, &token).await;
+    assert_eq!(
+        send(&w.router, get("/console/systems", &cookie))
+            .await
+            .status,
+        StatusCode::OK
+    );
+    w.app.revoke_api_key(ws, key.id).await.expect("revoke");
+    let after = send(&w.router, get("/console/systems", &cookie)).await;
+    assert_eq!(after.location, "/console/sign-in");
+}
+
+#[tokio::test]
+async fn an_instant_key_is_revoked_from_the_identity_page() {
+    let w = world().await;
+    let (ws, token) = workspace(&w.app, "Hotel").await;
+    let (ws_b, _) = workspace(&w.app, "Other").await;
+    let (cookie, csrf) = sign_in(&w.router, &token).await;
+    let person = |name: &str| keygate_app::identities::CreateIdentity {
+        idem: None,
+        person: keygate_domain::validate::new_user_identity("", name, "", "").expect("person"),
+    };
+    let jane = w
+        .app
+        .create_user_identity(ws, person("Jane"))
+        .await
+        .expect("identity");
+    let key_of = |ws, id| {
+        let app = w.app.clone();
+        async move {
+            app.generate_instant_key(
+                ws,
+                keygate_app::instant_keys::GenerateKey {
+                    idem: None,
+                    user_identity_id: id,
+                    max_use_count: 1,
+                    expires_at: Some(time::OffsetDateTime::now_utc() + time::Duration::days(1)),
+                },
+            )
+            .await
+            .expect("key")
+            .0
+        }
+    };
+    let k = key_of(ws, jane.identity.id).await;
+    let bob = w
+        .app
+        .create_user_identity(ws_b, person("Bob"))
+        .await
+        .expect("identity");
+    let other = key_of(ws_b, bob.identity.id).await;
+    let theirs = send(
+        &w.router,
+        post(
+            &format!("/console/instant-keys/{}/revoke", other.key.id),
+            &cookie,
+            &[("csrf", &csrf)],
+        ),
+    )
+    .await;
+    assert_eq!(theirs.status, StatusCode::NOT_FOUND);
+    let page = send(
+        &w.router,
+        get(
+            &format!("/console/identities/{}", jane.identity.id),
+            &cookie,
+        ),
+    )
+    .await;
+    assert!(page.body.contains("active"));
+    let r = send(
+        &w.router,
+        post(
+            &format!("/console/instant-keys/{}/revoke", k.key.id),
+            &cookie,
+            &[("csrf", &csrf)],
+        ),
+    )
+    .await;
+    assert_eq!(
+        r.location,
+        format!("/console/identities/{}", jane.identity.id)
+    );
+    let page = send(&w.router, get(&r.location, &cookie)).await;
+    assert!(page.body.contains("revoked"));
+    let again = w
+        .app
+        .list_instant_keys(ws_b, None, &page())
+        .await
+        .expect("keys");
+    assert!(again.items[0].key.revoked_at.is_none(), "B's key untouched");
+}
