@@ -9,3 +9,11 @@ document.addEventListener('click', (event) => {
     setTimeout(() => { button.textContent = label; }, 1500);
   });
 });
+
+// Pages that follow something in progress (a grant's doors, an unlock, an encoding) mark it with
+// data-live="<seconds>": reload until the server renders the page without it.
+const live = document.querySelector('[data-live]');
+if (live) {
+  const seconds = Math.max(1, Number(live.dataset.live) || 3);
+  setTimeout(() => { if (!document.querySelector('dialog[open]')) window.location.reload(); }, seconds * 1000);
+}

@@ -15,6 +15,7 @@
 #![allow(clippy::result_large_err)]
 
 mod forms;
+mod grants;
 mod handlers;
 mod pages;
 mod time_fields;
@@ -89,6 +90,15 @@ pub fn router(console: Console) -> Router {
         .route(
             "/console/instant-keys/{id}/revoke",
             post(handlers::revoke_instant_key),
+        )
+        .route("/console/grants", get(grants::list).post(grants::create))
+        .route("/console/grants/new", get(grants::new_form))
+        .route("/console/grants/{id}", get(grants::detail))
+        .route("/console/methods/{id}/encode", post(grants::encode))
+        .route("/console/attempts/{id}", get(grants::attempt))
+        .route(
+            "/console/entrances/{id}/unlock",
+            get(grants::unlock_confirm).post(grants::unlock),
         )
         .route("/console/static/console.css", get(handlers::css))
         .route("/console/static/console.js", get(handlers::js))

@@ -61,6 +61,7 @@ pub fn layout(title: &str, ctx: Option<&Ctx>, body: Markup) -> Markup {
                         nav aria-label="Main" {
                             a href="/console/systems" { "ACS Systems" }
                             a href="/console/identities" { "User identities" }
+                            a href="/console/grants" { "Access grants" }
                         }
                         form.signout method="post" action="/console/sign-out" {
                             input type="hidden" name="csrf" value=(ctx.session.csrf);
@@ -309,7 +310,14 @@ pub fn system(
             }
             h2 { "Entrances" }
             ul.plain {
-                @for e in entrances { li { (e.display_name) } }
+                @for e in entrances {
+                    li {
+                        (e.display_name)
+                        @if s.capabilities.can_remote_unlock {
+                            " · " a href={ "/console/entrances/" (e.id.to_string()) "/unlock" } aria-label={ "Unlock " (e.display_name) } { "Unlock…" }
+                        }
+                    }
+                }
             }
         },
     )

@@ -598,7 +598,7 @@ async fn an_instant_key_is_revoked_from_the_identity_page() {
     )
     .await;
     assert_eq!(theirs.status, StatusCode::NOT_FOUND);
-    let page = send(
+    let before = send(
         &w.router,
         get(
             &format!("/console/identities/{}", jane.identity.id),
@@ -606,7 +606,7 @@ async fn an_instant_key_is_revoked_from_the_identity_page() {
         ),
     )
     .await;
-    assert!(page.body.contains("active"));
+    assert!(before.body.contains("active"));
     let r = send(
         &w.router,
         post(
@@ -620,12 +620,160 @@ async fn an_instant_key_is_revoked_from_the_identity_page() {
         r.location,
         format!("/console/identities/{}", jane.identity.id)
     );
-    let page = send(&w.router, get(&r.location, &cookie)).await;
-    assert!(page.body.contains("revoked"));
+    let shown = send(&w.router, get(&r.location, &cookie)).await;
+    assert!(shown.body.contains("revoked"));
     let again = w
         .app
         .list_instant_keys(ws_b, None, &page())
         .await
         .expect("keys");
     assert!(again.items[0].key.revoked_at.is_none(), "B's key untouched");
+}
+
+#[tokio::test]
+async fn grants_encoding_and_unlock_through_the_forms() {
+    let w = world().await;
+    let (ws, token) = workspace(&w.app, "Hotel").await;
+    let (ws_b, _) = workspace(&w.app, "Other").await;
+    let (cookie, csrf) = sign_in(&w.router, &token).await;
+    let jane = w
+        .app
+        .create_user_identity(
+            ws,
+            keygate_app::identities::CreateIdentity {
+                idem: None,
+                person: keygate_domain::validate::new_user_identity("", "Jane", "", "")
+                    .expect("person"),
+            },
+        )
+        .await
+        .expect("identity");
+    let space = system_named(&w.app, ws, "Salto Space").await;
+    let room = w
+        .app
+        .list_entrances(ws, Some(space.id), &page())
+        .await
+        .expect("entrances")
+        .items
+        .into_iter()
+        .find(|e| e.display_name == "Room 101")
+        .expect("Room 101");
+    // Nothing chosen: the refusal is on the page, the person kept.
+    let form = send(&w.router, get("/console/grants/new", &cookie)).await;
+    assert_eq!(form.status, StatusCode::OK);
+    let who = jane.identity.id.to_string();
+    let refused = send(
+        &w.router,
+        post(
+            "/console/grants",
+            &cookie,
+            &[("csrf", &csrf), ("user_identity_id", &who)],
+        ),
+    )
+    .await;
+    assert_eq!(refused.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(refused.body.contains("class=\"error\""), "{}", refused.body);
+    let created = send(
+        &w.router,
+        post(
+            "/console/grants",
+            &cookie,
+            &[
+                ("csrf", &csrf),
+                ("user_identity_id", &who),
+                ("acs_entrance_ids", &room.id.to_string()),
+                ("mode", "card"),
+            ],
+        ),
+    )
+    .await;
+    assert_eq!(created.status, StatusCode::SEE_OTHER, "{}", created.body);
+    let detail = send(&w.router, get(&created.location, &cookie)).await;
+    assert_eq!(detail.status, StatusCode::OK);
+    assert!(
+        detail
+            .body
+            .contains("Room 101 · Harbour Hotel (Salto Space)")
+    );
+    assert!(detail.body.contains("pending") && detail.body.contains("data-live"));
+    // Another workspace's grant is 404.
+    let others = w
+        .app
+        .list_access_grants(ws_b, &Default::default(), &page())
+        .await
+        .expect("grants");
+    assert!(others.items.is_empty());
+    let grant_id = created.location.rsplit('/').next().expect("id").to_owned();
+    let g: keygate_domain::ids::AccessGrantId = grant_id.parse().expect("grant id");
+    let g = w.app.get_access_grant(ws, g).await.expect("grant");
+    let method = g.access_method_ids[0];
+    let encoders = w
+        .app
+        .list_encoders(ws, Some(space.id), &page())
+        .await
+        .expect("encoders")
+        .items;
+    let encoded = send(
+        &w.router,
+        post(
+            &format!("/console/methods/{method}/encode"),
+            &cookie,
+            &[
+                ("csrf", &csrf),
+                ("acs_encoder_id", &encoders[0].id.to_string()),
+            ],
+        ),
+    )
+    .await;
+    // The method is not ready for encoding until the system issued it: the refusal is shown.
+    assert!(
+        encoded.status == StatusCode::SEE_OTHER || encoded.status == StatusCode::BAD_REQUEST,
+        "{} {}",
+        encoded.status,
+        encoded.body
+    );
+    // Remote unlock: a confirmation first, then the attempt.
+    let ks = system_named(&w.app, ws, "Salto KS").await;
+    let main = w
+        .app
+        .list_entrances(ws, Some(ks.id), &page())
+        .await
+        .expect("entrances")
+        .items
+        .into_iter()
+        .find(|e| e.display_name == "Main Entrance")
+        .expect("Main Entrance");
+    let path = format!("/console/entrances/{}/unlock", main.id);
+    let confirm = send(&w.router, get(&path, &cookie)).await;
+    assert!(confirm.body.contains("Unlock Main Entrance?"));
+    let no_token = send(&w.router, post(&path, &cookie, &[])).await;
+    assert_eq!(no_token.status, StatusCode::FORBIDDEN);
+    let queued = send(&w.router, post(&path, &cookie, &[("csrf", &csrf)])).await;
+    assert_eq!(queued.status, StatusCode::SEE_OTHER, "{}", queued.body);
+    let attempt = send(&w.router, get(&queued.location, &cookie)).await;
+    assert!(attempt.body.contains("Unlocking Main Entrance"));
+    // A door that cannot be unlocked remotely is refused on the confirmation page.
+    let room_path = format!("/console/entrances/{}/unlock", room.id);
+    let refused = send(&w.router, post(&room_path, &cookie, &[("csrf", &csrf)])).await;
+    assert_eq!(refused.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(refused.body.contains("role=\"alert\""));
+    // Another workspace's entrance is 404.
+    let ks_b = system_named(&w.app, ws_b, "Salto KS").await;
+    let theirs = w
+        .app
+        .list_entrances(ws_b, Some(ks_b.id), &page())
+        .await
+        .expect("entrances")
+        .items
+        .remove(0);
+    let r = send(
+        &w.router,
+        post(
+            &format!("/console/entrances/{}/unlock", theirs.id),
+            &cookie,
+            &[("csrf", &csrf)],
+        ),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
 }
