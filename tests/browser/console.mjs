@@ -138,6 +138,29 @@ try {
     .waitFor({ timeout: 15000 });
   await shot(phone, '14-phone-unlocked');
 
+  // Beyond the seed: an access grant with a card, encoded at the desk; its doors turn granted.
+  await page.getByRole('link', { name: 'Access grants' }).click();
+  await page.getByRole('link', { name: 'New access grant' }).click();
+  await page.getByLabel('Who').selectOption({ label: 'Jane Doe' });
+  await page.getByLabel('Room 101 · Harbour Hotel (Salto Space)').check();
+  await page.getByLabel('Card', { exact: true }).check();
+  await shot(page, '16-new-access-grant');
+  await page.getByRole('button', { name: 'Create access grant' }).click();
+  // The card can be encoded once the system issued it: until then the refusal says so.
+  let encoded = false;
+  for (let i = 0; i < 20 && !encoded; i++) {
+    await page.getByRole('button', { name: 'Encode card' }).click();
+    await page.waitForLoadState();
+    encoded = /\/console\/attempts\//.test(page.url());
+    if (!encoded) await page.waitForTimeout(500);
+  }
+  if (!encoded) throw new Error('the card could not be encoded');
+  await page.getByRole('status').filter({ hasText: 'Done: success' }).waitFor({ timeout: 20000 });
+  await shot(page, '17-card-encoded');
+  await page.getByRole('link', { name: 'Back to the access grant' }).click();
+  await page.locator('.state.granted').first().waitFor({ timeout: 20000 });
+  await shot(page, '18-grant-doors-granted');
+
   // A system that assigns entrances to credentials: "Select entrances", then start & end.
   await addUser('Grand Central Hotel (Visionline)', 'John Roe', 'john@example.com', false,
     '2026-01-01T15:00', '2099-01-05T11:00');

@@ -11,7 +11,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use keygate_domain::action::{ActionAttempt, AttemptStatus};
 use keygate_domain::grant::{AccessGrant, AccessMethod, DoorState};
-use keygate_domain::ids::{ActionAttemptId, EntranceId};
+use keygate_domain::ids::{AccessGrantId, AccessMethodId, ActionAttemptId, EntranceId};
 use keygate_domain::model::{AccessSystem, Encoder, Entrance};
 use keygate_domain::page::PageRequest;
 use keygate_domain::{Error, Resource, validate};
@@ -371,9 +371,14 @@ fn method_section(
 pub async fn detail(State(c): St, headers: HeaderMap, Path(id): Path<String>) -> Response {
     let ctx = try_resp!(signed_in(&c, &headers).await);
     let gid = try_resp!(id_of(&id, "access_grant_id", Resource::AccessGrant));
+    detail_page(&c, &ctx, gid, &Errors::default()).await
+}
+
+/// A grant with its methods and doors; `errors` of a refused encoding above them.
+async fn detail_page(c: &Console, ctx: &Ctx, gid: AccessGrantId, errors: &Errors) -> Response {
     let g: AccessGrant = try_page!(c.app.get_access_grant(ctx.ws, gid).await);
     let person = try_page!(c.app.get_user_identity(ctx.ws, g.user_identity_id).await);
-    let places = try_page!(Places::of(&c, &ctx).await);
+    let places = try_page!(Places::of(c, ctx).await);
     let mut methods = Vec::new();
     for m in &g.access_method_ids {
         match c.app.get_access_method(ctx.ws, *m).await {
@@ -396,9 +401,9 @@ pub async fn detail(State(c): St, headers: HeaderMap, Path(id): Path<String>) ->
             .iter()
             .any(|d| d.state == DoorState::Pending || d.pending.is_some())
     });
-    render(layout(
+    let page = render(layout(
         &g.name,
-        Some(&ctx),
+        Some(ctx),
         html! {
             p.crumbs { a href="/console/grants" { "Access grants" } " › " (g.name) }
             h1 { (g.name) }
@@ -410,11 +415,19 @@ pub async fn detail(State(c): St, headers: HeaderMap, Path(id): Path<String>) ->
             @if live {
                 p.notice role="status" data-live="3" { "Changes are being pushed to the access systems; this page follows them." }
             }
+            @if !errors.general.is_empty() {
+                div.alert role="alert" { @for m in &errors.general { p { (m) } } }
+            }
             @for w in &g.warnings { p.hint { "Warning: " (w.message) } }
             @for e in &g.errors { p.error { (e.message) } }
-            @for m in &methods { (method_section(&ctx, m, &places, &encoders)) }
+            @for m in &methods { (method_section(ctx, m, &places, &encoders)) }
         },
-    ))
+    ));
+    if errors.is_empty() {
+        page
+    } else {
+        (StatusCode::UNPROCESSABLE_ENTITY, page).into_response()
+    }
 }
 
 /// Encode a card on an encoder: `EncodeAccessMethod`, then the attempt's page.
@@ -427,6 +440,8 @@ pub async fn encode(
     let ctx = try_resp!(signed_in(&c, &headers).await);
     let f = FormData::parse(&body);
     try_resp!(check_csrf(&ctx.session, &f));
+    let mid: AccessMethodId = try_resp!(id_of(&id, "access_method_id", Resource::AccessMethod));
+    let method = try_page!(c.app.get_access_method(ctx.ws, mid).await);
     let req = v1::EncodeAccessMethodRequest {
         access_method_id: id,
         acs_encoder_id: f.get("acs_encoder_id").to_owned(),
@@ -436,8 +451,15 @@ pub async fn encode(
         Ok(cmd) => c.app.encode_access_method(ctx.ws, cmd).await,
         Err(e) => Err(e),
     };
-    let attempt = try_page!(attempt);
-    see_other(&format!("/console/attempts/{}", attempt.id))
+    match attempt {
+        Ok(a) => see_other(&format!("/console/attempts/{}", a.id)),
+        Err(e @ Error::NotFound { .. })
+            if e.reason() == Resource::AccessMethod.not_found_reason() =>
+        {
+            pages::failure(&e)
+        }
+        Err(e) => detail_page(&c, &ctx, method.access_grant_id, &Errors::of(&e, &[])).await,
+    }
 }
 
 pub async fn attempt(State(c): St, headers: HeaderMap, Path(id): Path<String>) -> Response {

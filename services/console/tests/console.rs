@@ -726,12 +726,14 @@ async fn grants_encoding_and_unlock_through_the_forms() {
     )
     .await;
     // The method is not ready for encoding until the system issued it: the refusal is shown.
-    assert!(
-        encoded.status == StatusCode::SEE_OTHER || encoded.status == StatusCode::BAD_REQUEST,
-        "{} {}",
+    assert_eq!(
         encoded.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
         encoded.body
     );
+    assert!(encoded.body.contains("role=\"alert\""));
+    assert!(encoded.body.contains("Room 101"), "on the grant's page");
     // Remote unlock: a confirmation first, then the attempt.
     let ks = system_named(&w.app, ws, "Salto KS").await;
     let main = w
