@@ -14,6 +14,7 @@
 // handlers return.
 #![allow(clippy::result_large_err)]
 
+mod events;
 mod forms;
 mod grants;
 mod handlers;
@@ -91,6 +92,7 @@ pub fn router(console: Console) -> Router {
             "/console/instant-keys/{id}/revoke",
             post(handlers::revoke_instant_key),
         )
+        .route("/console/events", get(events::list))
         .route("/console/grants", get(grants::list).post(grants::create))
         .route("/console/grants/new", get(grants::new_form))
         .route("/console/grants/{id}", get(grants::detail))

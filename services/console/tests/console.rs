@@ -779,3 +779,35 @@ async fn grants_encoding_and_unlock_through_the_forms() {
     .await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
 }
+
+#[tokio::test]
+async fn the_events_view_shows_the_log_and_refuses_another_workspaces_cursor() {
+    let w = world().await;
+    let (ws, token) = workspace(&w.app, "Hotel").await;
+    let (ws_b, _) = workspace(&w.app, "Other").await;
+    let (cookie, _) = sign_in(&w.router, &token).await;
+    w.app
+        .create_user_identity(
+            ws,
+            keygate_app::identities::CreateIdentity {
+                idem: None,
+                person: keygate_domain::validate::new_user_identity("", "Jane", "", "")
+                    .expect("person"),
+            },
+        )
+        .await
+        .expect("identity");
+    let page = send(&w.router, get("/console/events", &cookie)).await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(
+        page.body.contains("data-live"),
+        "the last page follows the log"
+    );
+    let b_cursor = keygate_app::events::seal_cursor(&w.app.tokens, ws_b, 1).expect("cursor");
+    let r = send(
+        &w.router,
+        get(&format!("/console/events?after={b_cursor}"), &cookie),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+}
