@@ -752,3 +752,41 @@ pub async fn js() -> Response {
     )
         .into_response()
 }
+
+/// Send an Instant Key's link by SMS or email (`DeliverInstantKey`); the deliveries show under
+/// the key on the identity page.
+pub async fn send_instant_key(
+    State(c): St,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Response {
+    let ctx = session_try!(signed_in(&c, &headers).await);
+    let form = FormData::parse(&body);
+    session_try!(check_csrf(&ctx.session, &form));
+    let key: InstantKeyId = session_try!(path_id(&id, "instant_key_id", Resource::InstantKey));
+    let k = page_try!(
+        c.app
+            .get_instant_key(ctx.ws, keygate_app::instant_keys::KeyLookup::Id(key))
+            .await
+    );
+    let channel = match form.get("channel") {
+        "sms" => v1::DeliveryChannel::Sms,
+        "email" => v1::DeliveryChannel::Email,
+        _ => v1::DeliveryChannel::Unspecified,
+    };
+    let req = v1::DeliverInstantKeyRequest {
+        request_id: form.get("request_id").to_owned(),
+        instant_key_id: id,
+        channel: channel as i32,
+        to: form.get("to").to_owned(),
+    };
+    let sent = match req.into_command() {
+        Ok(cmd) => c.app.deliver_instant_key(ctx.ws, cmd).await,
+        Err(e) => Err(e),
+    };
+    match sent {
+        Ok(_) => see_other(&format!("/console/identities/{}", k.key.user_identity_id)),
+        Err(e) => identity_page(&c, &ctx, k.key.user_identity_id, None, &Errors::of(&e, &[])).await,
+    }
+}

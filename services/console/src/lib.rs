@@ -102,6 +102,10 @@ pub fn router(console: Console) -> Router {
             "/console/entrances/{id}/unlock",
             get(grants::unlock_confirm).post(grants::unlock),
         )
+        .route(
+            "/console/instant-keys/{id}/send",
+            post(handlers::send_instant_key),
+        )
         .route("/console/static/console.css", get(handlers::css))
         .route("/console/static/console.js", get(handlers::js))
         .layer(axum::middleware::from_fn(protect))

@@ -686,6 +686,42 @@ pub fn identity(
                                         }
                                     }
                                 }
+                                @if active || !k.deliveries.is_empty() {
+                                    tr {
+                                        td colspan="4" {
+                                            @if active {
+                                                form.inline method="post" action={ "/console/instant-keys/" (k.key.id.to_string()) "/send" } {
+                                                    (csrf(ctx))
+                                                    input type="hidden" name="request_id" value=(uuid::Uuid::new_v4().to_string());
+                                                    label for={ "ch-" (k.key.id.to_string()) } { "Send by" }
+                                                    " "
+                                                    select id={ "ch-" (k.key.id.to_string()) } name="channel" {
+                                                        option value="email" { "Email" }
+                                                        option value="sms" { "SMS" }
+                                                    }
+                                                    " "
+                                                    label for={ "to-" (k.key.id.to_string()) } { "to" }
+                                                    " "
+                                                    input type="text" id={ "to-" (k.key.id.to_string()) } name="to" placeholder="the person's own";
+                                                    " "
+                                                    button type="submit" { "Send" }
+                                                }
+                                            }
+                                            @if !k.deliveries.is_empty() {
+                                                ul.plain {
+                                                    @for d in &k.deliveries {
+                                                        li {
+                                                            (d.channel.as_str()) " to " (d.to) ": " strong { (d.status.as_str()) }
+                                                            " (" (d.attempts) " attempt(s)"
+                                                            @if let Some(e) = &d.last_error { "; " (e) }
+                                                            ")"
+                                                        }
+                                                    }
+                                                }
+                                            }
+                                        }
+                                    }
+                                }
                             }
                         }
                     }

@@ -33,6 +33,10 @@ struct World {
 }
 
 async fn world() -> World {
+    world_with(Default::default()).await
+}
+
+async fn world_with(delivery: keygate_app::instant_keys::Availability) -> World {
     let db = TestDb::sqlite().await;
     let store = db.store.clone();
     let cache = Arc::new(keygate_cache::InProcessCache::new(1_000));
@@ -41,13 +45,16 @@ async fn world() -> World {
     links.set_secret(vec![5; 32]);
     let mut providers = Registry::new();
     providers.register(Arc::new(VirtualSystems::new(Duration::ZERO)));
-    let app = App::new(
-        store.clone(),
-        tracker,
-        links,
-        PageTokens::new(vec![6; 32]),
-        providers,
-    );
+    let app = App {
+        instant_key_delivery: delivery,
+        ..App::new(
+            store.clone(),
+            tracker,
+            links,
+            PageTokens::new(vec![6; 32]),
+            providers,
+        )
+    };
     let router = router(Console {
         app: app.clone(),
         auth: Authenticator::new(store, cache.clone(), Some(ADMIN.into())),
@@ -810,4 +817,71 @@ async fn the_events_view_shows_the_log_and_refuses_another_workspaces_cursor() {
     )
     .await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn an_instant_key_is_sent_and_its_deliveries_show() {
+    use keygate_app::instant_keys::{Availability, Route};
+    for (email, expect) in [
+        (Route::Off, StatusCode::UNPROCESSABLE_ENTITY),
+        (Route::Outbox, StatusCode::SEE_OTHER),
+    ] {
+        let w = world_with(Availability {
+            email,
+            ..Default::default()
+        })
+        .await;
+        let (ws, token) = workspace(&w.app, "Hotel").await;
+        let (cookie, csrf) = sign_in(&w.router, &token).await;
+        let jane = w
+            .app
+            .create_user_identity(
+                ws,
+                keygate_app::identities::CreateIdentity {
+                    idem: None,
+                    person: keygate_domain::validate::new_user_identity(
+                        "",
+                        "Jane",
+                        "jane@example.com",
+                        "",
+                    )
+                    .expect("person"),
+                },
+            )
+            .await
+            .expect("identity");
+        let (k, _) = w
+            .app
+            .generate_instant_key(
+                ws,
+                keygate_app::instant_keys::GenerateKey {
+                    idem: None,
+                    user_identity_id: jane.identity.id,
+                    max_use_count: 1,
+                    expires_at: Some(time::OffsetDateTime::now_utc() + time::Duration::days(1)),
+                },
+            )
+            .await
+            .expect("key");
+        let r = send(
+            &w.router,
+            post(
+                &format!("/console/instant-keys/{}/send", k.key.id),
+                &cookie,
+                &[("csrf", &csrf), ("channel", "email")],
+            ),
+        )
+        .await;
+        assert_eq!(r.status, expect, "{}", r.body);
+        if expect == StatusCode::SEE_OTHER {
+            let page = send(&w.router, get(&r.location, &cookie)).await;
+            assert!(
+                page.body.contains("email to jane@example.com"),
+                "{}",
+                page.body
+            );
+        } else {
+            assert!(r.body.contains("role=\"alert\""));
+        }
+    }
 }
