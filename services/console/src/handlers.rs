@@ -111,9 +111,25 @@ pub async fn sign_in(State(c): St, headers: HeaderMap, body: Bytes) -> Response 
             StatusCode::FORBIDDEN,
         );
     }
+    if let Some(wait) = c.sign_in_limit.wait() {
+        tracing::warn!("console sign-in refused: too many failed sign-ins");
+        let mut res = sign_in_response(
+            &c,
+            Some(&format!(
+                "Too many failed sign-ins: try again in {} seconds.",
+                wait.as_secs().max(1)
+            )),
+            StatusCode::TOO_MANY_REQUESTS,
+        );
+        if let Ok(v) = wait.as_secs().max(1).to_string().parse() {
+            res.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        return res;
+    }
     let principal = match c.auth.sign_in(form.get("token")).await {
         Ok(p) => p,
         Err(e) => {
+            c.sign_in_limit.failed();
             tracing::info!(reason = e.reason().as_str(), "console sign-in refused");
             return sign_in_response(&c, Some(&e.to_string()), StatusCode::UNAUTHORIZED);
         }

@@ -60,6 +60,7 @@ async fn world_with(delivery: keygate_app::instant_keys::Availability) -> World 
         auth: Authenticator::new(store, cache.clone(), Some(ADMIN.into())),
         sessions: Sessions::new(cache, DEFAULT_SESSION_TTL),
         secure_cookies: false,
+        sign_in_limit: keygate_console::SignInLimit::new(0.001, 3),
     });
     World {
         app,

@@ -411,6 +411,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
                 keygate_app::sessions::DEFAULT_SESSION_TTL,
             ),
             secure_cookies: args.public_url.starts_with("https://"),
+            sign_in_limit: Default::default(),
         }));
     }
     let stop = stopped(stop_rx.clone());
