@@ -20,6 +20,7 @@ mod grants;
 mod handlers;
 mod pages;
 mod time_fields;
+mod webhooks;
 
 use std::sync::Arc;
 
@@ -126,6 +127,12 @@ pub fn router(console: Console) -> Router {
             post(handlers::revoke_instant_key),
         )
         .route("/console/events", get(events::list))
+        .route(
+            "/console/webhooks",
+            get(webhooks::list).post(webhooks::create),
+        )
+        .route("/console/webhooks/{id}", get(webhooks::detail))
+        .route("/console/webhooks/{id}/delete", post(webhooks::delete))
         .route("/console/grants", get(grants::list).post(grants::create))
         .route("/console/grants/new", get(grants::new_form))
         .route("/console/grants/{id}", get(grants::detail))

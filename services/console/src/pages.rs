@@ -63,6 +63,7 @@ pub fn layout(title: &str, ctx: Option<&Ctx>, body: Markup) -> Markup {
                             a href="/console/identities" { "User identities" }
                             a href="/console/grants" { "Access grants" }
                             a href="/console/events" { "Events" }
+                            a href="/console/webhooks" { "Webhooks" }
                         }
                         form.signout method="post" action="/console/sign-out" {
                             input type="hidden" name="csrf" value=(ctx.session.csrf);

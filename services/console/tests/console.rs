@@ -886,3 +886,89 @@ async fn an_instant_key_is_sent_and_its_deliveries_show() {
         }
     }
 }
+
+#[tokio::test]
+async fn webhooks_are_created_with_their_secret_shown_once_and_refusals_by_field() {
+    let w = world().await;
+    let (ws, token) = workspace(&w.app, "Hotel").await;
+    let (ws_b, _) = workspace(&w.app, "Other").await;
+    let (cookie, csrf) = sign_in(&w.router, &token).await;
+    let bad = send(
+        &w.router,
+        post(
+            "/console/webhooks",
+            &cookie,
+            &[("csrf", &csrf), ("url", "http://127.0.0.1/hook")],
+        ),
+    )
+    .await;
+    assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(bad.body.contains("id=\"f-url-err\""), "{}", bad.body);
+    assert!(bad.body.contains("value=\"http://127.0.0.1/hook\""));
+    let ok = send(
+        &w.router,
+        post(
+            "/console/webhooks",
+            &cookie,
+            &[
+                ("csrf", &csrf),
+                ("url", "https://93.184.216.34/hook"),
+                ("event_types", "access_grant.created"),
+            ],
+        ),
+    )
+    .await;
+    assert_eq!(ok.status, StatusCode::OK, "{}", ok.body);
+    assert!(ok.body.contains("Signing secret"));
+    let hooks = w
+        .app
+        .list_webhooks(ws, &page())
+        .await
+        .expect("webhooks")
+        .items;
+    assert_eq!(hooks.len(), 1);
+    let detail = send(
+        &w.router,
+        get(&format!("/console/webhooks/{}", hooks[0].id), &cookie),
+    )
+    .await;
+    assert_eq!(detail.status, StatusCode::OK);
+    assert!(!detail.body.contains("Signing secret"), "shown once");
+    // Another workspace's webhook: 404, and it is not deleted.
+    let (theirs, _) = w
+        .app
+        .create_webhook(
+            ws_b,
+            keygate_app::webhooks::CreateWebhook {
+                idem: None,
+                url: "https://93.184.216.34/other".into(),
+                event_types: vec![],
+            },
+        )
+        .await
+        .expect("B's webhook");
+    let r = send(
+        &w.router,
+        post(
+            &format!("/console/webhooks/{}/delete", theirs.id),
+            &cookie,
+            &[("csrf", &csrf)],
+        ),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    w.app
+        .get_webhook(ws_b, theirs.id)
+        .await
+        .expect("still there");
+    let gone = send(
+        &w.router,
+        post(
+            &format!("/console/webhooks/{}/delete", hooks[0].id),
+            &cookie,
+            &[("csrf", &csrf)],
+        ),
+    )
+    .await;
+    assert_eq!(gone.location, "/console/webhooks");
+}
