@@ -205,8 +205,41 @@ pub async fn select_workspace(State(c): St, headers: HeaderMap, body: Bytes) -> 
 
 pub async fn systems(State(c): St, headers: HeaderMap) -> Response {
     let ctx = session_try!(signed_in(&c, &headers).await);
+    systems_page(&c, &ctx, &FormData::default(), &Errors::default()).await
+}
+
+/// The systems list, with the Connect form (its values and errors after a refusal).
+pub(crate) async fn systems_page(
+    c: &Console,
+    ctx: &Ctx,
+    form: &FormData,
+    errors: &Errors,
+) -> Response {
     let list = page_try!(c.app.list_access_systems(ctx.ws, None, &first_page()).await);
-    render(pages::systems(&ctx, &list.items))
+    let types = c.app.providers.types();
+    let page = render(pages::systems(
+        ctx,
+        &list.items,
+        crate::connections::connect_form(ctx, &types, form, errors),
+    ));
+    if errors.is_empty() {
+        page
+    } else {
+        (StatusCode::UNPROCESSABLE_ENTITY, page).into_response()
+    }
+}
+
+/// A system's page with a notice or the errors of its connection actions.
+pub(crate) async fn system_with(
+    c: &Console,
+    ctx: &Ctx,
+    id: AccessSystemId,
+    notice: Option<&str>,
+    errors: &Errors,
+) -> Response {
+    let none = FormData::default();
+    let ok = Errors::default();
+    system_page_full(c, ctx, id, (&none, &ok, false), (notice, errors)).await
 }
 
 async fn system_page(
@@ -217,7 +250,21 @@ async fn system_page(
     errors: &Errors,
     open: bool,
 ) -> Response {
+    let ok = Errors::default();
+    system_page_full(c, ctx, id, (form, errors, open), (None, &ok)).await
+}
+
+/// A system's page: the Add user form's values, errors and whether it is open; the connection
+/// area's notice and errors.
+async fn system_page_full(
+    c: &Console,
+    ctx: &Ctx,
+    id: AccessSystemId,
+    (form, errors, open): (&FormData, &Errors, bool),
+    connection: (Option<&str>, &Errors),
+) -> Response {
     let s = page_try!(c.app.get_access_system(ctx.ws, id).await);
+    let health = crate::connections::health(ctx, &s, connection.0, connection.1);
     let users = page_try!(
         c.app
             .list_acs_users(
@@ -237,8 +284,9 @@ async fn system_page(
         &users.items,
         &entrances.items,
         pages::UserForm { form, errors, open },
+        health,
     ));
-    if errors.is_empty() {
+    if errors.is_empty() && connection.1.is_empty() {
         page
     } else {
         (StatusCode::UNPROCESSABLE_ENTITY, page).into_response()

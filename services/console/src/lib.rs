@@ -14,6 +14,7 @@
 // handlers return.
 #![allow(clippy::result_large_err)]
 
+mod connections;
 mod events;
 mod forms;
 mod grants;
@@ -103,7 +104,15 @@ pub fn router(console: Console) -> Router {
             "/console/workspaces",
             get(handlers::workspaces).post(handlers::select_workspace),
         )
-        .route("/console/systems", get(handlers::systems))
+        .route(
+            "/console/systems",
+            get(handlers::systems).post(connections::connect),
+        )
+        .route("/console/systems/{id}/sync", post(connections::sync))
+        .route(
+            "/console/systems/{id}/disconnect",
+            post(connections::disconnect),
+        )
         .route("/console/systems/{id}", get(handlers::system))
         .route("/console/systems/{id}/users", post(handlers::add_user))
         .route("/console/users/{id}", get(handlers::user))

@@ -230,23 +230,29 @@ fn model(s: &AccessSystem) -> &'static str {
     }
 }
 
-pub fn systems(ctx: &Ctx, systems: &[AccessSystem]) -> Markup {
+pub fn systems(ctx: &Ctx, systems: &[AccessSystem], connect: Markup) -> Markup {
     layout(
         "Access Systems",
         Some(ctx),
         html! {
             h1 { "Access Systems" }
+            (connect)
             @if systems.is_empty() {
                 p { "No access system is connected to this workspace yet." }
             }
             table {
                 caption.sr { "Access systems of this workspace" }
-                thead { tr { th scope="col" { "Name" } th scope="col" { "Type" } th scope="col" { "acs_system_id" } } }
+                thead { tr { th scope="col" { "Name" } th scope="col" { "Type" } th scope="col" { "State" } th scope="col" { "acs_system_id" } } }
                 tbody {
                     @for s in systems {
                         tr {
                             td { a href={ "/console/systems/" (s.id.to_string()) } { (s.name) } }
                             td { (s.system_type) " · " (model(s)) }
+                            td {
+                                @if s.health.disconnected_at.is_some() { "disconnected" }
+                                @else if s.health.errors.is_empty() { "working" }
+                                @else { span.error { "not working" } }
+                            }
                             td { code { (s.id.to_string()) } " " (copy_button(&s.id.to_string(), "acs_system_id")) }
                         }
                     }
@@ -269,6 +275,7 @@ pub fn system(
     users: &[AcsUser],
     entrances: &[Entrance],
     add: UserForm<'_>,
+    health: Markup,
 ) -> Markup {
     let tz = zone_label(&s.time_zone);
     let f = add.form;
@@ -279,6 +286,7 @@ pub fn system(
             p.crumbs { a href="/console/systems" { "Access Systems" } " › " (s.name) }
             h1 { (s.name) }
             p { (s.system_type) " · " (model(s)) " · time zone " (tz) " · " code { (s.id.to_string()) } " " (copy_button(&s.id.to_string(), "acs_system_id")) }
+            (health)
             details.dialog open[add.open] {
                 summary.button { "Add user" }
                 form.card method="post" action={ "/console/systems/" (s.id.to_string()) "/users" } aria-labelledby="add-user-title" {

@@ -972,3 +972,102 @@ async fn webhooks_are_created_with_their_secret_shown_once_and_refusals_by_field
     .await;
     assert_eq!(gone.location, "/console/webhooks");
 }
+
+#[tokio::test]
+async fn systems_are_connected_synced_and_disconnected() {
+    let w = world().await;
+    let (ws, token) = workspace(&w.app, "Hotel").await;
+    let (ws_b, _) = workspace(&w.app, "Other").await;
+    let (cookie, csrf) = sign_in(&w.router, &token).await;
+    let unknown = send(
+        &w.router,
+        post(
+            "/console/systems",
+            &cookie,
+            &[
+                ("csrf", &csrf),
+                ("system_type", "no_such_type"),
+                ("name", "Mine"),
+                ("credentials", "token=very-secret"),
+            ],
+        ),
+    )
+    .await;
+    assert_eq!(unknown.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(unknown.body.contains("role=\"alert\""), "{}", unknown.body);
+    assert!(unknown.body.contains("value=\"Mine\""), "kept");
+    assert!(
+        !unknown.body.contains("very-secret"),
+        "credentials are never shown"
+    );
+    let connected = send(
+        &w.router,
+        post(
+            "/console/systems",
+            &cookie,
+            &[
+                ("csrf", &csrf),
+                ("system_type", "virtual_latch"),
+                ("name", "Second Lofts"),
+            ],
+        ),
+    )
+    .await;
+    assert_eq!(
+        connected.status,
+        StatusCode::SEE_OTHER,
+        "{}",
+        connected.body
+    );
+    let page = send(&w.router, get(&connected.location, &cookie)).await;
+    assert!(page.body.contains("Second Lofts"));
+    let s = system_named(&w.app, ws, "Salto KS").await;
+    let synced = send(
+        &w.router,
+        post(
+            &format!("/console/systems/{}/sync", s.id),
+            &cookie,
+            &[("csrf", &csrf)],
+        ),
+    )
+    .await;
+    assert_eq!(synced.status, StatusCode::OK, "{}", synced.body);
+    assert!(synced.body.contains("Synced:"));
+    let theirs = system_named(&w.app, ws_b, "Salto KS").await;
+    for action in ["sync", "disconnect"] {
+        let r = send(
+            &w.router,
+            post(
+                &format!("/console/systems/{}/{action}", theirs.id),
+                &cookie,
+                &[("csrf", &csrf), ("confirm", "yes")],
+            ),
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::NOT_FOUND, "{action}");
+    }
+    let unconfirmed = send(
+        &w.router,
+        post(
+            &format!("/console/systems/{}/disconnect", s.id),
+            &cookie,
+            &[("csrf", &csrf)],
+        ),
+    )
+    .await;
+    assert_eq!(unconfirmed.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let done = send(
+        &w.router,
+        post(
+            &format!("/console/systems/{}/disconnect", s.id),
+            &cookie,
+            &[("csrf", &csrf), ("confirm", "yes")],
+        ),
+    )
+    .await;
+    assert_eq!(done.status, StatusCode::SEE_OTHER);
+    let page = send(&w.router, get(&done.location, &cookie)).await;
+    assert!(page.body.contains("Disconnected"));
+    let still = w.app.get_access_system(ws_b, theirs.id).await.expect("B's");
+    assert!(still.health.disconnected_at.is_none());
+}
