@@ -11,11 +11,11 @@ use std::process::Command;
 use crate::harness::*;
 use crate::instant_keys::{jane_with_a_remote_door, path_of};
 
-fn browser_dir() -> PathBuf {
+pub(crate) fn browser_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/browser")
 }
 
-fn ensure_playwright() {
+pub(crate) fn ensure_playwright() {
     let dir = browser_dir();
     if dir
         .join("node_modules/playwright-core/package.json")

@@ -8,6 +8,7 @@ mod bad_input;
 mod browser;
 mod cli;
 mod connector;
+mod console;
 mod console_flow;
 mod crash;
 mod deliveries;

@@ -19,6 +19,7 @@ pub mod identities;
 pub mod instant_keys;
 pub mod methods;
 pub mod reads;
+pub mod sessions;
 pub mod simulated;
 pub mod ssrf;
 pub mod systems;

@@ -169,6 +169,18 @@ impl App {
         self.store.list_webhooks(ws, page).await
     }
 
+    /// A webhook's deliveries, in event order, at most `limit` (`NOT_FOUND` for a webhook not
+    /// in the workspace).
+    pub async fn list_webhook_deliveries(
+        &self,
+        ws: WorkspaceId,
+        id: WebhookId,
+        limit: u32,
+    ) -> Result<Vec<keygate_store::WebhookDeliveryRecord>, Error> {
+        self.store.get_webhook(ws, id).await?;
+        self.store.list_webhook_deliveries(ws, id, limit).await
+    }
+
     /// Deletes a webhook and every delivery of it not yet made.
     pub async fn delete_webhook(&self, ws: WorkspaceId, id: WebhookId) -> Result<(), Error> {
         self.store.delete_webhook(ws, id).await

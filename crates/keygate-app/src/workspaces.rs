@@ -157,7 +157,8 @@ impl App {
         )
     }
 
-    /// The caller's own workspace (what an API key may read of it).
+    /// One workspace: the caller's own (what an API key may read of it), or the console's
+    /// header (its name and whether it is a sandbox).
     pub async fn get_workspace(&self, ws: WorkspaceId) -> Result<Workspace, Error> {
         self.store.get_workspace(ws).await
     }

@@ -434,6 +434,23 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             }));
         }
     }
+    if args.roles.contains(&Role::Gateway) {
+        // The web console (docs/console.md): with the gateway, the role that answers people.
+        routes = routes.merge(keygate_console::router(keygate_console::Console {
+            app: app.clone(),
+            auth: keygate_app::auth::Authenticator::new(
+                store.clone(),
+                cache.clone(),
+                Some(args.admin_token.clone()).filter(|t| !t.is_empty()),
+            ),
+            sessions: keygate_app::sessions::Sessions::new(
+                cache.clone(),
+                keygate_app::sessions::DEFAULT_SESSION_TTL,
+            ),
+            secure_cookies: args.public_url.starts_with("https://"),
+            sign_in_limit: Default::default(),
+        }));
+    }
     let stop = stopped(stop_rx.clone());
     servers.spawn(crate::http::serve(http, routes, port_limits, stop));
 

@@ -1,0 +1,1073 @@
+//! The console's router over a real application on the embedded default's store (SQLite) and
+//! the in-process cache: sign-in, sessions, CSRF, tenancy (another workspace's ids are 404),
+//! and seed 000's steps through the forms.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use http::{Request, StatusCode, header};
+use keygate_app::App;
+use keygate_app::auth::Authenticator;
+use keygate_app::sessions::{DEFAULT_SESSION_TTL, Sessions};
+use keygate_app::tokens::PageTokens;
+use keygate_app::tracker::Tracker;
+use keygate_app::workspaces::CreateWorkspace;
+use keygate_console::{Console, router};
+use keygate_domain::ids::WorkspaceId;
+use keygate_domain::instant_key::Links;
+use keygate_domain::model::{AccessSystem, WorkspaceType};
+use keygate_domain::page::PageRequest;
+use keygate_providers::Registry;
+use keygate_providers::virtual_system::VirtualSystems;
+use keygate_store::testdb::TestDb;
+use tower::ServiceExt as _;
+
+const ADMIN: &str = "console-admin-token-for-tests";
+
+struct World {
+    app: App,
+    router: Router,
+    _db: TestDb,
+}
+
+async fn world() -> World {
+    world_with(Default::default()).await
+}
+
+async fn world_with(delivery: keygate_app::instant_keys::Availability) -> World {
+    let db = TestDb::sqlite().await;
+    let store = db.store.clone();
+    let cache = Arc::new(keygate_cache::InProcessCache::new(1_000));
+    let tracker = Tracker::in_process(store.clone(), cache.clone());
+    let links = Links::new("http://keygate.test");
+    links.set_secret(vec![5; 32]);
+    let mut providers = Registry::new();
+    providers.register(Arc::new(VirtualSystems::new(Duration::ZERO)));
+    let app = App {
+        instant_key_delivery: delivery,
+        ..App::new(
+            store.clone(),
+            tracker,
+            links,
+            PageTokens::new(vec![6; 32]),
+            providers,
+        )
+    };
+    let router = router(Console {
+        app: app.clone(),
+        auth: Authenticator::new(store, cache.clone(), Some(ADMIN.into())),
+        sessions: Sessions::new(cache, DEFAULT_SESSION_TTL),
+        secure_cookies: false,
+        sign_in_limit: keygate_console::SignInLimit::new(0.001, 3),
+    });
+    World {
+        app,
+        router,
+        _db: db,
+    }
+}
+
+async fn workspace(app: &App, name: &str) -> (WorkspaceId, String) {
+    let (ws, _, token) = app
+        .create_workspace(CreateWorkspace {
+            name: name.into(),
+            workspace_type: WorkspaceType::Sandbox,
+            api_key_name: None,
+        })
+        .await
+        .expect("workspace");
+    (ws.id, token)
+}
+
+fn page() -> PageRequest {
+    PageRequest {
+        after: None,
+        limit: 100,
+    }
+}
+
+async fn system_named(app: &App, ws: WorkspaceId, part: &str) -> AccessSystem {
+    app.list_access_systems(ws, None, &page())
+        .await
+        .expect("systems")
+        .items
+        .into_iter()
+        .find(|s| s.name.contains(part))
+        .expect("the sandbox system")
+}
+
+struct Reply {
+    status: StatusCode,
+    location: String,
+    cookies: Vec<String>,
+    body: String,
+}
+
+async fn send(r: &Router, req: Request<Body>) -> Reply {
+    let res = r.clone().oneshot(req).await.expect("a response");
+    let status = res.status();
+    let location = res
+        .headers()
+        .get(header::LOCATION)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    let cookies = res
+        .headers()
+        .get_all(header::SET_COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok().map(str::to_owned))
+        .collect();
+    let bytes = axum::body::to_bytes(res.into_body(), 4 << 20)
+        .await
+        .expect("body");
+    Reply {
+        status,
+        location,
+        cookies,
+        body: String::from_utf8_lossy(&bytes).into_owned(),
+    }
+}
+
+fn get(path: &str, cookie: &str) -> Request<Body> {
+    Request::get(path)
+        .header(header::COOKIE, cookie)
+        .body(Body::empty())
+        .expect("request")
+}
+
+fn post(path: &str, cookie: &str, form: &[(&str, &str)]) -> Request<Body> {
+    let body = url::form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(form)
+        .finish();
+    Request::post(path)
+        .header(header::COOKIE, cookie)
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .body(Body::from(body))
+        .expect("request")
+}
+
+/// The value of the first hidden input `name` of a page.
+fn hidden(body: &str, name: &str) -> String {
+    let marker = format!("name=\"{name}\" value=\"");
+    let at = body.find(&marker).expect("the hidden input") + marker.len();
+    body[at..].split('"').next().expect("a value").to_owned()
+}
+
+fn cookie_value(cookies: &[String], name: &str) -> Option<String> {
+    cookies.iter().find_map(|c| {
+        c.strip_prefix(&format!("{name}="))
+            .map(|rest| rest.split(';').next().unwrap_or("").to_owned())
+    })
+}
+
+/// Signs in with `token`; returns the session cookie header and the session's CSRF token.
+async fn sign_in(r: &Router, token: &str) -> (String, String) {
+    let form = send(r, get("/console/sign-in", "")).await;
+    assert_eq!(form.status, StatusCode::OK);
+    let login = cookie_value(&form.cookies, "kg_console_login").expect("login cookie");
+    let done = send(
+        r,
+        post(
+            "/console/sign-in",
+            &format!("kg_console_login={login}"),
+            &[("login", &hidden(&form.body, "login")), ("token", token)],
+        ),
+    )
+    .await;
+    assert_eq!(done.status, StatusCode::SEE_OTHER, "{}", done.body);
+    let session_cookie = done
+        .cookies
+        .iter()
+        .find(|c| c.starts_with("kg_console="))
+        .expect("a session cookie");
+    for attr in ["HttpOnly", "SameSite=Strict", "Path=/console", "Max-Age="] {
+        assert!(session_cookie.contains(attr), "{session_cookie}: {attr}");
+    }
+    assert!(!session_cookie.contains("Secure"), "plain http here");
+    let sid = cookie_value(&done.cookies, "kg_console").expect("session id");
+    let cookie = format!("kg_console={sid}");
+    let page = send(r, get(&done.location, &cookie)).await;
+    let page = if page.status == StatusCode::SEE_OTHER {
+        send(r, get(&page.location, &cookie)).await
+    } else {
+        page
+    };
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    (cookie.clone(), hidden(&page.body, "csrf"))
+}
+
+#[tokio::test]
+async fn sign_in_refuses_wrong_tokens_and_a_form_without_its_cookie() {
+    let w = world().await;
+    workspace(&w.app, "Hotel").await;
+    let form = send(&w.router, get("/console/sign-in", "")).await;
+    let login = cookie_value(&form.cookies, "kg_console_login").expect("login cookie");
+    let wrong = send(
+        &w.router,
+        post(
+            "/console/sign-in",
+            &format!("kg_console_login={login}"),
+            &[("login", &hidden(&form.body, "login")), ("token", "nope")],
+        ),
+    )
+    .await;
+    assert_eq!(wrong.status, StatusCode::UNAUTHORIZED);
+    assert!(
+        wrong
+            .body
+            .contains("neither a valid API key nor the admin token")
+    );
+    assert!(!wrong.cookies.iter().any(|c| c.starts_with("kg_console=")));
+    let no_cookie = send(
+        &w.router,
+        post(
+            "/console/sign-in",
+            "",
+            &[("login", &hidden(&form.body, "login")), ("token", ADMIN)],
+        ),
+    )
+    .await;
+    assert_eq!(no_cookie.status, StatusCode::FORBIDDEN);
+    // Signed out, every page leads to sign-in.
+    let page = send(&w.router, get("/console/systems", "")).await;
+    assert_eq!(
+        (page.status, page.location.as_str()),
+        (StatusCode::SEE_OTHER, "/console/sign-in")
+    );
+    let forged = send(&w.router, get("/console/systems", "kg_console=forged")).await;
+    assert_eq!(forged.location, "/console/sign-in");
+}
+
+#[tokio::test]
+async fn a_form_without_its_csrf_token_is_refused_and_changes_nothing() {
+    let w = world().await;
+    let (ws, token) = workspace(&w.app, "Hotel").await;
+    let (cookie, csrf) = sign_in(&w.router, &token).await;
+    let s = system_named(&w.app, ws, "Salto KS").await;
+    let path = format!("/console/systems/{}/users", s.id);
+    let fields = [
+        ("full_name", "Jane Doe"),
+        ("email_address", "jane@example.com"),
+    ];
+    let missing = send(&w.router, post(&path, &cookie, &fields)).await;
+    assert_eq!(missing.status, StatusCode::FORBIDDEN);
+    let mut wrong = fields.to_vec();
+    wrong.push(("csrf", "not-the-token"));
+    let wrong = send(&w.router, post(&path, &cookie, &wrong)).await;
+    assert_eq!(wrong.status, StatusCode::FORBIDDEN);
+    let system_page = send(
+        &w.router,
+        get(&format!("/console/systems/{}", s.id), &cookie),
+    )
+    .await;
+    assert!(
+        !system_page.body.contains("Jane Doe"),
+        "nothing was created"
+    );
+    // With its token, the same form creates the user.
+    let mut ok = fields.to_vec();
+    ok.push(("csrf", &csrf));
+    let created = send(&w.router, post(&path, &cookie, &ok)).await;
+    assert_eq!(created.status, StatusCode::SEE_OTHER, "{}", created.body);
+    let system_page = send(&w.router, get(&created.location, &cookie)).await;
+    assert!(system_page.body.contains("Jane Doe"));
+    // Sign-out needs the token too, then ends the session.
+    let refused = send(&w.router, post("/console/sign-out", &cookie, &[])).await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
+    let out = send(
+        &w.router,
+        post("/console/sign-out", &cookie, &[("csrf", &csrf)]),
+    )
+    .await;
+    assert_eq!(out.location, "/console/sign-in");
+    let after = send(&w.router, get("/console/systems", &cookie)).await;
+    assert_eq!(after.location, "/console/sign-in");
+}
+
+#[tokio::test]
+async fn another_workspaces_ids_are_not_found() {
+    let w = world().await;
+    let (_, token_a) = workspace(&w.app, "Hotel A").await;
+    let (ws_b, _) = workspace(&w.app, "Hotel B").await;
+    let (cookie, csrf) = sign_in(&w.router, &token_a).await;
+    let sys_b = system_named(&w.app, ws_b, "Salto KS").await;
+    let user_b = w
+        .app
+        .create_acs_user(
+            ws_b,
+            keygate_app::acs_users::CreateAcsUser {
+                idem: None,
+                acs_system_id: sys_b.id,
+                person: keygate_domain::validate::new_user_identity("", "Bob B", "", "")
+                    .expect("person"),
+                access_starts_at: None,
+                access_ends_at: None,
+            },
+        )
+        .await
+        .expect("user of B");
+    for path in [
+        format!("/console/systems/{}", sys_b.id),
+        format!("/console/users/{}", user_b.id),
+        format!("/console/users/{}/credentials", user_b.id),
+        "/console/users/not-an-id".to_owned(),
+    ] {
+        let r = send(&w.router, get(&path, &cookie)).await;
+        assert_eq!(r.status, StatusCode::NOT_FOUND, "{path}");
+    }
+    for (path, form) in [
+        (
+            format!("/console/systems/{}/users", sys_b.id),
+            vec![("full_name", "Mallory")],
+        ),
+        (
+            format!("/console/users/{}/identity", user_b.id),
+            vec![("new", "1"), ("full_name", "Mallory")],
+        ),
+        (format!("/console/users/{}/groups", user_b.id), vec![]),
+        (
+            format!("/console/users/{}/credentials", user_b.id),
+            vec![("access_method", "mobile_key")],
+        ),
+    ] {
+        let mut form = form;
+        form.push(("csrf", &csrf));
+        let r = send(&w.router, post(&path, &cookie, &form)).await;
+        assert_eq!(r.status, StatusCode::NOT_FOUND, "{path}");
+    }
+    let still = w.app.get_acs_user(ws_b, user_b.id).await.expect("B's user");
+    assert_eq!(still.user_identity_id, None, "B's user was not linked");
+}
+
+#[tokio::test]
+async fn refusals_show_next_to_their_field_with_the_values_kept() {
+    let w = world().await;
+    let (ws, token) = workspace(&w.app, "Hotel").await;
+    let (cookie, csrf) = sign_in(&w.router, &token).await;
+    let s = system_named(&w.app, ws, "Salto KS").await;
+    let r = send(
+        &w.router,
+        post(
+            &format!("/console/systems/{}/users", s.id),
+            &cookie,
+            &[
+                ("csrf", &csrf),
+                ("full_name", "Jane <b>Doe</b>"),
+                ("email_address", "not-an-email"),
+                ("starts_at", "2030-01-02T10:00"),
+                ("ends_at", "2030-01-01T10:00"),
+            ],
+        ),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.body);
+    assert!(r.body.contains("id=\"f-ends_at-err\""), "{}", r.body);
+    assert!(r.body.contains("must be after"));
+    assert!(
+        r.body.contains("value=\"Jane &lt;b&gt;Doe&lt;/b&gt;\""),
+        "kept, escaped"
+    );
+    assert!(r.body.contains("value=\"2030-01-02T10:00\""));
+    assert!(!r.body.contains("<b>Doe</b>"));
+    let r = send(
+        &w.router,
+        post(
+            &format!("/console/systems/{}/users", s.id),
+            &cookie,
+            &[
+                ("csrf", &csrf),
+                ("full_name", "Jane"),
+                ("email_address", "not-an-email"),
+            ],
+        ),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(r.body.contains("id=\"f-email_address-err\""), "{}", r.body);
+}
+
+#[tokio::test]
+async fn seed_000_through_the_forms() {
+    let w = world().await;
+    let (ws, _) = workspace(&w.app, "Hotel").await;
+    // The operator signs in, then picks the workspace in the switcher.
+    let (cookie, csrf) = sign_in(&w.router, ADMIN).await;
+    let list = send(&w.router, get("/console/workspaces", &cookie)).await;
+    assert!(list.body.contains("Hotel") && list.body.contains("sandbox"));
+    let picked = send(
+        &w.router,
+        post(
+            "/console/workspaces",
+            &cookie,
+            &[("csrf", &csrf), ("workspace_id", &ws.to_string())],
+        ),
+    )
+    .await;
+    assert_eq!(picked.location, "/console/systems");
+    let systems = send(&w.router, get("/console/systems", &cookie)).await;
+    let s = system_named(&w.app, ws, "Visionline").await;
+    assert!(systems.body.contains(&format!("data-copy=\"{}\"", s.id)));
+    // Add user.
+    let r = send(
+        &w.router,
+        post(
+            &format!("/console/systems/{}/users", s.id),
+            &cookie,
+            &[
+                ("csrf", &csrf),
+                ("full_name", "Jane Doe"),
+                ("email_address", "jane@example.com"),
+            ],
+        ),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    let user = w
+        .app
+        .list_acs_users(
+            ws,
+            &keygate_domain::acs::AcsUserFilter {
+                acs_system_id: Some(s.id),
+                user_identity_id: None,
+            },
+            &page(),
+        )
+        .await
+        .expect("users")
+        .items
+        .remove(0);
+    // A credential before the link is refused, on the page.
+    let entrances = w
+        .app
+        .list_entrances(ws, Some(s.id), &page())
+        .await
+        .expect("entrances")
+        .items;
+    let door = entrances[0].id.to_string();
+    let cred_path = format!("/console/users/{}/credentials", user.id);
+    let early = send(
+        &w.router,
+        post(
+            &cred_path,
+            &cookie,
+            &[
+                ("csrf", &csrf),
+                ("access_method", "mobile_key"),
+                ("acs_entrance_ids", &door),
+            ],
+        ),
+    )
+    .await;
+    assert_eq!(early.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(early.body.contains("not linked to a user identity"));
+    // Link to a new user identity.
+    let linked = send(
+        &w.router,
+        post(
+            &format!("/console/users/{}/identity", user.id),
+            &cookie,
+            &[
+                ("csrf", &csrf),
+                ("new", "1"),
+                ("full_name", "Jane Doe"),
+                ("email_address", "jane@example.com"),
+            ],
+        ),
+    )
+    .await;
+    assert_eq!(linked.status, StatusCode::SEE_OTHER, "{}", linked.body);
+    let identity = w
+        .app
+        .get_acs_user(ws, user.id)
+        .await
+        .expect("user")
+        .user_identity_id
+        .expect("linked");
+    // Add Credential: mobile key on one entrance.
+    let done = send(
+        &w.router,
+        post(
+            &cred_path,
+            &cookie,
+            &[
+                ("csrf", &csrf),
+                ("access_method", "mobile_key"),
+                ("acs_entrance_ids", &door),
+            ],
+        ),
+    )
+    .await;
+    assert_eq!(done.status, StatusCode::OK, "{}", done.body);
+    assert!(done.body.contains("Credential created") && done.body.contains(">Done<"));
+    // Generate Instant Key: the dialog with the link and its QR code.
+    let key = send(
+        &w.router,
+        post(
+            &format!("/console/identities/{identity}/instant-keys"),
+            &cookie,
+            &[("csrf", &csrf)],
+        ),
+    )
+    .await;
+    assert_eq!(key.status, StatusCode::OK, "{}", key.body);
+    assert!(key.body.contains("Instant Key Link"));
+    assert!(key.body.contains("value=\"http://keygate.test/ik/"));
+    assert!(key.body.contains("src=\"data:image/svg+xml;base64,"));
+    let keys = w
+        .app
+        .list_instant_keys(ws, Some(identity), &page())
+        .await
+        .expect("keys");
+    // The credential's grant has its own key; the generated one is the identity's.
+    assert_eq!(
+        keys.items
+            .iter()
+            .filter(|k| k.key.access_grant_id.is_none())
+            .count(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn revoking_the_key_ends_its_console_sessions() {
+    let w = world().await;
+    let (ws, _) = workspace(&w.app, "Hotel").await;
+    let (key, token) = w
+        .app
+        .create_api_key(
+            ws,
+            keygate_app::workspaces::CreateApiKey {
+                name: "front desk".into(),
+            },
+        )
+        .await
+        .expect("key");
+    let (cookie, _) = sign_in(&w.router, &token).await;
+    assert_eq!(
+        send(&w.router, get("/console/systems", &cookie))
+            .await
+            .status,
+        StatusCode::OK
+    );
+    w.app.revoke_api_key(ws, key.id).await.expect("revoke");
+    let after = send(&w.router, get("/console/systems", &cookie)).await;
+    assert_eq!(after.location, "/console/sign-in");
+}
+
+#[tokio::test]
+async fn an_instant_key_is_revoked_from_the_identity_page() {
+    let w = world().await;
+    let (ws, token) = workspace(&w.app, "Hotel").await;
+    let (ws_b, _) = workspace(&w.app, "Other").await;
+    let (cookie, csrf) = sign_in(&w.router, &token).await;
+    let person = |name: &str| keygate_app::identities::CreateIdentity {
+        idem: None,
+        person: keygate_domain::validate::new_user_identity("", name, "", "").expect("person"),
+    };
+    let jane = w
+        .app
+        .create_user_identity(ws, person("Jane"))
+        .await
+        .expect("identity");
+    let key_of = |ws, id| {
+        let app = w.app.clone();
+        async move {
+            app.generate_instant_key(
+                ws,
+                keygate_app::instant_keys::GenerateKey {
+                    idem: None,
+                    user_identity_id: id,
+                    max_use_count: 1,
+                    expires_at: Some(time::OffsetDateTime::now_utc() + time::Duration::days(1)),
+                },
+            )
+            .await
+            .expect("key")
+            .0
+        }
+    };
+    let k = key_of(ws, jane.identity.id).await;
+    let bob = w
+        .app
+        .create_user_identity(ws_b, person("Bob"))
+        .await
+        .expect("identity");
+    let other = key_of(ws_b, bob.identity.id).await;
+    let theirs = send(
+        &w.router,
+        post(
+            &format!("/console/instant-keys/{}/revoke", other.key.id),
+            &cookie,
+            &[("csrf", &csrf)],
+        ),
+    )
+    .await;
+    assert_eq!(theirs.status, StatusCode::NOT_FOUND);
+    let before = send(
+        &w.router,
+        get(
+            &format!("/console/identities/{}", jane.identity.id),
+            &cookie,
+        ),
+    )
+    .await;
+    assert!(before.body.contains("active"));
+    let r = send(
+        &w.router,
+        post(
+            &format!("/console/instant-keys/{}/revoke", k.key.id),
+            &cookie,
+            &[("csrf", &csrf)],
+        ),
+    )
+    .await;
+    assert_eq!(
+        r.location,
+        format!("/console/identities/{}", jane.identity.id)
+    );
+    let shown = send(&w.router, get(&r.location, &cookie)).await;
+    assert!(shown.body.contains("revoked"));
+    let again = w
+        .app
+        .list_instant_keys(ws_b, None, &page())
+        .await
+        .expect("keys");
+    assert!(again.items[0].key.revoked_at.is_none(), "B's key untouched");
+}
+
+#[tokio::test]
+async fn grants_encoding_and_unlock_through_the_forms() {
+    let w = world().await;
+    let (ws, token) = workspace(&w.app, "Hotel").await;
+    let (ws_b, _) = workspace(&w.app, "Other").await;
+    let (cookie, csrf) = sign_in(&w.router, &token).await;
+    let jane = w
+        .app
+        .create_user_identity(
+            ws,
+            keygate_app::identities::CreateIdentity {
+                idem: None,
+                person: keygate_domain::validate::new_user_identity("", "Jane", "", "")
+                    .expect("person"),
+            },
+        )
+        .await
+        .expect("identity");
+    let space = system_named(&w.app, ws, "Salto Space").await;
+    let room = w
+        .app
+        .list_entrances(ws, Some(space.id), &page())
+        .await
+        .expect("entrances")
+        .items
+        .into_iter()
+        .find(|e| e.display_name == "Room 101")
+        .expect("Room 101");
+    // Nothing chosen: the refusal is on the page, the person kept.
+    let form = send(&w.router, get("/console/grants/new", &cookie)).await;
+    assert_eq!(form.status, StatusCode::OK);
+    let who = jane.identity.id.to_string();
+    let refused = send(
+        &w.router,
+        post(
+            "/console/grants",
+            &cookie,
+            &[("csrf", &csrf), ("user_identity_id", &who)],
+        ),
+    )
+    .await;
+    assert_eq!(refused.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(refused.body.contains("class=\"error\""), "{}", refused.body);
+    let created = send(
+        &w.router,
+        post(
+            "/console/grants",
+            &cookie,
+            &[
+                ("csrf", &csrf),
+                ("user_identity_id", &who),
+                ("acs_entrance_ids", &room.id.to_string()),
+                ("mode", "card"),
+            ],
+        ),
+    )
+    .await;
+    assert_eq!(created.status, StatusCode::SEE_OTHER, "{}", created.body);
+    let detail = send(&w.router, get(&created.location, &cookie)).await;
+    assert_eq!(detail.status, StatusCode::OK);
+    assert!(
+        detail
+            .body
+            .contains("Room 101 · Harbour Hotel (Salto Space)")
+    );
+    assert!(detail.body.contains("pending") && detail.body.contains("data-live"));
+    // Another workspace's grant is 404.
+    let others = w
+        .app
+        .list_access_grants(ws_b, &Default::default(), &page())
+        .await
+        .expect("grants");
+    assert!(others.items.is_empty());
+    let grant_id = created.location.rsplit('/').next().expect("id").to_owned();
+    let g: keygate_domain::ids::AccessGrantId = grant_id.parse().expect("grant id");
+    let g = w.app.get_access_grant(ws, g).await.expect("grant");
+    let method = g.access_method_ids[0];
+    let encoders = w
+        .app
+        .list_encoders(ws, Some(space.id), &page())
+        .await
+        .expect("encoders")
+        .items;
+    let encoded = send(
+        &w.router,
+        post(
+            &format!("/console/methods/{method}/encode"),
+            &cookie,
+            &[
+                ("csrf", &csrf),
+                ("acs_encoder_id", &encoders[0].id.to_string()),
+            ],
+        ),
+    )
+    .await;
+    // The method is not ready for encoding until the system issued it: the refusal is shown.
+    assert_eq!(
+        encoded.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        encoded.body
+    );
+    assert!(encoded.body.contains("role=\"alert\""));
+    assert!(encoded.body.contains("Room 101"), "on the grant's page");
+    // Remote unlock: a confirmation first, then the attempt.
+    let ks = system_named(&w.app, ws, "Salto KS").await;
+    let main = w
+        .app
+        .list_entrances(ws, Some(ks.id), &page())
+        .await
+        .expect("entrances")
+        .items
+        .into_iter()
+        .find(|e| e.display_name == "Main Entrance")
+        .expect("Main Entrance");
+    let path = format!("/console/entrances/{}/unlock", main.id);
+    let confirm = send(&w.router, get(&path, &cookie)).await;
+    assert!(confirm.body.contains("Unlock Main Entrance?"));
+    let no_token = send(&w.router, post(&path, &cookie, &[])).await;
+    assert_eq!(no_token.status, StatusCode::FORBIDDEN);
+    let queued = send(&w.router, post(&path, &cookie, &[("csrf", &csrf)])).await;
+    assert_eq!(queued.status, StatusCode::SEE_OTHER, "{}", queued.body);
+    let attempt = send(&w.router, get(&queued.location, &cookie)).await;
+    assert!(attempt.body.contains("Unlocking Main Entrance"));
+    // A door that cannot be unlocked remotely is refused on the confirmation page.
+    let room_path = format!("/console/entrances/{}/unlock", room.id);
+    let refused = send(&w.router, post(&room_path, &cookie, &[("csrf", &csrf)])).await;
+    assert_eq!(refused.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(refused.body.contains("role=\"alert\""));
+    // Another workspace's entrance is 404.
+    let ks_b = system_named(&w.app, ws_b, "Salto KS").await;
+    let theirs = w
+        .app
+        .list_entrances(ws_b, Some(ks_b.id), &page())
+        .await
+        .expect("entrances")
+        .items
+        .remove(0);
+    let r = send(
+        &w.router,
+        post(
+            &format!("/console/entrances/{}/unlock", theirs.id),
+            &cookie,
+            &[("csrf", &csrf)],
+        ),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn the_events_view_shows_the_log_and_refuses_another_workspaces_cursor() {
+    let w = world().await;
+    let (ws, token) = workspace(&w.app, "Hotel").await;
+    let (ws_b, _) = workspace(&w.app, "Other").await;
+    let (cookie, _) = sign_in(&w.router, &token).await;
+    w.app
+        .create_user_identity(
+            ws,
+            keygate_app::identities::CreateIdentity {
+                idem: None,
+                person: keygate_domain::validate::new_user_identity("", "Jane", "", "")
+                    .expect("person"),
+            },
+        )
+        .await
+        .expect("identity");
+    let page = send(&w.router, get("/console/events", &cookie)).await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(
+        page.body.contains("data-live"),
+        "the last page follows the log"
+    );
+    let b_cursor = keygate_app::events::seal_cursor(&w.app.tokens, ws_b, 1).expect("cursor");
+    let r = send(
+        &w.router,
+        get(&format!("/console/events?after={b_cursor}"), &cookie),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn an_instant_key_is_sent_and_its_deliveries_show() {
+    use keygate_app::instant_keys::{Availability, Route};
+    for (email, expect) in [
+        (Route::Off, StatusCode::UNPROCESSABLE_ENTITY),
+        (Route::Outbox, StatusCode::SEE_OTHER),
+    ] {
+        let w = world_with(Availability {
+            email,
+            ..Default::default()
+        })
+        .await;
+        let (ws, token) = workspace(&w.app, "Hotel").await;
+        let (cookie, csrf) = sign_in(&w.router, &token).await;
+        let jane = w
+            .app
+            .create_user_identity(
+                ws,
+                keygate_app::identities::CreateIdentity {
+                    idem: None,
+                    person: keygate_domain::validate::new_user_identity(
+                        "",
+                        "Jane",
+                        "jane@example.com",
+                        "",
+                    )
+                    .expect("person"),
+                },
+            )
+            .await
+            .expect("identity");
+        let (k, _) = w
+            .app
+            .generate_instant_key(
+                ws,
+                keygate_app::instant_keys::GenerateKey {
+                    idem: None,
+                    user_identity_id: jane.identity.id,
+                    max_use_count: 1,
+                    expires_at: Some(time::OffsetDateTime::now_utc() + time::Duration::days(1)),
+                },
+            )
+            .await
+            .expect("key");
+        let r = send(
+            &w.router,
+            post(
+                &format!("/console/instant-keys/{}/send", k.key.id),
+                &cookie,
+                &[("csrf", &csrf), ("channel", "email")],
+            ),
+        )
+        .await;
+        assert_eq!(r.status, expect, "{}", r.body);
+        if expect == StatusCode::SEE_OTHER {
+            let page = send(&w.router, get(&r.location, &cookie)).await;
+            assert!(
+                page.body.contains("email to jane@example.com"),
+                "{}",
+                page.body
+            );
+        } else {
+            assert!(r.body.contains("role=\"alert\""));
+        }
+    }
+}
+
+#[tokio::test]
+async fn webhooks_are_created_with_their_secret_shown_once_and_refusals_by_field() {
+    let w = world().await;
+    let (ws, token) = workspace(&w.app, "Hotel").await;
+    let (ws_b, _) = workspace(&w.app, "Other").await;
+    let (cookie, csrf) = sign_in(&w.router, &token).await;
+    let bad = send(
+        &w.router,
+        post(
+            "/console/webhooks",
+            &cookie,
+            &[("csrf", &csrf), ("url", "http://127.0.0.1/hook")],
+        ),
+    )
+    .await;
+    assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(bad.body.contains("id=\"f-url-err\""), "{}", bad.body);
+    assert!(bad.body.contains("value=\"http://127.0.0.1/hook\""));
+    let ok = send(
+        &w.router,
+        post(
+            "/console/webhooks",
+            &cookie,
+            &[
+                ("csrf", &csrf),
+                ("url", "https://93.184.216.34/hook"),
+                ("event_types", "access_grant.created"),
+            ],
+        ),
+    )
+    .await;
+    assert_eq!(ok.status, StatusCode::OK, "{}", ok.body);
+    assert!(ok.body.contains("Signing secret"));
+    let hooks = w
+        .app
+        .list_webhooks(ws, &page())
+        .await
+        .expect("webhooks")
+        .items;
+    assert_eq!(hooks.len(), 1);
+    let detail = send(
+        &w.router,
+        get(&format!("/console/webhooks/{}", hooks[0].id), &cookie),
+    )
+    .await;
+    assert_eq!(detail.status, StatusCode::OK);
+    assert!(!detail.body.contains("Signing secret"), "shown once");
+    // Another workspace's webhook: 404, and it is not deleted.
+    let (theirs, _) = w
+        .app
+        .create_webhook(
+            ws_b,
+            keygate_app::webhooks::CreateWebhook {
+                idem: None,
+                url: "https://93.184.216.34/other".into(),
+                event_types: vec![],
+            },
+        )
+        .await
+        .expect("B's webhook");
+    let r = send(
+        &w.router,
+        post(
+            &format!("/console/webhooks/{}/delete", theirs.id),
+            &cookie,
+            &[("csrf", &csrf)],
+        ),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    w.app
+        .get_webhook(ws_b, theirs.id)
+        .await
+        .expect("still there");
+    let gone = send(
+        &w.router,
+        post(
+            &format!("/console/webhooks/{}/delete", hooks[0].id),
+            &cookie,
+            &[("csrf", &csrf)],
+        ),
+    )
+    .await;
+    assert_eq!(gone.location, "/console/webhooks");
+}
+
+#[tokio::test]
+async fn systems_are_connected_synced_and_disconnected() {
+    let w = world().await;
+    let (ws, token) = workspace(&w.app, "Hotel").await;
+    let (ws_b, _) = workspace(&w.app, "Other").await;
+    let (cookie, csrf) = sign_in(&w.router, &token).await;
+    let unknown = send(
+        &w.router,
+        post(
+            "/console/systems",
+            &cookie,
+            &[
+                ("csrf", &csrf),
+                ("system_type", "no_such_type"),
+                ("name", "Mine"),
+                ("credentials", "token=very-secret"),
+            ],
+        ),
+    )
+    .await;
+    assert_eq!(unknown.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(unknown.body.contains("role=\"alert\""), "{}", unknown.body);
+    assert!(unknown.body.contains("value=\"Mine\""), "kept");
+    assert!(
+        !unknown.body.contains("very-secret"),
+        "credentials are never shown"
+    );
+    let connected = send(
+        &w.router,
+        post(
+            "/console/systems",
+            &cookie,
+            &[
+                ("csrf", &csrf),
+                ("system_type", "virtual_latch"),
+                ("name", "Second Lofts"),
+            ],
+        ),
+    )
+    .await;
+    assert_eq!(
+        connected.status,
+        StatusCode::SEE_OTHER,
+        "{}",
+        connected.body
+    );
+    let page = send(&w.router, get(&connected.location, &cookie)).await;
+    assert!(page.body.contains("Second Lofts"));
+    let s = system_named(&w.app, ws, "Salto KS").await;
+    let synced = send(
+        &w.router,
+        post(
+            &format!("/console/systems/{}/sync", s.id),
+            &cookie,
+            &[("csrf", &csrf)],
+        ),
+    )
+    .await;
+    assert_eq!(synced.status, StatusCode::OK, "{}", synced.body);
+    assert!(synced.body.contains("Synced:"));
+    let theirs = system_named(&w.app, ws_b, "Salto KS").await;
+    for action in ["sync", "disconnect"] {
+        let r = send(
+            &w.router,
+            post(
+                &format!("/console/systems/{}/{action}", theirs.id),
+                &cookie,
+                &[("csrf", &csrf), ("confirm", "yes")],
+            ),
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::NOT_FOUND, "{action}");
+    }
+    let unconfirmed = send(
+        &w.router,
+        post(
+            &format!("/console/systems/{}/disconnect", s.id),
+            &cookie,
+            &[("csrf", &csrf)],
+        ),
+    )
+    .await;
+    assert_eq!(unconfirmed.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let done = send(
+        &w.router,
+        post(
+            &format!("/console/systems/{}/disconnect", s.id),
+            &cookie,
+            &[("csrf", &csrf), ("confirm", "yes")],
+        ),
+    )
+    .await;
+    assert_eq!(done.status, StatusCode::SEE_OTHER);
+    let page = send(&w.router, get(&done.location, &cookie)).await;
+    assert!(page.body.contains("Disconnected"));
+    let still = w.app.get_access_system(ws_b, theirs.id).await.expect("B's");
+    assert!(still.health.disconnected_at.is_none());
+}

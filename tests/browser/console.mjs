@@ -1,0 +1,183 @@
+// Seed 000 by clicks in the web console, in headless Chromium: sign in with the admin token,
+// switch to the workspace, ACS Systems, the system, Add user, the Users table, the user, link a
+// new user identity, Manage Access, Add Credential (mobile key, start & end), Done, the linked
+// identity, Generate Instant Key, then open the link from the dialog as a phone and unlock. A
+// second, shorter run on a system that assigns entrances to credentials shows "Select entrances".
+// Saves a screenshot of each step into <screenshots dir>.
+// Usage: node console.mjs <http base url> <admin token> <workspace name> <screenshots dir>
+// Exits non-zero (with the reason) when anything is not as expected.
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { chromium } from 'playwright-core';
+
+const [base, adminToken, workspaceName, shots] = process.argv.slice(2);
+if (!base || !adminToken || !workspaceName || !shots) {
+  console.error('usage: node console.mjs <base url> <admin token> <workspace name> <screenshots dir>');
+  process.exit(2);
+}
+mkdirSync(shots, { recursive: true });
+
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+  args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+    '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+});
+const violations = [];
+const watch = (page) => page.on('console', (m) => {
+  if (m.type() === 'error' && /Content Security Policy/i.test(m.text())) violations.push(m.text());
+});
+const steps = [];
+async function shot(page, name) {
+  await page.screenshot({ path: join(shots, `${name}.png`), fullPage: true });
+  steps.push(name);
+}
+
+try {
+  const desk = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+  const page = await desk.newPage();
+  watch(page);
+
+  // 1. Log in.
+  await page.goto(`${base}/console`);
+  await page.getByRole('heading', { name: 'Sign in' }).waitFor();
+  await shot(page, '01-sign-in');
+  await page.getByLabel('API key or admin token').fill(adminToken);
+  await page.getByRole('button', { name: 'Sign in' }).click();
+
+  // 2. The workspace switcher: sandbox and production workspaces.
+  await page.getByRole('heading', { name: 'Workspaces' }).waitFor();
+  await shot(page, '02-workspace-switcher');
+  await page.getByRole('button', { name: new RegExp(`^${workspaceName} sandbox`) }).click();
+
+  // 3. ACS Systems, with copyable acs_system_id.
+  await page.getByRole('heading', { name: 'Access Systems' }).waitFor();
+  await shot(page, '03-acs-systems');
+
+  async function addUser(systemName, name, email, shots, startsAt, endsAt) {
+    await page.getByRole('link', { name: 'ACS Systems' }).click();
+    // 4. The access system.
+    await page.getByRole('link', { name: systemName }).click();
+    await page.getByRole('heading', { name: systemName, level: 1 }).waitFor();
+    if (shots) await shot(page, '04-access-system');
+    // 5-6. Add user: full name, email, start and end, Continue.
+    await page.getByText('Add user', { exact: true }).click();
+    await page.getByLabel('Full name').fill(name);
+    await page.getByLabel('Email address').fill(email);
+    await page.getByLabel('Access starts').fill(startsAt);
+    await page.getByLabel('Access ends').fill(endsAt);
+    if (shots) await shot(page, '05-add-new-user');
+    await page.getByRole('button', { name: 'Continue' }).click();
+    // 7. The Users table: click the new user.
+    await page.getByRole('heading', { name: 'Users' }).waitFor();
+    if (shots) await shot(page, '06-users-table');
+    await page.getByRole('link', { name }).click();
+    await page.getByRole('heading', { name, level: 1 }).waitFor();
+    // 8-11. User identity: Link to user identity, New user identity, Save.
+    await page.getByText('User identity', { exact: true }).click();
+    await page.getByText('Link to user identity', { exact: true }).click();
+    await page.getByText('New user identity', { exact: true }).click();
+    await page.getByRole('heading', { name: 'Add New User Identity' }).waitFor();
+    if (shots) await shot(page, '07-new-user-identity');
+    await page.getByRole('button', { name: 'Save' }).click();
+    await page.locator('section[aria-labelledby="identity-title"] a').waitFor();
+  }
+
+  await addUser('Riverside Apartments (Salto KS)', 'Jane Doe', 'jane@example.com', true,
+    '2026-01-01T09:00', '2099-12-31T18:00');
+  await shot(page, '08-user-identity-linked');
+
+  // 12. Access Groups: Manage Access, check "All Residents", Save.
+  await page.getByText('Manage Access', { exact: true }).click();
+  await page.getByLabel('All Residents').check();
+  await shot(page, '09-manage-access');
+  await page.getByRole('button', { name: 'Save' }).click();
+  await page.getByRole('listitem').filter({ hasText: 'All Residents' }).waitFor();
+
+  // 13-15. Add Credential: a mobile key; this system opens the user's groups' entrances; start & end.
+  await page.getByRole('link', { name: 'Add Credential' }).click();
+  await page.getByRole('heading', { name: /Add Credential for Jane Doe/ }).waitFor();
+  await page.getByLabel('Mobile key').check();
+  await shot(page, '10-add-credential');
+  await page.getByRole('button', { name: 'Next' }).click();
+
+  // 16. Done.
+  await page.getByRole('heading', { name: 'Credential created' }).waitFor();
+  await shot(page, '11-credential-done');
+  await page.getByRole('link', { name: 'Done' }).click();
+
+  // 17. The linked user identity.
+  await page.locator('section[aria-labelledby="identity-title"] a').click();
+  await page.getByRole('heading', { name: 'Instant Key', exact: true }).waitFor();
+  await shot(page, '12-user-identity');
+
+  // 18. Generate Instant Key: the dialog with the link (copy) and the QR code.
+  await page.getByRole('button', { name: 'Generate Instant Key' }).click();
+  const dialog = page.getByRole('dialog', { name: 'Instant Key Link' });
+  await dialog.waitFor();
+  const link = await dialog.getByLabel('Instant Key link', { exact: true }).inputValue();
+  if (!/\/ik\//.test(link)) throw new Error(`the dialog shows no Instant Key link: ${link}`);
+  const qr = await dialog.getByRole('img', { name: 'QR code of the Instant Key link' })
+    .evaluate((img) => img.complete && img.naturalWidth > 0);
+  if (!qr) throw new Error('the QR code did not render');
+  await shot(page, '13-instant-key-link');
+
+  // The person opens the link on a phone and unlocks.
+  const phoneContext = await browser.newContext({
+    viewport: { width: 390, height: 844 }, deviceScaleFactor: 2, isMobile: true, hasTouch: true,
+  });
+  const phone = await phoneContext.newPage();
+  watch(phone);
+  // The link names the server's public URL; this test's server listens on another port.
+  const response = await phone.goto(base + new URL(link).pathname);
+  if (response.status() !== 200) throw new Error(`the Instant Key page answered ${response.status()}`);
+  await phone.getByRole('heading', { name: /Jane Doe/ }).waitFor();
+  await phone.getByRole('button', { name: 'Use this key on this phone' }).tap();
+  await phone.getByRole('button', { name: 'Unlock Main Entrance' }).waitFor({ timeout: 15000 });
+  await phone.getByRole('button', { name: 'Unlock Main Entrance' }).tap();
+  await phone.getByRole('status').filter({ hasText: 'Main Entrance is unlocked.' })
+    .waitFor({ timeout: 15000 });
+  await shot(phone, '14-phone-unlocked');
+
+  // Beyond the seed: an access grant with a card, encoded at the desk; its doors turn granted.
+  await page.getByRole('link', { name: 'Access grants' }).click();
+  await page.getByRole('link', { name: 'New access grant' }).click();
+  await page.getByLabel('Who').selectOption({ label: 'Jane Doe' });
+  await page.getByLabel('Room 101 · Harbour Hotel (Salto Space)').check();
+  await page.getByLabel('Card', { exact: true }).check();
+  await shot(page, '16-new-access-grant');
+  await page.getByRole('button', { name: 'Create access grant' }).click();
+  // The card can be encoded once the system issued it: until then the refusal says so.
+  let encoded = false;
+  for (let i = 0; i < 20 && !encoded; i++) {
+    await page.getByRole('button', { name: 'Encode card' }).click();
+    await page.waitForLoadState();
+    encoded = /\/console\/attempts\//.test(page.url());
+    if (!encoded) await page.waitForTimeout(500);
+  }
+  if (!encoded) throw new Error('the card could not be encoded');
+  await page.getByRole('status').filter({ hasText: 'Done: success' }).waitFor({ timeout: 20000 });
+  await shot(page, '17-card-encoded');
+  await page.getByRole('link', { name: 'Back to the access grant' }).click();
+  await page.locator('.state.granted').first().waitFor({ timeout: 20000 });
+  await shot(page, '18-grant-doors-granted');
+
+  // A system that assigns entrances to credentials: "Select entrances", then start & end.
+  await addUser('Grand Central Hotel (Visionline)', 'John Roe', 'john@example.com', false,
+    '2026-01-01T15:00', '2099-01-05T11:00');
+  await page.getByRole('link', { name: 'Add Credential' }).click();
+  await page.getByLabel('Mobile key').check();
+  await page.getByLabel('Room 301').check();
+  await page.getByLabel('Main Entrance').check();
+  await shot(page, '15-select-entrances');
+  await page.getByRole('button', { name: 'Next' }).click();
+  await page.getByRole('heading', { name: 'Credential created' }).waitFor();
+
+  // Sign out: the console is closed again.
+  await page.getByRole('button', { name: 'Sign out' }).click();
+  await page.getByRole('heading', { name: 'Sign in' }).waitFor();
+
+  if (violations.length > 0) throw new Error(`Content-Security-Policy violations: ${violations.join('; ')}`);
+  console.log(JSON.stringify({ ok: true, steps }));
+} finally {
+  await browser.close();
+}
