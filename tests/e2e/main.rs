@@ -30,4 +30,5 @@ mod telemetry;
 mod tenancy;
 mod unlocks;
 mod updates;
+mod vendor_burst;
 mod webhooks;

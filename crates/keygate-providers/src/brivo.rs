@@ -644,6 +644,8 @@ impl Api {
         match code {
             403 | 429 if budget => ProviderError::Transient(format!("{BUDGET_EXHAUSTED}: {said}")),
             403 if text.contains("over qps") => {
+                self.pacer
+                    .throttled(self.account_key, Duration::from_secs(1));
                 ProviderError::Transient(format!("{RATE_LIMITED}: {said}"))
             }
             401 | 403 if self.at_discover => {
@@ -655,6 +657,8 @@ impl Api {
                     .get(reqwest::header::RETRY_AFTER)
                     .and_then(|v| v.to_str().ok())
                     .and_then(|v| v.trim().parse::<u64>().ok());
+                self.pacer
+                    .throttled(self.account_key, Duration::from_secs(after.unwrap_or(1)));
                 ProviderError::Transient(match after {
                     Some(s) => format!("{RATE_LIMITED}: {said} (retry after {s} s)"),
                     None => format!("{RATE_LIMITED}: {said}"),

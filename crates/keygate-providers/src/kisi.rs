@@ -395,6 +395,8 @@ impl Api {
                     .get(reqwest::header::RETRY_AFTER)
                     .and_then(|v| v.to_str().ok())
                     .and_then(|v| v.trim().parse::<u64>().ok());
+                self.pacer
+                    .throttled(self.account, Duration::from_secs(after.unwrap_or(1)));
                 ProviderError::Transient(match after {
                     Some(s) => format!("{RATE_LIMITED}: {said} (retry after {s} s)"),
                     None => format!("{RATE_LIMITED}: {said}"),

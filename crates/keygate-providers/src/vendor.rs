@@ -178,13 +178,28 @@ pub const MAX_PACING_WAIT: Duration = Duration::from_secs(5);
 /// `rate_limited` and waits its `Retry-After` without spending an attempt.
 #[derive(Default)]
 pub struct Pacer {
-    /// Per account: the theoretical arrival time of the next request.
-    next: Mutex<HashMap<u64, tokio::time::Instant>>,
+    accounts: Mutex<HashMap<u64, Paced>>,
 }
 
+/// One account's pacing: the theoretical arrival time of its next request, and the share of its
+/// declared rate it is paced at (below 1 after the vendor answered `429`).
+#[derive(Clone, Copy, Debug)]
+struct Paced {
+    tat: tokio::time::Instant,
+    share: f64,
+    calm_since: tokio::time::Instant,
+}
+
+/// How long an account goes without a `429` before its pace steps back up (×1.5, up to the
+/// declared rate).
+const RECOVERY_STEP: Duration = Duration::from_secs(5);
+/// The least share of the declared rate a run of `429`s brings an account down to.
+const MIN_SHARE: f64 = 0.02;
+
 impl Pacer {
-    /// Waits until `account` may send one more request at `rate`. Gives up (and takes no turn)
-    /// when the turn would come later than `within`, with how long it would have taken.
+    /// Waits until `account` may send one more request at `rate` (times the share it is paced
+    /// at since its last `429`). Gives up (and takes no turn) when the turn would come later
+    /// than `within`, with how long it would have taken.
     pub async fn pace(
         &self,
         account: u64,
@@ -193,25 +208,56 @@ impl Pacer {
     ) -> Result<(), Duration> {
         let wait = {
             let now = tokio::time::Instant::now();
-            let interval = Duration::from_secs_f64(1.0 / rate.per_second);
-            let tolerance = interval * rate.burst.saturating_sub(1);
-            let mut next = self.next.lock().unwrap_or_else(|e| e.into_inner());
-            if next.len() > 10_000 {
-                next.retain(|_, t| *t > now);
+            let mut accounts = self.accounts.lock().unwrap_or_else(|e| e.into_inner());
+            if accounts.len() > 10_000 {
+                accounts.retain(|_, a| a.tat > now || a.share < 1.0);
             }
-            let tat = next.get(&account).copied().unwrap_or(now).max(now);
-            let allowed_at = tat.checked_sub(tolerance).unwrap_or(now);
+            let a = accounts.entry(account).or_insert(Paced {
+                tat: now,
+                share: 1.0,
+                calm_since: now,
+            });
+            if a.share < 1.0 && now.duration_since(a.calm_since) >= RECOVERY_STEP {
+                a.share = (a.share * 1.5).min(1.0);
+                a.calm_since = now;
+            }
+            let per_second = rate.per_second * a.share;
+            let burst = if a.share < 1.0 { 1 } else { rate.burst };
+            let interval = Duration::from_secs_f64(1.0 / per_second);
+            let tolerance = interval * burst.saturating_sub(1);
+            let tat = a.tat.max(now);
+            let allowed_at = tat.checked_sub(tolerance).unwrap_or(now).max(now);
             let wait = allowed_at.saturating_duration_since(now);
             if wait > within {
                 return Err(wait);
             }
-            next.insert(account, tat + interval);
+            a.tat = tat + interval;
             wait
         };
         if !wait.is_zero() {
             tokio::time::sleep(wait).await;
         }
         Ok(())
+    }
+
+    /// The vendor answered `429` (its limit is lower than declared, or other clients share the
+    /// account): the account's next turn comes no sooner than `retry_after`, and its pace halves
+    /// (stepping back up after [`RECOVERY_STEP`]s without one), so the calls of this process stop
+    /// spending the vendor's requests on refusals.
+    pub fn throttled(&self, account: u64, retry_after: Duration) {
+        let now = tokio::time::Instant::now();
+        let mut accounts = self.accounts.lock().unwrap_or_else(|e| e.into_inner());
+        let a = accounts.entry(account).or_insert(Paced {
+            tat: now,
+            share: 1.0,
+            calm_since: now,
+        });
+        // One halving per burst of refusals: those answered together count once.
+        if now.duration_since(a.calm_since) >= Duration::from_millis(500) || a.share >= 1.0 {
+            a.share = (a.share * 0.5).max(MIN_SHARE);
+        }
+        a.calm_since = now;
+        a.tat = a.tat.max(now + retry_after.min(Duration::from_secs(60)));
     }
 }
 
@@ -357,5 +403,38 @@ mod tests {
             );
             assert!(!e.to_string().contains("pw"), "{e}");
         }
+    }
+
+    #[tokio::test]
+    async fn a_429_holds_the_account_back_and_halves_its_pace() {
+        let pacer = Pacer::default();
+        let rate = RequestRate {
+            per_second: 100.0,
+            burst: 1,
+        };
+        let within = Duration::from_secs(2);
+        pacer.pace(1, rate, within).await.expect("first turn");
+        pacer.throttled(1, Duration::from_millis(200));
+        let t = std::time::Instant::now();
+        pacer.pace(1, rate, within).await.expect("after the retry");
+        assert!(
+            t.elapsed() >= Duration::from_millis(180),
+            "{:?}",
+            t.elapsed()
+        );
+        // Half the pace now: 50 a second, 20 ms apart.
+        let t = std::time::Instant::now();
+        pacer.pace(1, rate, within).await.expect("next");
+        assert!(
+            t.elapsed() >= Duration::from_millis(15),
+            "{:?}",
+            t.elapsed()
+        );
+        // Another account is not held back, and a turn too far away is not taken.
+        let t = std::time::Instant::now();
+        pacer.pace(2, rate, within).await.expect("other account");
+        assert!(t.elapsed() < Duration::from_millis(15));
+        pacer.throttled(3, Duration::from_secs(30));
+        assert!(pacer.pace(3, rate, within).await.is_err());
     }
 }
