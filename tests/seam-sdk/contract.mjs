@@ -46,7 +46,7 @@ const validator = (route, verb) => {
   return validators.get(k);
 };
 
-// Keygate's event catalogue has types Seam's does not (docs/seam-api.md); such events are
+// Keygate's event catalogue has types Seam's does not (docs/seam-compatibility.md); such events are
 // checked for the fields every Seam event has, and listed at the end.
 const seamEventTypes = new Set(
   openapi.components.schemas.event.oneOf.map((v) => v.properties.event_type.enum[0]),
