@@ -48,9 +48,7 @@ impl App {
         ids: &[EntranceId],
         page: &PageRequest,
     ) -> Result<Page<Entrance>, Error> {
-        self.store
-            .list_entrances_by_id(ws, system, ids, page)
-            .await
+        self.store.list_entrances_by_id(ws, system, ids, page).await
     }
 
     pub async fn get_entrance(&self, ws: WorkspaceId, id: EntranceId) -> Result<Entrance, Error> {

@@ -195,7 +195,9 @@ async fn serve(
         return reply::error_reply(
             StatusCode::NOT_FOUND,
             "route_not_found",
-            &format!("no route /{action} on this Seam-compatible API (see docs/seam-compatibility.md)"),
+            &format!(
+                "no route /{action} on this Seam-compatible API (see docs/seam-compatibility.md)"
+            ),
             None,
             None,
             request_id,

@@ -136,7 +136,10 @@ fn id_list<T: std::str::FromStr>(p: &mut Params, key: &str, r: Resource) -> Resu
 
 /// Ids joined for a page scope (a cursor is bound to its filters).
 fn joined<T: ToString>(ids: &[T]) -> String {
-    ids.iter().map(ToString::to_string).collect::<Vec<_>>().join(",")
+    ids.iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// `limit` and `page_cursor`, as the `page_size` and `page_token` of a Keygate list. Without a
@@ -302,9 +305,7 @@ pub async fn call(app: &App, action: &str, p: &mut Params, ctx: &Ctx) -> Body {
             let scope = PageScope::workspace(ws, &parts);
             let page = app.page_request(&scope, limit, &cursor)?;
             let system = validate::optional_id("acs_system_id", &system, Resource::AccessSystem)?;
-            let found = app
-                .list_entrances_by_id(ws, system, &wanted, &page)
-                .await?;
+            let found = app.list_entrances_by_id(ws, system, &wanted, &page).await?;
             let items = found
                 .items
                 .iter()
@@ -350,9 +351,7 @@ pub async fn call(app: &App, action: &str, p: &mut Params, ctx: &Ctx) -> Body {
             let scope = PageScope::workspace(ws, &parts);
             let page = app.page_request(&scope, limit, &cursor)?;
             let system = validate::optional_id("acs_system_id", &system, Resource::AccessSystem)?;
-            let found = app
-                .list_encoders_by_id(ws, system, &wanted, &page)
-                .await?;
+            let found = app.list_encoders_by_id(ws, system, &wanted, &page).await?;
             let items = found
                 .items
                 .iter()
@@ -741,11 +740,7 @@ pub async fn call(app: &App, action: &str, p: &mut Params, ctx: &Ctx) -> Body {
                 ..filters::access_grants(&r)?
             };
             let found = app.list_access_grants(ws, &filter, &page).await?;
-            let items = found
-                .items
-                .iter()
-                .map(|g| grant_json(app, g))
-                .collect();
+            let items = found.items.iter().map(|g| grant_json(app, g)).collect();
             let next = app.tokens.seal(&scope, found.next_after)?;
             paged("access_grants", items, ctx, &next)
         }
@@ -813,11 +808,8 @@ pub async fn call(app: &App, action: &str, p: &mut Params, ctx: &Ctx) -> Body {
                     access_grant_key: Some(key),
                     ..Default::default()
                 };
-                let one_page = app.page_request(
-                    &PageScope::workspace(ws, &["SeamAccessGrantByKey"]),
-                    1,
-                    "",
-                )?;
+                let one_page =
+                    app.page_request(&PageScope::workspace(ws, &["SeamAccessGrantByKey"]), 1, "")?;
                 let grant = app.list_access_grants(ws, &by_key, &one_page).await?;
                 match (grant.items.first(), filter.access_grant_id) {
                     (Some(g), None) => filter.access_grant_id = Some(g.id),

@@ -969,7 +969,10 @@ async fn id_filters_fill_every_page() {
     )
     .await;
     let body = ok(&r);
-    assert_eq!(body["access_grants"][0]["access_grant_id"], json!(grants[1]));
+    assert_eq!(
+        body["access_grants"][0]["access_grant_id"],
+        json!(grants[1])
+    );
     assert_eq!(body["pagination"]["has_next_page"], true);
     // A malformed id is not found, as everywhere.
     let r = call(
@@ -991,7 +994,10 @@ async fn id_filters_fill_every_page() {
         json!({}),
     )
     .await;
-    let methods = ok(&r)["access_methods"].as_array().expect("methods").clone();
+    let methods = ok(&r)["access_methods"]
+        .as_array()
+        .expect("methods")
+        .clone();
     assert_eq!(methods.len(), 2, "card and mobile key");
     let r = call(
         &h,
@@ -1016,7 +1022,10 @@ async fn id_filters_fill_every_page() {
     )
     .await;
     let body = ok(&r);
-    assert_eq!(body["acs_entrances"][0]["acs_entrance_id"], json!(entrances[0]));
+    assert_eq!(
+        body["acs_entrances"][0]["acs_entrance_id"],
+        json!(entrances[0])
+    );
     assert_eq!(body["pagination"]["has_next_page"], true);
     let cursor = body["pagination"]["next_page_cursor"].clone();
     let r = call(
@@ -1029,7 +1038,10 @@ async fn id_filters_fill_every_page() {
     )
     .await;
     let body = ok(&r);
-    assert_eq!(body["acs_entrances"][0]["acs_entrance_id"], json!(entrances[2]));
+    assert_eq!(
+        body["acs_entrances"][0]["acs_entrance_id"],
+        json!(entrances[2])
+    );
     assert_eq!(body["acs_entrances"].as_array().map(Vec::len), Some(1));
     // The cursor is bound to the ids it was made for.
     let r = call(
@@ -1111,7 +1123,10 @@ async fn webhooks_update_their_event_types() {
         json!({"webhook_id": id}),
     )
     .await;
-    assert_eq!(ok(&r)["webhook"]["event_types"].as_array().map(Vec::len), Some(2));
+    assert_eq!(
+        ok(&r)["webhook"]["event_types"].as_array().map(Vec::len),
+        Some(2)
+    );
     let r = call(
         &h,
         Method::POST,

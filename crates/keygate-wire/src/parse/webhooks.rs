@@ -1,8 +1,8 @@
 //! Webhook requests.
 
 use keygate_app::webhooks::{CreateWebhook, UpdateWebhook};
-use keygate_domain::{Error, Resource};
 use keygate_domain::validate;
+use keygate_domain::{Error, Resource};
 use keygate_proto::v1;
 
 use super::{IntoCommand, claim};
