@@ -19,12 +19,12 @@ const CARD: i32 = v1::AccessMethodMode::Card as i32;
 const CODE: i32 = v1::AccessMethodMode::Code as i32;
 const CLOUD: i32 = v1::AccessMethodMode::CloudKey as i32;
 
-fn acs(ch: &Ch) -> v1::acs_user_service_client::AcsUserServiceClient<Ch> {
+pub(crate) fn acs(ch: &Ch) -> v1::acs_user_service_client::AcsUserServiceClient<Ch> {
     v1::acs_user_service_client::AcsUserServiceClient::new(ch.clone())
 }
 
 /// The workspace's access systems by `system_type`.
-async fn system(ch: &Ch, key: &str, system_type: &str) -> String {
+pub(crate) async fn system(ch: &Ch, key: &str, system_type: &str) -> String {
     systems(ch)
         .list_access_systems(authed(key, v1::ListAccessSystemsRequest::default()))
         .await
@@ -37,7 +37,7 @@ async fn system(ch: &Ch, key: &str, system_type: &str) -> String {
         .acs_system_id
 }
 
-async fn group(ch: &Ch, key: &str, system: &str, name: &str) -> v1::AccessGroup {
+pub(crate) async fn group(ch: &Ch, key: &str, system: &str, name: &str) -> v1::AccessGroup {
     systems(ch)
         .list_access_groups(authed(
             key,
@@ -64,7 +64,7 @@ async fn entrance_named(ch: &Ch, key: &str, system: &str, name: &str) -> String 
         .acs_entrance_id
 }
 
-fn new_user(request_id: &str, system: &str, name: &str) -> v1::CreateAcsUserRequest {
+pub(crate) fn new_user(request_id: &str, system: &str, name: &str) -> v1::CreateAcsUserRequest {
     v1::CreateAcsUserRequest {
         request_id: request_id.into(),
         acs_system_id: system.into(),
@@ -78,7 +78,7 @@ fn new_user(request_id: &str, system: &str, name: &str) -> v1::CreateAcsUserRequ
     }
 }
 
-async fn create_user(ch: &Ch, key: &str, req: v1::CreateAcsUserRequest) -> v1::AcsUser {
+pub(crate) async fn create_user(ch: &Ch, key: &str, req: v1::CreateAcsUserRequest) -> v1::AcsUser {
     acs(ch)
         .create_acs_user(authed(key, req))
         .await
@@ -88,7 +88,7 @@ async fn create_user(ch: &Ch, key: &str, req: v1::CreateAcsUserRequest) -> v1::A
         .expect("user")
 }
 
-async fn create_identity(ch: &Ch, key: &str, name: &str) -> v1::UserIdentity {
+pub(crate) async fn create_identity(ch: &Ch, key: &str, name: &str) -> v1::UserIdentity {
     identities(ch)
         .create_user_identity(authed(
             key,
@@ -104,7 +104,7 @@ async fn create_identity(ch: &Ch, key: &str, name: &str) -> v1::UserIdentity {
         .expect("identity")
 }
 
-async fn link(
+pub(crate) async fn link(
     ch: &Ch,
     key: &str,
     identity: &str,
@@ -122,7 +122,7 @@ async fn link(
         .map(|r| r.into_inner().user_identity.expect("identity"))
 }
 
-async fn add_to_group(
+pub(crate) async fn add_to_group(
     ch: &Ch,
     key: &str,
     user: &str,
@@ -140,7 +140,11 @@ async fn add_to_group(
         .map(|r| r.into_inner().acs_user.expect("user"))
 }
 
-fn credential_req(user: &str, mode: i32, entrances: &[String]) -> v1::CreateCredentialRequest {
+pub(crate) fn credential_req(
+    user: &str,
+    mode: i32,
+    entrances: &[String],
+) -> v1::CreateCredentialRequest {
     v1::CreateCredentialRequest {
         acs_user_id: user.into(),
         access_method: mode,
@@ -149,7 +153,7 @@ fn credential_req(user: &str, mode: i32, entrances: &[String]) -> v1::CreateCred
     }
 }
 
-async fn create_credential(
+pub(crate) async fn create_credential(
     ch: &Ch,
     key: &str,
     req: v1::CreateCredentialRequest,
@@ -160,7 +164,7 @@ async fn create_credential(
         .map(|r| r.into_inner().acs_credential.expect("credential"))
 }
 
-async fn credentials_of(ch: &Ch, key: &str, user: &str) -> Vec<v1::Credential> {
+pub(crate) async fn credentials_of(ch: &Ch, key: &str, user: &str) -> Vec<v1::Credential> {
     acs(ch)
         .list_credentials(authed(
             key,
@@ -176,7 +180,7 @@ async fn credentials_of(ch: &Ch, key: &str, user: &str) -> Vec<v1::Credential> {
 }
 
 /// Polls until the user's credential is issued.
-async fn issued(ch: &Ch, key: &str, user: &str, id: &str) -> v1::Credential {
+pub(crate) async fn issued(ch: &Ch, key: &str, user: &str, id: &str) -> v1::Credential {
     for _ in 0..200 {
         if let Some(c) = credentials_of(ch, key, user)
             .await
@@ -191,7 +195,7 @@ async fn issued(ch: &Ch, key: &str, user: &str, id: &str) -> v1::Credential {
 }
 
 /// Whether the virtual access system holds the credential's access method.
-async fn held(store: &dyn keygate_store::Store, system: &str, method: &str) -> bool {
+pub(crate) async fn held(store: &dyn keygate_store::Store, system: &str, method: &str) -> bool {
     use keygate_providers::virtual_system::Ledger as _;
     keygate_orchestrator::store_ledger(store)
         .get(
@@ -204,7 +208,7 @@ async fn held(store: &dyn keygate_store::Store, system: &str, method: &str) -> b
 }
 
 /// Polls until the virtual system no longer holds the credential.
-async fn revoked(store: &dyn keygate_store::Store, system: &str, method: &str) {
+pub(crate) async fn revoked(store: &dyn keygate_store::Store, system: &str, method: &str) {
     for _ in 0..200 {
         if !held(store, system, method).await {
             return;

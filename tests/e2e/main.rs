@@ -28,6 +28,7 @@ mod seam_api;
 mod secrets;
 mod telemetry;
 mod tenancy;
+mod unlink_and_hook_updates;
 mod unlocks;
 mod updates;
 mod vendor_burst;

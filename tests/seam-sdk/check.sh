@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs seed 004's access grant quick start with Seam's official SDKs against the real keygate
-# binary, through the Seam-compatible HTTP API (docs/seam-api.md):
+# binary, through the Seam-compatible HTTP API (docs/seam-compatibility.md):
 #   1. installs PyPI `seam` 3.18.0 (requirements.txt, every dependency pinned) into .venv and
 #      npm `seam` 1.245.0 (package-lock.json),
 #   2. starts `keygate serve` on free loopback ports with its data in a temp dir,
@@ -117,7 +117,7 @@ KEY_FILE="$WORK/data/sandbox-api-key"
   echo "seam-sdk/check.sh: could not read the Seam endpoint or the sandbox key from keygate's output" >&2
   exit 1
 }
-# The seam_ form of the sandbox key (docs/seam-api.md): `kg_<id>_<secret>` is
+# The seam_ form of the sandbox key (docs/seam-compatibility.md): `kg_<id>_<secret>` is
 # `seam_test<id>_<secret>` for a sandbox workspace.
 KG_KEY="$(tr -d '\n' <"$KEY_FILE")"
 SEAM_KEY="seam_test${KG_KEY#kg_}"

@@ -46,7 +46,7 @@ const validator = (route, verb) => {
   return validators.get(k);
 };
 
-// Keygate's event catalogue has types Seam's does not (docs/seam-api.md); such events are
+// Keygate's event catalogue has types Seam's does not (docs/seam-compatibility.md); such events are
 // checked for the fields every Seam event has, and listed at the end.
 const seamEventTypes = new Set(
   openapi.components.schemas.event.oneOf.map((v) => v.properties.event_type.enum[0]),
@@ -228,12 +228,17 @@ await must("user_identities/list_acs_systems", { user_identity_id: ada }, "get")
 const { acs_credential } = await must("acs/credentials/create", { acs_user_id: user, access_method: "mobile_key" });
 await must("acs/credentials/list", { acs_user_id: user }, "get");
 await must("acs/credentials/delete", { acs_credential_id: acs_credential.acs_credential_id }, "delete");
+await must("user_identities/remove_acs_user", { user_identity_id: ada, acs_user_id: user }, "delete");
+await must("user_identities/add_acs_user", { user_identity_id: ada, acs_user_id: user }, "put");
+await must("user_identities/remove_acs_user", { user_identity_id: ada, acs_user_id: user });
 await must("acs/access_groups/remove_user", { acs_user_id: user, acs_access_group_id: group }, "delete");
 await must("acs/users/delete", { acs_user_id: user }, "delete");
 
 const { webhook } = await must("webhooks/create", { url: "http://127.0.0.1:9/keygate-hook", event_types: ["access_grant.created"] });
 await must("webhooks/get", { webhook_id: webhook.webhook_id }, "get");
 await must("webhooks/list", {}, "get");
+await must("webhooks/update", { webhook_id: webhook.webhook_id, event_types: ["access_method.issued"] }, "put");
+await must("webhooks/update", { webhook_id: webhook.webhook_id, event_types: ["access_grant.created"] });
 await must("webhooks/delete", { webhook_id: webhook.webhook_id }, "delete");
 
 await must("access_methods/delete", { access_method_id: mobile }, "delete");

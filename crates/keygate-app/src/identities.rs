@@ -88,6 +88,32 @@ impl App {
         self.identity_view(ws, u).await
     }
 
+    /// Unlinks an access system user from a person (Seam's `user_identities/remove_acs_user`).
+    /// The person loses what they held through that user: the unlink commits first (so no new
+    /// credential can be issued through it), then each credential issued through the user is
+    /// deleted through its grant's delete (revoke jobs follow), as `DeleteAcsUser` does. The
+    /// user itself stays, unlinked. A retry after a failure finishes the job: unlinking a user
+    /// linked to no one changes nothing and deletes what is left. A user linked to another
+    /// identity is `ACS_USER_NOT_LINKED`.
+    pub async fn unlink_acs_user(
+        &self,
+        ws: WorkspaceId,
+        user: AcsUserId,
+        identity: UserIdentityId,
+    ) -> Result<IdentityView, Error> {
+        self.store.unlink_acs_user(ws, user, identity).await?;
+        let credentials = self.store.all_acs_credentials_of(ws, user).await?;
+        for c in &credentials {
+            match self.delete_access_grant(ws, c.access_grant_id).await {
+                Ok(()) | Err(Error::NotFound { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let u = self.store.get_user_identity(ws, identity).await?;
+        tracing::info!(user_identity_id = %identity, acs_user_id = %user, credentials = credentials.len(), "access system user unlinked; revocation queued");
+        self.identity_view(ws, u).await
+    }
+
     /// Deletes a person and their access, in one transaction: every access grant (so every
     /// credential and access method) deleted with its revocation queued, every Instant Key
     /// revoked, linked access system users unlinked. The revocations then run as jobs, like a

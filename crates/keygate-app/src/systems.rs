@@ -39,6 +39,18 @@ impl App {
         self.store.list_entrances(ws, system, page).await
     }
 
+    /// Like [`Self::list_entrances`], only the entrances among `ids` (empty: every one); the
+    /// filter is the store's, so a page is full.
+    pub async fn list_entrances_by_id(
+        &self,
+        ws: WorkspaceId,
+        system: Option<AccessSystemId>,
+        ids: &[EntranceId],
+        page: &PageRequest,
+    ) -> Result<Page<Entrance>, Error> {
+        self.store.list_entrances_by_id(ws, system, ids, page).await
+    }
+
     pub async fn get_entrance(&self, ws: WorkspaceId, id: EntranceId) -> Result<Entrance, Error> {
         self.store.get_entrance(ws, id).await
     }
@@ -61,6 +73,17 @@ impl App {
         page: &PageRequest,
     ) -> Result<Page<Encoder>, Error> {
         self.store.list_encoders(ws, system, page).await
+    }
+
+    /// Like [`Self::list_encoders`], only the encoders among `ids` (empty: every one).
+    pub async fn list_encoders_by_id(
+        &self,
+        ws: WorkspaceId,
+        system: Option<AccessSystemId>,
+        ids: &[keygate_domain::ids::EncoderId],
+        page: &PageRequest,
+    ) -> Result<Page<Encoder>, Error> {
+        self.store.list_encoders_by_id(ws, system, ids, page).await
     }
 
     /// One access group, with its entrances.

@@ -82,6 +82,13 @@ pub struct CreateWebhook {
     pub event_types: Vec<String>,
 }
 
+/// An `UpdateWebhook`: the webhook and its new event types (checked by the use case).
+#[derive(Clone, Debug)]
+pub struct UpdateWebhook {
+    pub webhook_id: WebhookId,
+    pub event_types: Vec<String>,
+}
+
 fn url_violation(description: impl Into<String>) -> Error {
     Error::InvalidArgument {
         violations: vec![FieldViolation::new("url", description)],
@@ -179,6 +186,24 @@ impl App {
     ) -> Result<Vec<keygate_store::WebhookDeliveryRecord>, Error> {
         self.store.get_webhook(ws, id).await?;
         self.store.list_webhook_deliveries(ws, id, limit).await
+    }
+
+    /// Replaces the event types a webhook receives (empty: every type, including types added
+    /// later). Its URL, secret and deliveries already queued are kept; the events fanned out to
+    /// it from now on are chosen by the new types. An unknown type is `INVALID_ARGUMENT` on
+    /// `event_types[i]` and changes nothing.
+    pub async fn update_webhook(
+        &self,
+        ws: WorkspaceId,
+        cmd: UpdateWebhook,
+    ) -> Result<Webhook, Error> {
+        let event_types = keygate_domain::webhook::event_types(&cmd.event_types)?;
+        let w = self
+            .store
+            .update_webhook_event_types(ws, cmd.webhook_id, &event_types)
+            .await?;
+        tracing::info!(webhook_id = %w.id, event_types = w.event_types.len(), "webhook updated");
+        Ok(w)
     }
 
     /// Deletes a webhook and every delivery of it not yet made.

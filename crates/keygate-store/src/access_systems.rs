@@ -20,7 +20,7 @@ use keygate_domain::{Error, Resource};
 use sqlx::{ColumnIndex, Executor, IntoArguments};
 use time::OffsetDateTime;
 
-use crate::dialect::{Dialect, SqlStore, SqlValue};
+use crate::dialect::{Dialect, SqlStore, SqlValue, assembled};
 use crate::error::{StoreError, StoreResult};
 use crate::traits::{AccessSystemStore, ApiKeyStore, Idempotency, WorkspaceStore};
 use crate::util::{fetch_limit, from_micros, into_page, parse, to_micros};
@@ -82,11 +82,13 @@ static SELECT_ENT: LazyLock<String> = LazyLock::new(|| {
         "SELECT {ENT_READ_COLS} FROM entrances WHERE workspace_id = $1 AND acs_entrance_id = $2"
     )
 });
-static PAGE_ENT: LazyLock<String> = LazyLock::new(|| {
+/// A page by system and, when `$5` is not empty, by id (`D`'s list test).
+fn page_ent<D: Dialect>() -> String {
     format!(
-        "SELECT {ENT_READ_COLS} FROM entrances WHERE workspace_id = $1 AND acs_entrance_id > $2 AND ($3 = '' OR acs_system_id = $3) ORDER BY acs_entrance_id LIMIT $4"
+        "SELECT {ENT_READ_COLS} FROM entrances WHERE workspace_id = $1 AND acs_entrance_id > $2 AND ($3 = '' OR acs_system_id = $3) AND ($5 = '' OR {}) ORDER BY acs_entrance_id LIMIT $4",
+        D::in_list("acs_entrance_id", "$5")
     )
-});
+}
 static INSERT_GRP: LazyLock<String> = LazyLock::new(|| {
     format!("INSERT INTO access_groups (workspace_id, {GRP_COLS}) VALUES ($1, $2, $3, $4, $5, $6)")
 });
@@ -101,11 +103,13 @@ static INSERT_ENC: LazyLock<String> = LazyLock::new(|| {
 static SELECT_ENC: LazyLock<String> = LazyLock::new(|| {
     format!("SELECT {ENC_READ_COLS} FROM encoders WHERE workspace_id = $1 AND acs_encoder_id = $2")
 });
-static PAGE_ENC: LazyLock<String> = LazyLock::new(|| {
+/// A page by system and, when `$5` is not empty, by id (`D`'s list test).
+fn page_enc<D: Dialect>() -> String {
     format!(
-        "SELECT {ENC_READ_COLS} FROM encoders WHERE workspace_id = $1 AND acs_encoder_id > $2 AND ($3 = '' OR acs_system_id = $3) ORDER BY acs_encoder_id LIMIT $4"
+        "SELECT {ENC_READ_COLS} FROM encoders WHERE workspace_id = $1 AND acs_encoder_id > $2 AND ($3 = '' OR acs_system_id = $3) AND ($5 = '' OR {}) ORDER BY acs_encoder_id LIMIT $4",
+        D::in_list("acs_encoder_id", "$5")
     )
-});
+}
 
 #[derive(sqlx::FromRow)]
 struct WorkspaceRow {
@@ -661,14 +665,17 @@ where
         &self,
         ws: WorkspaceId,
         system: Option<AccessSystemId>,
+        ids: &[EntranceId],
         page: &PageRequest,
     ) -> StoreResult<Page<Entrance>> {
         let system = self.require_system(ws, system).await?;
-        let rows: Vec<EntranceRow> = sqlx::query_as(PAGE_ENT.as_str())
+        let ids: Vec<String> = ids.iter().map(ToString::to_string).collect();
+        let rows: Vec<EntranceRow> = sqlx::query_as(assembled(page_ent::<D>()))
             .bind(ws.to_string())
             .bind(after(page))
             .bind(system)
             .bind(fetch_limit(page.limit))
+            .bind(ids.join(","))
             .fetch_all(&self.pool)
             .await?;
         Ok(into_page(all(rows)?, page.limit, |e| e.id.to_string()))
@@ -718,14 +725,17 @@ where
         &self,
         ws: WorkspaceId,
         system: Option<AccessSystemId>,
+        ids: &[EncoderId],
         page: &PageRequest,
     ) -> StoreResult<Page<Encoder>> {
         let system = self.require_system(ws, system).await?;
-        let rows: Vec<EncoderRow> = sqlx::query_as(PAGE_ENC.as_str())
+        let ids: Vec<String> = ids.iter().map(ToString::to_string).collect();
+        let rows: Vec<EncoderRow> = sqlx::query_as(assembled(page_enc::<D>()))
             .bind(ws.to_string())
             .bind(after(page))
             .bind(system)
             .bind(fetch_limit(page.limit))
+            .bind(ids.join(","))
             .fetch_all(&self.pool)
             .await?;
         Ok(into_page(all(rows)?, page.limit, |e| e.id.to_string()))
@@ -991,7 +1001,17 @@ where
         system: Option<AccessSystemId>,
         page: &PageRequest,
     ) -> Result<Page<Entrance>, Error> {
-        Ok(self.entrances(ws, system, page).await?)
+        Ok(self.entrances(ws, system, &[], page).await?)
+    }
+
+    async fn list_entrances_by_id(
+        &self,
+        ws: WorkspaceId,
+        system: Option<AccessSystemId>,
+        ids: &[EntranceId],
+        page: &PageRequest,
+    ) -> Result<Page<Entrance>, Error> {
+        Ok(self.entrances(ws, system, ids, page).await?)
     }
 
     async fn list_access_groups(
@@ -1009,7 +1029,17 @@ where
         system: Option<AccessSystemId>,
         page: &PageRequest,
     ) -> Result<Page<Encoder>, Error> {
-        Ok(self.encoders(ws, system, page).await?)
+        Ok(self.encoders(ws, system, &[], page).await?)
+    }
+
+    async fn list_encoders_by_id(
+        &self,
+        ws: WorkspaceId,
+        system: Option<AccessSystemId>,
+        ids: &[EncoderId],
+        page: &PageRequest,
+    ) -> Result<Page<Encoder>, Error> {
+        Ok(self.encoders(ws, system, ids, page).await?)
     }
 
     async fn get_encoder(&self, ws: WorkspaceId, id: EncoderId) -> Result<Encoder, Error> {

@@ -360,6 +360,48 @@ where
         Ok(tx.commit().await?)
     }
 
+    async fn unlink_user(
+        &self,
+        ws: WorkspaceId,
+        user: AcsUserId,
+        identity: UserIdentityId,
+    ) -> StoreResult<()> {
+        let mut tx = self.pool.begin_with(D::BEGIN).await?;
+        let found: Option<i32> = sqlx::query_scalar(assembled(format!(
+            "SELECT 1 FROM user_identities WHERE workspace_id = $1 AND user_identity_id = $2{}",
+            D::LOCK
+        )))
+        .bind(ws.to_string())
+        .bind(identity.to_string())
+        .fetch_optional(&mut *tx)
+        .await?;
+        if found.is_none() {
+            return Err(Error::not_found(Resource::UserIdentity, identity.to_string()).into());
+        }
+        let u = Self::user_in(&mut tx, ws, user, true).await?;
+        match u.user_identity_id {
+            None => return Ok(()),
+            Some(linked) if linked == identity => {}
+            Some(_) => {
+                return Err(Error::FailedPrecondition {
+                    reason: ErrorReason::AcsUserNotLinked,
+                    message: format!(
+                        "access system user {user} is not linked to user identity {identity}"
+                    ),
+                }
+                .into());
+            }
+        }
+        sqlx::query(
+            "UPDATE acs_users SET user_identity_id = NULL WHERE workspace_id = $1 AND acs_user_id = $2",
+        )
+        .bind(ws.to_string())
+        .bind(user.to_string())
+        .execute(&mut *tx)
+        .await?;
+        Ok(tx.commit().await?)
+    }
+
     async fn linked_users(
         &self,
         ws: WorkspaceId,
@@ -567,6 +609,15 @@ where
         identity: UserIdentityId,
     ) -> Result<(), Error> {
         Ok(self.link_user(ws, user, identity).await?)
+    }
+
+    async fn unlink_acs_user(
+        &self,
+        ws: WorkspaceId,
+        user: AcsUserId,
+        identity: UserIdentityId,
+    ) -> Result<(), Error> {
+        Ok(self.unlink_user(ws, user, identity).await?)
     }
 
     async fn linked_acs_users(

@@ -52,11 +52,13 @@ static SELECT_LIVE_GRANT: LazyLock<String> = LazyLock::new(|| {
         "SELECT {GRANT_COLS} FROM access_grants WHERE workspace_id = $1 AND access_grant_id = $2 AND deleted_at IS NULL"
     )
 });
-static SELECT_GRANT_PAGE: LazyLock<String> = LazyLock::new(|| {
+/// A page of live grants by filter; `D`'s list test for `access_grant_ids`.
+fn select_grant_page<D: Dialect>() -> String {
     format!(
-        "SELECT {GRANT_COLS} FROM access_grants g WHERE workspace_id = $1 AND deleted_at IS NULL AND access_grant_id > $2 AND ($3 = '' OR user_identity_id = $3) AND ($4 = '' OR EXISTS (SELECT 1 FROM access_grant_entrances e WHERE e.workspace_id = g.workspace_id AND e.access_grant_id = g.access_grant_id AND e.acs_entrance_id = $4)) AND ($5 = '' OR EXISTS (SELECT 1 FROM access_grant_entrances e WHERE e.workspace_id = g.workspace_id AND e.access_grant_id = g.access_grant_id AND e.acs_system_id = $5)) ORDER BY access_grant_id LIMIT $6"
+        "SELECT {GRANT_COLS} FROM access_grants g WHERE workspace_id = $1 AND deleted_at IS NULL AND access_grant_id > $2 AND ($3 = '' OR user_identity_id = $3) AND ($4 = '' OR EXISTS (SELECT 1 FROM access_grant_entrances e WHERE e.workspace_id = g.workspace_id AND e.access_grant_id = g.access_grant_id AND e.acs_entrance_id = $4)) AND ($5 = '' OR EXISTS (SELECT 1 FROM access_grant_entrances e WHERE e.workspace_id = g.workspace_id AND e.access_grant_id = g.access_grant_id AND e.acs_system_id = $5)) AND ($7 = '' OR {}) AND ($8 = '' OR access_grant_key = $8) AND ($9 = '' OR reservation_key = $9) ORDER BY access_grant_id LIMIT $6",
+        D::in_list("access_grant_id", "$7")
     )
-});
+}
 static SELECT_METHODS_OF: LazyLock<String> = LazyLock::new(|| {
     format!(
         "SELECT {METHOD_COLS} FROM access_methods WHERE workspace_id = $1 AND access_grant_id = $2 ORDER BY access_method_id"
@@ -862,7 +864,8 @@ where
     ) -> StoreResult<Page<AccessGrant>> {
         // One snapshot for the rows and their doors: a concurrent completion is seen whole or not at all.
         let mut conn = self.pool.begin_with(D::READ).await?;
-        let rows: Vec<GrantRow> = sqlx::query_as(SELECT_GRANT_PAGE.as_str())
+        let ids: Vec<String> = f.access_grant_ids.iter().map(ToString::to_string).collect();
+        let rows: Vec<GrantRow> = sqlx::query_as(assembled(select_grant_page::<D>()))
             .bind(ws.to_string())
             .bind(page.after.clone().unwrap_or_default())
             .bind(
@@ -873,6 +876,9 @@ where
             .bind(f.acs_entrance_id.map(|i| i.to_string()).unwrap_or_default())
             .bind(f.acs_system_id.map(|i| i.to_string()).unwrap_or_default())
             .bind(fetch_limit(page.limit))
+            .bind(ids.join(","))
+            .bind(f.access_grant_key.clone().unwrap_or_default())
+            .bind(f.reservation_key.clone().unwrap_or_default())
             .fetch_all(&mut *conn)
             .await?;
         let mut p = into_page(grants(rows)?, page.limit, |g| g.id.to_string());

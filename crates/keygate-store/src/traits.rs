@@ -174,6 +174,16 @@ pub trait AccessSystemStore: Send + Sync {
         page: &PageRequest,
     ) -> Result<Page<Entrance>, Error>;
 
+    /// Like `list_entrances`, only the entrances among `ids` (empty: every one), so a page is
+    /// full. Ids not in the workspace are simply not listed.
+    async fn list_entrances_by_id(
+        &self,
+        workspace: WorkspaceId,
+        system: Option<AccessSystemId>,
+        ids: &[EntranceId],
+        page: &PageRequest,
+    ) -> Result<Page<Entrance>, Error>;
+
     async fn list_access_groups(
         &self,
         workspace: WorkspaceId,
@@ -185,6 +195,15 @@ pub trait AccessSystemStore: Send + Sync {
         &self,
         workspace: WorkspaceId,
         system: Option<AccessSystemId>,
+        page: &PageRequest,
+    ) -> Result<Page<Encoder>, Error>;
+
+    /// Like `list_encoders`, only the encoders among `ids` (empty: every one).
+    async fn list_encoders_by_id(
+        &self,
+        workspace: WorkspaceId,
+        system: Option<AccessSystemId>,
+        ids: &[keygate_domain::ids::EncoderId],
         page: &PageRequest,
     ) -> Result<Page<Encoder>, Error>;
 
@@ -271,6 +290,12 @@ pub struct GrantFilter {
     pub user_identity_id: Option<UserIdentityId>,
     pub acs_entrance_id: Option<EntranceId>,
     pub acs_system_id: Option<AccessSystemId>,
+    /// Only these grants; empty means any.
+    pub access_grant_ids: Vec<AccessGrantId>,
+    /// Only the grant with this key.
+    pub access_grant_key: Option<String>,
+    /// Only grants with this reservation key.
+    pub reservation_key: Option<String>,
 }
 
 /// Filters of `ListAccessMethods`.
@@ -734,6 +759,16 @@ pub trait WebhookStore: Send + Sync {
         page: &PageRequest,
     ) -> Result<Page<keygate_domain::webhook::Webhook>, Error>;
 
+    /// Replaces the event types a webhook receives (empty: every type), keeping its URL, secret,
+    /// cursor and deliveries already made. Events fanned out after this commits are chosen by
+    /// the new types. Returns the webhook as it is now; `NOT_FOUND` for one not in the workspace.
+    async fn update_webhook_event_types(
+        &self,
+        workspace: WorkspaceId,
+        id: keygate_domain::ids::WebhookId,
+        event_types: &[String],
+    ) -> Result<keygate_domain::webhook::Webhook, Error>;
+
     /// Deletes a webhook and every delivery of it not yet made.
     async fn delete_webhook(
         &self,
@@ -746,8 +781,8 @@ pub trait WebhookStore: Send + Sync {
 
     /// In one transaction, and only if the webhook is still enabled with its cursor at `from`:
     /// inserts a pending delivery due at `now` for each `(seq, event_id)` of `events` and moves
-    /// the cursor to `to`. `Ok(false)` when the webhook moved on, was disabled or deleted
-    /// (nothing is written): a crash or a concurrent dispatcher neither loses nor doubles a row.
+    /// the cursor to `to`. `Ok(false)` when the webhook moved on, was disabled or deleted, or
+    /// its event types are no longer `c.event_types` (nothing is written): a crash or a concurrent dispatcher neither loses nor doubles a row.
     async fn fan_out_webhook(
         &self,
         cursor: &WebhookCursor,
@@ -926,6 +961,16 @@ pub trait AcsUserStore: Send + Sync {
     /// identity changes nothing; a user linked to another identity is refused
     /// (`ACS_USER_ALREADY_LINKED`).
     async fn link_acs_user(
+        &self,
+        workspace: WorkspaceId,
+        user: AcsUserId,
+        identity: UserIdentityId,
+    ) -> Result<(), Error>;
+
+    /// Unlinks a user from a user identity (both in the workspace). A user linked to no identity
+    /// changes nothing (a retry); one linked to another identity is refused
+    /// (`ACS_USER_NOT_LINKED`, naming neither identity's data).
+    async fn unlink_acs_user(
         &self,
         workspace: WorkspaceId,
         user: AcsUserId,

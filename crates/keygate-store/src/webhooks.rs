@@ -399,6 +399,32 @@ where
         Ok(tx.commit().await?)
     }
 
+    async fn update_hook_types(
+        &self,
+        ws: WorkspaceId,
+        id: WebhookId,
+        event_types: &[String],
+    ) -> StoreResult<Webhook> {
+        let types = serde_json::to_string(event_types).map_err(|e| Error::Internal {
+            message: format!("serialize: {e}"),
+        })?;
+        let mut tx = self.pool.begin_with(D::BEGIN).await?;
+        let done = sqlx::query(
+            "UPDATE webhooks SET event_types = $3 WHERE workspace_id = $1 AND webhook_id = $2",
+        )
+        .bind(ws.to_string())
+        .bind(id.to_string())
+        .bind(types)
+        .execute(&mut *tx)
+        .await?;
+        if D::rows_affected(&done) == 0 {
+            return Err(Error::not_found(Resource::Webhook, id.to_string()).into());
+        }
+        let w = Self::webhook_in(&mut tx, ws, id).await?;
+        tx.commit().await?;
+        Ok(w)
+    }
+
     async fn hooks_behind(&self, limit: u32) -> StoreResult<Vec<WebhookCursor>> {
         let rows: Vec<CursorRow> = sqlx::query_as("SELECT w.workspace_id, w.webhook_id, w.cursor_seq, w.event_types FROM webhooks w JOIN event_counters c ON c.workspace_id = w.workspace_id WHERE w.is_enabled = $1 AND c.last_seq > w.cursor_seq ORDER BY w.workspace_id, w.webhook_id LIMIT $2")
             .bind(true)
@@ -418,18 +444,19 @@ where
         let now = to_micros(now);
         let (ws, id) = (c.workspace_id.to_string(), c.webhook_id.to_string());
         let mut tx = self.pool.begin_with(D::BEGIN).await?;
-        let row: Option<(i64, bool)> = sqlx::query_as(assembled(format!(
-            "SELECT cursor_seq, is_enabled FROM webhooks WHERE workspace_id = $1 AND webhook_id = $2{}",
+        let row: Option<(i64, bool, String)> = sqlx::query_as(assembled(format!(
+            "SELECT cursor_seq, is_enabled, event_types FROM webhooks WHERE workspace_id = $1 AND webhook_id = $2{}",
             D::LOCK
         )))
         .bind(ws.clone())
         .bind(id.clone())
         .fetch_optional(&mut *tx)
         .await?;
-        let Some((at, enabled)) = row else {
+        let Some((at, enabled, types)) = row else {
             return Ok(false);
         };
-        if at != c.cursor_seq || !enabled || to <= at {
+        // Event types changed since the batch was chosen: the caller reads again.
+        if at != c.cursor_seq || !enabled || to <= at || types_of(&types)? != c.event_types {
             return Ok(false);
         }
         for (seq, event_id) in events {
@@ -699,6 +726,15 @@ where
         page: &PageRequest,
     ) -> Result<Page<Webhook>, Error> {
         Ok(self.list_hooks(ws, page).await?)
+    }
+
+    async fn update_webhook_event_types(
+        &self,
+        ws: WorkspaceId,
+        id: WebhookId,
+        event_types: &[String],
+    ) -> Result<Webhook, Error> {
+        Ok(self.update_hook_types(ws, id, event_types).await?)
     }
 
     async fn delete_webhook(&self, ws: WorkspaceId, id: WebhookId) -> Result<(), Error> {

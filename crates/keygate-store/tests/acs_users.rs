@@ -36,6 +36,7 @@ on_both!(
     users_are_tenant_scoped_and_idempotent,
     memberships_and_links,
     credentials_follow_their_grant,
+    unlinking_a_user,
 );
 
 fn page() -> PageRequest {
@@ -408,4 +409,72 @@ async fn credentials_follow_their_grant(store: Arc<dyn Store>) {
             .await,
         Resource::AcsUser,
     );
+}
+
+async fn unlinking_a_user(store: Arc<dyn Store>) {
+    let a = seeded_workspace(&*store, "A").await;
+    let b = seeded_workspace(&*store, "B").await;
+    let system = salto_ks(&*store, a).await;
+    let jane = store
+        .create_acs_user(a, &user(a, system.id), None)
+        .await
+        .expect("create");
+    let first = identity(&*store, a).await;
+    let second = identity(&*store, a).await;
+    store.link_acs_user(a, jane.id, first).await.expect("link");
+    // Another workspace sees neither the identity nor the user.
+    not_found(
+        store.unlink_acs_user(b, jane.id, first).await,
+        Resource::UserIdentity,
+    );
+    let in_b = identity(&*store, b).await;
+    not_found(
+        store.unlink_acs_user(b, jane.id, in_b).await,
+        Resource::AcsUser,
+    );
+    // Linked to another identity: refused, the link stays.
+    assert_eq!(
+        store
+            .unlink_acs_user(a, jane.id, second)
+            .await
+            .err()
+            .map(|e| e.reason()),
+        Some(ErrorReason::AcsUserNotLinked)
+    );
+    assert_eq!(
+        store
+            .get_acs_user(a, jane.id)
+            .await
+            .expect("user")
+            .user_identity_id,
+        Some(first)
+    );
+    store
+        .unlink_acs_user(a, jane.id, first)
+        .await
+        .expect("unlink");
+    assert_eq!(
+        store
+            .get_acs_user(a, jane.id)
+            .await
+            .expect("user")
+            .user_identity_id,
+        None
+    );
+    assert!(
+        store
+            .linked_acs_users(a, &[first])
+            .await
+            .expect("links")
+            .is_empty()
+    );
+    store
+        .unlink_acs_user(a, jane.id, first)
+        .await
+        .expect("again: nothing changes");
+    // Free to be linked to anyone now.
+    store
+        .link_acs_user(a, jane.id, second)
+        .await
+        .expect("link to another");
 }

@@ -39,6 +39,7 @@ on_both!(
     attempts_are_leased_recorded_and_disable,
     due_deliveries_are_told_and_claimed_per_workspace,
     the_webhook_cap_counts_the_workspace_s_webhooks,
+    updated_event_types_choose_what_is_fanned_out,
 );
 
 fn hook(url: &str, types: &[&str]) -> NewWebhook {
@@ -524,4 +525,67 @@ pub async fn the_webhook_cap_counts_the_workspace_s_webhooks(store: Arc<dyn Stor
         .await
         .expect_err("over the cap");
     assert_eq!(err.reason(), ErrorReason::WebhookLimitReached);
+}
+
+pub async fn updated_event_types_choose_what_is_fanned_out(store: Arc<dyn Store>) {
+    let a = seeded_workspace(&*store, "A").await;
+    let b = seeded_workspace(&*store, "B").await;
+    let (w, _) = store
+        .create_webhook(
+            a,
+            &hook("https://example.com/a", &["instant_key.created"]),
+            None,
+        )
+        .await
+        .expect("create");
+    // Another workspace cannot touch it; an unknown id is not found.
+    match store
+        .update_webhook_event_types(b, w.id, &["access_grant.created".into()])
+        .await
+    {
+        Err(Error::NotFound { resource, .. }) => assert_eq!(resource, Resource::Webhook),
+        other => panic!("expected NotFound, got {other:?}"),
+    }
+    assert!(matches!(
+        store
+            .update_webhook_event_types(a, WebhookId::new(), &[])
+            .await,
+        Err(Error::NotFound { .. })
+    ));
+    // A batch chosen before the change is not written after it.
+    grant(&*store, a).await;
+    let stale = store
+        .webhooks_behind(100)
+        .await
+        .expect("behind")
+        .into_iter()
+        .find(|c| c.webhook_id == w.id)
+        .expect("behind");
+    let updated = store
+        .update_webhook_event_types(a, w.id, &["access_grant.created".into()])
+        .await
+        .expect("update");
+    assert_eq!(updated.event_types, vec!["access_grant.created".to_owned()]);
+    assert_eq!(updated.url, w.url);
+    let got = store.get_webhook(a, w.id).await.expect("get");
+    assert_eq!(got.event_types, updated.event_types);
+    let events = store
+        .list_events(a, &EventFilter::default(), stale.cursor_seq, 500)
+        .await
+        .expect("events");
+    let last = events.last().expect("events").seq;
+    assert!(
+        !store
+            .fan_out_webhook(&stale, last, &[], now())
+            .await
+            .expect("stale fan out"),
+        "a batch chosen under the old types is refused"
+    );
+    // The next pass uses the new types: the grant's access_grant.created is delivered.
+    assert_eq!(fan_out(&*store).await, 1);
+    let rows = store
+        .list_webhook_deliveries(a, w.id, 100)
+        .await
+        .expect("deliveries");
+    assert_eq!(rows.len(), 1);
 }

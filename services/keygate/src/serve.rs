@@ -392,7 +392,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     );
     let mut routes = crate::http::router(ready.clone(), metrics);
     if args.roles.contains(&Role::Gateway) {
-        // The Seam-compatible HTTP/JSON API (docs/seam-api.md): the same keys, limits and use
+        // The Seam-compatible HTTP/JSON API (docs/seam-compatibility.md): the same keys, limits and use
         // cases as gRPC, under /seam.
         routes = routes.merge(keygate_seam_api::router(keygate_seam_api::SeamApi {
             app: app.clone(),
@@ -706,7 +706,7 @@ async fn prepare(
                 );
                 println!("keygate: sandbox API key (shown once): {token}");
                 if let Some(seam) = keygate_app::tokens::seam_api_key(&token, true) {
-                    // The same key in the form Seam's SDKs accept (docs/seam-api.md).
+                    // The same key in the form Seam's SDKs accept (docs/seam-compatibility.md).
                     println!("keygate: the same key for the Seam-compatible API: {seam}");
                 }
                 if let Some(path) = key_file {

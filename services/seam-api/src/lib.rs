@@ -1,6 +1,6 @@
 //! The Seam-compatible HTTP/JSON API: Seam's `/{namespace}/{action}` routes under [`PREFIX`]
 //! on the HTTP port, so Seam's official SDKs (and the seed documents' quick start) run against
-//! Keygate with only the endpoint and the key changed (docs/seam-api.md).
+//! Keygate with only the endpoint and the key changed (docs/seam-compatibility.md).
 //!
 //! An adapter like the gRPC services: each request is authenticated through
 //! `keygate_app::auth` (the same API keys, also in their `seam_` form), refused past the
@@ -195,7 +195,9 @@ async fn serve(
         return reply::error_reply(
             StatusCode::NOT_FOUND,
             "route_not_found",
-            &format!("no route /{action} on this Seam-compatible API (see docs/seam-api.md)"),
+            &format!(
+                "no route /{action} on this Seam-compatible API (see docs/seam-compatibility.md)"
+            ),
             None,
             None,
             request_id,

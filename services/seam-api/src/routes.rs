@@ -76,6 +76,7 @@ pub const ROUTES: &[(&str, Alt)] = &[
     ("user_identities/update", Alt::Patch),
     ("user_identities/delete", Alt::Delete),
     ("user_identities/add_acs_user", Alt::Patch),
+    ("user_identities/remove_acs_user", Alt::Delete),
     ("user_identities/list_acs_users", Alt::Get),
     ("user_identities/list_acs_systems", Alt::Get),
     ("user_identities/generate_instant_key", Alt::None),
@@ -85,6 +86,7 @@ pub const ROUTES: &[(&str, Alt)] = &[
     ("webhooks/create", Alt::None),
     ("webhooks/get", Alt::Get),
     ("webhooks/list", Alt::Get),
+    ("webhooks/update", Alt::Patch),
     ("webhooks/delete", Alt::Delete),
 ];
 
@@ -118,6 +120,26 @@ fn one(key: &str, value: Value) -> Body {
 fn id_param<T: std::str::FromStr>(p: &mut Params, key: &str, r: Resource) -> Result<T, Error> {
     let raw = p.required(key)?;
     validate::id(key, &raw, r)
+}
+
+/// A list of ids (`access_grant_ids`, ...), each checked; at most one page's worth.
+fn id_list<T: std::str::FromStr>(p: &mut Params, key: &str, r: Resource) -> Result<Vec<T>, Error> {
+    let raw = p.strings(key)?;
+    if raw.len() > MAX_PAGE_SIZE as usize {
+        return Err(Error::invalid(key, format!("at most {MAX_PAGE_SIZE} ids")));
+    }
+    raw.iter()
+        .enumerate()
+        .map(|(i, id)| validate::id(&format!("{key}[{i}]"), id, r))
+        .collect()
+}
+
+/// Ids joined for a page scope (a cursor is bound to its filters).
+fn joined<T: ToString>(ids: &[T]) -> String {
+    ids.iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// `limit` and `page_cursor`, as the `page_size` and `page_token` of a Keygate list. Without a
@@ -268,7 +290,8 @@ pub async fn call(app: &App, action: &str, p: &mut Params, ctx: &Ctx) -> Body {
         }
         "acs/entrances/list" => {
             let system = p.string("acs_system_id")?.unwrap_or_default();
-            let wanted = p.strings("acs_entrance_ids")?;
+            let wanted: Vec<keygate_domain::ids::EntranceId> =
+                id_list(p, "acs_entrance_ids", Resource::Entrance)?;
             let (limit, cursor) = paging(p)?;
             p.ignore(&["customer_key", "location_id", "space_id", "search"]);
             for unsupported in ["acs_credential_id", "connected_account_id"] {
@@ -277,15 +300,15 @@ pub async fn call(app: &App, action: &str, p: &mut Params, ctx: &Ctx) -> Body {
                 }
             }
             p.finish()?;
-            let parts = ["SeamListAcsEntrances", system.as_str()];
+            let ids = joined(&wanted);
+            let parts = ["SeamListAcsEntrances", system.as_str(), ids.as_str()];
             let scope = PageScope::workspace(ws, &parts);
             let page = app.page_request(&scope, limit, &cursor)?;
             let system = validate::optional_id("acs_system_id", &system, Resource::AccessSystem)?;
-            let found = app.list_entrances(ws, system, &page).await?;
+            let found = app.list_entrances_by_id(ws, system, &wanted, &page).await?;
             let items = found
                 .items
                 .iter()
-                .filter(|e| wanted.is_empty() || wanted.contains(&e.id.to_string()))
                 .map(|e| json::acs_entrance(&convert::entrance(e)))
                 .collect();
             let next = app.tokens.seal(&scope, found.next_after)?;
@@ -319,18 +342,19 @@ pub async fn call(app: &App, action: &str, p: &mut Params, ctx: &Ctx) -> Body {
                     ));
                 }
             }
-            let wanted = p.strings("acs_encoder_ids")?;
+            let wanted: Vec<keygate_domain::ids::EncoderId> =
+                id_list(p, "acs_encoder_ids", Resource::Encoder)?;
             let (limit, cursor) = paging(p)?;
             p.finish()?;
-            let parts = ["SeamListAcsEncoders", system.as_str()];
+            let ids = joined(&wanted);
+            let parts = ["SeamListAcsEncoders", system.as_str(), ids.as_str()];
             let scope = PageScope::workspace(ws, &parts);
             let page = app.page_request(&scope, limit, &cursor)?;
             let system = validate::optional_id("acs_system_id", &system, Resource::AccessSystem)?;
-            let found = app.list_encoders(ws, system, &page).await?;
+            let found = app.list_encoders_by_id(ws, system, &wanted, &page).await?;
             let items = found
                 .items
                 .iter()
-                .filter(|e| wanted.is_empty() || wanted.contains(&e.id.to_string()))
                 .map(|e| {
                     let mut v = json::acs_encoder(&convert::encoder(e));
                     if let Some(m) = v.as_object_mut() {
@@ -690,30 +714,33 @@ pub async fn call(app: &App, action: &str, p: &mut Params, ctx: &Ctx) -> Body {
                 acs_entrance_id: p.string("acs_entrance_id")?.unwrap_or_default(),
                 acs_system_id: p.string("acs_system_id")?.unwrap_or_default(),
             };
-            let wanted = p.strings("access_grant_ids")?;
-            let key = p.string("access_grant_key")?;
-            let reservation = p.string("reservation_key")?;
+            let wanted: Vec<keygate_domain::ids::AccessGrantId> =
+                id_list(p, "access_grant_ids", Resource::AccessGrant)?;
+            let key = p.string("access_grant_key")?.filter(|k| !k.is_empty());
+            let reservation = p.string("reservation_key")?.filter(|k| !k.is_empty());
             let (limit, cursor) = paging(p)?;
             p.ignore(&["customer_key", "location_id", "space_id", "device_id"]);
             p.finish()?;
+            let ids = joined(&wanted);
             let parts = [
                 "SeamListAccessGrants",
                 r.user_identity_id.as_str(),
                 r.acs_entrance_id.as_str(),
                 r.acs_system_id.as_str(),
+                ids.as_str(),
+                key.as_deref().unwrap_or(""),
+                reservation.as_deref().unwrap_or(""),
             ];
             let scope = PageScope::workspace(ws, &parts);
             let page = app.page_request(&scope, limit, &cursor)?;
-            let filter = filters::access_grants(&r)?;
+            let filter = keygate_store::GrantFilter {
+                access_grant_ids: wanted,
+                access_grant_key: key.clone(),
+                reservation_key: reservation.clone(),
+                ..filters::access_grants(&r)?
+            };
             let found = app.list_access_grants(ws, &filter, &page).await?;
-            let items = found
-                .items
-                .iter()
-                .filter(|g| wanted.is_empty() || wanted.contains(&g.id.to_string()))
-                .filter(|g| key.is_none() || g.access_grant_key == key)
-                .filter(|g| reservation.is_none() || g.reservation_key == reservation)
-                .map(|g| grant_json(app, g))
-                .collect();
+            let items = found.items.iter().map(|g| grant_json(app, g)).collect();
             let next = app.tokens.seal(&scope, found.next_after)?;
             paged("access_grants", items, ctx, &next)
         }
@@ -763,12 +790,8 @@ pub async fn call(app: &App, action: &str, p: &mut Params, ctx: &Ctx) -> Body {
                 acs_entrance_id: p.string("acs_entrance_id")?.unwrap_or_default(),
                 acs_system_id: String::new(),
             };
-            p.ignore(&[
-                "access_grant_key",
-                "device_id",
-                "space_id",
-                "access_code_id",
-            ]);
+            let key = p.string("access_grant_key")?.filter(|k| !k.is_empty());
+            p.ignore(&["device_id", "space_id", "access_code_id"]);
             p.finish()?;
             let parts = [
                 "SeamListAccessMethods",
@@ -777,7 +800,23 @@ pub async fn call(app: &App, action: &str, p: &mut Params, ctx: &Ctx) -> Body {
             ];
             let scope = PageScope::workspace(ws, &parts);
             let page = app.page_request(&scope, MAX_PAGE_SIZE as i32, "")?;
-            let filter = filters::access_methods(&r)?;
+            let mut filter = filters::access_methods(&r)?;
+            if let Some(key) = key {
+                // The grant with that key: its methods, or none when no grant has it (or the
+                // grant named by access_grant_id is another).
+                let by_key = keygate_store::GrantFilter {
+                    access_grant_key: Some(key),
+                    ..Default::default()
+                };
+                let one_page =
+                    app.page_request(&PageScope::workspace(ws, &["SeamAccessGrantByKey"]), 1, "")?;
+                let grant = app.list_access_grants(ws, &by_key, &one_page).await?;
+                match (grant.items.first(), filter.access_grant_id) {
+                    (Some(g), None) => filter.access_grant_id = Some(g.id),
+                    (Some(g), Some(id)) if g.id == id => {}
+                    _ => return one("access_methods", Value::Array(Vec::new())),
+                }
+            }
             let found = app.list_access_methods(ws, &filter, &page).await?;
             let items = found
                 .items
@@ -1029,6 +1068,13 @@ pub async fn call(app: &App, action: &str, p: &mut Params, ctx: &Ctx) -> Body {
             app.link_acs_user(ws, user, identity).await?;
             Ok(Map::new())
         }
+        "user_identities/remove_acs_user" => {
+            let identity = id_param(p, "user_identity_id", Resource::UserIdentity)?;
+            let user = id_param(p, "acs_user_id", Resource::AcsUser)?;
+            p.finish()?;
+            app.unlink_acs_user(ws, user, identity).await?;
+            Ok(Map::new())
+        }
         "user_identities/list_acs_users" | "user_identities/list_acs_systems" => {
             let id = id_param(p, "user_identity_id", Resource::UserIdentity)?;
             p.finish()?;
@@ -1143,6 +1189,19 @@ pub async fn call(app: &App, action: &str, p: &mut Params, ctx: &Ctx) -> Body {
                 .map(|w| json::webhook(&convert::webhook(w), ""))
                 .collect();
             one("webhooks", Value::Array(items))
+        }
+        "webhooks/update" => {
+            // Seam requires event_types; an empty list means every type, as at create.
+            if !p.has("event_types") {
+                return Err(Error::invalid("event_types", "is required"));
+            }
+            let r = v1::UpdateWebhookRequest {
+                webhook_id: p.required("webhook_id")?,
+                event_types: p.strings("event_types")?,
+            };
+            p.finish()?;
+            app.update_webhook(ws, r.into_command()?).await?;
+            Ok(Map::new())
         }
         "webhooks/delete" => {
             let id = id_param(p, "webhook_id", Resource::Webhook)?;

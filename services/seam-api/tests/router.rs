@@ -27,6 +27,11 @@ struct Harness {
 }
 
 fn harness(db: TestDb, rate: RateLimiter) -> Harness {
+    harness_with(db, rate, Default::default())
+}
+
+/// A harness whose webhooks may point at this network (loopback, for a test URL).
+fn harness_with(db: TestDb, rate: RateLimiter, net: keygate_app::ssrf::NetworkPolicy) -> Harness {
     let store = db.store.clone();
     let cache: Arc<dyn Cache> = Arc::new(InProcessCache::new(1_000));
     let tracker = Tracker::in_process(store.clone(), cache.clone());
@@ -36,13 +41,14 @@ fn harness(db: TestDb, rate: RateLimiter) -> Harness {
     providers.register(Arc::new(
         keygate_providers::virtual_system::VirtualSystems::new(Duration::ZERO),
     ));
-    let app = App::new(
+    let mut app = App::new(
         store.clone(),
         tracker,
         links,
         PageTokens::new(vec![6; 32]),
         providers,
     );
+    app.webhook_network = net;
     let router = router(SeamApi {
         app: app.clone(),
         auth: Authenticator::new(store, cache, None),
@@ -893,4 +899,418 @@ async fn failed_authentications_are_limited_per_client() {
         .await
         .expect("reply");
     assert_eq!(r.status(), StatusCode::OK, "another client is not affected");
+}
+
+/// `access_grant_ids` (and key filters) are the store's: every page is full, none is short
+/// while more follow. The same for `acs_entrance_ids`.
+#[tokio::test]
+async fn id_filters_fill_every_page() {
+    let h = harness(TestDb::sqlite().await, plenty());
+    let (key, _) = workspace(&h.app, "Filters").await;
+    let (system, entrances) = salto(&h, &key).await;
+    assert!(entrances.len() >= 3);
+    let mut grants = Vec::new();
+    for i in 0..4 {
+        let mut body = grant_body(&entrances);
+        body["access_grant_key"] = json!(format!("key-{i}"));
+        body["reservation_key"] = json!(if i % 2 == 0 { "even" } else { "odd" });
+        let r = call(&h, Method::POST, "access_grants/create", Some(&key), body).await;
+        grants.push(
+            ok(&r)["access_grant"]["access_grant_id"]
+                .as_str()
+                .expect("id")
+                .to_owned(),
+        );
+    }
+    // Grants 0 and 3 with pages of one: two full pages, then no more.
+    let mut path = format!(
+        "access_grants/list?access_grant_ids={}&access_grant_ids={}&limit=1&_strict=true",
+        grants[0], grants[3]
+    );
+    let mut seen = Vec::new();
+    loop {
+        let r = call(&h, Method::GET, &path, Some(&key), json!({})).await;
+        let body = ok(&r);
+        let page = body["access_grants"].as_array().expect("page");
+        let more = body["pagination"]["has_next_page"] == true;
+        if more {
+            assert_eq!(page.len(), 1, "a page followed by another is full");
+        }
+        seen.extend(page.iter().map(|g| g["access_grant_id"].clone()));
+        if !more {
+            break;
+        }
+        path = body["pagination"]["next_page_url"]
+            .as_str()
+            .expect("url")
+            .trim_start_matches("http://keygate.test/seam/")
+            .to_owned();
+    }
+    assert_eq!(seen, vec![json!(grants[0]), json!(grants[3])]);
+
+    // By key and by reservation key, in one page.
+    let r = call(
+        &h,
+        Method::POST,
+        "access_grants/list",
+        Some(&key),
+        json!({"access_grant_key": "key-2"}),
+    )
+    .await;
+    let page = ok(&r)["access_grants"].as_array().expect("page").clone();
+    assert_eq!(page.len(), 1);
+    assert_eq!(page[0]["access_grant_id"], json!(grants[2]));
+    let r = call(
+        &h,
+        Method::POST,
+        "access_grants/list",
+        Some(&key),
+        json!({"reservation_key": "odd", "limit": 1}),
+    )
+    .await;
+    let body = ok(&r);
+    assert_eq!(
+        body["access_grants"][0]["access_grant_id"],
+        json!(grants[1])
+    );
+    assert_eq!(body["pagination"]["has_next_page"], true);
+    // A malformed id is not found, as everywhere.
+    let r = call(
+        &h,
+        Method::POST,
+        "access_grants/list",
+        Some(&key),
+        json!({"access_grant_ids": [grants[0], "nope"]}),
+    )
+    .await;
+    assert_eq!(error_type(&r), "access_grant_not_found");
+
+    // access_methods/list by access_grant_key: that grant's methods; none for a key no grant has.
+    let r = call(
+        &h,
+        Method::GET,
+        "access_methods/list?access_grant_key=key-1&_strict=true",
+        Some(&key),
+        json!({}),
+    )
+    .await;
+    let methods = ok(&r)["access_methods"]
+        .as_array()
+        .expect("methods")
+        .clone();
+    assert_eq!(methods.len(), 2, "card and mobile key");
+    let r = call(
+        &h,
+        Method::GET,
+        "access_methods/list?access_grant_key=no-such-key",
+        Some(&key),
+        json!({}),
+    )
+    .await;
+    assert_eq!(ok(&r)["access_methods"], json!([]));
+
+    // Entrances 0 and 2 in pages of one.
+    let r = call(
+        &h,
+        Method::GET,
+        &format!(
+            "acs/entrances/list?acs_system_id={system}&acs_entrance_ids={}&acs_entrance_ids={}&limit=1",
+            entrances[0], entrances[2]
+        ),
+        Some(&key),
+        json!({}),
+    )
+    .await;
+    let body = ok(&r);
+    assert_eq!(
+        body["acs_entrances"][0]["acs_entrance_id"],
+        json!(entrances[0])
+    );
+    assert_eq!(body["pagination"]["has_next_page"], true);
+    let cursor = body["pagination"]["next_page_cursor"].clone();
+    let r = call(
+        &h,
+        Method::POST,
+        "acs/entrances/list",
+        Some(&key),
+        json!({"acs_system_id": system, "acs_entrance_ids": [entrances[0], entrances[2]],
+               "limit": 1, "page_cursor": cursor}),
+    )
+    .await;
+    let body = ok(&r);
+    assert_eq!(
+        body["acs_entrances"][0]["acs_entrance_id"],
+        json!(entrances[2])
+    );
+    assert_eq!(body["acs_entrances"].as_array().map(Vec::len), Some(1));
+    // The cursor is bound to the ids it was made for.
+    let r = call(
+        &h,
+        Method::POST,
+        "acs/entrances/list",
+        Some(&key),
+        json!({"acs_system_id": system, "acs_entrance_ids": [entrances[1]],
+               "limit": 1, "page_cursor": cursor}),
+    )
+    .await;
+    assert_eq!(error_type(&r), "invalid_input");
+}
+
+#[tokio::test]
+async fn webhooks_update_their_event_types() {
+    let loopback = keygate_app::ssrf::NetworkPolicy {
+        allow_loopback: true,
+        allow_private_networks: false,
+    };
+    let h = harness_with(TestDb::sqlite().await, plenty(), loopback);
+    let (key, _) = workspace(&h.app, "Hooks").await;
+    let r = call(
+        &h,
+        Method::POST,
+        "webhooks/create",
+        Some(&key),
+        json!({"url": "http://127.0.0.1:9/hook", "event_types": ["access_grant.created"]}),
+    )
+    .await;
+    let id = ok(&r)["webhook"]["webhook_id"].clone();
+    // PUT, Seam's alternative verb for this route.
+    let r = call(
+        &h,
+        Method::PUT,
+        "webhooks/update",
+        Some(&key),
+        json!({"webhook_id": id, "event_types": ["access_method.issued", "access_grant.deleted"]}),
+    )
+    .await;
+    assert_eq!(ok(&r), &json!({"ok": true}));
+    let r = call(
+        &h,
+        Method::POST,
+        "webhooks/get",
+        Some(&key),
+        json!({"webhook_id": id}),
+    )
+    .await;
+    assert_eq!(
+        ok(&r)["webhook"]["event_types"],
+        json!(["access_method.issued", "access_grant.deleted"])
+    );
+    // An unknown type changes nothing; event_types is required; an unknown id is not found.
+    let r = call(
+        &h,
+        Method::POST,
+        "webhooks/update",
+        Some(&key),
+        json!({"webhook_id": id, "event_types": ["door.sang"]}),
+    )
+    .await;
+    assert_eq!(error_type(&r), "invalid_input");
+    let r = call(
+        &h,
+        Method::POST,
+        "webhooks/update",
+        Some(&key),
+        json!({"webhook_id": id}),
+    )
+    .await;
+    assert_eq!(error_type(&r), "invalid_input");
+    assert!(r.body["error"]["validation_errors"]["event_types"].is_object());
+    let r = call(
+        &h,
+        Method::POST,
+        "webhooks/get",
+        Some(&key),
+        json!({"webhook_id": id}),
+    )
+    .await;
+    assert_eq!(
+        ok(&r)["webhook"]["event_types"].as_array().map(Vec::len),
+        Some(2)
+    );
+    let r = call(
+        &h,
+        Method::POST,
+        "webhooks/update",
+        Some(&key),
+        json!({"webhook_id": uuid::Uuid::new_v4().to_string(), "event_types": []}),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    assert_eq!(error_type(&r), "webhook_not_found");
+}
+
+/// `user_identities/remove_acs_user`: the person loses what they held through the user.
+#[tokio::test]
+async fn removing_an_acs_user_from_an_identity_takes_its_credentials() {
+    let h = harness(TestDb::sqlite().await, plenty());
+    let (key, _) = workspace(&h.app, "Unlink").await;
+    let systems = call(&h, Method::GET, "acs/systems/list", Some(&key), json!({})).await;
+    let system = ok(&systems)["acs_systems"]
+        .as_array()
+        .expect("systems")
+        .iter()
+        .find(|s| s["external_type"] == "salto_ks_site")
+        .expect("Salto KS")["acs_system_id"]
+        .clone();
+    let r = call(
+        &h,
+        Method::POST,
+        "acs/access_groups/list",
+        Some(&key),
+        json!({"acs_system_id": system}),
+    )
+    .await;
+    let group = ok(&r)["acs_access_groups"][0]["acs_access_group_id"].clone();
+    let r = call(
+        &h,
+        Method::POST,
+        "acs/users/create",
+        Some(&key),
+        json!({"acs_system_id": system, "full_name": "Jane Doe"}),
+    )
+    .await;
+    let user = ok(&r)["acs_user"]["acs_user_id"].clone();
+    let r = call(
+        &h,
+        Method::POST,
+        "acs/users/add_to_access_group",
+        Some(&key),
+        json!({"acs_user_id": user, "acs_access_group_id": group}),
+    )
+    .await;
+    ok(&r);
+    let mut identities = Vec::new();
+    for name in ["Jane Doe", "John Roe"] {
+        let r = call(
+            &h,
+            Method::POST,
+            "user_identities/create",
+            Some(&key),
+            json!({"full_name": name}),
+        )
+        .await;
+        identities.push(ok(&r)["user_identity"]["user_identity_id"].clone());
+    }
+    let (jane, john) = (&identities[0], &identities[1]);
+    let r = call(
+        &h,
+        Method::POST,
+        "user_identities/add_acs_user",
+        Some(&key),
+        json!({"acs_user_id": user, "user_identity_id": jane}),
+    )
+    .await;
+    ok(&r);
+    let r = call(
+        &h,
+        Method::POST,
+        "acs/credentials/create",
+        Some(&key),
+        json!({"acs_user_id": user, "access_method": "mobile_key"}),
+    )
+    .await;
+    let credential = ok(&r)["acs_credential"]["acs_credential_id"].clone();
+    let s = |v: &Value| v.as_str().expect("id").to_owned();
+
+    // Not linked to John: refused, nothing changes.
+    let r = call(
+        &h,
+        Method::DELETE,
+        &format!(
+            "user_identities/remove_acs_user?user_identity_id={}&acs_user_id={}&_strict=true",
+            s(john),
+            s(&user)
+        ),
+        Some(&key),
+        json!({}),
+    )
+    .await;
+    assert_eq!(error_type(&r), "acs_user_not_linked");
+    // An unknown identity is not found.
+    let r = call(
+        &h,
+        Method::POST,
+        "user_identities/remove_acs_user",
+        Some(&key),
+        json!({"user_identity_id": uuid::Uuid::new_v4().to_string(), "acs_user_id": user}),
+    )
+    .await;
+    assert_eq!(error_type(&r), "user_identity_not_found");
+
+    let r = call(
+        &h,
+        Method::DELETE,
+        &format!(
+            "user_identities/remove_acs_user?user_identity_id={}&acs_user_id={}&_strict=true",
+            s(jane),
+            s(&user)
+        ),
+        Some(&key),
+        json!({}),
+    )
+    .await;
+    assert_eq!(ok(&r), &json!({"ok": true}));
+    let r = call(
+        &h,
+        Method::POST,
+        "user_identities/list_acs_users",
+        Some(&key),
+        json!({"user_identity_id": jane}),
+    )
+    .await;
+    assert_eq!(ok(&r)["acs_users"], json!([]));
+    // The credential issued through the user is gone; the user stays.
+    let r = call(
+        &h,
+        Method::POST,
+        "acs/credentials/list",
+        Some(&key),
+        json!({"acs_user_id": user}),
+    )
+    .await;
+    assert!(
+        !ok(&r)["acs_credentials"]
+            .as_array()
+            .expect("list")
+            .iter()
+            .any(|c| c["acs_credential_id"] == credential)
+    );
+    let r = call(
+        &h,
+        Method::POST,
+        "acs/users/get",
+        Some(&key),
+        json!({"acs_user_id": user}),
+    )
+    .await;
+    ok(&r);
+    // No credential is issued through an unlinked user; removing again changes nothing.
+    let r = call(
+        &h,
+        Method::POST,
+        "acs/credentials/create",
+        Some(&key),
+        json!({"acs_user_id": user, "access_method": "mobile_key"}),
+    )
+    .await;
+    assert_eq!(error_type(&r), "acs_user_not_linked");
+    let r = call(
+        &h,
+        Method::POST,
+        "user_identities/remove_acs_user",
+        Some(&key),
+        json!({"user_identity_id": jane, "acs_user_id": user}),
+    )
+    .await;
+    ok(&r);
+    // Linking to another person works again.
+    let r = call(
+        &h,
+        Method::POST,
+        "user_identities/add_acs_user",
+        Some(&key),
+        json!({"acs_user_id": user, "user_identity_id": john}),
+    )
+    .await;
+    ok(&r);
 }

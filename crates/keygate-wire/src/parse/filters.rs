@@ -31,6 +31,7 @@ pub fn access_grants(r: &v1::ListAccessGrantsRequest) -> Result<GrantFilter, Err
             acs_system_id,
             Resource::AccessSystem,
         )?,
+        ..GrantFilter::default()
     })
 }
 

@@ -1,8 +1,8 @@
 //! Webhook requests.
 
-use keygate_app::webhooks::CreateWebhook;
-use keygate_domain::Error;
+use keygate_app::webhooks::{CreateWebhook, UpdateWebhook};
 use keygate_domain::validate;
+use keygate_domain::{Error, Resource};
 use keygate_proto::v1;
 
 use super::{IntoCommand, claim};
@@ -29,6 +29,18 @@ impl IntoCommand for v1::CreateWebhookRequest {
             idem: claim("CreateWebhook", request_id, &fingerprint),
             url,
             event_types,
+        })
+    }
+}
+
+impl IntoCommand for v1::UpdateWebhookRequest {
+    type Command = UpdateWebhook;
+
+    /// The id is checked here; the event types by the use case.
+    fn into_command(self) -> Result<UpdateWebhook, Error> {
+        Ok(UpdateWebhook {
+            webhook_id: validate::id("webhook_id", &self.webhook_id, Resource::Webhook)?,
+            event_types: self.event_types,
         })
     }
 }

@@ -46,6 +46,28 @@ impl UserIdentityService for UserIdentities {
         .await
     }
 
+    #[tracing::instrument(skip_all, fields(acs_user_id = %req.get_ref().acs_user_id))]
+    async fn unlink_acs_user(
+        &self,
+        req: Request<v1::UnlinkAcsUserRequest>,
+    ) -> Reply<v1::UnlinkAcsUserResponse> {
+        let ws = workspace(&req)?;
+        let r = req.into_inner();
+        reply(async {
+            let identity = validate::id(
+                "user_identity_id",
+                &r.user_identity_id,
+                Resource::UserIdentity,
+            )?;
+            let user = validate::id("acs_user_id", &r.acs_user_id, Resource::AcsUser)?;
+            let u = self.app.unlink_acs_user(ws, user, identity).await?;
+            Ok(v1::UnlinkAcsUserResponse {
+                user_identity: Some(identity_view(&u)),
+            })
+        })
+        .await
+    }
+
     #[tracing::instrument(skip_all)]
     async fn generate_instant_key(
         &self,

@@ -72,6 +72,22 @@ impl WebhookService for Webhooks {
         .await
     }
 
+    #[tracing::instrument(skip_all, fields(webhook_id = %req.get_ref().webhook_id))]
+    async fn update_webhook(
+        &self,
+        req: Request<v1::UpdateWebhookRequest>,
+    ) -> Reply<v1::UpdateWebhookResponse> {
+        let ws = workspace(&req)?;
+        reply(async {
+            let cmd = req.into_inner().into_command()?;
+            let w = self.app.update_webhook(ws, cmd).await?;
+            Ok(v1::UpdateWebhookResponse {
+                webhook: Some(convert::webhook(&w)),
+            })
+        })
+        .await
+    }
+
     #[tracing::instrument(skip_all)]
     async fn delete_webhook(
         &self,
