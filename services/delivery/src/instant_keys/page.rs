@@ -208,7 +208,10 @@ mod tests {
             false,
             OffsetDateTime::UNIX_EPOCH,
         );
-        assert!(page.contains("Hello, &lt;b&gt;&quot;Jo&quot; &amp; Al&lt;/b&gt;"), "{page}");
+        assert!(
+            page.contains("Hello, &lt;b&gt;&quot;Jo&quot; &amp; Al&lt;/b&gt;"),
+            "{page}"
+        );
         assert!(page.contains("Could not unlock &lt;i&gt;Door&lt;/i&gt;: a &quot;b&quot;"));
         assert!(page.contains("action=\"/ik/tok&quot;en/claim\""), "{page}");
         assert!(!page.contains("<b>") && !page.contains("<i>"));

@@ -3,7 +3,6 @@
 
 use std::fmt::Write as _;
 
-
 /// Who the message says it is from when the workspace has no name.
 pub const DEFAULT_SENDER: &str = "Keygate";
 /// Longest sender name in an SMS (a long workspace name would split the message).

@@ -11,7 +11,6 @@ use keygate_domain::ids::WorkspaceId;
 use keygate_domain::instant_key::Links;
 use keygate_store::Store;
 
-
 /// Most rows a listing shows.
 pub const MAX_ROWS: u32 = 500;
 
