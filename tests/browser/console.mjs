@@ -4,13 +4,28 @@
 // identity, Generate Instant Key, then open the link from the dialog as a phone and unlock. A
 // second, shorter run on a system that assigns entrances to credentials shows "Select entrances".
 // Saves a screenshot of each step into <screenshots dir>.
+//
+// With `production <endpoint> <place id> <api key>` after those arguments, the same seed runs in
+// the workspace's **production** badge instead: the browser first connects a Kisi place (the
+// endpoint of a Kisi simulator the test started) through the console's Connect form, then does
+// seed 000 there as Kisi's model allows (access groups: Manage Access; a mobile key), and the
+// phone unlocks the Front Door through Kisi. The access-grant, card and "Select entrances" steps
+// need systems Kisi is not, so they run in the sandbox mode only. Both modes end with a
+// keyboard-only pass over the sign-in page and phone-sized screenshots of three pages.
 // Usage: node console.mjs <http base url> <admin token> <workspace name> <screenshots dir>
+//          [production <endpoint> <place id> <api key>]
 // Exits non-zero (with the reason) when anything is not as expected.
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { chromium } from 'playwright-core';
 
-const [base, adminToken, workspaceName, shots] = process.argv.slice(2);
+const [base, adminToken, workspaceName, shots, mode = 'sandbox', endpoint, placeId, apiKey] =
+  process.argv.slice(2);
+const production = mode === 'production';
+if (production && !(endpoint && placeId && apiKey)) {
+  console.error('production needs <endpoint> <place id> <api key>');
+  process.exit(2);
+}
 if (!base || !adminToken || !workspaceName || !shots) {
   console.error('usage: node console.mjs <base url> <admin token> <workspace name> <screenshots dir>');
   process.exit(2);
@@ -47,10 +62,31 @@ try {
   // 2. The workspace switcher: sandbox and production workspaces.
   await page.getByRole('heading', { name: 'Workspaces' }).waitFor();
   await shot(page, '02-workspace-switcher');
-  await page.getByRole('button', { name: new RegExp(`^${workspaceName} sandbox`) }).click();
+  await page.getByRole('button', { name: new RegExp(`^${workspaceName} ${production ? 'production' : 'sandbox'}`) }).click();
 
   // 3. ACS Systems, with copyable acs_system_id.
   await page.getByRole('heading', { name: 'Access Systems' }).waitFor();
+  const kisiName = 'Riverside Live (Kisi)';
+  if (production) {
+    // A production workspace connects its real systems: here a Kisi place, by the Connect form.
+    await page.locator('summary', { hasText: 'Connect an access system' }).click();
+    await page.getByLabel('Type').selectOption('kisi');
+    await page.getByLabel('Name (optional)').fill(kisiName);
+    await page.getByLabel('Time zone (optional)').fill('Europe/Berlin');
+    await page.getByLabel('Settings').fill(`endpoint=${endpoint}\nplace_id=${placeId}`);
+    await page.getByLabel('Credentials').fill(`api_key=${apiKey}`);
+    await shot(page, '19-connect-access-system');
+    await page.getByRole('button', { name: 'Connect', exact: true }).click();
+    await page.getByRole('heading', { name: kisiName, level: 1 }).waitFor();
+    // The first sync brings Kisi's locks and groups; wait for its entrances.
+    for (let i = 0; i < 40; i++) {
+      if (await page.getByText('Front Door').count() > 0) break;
+      await page.waitForTimeout(250);
+      await page.reload();
+    }
+    await page.getByRole('link', { name: 'ACS Systems' }).click();
+    await page.getByRole('heading', { name: 'Access Systems' }).waitFor();
+  }
   await shot(page, '03-acs-systems');
 
   async function addUser(systemName, name, email, shots, startsAt, endsAt) {
@@ -82,16 +118,18 @@ try {
     await page.locator('section[aria-labelledby="identity-title"] a').waitFor();
   }
 
-  await addUser('Riverside Apartments (Salto KS)', 'Jane Doe', 'jane@example.com', true,
-    '2026-01-01T09:00', '2099-12-31T18:00');
+  const group = production ? 'Everyone' : 'All Residents';
+  const door = production ? 'Front Door' : 'Main Entrance';
+  await addUser(production ? kisiName : 'Riverside Apartments (Salto KS)', 'Jane Doe',
+    'jane@example.com', true, '2026-01-01T09:00', '2099-12-31T18:00');
   await shot(page, '08-user-identity-linked');
 
-  // 12. Access Groups: Manage Access, check "All Residents", Save.
+  // 12. Access Groups: Manage Access, check the group, Save.
   await page.getByText('Manage Access', { exact: true }).click();
-  await page.getByLabel('All Residents').check();
+  await page.getByLabel(group).check();
   await shot(page, '09-manage-access');
   await page.getByRole('button', { name: 'Save' }).click();
-  await page.getByRole('listitem').filter({ hasText: 'All Residents' }).waitFor();
+  await page.getByRole('listitem').filter({ hasText: group }).waitFor();
 
   // 13-15. Add Credential: a mobile key; this system opens the user's groups' entrances; start & end.
   await page.getByRole('link', { name: 'Add Credential' }).click();
@@ -108,6 +146,7 @@ try {
   // 17. The linked user identity.
   await page.locator('section[aria-labelledby="identity-title"] a').click();
   await page.getByRole('heading', { name: 'Instant Key', exact: true }).waitFor();
+  const identityUrl = page.url();
   await shot(page, '12-user-identity');
 
   // 18. Generate Instant Key: the dialog with the link (copy) and the QR code.
@@ -132,12 +171,15 @@ try {
   if (response.status() !== 200) throw new Error(`the Instant Key page answered ${response.status()}`);
   await phone.getByRole('heading', { name: /Jane Doe/ }).waitFor();
   await phone.getByRole('button', { name: 'Use this key on this phone' }).tap();
-  await phone.getByRole('button', { name: 'Unlock Main Entrance' }).waitFor({ timeout: 15000 });
-  await phone.getByRole('button', { name: 'Unlock Main Entrance' }).tap();
-  await phone.getByRole('status').filter({ hasText: 'Main Entrance is unlocked.' })
+  await phone.getByRole('button', { name: `Unlock ${door}` }).waitFor({ timeout: 15000 });
+  await phone.getByRole('button', { name: `Unlock ${door}` }).tap();
+  await phone.getByRole('status').filter({ hasText: `${door} is unlocked.` })
     .waitFor({ timeout: 15000 });
   await shot(phone, '14-phone-unlocked');
 
+  if (!production) await sandboxOnly();
+
+  async function sandboxOnly() {
   // Beyond the seed: an access grant with a card, encoded at the desk; its doors turn granted.
   await page.getByRole('link', { name: 'Access grants' }).click();
   await page.getByRole('link', { name: 'New access grant' }).click();
@@ -171,10 +213,62 @@ try {
   await shot(page, '15-select-entrances');
   await page.getByRole('button', { name: 'Next' }).click();
   await page.getByRole('heading', { name: 'Credential created' }).waitFor();
+  }
 
   // Sign out: the console is closed again.
   await page.getByRole('button', { name: 'Sign out' }).click();
   await page.getByRole('heading', { name: 'Sign in' }).waitFor();
+
+  // Keyboard only: Tab reaches the labelled secret field (past the skip link), then the submit
+  // button, each with a visible focus ring; typing and Enter sign in.
+  const focused = () => page.evaluate(() => {
+    const el = document.activeElement;
+    const style = getComputedStyle(el);
+    return {
+      tag: el.tagName, id: el.id, text: (el.textContent || '').trim(),
+      label: el.labels && el.labels.length > 0 ? el.labels[0].textContent.trim() : '',
+      ring: style.outlineStyle !== 'none' && parseFloat(style.outlineWidth) >= 2,
+    };
+  });
+  let field = null;
+  for (let i = 0; i < 6 && !field; i++) {
+    await page.keyboard.press('Tab');
+    const f = await focused();
+    if (f.id === 'f-token') field = f;
+  }
+  if (!field) throw new Error('Tab never reached the sign-in field');
+  if (field.label !== 'API key or admin token') throw new Error(`the field's label: ${field.label}`);
+  if (!field.ring) throw new Error('the focused field shows no focus ring');
+  await page.keyboard.type(adminToken);
+  await page.keyboard.press('Tab');
+  const submit = await focused();
+  if (submit.tag !== 'BUTTON' || submit.text !== 'Sign in' || !submit.ring) {
+    throw new Error(`Tab after the field reached ${JSON.stringify(submit)}, not the Sign in button`);
+  }
+  await page.keyboard.press('Enter');
+  await page.getByRole('heading', { name: 'Workspaces' }).waitFor();
+
+  // Phone-sized (390x844): sign-in, the systems list and the identity page.
+  const small = await browser.newContext({ viewport: { width: 390, height: 844 }, isMobile: true, hasTouch: true });
+  const mobile = await small.newPage();
+  watch(mobile);
+  await mobile.goto(`${base}/console/sign-in`);
+  await mobile.getByRole('heading', { name: 'Sign in' }).waitFor();
+  await shot(mobile, '20-phone-sign-in');
+  await mobile.getByLabel('API key or admin token').fill(adminToken);
+  await mobile.getByRole('button', { name: 'Sign in' }).tap();
+  await mobile.getByRole('button', { name: new RegExp(`^${workspaceName} ${production ? 'production' : 'sandbox'}`) }).tap();
+  await mobile.getByRole('heading', { name: 'Access Systems' }).waitFor();
+  await shot(mobile, '21-phone-acs-systems');
+  await mobile.goto(identityUrl);
+  await mobile.getByRole('heading', { name: 'Instant Key', exact: true }).waitFor();
+  await shot(mobile, '22-phone-user-identity');
+  // No sideways scrolling at 390 CSS pixels (a phone zooms out to fit wider content instead).
+  for (const url of [`${base}/console/systems`, identityUrl]) {
+    await mobile.goto(url);
+    const width = await mobile.evaluate(() => document.documentElement.scrollWidth);
+    if (width > 390) throw new Error(`${url} is ${width}px wide on a 390px phone`);
+  }
 
   if (violations.length > 0) throw new Error(`Content-Security-Policy violations: ${violations.join('; ')}`);
   console.log(JSON.stringify({ ok: true, steps }));

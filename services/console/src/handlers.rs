@@ -1,6 +1,7 @@
 //! The console's handlers: session, parse, call `keygate-app`, render. A refusal of a form is
 //! shown on the same page, next to its field, with what was typed kept.
 
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 
 use axum::body::Bytes;
@@ -8,6 +9,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use keygate_app::auth::Principal;
+use keygate_app::throttle::ClientAddr;
 use keygate_domain::ids::{
     AccessGroupId, AccessSystemId, AcsUserId, InstantKeyId, UserIdentityId, WorkspaceId,
 };
@@ -100,7 +102,15 @@ pub async fn sign_in_page(State(c): St) -> Response {
 }
 
 #[tracing::instrument(skip_all)]
-pub async fn sign_in(State(c): St, headers: HeaderMap, body: Bytes) -> Response {
+pub async fn sign_in(
+    State(c): St,
+    headers: HeaderMap,
+    client: Option<axum::Extension<ClientAddr>>,
+    body: Bytes,
+) -> Response {
+    // The HTTP port attaches the client address to every request; without one (a router not
+    // behind that port) every such request shares one budget, which fails closed.
+    let client = client.map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.0);
     let form = FormData::parse(&body);
     // The sign-in form's own CSRF check: the token of its form must be the one of its cookie.
     let expected = cookie(&headers, LOGIN_COOKIE).unwrap_or("");
@@ -111,7 +121,7 @@ pub async fn sign_in(State(c): St, headers: HeaderMap, body: Bytes) -> Response 
             StatusCode::FORBIDDEN,
         );
     }
-    if let Some(wait) = c.sign_in_limit.wait() {
+    if let Err(wait) = c.auth_failures.check(client) {
         tracing::warn!("console sign-in refused: too many failed sign-ins");
         let mut res = sign_in_response(
             &c,
@@ -129,7 +139,7 @@ pub async fn sign_in(State(c): St, headers: HeaderMap, body: Bytes) -> Response 
     let principal = match c.auth.sign_in(form.get("token")).await {
         Ok(p) => p,
         Err(e) => {
-            c.sign_in_limit.failed();
+            c.auth_failures.failed(client);
             tracing::info!(reason = e.reason().as_str(), "console sign-in refused");
             return sign_in_response(&c, Some(&e.to_string()), StatusCode::UNAUTHORIZED);
         }

@@ -34,6 +34,7 @@ use axum::routing::{get, post};
 use keygate_app::App;
 use keygate_app::auth::{Authenticator, Principal};
 use keygate_app::sessions::{Session, Sessions};
+use keygate_app::throttle::AuthFailureLimiter;
 use keygate_domain::Error;
 use keygate_domain::ids::WorkspaceId;
 use keygate_domain::model::Workspace;
@@ -54,39 +55,10 @@ pub struct Console {
     pub sessions: Sessions,
     /// `Secure` cookies (the console is reached over TLS: the public URL is https).
     pub secure_cookies: bool,
-    /// The budget of failed sign-ins of this process.
-    pub sign_in_limit: SignInLimit,
-}
-
-/// Failed sign-ins this process accepts before it refuses sign-in for a while (429 with the
-/// wait): 20 at once, then one every 3 seconds. One budget for every client of this process (the
-/// client address of the HTTP port's guard belongs to the delivery service, which this crate
-/// does not import); it bounds guessing of the admin token, and a successful sign-in costs
-/// nothing.
-#[derive(Clone)]
-pub struct SignInLimit(Arc<keygate_domain::rate::Buckets<()>>);
-
-impl SignInLimit {
-    pub fn new(per_second: f64, burst: u32) -> Self {
-        Self(Arc::new(keygate_domain::rate::Buckets::new(
-            per_second, burst, 1,
-        )))
-    }
-
-    /// How long until a sign-in may be tried, if it may not be now.
-    pub(crate) fn wait(&self) -> Option<std::time::Duration> {
-        self.0.peek(&(), std::time::Instant::now()).err()
-    }
-
-    pub(crate) fn failed(&self) {
-        let _ = self.0.take((), std::time::Instant::now());
-    }
-}
-
-impl Default for SignInLimit {
-    fn default() -> Self {
-        Self::new(1.0 / 3.0, 20)
-    }
+    /// The budget of failed authentications per client address: the one limiter the gRPC API
+    /// and the Seam-compatible API run (`keygate_app::throttle::Limiters::auth_failures`), so a
+    /// client has one budget whichever surface it guesses on.
+    pub auth_failures: Arc<AuthFailureLimiter>,
 }
 
 /// The console's routes, all under [`PREFIX`].

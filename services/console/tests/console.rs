@@ -11,6 +11,7 @@ use http::{Request, StatusCode, header};
 use keygate_app::App;
 use keygate_app::auth::Authenticator;
 use keygate_app::sessions::{DEFAULT_SESSION_TTL, Sessions};
+use keygate_app::throttle::{AuthFailureLimiter, ClientAddr};
 use keygate_app::tokens::PageTokens;
 use keygate_app::tracker::Tracker;
 use keygate_app::workspaces::CreateWorkspace;
@@ -60,7 +61,7 @@ async fn world_with(delivery: keygate_app::instant_keys::Availability) -> World 
         auth: Authenticator::new(store, cache.clone(), Some(ADMIN.into())),
         sessions: Sessions::new(cache, DEFAULT_SESSION_TTL),
         secure_cookies: false,
-        sign_in_limit: keygate_console::SignInLimit::new(0.001, 3),
+        auth_failures: Arc::new(AuthFailureLimiter::new(3)),
     });
     World {
         app,
@@ -239,6 +240,53 @@ async fn sign_in_refuses_wrong_tokens_and_a_form_without_its_cookie() {
     );
     let forged = send(&w.router, get("/console/systems", "kg_console=forged")).await;
     assert_eq!(forged.location, "/console/sign-in");
+}
+
+/// One sign-in attempt from `client` (the address the HTTP port attaches) with `token`.
+async fn sign_in_from(r: &Router, client: &str, token: &str) -> Reply {
+    let form = send(r, get("/console/sign-in", "")).await;
+    let login = cookie_value(&form.cookies, "kg_console_login").expect("login cookie");
+    let mut req = post(
+        "/console/sign-in",
+        &format!("kg_console_login={login}"),
+        &[("login", &hidden(&form.body, "login")), ("token", token)],
+    );
+    req.extensions_mut()
+        .insert(ClientAddr(client.parse().expect("an address")));
+    send(r, req).await
+}
+
+#[tokio::test]
+async fn failed_sign_ins_are_limited_per_client_address() {
+    let w = world().await;
+    let (_, token) = workspace(&w.app, "Hotel").await;
+    // The test's budget is 3 failures a minute per client.
+    for _ in 0..3 {
+        let r = sign_in_from(&w.router, "192.0.2.1", "guess").await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    }
+    let refused = sign_in_from(&w.router, "192.0.2.1", &token).await;
+    assert_eq!(
+        refused.status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "client A spent its budget: even the right key waits"
+    );
+    assert!(refused.body.contains("Too many failed sign-ins"));
+    assert!(!refused.cookies.iter().any(|c| c.starts_with("kg_console=")));
+    // Client B is not blocked by A's failures: it fails on its own budget and signs in.
+    let b_wrong = sign_in_from(&w.router, "198.51.100.7", "guess").await;
+    assert_eq!(b_wrong.status, StatusCode::UNAUTHORIZED);
+    let b = sign_in_from(&w.router, "198.51.100.7", &token).await;
+    assert_eq!(b.status, StatusCode::SEE_OTHER, "{}", b.body);
+    assert!(b.cookies.iter().any(|c| c.starts_with("kg_console=")));
+    // IPv6 clients are counted per /64, as on the other surfaces.
+    for _ in 0..3 {
+        sign_in_from(&w.router, "2001:db8:1:2::1", "guess").await;
+    }
+    let same_64 = sign_in_from(&w.router, "2001:db8:1:2::ffff", &token).await;
+    assert_eq!(same_64.status, StatusCode::TOO_MANY_REQUESTS);
+    let other_64 = sign_in_from(&w.router, "2001:db8:1:3::1", &token).await;
+    assert_eq!(other_64.status, StatusCode::SEE_OTHER);
 }
 
 #[tokio::test]

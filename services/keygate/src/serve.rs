@@ -448,7 +448,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
                 keygate_app::sessions::DEFAULT_SESSION_TTL,
             ),
             secure_cookies: args.public_url.starts_with("https://"),
-            sign_in_limit: Default::default(),
+            // The same failed-authentication budget per client as gRPC and the Seam API.
+            auth_failures: limiters.auth_failures.clone(),
         }));
     }
     let stop = stopped(stop_rx.clone());

@@ -1,27 +1,11 @@
-//! The HTML of the Instant Key page: server-rendered, mobile first, no script needed. Every
-//! name shown is escaped (a person's name is caller input).
+//! The HTML of the Instant Key page: server-rendered, mobile first, no script needed. Rendered
+//! with `maud`, whose templates escape every value (a person's name is caller input); the one
+//! unescaped piece is the page's own constant stylesheet, whose hash the CSP allows.
 
-use std::fmt::Write as _;
-
+use maud::{DOCTYPE, Markup, PreEscaped, html};
 use time::OffsetDateTime;
 
 use keygate_app::doors::Door;
-
-/// Escapes text for HTML content and attribute values.
-pub fn escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
 
 /// `t` in the access system's time zone, as "Tue 1 Dec 2026, 19:30 (Europe/Madrid)".
 pub fn local_time(t: OffsetDateTime, zone: &str) -> String {
@@ -71,25 +55,33 @@ button:focus-visible{outline:3px solid #ffbf47;outline-offset:2px}
 .sr{position:absolute;width:1px;height:1px;overflow:hidden;clip:rect(0 0 0 0)}
 ";
 
-fn shell(title: &str, body: &str) -> String {
-    format!(
-        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
-<meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">\
-<meta name=\"referrer\" content=\"no-referrer\"><meta name=\"robots\" content=\"noindex\">\
-<title>{}</title><style>{STYLE}</style></head><body><main>{body}</main></body></html>",
-        escape(title)
-    )
+fn shell(title: &str, body: Markup) -> String {
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width,initial-scale=1";
+                meta name="referrer" content="no-referrer";
+                meta name="robots" content="noindex";
+                title { (title) }
+                // A constant of this file (never input), allowed by its hash in the CSP.
+                style { (PreEscaped(STYLE)) }
+            }
+            body { main { (body) } }
+        }
+    }
+    .into_string()
 }
 
 /// A page that says why the key does not work.
 pub fn refusal(title: &str, message: &str) -> String {
     shell(
         title,
-        &format!(
-            "<h1>{}</h1><div class=\"card\" role=\"alert\"><p>{}</p></div>",
-            escape(title),
-            escape(message)
-        ),
+        html! {
+            h1 { (title) }
+            div.card role="alert" { p { (message) } }
+        },
     )
 }
 
@@ -115,98 +107,88 @@ pub fn key_page(
     claimed: bool,
     now: OffsetDateTime,
 ) -> String {
-    let mut body = String::new();
-    let _ = write!(
-        body,
-        "<h1>Hello, {}</h1><p class=\"muted\">Your Instant Key opens these doors.</p>",
-        escape(person)
-    );
-    // A live region, so a screen reader announces the outcome of an unlock.
-    body.push_str("<div aria-live=\"polite\">");
-    match outcome {
-        Some(Outcome::Unlocked(name)) => {
-            let _ = write!(
-                body,
-                "<p class=\"status ok\" role=\"status\">{} is unlocked.</p>",
-                escape(&name)
-            );
+    let body = html! {
+        h1 { "Hello, " (person) }
+        p.muted { "Your Instant Key opens these doors." }
+        // A live region, so a screen reader announces the outcome of an unlock.
+        div aria-live="polite" {
+            @match &outcome {
+                Some(Outcome::Unlocked(name)) => {
+                    p.status.ok role="status" { (name) " is unlocked." }
+                }
+                Some(Outcome::Failed(name, why)) => {
+                    p.status.err role="alert" { "Could not unlock " (name) ": " (why) }
+                }
+                Some(Outcome::Pending(name, deadline)) => {
+                    p.status role="status" {
+                        "Still unlocking " (name) "… reload in a moment. If it has not opened "
+                        (deadline) " seconds after your tap, it will not open: try again."
+                    }
+                }
+                None => {}
+            }
         }
-        Some(Outcome::Failed(name, why)) => {
-            let _ = write!(
-                body,
-                "<p class=\"status err\" role=\"alert\">Could not unlock {}: {}</p>",
-                escape(&name),
-                escape(&why)
-            );
+        @if !claimed {
+            section.card aria-labelledby="claim" {
+                h2 #claim { "Use this key on this phone" }
+                p.muted {
+                    "This key works only on the devices that choose to use it, so keep it on the phone you will open the doors with."
+                }
+                form method="post" action={ "/ik/" (token) "/claim" } {
+                    button type="submit" { "Use this key on this phone" }
+                }
+            }
         }
-        Some(Outcome::Pending(name, deadline)) => {
-            let _ = write!(
-                body,
-                "<p class=\"status\" role=\"status\">Still unlocking {}… reload in a moment. If it has not opened {} seconds after your tap, it will not open: try again.</p>",
-                escape(&name),
-                deadline
-            );
+        @if doors.is_empty() {
+            div.card { p { "No door is ready for this key yet. Try again in a minute." } }
         }
-        None => {}
-    }
-    body.push_str("</div>");
-    if !claimed {
-        let _ = write!(
-            body,
-            "<section class=\"card\" aria-labelledby=\"claim\"><h2 id=\"claim\">Use this key on this phone</h2><p class=\"muted\">This key works only on the devices that choose to use it, so keep it on the phone you will open the doors with.</p><form method=\"post\" action=\"/ik/{token}/claim\"><button type=\"submit\">Use this key on this phone</button></form></section>",
-            token = escape(token),
-        );
-    }
-    if doors.is_empty() {
-        body.push_str("<div class=\"card\"><p>No door is ready for this key yet. Try again in a minute.</p></div>");
-    }
-    for d in doors {
-        let zone = &d.system.time_zone;
-        let window = match d.ends_at {
-            Some(e) => format!(
-                "From {} until {}",
-                local_time(d.starts_at, zone),
-                local_time(e, zone)
-            ),
-            None => format!("From {}", local_time(d.starts_at, zone)),
-        };
-        let _ = write!(
-            body,
-            "<section class=\"card door\" aria-labelledby=\"d-{id}\"><h2 id=\"d-{id}\">{name}</h2><p class=\"muted\">{place}</p><p class=\"muted\">{window}</p>",
-            id = d.entrance_id,
-            name = escape(&d.name),
-            place = escape(&d.system.name),
-            window = escape(&window),
-        );
-        if d.starts_at > now {
-            let _ = write!(
-                body,
-                "<p>This key becomes active on {}.</p>",
-                escape(&local_time(d.starts_at, zone))
-            );
-        } else if d.remote {
-            let _ = write!(
-                body,
-                "<form method=\"post\" action=\"/ik/{token}/unlock\"><input type=\"hidden\" name=\"acs_entrance_id\" value=\"{id}\"><button type=\"submit\">Unlock<span class=\"sr\"> {name}</span></button></form>",
-                token = escape(token),
-                id = d.entrance_id,
-                name = escape(&d.name),
-            );
-        } else if d.code.is_some() && !claimed {
-            body.push_str("<p>This door opens with a PIN on its keypad. Tap \u{201c}Use this key on this phone\u{201d} above to see it.</p>");
-        } else if let Some(code) = &d.code {
-            let _ = write!(
-                body,
-                "<p>This door cannot be opened from here. Enter your PIN on its keypad:</p><p class=\"code\" aria-label=\"PIN {spaced}\">{code}</p>",
-                spaced = escape(&code.chars().map(String::from).collect::<Vec<_>>().join(" ")),
-                code = escape(code),
-            );
-        } else {
-            body.push_str("<p>This door cannot be opened from here: hold your phone to the lock, with your mobile key app open.</p>");
+        @for d in doors {
+            (door(token, d, claimed, now))
         }
-        body.push_str("</section>");
+    };
+    shell("Your Instant Key", body)
+}
+
+/// One door of the key's page.
+fn door(token: &str, d: &Door, claimed: bool, now: OffsetDateTime) -> Markup {
+    let zone = &d.system.time_zone;
+    let window = match d.ends_at {
+        Some(e) => format!(
+            "From {} until {}",
+            local_time(d.starts_at, zone),
+            local_time(e, zone)
+        ),
+        None => format!("From {}", local_time(d.starts_at, zone)),
+    };
+    let heading = format!("d-{}", d.entrance_id);
+    html! {
+        section.card.door aria-labelledby=(heading) {
+            h2 id=(heading) { (d.name) }
+            p.muted { (d.system.name) }
+            p.muted { (window) }
+            @if d.starts_at > now {
+                p { "This key becomes active on " (local_time(d.starts_at, zone)) "." }
+            } @else if d.remote {
+                form method="post" action={ "/ik/" (token) "/unlock" } {
+                    input type="hidden" name="acs_entrance_id" value=(d.entrance_id);
+                    button type="submit" { "Unlock" span.sr { " " (d.name) } }
+                }
+            } @else if d.code.is_some() && !claimed {
+                p {
+                    "This door opens with a PIN on its keypad. Tap \u{201c}Use this key on this phone\u{201d} above to see it."
+                }
+            } @else if let Some(code) = &d.code {
+                p { "This door cannot be opened from here. Enter your PIN on its keypad:" }
+                p.code aria-label={ "PIN " (code.chars().map(String::from).collect::<Vec<_>>().join(" ")) } {
+                    (code)
+                }
+            } @else {
+                p {
+                    "This door cannot be opened from here: hold your phone to the lock, with your mobile key app open."
+                }
+            }
+        }
     }
-    shell("Your Instant Key", &body)
 }
 
 #[cfg(test)]
@@ -215,12 +197,31 @@ mod tests {
 
     #[test]
     fn names_are_escaped() {
-        assert_eq!(
-            escape("<b>\"Jo\" & 'Al'</b>"),
-            "&lt;b&gt;&quot;Jo&quot; &amp; &#39;Al&#39;&lt;/b&gt;"
-        );
         let page = refusal("Nope", "<script>alert(1)</script>");
         assert!(!page.contains("<script>"));
+        assert!(page.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
+        let page = key_page(
+            "tok\"en",
+            "<b>\"Jo\" & Al</b>",
+            &[],
+            Some(Outcome::Failed("<i>Door</i>".into(), "a \"b\"".into())),
+            false,
+            OffsetDateTime::UNIX_EPOCH,
+        );
+        assert!(
+            page.contains("Hello, &lt;b&gt;&quot;Jo&quot; &amp; Al&lt;/b&gt;"),
+            "{page}"
+        );
+        assert!(page.contains("Could not unlock &lt;i&gt;Door&lt;/i&gt;: a &quot;b&quot;"));
+        assert!(page.contains("action=\"/ik/tok&quot;en/claim\""), "{page}");
+        assert!(!page.contains("<b>") && !page.contains("<i>"));
+    }
+
+    #[test]
+    fn the_style_is_the_one_the_policy_allows() {
+        let page = refusal("Nope", "gone");
+        assert!(page.contains(&format!("<style>{STYLE}</style>")));
+        assert!(content_security_policy().contains("style-src 'sha256-"));
     }
 
     #[test]

@@ -3,8 +3,6 @@
 
 use std::fmt::Write as _;
 
-use crate::instant_keys::page::escape;
-
 /// Who the message says it is from when the workspace has no name.
 pub const DEFAULT_SENDER: &str = "Keygate";
 /// Longest sender name in an SMS (a long workspace name would split the message).
@@ -66,21 +64,29 @@ pub fn email(c: &Content) -> Email {
     text.push_str(
         "Keep this link to yourself: anyone who has it can open your doors. If you did not expect it, ignore this email.\n",
     );
-    let mut html = format!(
-        "<!doctype html><html lang=\"en\"><body style=\"font-family:system-ui,sans-serif;line-height:1.5;color:#111\">\
-<p>{}</p><p>{} sent you an Instant Key. Open it on your phone to unlock your doors:</p>\
-<p><a href=\"{link}\" style=\"display:inline-block;padding:.7em 1.2em;background:#1f4fd1;color:#fff;border-radius:8px;text-decoration:none;font-weight:600\">Open your Instant Key</a></p>\
-<p style=\"font-size:.9em;color:#555\">Or copy this link: <a href=\"{link}\">{link}</a></p>",
-        escape(&greeting),
-        escape(&c.sender),
-        link = escape(&c.link),
-    );
-    if !c.window.is_empty() {
-        let _ = write!(html, "<p>It works {}.</p>", escape(&c.window));
+    const MUTED: &str = "font-size:.9em;color:#555";
+    let html = maud::html! {
+        (maud::DOCTYPE)
+        html lang="en" {
+            body style="font-family:system-ui,sans-serif;line-height:1.5;color:#111" {
+                p { (greeting) }
+                p { (c.sender) " sent you an Instant Key. Open it on your phone to unlock your doors:" }
+                p {
+                    a href=(c.link) style="display:inline-block;padding:.7em 1.2em;background:#1f4fd1;color:#fff;border-radius:8px;text-decoration:none;font-weight:600" {
+                        "Open your Instant Key"
+                    }
+                }
+                p style=(MUTED) { "Or copy this link: " a href=(c.link) { (c.link) } }
+                @if !c.window.is_empty() {
+                    p { "It works " (c.window) "." }
+                }
+                p style=(MUTED) {
+                    "Keep this link to yourself: anyone who has it can open your doors. If you did not expect it, ignore this email."
+                }
+            }
+        }
     }
-    html.push_str(
-        "<p style=\"font-size:.9em;color:#555\">Keep this link to yourself: anyone who has it can open your doors. If you did not expect it, ignore this email.</p></body></html>",
-    );
+    .into_string();
     Email {
         subject,
         text,

@@ -11,8 +11,6 @@ use keygate_domain::ids::WorkspaceId;
 use keygate_domain::instant_key::Links;
 use keygate_store::Store;
 
-use crate::instant_keys::page::escape;
-
 /// Most rows a listing shows.
 pub const MAX_ROWS: u32 = 500;
 
@@ -99,34 +97,54 @@ pub fn text(entries: &[Entry]) -> String {
 
 /// The outbox page: what would have been sent, newest first. `scope` says whose it is.
 pub fn html(entries: &[Entry], scope: &str) -> String {
-    let mut rows = String::new();
-    for e in entries {
-        let d = &e.delivery;
-        let _ = write!(
-            rows,
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td><a href=\"{link}\" rel=\"noreferrer\">{link}</a></td></tr>",
-            escape(&when(d.created_at)),
-            escape(d.channel.as_str()),
-            escape(&d.channel.mask(&d.to)),
-            escape(status_label(d)),
-            link = escape(&e.link),
-        );
+    const STYLE: &str = "body{font:15px/1.45 system-ui,sans-serif;margin:1.5rem;color:#111}\
+table{border-collapse:collapse;width:100%}th,td{text-align:left;padding:.4rem .6rem;border-bottom:1px solid #dde2ec;vertical-align:top}\
+td:last-child{word-break:break-all}.muted{color:#5b6472}";
+    maud::html! {
+        (maud::DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                meta name="robots" content="noindex";
+                title { "Keygate outbox" }
+                // A constant of this file, never input.
+                style { (maud::PreEscaped(STYLE)) }
+            }
+            body { main {
+                h1 { "Outbox" }
+                p.muted {
+                    "Instant Key deliveries of " (scope) ", newest first. Nothing here was sent: this server has no SMS or email sender (or "
+                    code { "KEYGATE_DELIVERY_OUTBOX=true" }
+                    "). Each link opens doors; treat this page as a secret."
+                }
+                table {
+                    thead { tr {
+                        th scope="col" { "Created (UTC)" }
+                        th scope="col" { "Channel" }
+                        th scope="col" { "To" }
+                        th scope="col" { "Status" }
+                        th scope="col" { "Link" }
+                    } }
+                    tbody {
+                        @for e in entries {
+                            tr {
+                                td { (when(e.delivery.created_at)) }
+                                td { (e.delivery.channel.as_str()) }
+                                td { (e.delivery.channel.mask(&e.delivery.to)) }
+                                td { (status_label(&e.delivery)) }
+                                td { a href=(e.link) rel="noreferrer" { (e.link) } }
+                            }
+                        }
+                        @if entries.is_empty() {
+                            tr { td colspan="5" { "Nothing in the outbox yet." } }
+                        }
+                    }
+                }
+            } }
+        }
     }
-    if entries.is_empty() {
-        rows.push_str("<tr><td colspan=\"5\">Nothing in the outbox yet.</td></tr>");
-    }
-    format!(
-        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
-<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><meta name=\"robots\" content=\"noindex\">\
-<title>Keygate outbox</title><style>body{{font:15px/1.45 system-ui,sans-serif;margin:1.5rem;color:#111}}\
-table{{border-collapse:collapse;width:100%}}th,td{{text-align:left;padding:.4rem .6rem;border-bottom:1px solid #dde2ec;vertical-align:top}}\
-td:last-child{{word-break:break-all}}.muted{{color:#5b6472}}</style></head><body><main>\
-<h1>Outbox</h1><p class=\"muted\">Instant Key deliveries of {}, newest first. Nothing here was sent: this server has no SMS or email sender \
-(or <code>KEYGATE_DELIVERY_OUTBOX=true</code>). Each link opens doors; treat this page as a secret.</p>\
-<table><thead><tr><th scope=\"col\">Created (UTC)</th><th scope=\"col\">Channel</th><th scope=\"col\">To</th>\
-<th scope=\"col\">Status</th><th scope=\"col\">Link</th></tr></thead><tbody>{rows}</tbody></table></main></body></html>",
-        escape(scope)
-    )
+    .into_string()
 }
 
 #[cfg(test)]
