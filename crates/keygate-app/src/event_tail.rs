@@ -260,7 +260,10 @@ impl Shared {
     async fn read(&self, ws: WorkspaceId, mut position: i64) -> Result<(), Error> {
         let all = EventFilter::default();
         loop {
-            let batch = self.log.list_events(ws, &all, position, WATCH_BATCH).await?;
+            let batch = self
+                .log
+                .list_events(ws, &all, position, WATCH_BATCH)
+                .await?;
             let full = batch.len() as u32 == WATCH_BATCH;
             let mut logged = Vec::with_capacity(batch.len());
             for e in batch {
@@ -323,8 +326,7 @@ impl Shared {
         ws: WorkspaceId,
         filter: &EventFilter,
         read: i64,
-    ) -> Result<Result<(u64, mpsc::Receiver<Arc<LoggedEvent>>, Arc<AtomicBool>), i64>, Error>
-    {
+    ) -> Result<Result<(u64, mpsc::Receiver<Arc<LoggedEvent>>, Arc<AtomicBool>), i64>, Error> {
         let mut s = self.lock()?;
         let id = s.next_id;
         let created = !s.workspaces.contains_key(&ws);
@@ -427,7 +429,11 @@ impl Subscription {
     pub async fn next(&mut self) -> Result<Next, Error> {
         loop {
             if let Some(e) = self.backlog.front() {
-                let logged = self.shared.app.logged_event(self.workspace, e.clone()).await?;
+                let logged = self
+                    .shared
+                    .app
+                    .logged_event(self.workspace, e.clone())
+                    .await?;
                 self.backlog.pop_front();
                 self.delivered = logged.event.seq;
                 return Ok(Next::Event(Arc::new(logged)));

@@ -60,7 +60,10 @@ impl EventLog for CountingLog {
         self.inner.latest_event_seq(ws).await
     }
 
-    async fn latest_event_seqs(&self, wss: &[WorkspaceId]) -> Result<Vec<(WorkspaceId, i64)>, Error> {
+    async fn latest_event_seqs(
+        &self,
+        wss: &[WorkspaceId],
+    ) -> Result<Vec<(WorkspaceId, i64)>, Error> {
         self.heads.fetch_add(1, Ordering::SeqCst);
         self.inner.latest_event_seqs(wss).await
     }
@@ -197,7 +200,9 @@ async fn many_watchers_share_one_read_per_ring_and_idle_watchers_read_nothing() 
     let watchers = 300;
     let mut rxs = Vec::new();
     for _ in 0..watchers {
-        rxs.push(forward(f.watch(EventFilter::default(), String::new()).await));
+        rxs.push(forward(
+            f.watch(EventFilter::default(), String::new()).await,
+        ));
     }
     f.joined(watchers).await;
     // Let the first read of the newly followed workspace happen.
@@ -256,12 +261,7 @@ async fn a_slow_watcher_is_cut_with_its_cursor_and_resumes_without_loss() {
     for _ in 0..10 {
         f.grant().await;
     }
-    let total = f
-        .app
-        .store
-        .latest_event_seq(f.ws)
-        .await
-        .expect("head") as usize;
+    let total = f.app.store.latest_event_seq(f.ws).await.expect("head") as usize;
     let mut all = first;
     all.extend(take(&mut fast, total - all.len()).await);
     assert!(all.len() > 16 + 2, "enough events to fill the buffer");
@@ -277,7 +277,11 @@ async fn a_slow_watcher_is_cut_with_its_cursor_and_resumes_without_loss() {
     assert_eq!(take(&mut resumed, all.len() - 2).await, all[2..]);
     f.grant().await;
     let more = take(&mut fast, 1).await;
-    assert_eq!(take(&mut resumed, 1).await, more, "live again after the catch-up");
+    assert_eq!(
+        take(&mut resumed, 1).await,
+        more,
+        "live again after the catch-up"
+    );
 }
 
 #[tokio::test]
@@ -287,12 +291,7 @@ async fn filters_apply_on_the_shared_tail_and_on_the_catch_up() {
         event_types: vec![ACCESS_GRANT_CREATED.name.to_owned()],
         ..Default::default()
     };
-    let start = f
-        .app
-        .store
-        .latest_event_seq(f.ws)
-        .await
-        .expect("head");
+    let start = f.app.store.latest_event_seq(f.ws).await.expect("head");
     let start_cursor =
         keygate_app::events::seal_cursor(&f.app.tokens, f.ws, start).expect("cursor");
     let mut all = forward(f.watch(EventFilter::default(), String::new()).await);

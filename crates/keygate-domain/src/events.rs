@@ -183,7 +183,9 @@ impl EventFilter {
             && self
                 .access_method_id
                 .is_none_or(|m| e.access_method_id == Some(m))
-            && self.acs_system_id.is_none_or(|s| e.acs_system_id == Some(s))
+            && self
+                .acs_system_id
+                .is_none_or(|s| e.acs_system_id == Some(s))
             && self
                 .acs_entrance_id
                 .is_none_or(|x| e.acs_entrance_id == Some(x))
