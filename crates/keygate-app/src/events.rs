@@ -70,9 +70,10 @@ pub struct WatchEvents {
     pub cursor: String,
 }
 
-/// An open watch: where it stands in the log and what it wants. The adapter loops on
-/// [`App::next_events`], waiting for a ring (see [`EventWatch::woken_by`]) or its poll interval
-/// whenever the watch has caught up.
+/// An open watch: where it stands in the log and what it wants. `WatchEvents` streams hand it
+/// to the process's tail (`crate::event_tail`); a lone reader may also loop on
+/// [`App::next_events`], waiting for a ring (see [`EventWatch::woken_by`]) whenever it has
+/// caught up.
 #[derive(Debug)]
 pub struct EventWatch {
     workspace: WorkspaceId,
@@ -90,6 +91,11 @@ impl EventWatch {
     /// Whether the last batch read everything there was (wait before reading again).
     pub fn caught_up(&self) -> bool {
         self.caught_up
+    }
+
+    /// The filter and the position the watch starts after (for the process's event tail).
+    pub fn into_parts(self) -> (EventFilter, i64) {
+        (self.filter, self.after)
     }
 
     /// Whether a ring of the doorbell announces events this watch has not read yet.

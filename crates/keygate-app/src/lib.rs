@@ -12,6 +12,7 @@ pub mod acs_users;
 pub mod auth;
 pub mod connections;
 pub mod doors;
+pub mod event_tail;
 pub mod events;
 pub mod grants;
 pub mod idempotency;

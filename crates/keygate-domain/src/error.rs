@@ -54,9 +54,11 @@ pub enum ErrorReason {
     RateLimited,
     AuthFailuresLimited,
     WatchStreamLimitReached,
+    WatchTooSlow,
     WebhookLimitReached,
     NotImplemented,
     StoreUnavailable,
+    ServerDraining,
     Internal,
 }
 
@@ -113,9 +115,11 @@ impl ErrorReason {
             Self::RateLimited => "RATE_LIMITED",
             Self::AuthFailuresLimited => "AUTH_FAILURES_LIMITED",
             Self::WatchStreamLimitReached => "WATCH_STREAM_LIMIT_REACHED",
+            Self::WatchTooSlow => "WATCH_TOO_SLOW",
             Self::WebhookLimitReached => "WEBHOOK_LIMIT_REACHED",
             Self::NotImplemented => "NOT_IMPLEMENTED",
             Self::StoreUnavailable => "STORE_UNAVAILABLE",
+            Self::ServerDraining => "SERVER_DRAINING",
             Self::Internal => "INTERNAL",
         }
     }

@@ -168,8 +168,14 @@ pub struct EventFilter {
 }
 
 impl EventFilter {
-    /// Whether an event passes the filter (used on the live bus; the store filters in SQL).
+    /// Whether an event passes the filter: the same test the store runs in SQL when it lists
+    /// (each set field must equal the event's; times compare at the log's microsecond
+    /// precision, `occurred_after` inclusive, `occurred_before` exclusive). The process's event
+    /// tail reads the log once, unfiltered, and applies each watch's filter with this.
     pub fn matches(&self, e: &Event) -> bool {
+        fn micros(t: OffsetDateTime) -> i128 {
+            t.unix_timestamp_nanos() / 1_000
+        }
         (self.event_types.is_empty() || self.event_types.contains(&e.event_type))
             && self
                 .access_grant_id
@@ -177,5 +183,20 @@ impl EventFilter {
             && self
                 .access_method_id
                 .is_none_or(|m| e.access_method_id == Some(m))
+            && self
+                .acs_system_id
+                .is_none_or(|s| e.acs_system_id == Some(s))
+            && self
+                .acs_entrance_id
+                .is_none_or(|x| e.acs_entrance_id == Some(x))
+            && self
+                .user_identity_id
+                .is_none_or(|u| e.user_identity_id == Some(u))
+            && self
+                .occurred_after
+                .is_none_or(|t| micros(e.occurred_at) >= micros(t))
+            && self
+                .occurred_before
+                .is_none_or(|t| micros(e.occurred_at) < micros(t))
     }
 }

@@ -130,6 +130,30 @@ where
         .await?)
     }
 
+    async fn latest_seqs(&self, wss: &[WorkspaceId]) -> StoreResult<Vec<(WorkspaceId, i64)>> {
+        let mut out = Vec::with_capacity(wss.len());
+        // Bounded lists: one statement per 500 workspaces.
+        for chunk in wss.chunks(500) {
+            let list = chunk
+                .iter()
+                .map(|w| w.to_string())
+                .collect::<Vec<_>>()
+                .join(",");
+            let sql = format!(
+                "SELECT workspace_id, last_seq FROM event_counters WHERE {}",
+                D::in_list("workspace_id", "$1")
+            );
+            let rows: Vec<(String, i64)> = sqlx::query_as(assembled(sql))
+                .bind(list)
+                .fetch_all(&self.pool)
+                .await?;
+            for (ws, seq) in rows {
+                out.push((parse("workspace_id", &ws)?, seq));
+            }
+        }
+        Ok(out)
+    }
+
     async fn event(&self, ws: WorkspaceId, id: EventId) -> StoreResult<Event> {
         let row: EventRow = sqlx::query_as(SELECT_ONE.as_str())
             .bind(ws.to_string())
@@ -174,5 +198,12 @@ where
 
     async fn get_event(&self, ws: WorkspaceId, id: EventId) -> Result<Event, Error> {
         Ok(self.event(ws, id).await?)
+    }
+
+    async fn latest_event_seqs(
+        &self,
+        workspaces: &[WorkspaceId],
+    ) -> Result<Vec<(WorkspaceId, i64)>, Error> {
+        Ok(self.latest_seqs(workspaces).await?)
     }
 }

@@ -626,6 +626,19 @@ pub trait EventLog: Send + Sync {
 
     /// The seq of the workspace's newest event (0 when none): where a live watch starts.
     async fn latest_event_seq(&self, workspace: WorkspaceId) -> Result<i64, Error>;
+
+    /// The newest event seq of each of `workspaces` that has one, in one round trip: what the
+    /// process's event tail polls to learn which watched workspaces moved.
+    async fn latest_event_seqs(
+        &self,
+        workspaces: &[WorkspaceId],
+    ) -> Result<Vec<(WorkspaceId, i64)>, Error> {
+        let mut out = Vec::with_capacity(workspaces.len());
+        for ws in workspaces {
+            out.push((*ws, self.latest_event_seq(*ws).await?));
+        }
+        Ok(out)
+    }
 }
 
 /// Instant Keys and the devices that claimed them.

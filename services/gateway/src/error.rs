@@ -3,7 +3,7 @@
 //! `RetryInfo` for rate limits. Unexpected errors are logged here, once, with their detail;
 //! the caller sees only the reason and the request id.
 
-use keygate_domain::Error;
+use keygate_domain::{Error, ErrorReason};
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt as _};
 
@@ -75,6 +75,15 @@ pub fn to_status(err: Error) -> Status {
     };
     details.set_error_info(reason, ERROR_DOMAIN, std::collections::HashMap::new());
     Status::with_error_details(code, message, details)
+}
+
+/// The UNAVAILABLE end of a `WatchEvents` stream (shutdown, a client too slow): `reason` in
+/// `ErrorInfo`, with the stream's resume cursor as `metadata["cursor"]`.
+pub fn ended_with_cursor(reason: ErrorReason, message: &str, cursor: String) -> Status {
+    let mut details = ErrorDetails::new();
+    let metadata = std::collections::HashMap::from([("cursor".to_owned(), cursor)]);
+    details.set_error_info(reason.as_str(), ERROR_DOMAIN, metadata);
+    Status::with_error_details(Code::Unavailable, message, details)
 }
 
 #[cfg(test)]

@@ -153,6 +153,15 @@ pub async fn serve(
         shutdown: deps.shutdown.clone(),
         auth: auth.clone(),
         streams: std::sync::Arc::new(OpenStreams::new(cfg.streams)),
+        // One tail of the event log for every stream of this server.
+        tail: keygate_app::event_tail::EventTail::start(
+            app.clone(),
+            app.store.clone(),
+            keygate_app::event_tail::TailConfig {
+                buffer: cfg.streams.buffer,
+                ..Default::default()
+            },
+        ),
     };
     let webhooks = Webhooks { app: app.clone() };
     let workspaces = Workspaces { app: app.clone() };

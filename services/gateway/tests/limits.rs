@@ -119,6 +119,7 @@ async fn streams_are_capped_per_workspace() {
     let s = start(StreamLimits {
         per_workspace: 2,
         recheck_every: Duration::from_secs(3),
+        ..Default::default()
     })
     .await;
     let (_, key) = workspace(&s.app).await;
@@ -160,6 +161,7 @@ async fn a_stream_ends_unauthenticated_soon_after_its_key_is_revoked() {
     let s = start(StreamLimits {
         per_workspace: 10,
         recheck_every: Duration::from_millis(500),
+        ..Default::default()
     })
     .await;
     let (ws, _) = workspace(&s.app).await;

@@ -1,7 +1,9 @@
-//! `keygate.v1.EventService`: an adapter over `keygate_app::events`. `WatchEvents` is a loop
-//! here (the stream, its channel, the waits): it reads through the app after the watch's
-//! position, and between reads waits for a ring of the doorbell, a one-second poll (rings
-//! from other replicas) or shutdown.
+//! `keygate.v1.EventService`: an adapter over `keygate_app::events`. A `WatchEvents` stream
+//! is a place in the process's one tail of the event log (`keygate_app::event_tail`), which
+//! reads the log once per ring of the doorbell or poll for every stream and fans events out;
+//! the stream here only turns them into messages, re-checks its key and ends on shutdown or
+//! when the tail cut it for reading too slowly (UNAVAILABLE with its resume cursor in
+//! `ErrorInfo.metadata["cursor"]`).
 //!
 //! Streams are bounded: a workspace may hold [`StreamLimits::per_workspace`] open at once in
 //! this process (more are refused with RESOURCE_EXHAUSTED, `WATCH_STREAM_LIMIT_REACHED`), and
@@ -10,9 +12,10 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use keygate_app::App;
+use keygate_app::event_tail::{EventTail, Next, Subscription};
 use keygate_app::events::LoggedEvent;
 use keygate_app::tokens::PageScope;
 use keygate_domain::ids::WorkspaceId;
@@ -21,15 +24,11 @@ use keygate_domain::{Error, ErrorReason, Resource};
 use keygate_proto::v1::{self, event_service_server::EventService};
 use keygate_wire::convert;
 use keygate_wire::parse::IntoCommand as _;
-use tokio::sync::{mpsc, watch};
-use tokio_stream::wrappers::ReceiverStream;
+use tokio::sync::watch;
 use tonic::{Request, Response, Status};
 
-use crate::auth::{Authenticator, principal, workspace};
-use crate::error::{Reply, reply, to_status};
-
-/// How often a watcher re-reads the log without a ring.
-const POLL: Duration = Duration::from_secs(1);
+use crate::auth::{Authenticator, Principal, principal, workspace};
+use crate::error::{Reply, ended_with_cursor, reply, to_status};
 
 /// The stream type of `WatchEvents` (what the generated trait expects).
 type WatchStream = std::pin::Pin<
@@ -44,6 +43,8 @@ pub struct Events {
     pub auth: Authenticator,
     /// The open streams of each workspace, and their limits.
     pub streams: Arc<OpenStreams>,
+    /// The process's one tail of the event log, which every stream waits on.
+    pub tail: EventTail,
 }
 
 /// Limits of `WatchEvents` streams.
@@ -53,6 +54,10 @@ pub struct StreamLimits {
     pub per_workspace: usize,
     /// How often an open stream checks that its API key was not revoked.
     pub recheck_every: Duration,
+    /// Events one stream may have waiting on the server; a stream whose client reads too
+    /// slowly to keep it from filling is ended with UNAVAILABLE (`WATCH_TOO_SLOW`) and its
+    /// resume cursor.
+    pub buffer: usize,
 }
 
 impl Default for StreamLimits {
@@ -60,6 +65,7 @@ impl Default for StreamLimits {
         Self {
             per_workspace: 100,
             recheck_every: Duration::from_secs(3),
+            buffer: 256,
         }
     }
 }
@@ -190,81 +196,148 @@ impl EventService for Events {
         let caller = principal(&req).map_err(to_status)?;
         let slot = self.streams.open(ws).map_err(to_status)?;
         let cmd = req.into_inner().into_command().map_err(to_status)?;
-        let mut w = self.app.watch_events(ws, cmd).await.map_err(to_status)?;
-        let (tx, rx) = mpsc::channel(256);
-        let (app, auth, mut rings, mut shutdown) = (
-            self.app.clone(),
-            self.auth.clone(),
-            self.app.tracker.doorbell().subscribe(),
-            self.shutdown.clone(),
-        );
-        let recheck_every = self.streams.limits().recheck_every;
-        tokio::spawn(async move {
-            // Held until the stream ends, whichever way.
-            let _slot = slot;
-            let mut checked = Instant::now();
-            loop {
-                if checked.elapsed() >= recheck_every {
-                    checked = Instant::now();
-                    match auth.recheck(&caller).await {
-                        Ok(()) => {}
-                        Err(e @ Error::Unauthenticated { .. }) => {
-                            tracing::info!(workspace_id = %ws, "watch ended: its API key no longer stands");
-                            let _ = tx.send(Err(to_status(e))).await;
-                            return;
-                        }
-                        // The store or cache failing is not the key failing: the stream goes on
-                        // (its next read fails the same way if the store is down).
-                        Err(e) => {
-                            tracing::debug!(error = %e, "could not re-check the stream's key")
-                        }
+        let sub = self.tail.watch(ws, cmd).await.map_err(to_status)?;
+        let every = self.streams.limits().recheck_every;
+        let mut recheck = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let state = Watching {
+            sub,
+            auth: self.auth.clone(),
+            caller,
+            shutdown: self.shutdown.clone(),
+            recheck,
+            _slot: slot,
+            ended: false,
+        };
+        Ok(Response::new(Box::pin(Unfold::new(state, Watching::step))))
+    }
+}
+
+/// One open stream: no task and no channel of its own; tonic polls it when the client can take
+/// more, and it waits on its place in the process's event tail meanwhile.
+struct Watching {
+    sub: Subscription,
+    auth: Authenticator,
+    caller: Principal,
+    shutdown: watch::Receiver<bool>,
+    recheck: tokio::time::Interval,
+    /// Held until the stream ends, whichever way.
+    _slot: StreamSlot,
+    ended: bool,
+}
+
+type Item = Result<v1::WatchEventsResponse, Status>;
+
+impl Watching {
+    /// The stream's end with its resume cursor (`ErrorInfo.metadata["cursor"]`).
+    fn end(&mut self, reason: ErrorReason, message: &str) -> Status {
+        self.ended = true;
+        match self.sub.resume_cursor() {
+            Ok(cursor) => ended_with_cursor(reason, message, cursor),
+            Err(e) => to_status(e),
+        }
+    }
+
+    async fn step(mut self) -> Option<(Item, Self)> {
+        if self.ended {
+            return None;
+        }
+        loop {
+            if *self.shutdown.borrow() {
+                let s = self.end(
+                    ErrorReason::ServerDraining,
+                    "server is shutting down; reconnect with the cursor in ErrorInfo metadata",
+                );
+                return Some((Err(s), self));
+            }
+            tokio::select! {
+                biased;
+                _ = self.shutdown.changed() => continue,
+                _ = self.recheck.tick() => match self.auth.recheck(&self.caller).await {
+                    Ok(()) => {}
+                    Err(e @ Error::Unauthenticated { .. }) => {
+                        tracing::info!(workspace_id = %self.sub.workspace(), "watch ended: its API key no longer stands");
+                        self.ended = true;
+                        return Some((Err(to_status(e)), self));
                     }
-                }
-                let batch = match app.next_events(&mut w).await {
-                    Ok(b) => b,
+                    // The store or cache failing is not the key failing: the stream goes on.
+                    Err(e) => tracing::debug!(error = %e, "could not re-check the stream's key"),
+                },
+                next = self.sub.next() => match next {
+                    Ok(Next::Event(e)) => {
+                        let msg = v1::WatchEventsResponse {
+                            event: Some(wire(&e)),
+                            cursor: e.cursor.clone(),
+                        };
+                        return Some((Ok(msg), self));
+                    }
+                    Ok(Next::Cut) => {
+                        tracing::info!(workspace_id = %self.sub.workspace(), "watch cut: its client reads too slowly");
+                        let s = self.end(
+                            ErrorReason::WatchTooSlow,
+                            "the stream fell too far behind and was ended; reconnect with the cursor in ErrorInfo metadata",
+                        );
+                        return Some((Err(s), self));
+                    }
                     Err(e) => {
-                        let _ = tx.send(Err(to_status(e))).await;
-                        return;
+                        self.ended = true;
+                        return Some((Err(to_status(e)), self));
                     }
-                };
-                for e in batch {
-                    let e = match app.logged_event(w.workspace(), e).await {
-                        Ok(e) => e,
-                        Err(err) => {
-                            let _ = tx.send(Err(to_status(err))).await;
-                            return;
-                        }
-                    };
-                    let msg = v1::WatchEventsResponse {
-                        event: Some(wire(&e)),
-                        cursor: e.cursor,
-                    };
-                    if tx.send(Ok(msg)).await.is_err() {
-                        return; // The client went away.
+                },
+            }
+        }
+    }
+}
+
+/// A stream from a state and an async step (what `futures::stream::unfold` does, without the
+/// dependency).
+struct Unfold<S, F, Fut> {
+    state: Option<S>,
+    step: F,
+    running: Option<std::pin::Pin<Box<Fut>>>,
+}
+
+impl<S, F, Fut> Unfold<S, F, Fut> {
+    fn new(state: S, step: F) -> Self {
+        Self {
+            state: Some(state),
+            step,
+            running: None,
+        }
+    }
+}
+
+impl<S, F, Fut, T> tokio_stream::Stream for Unfold<S, F, Fut>
+where
+    F: Fn(S) -> Fut + Unpin,
+    Fut: Future<Output = Option<(T, S)>>,
+    S: Unpin,
+{
+    type Item = T;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<T>> {
+        let this = &mut *self;
+        if let Some(state) = this.state.take() {
+            this.running = Some(Box::pin((this.step)(state)));
+        }
+        let Some(fut) = this.running.as_mut() else {
+            return std::task::Poll::Ready(None);
+        };
+        match fut.as_mut().poll(cx) {
+            std::task::Poll::Pending => std::task::Poll::Pending,
+            std::task::Poll::Ready(out) => {
+                this.running = None;
+                match out {
+                    Some((item, state)) => {
+                        this.state = Some(state);
+                        std::task::Poll::Ready(Some(item))
                     }
-                }
-                if !w.caught_up() {
-                    continue;
-                }
-                // Wait for a ring of this workspace, the poll interval, or shutdown.
-                let deadline = tokio::time::sleep(POLL);
-                tokio::pin!(deadline);
-                loop {
-                    tokio::select! {
-                        ring = rings.recv() => match ring {
-                            Ok(r) if !w.woken_by(&r) => continue,
-                            _ => break,
-                        },
-                        _ = &mut deadline => break,
-                        _ = tx.closed() => return,
-                        _ = shutdown.changed() => {
-                            let _ = tx.send(Err(Status::unavailable("server is shutting down; reconnect with your last cursor"))).await;
-                            return;
-                        }
-                    }
+                    None => std::task::Poll::Ready(None),
                 }
             }
-        });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        }
     }
 }
