@@ -128,11 +128,7 @@ impl Replica {
     pub fn metrics(&self) -> String {
         let mut s = std::net::TcpStream::connect(("127.0.0.1", self.http_port))
             .expect("connect to the HTTP port");
-        write!(
-            s,
-            "GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n"
-        )
-        .expect("write");
+        write!(s, "GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n").expect("write");
         let mut out = String::new();
         s.read_to_string(&mut out).expect("read");
         out.split_once("\r\n\r\n")
@@ -347,13 +343,14 @@ impl Report {
 
     /// Writes `<out>/<file>.md` (tools/faults puts the sections into docs/reliability.md).
     pub fn write(&self, file: &str, test: &str) {
-        let mut s = format!("### {}\n\n{}\n\n| Asserted | Figure |\n|---|---|\n", self.title, self.intro);
+        let mut s = format!(
+            "### {}\n\n{}\n\n| Asserted | Figure |\n|---|---|\n",
+            self.title, self.intro
+        );
         for (what, fig) in &self.rows {
             s.push_str(&format!("| {what} | {fig} |\n"));
         }
-        s.push_str(&format!(
-            "\nCommand: `tools/faults {test}`\n\n"
-        ));
+        s.push_str(&format!("\nCommand: `tools/faults {test}`\n\n"));
         std::fs::write(out_dir().join(format!("{file}.md")), &s).expect("write report");
         eprintln!("{}", s);
     }

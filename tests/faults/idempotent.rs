@@ -154,6 +154,9 @@ async fn one_request_id_over_two_replicas() {
         "Credentials in the virtual systems' ledger",
         format!("{credentials} (must be {pairs})"),
     );
-    report.row("Burst wall time (100 calls)", format!("{} ms", burst.as_millis()));
+    report.row(
+        "Burst wall time (100 calls)",
+        format!("{} ms", burst.as_millis()),
+    );
     report.write("1-idempotent", "idempotent");
 }

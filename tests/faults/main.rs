@@ -8,4 +8,8 @@ mod harness;
 
 mod cluster;
 
+mod load;
+
 mod idempotent;
+mod kill9;
+mod sigterm;
