@@ -246,11 +246,7 @@ async fn grant_form(c: &Console, ctx: &Ctx, f: &FormData, errors: &Errors) -> Re
             }
         },
     ));
-    if errors.is_empty() {
-        page
-    } else {
-        (StatusCode::UNPROCESSABLE_ENTITY, page).into_response()
-    }
+    crate::pages::answered(page, errors.is_empty())
 }
 
 pub async fn new_form(State(c): St, headers: HeaderMap) -> Response {
@@ -423,11 +419,7 @@ async fn detail_page(c: &Console, ctx: &Ctx, gid: AccessGrantId, errors: &Errors
             @for m in &methods { (method_section(ctx, m, &places, &encoders)) }
         },
     ));
-    if errors.is_empty() {
-        page
-    } else {
-        (StatusCode::UNPROCESSABLE_ENTITY, page).into_response()
-    }
+    crate::pages::answered(page, errors.is_empty())
 }
 
 /// Encode a card on an encoder: `EncodeAccessMethod`, then the attempt's page.

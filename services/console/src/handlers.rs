@@ -232,11 +232,7 @@ pub(crate) async fn systems_page(
         &list.items,
         crate::connections::connect_form(ctx, &types, form, errors),
     ));
-    if errors.is_empty() {
-        page
-    } else {
-        (StatusCode::UNPROCESSABLE_ENTITY, page).into_response()
-    }
+    crate::pages::answered(page, errors.is_empty())
 }
 
 /// A system's page with a notice or the errors of its connection actions.
@@ -296,11 +292,7 @@ async fn system_page_full(
         pages::UserForm { form, errors, open },
         health,
     ));
-    if errors.is_empty() && connection.1.is_empty() {
-        page
-    } else {
-        (StatusCode::UNPROCESSABLE_ENTITY, page).into_response()
-    }
+    crate::pages::answered(page, errors.is_empty() && connection.1.is_empty())
 }
 
 pub async fn system(State(c): St, headers: HeaderMap, Path(id): Path<String>) -> Response {
@@ -444,11 +436,7 @@ async fn user_page(c: &Console, ctx: &Ctx, id: AcsUserId, st: UserState<'_>) -> 
             notice: st.notice,
         },
     ));
-    if st.errors.is_empty() {
-        page
-    } else {
-        (StatusCode::UNPROCESSABLE_ENTITY, page).into_response()
-    }
+    crate::pages::answered(page, st.errors.is_empty())
 }
 
 pub async fn user(State(c): St, headers: HeaderMap, Path(id): Path<String>) -> Response {
@@ -619,11 +607,7 @@ async fn credential_page(
         form,
         errors,
     ));
-    if errors.is_empty() {
-        page
-    } else {
-        (StatusCode::UNPROCESSABLE_ENTITY, page).into_response()
-    }
+    crate::pages::answered(page, errors.is_empty())
 }
 
 pub async fn credential_form(State(c): St, headers: HeaderMap, Path(id): Path<String>) -> Response {
@@ -728,11 +712,7 @@ async fn identity_page(
         new_key,
         errors,
     ));
-    if errors.is_empty() {
-        page
-    } else {
-        (StatusCode::UNPROCESSABLE_ENTITY, page).into_response()
-    }
+    crate::pages::answered(page, errors.is_empty())
 }
 
 pub async fn identity(State(c): St, headers: HeaderMap, Path(id): Path<String>) -> Response {

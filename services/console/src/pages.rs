@@ -757,3 +757,13 @@ pub fn identity(
         },
     )
 }
+
+/// A page answered `200` when the form was taken (`ok`), else `422` with its errors shown.
+pub fn answered(page: axum::response::Response, ok: bool) -> axum::response::Response {
+    use axum::response::IntoResponse as _;
+    if ok {
+        page
+    } else {
+        (axum::http::StatusCode::UNPROCESSABLE_ENTITY, page).into_response()
+    }
+}

@@ -4,8 +4,8 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::http::HeaderMap;
+use axum::response::Response;
 use keygate_domain::ids::WebhookId;
 use keygate_domain::page::PageRequest;
 use keygate_domain::{Error, Resource, validate};
@@ -106,11 +106,7 @@ async fn list_page(
             }
         },
     ));
-    if errors.is_empty() {
-        page
-    } else {
-        (StatusCode::UNPROCESSABLE_ENTITY, page).into_response()
-    }
+    crate::pages::answered(page, errors.is_empty())
 }
 
 pub async fn list(State(c): St, headers: HeaderMap) -> Response {
