@@ -11,6 +11,8 @@
 //! - `place_id` (optional): the Kisi place this system is. Without it, discover takes the one
 //!   place the API key sees, and refuses when it sees none or several.
 //! - `timeout_ms` (optional, default 10000, 100..=120000): the deadline of every request.
+//! - `requests_per_second` (optional, default 10): the account's request rate, which every
+//!   request keeps to (`vendor::Pacer`); the declared call rate is a fifth of it.
 //!
 //! Credentials: `api_key` (required), sent as `Authorization: KISI-LOGIN <api_key>` (a header
 //! marked sensitive), never logged nor put in an error; `webhook_secret` (optional): the
@@ -35,8 +37,9 @@
 //! Limits: a role assignment carries no reference of its own, so a `group_basic` assignment of
 //! the same user and group made outside Keygate is adopted (its window converged, deleted with
 //! the last method that needs it). Revoke and read-back list the organization's users to find
-//! the entry (one request per 100 users). Two concurrent provisions for one person can race on
-//! the user's `metadata` (read, then replaced).
+//! the entry (one request per 100 users). The user's `metadata` is read, then replaced whole:
+//! changes to one Kisi user run one at a time in a process (`users`, keyed by the user), so two
+//! methods of one person provisioned at once do not lose one; replicas do not share that lock.
 //!
 //! Error classes: a connection that could not be opened is `Transient("provider_unreachable:
 //! ...")`; `401`/`403` are `invalid_credentials` (`Permanent` at discover, `Transient` on a

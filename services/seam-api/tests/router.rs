@@ -134,6 +134,27 @@ async fn call_with(
     }
 }
 
+impl Harness {
+    /// A call with `key`, as `method`.
+    async fn send(&self, method: Method, key: &str, path: &str, body: Value) -> Reply {
+        call(self, method, path, Some(key), body).await
+    }
+
+    async fn post(&self, key: &str, path: &str, body: Value) -> Reply {
+        self.send(Method::POST, key, path, body).await
+    }
+
+    /// A GET; its parameters in the query string of `path`.
+    async fn get(&self, key: &str, path: &str) -> Reply {
+        self.send(Method::GET, key, path, json!({})).await
+    }
+
+    /// A DELETE; its parameters in the query string of `path`.
+    async fn delete(&self, key: &str, path: &str) -> Reply {
+        self.send(Method::DELETE, key, path, json!({})).await
+    }
+}
+
 fn ok(r: &Reply) -> &Value {
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     assert_eq!(r.body["ok"], true);
@@ -151,26 +172,29 @@ fn error_type(r: &Reply) -> &str {
     r.body["error"]["type"].as_str().unwrap_or_default()
 }
 
-/// The Salto Space system of the workspace and its first two entrances.
-async fn salto(h: &Harness, key: &str) -> (String, Vec<String>) {
-    let systems = call(h, Method::GET, "acs/systems/list", Some(key), json!({})).await;
-    let system = ok(&systems)["acs_systems"]
+/// The id of the workspace's sandbox system of `external_type`.
+async fn system_of_type(h: &Harness, key: &str, external_type: &str) -> String {
+    let systems = h.get(key, "acs/systems/list").await;
+    ok(&systems)["acs_systems"]
         .as_array()
         .expect("systems")
         .iter()
-        .find(|s| s["external_type"] == "salto_space_system")
-        .expect("the sandbox has a Salto Space system")["acs_system_id"]
+        .find(|s| s["external_type"] == external_type)
+        .unwrap_or_else(|| panic!("the sandbox has a {external_type} system"))["acs_system_id"]
         .as_str()
         .expect("id")
-        .to_owned();
-    let entrances = call(
-        h,
-        Method::GET,
-        &format!("acs/entrances/list?acs_system_id={system}&_strict=true"),
-        Some(key),
-        json!({}),
-    )
-    .await;
+        .to_owned()
+}
+
+/// The Salto Space system of the workspace and its first two entrances.
+async fn salto(h: &Harness, key: &str) -> (String, Vec<String>) {
+    let system = system_of_type(h, key, "salto_space_system").await;
+    let entrances = h
+        .get(
+            key,
+            &format!("acs/entrances/list?acs_system_id={system}&_strict=true"),
+        )
+        .await;
     let ids = ok(&entrances)["acs_entrances"]
         .as_array()
         .expect("entrances")
@@ -199,7 +223,7 @@ async fn keys_routes_and_verbs() {
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
     assert_eq!(error_type(&r), "missing_credentials");
     let wrong = format!("{}AAAA", &seam_key[..seam_key.len() - 4]);
-    let r = call(&h, Method::GET, "workspaces/get", Some(&wrong), json!({})).await;
+    let r = h.get(&wrong, "workspaces/get").await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
     assert_eq!(error_type(&r), "invalid_api_key");
 
@@ -209,27 +233,13 @@ async fn keys_routes_and_verbs() {
         assert_eq!(r.body["workspace"]["name"], "Keys");
     }
 
-    let r = call(&h, Method::POST, "devices/list", Some(&seam_key), json!({})).await;
+    let r = h.post(&seam_key, "devices/list", json!({})).await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
     assert_eq!(error_type(&r), "route_not_found");
-    let r = call(
-        &h,
-        Method::DELETE,
-        "workspaces/get",
-        Some(&seam_key),
-        json!({}),
-    )
-    .await;
+    let r = h.delete(&seam_key, "workspaces/get").await;
     assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED);
     // POST is every route's verb; the alternative is the documented one.
-    let r = call(
-        &h,
-        Method::POST,
-        "workspaces/get",
-        Some(&seam_key),
-        json!({}),
-    )
-    .await;
+    let r = h.post(&seam_key, "workspaces/get", json!({})).await;
     ok(&r);
 }
 
@@ -241,36 +251,30 @@ async fn query_strings_strict_mode_and_paging() {
     assert!(all.len() >= 3);
 
     // Unknown parameters are refused under _strict, per field; ignored without it.
-    let r = call(
-        &h,
-        Method::GET,
-        &format!("acs/entrances/list?acs_system_id={system}&colour=blue&_strict=true"),
-        Some(&key),
-        json!({}),
-    )
-    .await;
+    let r = h
+        .get(
+            &key,
+            &format!("acs/entrances/list?acs_system_id={system}&colour=blue&_strict=true"),
+        )
+        .await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
     assert_eq!(error_type(&r), "invalid_input");
     assert!(r.body["error"]["validation_errors"]["colour"]["_errors"][0].is_string());
-    let r = call(
-        &h,
-        Method::GET,
-        &format!("acs/entrances/list?acs_system_id={system}&colour=blue"),
-        Some(&key),
-        json!({}),
-    )
-    .await;
+    let r = h
+        .get(
+            &key,
+            &format!("acs/entrances/list?acs_system_id={system}&colour=blue"),
+        )
+        .await;
     ok(&r);
 
     // Values are coerced per schema: limit is a number.
-    let r = call(
-        &h,
-        Method::GET,
-        &format!("acs/entrances/list?acs_system_id={system}&limit=many"),
-        Some(&key),
-        json!({}),
-    )
-    .await;
+    let r = h
+        .get(
+            &key,
+            &format!("acs/entrances/list?acs_system_id={system}&limit=many"),
+        )
+        .await;
     assert_eq!(error_type(&r), "invalid_input");
     assert!(r.body["error"]["validation_errors"]["limit"].is_object());
 
@@ -278,7 +282,7 @@ async fn query_strings_strict_mode_and_paging() {
     let mut seen = Vec::new();
     let mut path = format!("acs/entrances/list?acs_system_id={system}&limit=2&_strict=true");
     loop {
-        let r = call(&h, Method::GET, &path, Some(&key), json!({})).await;
+        let r = h.get(&key, &path).await;
         let body = ok(&r);
         let page = body["acs_entrances"].as_array().expect("page");
         assert!(page.len() <= 2);
@@ -293,22 +297,16 @@ async fn query_strings_strict_mode_and_paging() {
         assert!(url.starts_with("http://keygate.test/seam/acs/entrances/list?"));
         assert!(url.contains("page_cursor="));
         // The same page through POST and the cursor.
-        let again = call(
-            &h,
-            Method::POST,
-            "acs/entrances/list",
-            Some(&key),
-            json!({"acs_system_id": system, "limit": 2, "page_cursor": cursor}),
-        )
-        .await;
-        let next = call(
-            &h,
-            Method::GET,
-            url.trim_start_matches("http://keygate.test/seam/"),
-            Some(&key),
-            json!({}),
-        )
-        .await;
+        let again = h
+            .post(
+                &key,
+                "acs/entrances/list",
+                json!({"acs_system_id": system, "limit": 2, "page_cursor": cursor}),
+            )
+            .await;
+        let next = h
+            .get(&key, url.trim_start_matches("http://keygate.test/seam/"))
+            .await;
         assert_eq!(ok(&again)["acs_entrances"], ok(&next)["acs_entrances"]);
         path = url
             .trim_start_matches("http://keygate.test/seam/")
@@ -317,14 +315,13 @@ async fn query_strings_strict_mode_and_paging() {
     assert_eq!(seen.len(), all.len(), "every entrance once");
 
     // A cursor of another listing is refused as invalid input on page_cursor.
-    let r = call(
-        &h,
-        Method::POST,
-        "access_grants/list",
-        Some(&key),
-        json!({"page_cursor": "bm90IGEgY3Vyc29y"}),
-    )
-    .await;
+    let r = h
+        .post(
+            &key,
+            "access_grants/list",
+            json!({"page_cursor": "bm90IGEgY3Vyc29y"}),
+        )
+        .await;
     assert_eq!(error_type(&r), "invalid_input");
     assert!(r.body["error"]["validation_errors"]["page_cursor"].is_object());
 }
@@ -335,14 +332,9 @@ async fn the_grant_lifecycle_through_every_verb() {
     let (key, _) = workspace(&h.app, "Grants").await;
     let (_, entrances) = salto(&h, &key).await;
 
-    let r = call(
-        &h,
-        Method::POST,
-        "access_grants/create",
-        Some(&key),
-        grant_body(&entrances),
-    )
-    .await;
+    let r = h
+        .post(&key, "access_grants/create", grant_body(&entrances))
+        .await;
     let g = ok(&r)["access_grant"].clone();
     let id = g["access_grant_id"].as_str().expect("id").to_owned();
     assert_eq!(g["requested_access_methods"][0]["mode"], "card");
@@ -358,98 +350,64 @@ async fn the_grant_lifecycle_through_every_verb() {
         .expect("card")
         .to_owned();
 
-    let r = call(
-        &h,
-        Method::GET,
-        &format!("access_grants/get?access_grant_id={id}"),
-        Some(&key),
-        json!({}),
-    )
-    .await;
+    let r = h
+        .get(&key, &format!("access_grants/get?access_grant_id={id}"))
+        .await;
     assert_eq!(ok(&r)["access_grant"]["access_grant_id"], id.as_str());
-    let r = call(
-        &h,
-        Method::GET,
-        &format!("access_methods/get?access_method_id={card}&_strict=true"),
-        Some(&key),
-        json!({}),
-    )
-    .await;
+    let r = h
+        .get(
+            &key,
+            &format!("access_methods/get?access_method_id={card}&_strict=true"),
+        )
+        .await;
     let m = &ok(&r)["access_method"];
     assert_eq!(m["mode"], "card");
     assert!(m["is_encoding_required"].is_boolean());
     assert!(m.get("is_card_encoding_required").is_none(), "Seam's name");
-    let r = call(
-        &h,
-        Method::GET,
-        &format!("access_methods/list?access_grant_id={id}"),
-        Some(&key),
-        json!({}),
-    )
-    .await;
+    let r = h
+        .get(&key, &format!("access_methods/list?access_grant_id={id}"))
+        .await;
     assert_eq!(ok(&r)["access_methods"].as_array().map(Vec::len), Some(2));
 
     // PATCH with JSON: a new name and no end.
-    let r = call(
-        &h,
-        Method::PATCH,
-        "access_grants/update",
-        Some(&key),
-        json!({"access_grant_id": id, "name": "Jane's stay", "ends_at": null}),
-    )
-    .await;
+    let r = h
+        .send(
+            Method::PATCH,
+            &key,
+            "access_grants/update",
+            json!({"access_grant_id": id, "name": "Jane's stay", "ends_at": null}),
+        )
+        .await;
     ok(&r);
-    let r = call(
-        &h,
-        Method::POST,
-        "access_grants/get",
-        Some(&key),
-        json!({"access_grant_id": id}),
-    )
-    .await;
+    let r = h
+        .post(&key, "access_grants/get", json!({"access_grant_id": id}))
+        .await;
     assert_eq!(ok(&r)["access_grant"]["name"], "Jane's stay");
     assert!(r.body["access_grant"]["ends_at"].is_null());
 
-    let r = call(
-        &h,
-        Method::GET,
-        &format!("events/list?access_grant_id={id}&event_types=access_grant.created"),
-        Some(&key),
-        json!({}),
-    )
-    .await;
+    let r = h
+        .get(
+            &key,
+            &format!("events/list?access_grant_id={id}&event_types=access_grant.created"),
+        )
+        .await;
     let events = ok(&r)["events"].as_array().expect("events").clone();
     assert_eq!(events.len(), 1);
     assert_eq!(events[0]["access_grant_ids"][0], id.as_str());
     let event_id = events[0]["event_id"].as_str().expect("event id");
-    let r = call(
-        &h,
-        Method::GET,
-        &format!("events/get?event_id={event_id}"),
-        Some(&key),
-        json!({}),
-    )
-    .await;
+    let r = h
+        .get(&key, &format!("events/get?event_id={event_id}"))
+        .await;
     assert_eq!(ok(&r)["event"]["event_type"], "access_grant.created");
 
     // DELETE with a query string; then the grant is gone.
-    let r = call(
-        &h,
-        Method::DELETE,
-        &format!("access_grants/delete?access_grant_id={id}"),
-        Some(&key),
-        json!({}),
-    )
-    .await;
+    let r = h
+        .delete(&key, &format!("access_grants/delete?access_grant_id={id}"))
+        .await;
     ok(&r);
-    let r = call(
-        &h,
-        Method::GET,
-        &format!("access_grants/get?access_grant_id={id}"),
-        Some(&key),
-        json!({}),
-    )
-    .await;
+    let r = h
+        .get(&key, &format!("access_grants/get?access_grant_id={id}"))
+        .await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
     assert_eq!(error_type(&r), "access_grant_not_found");
 }
@@ -459,35 +417,33 @@ async fn bad_input_names_its_fields() {
     let h = harness(TestDb::sqlite().await, plenty());
     let (key, _) = workspace(&h.app, "Input").await;
     let (_, entrances) = salto(&h, &key).await;
-    let r = call(
-        &h,
-        Method::POST,
-        "access_grants/create",
-        Some(&key),
-        json!({
-            "user_identity": {"full_name": "Jane Doe", "phone_number": "not a phone"},
-            "acs_entrance_ids": [entrances[0]],
-            "requested_access_methods": [],
-            "starts_at": "next tuesday",
-        }),
-    )
-    .await;
+    let r = h
+        .post(
+            &key,
+            "access_grants/create",
+            json!({
+                "user_identity": {"full_name": "Jane Doe", "phone_number": "not a phone"},
+                "acs_entrance_ids": [entrances[0]],
+                "requested_access_methods": [],
+                "starts_at": "next tuesday",
+            }),
+        )
+        .await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
     assert_eq!(error_type(&r), "invalid_input");
     assert!(r.body["error"]["validation_errors"]["starts_at"]["_errors"][0].is_string());
 
-    let r = call(
-        &h,
-        Method::POST,
-        "access_grants/create",
-        Some(&key),
-        json!({
-            "user_identity": {"full_name": "Jane Doe"},
-            "acs_entrance_ids": [entrances[0]],
-            "requested_access_methods": [],
-        }),
-    )
-    .await;
+    let r = h
+        .post(
+            &key,
+            "access_grants/create",
+            json!({
+                "user_identity": {"full_name": "Jane Doe"},
+                "acs_entrance_ids": [entrances[0]],
+                "requested_access_methods": [],
+            }),
+        )
+        .await;
     assert_eq!(error_type(&r), "invalid_input");
     let v = &r.body["error"]["validation_errors"];
     assert!(
@@ -495,17 +451,16 @@ async fn bad_input_names_its_fields() {
         "{v}"
     );
 
-    let r = call(
-        &h,
-        Method::POST,
-        "access_grants/create",
-        Some(&key),
-        json!({"acs_entrance_ids": "not a list"}),
-    )
-    .await;
+    let r = h
+        .post(
+            &key,
+            "access_grants/create",
+            json!({"acs_entrance_ids": "not a list"}),
+        )
+        .await;
     assert!(r.body["error"]["validation_errors"]["acs_entrance_ids"].is_object());
 
-    let r = call(&h, Method::POST, "access_grants/get", Some(&key), json!({})).await;
+    let r = h.post(&key, "access_grants/get", json!({})).await;
     assert!(r.body["error"]["validation_errors"]["access_grant_id"].is_object());
 }
 
@@ -568,9 +523,9 @@ async fn idempotency_key_replays_a_create() {
 async fn the_workspace_rate_limit_says_when_to_retry() {
     let h = harness(TestDb::sqlite().await, RateLimiter::new(0.5, 2));
     let (key, _) = workspace(&h.app, "Busy").await;
-    ok(&call(&h, Method::GET, "workspaces/get", Some(&key), json!({})).await);
-    ok(&call(&h, Method::GET, "workspaces/get", Some(&key), json!({})).await);
-    let r = call(&h, Method::GET, "workspaces/get", Some(&key), json!({})).await;
+    ok(&h.get(&key, "workspaces/get").await);
+    ok(&h.get(&key, "workspaces/get").await);
+    let r = h.get(&key, "workspaces/get").await;
     assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(error_type(&r), "rate_limited");
     let after: u64 = r
@@ -589,14 +544,9 @@ async fn another_workspaces_ids_are_not_found() {
     let (a, _) = workspace(&h.app, "Tenant A").await;
     let (b, _) = workspace(&h.app, "Tenant B").await;
     let (b_system, b_entrances) = salto(&h, &b).await;
-    let r = call(
-        &h,
-        Method::POST,
-        "access_grants/create",
-        Some(&b),
-        grant_body(&b_entrances),
-    )
-    .await;
+    let r = h
+        .post(&b, "access_grants/create", grant_body(&b_entrances))
+        .await;
     let g = ok(&r)["access_grant"].clone();
     let grant = g["access_grant_id"].as_str().expect("id");
     let method = g["access_method_ids"][0].as_str().expect("method");
@@ -624,51 +574,31 @@ async fn another_workspaces_ids_are_not_found() {
             "user_identity_not_found",
         ),
     ] {
-        let r = call(&h, Method::GET, &path, Some(&a), json!({})).await;
+        let r = h.get(&a, &path).await;
         assert_eq!(r.status, StatusCode::NOT_FOUND, "{path}: {}", r.body);
         assert_eq!(error_type(&r), kind, "{path}");
     }
-    let r = call(
-        &h,
-        Method::DELETE,
-        &format!("access_grants/delete?access_grant_id={grant}"),
-        Some(&a),
-        json!({}),
-    )
-    .await;
+    let r = h
+        .delete(&a, &format!("access_grants/delete?access_grant_id={grant}"))
+        .await;
     assert_eq!(error_type(&r), "access_grant_not_found");
     // A's grant on B's entrances is refused the same way.
-    let r = call(
-        &h,
-        Method::POST,
-        "access_grants/create",
-        Some(&a),
-        grant_body(&b_entrances),
-    )
-    .await;
+    let r = h
+        .post(&a, "access_grants/create", grant_body(&b_entrances))
+        .await;
     assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.body);
     assert_eq!(error_type(&r), "acs_entrance_not_found");
     // A's lists hold nothing of B's.
-    let r = call(&h, Method::GET, "access_grants/list", Some(&a), json!({})).await;
+    let r = h.get(&a, "access_grants/list").await;
     assert_eq!(ok(&r)["access_grants"], json!([]));
-    let r = call(
-        &h,
-        Method::GET,
-        &format!("events/list?access_grant_id={grant}"),
-        Some(&a),
-        json!({}),
-    )
-    .await;
+    let r = h
+        .get(&a, &format!("events/list?access_grant_id={grant}"))
+        .await;
     assert_eq!(ok(&r)["events"], json!([]));
     // B still sees its grant.
-    let r = call(
-        &h,
-        Method::GET,
-        &format!("access_grants/get?access_grant_id={grant}"),
-        Some(&b),
-        json!({}),
-    )
-    .await;
+    let r = h
+        .get(&b, &format!("access_grants/get?access_grant_id={grant}"))
+        .await;
     ok(&r);
 }
 
@@ -678,147 +608,118 @@ async fn another_workspaces_ids_are_not_found() {
 async fn acs_users_groups_and_credentials() {
     let h = harness(TestDb::sqlite().await, plenty());
     let (key, _) = workspace(&h.app, "Console").await;
-    let systems = call(&h, Method::GET, "acs/systems/list", Some(&key), json!({})).await;
-    let system = ok(&systems)["acs_systems"]
-        .as_array()
-        .expect("systems")
-        .iter()
-        .find(|s| s["external_type"] == "salto_ks_site")
-        .expect("Salto KS")["acs_system_id"]
-        .clone();
-    let r = call(
-        &h,
-        Method::GET,
-        &format!(
-            "acs/access_groups/list?acs_system_id={}",
-            system.as_str().expect("id")
-        ),
-        Some(&key),
-        json!({}),
-    )
-    .await;
+    let system = system_of_type(&h, &key, "salto_ks_site").await;
+    let r = h
+        .get(
+            &key,
+            &format!("acs/access_groups/list?acs_system_id={}", system),
+        )
+        .await;
     let group = ok(&r)["acs_access_groups"][0]["acs_access_group_id"].clone();
-    let r = call(
-        &h,
-        Method::POST,
-        "acs/users/create",
-        Some(&key),
-        json!({"acs_system_id": system, "full_name": "Jane Doe", "email": "jane@example.com",
+    let r = h
+        .post(
+            &key,
+            "acs/users/create",
+            json!({"acs_system_id": system, "full_name": "Jane Doe", "email": "jane@example.com",
                "access_schedule": {"starts_at": "2099-01-01T00:00:00Z", "ends_at": null}}),
-    )
-    .await;
+        )
+        .await;
     let user = ok(&r)["acs_user"].clone();
     assert_eq!(user["email_address"], "jane@example.com");
     assert_eq!(user["access_schedule"]["starts_at"], "2099-01-01T00:00:00Z");
     let user_id = user["acs_user_id"].clone();
 
-    let r = call(
-        &h,
-        Method::PUT,
-        "acs/users/add_to_access_group",
-        Some(&key),
-        json!({"acs_user_id": user_id, "acs_access_group_id": group}),
-    )
-    .await;
+    let r = h
+        .send(
+            Method::PUT,
+            &key,
+            "acs/users/add_to_access_group",
+            json!({"acs_user_id": user_id, "acs_access_group_id": group}),
+        )
+        .await;
     ok(&r);
     // A credential is issued to a person: the user must be linked to an identity first.
-    let r = call(
-        &h,
-        Method::POST,
-        "acs/credentials/create",
-        Some(&key),
-        json!({"acs_user_id": user_id, "access_method": "mobile_key"}),
-    )
-    .await;
+    let r = h
+        .post(
+            &key,
+            "acs/credentials/create",
+            json!({"acs_user_id": user_id, "access_method": "mobile_key"}),
+        )
+        .await;
     assert_eq!(error_type(&r), "acs_user_not_linked");
-    let r = call(
-        &h,
-        Method::POST,
-        "user_identities/create",
-        Some(&key),
-        json!({"full_name": "Jane Doe", "email_address": "jane@example.com"}),
-    )
-    .await;
+    let r = h
+        .post(
+            &key,
+            "user_identities/create",
+            json!({"full_name": "Jane Doe", "email_address": "jane@example.com"}),
+        )
+        .await;
     let identity = ok(&r)["user_identity"]["user_identity_id"].clone();
-    let r = call(
-        &h,
-        Method::PUT,
-        "user_identities/add_acs_user",
-        Some(&key),
-        json!({"acs_user_id": user_id, "user_identity_id": identity}),
-    )
-    .await;
+    let r = h
+        .send(
+            Method::PUT,
+            &key,
+            "user_identities/add_acs_user",
+            json!({"acs_user_id": user_id, "user_identity_id": identity}),
+        )
+        .await;
     ok(&r);
-    let r = call(
-        &h,
-        Method::POST,
-        "acs/credentials/create",
-        Some(&key),
-        json!({"acs_user_id": user_id, "access_method": "mobile_key"}),
-    )
-    .await;
+    let r = h
+        .post(
+            &key,
+            "acs/credentials/create",
+            json!({"acs_user_id": user_id, "access_method": "mobile_key"}),
+        )
+        .await;
     let credential = ok(&r)["acs_credential"].clone();
     assert_eq!(credential["access_method"], "mobile_key");
-    let r = call(
-        &h,
-        Method::GET,
-        &format!(
-            "acs/credentials/list?acs_user_id={}&_strict=true",
-            user_id.as_str().expect("id")
-        ),
-        Some(&key),
-        json!({}),
-    )
-    .await;
+    let r = h
+        .get(
+            &key,
+            &format!(
+                "acs/credentials/list?acs_user_id={}&_strict=true",
+                user_id.as_str().expect("id")
+            ),
+        )
+        .await;
     assert_eq!(
         ok(&r)["acs_credentials"][0]["acs_credential_id"],
         credential["acs_credential_id"]
     );
-    let r = call(
-        &h,
-        Method::DELETE,
-        &format!(
-            "acs/credentials/delete?acs_credential_id={}",
-            credential["acs_credential_id"].as_str().expect("id")
-        ),
-        Some(&key),
-        json!({}),
-    )
-    .await;
+    let r = h
+        .delete(
+            &key,
+            &format!(
+                "acs/credentials/delete?acs_credential_id={}",
+                credential["acs_credential_id"].as_str().expect("id")
+            ),
+        )
+        .await;
     ok(&r);
-    let r = call(
-        &h,
-        Method::DELETE,
-        &format!(
-            "acs/access_groups/remove_user?acs_user_id={}&acs_access_group_id={}",
-            user_id.as_str().expect("id"),
-            group.as_str().expect("id")
-        ),
-        Some(&key),
-        json!({}),
-    )
-    .await;
+    let r = h
+        .delete(
+            &key,
+            &format!(
+                "acs/access_groups/remove_user?acs_user_id={}&acs_access_group_id={}",
+                user_id.as_str().expect("id"),
+                group.as_str().expect("id")
+            ),
+        )
+        .await;
     ok(&r);
-    let r = call(
-        &h,
-        Method::DELETE,
-        &format!(
-            "acs/users/delete?acs_user_id={}",
-            user_id.as_str().expect("id")
-        ),
-        Some(&key),
-        json!({}),
-    )
-    .await;
+    let r = h
+        .delete(
+            &key,
+            &format!(
+                "acs/users/delete?acs_user_id={}",
+                user_id.as_str().expect("id")
+            ),
+        )
+        .await;
     ok(&r);
-    let r = call(
-        &h,
-        Method::POST,
-        "acs/users/get",
-        Some(&key),
-        json!({"acs_user_id": user_id}),
-    )
-    .await;
+    let r = h
+        .post(&key, "acs/users/get", json!({"acs_user_id": user_id}))
+        .await;
     assert_eq!(error_type(&r), "acs_user_not_found");
 }
 
@@ -914,7 +815,7 @@ async fn id_filters_fill_every_page() {
         let mut body = grant_body(&entrances);
         body["access_grant_key"] = json!(format!("key-{i}"));
         body["reservation_key"] = json!(if i % 2 == 0 { "even" } else { "odd" });
-        let r = call(&h, Method::POST, "access_grants/create", Some(&key), body).await;
+        let r = h.post(&key, "access_grants/create", body).await;
         grants.push(
             ok(&r)["access_grant"]["access_grant_id"]
                 .as_str()
@@ -929,7 +830,7 @@ async fn id_filters_fill_every_page() {
     );
     let mut seen = Vec::new();
     loop {
-        let r = call(&h, Method::GET, &path, Some(&key), json!({})).await;
+        let r = h.get(&key, &path).await;
         let body = ok(&r);
         let page = body["access_grants"].as_array().expect("page");
         let more = body["pagination"]["has_next_page"] == true;
@@ -949,25 +850,23 @@ async fn id_filters_fill_every_page() {
     assert_eq!(seen, vec![json!(grants[0]), json!(grants[3])]);
 
     // By key and by reservation key, in one page.
-    let r = call(
-        &h,
-        Method::POST,
-        "access_grants/list",
-        Some(&key),
-        json!({"access_grant_key": "key-2"}),
-    )
-    .await;
+    let r = h
+        .post(
+            &key,
+            "access_grants/list",
+            json!({"access_grant_key": "key-2"}),
+        )
+        .await;
     let page = ok(&r)["access_grants"].as_array().expect("page").clone();
     assert_eq!(page.len(), 1);
     assert_eq!(page[0]["access_grant_id"], json!(grants[2]));
-    let r = call(
-        &h,
-        Method::POST,
-        "access_grants/list",
-        Some(&key),
-        json!({"reservation_key": "odd", "limit": 1}),
-    )
-    .await;
+    let r = h
+        .post(
+            &key,
+            "access_grants/list",
+            json!({"reservation_key": "odd", "limit": 1}),
+        )
+        .await;
     let body = ok(&r);
     assert_eq!(
         body["access_grants"][0]["access_grant_id"],
@@ -975,51 +874,37 @@ async fn id_filters_fill_every_page() {
     );
     assert_eq!(body["pagination"]["has_next_page"], true);
     // A malformed id is not found, as everywhere.
-    let r = call(
-        &h,
-        Method::POST,
-        "access_grants/list",
-        Some(&key),
-        json!({"access_grant_ids": [grants[0], "nope"]}),
-    )
-    .await;
+    let r = h
+        .post(
+            &key,
+            "access_grants/list",
+            json!({"access_grant_ids": [grants[0], "nope"]}),
+        )
+        .await;
     assert_eq!(error_type(&r), "access_grant_not_found");
 
     // access_methods/list by access_grant_key: that grant's methods; none for a key no grant has.
-    let r = call(
-        &h,
-        Method::GET,
-        "access_methods/list?access_grant_key=key-1&_strict=true",
-        Some(&key),
-        json!({}),
-    )
-    .await;
+    let r = h
+        .get(
+            &key,
+            "access_methods/list?access_grant_key=key-1&_strict=true",
+        )
+        .await;
     let methods = ok(&r)["access_methods"]
         .as_array()
         .expect("methods")
         .clone();
     assert_eq!(methods.len(), 2, "card and mobile key");
-    let r = call(
-        &h,
-        Method::GET,
-        "access_methods/list?access_grant_key=no-such-key",
-        Some(&key),
-        json!({}),
-    )
-    .await;
+    let r = h
+        .get(&key, "access_methods/list?access_grant_key=no-such-key")
+        .await;
     assert_eq!(ok(&r)["access_methods"], json!([]));
 
     // Entrances 0 and 2 in pages of one.
-    let r = call(
-        &h,
-        Method::GET,
-        &format!(
+    let r = h.get(&key, &format!(
             "acs/entrances/list?acs_system_id={system}&acs_entrance_ids={}&acs_entrance_ids={}&limit=1",
             entrances[0], entrances[2]
-        ),
-        Some(&key),
-        json!({}),
-    )
+        ))
     .await;
     let body = ok(&r);
     assert_eq!(
@@ -1028,15 +913,14 @@ async fn id_filters_fill_every_page() {
     );
     assert_eq!(body["pagination"]["has_next_page"], true);
     let cursor = body["pagination"]["next_page_cursor"].clone();
-    let r = call(
-        &h,
-        Method::POST,
-        "acs/entrances/list",
-        Some(&key),
-        json!({"acs_system_id": system, "acs_entrance_ids": [entrances[0], entrances[2]],
+    let r = h
+        .post(
+            &key,
+            "acs/entrances/list",
+            json!({"acs_system_id": system, "acs_entrance_ids": [entrances[0], entrances[2]],
                "limit": 1, "page_cursor": cursor}),
-    )
-    .await;
+        )
+        .await;
     let body = ok(&r);
     assert_eq!(
         body["acs_entrances"][0]["acs_entrance_id"],
@@ -1044,15 +928,14 @@ async fn id_filters_fill_every_page() {
     );
     assert_eq!(body["acs_entrances"].as_array().map(Vec::len), Some(1));
     // The cursor is bound to the ids it was made for.
-    let r = call(
-        &h,
-        Method::POST,
-        "acs/entrances/list",
-        Some(&key),
-        json!({"acs_system_id": system, "acs_entrance_ids": [entrances[1]],
+    let r = h
+        .post(
+            &key,
+            "acs/entrances/list",
+            json!({"acs_system_id": system, "acs_entrance_ids": [entrances[1]],
                "limit": 1, "page_cursor": cursor}),
-    )
-    .await;
+        )
+        .await;
     assert_eq!(error_type(&r), "invalid_input");
 }
 
@@ -1064,77 +947,53 @@ async fn webhooks_update_their_event_types() {
     };
     let h = harness_with(TestDb::sqlite().await, plenty(), loopback);
     let (key, _) = workspace(&h.app, "Hooks").await;
-    let r = call(
-        &h,
-        Method::POST,
-        "webhooks/create",
-        Some(&key),
-        json!({"url": "http://127.0.0.1:9/hook", "event_types": ["access_grant.created"]}),
-    )
-    .await;
+    let r = h
+        .post(
+            &key,
+            "webhooks/create",
+            json!({"url": "http://127.0.0.1:9/hook", "event_types": ["access_grant.created"]}),
+        )
+        .await;
     let id = ok(&r)["webhook"]["webhook_id"].clone();
     // PUT, Seam's alternative verb for this route.
-    let r = call(
-        &h,
-        Method::PUT,
-        "webhooks/update",
-        Some(&key),
-        json!({"webhook_id": id, "event_types": ["access_method.issued", "access_grant.deleted"]}),
-    )
+    let r = h.send(Method::PUT, &key, "webhooks/update", json!({"webhook_id": id, "event_types": ["access_method.issued", "access_grant.deleted"]}))
     .await;
     assert_eq!(ok(&r), &json!({"ok": true}));
-    let r = call(
-        &h,
-        Method::POST,
-        "webhooks/get",
-        Some(&key),
-        json!({"webhook_id": id}),
-    )
-    .await;
+    let r = h
+        .post(&key, "webhooks/get", json!({"webhook_id": id}))
+        .await;
     assert_eq!(
         ok(&r)["webhook"]["event_types"],
         json!(["access_method.issued", "access_grant.deleted"])
     );
     // An unknown type changes nothing; event_types is required; an unknown id is not found.
-    let r = call(
-        &h,
-        Method::POST,
-        "webhooks/update",
-        Some(&key),
-        json!({"webhook_id": id, "event_types": ["door.sang"]}),
-    )
-    .await;
+    let r = h
+        .post(
+            &key,
+            "webhooks/update",
+            json!({"webhook_id": id, "event_types": ["door.sang"]}),
+        )
+        .await;
     assert_eq!(error_type(&r), "invalid_input");
-    let r = call(
-        &h,
-        Method::POST,
-        "webhooks/update",
-        Some(&key),
-        json!({"webhook_id": id}),
-    )
-    .await;
+    let r = h
+        .post(&key, "webhooks/update", json!({"webhook_id": id}))
+        .await;
     assert_eq!(error_type(&r), "invalid_input");
     assert!(r.body["error"]["validation_errors"]["event_types"].is_object());
-    let r = call(
-        &h,
-        Method::POST,
-        "webhooks/get",
-        Some(&key),
-        json!({"webhook_id": id}),
-    )
-    .await;
+    let r = h
+        .post(&key, "webhooks/get", json!({"webhook_id": id}))
+        .await;
     assert_eq!(
         ok(&r)["webhook"]["event_types"].as_array().map(Vec::len),
         Some(2)
     );
-    let r = call(
-        &h,
-        Method::POST,
-        "webhooks/update",
-        Some(&key),
-        json!({"webhook_id": uuid::Uuid::new_v4().to_string(), "event_types": []}),
-    )
-    .await;
+    let r = h
+        .post(
+            &key,
+            "webhooks/update",
+            json!({"webhook_id": uuid::Uuid::new_v4().to_string(), "event_types": []}),
+        )
+        .await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
     assert_eq!(error_type(&r), "webhook_not_found");
 }
@@ -1144,130 +1003,102 @@ async fn webhooks_update_their_event_types() {
 async fn removing_an_acs_user_from_an_identity_takes_its_credentials() {
     let h = harness(TestDb::sqlite().await, plenty());
     let (key, _) = workspace(&h.app, "Unlink").await;
-    let systems = call(&h, Method::GET, "acs/systems/list", Some(&key), json!({})).await;
-    let system = ok(&systems)["acs_systems"]
-        .as_array()
-        .expect("systems")
-        .iter()
-        .find(|s| s["external_type"] == "salto_ks_site")
-        .expect("Salto KS")["acs_system_id"]
-        .clone();
-    let r = call(
-        &h,
-        Method::POST,
-        "acs/access_groups/list",
-        Some(&key),
-        json!({"acs_system_id": system}),
-    )
-    .await;
+    let system = system_of_type(&h, &key, "salto_ks_site").await;
+    let r = h
+        .post(
+            &key,
+            "acs/access_groups/list",
+            json!({"acs_system_id": system}),
+        )
+        .await;
     let group = ok(&r)["acs_access_groups"][0]["acs_access_group_id"].clone();
-    let r = call(
-        &h,
-        Method::POST,
-        "acs/users/create",
-        Some(&key),
-        json!({"acs_system_id": system, "full_name": "Jane Doe"}),
-    )
-    .await;
+    let r = h
+        .post(
+            &key,
+            "acs/users/create",
+            json!({"acs_system_id": system, "full_name": "Jane Doe"}),
+        )
+        .await;
     let user = ok(&r)["acs_user"]["acs_user_id"].clone();
-    let r = call(
-        &h,
-        Method::POST,
-        "acs/users/add_to_access_group",
-        Some(&key),
-        json!({"acs_user_id": user, "acs_access_group_id": group}),
-    )
-    .await;
+    let r = h
+        .post(
+            &key,
+            "acs/users/add_to_access_group",
+            json!({"acs_user_id": user, "acs_access_group_id": group}),
+        )
+        .await;
     ok(&r);
     let mut identities = Vec::new();
     for name in ["Jane Doe", "John Roe"] {
-        let r = call(
-            &h,
-            Method::POST,
-            "user_identities/create",
-            Some(&key),
-            json!({"full_name": name}),
-        )
-        .await;
+        let r = h
+            .post(&key, "user_identities/create", json!({"full_name": name}))
+            .await;
         identities.push(ok(&r)["user_identity"]["user_identity_id"].clone());
     }
     let (jane, john) = (&identities[0], &identities[1]);
-    let r = call(
-        &h,
-        Method::POST,
-        "user_identities/add_acs_user",
-        Some(&key),
-        json!({"acs_user_id": user, "user_identity_id": jane}),
-    )
-    .await;
+    let r = h
+        .post(
+            &key,
+            "user_identities/add_acs_user",
+            json!({"acs_user_id": user, "user_identity_id": jane}),
+        )
+        .await;
     ok(&r);
-    let r = call(
-        &h,
-        Method::POST,
-        "acs/credentials/create",
-        Some(&key),
-        json!({"acs_user_id": user, "access_method": "mobile_key"}),
-    )
-    .await;
+    let r = h
+        .post(
+            &key,
+            "acs/credentials/create",
+            json!({"acs_user_id": user, "access_method": "mobile_key"}),
+        )
+        .await;
     let credential = ok(&r)["acs_credential"]["acs_credential_id"].clone();
     let s = |v: &Value| v.as_str().expect("id").to_owned();
 
     // Not linked to John: refused, nothing changes.
-    let r = call(
-        &h,
-        Method::DELETE,
-        &format!(
-            "user_identities/remove_acs_user?user_identity_id={}&acs_user_id={}&_strict=true",
-            s(john),
-            s(&user)
-        ),
-        Some(&key),
-        json!({}),
-    )
-    .await;
+    let r = h
+        .delete(
+            &key,
+            &format!(
+                "user_identities/remove_acs_user?user_identity_id={}&acs_user_id={}&_strict=true",
+                s(john),
+                s(&user)
+            ),
+        )
+        .await;
     assert_eq!(error_type(&r), "acs_user_not_linked");
     // An unknown identity is not found.
-    let r = call(
-        &h,
-        Method::POST,
-        "user_identities/remove_acs_user",
-        Some(&key),
-        json!({"user_identity_id": uuid::Uuid::new_v4().to_string(), "acs_user_id": user}),
-    )
-    .await;
+    let r = h
+        .post(
+            &key,
+            "user_identities/remove_acs_user",
+            json!({"user_identity_id": uuid::Uuid::new_v4().to_string(), "acs_user_id": user}),
+        )
+        .await;
     assert_eq!(error_type(&r), "user_identity_not_found");
 
-    let r = call(
-        &h,
-        Method::DELETE,
-        &format!(
-            "user_identities/remove_acs_user?user_identity_id={}&acs_user_id={}&_strict=true",
-            s(jane),
-            s(&user)
-        ),
-        Some(&key),
-        json!({}),
-    )
-    .await;
+    let r = h
+        .delete(
+            &key,
+            &format!(
+                "user_identities/remove_acs_user?user_identity_id={}&acs_user_id={}&_strict=true",
+                s(jane),
+                s(&user)
+            ),
+        )
+        .await;
     assert_eq!(ok(&r), &json!({"ok": true}));
-    let r = call(
-        &h,
-        Method::POST,
-        "user_identities/list_acs_users",
-        Some(&key),
-        json!({"user_identity_id": jane}),
-    )
-    .await;
+    let r = h
+        .post(
+            &key,
+            "user_identities/list_acs_users",
+            json!({"user_identity_id": jane}),
+        )
+        .await;
     assert_eq!(ok(&r)["acs_users"], json!([]));
     // The credential issued through the user is gone; the user stays.
-    let r = call(
-        &h,
-        Method::POST,
-        "acs/credentials/list",
-        Some(&key),
-        json!({"acs_user_id": user}),
-    )
-    .await;
+    let r = h
+        .post(&key, "acs/credentials/list", json!({"acs_user_id": user}))
+        .await;
     assert!(
         !ok(&r)["acs_credentials"]
             .as_array()
@@ -1275,42 +1106,34 @@ async fn removing_an_acs_user_from_an_identity_takes_its_credentials() {
             .iter()
             .any(|c| c["acs_credential_id"] == credential)
     );
-    let r = call(
-        &h,
-        Method::POST,
-        "acs/users/get",
-        Some(&key),
-        json!({"acs_user_id": user}),
-    )
-    .await;
+    let r = h
+        .post(&key, "acs/users/get", json!({"acs_user_id": user}))
+        .await;
     ok(&r);
     // No credential is issued through an unlinked user; removing again changes nothing.
-    let r = call(
-        &h,
-        Method::POST,
-        "acs/credentials/create",
-        Some(&key),
-        json!({"acs_user_id": user, "access_method": "mobile_key"}),
-    )
-    .await;
+    let r = h
+        .post(
+            &key,
+            "acs/credentials/create",
+            json!({"acs_user_id": user, "access_method": "mobile_key"}),
+        )
+        .await;
     assert_eq!(error_type(&r), "acs_user_not_linked");
-    let r = call(
-        &h,
-        Method::POST,
-        "user_identities/remove_acs_user",
-        Some(&key),
-        json!({"user_identity_id": jane, "acs_user_id": user}),
-    )
-    .await;
+    let r = h
+        .post(
+            &key,
+            "user_identities/remove_acs_user",
+            json!({"user_identity_id": jane, "acs_user_id": user}),
+        )
+        .await;
     ok(&r);
     // Linking to another person works again.
-    let r = call(
-        &h,
-        Method::POST,
-        "user_identities/add_acs_user",
-        Some(&key),
-        json!({"acs_user_id": user, "user_identity_id": john}),
-    )
-    .await;
+    let r = h
+        .post(
+            &key,
+            "user_identities/add_acs_user",
+            json!({"acs_user_id": user, "user_identity_id": john}),
+        )
+        .await;
     ok(&r);
 }
