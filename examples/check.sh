@@ -33,55 +33,17 @@ GOCODE=/usr/share/gocode
 GO_PACKAGES=(golang-go golang-google-grpc-dev golang-google-genproto-dev
   golang-google-protobuf-dev golang-github-golang-protobuf-1-5-dev protoc-gen-go protoc-gen-go-grpc)
 PYTHON="${PYTHON:-python3}"
-DEFAULT_BIN="$REPO/target/debug/keygate"
-KEYGATE_BIN="${KEYGATE_BIN:-$DEFAULT_BIN}"
-READY_TIMEOUT_SECS=60
-
-START=$SECONDS
-step() { echo "check.sh [$((SECONDS - START))s] $*"; }
-
-WORK="$(mktemp -d "${TMPDIR:-/tmp}/keygate-examples.XXXXXX")"
-SERVER_PID=""
-cleanup() {
-  local rc=$?
-  if [[ -n "$SERVER_PID" ]] && kill -0 "$SERVER_PID" 2>/dev/null; then
-    kill -TERM "$SERVER_PID" 2>/dev/null || true
-    wait "$SERVER_PID" 2>/dev/null || true
-  fi
-  if [[ $rc -ne 0 && -f "$WORK/server.stderr" ]]; then
-    echo "check.sh: FAILED (exit $rc); last lines of the keygate log:" >&2
-    tail -n 40 "$WORK/server.stderr" >&2 || true
-  fi
-  rm -f "$REPO/gen/ts/node_modules"
-  rm -rf "$WORK"
-  exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+CHECK_NAME="check.sh"
+# shellcheck source=../tools/lib/keygate-check.sh
+source "$REPO/tools/lib/keygate-check.sh"
+CLEANUP_EXTRA+=('rm -f "$REPO/gen/ts/node_modules"')
 
 # --- 1. Dependencies --------------------------------------------------------------------------
 step "python: pinned deps from python/requirements.txt into .venv"
-if [[ ! -x "$VENV/bin/python" ]]; then
-  "$PYTHON" -m venv "$VENV"
-fi
-# Reinstall only when requirements.txt or the interpreter changed.
-stamp="$(cat "$PY_DIR/requirements.txt" <("$VENV/bin/python" --version) | sha256sum | cut -d' ' -f1)"
-if [[ "$(cat "$VENV/.requirements.sha256" 2>/dev/null || true)" != "$stamp" ]]; then
-  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --no-input \
-    -r "$PY_DIR/requirements.txt"
-  "$VENV/bin/python" -m pip check --disable-pip-version-check >/dev/null
-  echo "$stamp" >"$VENV/.requirements.sha256"
-fi
+pip_install_pinned "$VENV" "$PY_DIR/requirements.txt" "$PYTHON"
 
 step "typescript: npm install (package-lock.json)"
-cp "$TS_DIR/package-lock.json" "$WORK/package-lock.before"
-(cd "$TS_DIR" && npm install --no-audit --no-fund --loglevel=error)
-if ! cmp -s "$WORK/package-lock.before" "$TS_DIR/package-lock.json"; then
-  echo "check.sh: npm install changed typescript/package-lock.json: it is out of step with" \
-    "package.json; review and commit the new lock file" >&2
-  exit 1
-fi
+npm_install_locked "$TS_DIR"
 
 step "tools: buf and ts-proto (npm install --prefix tools; exact pins and the lock)"
 if [[ ! -x "$BUF" || ! -x "$REPO/tools/node_modules/.bin/protoc-gen-ts_proto" ]]; then
@@ -148,43 +110,7 @@ for f in status.proto error_details.proto; do
 done
 
 # --- 3. The server ----------------------------------------------------------------------------
-if [[ ! -x "$KEYGATE_BIN" ]]; then
-  if [[ "$KEYGATE_BIN" != "$DEFAULT_BIN" ]]; then
-    echo "check.sh: KEYGATE_BIN=$KEYGATE_BIN is not an executable file" >&2
-    exit 1
-  fi
-  step "building keygate (cargo build -p keygate)"
-  (cd "$REPO" && cargo build --quiet -p keygate)
-fi
-
-step "starting $KEYGATE_BIN serve (data in a temp dir, free loopback ports)"
-# The server gets none of the caller's KEYGATE_* settings: embedded SQLite, sandbox bootstrap.
-unset_env=()
-while IFS= read -r name; do
-  unset_env+=(-u "$name")
-done < <(compgen -e | grep '^KEYGATE_' || true)
-env "${unset_env[@]}" NO_COLOR=1 "$KEYGATE_BIN" serve \
-  --data-dir "$WORK/data" \
-  --grpc-addr 127.0.0.1:0 \
-  --http-addr 127.0.0.1:0 \
-  --drain-secs 2 \
-  >"$WORK/server.stdout" 2>"$WORK/server.stderr" &
-SERVER_PID=$!
-
-# `keygate: ready` (stdout) comes after the listen lines, which carry the ports it was given.
-deadline=$((SECONDS + READY_TIMEOUT_SECS))
-until grep -q '^keygate: ready' "$WORK/server.stdout"; do
-  if ! kill -0 "$SERVER_PID" 2>/dev/null; then
-    echo "check.sh: keygate exited before it was ready" >&2
-    cat "$WORK/server.stdout" >&2
-    exit 1
-  fi
-  if ((SECONDS > deadline)); then
-    echo "check.sh: keygate not ready after ${READY_TIMEOUT_SECS}s" >&2
-    exit 1
-  fi
-  sleep 0.1
-done
+start_keygate
 GRPC_ADDR="$(sed -n 's/^keygate: gRPC API listening on //p' "$WORK/server.stdout")"
 HTTP_ADDR="$(sed -n 's/^keygate: HTTP (livez, readyz) listening on //p' "$WORK/server.stdout")"
 API_KEY_FILE="$WORK/data/sandbox-api-key"

@@ -55,6 +55,22 @@ pub(crate) async fn systems_client_entrances(
         .acs_entrances
 }
 
+/// The id of the entrance of `system` named `name` (its first page of entrances).
+pub(crate) async fn entrance_named(
+    ch: &tonic::transport::Channel,
+    key: &str,
+    system: &str,
+    name: &str,
+) -> String {
+    let doors = systems_client_entrances(ch, key, system).await;
+    doors
+        .iter()
+        .find(|d| d.display_name == name)
+        .unwrap_or_else(|| panic!("no entrance {name} in {doors:?}"))
+        .acs_entrance_id
+        .clone()
+}
+
 pub(crate) fn grants(
     ch: &tonic::transport::Channel,
 ) -> v1::access_grant_service_client::AccessGrantServiceClient<tonic::transport::Channel> {

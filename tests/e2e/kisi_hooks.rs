@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use keygate_proto::v1;
 use keygate_simulators::kisi::KisiSimulator;
 
-use crate::grants::{events, grants, jane_grant, methods};
+use crate::grants::{entrance_named, events, grants, jane_grant, methods};
 use crate::harness::*;
 use crate::instant_keys::http;
 
@@ -90,25 +90,7 @@ async fn duplicated_unlock(opts: Options) {
         Some(SECRET),
     );
 
-    let doors = systems(&ch)
-        .list_entrances(authed(
-            &key,
-            v1::ListEntrancesRequest {
-                acs_system_id: system.acs_system_id.clone(),
-                page_size: 100,
-                ..Default::default()
-            },
-        ))
-        .await
-        .expect("entrances")
-        .into_inner()
-        .acs_entrances;
-    let front = doors
-        .iter()
-        .find(|d| d.display_name == "Front Door")
-        .unwrap_or_else(|| panic!("no Front Door in {doors:?}"))
-        .acs_entrance_id
-        .clone();
+    let front = entrance_named(&ch, &key, &system.acs_system_id, "Front Door").await;
 
     let grant = grants(&ch)
         .create_access_grant(authed(

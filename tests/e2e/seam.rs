@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use keygate_proto::v1;
 use serde_json::{Value, json};
 
-use crate::grants::{grants, jane_grant, methods};
+use crate::grants::{entrance_named, grants, jane_grant, methods};
 use crate::harness::*;
 use crate::instant_keys::http;
 
@@ -113,25 +113,7 @@ async fn a_grant_through_keygate_lands_in_seams_own_fake() {
         !format!("{system:?}").contains(&api_key),
         "the key is never returned"
     );
-    let doors = systems(&ch)
-        .list_entrances(authed(
-            &key,
-            v1::ListEntrancesRequest {
-                acs_system_id: system.acs_system_id.clone(),
-                page_size: 100,
-                ..Default::default()
-            },
-        ))
-        .await
-        .expect("entrances")
-        .into_inner()
-        .acs_entrances;
-    let lobby = doors
-        .iter()
-        .find(|d| d.display_name == "Lobby")
-        .unwrap_or_else(|| panic!("no Lobby in {doors:?}"))
-        .acs_entrance_id
-        .clone();
+    let lobby = entrance_named(&ch, &key, &system.acs_system_id, "Lobby").await;
 
     let grant = grants(&ch)
         .create_access_grant(authed(&key, jane_grant("seam-1", &[lobby], &[MOBILE])))

@@ -104,12 +104,7 @@ async fn burst(declared_rps: &str, n: usize) -> Outcome {
         .into_inner()
         .acs_system
         .expect("system");
-    let door = crate::grants::systems_client_entrances(&ch, &key, &system.acs_system_id)
-        .await
-        .into_iter()
-        .find(|e| e.display_name == "Front Door")
-        .expect("Front Door")
-        .acs_entrance_id;
+    let door = crate::grants::entrance_named(&ch, &key, &system.acs_system_id, "Front Door").await;
     // The vendor's limit starts now: connecting is not part of the burst.
     sim.set_rate_limit(Some(VENDOR));
     let before = sim.requests().len();

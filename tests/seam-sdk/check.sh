@@ -23,94 +23,21 @@ HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO="$(cd "$HERE/../.." && pwd)"
 VENV="$HERE/.venv"
 PYTHON="${PYTHON:-python3}"
-DEFAULT_BIN="$REPO/target/debug/keygate"
-KEYGATE_BIN="${KEYGATE_BIN:-$DEFAULT_BIN}"
-READY_TIMEOUT_SECS=60
-
-START=$SECONDS
-step() { echo "seam-sdk/check.sh [$((SECONDS - START))s] $*"; }
-
-WORK="$(mktemp -d "${TMPDIR:-/tmp}/keygate-seam-sdk.XXXXXX")"
-SERVER_PID=""
 RUN_MJS="$HERE/.quickstart.run.mjs"
-cleanup() {
-  local rc=$?
-  rm -f "$RUN_MJS"
-  if [[ -n "$SERVER_PID" ]] && kill -0 "$SERVER_PID" 2>/dev/null; then
-    kill -TERM "$SERVER_PID" 2>/dev/null || true
-    wait "$SERVER_PID" 2>/dev/null || true
-  fi
-  if [[ $rc -ne 0 && -f "$WORK/server.stderr" ]]; then
-    echo "seam-sdk/check.sh: FAILED (exit $rc); last lines of the keygate log:" >&2
-    tail -n 40 "$WORK/server.stderr" >&2 || true
-  fi
-  rm -rf "$WORK"
-  exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+CHECK_NAME="seam-sdk/check.sh"
+# shellcheck source=../../tools/lib/keygate-check.sh
+source "$REPO/tools/lib/keygate-check.sh"
+CLEANUP_EXTRA+=('rm -f "$RUN_MJS"')
 
 # --- 1. The SDKs ------------------------------------------------------------------------------
 step "python: seam 3.18.0 and its pinned dependencies into .venv"
-if [[ ! -x "$VENV/bin/python" ]]; then
-  "$PYTHON" -m venv "$VENV"
-fi
-stamp="$(cat "$HERE/requirements.txt" <("$VENV/bin/python" --version) | sha256sum | cut -d' ' -f1)"
-if [[ "$(cat "$VENV/.requirements.sha256" 2>/dev/null || true)" != "$stamp" ]]; then
-  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --no-input \
-    -r "$HERE/requirements.txt"
-  "$VENV/bin/python" -m pip check --disable-pip-version-check >/dev/null
-  echo "$stamp" >"$VENV/.requirements.sha256"
-fi
+pip_install_pinned "$VENV" "$HERE/requirements.txt" "$PYTHON"
 
 step "javascript: seam 1.245.0, @seamapi/types 1.977.0 and ajv: npm install (package-lock.json)"
-cp "$HERE/package-lock.json" "$WORK/package-lock.before"
-(cd "$HERE" && npm install --no-audit --no-fund --loglevel=error)
-if ! cmp -s "$WORK/package-lock.before" "$HERE/package-lock.json"; then
-  echo "seam-sdk/check.sh: npm install changed package-lock.json: it is out of step with" \
-    "package.json; review and commit the new lock file" >&2
-  exit 1
-fi
+npm_install_locked "$HERE"
 
 # --- 2. The server ----------------------------------------------------------------------------
-if [[ ! -x "$KEYGATE_BIN" ]]; then
-  if [[ "$KEYGATE_BIN" != "$DEFAULT_BIN" ]]; then
-    echo "seam-sdk/check.sh: KEYGATE_BIN=$KEYGATE_BIN is not an executable file" >&2
-    exit 1
-  fi
-  step "building keygate (cargo build -p keygate)"
-  (cd "$REPO" && cargo build --quiet -p keygate)
-fi
-
-step "starting $KEYGATE_BIN serve (data in a temp dir, free loopback ports)"
-# The server gets none of the caller's KEYGATE_* settings: embedded SQLite, sandbox bootstrap.
-unset_env=()
-while IFS= read -r name; do
-  unset_env+=(-u "$name")
-done < <(compgen -e | grep '^KEYGATE_' || true)
-env "${unset_env[@]}" NO_COLOR=1 "$KEYGATE_BIN" serve \
-  --data-dir "$WORK/data" \
-  --grpc-addr 127.0.0.1:0 \
-  --http-addr 127.0.0.1:0 \
-  --drain-secs 2 \
-  --webhook-allow-loopback true \
-  >"$WORK/server.stdout" 2>"$WORK/server.stderr" &
-SERVER_PID=$!
-
-deadline=$((SECONDS + READY_TIMEOUT_SECS))
-until grep -q '^keygate: ready' "$WORK/server.stdout"; do
-  if ! kill -0 "$SERVER_PID" 2>/dev/null; then
-    echo "seam-sdk/check.sh: keygate exited before it was ready" >&2
-    cat "$WORK/server.stdout" >&2
-    exit 1
-  fi
-  if ((SECONDS > deadline)); then
-    echo "seam-sdk/check.sh: keygate not ready after ${READY_TIMEOUT_SECS}s" >&2
-    exit 1
-  fi
-  sleep 0.1
-done
+start_keygate --webhook-allow-loopback true
 ENDPOINT="$(sed -n 's/^keygate: Seam-compatible API at //p' "$WORK/server.stdout")"
 KEY_FILE="$WORK/data/sandbox-api-key"
 [[ -n "$ENDPOINT" && -s "$KEY_FILE" ]] || {
