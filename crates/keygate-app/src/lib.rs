@@ -19,6 +19,7 @@ pub mod idempotency;
 pub mod identities;
 pub mod instant_keys;
 pub mod methods;
+pub mod overload;
 pub mod reads;
 pub mod sessions;
 pub mod simulated;

@@ -22,6 +22,8 @@ pub const CACHE_UNSEALABLE: &str = "keygate_cache_unsealable_total";
 pub const WEBHOOK_DELIVERIES: &str = "keygate_webhook_deliveries_total";
 pub const LIMIT_REFUSALS: &str = "keygate_limit_refusals_total";
 pub const RATE_LIMIT_FALLBACKS: &str = "keygate_rate_limit_fallbacks_total";
+pub const CONCURRENCY_LIMIT: &str = "keygate_concurrency_limit";
+pub const OVERLOAD_REFUSALS: &str = "keygate_overload_refusals_total";
 pub const RECONCILE_PASSES: &str = "keygate_reconcile_passes_total";
 pub const RECONCILE_CHECKED: &str = "keygate_reconcile_checked_total";
 pub const RECONCILE_REPAIRED: &str = "keygate_reconcile_repaired_total";
@@ -91,6 +93,14 @@ fn describe() {
     describe_counter!(
         WEBHOOK_DELIVERIES,
         "Webhook delivery attempts by outcome (delivered, retry, failed)"
+    );
+    describe_gauge!(
+        CONCURRENCY_LIMIT,
+        "gRPC calls that may be in flight now: the adaptive limit of load shedding (its maximum is KEYGATE_MAX_IN_FLIGHT)"
+    );
+    describe_counter!(
+        OVERLOAD_REFUSALS,
+        "gRPC calls refused at once because the calls in flight were at the concurrency limit"
     );
     describe_counter!(
         LIMIT_REFUSALS,
@@ -213,6 +223,16 @@ pub fn webhook_delivery(outcome: &str) {
 /// limited it instead.
 pub fn rate_limit_fallback() {
     counter!(RATE_LIMIT_FALLBACKS).increment(1);
+}
+
+/// The adaptive concurrency limit of load shedding moved to `limit`.
+pub fn concurrency_limit(limit: usize) {
+    gauge!(CONCURRENCY_LIMIT).set(limit as f64);
+}
+
+/// A call refused by load shedding.
+pub fn overload_refused() {
+    counter!(OVERLOAD_REFUSALS).increment(1);
 }
 
 /// The limits [`limit_refused`] counts; anything else is counted as `other`.

@@ -75,6 +75,7 @@ impl Default for ServerConfig {
                 rate_burst: 200,
                 max_deadline: Duration::from_secs(30),
                 max_in_flight: 1024,
+                adaptive_in_flight: true,
                 auth_failures_per_minute: 60,
                 shared_rate: None,
             },

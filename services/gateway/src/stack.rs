@@ -9,7 +9,8 @@
 //! 5. `auth`        — API key → workspace (or admin token → operator); refuses with UNAUTHENTICATED.
 //! 6. `rate_limit`  — per-workspace token bucket; RESOURCE_EXHAUSTED with `RetryInfo`.
 //! 7. `deadline`    — the shorter of the client's `grpc-timeout` and the server maximum.
-//! 8. `load_shed`   — a global in-flight limit that refuses at once (UNAVAILABLE) rather than queue.
+//! 8. `load_shed`   — an in-flight limit that adapts to latency (`keygate_app::overload`) and
+//!    refuses at once (RESOURCE_EXHAUSTED, `SERVER_OVERLOADED`, `RetryInfo`) rather than queue.
 //!
 //! Bounded message sizes come last, in each service's codec (see `server.rs`). The failed-auth
 //! limit runs before auth so that a client sending made-up keys reaches neither the cache nor
@@ -28,10 +29,10 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use http::{HeaderValue, Request, Response};
+use keygate_app::overload::ConcurrencyLimit;
 use keygate_cache::SharedRate;
 use keygate_domain::Error;
 use keygate_domain::ErrorReason;
-use tokio::sync::Semaphore;
 use tonic::body::Body;
 use tower::{Layer, Service};
 use tracing::Instrument as _;
@@ -539,9 +540,12 @@ impl Middleware for Deadline {
     }
 }
 
-/// Stage 8.
+/// Stage 8: load shedding. A call past the concurrency limit (adaptive, at most
+/// `max_in_flight`; `keygate_app::overload`) is refused at once with `RESOURCE_EXHAUSTED`,
+/// `SERVER_OVERLOADED` and a `RetryInfo`, before it does any work. Health checks are never
+/// shed: an overloaded replica is not a dead one.
 #[derive(Clone)]
-pub struct LoadShed(pub Arc<Semaphore>);
+pub struct LoadShed(pub Arc<ConcurrencyLimit>);
 
 impl Middleware for LoadShed {
     const NAME: &'static str = "load_shed";
@@ -551,15 +555,27 @@ impl Middleware for LoadShed {
         req: Request<Body>,
         next: Next<S>,
     ) -> BoxFuture<Result<Response<Body>, S::Error>> {
-        let Ok(permit) = self.0.clone().try_acquire_owned() else {
-            return Box::pin(async {
-                Ok(tonic::Status::unavailable("server overloaded; retry with backoff").into_http())
-            });
+        let path = req.uri().path();
+        if path.starts_with("/grpc.health.v1.Health/") {
+            return Box::pin(next.run(req));
+        }
+        let place = match self.0.try_acquire(method_label(path)) {
+            Ok(place) => place,
+            Err(retry_after) => {
+                keygate_telemetry::metrics::overload_refused();
+                return Box::pin(async move {
+                    Ok(refuse(Error::LimitReached {
+                        reason: ErrorReason::ServerOverloaded,
+                        message: "server overloaded; retry after the delay in RetryInfo, or on another replica".into(),
+                        retry_after: Some(retry_after),
+                    }))
+                });
+            }
         };
         let fut = next.run(req);
         Box::pin(async move {
             let r = fut.await;
-            drop(permit);
+            drop(place);
             r
         })
     }
@@ -572,6 +588,8 @@ pub struct StackConfig {
     pub rate_burst: u32,
     pub max_deadline: Duration,
     pub max_in_flight: usize,
+    /// Whether the in-flight limit adapts to latency below `max_in_flight` (load shedding).
+    pub adaptive_in_flight: bool,
     /// Failed authentications per minute per client address before it is refused; 0: no limit.
     pub auth_failures_per_minute: u32,
     /// Where the per-workspace rate limits are shared by replicas (Redis); `None`: per process.
@@ -616,9 +634,10 @@ pub fn build_with(cfg: &StackConfig, auth: Authenticator, limiters: Limiters) ->
         .layer(StageLayer(Deadline {
             max: cfg.max_deadline,
         }))
-        .layer(StageLayer(LoadShed(Arc::new(Semaphore::new(
+        .layer(StageLayer(LoadShed(ConcurrencyLimit::new(
             cfg.max_in_flight,
-        )))))
+            cfg.adaptive_in_flight,
+        ))))
         .into_inner()
 }
 

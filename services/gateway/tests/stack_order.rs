@@ -17,6 +17,7 @@ fn config() -> StackConfig {
         rate_burst: 100,
         max_deadline: Duration::from_secs(5),
         max_in_flight: 8,
+        adaptive_in_flight: false,
         auth_failures_per_minute: 60,
         shared_rate: None,
     }
@@ -245,4 +246,80 @@ async fn zero_turns_the_failed_auth_limit_off() {
         let (_, status) = call_from(&svc, "192.0.2.11:1", Some(&forged())).await;
         assert_eq!(status.code(), tonic::Code::Unauthenticated);
     }
+}
+
+/// Past the in-flight limit a call is refused at once with `RESOURCE_EXHAUSTED`,
+/// `SERVER_OVERLOADED` and a `RetryInfo`; health checks still pass; a freed place is taken again.
+#[tokio::test]
+async fn load_shedding_refuses_at_once_with_a_time_to_retry() {
+    const REFLECTION: &str = "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo";
+    let db = TestDb::sqlite().await;
+    let auth = Authenticator::new(db.store.clone(), Arc::new(InProcessCache::new(10)), None);
+    let release = Arc::new(tokio::sync::Semaphore::new(0));
+    let entered = Arc::new(tokio::sync::Notify::new());
+    let (gate, inside) = (release.clone(), entered.clone());
+    // The inner service holds every reflection call until a permit is released.
+    let probe = tower::service_fn(move |req: Request<Body>| {
+        let (gate, inside) = (gate.clone(), inside.clone());
+        async move {
+            if req.uri().path() == REFLECTION {
+                inside.notify_one();
+                let _ = gate.acquire().await.map(|p| p.forget());
+            }
+            Ok::<_, std::convert::Infallible>(Response::new(Body::empty()))
+        }
+    });
+    let cfg = StackConfig {
+        max_in_flight: 1,
+        ..config()
+    };
+    let svc = stack::build(&cfg, auth).layer(probe);
+    let req = |path: &str| {
+        Request::builder()
+            .uri(path)
+            .body(Body::empty())
+            .expect("request")
+    };
+
+    let held = tokio::spawn(svc.clone().oneshot(req(REFLECTION)));
+    entered.notified().await; // the first call holds the one place
+    let started = std::time::Instant::now();
+    let resp = svc
+        .clone()
+        .oneshot(req(REFLECTION))
+        .await
+        .expect("infallible");
+    let took = started.elapsed();
+    let status = tonic::Status::from_header_map(resp.headers()).expect("a refusal");
+    assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
+    assert!(
+        took < Duration::from_millis(100),
+        "refused at once: {took:?}"
+    );
+    let details = tonic_types::StatusExt::get_error_details(&status);
+    assert_eq!(
+        details.error_info().map(|i| i.reason.clone()),
+        Some("SERVER_OVERLOADED".to_owned())
+    );
+    let retry = details
+        .retry_info()
+        .and_then(|r| r.retry_delay)
+        .expect("RetryInfo");
+    assert!(retry >= Duration::from_millis(50) && retry <= Duration::from_secs(2));
+
+    // Health checks are never shed.
+    let resp = svc
+        .clone()
+        .oneshot(req("/grpc.health.v1.Health/Check"))
+        .await
+        .expect("infallible");
+    assert!(tonic::Status::from_header_map(resp.headers()).is_none());
+
+    release.add_permits(2);
+    held.await.expect("task").expect("infallible");
+    let resp = svc.oneshot(req(REFLECTION)).await.expect("infallible");
+    assert!(
+        tonic::Status::from_header_map(resp.headers()).is_none(),
+        "the place was freed"
+    );
 }

@@ -664,9 +664,15 @@ pub struct ServeArgs {
     #[arg(long, env = "KEYGATE_MAX_DEADLINE_SECS", default_value_t = 30)]
     pub max_deadline_secs: u64,
 
-    /// Calls in flight before new ones are refused with UNAVAILABLE.
+    /// Most gRPC calls in flight; past the limit new ones are refused at once with
+    /// RESOURCE_EXHAUSTED (SERVER_OVERLOADED) and a RetryInfo.
     #[arg(long, env = "KEYGATE_MAX_IN_FLIGHT", default_value_t = 1024)]
     pub max_in_flight: usize,
+
+    /// Whether the in-flight limit adapts below --max-in-flight when calls slow down (load
+    /// shedding that keeps latency); false: a fixed limit of --max-in-flight.
+    #[arg(long, env = "KEYGATE_ADAPTIVE_IN_FLIGHT", default_value_t = true, action = clap::ArgAction::Set)]
+    pub adaptive_in_flight: bool,
 
     /// Failed authentications per minute from one client address (its /64 for IPv6) before the
     /// gRPC API refuses it with RESOURCE_EXHAUSTED, ahead of any key lookup; 0: no limit.

@@ -250,6 +250,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
                 rate_burst: args.rate_limit_burst,
                 max_deadline: Duration::from_secs(args.max_deadline_secs.max(1)),
                 max_in_flight: args.max_in_flight.max(1),
+                adaptive_in_flight: args.adaptive_in_flight,
                 auth_failures_per_minute: args.auth_failures_per_minute_per_client,
                 // The shared limiters below are the ones used; their Redis is set there.
                 shared_rate: None,

@@ -103,6 +103,7 @@ async fn start(postgres: bool, auth_failures_per_minute: u32) -> anyhow::Result<
             rate_burst: u32::MAX,
             max_deadline: Duration::from_secs(30),
             max_in_flight: 100_000,
+            adaptive_in_flight: false,
             auth_failures_per_minute,
             shared_rate: None,
         },
