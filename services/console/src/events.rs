@@ -71,9 +71,9 @@ pub async fn list(
                 tbody {
                     @for e in &found.items {
                         tr {
-                            td { (show(e.event.occurred_at, "UTC")) }
-                            td { code { (e.event.event_type) } }
-                            td {
+                            td data-label="When (UTC)" { (show(e.event.occurred_at, "UTC")) }
+                            td data-label="Event" { code { (e.event.event_type) } }
+                            td data-label="What happened" {
                                 (e.event.description)
                                 @if let Some(g) = e.event.access_grant_id {
                                     " · " a href={ "/console/grants/" (g.to_string()) } { "grant" }

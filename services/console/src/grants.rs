@@ -143,10 +143,10 @@ pub async fn list(State(c): St, headers: HeaderMap) -> Response {
                 tbody {
                     @for g in &grants.items {
                         tr {
-                            td { a href={ "/console/grants/" (g.id.to_string()) } { (g.name) } }
-                            td { (show(g.starts_at, "UTC")) " UTC" }
-                            td { @if let Some(e) = g.ends_at { (show(e, "UTC")) " UTC" } @else { "no end" } }
-                            td { (g.pending_mutations.len()) }
+                            td data-label="Name" { a href={ "/console/grants/" (g.id.to_string()) } { (g.name) } }
+                            td data-label="From" { (show(g.starts_at, "UTC")) " UTC" }
+                            td data-label="Until" { @if let Some(e) = g.ends_at { (show(e, "UTC")) " UTC" } @else { "no end" } }
+                            td data-label="Pending" { (g.pending_mutations.len()) }
                         }
                     }
                 }
@@ -338,9 +338,9 @@ fn method_section(
                 tbody {
                     @for d in &m.doors {
                         tr {
-                            td { (places.entrance(d.entrance_id)) }
-                            td { span class={ "state " (door_state(d.state)) } { (door_state(d.state)) } @if let Some(r) = &d.reason { " — " (r) } }
-                            td { @if let Some(p) = &d.pending { (p.message) } }
+                            td data-label="Door" { (places.entrance(d.entrance_id)) }
+                            td data-label="State" { span class={ "state " (door_state(d.state)) } { (door_state(d.state)) } @if let Some(r) = &d.reason { " — " (r) } }
+                            td data-label="Pending change" { @if let Some(p) = &d.pending { (p.message) } }
                         }
                     }
                 }
