@@ -6,12 +6,15 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use keygate_app::tokens::PageScope;
 use keygate_domain::action::{ActionAttempt, AttemptStatus};
 use keygate_domain::grant::{AccessGrant, AccessMethod, DoorState};
-use keygate_domain::ids::{AccessGrantId, AccessMethodId, ActionAttemptId, EntranceId};
+use keygate_domain::ids::{
+    AccessGrantId, AccessMethodId, ActionAttemptId, EntranceId, UserIdentityId,
+};
 use keygate_domain::model::{AccessSystem, Encoder, Entrance};
 use keygate_domain::page::PageRequest;
 use keygate_domain::{Error, Resource, validate};
@@ -123,27 +126,230 @@ impl Places {
     }
 }
 
-pub async fn list(State(c): St, headers: HeaderMap) -> Response {
+/// Grants on one page of the list.
+const LIST_PAGE: i32 = 50;
+
+/// The list's filters, by query-string name: what `GrantFilter` supports.
+const FILTER_FIELDS: &[&str] = &[
+    "user_identity_id",
+    "acs_system_id",
+    "acs_entrance_id",
+    "reservation_key",
+    "access_grant_key",
+];
+
+/// An id filter of the list: malformed is a message next to its field (422); well formed but
+/// not of this workspace is the use case's `NOT_FOUND` (404), as for a page's own id.
+fn filter_id<T: std::str::FromStr>(
+    f: &FormData,
+    errors: &mut Errors,
+    field: &str,
+    resource: Resource,
+) -> Option<T> {
+    match validate::optional_id::<T>(field, f.get(field), resource) {
+        Ok(v) => v,
+        Err(_) => {
+            errors.push(field, "is not a valid id");
+            None
+        }
+    }
+}
+
+/// A key filter: checked as the key fields of `CreateAccessGrant` are.
+fn filter_key(f: &FormData, errors: &mut Errors, field: &str) -> Option<String> {
+    match validate::optional_name(field, f.get(field)) {
+        Ok(v) => v,
+        Err(v) => {
+            errors.push(field, v.description);
+            None
+        }
+    }
+}
+
+/// The `GrantFilter` of the list's query string; `Err` is the 404 page of an id that is not in
+/// this workspace.
+async fn grant_filter(
+    c: &Console,
+    ctx: &Ctx,
+    f: &FormData,
+    errors: &mut Errors,
+) -> Result<GrantFilter, Response> {
+    let filter = GrantFilter {
+        user_identity_id: filter_id(f, errors, "user_identity_id", Resource::UserIdentity),
+        acs_system_id: filter_id(f, errors, "acs_system_id", Resource::AccessSystem),
+        acs_entrance_id: filter_id(f, errors, "acs_entrance_id", Resource::Entrance),
+        reservation_key: filter_key(f, errors, "reservation_key"),
+        access_grant_key: filter_key(f, errors, "access_grant_key"),
+        access_grant_ids: Vec::new(),
+    };
+    let found = async {
+        if let Some(id) = filter.user_identity_id {
+            c.app.get_user_identity(ctx.ws, id).await?;
+        }
+        if let Some(id) = filter.acs_system_id {
+            c.app.get_access_system(ctx.ws, id).await?;
+        }
+        if let Some(id) = filter.acs_entrance_id {
+            c.app.get_entrance(ctx.ws, id).await?;
+        }
+        Ok::<_, Error>(())
+    };
+    found.await.map_err(|e| pages::failure(&e))?;
+    Ok(filter)
+}
+
+/// The list's query string with `page` set (the filters kept).
+fn list_query(f: &FormData, page: &str) -> String {
+    let mut q = url::form_urlencoded::Serializer::new(String::new());
+    for name in FILTER_FIELDS {
+        if !f.get(name).is_empty() {
+            q.append_pair(name, f.get(name));
+        }
+    }
+    if !page.is_empty() {
+        q.append_pair("page", page);
+    }
+    q.finish()
+}
+
+/// A labelled `select` of a filter: "any" first, then `options` (value, label); a value typed
+/// into the URL that is not among them is kept as an option of its own.
+fn filter_select(
+    label: &str,
+    name: &str,
+    any: &str,
+    options: &[(String, String)],
+    f: &FormData,
+    errors: &Errors,
+) -> Markup {
+    let id = format!("q-{name}");
+    let current = f.get(name);
+    let err = errors.field(name);
+    let err_id = format!("{id}-err");
+    html! {
+        div.field {
+            label for=(id) { (label) }
+            select id=(id) name=(name) aria-invalid=[err.map(|_| "true")] aria-describedby=[err.map(|_| err_id.clone())] {
+                option value="" { (any) }
+                @for (value, text) in options {
+                    option value=(value) selected[current == value] { (text) }
+                }
+                @if !current.is_empty() && !options.iter().any(|(v, _)| v == current) {
+                    option value=(current) selected { (current) }
+                }
+            }
+            @if let Some(e) = err { p.error id=(err_id) { (e) } }
+        }
+    }
+}
+
+fn filter_text(label: &str, name: &str, f: &FormData, errors: &Errors) -> Markup {
+    let id = format!("q-{name}");
+    let err = errors.field(name);
+    let err_id = format!("{id}-err");
+    html! {
+        div.field {
+            label for=(id) { (label) }
+            input id=(id) type="text" name=(name) value=(f.get(name))
+                aria-invalid=[err.map(|_| "true")] aria-describedby=[err.map(|_| err_id.clone())];
+            @if let Some(e) = err { p.error id=(err_id) { (e) } }
+        }
+    }
+}
+
+/// The grants of the workspace, filtered by the GET form's values (who, system, entrance,
+/// reservation key, access grant key), a page at a time by the app's sealed page token (bound
+/// to the filter). A malformed filter is shown next to its field (422).
+pub async fn list(State(c): St, headers: HeaderMap, RawQuery(q): RawQuery) -> Response {
     let ctx = try_resp!(signed_in(&c, &headers).await);
-    let grants = try_page!(
+    let f = FormData::parse(q.unwrap_or_default().as_bytes());
+    let mut errors = Errors::default();
+    let filter = try_resp!(grant_filter(&c, &ctx, &f, &mut errors).await);
+    let places = try_page!(Places::of(&c, &ctx).await);
+    let people = try_page!(
         c.app
-            .list_access_grants(ctx.ws, &GrantFilter::default(), &first_page())
+            .list_user_identities(ctx.ws, &Default::default(), &first_page())
             .await
     );
-    render(layout(
+    let parts: Vec<&str> = std::iter::once("console:ListAccessGrants")
+        .chain(FILTER_FIELDS.iter().map(|n| f.get(n)))
+        .collect();
+    let scope = PageScope::workspace(ctx.ws, &parts);
+    let mut grants = Vec::new();
+    let mut next = String::new();
+    if errors.is_empty() {
+        let listed = async {
+            let page = c.app.page_request(&scope, LIST_PAGE, f.get("page"))?;
+            let found = c.app.list_access_grants(ctx.ws, &filter, &page).await?;
+            let next = c.app.tokens.seal(&scope, found.next_after)?;
+            Ok::<_, Error>((found.items, next))
+        };
+        match listed.await {
+            Ok((items, n)) => (grants, next) = (items, n),
+            Err(e @ (Error::InvalidArgument { .. } | Error::InvalidToken { .. })) => {
+                errors = Errors::of(&e, &[])
+            }
+            Err(e) => return pages::failure(&e),
+        }
+    }
+    let who = |id: UserIdentityId| {
+        people
+            .items
+            .iter()
+            .find(|p| p.identity.id == id)
+            .map(|p| p.identity.full_name.clone())
+            .unwrap_or_else(|| id.to_string())
+    };
+    let person_options: Vec<(String, String)> = people
+        .items
+        .iter()
+        .map(|p| (p.identity.id.to_string(), p.identity.full_name.clone()))
+        .collect();
+    let system_options: Vec<(String, String)> = places
+        .systems
+        .iter()
+        .map(|s| (s.id.to_string(), s.name.clone()))
+        .collect();
+    let entrance_options: Vec<(String, String)> = places
+        .entrances
+        .iter()
+        .map(|e| (e.id.to_string(), places.entrance(e.id)))
+        .collect();
+    let filtered = FILTER_FIELDS.iter().any(|n| !f.get(n).is_empty());
+    let page = render(layout(
         "Access grants",
         Some(&ctx),
         html! {
             h1 { "Access grants" }
+            @if f.get("deleted") == "1" {
+                p.notice role="status" { "The access grant was deleted; Keygate is taking its access back from the doors." }
+            }
             p { a.button href="/console/grants/new" { "New access grant" } }
-            @if grants.items.is_empty() { p { "No access grant yet." } }
+            form.filters.card method="get" action="/console/grants" aria-label="Filter access grants" {
+                (filter_select("Who", "user_identity_id", "Anyone", &person_options, &f, &errors))
+                (filter_select("Access system", "acs_system_id", "Any system", &system_options, &f, &errors))
+                (filter_select("Entrance", "acs_entrance_id", "Any entrance", &entrance_options, &f, &errors))
+                (filter_text("Reservation key", "reservation_key", &f, &errors))
+                (filter_text("Access grant key", "access_grant_key", &f, &errors))
+                div.field {
+                    button type="submit" { "Filter" }
+                    @if filtered { " " a href="/console/grants" { "Clear filters" } }
+                }
+            }
+            @if !errors.general.is_empty() {
+                div.alert role="alert" { @for m in &errors.general { p { (m) } } }
+            }
+            @if errors.is_empty() && grants.is_empty() {
+                p { @if filtered || !f.get("page").is_empty() { "No access grant matches." } @else { "No access grant yet." } }
+            }
             table {
                 caption.sr { "Access grants of this workspace" }
-                thead { tr { th scope="col" { "Name" } th scope="col" { "From" } th scope="col" { "Until" } th scope="col" { "Pending" } } }
+                thead { tr { th scope="col" { "Name" } th scope="col" { "Who" } th scope="col" { "From" } th scope="col" { "Until" } th scope="col" { "Pending" } } }
                 tbody {
-                    @for g in &grants.items {
+                    @for g in &grants {
                         tr {
                             td data-label="Name" { a href={ "/console/grants/" (g.id.to_string()) } { (g.name) } }
+                            td data-label="Who" { (who(g.user_identity_id)) }
                             td data-label="From" { (show(g.starts_at, "UTC")) " UTC" }
                             td data-label="Until" { @if let Some(e) = g.ends_at { (show(e, "UTC")) " UTC" } @else { "no end" } }
                             td data-label="Pending" { (g.pending_mutations.len()) }
@@ -151,8 +357,17 @@ pub async fn list(State(c): St, headers: HeaderMap) -> Response {
                     }
                 }
             }
+            p.pager {
+                @if !f.get("page").is_empty() {
+                    a href={ "/console/grants?" (list_query(&f, "")) } { "First page" }
+                }
+                @if !next.is_empty() {
+                    a href={ "/console/grants?" (list_query(&f, &next)) } rel="next" { "Next page" }
+                }
+            }
         },
-    ))
+    ));
+    pages::answered(page, errors.is_empty())
 }
 
 const GRANT_FIELDS: &[&str] = &[
