@@ -25,7 +25,7 @@ use maud::{Markup, html};
 
 use crate::forms::{Errors, FormData};
 use crate::pages::{self, layout, render};
-use crate::time_fields::{parse_local, show};
+use crate::time_fields::{local_value, parse_local, show};
 use crate::{Console, Ctx, check_csrf, see_other, signed_in};
 
 type St = State<Arc<Console>>;
@@ -623,6 +623,13 @@ async fn detail_page(c: &Console, ctx: &Ctx, gid: AccessGrantId, errors: &Errors
                 ", from " (show(g.starts_at, "UTC")) " UTC"
                 @if let Some(e) = g.ends_at { " until " (show(e, "UTC")) " UTC" } @else { ", no end" }
             }
+            p.actions {
+                a.button href={ "/console/grants/" (g.id.to_string()) "/edit" } { "Edit" }
+                " "
+                a href={ "/console/grants/" (g.id.to_string()) "/delete" } { "Delete…" }
+                " "
+                a href={ "/console/events?access_grant_id=" (g.id.to_string()) } { "Events of this grant" }
+            }
             @if live {
                 p.notice role="status" data-live="3" { "Changes are being pushed to the access systems; this page follows them." }
             }
@@ -635,6 +642,232 @@ async fn detail_page(c: &Console, ctx: &Ctx, gid: AccessGrantId, errors: &Errors
         },
     ));
     crate::pages::answered(page, errors.is_empty())
+}
+
+/// The update form's fields: what `UpdateAccessGrant` takes.
+const EDIT_FIELDS: &[&str] = &[
+    "name",
+    "starts_at",
+    "ends_at",
+    "clear_ends_at",
+    "add_acs_entrance_ids",
+    "remove_acs_entrance_ids",
+];
+
+/// The grant as the edit form shows it first.
+fn edit_values(g: &AccessGrant) -> FormData {
+    let mut v = vec![
+        ("name".to_owned(), g.name.clone()),
+        ("starts_at".to_owned(), local_value(g.starts_at, "UTC")),
+        (
+            "ends_at".to_owned(),
+            g.ends_at.map(|e| local_value(e, "UTC")).unwrap_or_default(),
+        ),
+    ];
+    v.extend(
+        g.entrance_ids
+            .iter()
+            .map(|e| ("acs_entrance_ids".to_owned(), e.to_string())),
+    );
+    FormData(v)
+}
+
+/// The edit form: name, entrances, start and end, with `f`'s values (the grant's, or what was
+/// submitted) and the refusal's messages next to their fields.
+async fn edit_page(
+    c: &Console,
+    ctx: &Ctx,
+    g: &AccessGrant,
+    f: &FormData,
+    errors: &Errors,
+) -> Response {
+    let places = try_page!(Places::of(c, ctx).await);
+    let chosen = f.all("acs_entrance_ids");
+    let err = |name: &str| errors.field(name).map(str::to_owned);
+    let where_err = err("add_acs_entrance_ids").or_else(|| err("remove_acs_entrance_ids"));
+    let ends_err = err("ends_at").or_else(|| err("clear_ends_at"));
+    let id = g.id.to_string();
+    let page = render(layout(
+        &format!("Edit {}", g.name),
+        Some(ctx),
+        html! {
+            p.crumbs { a href="/console/grants" { "Access grants" } " › " a href={ "/console/grants/" (id) } { (g.name) } " › Edit" }
+            h1 { "Edit " (g.name) }
+            form.card method="post" action={ "/console/grants/" (id) "/edit" } {
+                (csrf(ctx))
+                @if !errors.general.is_empty() {
+                    div.alert role="alert" { @for m in &errors.general { p { (m) } } }
+                }
+                div.field {
+                    label for="f-name" { "Name" }
+                    input #f-name type="text" name="name" value=(f.get("name"))
+                        aria-invalid=[err("name").map(|_| "true")] aria-describedby=[err("name").map(|_| "f-name-err")];
+                    @if let Some(e) = err("name") { p.error #f-name-err { (e) } }
+                }
+                fieldset {
+                    legend { "Where" }
+                    @for s in &places.systems {
+                        @let here: Vec<&Entrance> = places.entrances.iter().filter(|e| e.acs_system_id == s.id).collect();
+                        @if !here.is_empty() {
+                            p.hint { (s.name) }
+                            @for e in here {
+                                div.check {
+                                    input type="checkbox" id={ "e-" (e.id.to_string()) } name="acs_entrance_ids" value=(e.id.to_string()) checked[chosen.contains(&e.id.to_string())];
+                                    label for={ "e-" (e.id.to_string()) } { (e.display_name) " · " (s.name) }
+                                }
+                            }
+                        }
+                    }
+                    p.hint { "A door added gets the grant's access methods; a door removed has its access taken back." }
+                    @if let Some(e) = where_err { p.error { (e) } }
+                }
+                fieldset {
+                    legend { "When (UTC)" }
+                    div.field {
+                        label for="f-starts_at" { "Starts" }
+                        input #f-starts_at type="datetime-local" name="starts_at" value=(f.get("starts_at"))
+                            aria-invalid=[err("starts_at").map(|_| "true")];
+                        p.hint { "Empty: unchanged." }
+                        @if let Some(e) = err("starts_at") { p.error { (e) } }
+                    }
+                    div.field {
+                        label for="f-ends_at" { "Ends" }
+                        input #f-ends_at type="datetime-local" name="ends_at" value=(f.get("ends_at"))
+                            aria-invalid=[ends_err.as_ref().map(|_| "true")];
+                        p.hint { "Empty: no end." }
+                        @if let Some(e) = &ends_err { p.error { (e) } }
+                    }
+                }
+                button type="submit" { "Save changes" }
+                " "
+                a href={ "/console/grants/" (id) } { "Cancel" }
+            }
+        },
+    ));
+    pages::answered(page, errors.is_empty())
+}
+
+pub async fn edit_form(State(c): St, headers: HeaderMap, Path(id): Path<String>) -> Response {
+    let ctx = try_resp!(signed_in(&c, &headers).await);
+    let gid: AccessGrantId = try_resp!(id_of(&id, "access_grant_id", Resource::AccessGrant));
+    let g = try_page!(c.app.get_access_grant(ctx.ws, gid).await);
+    edit_page(&c, &ctx, &g, &edit_values(&g), &Errors::default()).await
+}
+
+/// `UpdateAccessGrant` with what the form changed: a field left as it was is not sent (the
+/// form shows minutes; an unchanged start keeps its seconds), an emptied end clears it,
+/// entrances checked or unchecked are added or removed.
+pub async fn update(
+    State(c): St,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Response {
+    let ctx = try_resp!(signed_in(&c, &headers).await);
+    let f = FormData::parse(&body);
+    try_resp!(check_csrf(&ctx.session, &f));
+    let gid: AccessGrantId = try_resp!(id_of(&id, "access_grant_id", Resource::AccessGrant));
+    let g = try_page!(c.app.get_access_grant(ctx.ws, gid).await);
+    let mut errors = Errors::default();
+    let mut time = |name: &str, was: Option<time::OffsetDateTime>| {
+        let raw = f.get(name);
+        if was.is_some_and(|w| local_value(w, "UTC") == raw) {
+            return Ok(None);
+        }
+        parse_local(raw, "UTC").map_err(|m| errors.push(name, m))
+    };
+    let starts = time("starts_at", Some(g.starts_at));
+    let ends = time("ends_at", g.ends_at);
+    if let (Ok(starts_at), Ok(ends_at)) = (starts, ends) {
+        let clear_ends_at = f.get("ends_at").is_empty() && g.ends_at.is_some();
+        let chosen = f.all("acs_entrance_ids");
+        let current: Vec<String> = g.entrance_ids.iter().map(|e| e.to_string()).collect();
+        let req = v1::UpdateAccessGrantRequest {
+            access_grant_id: id.clone(),
+            starts_at: starts_at.map(keygate_wire::convert::ts),
+            ends_at: ends_at.map(keygate_wire::convert::ts),
+            add_acs_entrance_ids: chosen
+                .iter()
+                .filter(|e| !current.contains(e))
+                .cloned()
+                .collect(),
+            remove_acs_entrance_ids: current
+                .iter()
+                .filter(|e| !chosen.contains(e))
+                .cloned()
+                .collect(),
+            name: (f.get("name") != g.name).then(|| f.get("name").to_owned()),
+            clear_ends_at,
+        };
+        let updated = match req.into_command() {
+            Ok(cmd) => c.app.update_access_grant(ctx.ws, cmd).await,
+            Err(e) => Err(e),
+        };
+        match updated {
+            Ok(_) => return see_other(&format!("/console/grants/{id}")),
+            Err(e @ Error::NotFound { .. })
+                if e.reason() == Resource::AccessGrant.not_found_reason() =>
+            {
+                return pages::failure(&e);
+            }
+            Err(e) => errors = Errors::of(&e, EDIT_FIELDS),
+        }
+    }
+    edit_page(&c, &ctx, &g, &f, &errors).await
+}
+
+fn delete_page(ctx: &Ctx, g: &AccessGrant, errors: &Errors) -> Markup {
+    let id = g.id.to_string();
+    layout(
+        "Delete access grant",
+        Some(ctx),
+        html! {
+            p.crumbs { a href="/console/grants" { "Access grants" } " › " a href={ "/console/grants/" (id) } { (g.name) } " › Delete" }
+            h1 { "Delete " (g.name) "?" }
+            p { "Its access methods stop working: Keygate takes the access back from every door ("
+                (g.entrance_ids.len()) " entrance(s)). This cannot be undone." }
+            @if !errors.general.is_empty() {
+                div.alert role="alert" { @for m in &errors.general { p { (m) } } }
+            }
+            form method="post" action={ "/console/grants/" (id) "/delete" } {
+                (csrf(ctx))
+                button.danger type="submit" { "Delete access grant" }
+                " "
+                a href={ "/console/grants/" (id) } { "Cancel" }
+            }
+        },
+    )
+}
+
+/// The confirmation before a delete: nothing changes on a GET.
+pub async fn delete_confirm(State(c): St, headers: HeaderMap, Path(id): Path<String>) -> Response {
+    let ctx = try_resp!(signed_in(&c, &headers).await);
+    let gid: AccessGrantId = try_resp!(id_of(&id, "access_grant_id", Resource::AccessGrant));
+    let g = try_page!(c.app.get_access_grant(ctx.ws, gid).await);
+    render(delete_page(&ctx, &g, &Errors::default()))
+}
+
+/// `DeleteAccessGrant` after the confirmation, then the list.
+pub async fn delete(
+    State(c): St,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Response {
+    let ctx = try_resp!(signed_in(&c, &headers).await);
+    let f = FormData::parse(&body);
+    try_resp!(check_csrf(&ctx.session, &f));
+    let gid: AccessGrantId = try_resp!(id_of(&id, "access_grant_id", Resource::AccessGrant));
+    let g = try_page!(c.app.get_access_grant(ctx.ws, gid).await);
+    match c.app.delete_access_grant(ctx.ws, gid).await {
+        Ok(()) => see_other("/console/grants?deleted=1"),
+        Err(e @ Error::NotFound { .. }) => pages::failure(&e),
+        Err(e) => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            render(delete_page(&ctx, &g, &Errors::of(&e, &[]))),
+        )
+            .into_response(),
+    }
 }
 
 /// Encode a card on an encoder: `EncodeAccessMethod`, then the attempt's page.
