@@ -1,7 +1,8 @@
 //! The events view: the workspace's event log, oldest first, a page at a time; the last page
 //! follows the log live (it reloads while it is not full, so new events appear at its end).
-//! A GET form filters it by event types, access grant and time range (`ListEvents`' filter,
-//! parsed by the same conversion as the RPC); the filter stays in every link and reload.
+//! A GET form filters it by event types, access grant, person, system, entrance and time range
+//! (`ListEvents`' filter, parsed by the same conversion as the RPC); the filter stays in every
+//! link and reload.
 
 use std::sync::Arc;
 
@@ -9,14 +10,15 @@ use axum::extract::{RawQuery, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
 use keygate_app::events::open_cursor;
-use keygate_domain::Error;
 use keygate_domain::events::{self, EventFilter};
 use keygate_domain::page::PageRequest;
+use keygate_domain::{Error, Resource};
 use keygate_proto::v1;
 use keygate_wire::parse::IntoCommand as _;
 use maud::html;
 
 use crate::forms::{Errors, FormData};
+use crate::grants::{Places, filter_select, first_page};
 use crate::pages::{self, layout, render};
 use crate::time_fields::{parse_local, show};
 use crate::{Console, signed_in};
@@ -28,6 +30,9 @@ const PAGE: u32 = 100;
 const FIELDS: &[&str] = &[
     "event_types",
     "access_grant_id",
+    "user_identity_id",
+    "acs_system_id",
+    "acs_entrance_id",
     "occurred_after",
     "occurred_before",
 ];
@@ -47,6 +52,9 @@ fn filter_of(f: &FormData, errors: &mut Errors) -> EventFilter {
     let req = v1::ListEventsRequest {
         event_types: f.all("event_types"),
         access_grant_id: f.get("access_grant_id").to_owned(),
+        user_identity_id: f.get("user_identity_id").to_owned(),
+        acs_system_id: f.get("acs_system_id").to_owned(),
+        acs_entrance_id: f.get("acs_entrance_id").to_owned(),
         occurred_after,
         occurred_before,
         ..Default::default()
@@ -54,8 +62,14 @@ fn filter_of(f: &FormData, errors: &mut Errors) -> EventFilter {
     match req.into_command() {
         Ok(cmd) => cmd.filter,
         // A malformed id is NOT_FOUND to the API; in a filter form it is a typing error.
-        Err(Error::NotFound { .. }) => {
-            errors.push("access_grant_id", "is not a valid access grant id");
+        Err(Error::NotFound { resource, .. }) => {
+            let field = match resource {
+                Resource::UserIdentity => "user_identity_id",
+                Resource::AccessSystem => "acs_system_id",
+                Resource::Entrance => "acs_entrance_id",
+                _ => "access_grant_id",
+            };
+            errors.push(field, "is not a valid id");
             EventFilter::default()
         }
         Err(e) => {
@@ -114,14 +128,55 @@ pub async fn list(
             Ok(p) => p.items,
             Err(e) => return pages::failure(&e),
         };
-        // A grant this workspace never had is 404 (a deleted one of its own still has its
-        // events, so its log shows).
-        if let (Some(g), true, None) = (filter.access_grant_id, found.is_empty(), after)
-            && let Err(e @ Error::NotFound { .. }) = c.app.get_access_grant(ctx.ws, g).await
-        {
-            return pages::failure(&e);
+        // An id this workspace never had is 404 (a deleted grant or person of its own still
+        // has its events, so its log shows).
+        if found.is_empty() && after.is_none() {
+            let exists = async {
+                if let Some(id) = filter.access_grant_id {
+                    c.app.get_access_grant(ctx.ws, id).await?;
+                }
+                if let Some(id) = filter.user_identity_id {
+                    c.app.get_user_identity(ctx.ws, id).await?;
+                }
+                if let Some(id) = filter.acs_system_id {
+                    c.app.get_access_system(ctx.ws, id).await?;
+                }
+                if let Some(id) = filter.acs_entrance_id {
+                    c.app.get_entrance(ctx.ws, id).await?;
+                }
+                Ok::<_, Error>(())
+            };
+            if let Err(e @ Error::NotFound { .. }) = exists.await {
+                return pages::failure(&e);
+            }
         }
     }
+    let places = match Places::of(&c, &ctx).await {
+        Ok(p) => p,
+        Err(e) => return pages::failure(&e),
+    };
+    let people = match c
+        .app
+        .list_user_identities(ctx.ws, &Default::default(), &first_page())
+        .await
+    {
+        Ok(p) => p.items,
+        Err(e) => return pages::failure(&e),
+    };
+    let person_options: Vec<(String, String)> = people
+        .iter()
+        .map(|p| (p.identity.id.to_string(), p.identity.full_name.clone()))
+        .collect();
+    let system_options: Vec<(String, String)> = places
+        .systems
+        .iter()
+        .map(|s| (s.id.to_string(), s.name.clone()))
+        .collect();
+    let entrance_options: Vec<(String, String)> = places
+        .entrances
+        .iter()
+        .map(|e| (e.id.to_string(), places.entrance(e.id)))
+        .collect();
     let full = found.len() as u32 == PAGE;
     let last = found.last().map(|e| e.cursor.clone());
     let chosen = f.all("event_types");
@@ -153,6 +208,9 @@ pub async fn list(
                         aria-invalid=[err("access_grant_id").map(|_| "true")];
                     @if let Some(e) = err("access_grant_id") { p.error { (e) } }
                 }
+                (filter_select("Who", "user_identity_id", "Anyone", &person_options, &f, &errors))
+                (filter_select("Access system", "acs_system_id", "Any system", &system_options, &f, &errors))
+                (filter_select("Entrance", "acs_entrance_id", "Any entrance", &entrance_options, &f, &errors))
                 div.field {
                     label for="q-occurred_after" { "From (UTC)" }
                     input #q-occurred_after type="datetime-local" name="occurred_after" value=(f.get("occurred_after"))

@@ -30,7 +30,7 @@ use crate::{Console, Ctx, check_csrf, see_other, signed_in};
 
 type St = State<Arc<Console>>;
 
-fn first_page() -> PageRequest {
+pub(crate) fn first_page() -> PageRequest {
     PageRequest {
         after: None,
         limit: 200,
@@ -81,13 +81,13 @@ fn attempt_status(s: AttemptStatus) -> &'static str {
 }
 
 /// Systems and entrances of the workspace, to name doors and offer them in forms.
-struct Places {
-    systems: Vec<AccessSystem>,
-    entrances: Vec<Entrance>,
+pub(crate) struct Places {
+    pub systems: Vec<AccessSystem>,
+    pub entrances: Vec<Entrance>,
 }
 
 impl Places {
-    async fn of(c: &Console, ctx: &Ctx) -> Result<Self, Error> {
+    pub(crate) async fn of(c: &Console, ctx: &Ctx) -> Result<Self, Error> {
         Ok(Self {
             systems: c
                 .app
@@ -109,7 +109,7 @@ impl Places {
         })
     }
 
-    fn entrance(&self, id: EntranceId) -> String {
+    pub(crate) fn entrance(&self, id: EntranceId) -> String {
         self.entrances
             .iter()
             .find(|e| e.id == id)
@@ -214,7 +214,7 @@ fn list_query(f: &FormData, page: &str) -> String {
 
 /// A labelled `select` of a filter: "any" first, then `options` (value, label); a value typed
 /// into the URL that is not among them is kept as an option of its own.
-fn filter_select(
+pub(crate) fn filter_select(
     label: &str,
     name: &str,
     any: &str,

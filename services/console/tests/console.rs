@@ -1438,7 +1438,7 @@ fn hidden_value(body: &str, name: &str) -> String {
 }
 
 #[tokio::test]
-async fn the_events_view_filters_by_type_grant_and_time() {
+async fn the_events_view_filters_by_type_grant_person_place_and_time() {
     let w = world().await;
     let (ws, token) = workspace(&w.app, "Hotel").await;
     let (ws_b, _) = workspace(&w.app, "Other").await;
@@ -1481,6 +1481,17 @@ async fn the_events_view_filters_by_type_grant_and_time() {
     let one = events(format!("access_grant_id={}", g1.id)).await;
     assert!(one.body.contains(&format!("/console/grants/{}", g1.id)));
     assert!(!one.body.contains(&format!("/console/grants/{}", g2.id)));
+    // By person: Jane's grants' events; nobody else's.
+    let janes = events(format!(
+        "user_identity_id={}&event_types=access_grant.created",
+        jane.identity.id
+    ))
+    .await;
+    assert_eq!(janes.body.matches(&code("access_grant.created")).count(), 2);
+    let someone = person(&w.app, ws, "Someone", "").await;
+    let quiet = events(format!("user_identity_id={}", someone.identity.id)).await;
+    assert_eq!(quiet.status, StatusCode::OK);
+    assert!(!quiet.body.contains("<code>"));
     // By time: nothing before 2000; everything after.
     let before = events("occurred_before=2000-01-01T00:00".into()).await;
     assert!(!before.body.contains("<code>"), "{}", before.body);
@@ -1498,11 +1509,23 @@ async fn the_events_view_filters_by_type_grant_and_time() {
     assert!(bad.body.contains("<option value=\"door.opened\" selected"));
     let bad = events("access_grant_id=nope".into()).await;
     assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY);
-    assert!(bad.body.contains("is not a valid access grant id"));
+    assert!(bad.body.contains("id=\"q-access_grant_id\""));
+    assert!(bad.body.contains("is not a valid id"));
+    let bad = events("acs_entrance_id=nope".into()).await;
+    assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(bad.body.contains("id=\"q-acs_entrance_id-err\""));
+    assert!(bad.body.contains("<option value=\"nope\" selected>"));
     // Another workspace's grant: 404.
     let bob = person(&w.app, ws_b, "Bob", "").await;
     let room_b = entrance_named(&w.app, ws_b, "Salto Space", "Room 101").await;
     let theirs = grant(&w.app, ws_b, bob.identity.id, &[&room_b], "B", "").await;
-    let r = events(format!("access_grant_id={}", theirs.id)).await;
-    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    let ks_b = system_named(&w.app, ws_b, "Salto KS").await;
+    for q in [
+        format!("access_grant_id={}", theirs.id),
+        format!("user_identity_id={}", bob.identity.id),
+        format!("acs_system_id={}", ks_b.id),
+        format!("acs_entrance_id={}", room_b.id),
+    ] {
+        assert_eq!(events(q.clone()).await.status, StatusCode::NOT_FOUND, "{q}");
+    }
 }
