@@ -203,6 +203,39 @@ try {
   await page.locator('.state.granted').first().waitFor({ timeout: 20000 });
   await shot(page, '18-grant-doors-granted');
 
+  // The grant is edited (name, end), found again with the list's filter, its events shown, and
+  // deleted after a confirmation.
+  await page.getByRole('link', { name: 'Edit', exact: true }).click();
+  await page.getByRole('heading', { name: /^Edit / }).waitFor();
+  await page.getByLabel('Name', { exact: true }).fill('Jane Doe, late checkout');
+  await page.getByLabel('Ends', { exact: true }).fill('2099-12-31T12:00');
+  await shot(page, '23-edit-access-grant');
+  await page.getByRole('button', { name: 'Save changes' }).click();
+  await page.getByRole('heading', { name: 'Jane Doe, late checkout', level: 1 }).waitFor();
+  if (!(await page.getByText('until Thu 31 Dec 2099, 12:00 UTC').count())) {
+    throw new Error('the new end is not shown on the grant');
+  }
+  await page.getByRole('link', { name: 'Access grants' }).first().click();
+  await page.getByLabel('Who', { exact: true }).selectOption({ label: 'Jane Doe' });
+  await page.getByLabel('Entrance', { exact: true }).selectOption({ label: 'Room 101 · Harbour Hotel (Salto Space)' });
+  await page.getByRole('button', { name: 'Filter' }).click();
+  await page.getByRole('link', { name: 'Jane Doe, late checkout' }).waitFor();
+  if (!/user_identity_id=/.test(page.url())) throw new Error(`the filter is not in the URL: ${page.url()}`);
+  await shot(page, '24-access-grants-filtered');
+  await page.getByRole('link', { name: 'Jane Doe, late checkout' }).click();
+  await page.getByRole('link', { name: 'Events of this grant' }).click();
+  await page.getByRole('heading', { name: 'Events' }).waitFor();
+  await page.locator('code', { hasText: 'access_grant.access_times_changed' }).first().waitFor();
+  await page.goBack();
+  await page.getByRole('link', { name: 'Delete…' }).click();
+  await page.getByRole('heading', { name: 'Delete Jane Doe, late checkout?' }).waitFor();
+  await shot(page, '25-delete-access-grant');
+  await page.getByRole('button', { name: 'Delete access grant' }).click();
+  await page.getByRole('status').filter({ hasText: 'The access grant was deleted' }).waitFor();
+  if (await page.getByRole('link', { name: 'Jane Doe, late checkout' }).count()) {
+    throw new Error('the deleted grant is still listed');
+  }
+
   // A system that assigns entrances to credentials: "Select entrances", then start & end.
   await addUser('Grand Central Hotel (Visionline)', 'John Roe', 'john@example.com', false,
     '2026-01-01T15:00', '2099-01-05T11:00');
@@ -264,11 +297,16 @@ try {
   await mobile.getByRole('heading', { name: 'Instant Key', exact: true }).waitFor();
   await shot(mobile, '22-phone-user-identity');
   // No sideways scrolling at 390 CSS pixels (a phone zooms out to fit wider content instead).
-  for (const url of [`${base}/console/systems`, identityUrl]) {
+  for (const url of [`${base}/console/systems`, identityUrl, `${base}/console/grants`, `${base}/console/events`]) {
     await mobile.goto(url);
     const width = await mobile.evaluate(() => document.documentElement.scrollWidth);
     if (width > 390) throw new Error(`${url} is ${width}px wide on a 390px phone`);
   }
+  // Tables stack into cards on a phone: each cell shows its column's label above its value.
+  await mobile.goto(`${base}/console/systems`);
+  const label = await mobile.locator('table tbody td').first()
+    .evaluate((td) => getComputedStyle(td, '::before').content);
+  if (label !== '"Name"') throw new Error(`a stacked cell shows no column label: ${label}`);
 
   if (violations.length > 0) throw new Error(`Content-Security-Policy violations: ${violations.join('; ')}`);
   console.log(JSON.stringify({ ok: true, steps }));

@@ -5,8 +5,8 @@
 //! Twice: in the **production** workspace, as the seed does, where the browser first connects a
 //! Kisi place (a Kisi simulator this test starts on loopback) through the console's Connect form
 //! and Kisi records the unlock; and in the sandbox workspace on its virtual systems, which also
-//! shows an access grant's card encoded at the desk and a system that assigns entrances to
-//! credentials. The screenshots are written to `docs/console/` (linked from `docs/console.md`):
+//! shows an access grant's card encoded at the desk (then the grant edited, found with the
+//! list's filters and deleted) and a system that assigns entrances to credentials. The screenshots are written to `docs/console/` (linked from `docs/console.md`):
 //! seed 000's steps from the production run, the sandbox-only steps from the sandbox run.
 
 use std::path::{Path, PathBuf};
@@ -130,6 +130,9 @@ async fn chromium_performs_seed_000_in_the_sandbox_and_encodes_a_card() {
         "16-new-access-grant",
         "17-card-encoded",
         "18-grant-doors-granted",
+        "23-edit-access-grant",
+        "24-access-grants-filtered",
+        "25-delete-access-grant",
     ];
     assert_shots(&tmp, &own);
     for step in own {

@@ -6,12 +6,15 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use keygate_app::tokens::PageScope;
 use keygate_domain::action::{ActionAttempt, AttemptStatus};
 use keygate_domain::grant::{AccessGrant, AccessMethod, DoorState};
-use keygate_domain::ids::{AccessGrantId, AccessMethodId, ActionAttemptId, EntranceId};
+use keygate_domain::ids::{
+    AccessGrantId, AccessMethodId, ActionAttemptId, EntranceId, UserIdentityId,
+};
 use keygate_domain::model::{AccessSystem, Encoder, Entrance};
 use keygate_domain::page::PageRequest;
 use keygate_domain::{Error, Resource, validate};
@@ -22,12 +25,12 @@ use maud::{Markup, html};
 
 use crate::forms::{Errors, FormData};
 use crate::pages::{self, layout, render};
-use crate::time_fields::{parse_local, show};
+use crate::time_fields::{local_value, parse_local, show};
 use crate::{Console, Ctx, check_csrf, see_other, signed_in};
 
 type St = State<Arc<Console>>;
 
-fn first_page() -> PageRequest {
+pub(crate) fn first_page() -> PageRequest {
     PageRequest {
         after: None,
         limit: 200,
@@ -78,13 +81,13 @@ fn attempt_status(s: AttemptStatus) -> &'static str {
 }
 
 /// Systems and entrances of the workspace, to name doors and offer them in forms.
-struct Places {
-    systems: Vec<AccessSystem>,
-    entrances: Vec<Entrance>,
+pub(crate) struct Places {
+    pub systems: Vec<AccessSystem>,
+    pub entrances: Vec<Entrance>,
 }
 
 impl Places {
-    async fn of(c: &Console, ctx: &Ctx) -> Result<Self, Error> {
+    pub(crate) async fn of(c: &Console, ctx: &Ctx) -> Result<Self, Error> {
         Ok(Self {
             systems: c
                 .app
@@ -106,7 +109,7 @@ impl Places {
         })
     }
 
-    fn entrance(&self, id: EntranceId) -> String {
+    pub(crate) fn entrance(&self, id: EntranceId) -> String {
         self.entrances
             .iter()
             .find(|e| e.id == id)
@@ -123,36 +126,248 @@ impl Places {
     }
 }
 
-pub async fn list(State(c): St, headers: HeaderMap) -> Response {
+/// Grants on one page of the list.
+const LIST_PAGE: i32 = 50;
+
+/// The list's filters, by query-string name: what `GrantFilter` supports.
+const FILTER_FIELDS: &[&str] = &[
+    "user_identity_id",
+    "acs_system_id",
+    "acs_entrance_id",
+    "reservation_key",
+    "access_grant_key",
+];
+
+/// An id filter of the list: malformed is a message next to its field (422); well formed but
+/// not of this workspace is the use case's `NOT_FOUND` (404), as for a page's own id.
+fn filter_id<T: std::str::FromStr>(
+    f: &FormData,
+    errors: &mut Errors,
+    field: &str,
+    resource: Resource,
+) -> Option<T> {
+    match validate::optional_id::<T>(field, f.get(field), resource) {
+        Ok(v) => v,
+        Err(_) => {
+            errors.push(field, "is not a valid id");
+            None
+        }
+    }
+}
+
+/// A key filter: checked as the key fields of `CreateAccessGrant` are.
+fn filter_key(f: &FormData, errors: &mut Errors, field: &str) -> Option<String> {
+    match validate::optional_name(field, f.get(field)) {
+        Ok(v) => v,
+        Err(v) => {
+            errors.push(field, v.description);
+            None
+        }
+    }
+}
+
+/// The `GrantFilter` of the list's query string; `Err` is the 404 page of an id that is not in
+/// this workspace.
+async fn grant_filter(
+    c: &Console,
+    ctx: &Ctx,
+    f: &FormData,
+    errors: &mut Errors,
+) -> Result<GrantFilter, Response> {
+    let filter = GrantFilter {
+        user_identity_id: filter_id(f, errors, "user_identity_id", Resource::UserIdentity),
+        acs_system_id: filter_id(f, errors, "acs_system_id", Resource::AccessSystem),
+        acs_entrance_id: filter_id(f, errors, "acs_entrance_id", Resource::Entrance),
+        reservation_key: filter_key(f, errors, "reservation_key"),
+        access_grant_key: filter_key(f, errors, "access_grant_key"),
+        access_grant_ids: Vec::new(),
+    };
+    let found = async {
+        if let Some(id) = filter.user_identity_id {
+            c.app.get_user_identity(ctx.ws, id).await?;
+        }
+        if let Some(id) = filter.acs_system_id {
+            c.app.get_access_system(ctx.ws, id).await?;
+        }
+        if let Some(id) = filter.acs_entrance_id {
+            c.app.get_entrance(ctx.ws, id).await?;
+        }
+        Ok::<_, Error>(())
+    };
+    found.await.map_err(|e| pages::failure(&e))?;
+    Ok(filter)
+}
+
+/// The list's query string with `page` set (the filters kept).
+fn list_query(f: &FormData, page: &str) -> String {
+    let mut q = url::form_urlencoded::Serializer::new(String::new());
+    for name in FILTER_FIELDS {
+        if !f.get(name).is_empty() {
+            q.append_pair(name, f.get(name));
+        }
+    }
+    if !page.is_empty() {
+        q.append_pair("page", page);
+    }
+    q.finish()
+}
+
+/// A labelled `select` of a filter: "any" first, then `options` (value, label); a value typed
+/// into the URL that is not among them is kept as an option of its own.
+pub(crate) fn filter_select(
+    label: &str,
+    name: &str,
+    any: &str,
+    options: &[(String, String)],
+    f: &FormData,
+    errors: &Errors,
+) -> Markup {
+    let id = format!("q-{name}");
+    let current = f.get(name);
+    let err = errors.field(name);
+    let err_id = format!("{id}-err");
+    html! {
+        div.field {
+            label for=(id) { (label) }
+            select id=(id) name=(name) aria-invalid=[err.map(|_| "true")] aria-describedby=[err.map(|_| err_id.clone())] {
+                option value="" { (any) }
+                @for (value, text) in options {
+                    option value=(value) selected[current == value] { (text) }
+                }
+                @if !current.is_empty() && !options.iter().any(|(v, _)| v == current) {
+                    option value=(current) selected { (current) }
+                }
+            }
+            @if let Some(e) = err { p.error id=(err_id) { (e) } }
+        }
+    }
+}
+
+fn filter_text(label: &str, name: &str, f: &FormData, errors: &Errors) -> Markup {
+    let id = format!("q-{name}");
+    let err = errors.field(name);
+    let err_id = format!("{id}-err");
+    html! {
+        div.field {
+            label for=(id) { (label) }
+            input id=(id) type="text" name=(name) value=(f.get(name))
+                aria-invalid=[err.map(|_| "true")] aria-describedby=[err.map(|_| err_id.clone())];
+            @if let Some(e) = err { p.error id=(err_id) { (e) } }
+        }
+    }
+}
+
+/// The grants of the workspace, filtered by the GET form's values (who, system, entrance,
+/// reservation key, access grant key), a page at a time by the app's sealed page token (bound
+/// to the filter). A malformed filter is shown next to its field (422).
+pub async fn list(State(c): St, headers: HeaderMap, RawQuery(q): RawQuery) -> Response {
     let ctx = try_resp!(signed_in(&c, &headers).await);
-    let grants = try_page!(
+    let f = FormData::parse(q.unwrap_or_default().as_bytes());
+    let mut errors = Errors::default();
+    let filter = try_resp!(grant_filter(&c, &ctx, &f, &mut errors).await);
+    let places = try_page!(Places::of(&c, &ctx).await);
+    let people = try_page!(
         c.app
-            .list_access_grants(ctx.ws, &GrantFilter::default(), &first_page())
+            .list_user_identities(ctx.ws, &Default::default(), &first_page())
             .await
     );
-    render(layout(
+    let parts: Vec<&str> = std::iter::once("console:ListAccessGrants")
+        .chain(FILTER_FIELDS.iter().map(|n| f.get(n)))
+        .collect();
+    let scope = PageScope::workspace(ctx.ws, &parts);
+    let mut grants = Vec::new();
+    let mut next = String::new();
+    if errors.is_empty() {
+        let listed = async {
+            let page = c.app.page_request(&scope, LIST_PAGE, f.get("page"))?;
+            let found = c.app.list_access_grants(ctx.ws, &filter, &page).await?;
+            let next = c.app.tokens.seal(&scope, found.next_after)?;
+            Ok::<_, Error>((found.items, next))
+        };
+        match listed.await {
+            Ok((items, n)) => (grants, next) = (items, n),
+            Err(e @ (Error::InvalidArgument { .. } | Error::InvalidToken { .. })) => {
+                errors = Errors::of(&e, &[])
+            }
+            Err(e) => return pages::failure(&e),
+        }
+    }
+    let who = |id: UserIdentityId| {
+        people
+            .items
+            .iter()
+            .find(|p| p.identity.id == id)
+            .map(|p| p.identity.full_name.clone())
+            .unwrap_or_else(|| id.to_string())
+    };
+    let person_options: Vec<(String, String)> = people
+        .items
+        .iter()
+        .map(|p| (p.identity.id.to_string(), p.identity.full_name.clone()))
+        .collect();
+    let system_options: Vec<(String, String)> = places
+        .systems
+        .iter()
+        .map(|s| (s.id.to_string(), s.name.clone()))
+        .collect();
+    let entrance_options: Vec<(String, String)> = places
+        .entrances
+        .iter()
+        .map(|e| (e.id.to_string(), places.entrance(e.id)))
+        .collect();
+    let filtered = FILTER_FIELDS.iter().any(|n| !f.get(n).is_empty());
+    let page = render(layout(
         "Access grants",
         Some(&ctx),
         html! {
             h1 { "Access grants" }
+            @if f.get("deleted") == "1" {
+                p.notice role="status" { "The access grant was deleted; Keygate is taking its access back from the doors." }
+            }
             p { a.button href="/console/grants/new" { "New access grant" } }
-            @if grants.items.is_empty() { p { "No access grant yet." } }
+            form.filters.card method="get" action="/console/grants" aria-label="Filter access grants" {
+                (filter_select("Who", "user_identity_id", "Anyone", &person_options, &f, &errors))
+                (filter_select("Access system", "acs_system_id", "Any system", &system_options, &f, &errors))
+                (filter_select("Entrance", "acs_entrance_id", "Any entrance", &entrance_options, &f, &errors))
+                (filter_text("Reservation key", "reservation_key", &f, &errors))
+                (filter_text("Access grant key", "access_grant_key", &f, &errors))
+                div.field {
+                    button type="submit" { "Filter" }
+                    @if filtered { " " a href="/console/grants" { "Clear filters" } }
+                }
+            }
+            @if !errors.general.is_empty() {
+                div.alert role="alert" { @for m in &errors.general { p { (m) } } }
+            }
+            @if errors.is_empty() && grants.is_empty() {
+                p { @if filtered || !f.get("page").is_empty() { "No access grant matches." } @else { "No access grant yet." } }
+            }
             table {
                 caption.sr { "Access grants of this workspace" }
-                thead { tr { th scope="col" { "Name" } th scope="col" { "From" } th scope="col" { "Until" } th scope="col" { "Pending" } } }
+                thead { tr { th scope="col" { "Name" } th scope="col" { "Who" } th scope="col" { "From" } th scope="col" { "Until" } th scope="col" { "Pending" } } }
                 tbody {
-                    @for g in &grants.items {
+                    @for g in &grants {
                         tr {
-                            td { a href={ "/console/grants/" (g.id.to_string()) } { (g.name) } }
-                            td { (show(g.starts_at, "UTC")) " UTC" }
-                            td { @if let Some(e) = g.ends_at { (show(e, "UTC")) " UTC" } @else { "no end" } }
-                            td { (g.pending_mutations.len()) }
+                            td data-label="Name" { a href={ "/console/grants/" (g.id.to_string()) } { (g.name) } }
+                            td data-label="Who" { (who(g.user_identity_id)) }
+                            td data-label="From" { (show(g.starts_at, "UTC")) " UTC" }
+                            td data-label="Until" { @if let Some(e) = g.ends_at { (show(e, "UTC")) " UTC" } @else { "no end" } }
+                            td data-label="Pending" { (g.pending_mutations.len()) }
                         }
                     }
                 }
             }
+            p.pager {
+                @if !f.get("page").is_empty() {
+                    a href={ "/console/grants?" (list_query(&f, "")) } { "First page" }
+                }
+                @if !next.is_empty() {
+                    a href={ "/console/grants?" (list_query(&f, &next)) } rel="next" { "Next page" }
+                }
+            }
         },
-    ))
+    ));
+    pages::answered(page, errors.is_empty())
 }
 
 const GRANT_FIELDS: &[&str] = &[
@@ -338,9 +553,9 @@ fn method_section(
                 tbody {
                     @for d in &m.doors {
                         tr {
-                            td { (places.entrance(d.entrance_id)) }
-                            td { span class={ "state " (door_state(d.state)) } { (door_state(d.state)) } @if let Some(r) = &d.reason { " — " (r) } }
-                            td { @if let Some(p) = &d.pending { (p.message) } }
+                            td data-label="Door" { (places.entrance(d.entrance_id)) }
+                            td data-label="State" { span class={ "state " (door_state(d.state)) } { (door_state(d.state)) } @if let Some(r) = &d.reason { " — " (r) } }
+                            td data-label="Pending change" { @if let Some(p) = &d.pending { (p.message) } }
                         }
                     }
                 }
@@ -408,6 +623,13 @@ async fn detail_page(c: &Console, ctx: &Ctx, gid: AccessGrantId, errors: &Errors
                 ", from " (show(g.starts_at, "UTC")) " UTC"
                 @if let Some(e) = g.ends_at { " until " (show(e, "UTC")) " UTC" } @else { ", no end" }
             }
+            p.actions {
+                a.button href={ "/console/grants/" (g.id.to_string()) "/edit" } { "Edit" }
+                " "
+                a href={ "/console/grants/" (g.id.to_string()) "/delete" } { "Delete…" }
+                " "
+                a href={ "/console/events?access_grant_id=" (g.id.to_string()) } { "Events of this grant" }
+            }
             @if live {
                 p.notice role="status" data-live="3" { "Changes are being pushed to the access systems; this page follows them." }
             }
@@ -420,6 +642,232 @@ async fn detail_page(c: &Console, ctx: &Ctx, gid: AccessGrantId, errors: &Errors
         },
     ));
     crate::pages::answered(page, errors.is_empty())
+}
+
+/// The update form's fields: what `UpdateAccessGrant` takes.
+const EDIT_FIELDS: &[&str] = &[
+    "name",
+    "starts_at",
+    "ends_at",
+    "clear_ends_at",
+    "add_acs_entrance_ids",
+    "remove_acs_entrance_ids",
+];
+
+/// The grant as the edit form shows it first.
+fn edit_values(g: &AccessGrant) -> FormData {
+    let mut v = vec![
+        ("name".to_owned(), g.name.clone()),
+        ("starts_at".to_owned(), local_value(g.starts_at, "UTC")),
+        (
+            "ends_at".to_owned(),
+            g.ends_at.map(|e| local_value(e, "UTC")).unwrap_or_default(),
+        ),
+    ];
+    v.extend(
+        g.entrance_ids
+            .iter()
+            .map(|e| ("acs_entrance_ids".to_owned(), e.to_string())),
+    );
+    FormData(v)
+}
+
+/// The edit form: name, entrances, start and end, with `f`'s values (the grant's, or what was
+/// submitted) and the refusal's messages next to their fields.
+async fn edit_page(
+    c: &Console,
+    ctx: &Ctx,
+    g: &AccessGrant,
+    f: &FormData,
+    errors: &Errors,
+) -> Response {
+    let places = try_page!(Places::of(c, ctx).await);
+    let chosen = f.all("acs_entrance_ids");
+    let err = |name: &str| errors.field(name).map(str::to_owned);
+    let where_err = err("add_acs_entrance_ids").or_else(|| err("remove_acs_entrance_ids"));
+    let ends_err = err("ends_at").or_else(|| err("clear_ends_at"));
+    let id = g.id.to_string();
+    let page = render(layout(
+        &format!("Edit {}", g.name),
+        Some(ctx),
+        html! {
+            p.crumbs { a href="/console/grants" { "Access grants" } " › " a href={ "/console/grants/" (id) } { (g.name) } " › Edit" }
+            h1 { "Edit " (g.name) }
+            form.card method="post" action={ "/console/grants/" (id) "/edit" } {
+                (csrf(ctx))
+                @if !errors.general.is_empty() {
+                    div.alert role="alert" { @for m in &errors.general { p { (m) } } }
+                }
+                div.field {
+                    label for="f-name" { "Name" }
+                    input #f-name type="text" name="name" value=(f.get("name"))
+                        aria-invalid=[err("name").map(|_| "true")] aria-describedby=[err("name").map(|_| "f-name-err")];
+                    @if let Some(e) = err("name") { p.error #f-name-err { (e) } }
+                }
+                fieldset {
+                    legend { "Where" }
+                    @for s in &places.systems {
+                        @let here: Vec<&Entrance> = places.entrances.iter().filter(|e| e.acs_system_id == s.id).collect();
+                        @if !here.is_empty() {
+                            p.hint { (s.name) }
+                            @for e in here {
+                                div.check {
+                                    input type="checkbox" id={ "e-" (e.id.to_string()) } name="acs_entrance_ids" value=(e.id.to_string()) checked[chosen.contains(&e.id.to_string())];
+                                    label for={ "e-" (e.id.to_string()) } { (e.display_name) " · " (s.name) }
+                                }
+                            }
+                        }
+                    }
+                    p.hint { "A door added gets the grant's access methods; a door removed has its access taken back." }
+                    @if let Some(e) = where_err { p.error { (e) } }
+                }
+                fieldset {
+                    legend { "When (UTC)" }
+                    div.field {
+                        label for="f-starts_at" { "Starts" }
+                        input #f-starts_at type="datetime-local" name="starts_at" value=(f.get("starts_at"))
+                            aria-invalid=[err("starts_at").map(|_| "true")];
+                        p.hint { "Empty: unchanged." }
+                        @if let Some(e) = err("starts_at") { p.error { (e) } }
+                    }
+                    div.field {
+                        label for="f-ends_at" { "Ends" }
+                        input #f-ends_at type="datetime-local" name="ends_at" value=(f.get("ends_at"))
+                            aria-invalid=[ends_err.as_ref().map(|_| "true")];
+                        p.hint { "Empty: no end." }
+                        @if let Some(e) = &ends_err { p.error { (e) } }
+                    }
+                }
+                button type="submit" { "Save changes" }
+                " "
+                a href={ "/console/grants/" (id) } { "Cancel" }
+            }
+        },
+    ));
+    pages::answered(page, errors.is_empty())
+}
+
+pub async fn edit_form(State(c): St, headers: HeaderMap, Path(id): Path<String>) -> Response {
+    let ctx = try_resp!(signed_in(&c, &headers).await);
+    let gid: AccessGrantId = try_resp!(id_of(&id, "access_grant_id", Resource::AccessGrant));
+    let g = try_page!(c.app.get_access_grant(ctx.ws, gid).await);
+    edit_page(&c, &ctx, &g, &edit_values(&g), &Errors::default()).await
+}
+
+/// `UpdateAccessGrant` with what the form changed: a field left as it was is not sent (the
+/// form shows minutes; an unchanged start keeps its seconds), an emptied end clears it,
+/// entrances checked or unchecked are added or removed.
+pub async fn update(
+    State(c): St,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Response {
+    let ctx = try_resp!(signed_in(&c, &headers).await);
+    let f = FormData::parse(&body);
+    try_resp!(check_csrf(&ctx.session, &f));
+    let gid: AccessGrantId = try_resp!(id_of(&id, "access_grant_id", Resource::AccessGrant));
+    let g = try_page!(c.app.get_access_grant(ctx.ws, gid).await);
+    let mut errors = Errors::default();
+    let mut time = |name: &str, was: Option<time::OffsetDateTime>| {
+        let raw = f.get(name);
+        if was.is_some_and(|w| local_value(w, "UTC") == raw) {
+            return Ok(None);
+        }
+        parse_local(raw, "UTC").map_err(|m| errors.push(name, m))
+    };
+    let starts = time("starts_at", Some(g.starts_at));
+    let ends = time("ends_at", g.ends_at);
+    if let (Ok(starts_at), Ok(ends_at)) = (starts, ends) {
+        let clear_ends_at = f.get("ends_at").is_empty() && g.ends_at.is_some();
+        let chosen = f.all("acs_entrance_ids");
+        let current: Vec<String> = g.entrance_ids.iter().map(|e| e.to_string()).collect();
+        let req = v1::UpdateAccessGrantRequest {
+            access_grant_id: id.clone(),
+            starts_at: starts_at.map(keygate_wire::convert::ts),
+            ends_at: ends_at.map(keygate_wire::convert::ts),
+            add_acs_entrance_ids: chosen
+                .iter()
+                .filter(|e| !current.contains(e))
+                .cloned()
+                .collect(),
+            remove_acs_entrance_ids: current
+                .iter()
+                .filter(|e| !chosen.contains(e))
+                .cloned()
+                .collect(),
+            name: (f.get("name") != g.name).then(|| f.get("name").to_owned()),
+            clear_ends_at,
+        };
+        let updated = match req.into_command() {
+            Ok(cmd) => c.app.update_access_grant(ctx.ws, cmd).await,
+            Err(e) => Err(e),
+        };
+        match updated {
+            Ok(_) => return see_other(&format!("/console/grants/{id}")),
+            Err(e @ Error::NotFound { .. })
+                if e.reason() == Resource::AccessGrant.not_found_reason() =>
+            {
+                return pages::failure(&e);
+            }
+            Err(e) => errors = Errors::of(&e, EDIT_FIELDS),
+        }
+    }
+    edit_page(&c, &ctx, &g, &f, &errors).await
+}
+
+fn delete_page(ctx: &Ctx, g: &AccessGrant, errors: &Errors) -> Markup {
+    let id = g.id.to_string();
+    layout(
+        "Delete access grant",
+        Some(ctx),
+        html! {
+            p.crumbs { a href="/console/grants" { "Access grants" } " › " a href={ "/console/grants/" (id) } { (g.name) } " › Delete" }
+            h1 { "Delete " (g.name) "?" }
+            p { "Its access methods stop working: Keygate takes the access back from every door ("
+                (g.entrance_ids.len()) " entrance(s)). This cannot be undone." }
+            @if !errors.general.is_empty() {
+                div.alert role="alert" { @for m in &errors.general { p { (m) } } }
+            }
+            form method="post" action={ "/console/grants/" (id) "/delete" } {
+                (csrf(ctx))
+                button.danger type="submit" { "Delete access grant" }
+                " "
+                a href={ "/console/grants/" (id) } { "Cancel" }
+            }
+        },
+    )
+}
+
+/// The confirmation before a delete: nothing changes on a GET.
+pub async fn delete_confirm(State(c): St, headers: HeaderMap, Path(id): Path<String>) -> Response {
+    let ctx = try_resp!(signed_in(&c, &headers).await);
+    let gid: AccessGrantId = try_resp!(id_of(&id, "access_grant_id", Resource::AccessGrant));
+    let g = try_page!(c.app.get_access_grant(ctx.ws, gid).await);
+    render(delete_page(&ctx, &g, &Errors::default()))
+}
+
+/// `DeleteAccessGrant` after the confirmation, then the list.
+pub async fn delete(
+    State(c): St,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Response {
+    let ctx = try_resp!(signed_in(&c, &headers).await);
+    let f = FormData::parse(&body);
+    try_resp!(check_csrf(&ctx.session, &f));
+    let gid: AccessGrantId = try_resp!(id_of(&id, "access_grant_id", Resource::AccessGrant));
+    let g = try_page!(c.app.get_access_grant(ctx.ws, gid).await);
+    match c.app.delete_access_grant(ctx.ws, gid).await {
+        Ok(()) => see_other("/console/grants?deleted=1"),
+        Err(e @ Error::NotFound { .. }) => pages::failure(&e),
+        Err(e) => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            render(delete_page(&ctx, &g, &Errors::of(&e, &[]))),
+        )
+            .into_response(),
+    }
 }
 
 /// Encode a card on an encoder: `EncodeAccessMethod`, then the attempt's page.

@@ -117,6 +117,14 @@ pub fn router(console: Console) -> Router {
         .route("/console/grants", get(grants::list).post(grants::create))
         .route("/console/grants/new", get(grants::new_form))
         .route("/console/grants/{id}", get(grants::detail))
+        .route(
+            "/console/grants/{id}/edit",
+            get(grants::edit_form).post(grants::update),
+        )
+        .route(
+            "/console/grants/{id}/delete",
+            get(grants::delete_confirm).post(grants::delete),
+        )
         .route("/console/methods/{id}/encode", post(grants::encode))
         .route("/console/attempts/{id}", get(grants::attempt))
         .route(

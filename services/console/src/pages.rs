@@ -246,14 +246,14 @@ pub fn systems(ctx: &Ctx, systems: &[AccessSystem], connect: Markup) -> Markup {
                 tbody {
                     @for s in systems {
                         tr {
-                            td { a href={ "/console/systems/" (s.id.to_string()) } { (s.name) } }
-                            td { (s.system_type) " · " (model(s)) }
-                            td {
+                            td data-label="Name" { a href={ "/console/systems/" (s.id.to_string()) } { (s.name) } }
+                            td data-label="Type" { (s.system_type) " · " (model(s)) }
+                            td data-label="State" {
                                 @if s.health.disconnected_at.is_some() { "disconnected" }
                                 @else if s.health.errors.is_empty() { "working" }
                                 @else { span.error { "not working" } }
                             }
-                            td { code { (s.id.to_string()) } " " (copy_button(&s.id.to_string(), "acs_system_id")) }
+                            td data-label="acs_system_id" { code { (s.id.to_string()) } " " (copy_button(&s.id.to_string(), "acs_system_id")) }
                         }
                     }
                 }
@@ -310,10 +310,10 @@ pub fn system(
                 tbody {
                     @for u in users {
                         tr {
-                            td { a href={ "/console/users/" (u.id.to_string()) } { (u.full_name) } }
-                            td { (u.email_address.as_deref().or(u.phone_number.as_deref()).unwrap_or("")) }
-                            td { (schedule(u.access_starts_at, u.access_ends_at, &s.time_zone)) }
-                            td { @if u.user_identity_id.is_some() { "linked" } @else { "not linked" } }
+                            td data-label="Full name" { a href={ "/console/users/" (u.id.to_string()) } { (u.full_name) } }
+                            td data-label="Email or phone" { (u.email_address.as_deref().or(u.phone_number.as_deref()).unwrap_or("")) }
+                            td data-label="Access" { (schedule(u.access_starts_at, u.access_ends_at, &s.time_zone)) }
+                            td data-label="User identity" { @if u.user_identity_id.is_some() { "linked" } @else { "not linked" } }
                         }
                     }
                 }
@@ -474,10 +474,10 @@ pub fn user(ctx: &Ctx, p: UserPage<'_>) -> Markup {
                             tbody {
                                 @for c in p.credentials {
                                     tr {
-                                        td { (c.method.mode.display_name()) }
-                                        td { @if c.method.is_issued { "issued" } @else { "pending" } }
-                                        td { (c.method.doors.iter().map(|d| entrance_name(&d.entrance_id)).collect::<Vec<_>>().join(", ")) }
-                                        td { (schedule(Some(c.credential.starts_at), c.credential.ends_at, &s.time_zone)) }
+                                        td data-label="Type" { (c.method.mode.display_name()) }
+                                        td data-label="State" { @if c.method.is_issued { "issued" } @else { "pending" } }
+                                        td data-label="Entrances" { (c.method.doors.iter().map(|d| entrance_name(&d.entrance_id)).collect::<Vec<_>>().join(", ")) }
+                                        td data-label="When" { (schedule(Some(c.credential.starts_at), c.credential.ends_at, &s.time_zone)) }
                                     }
                                 }
                             }
@@ -617,9 +617,9 @@ pub fn identities(ctx: &Ctx, list: &[IdentityView]) -> Markup {
                 tbody {
                     @for i in list {
                         tr {
-                            td { a href={ "/console/identities/" (i.identity.id.to_string()) } { (i.identity.full_name) } }
-                            td { (i.identity.email_address.as_deref().unwrap_or("")) }
-                            td { (i.identity.phone_number.as_deref().unwrap_or("")) }
+                            td data-label="Full name" { a href={ "/console/identities/" (i.identity.id.to_string()) } { (i.identity.full_name) } }
+                            td data-label="Email" { (i.identity.email_address.as_deref().unwrap_or("")) }
+                            td data-label="Phone" { (i.identity.phone_number.as_deref().unwrap_or("")) }
                         }
                     }
                 }
@@ -683,10 +683,10 @@ pub fn identity(
                             @for k in keys {
                                 @let active = k.key.revoked_at.is_none() && k.key.expires_at.is_none_or(|e| e > now);
                                 tr {
-                                    td { (show(k.key.created_at, "UTC")) " UTC" }
-                                    td { @if k.key.revoked_at.is_some() { "revoked" } @else if !active { "expired" } @else { "active" } }
-                                    td { (k.key.use_count) " of " (k.key.max_use_count) }
-                                    td {
+                                    td data-label="Created" { (show(k.key.created_at, "UTC")) " UTC" }
+                                    td data-label="State" { @if k.key.revoked_at.is_some() { "revoked" } @else if !active { "expired" } @else { "active" } }
+                                    td data-label="Devices" { (k.key.use_count) " of " (k.key.max_use_count) }
+                                    td data-label="" {
                                         @if active {
                                             form method="post" action={ "/console/instant-keys/" (k.key.id.to_string()) "/revoke" } {
                                                 (csrf(ctx))

@@ -94,9 +94,9 @@ async fn list_page(
                 tbody {
                     @for h in &hooks {
                         tr {
-                            td { a href={ "/console/webhooks/" (h.id.to_string()) } { (h.url) } }
-                            td { @if h.event_types.is_empty() { "all" } @else { (h.event_types.join(", ")) } }
-                            td {
+                            td data-label="URL" { a href={ "/console/webhooks/" (h.id.to_string()) } { (h.url) } }
+                            td data-label="Events" { @if h.event_types.is_empty() { "all" } @else { (h.event_types.join(", ")) } }
+                            td data-label="State" {
                                 @if h.is_enabled { "enabled" } @else { "disabled" @if let Some(r) = &h.disabled_reason { ": " (r) } }
                                 @if h.consecutive_failures > 0 { " · " (h.consecutive_failures) " failure(s) in a row" }
                             }
@@ -200,10 +200,10 @@ pub async fn detail(State(c): St, headers: HeaderMap, Path(id): Path<String>) ->
                 tbody {
                     @for d in &deliveries {
                         tr {
-                            td { code { (d.event_id.to_string()) } }
-                            td { (d.status) }
-                            td { (d.attempts) }
-                            td {
+                            td data-label="Event" { code { (d.event_id.to_string()) } }
+                            td data-label="Status" { (d.status) }
+                            td data-label="Attempts" { (d.attempts) }
+                            td data-label="Last answer" {
                                 @if let Some(s) = d.last_status_code { "HTTP " (s) }
                                 @if let Some(e) = &d.last_error { " " (e) }
                             }

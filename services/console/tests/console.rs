@@ -18,7 +18,7 @@ use keygate_app::workspaces::CreateWorkspace;
 use keygate_console::{Console, router};
 use keygate_domain::ids::WorkspaceId;
 use keygate_domain::instant_key::Links;
-use keygate_domain::model::{AccessSystem, WorkspaceType};
+use keygate_domain::model::{AccessSystem, Entrance, WorkspaceType};
 use keygate_domain::page::PageRequest;
 use keygate_providers::Registry;
 use keygate_providers::virtual_system::VirtualSystems;
@@ -97,6 +97,37 @@ async fn system_named(app: &App, ws: WorkspaceId, part: &str) -> AccessSystem {
         .into_iter()
         .find(|s| s.name.contains(part))
         .expect("the sandbox system")
+}
+
+/// A user identity of `ws`, made through the app (`email` may be empty).
+async fn person(
+    app: &App,
+    ws: WorkspaceId,
+    name: &str,
+    email: &str,
+) -> keygate_app::identities::IdentityView {
+    app.create_user_identity(
+        ws,
+        keygate_app::identities::CreateIdentity {
+            idem: None,
+            person: keygate_domain::validate::new_user_identity("", name, email, "")
+                .expect("person"),
+        },
+    )
+    .await
+    .expect("identity")
+}
+
+/// The entrance `name` of the system of `ws` whose name contains `system`.
+async fn entrance_named(app: &App, ws: WorkspaceId, system: &str, name: &str) -> Entrance {
+    let s = system_named(app, ws, system).await;
+    app.list_entrances(ws, Some(s.id), &page())
+        .await
+        .expect("entrances")
+        .items
+        .into_iter()
+        .find(|e| e.display_name == name)
+        .expect("the entrance")
 }
 
 struct Reply {
@@ -611,15 +642,7 @@ async fn an_instant_key_is_revoked_from_the_identity_page() {
     let (ws, token) = workspace(&w.app, "Hotel").await;
     let (ws_b, _) = workspace(&w.app, "Other").await;
     let (cookie, csrf) = sign_in(&w.router, &token).await;
-    let person = |name: &str| keygate_app::identities::CreateIdentity {
-        idem: None,
-        person: keygate_domain::validate::new_user_identity("", name, "", "").expect("person"),
-    };
-    let jane = w
-        .app
-        .create_user_identity(ws, person("Jane"))
-        .await
-        .expect("identity");
+    let jane = person(&w.app, ws, "Jane", "").await;
     let key_of = |ws, id| {
         let app = w.app.clone();
         async move {
@@ -638,11 +661,7 @@ async fn an_instant_key_is_revoked_from_the_identity_page() {
         }
     };
     let k = key_of(ws, jane.identity.id).await;
-    let bob = w
-        .app
-        .create_user_identity(ws_b, person("Bob"))
-        .await
-        .expect("identity");
+    let bob = person(&w.app, ws_b, "Bob", "").await;
     let other = key_of(ws_b, bob.identity.id).await;
     let theirs = send(
         &w.router,
@@ -692,28 +711,9 @@ async fn grants_encoding_and_unlock_through_the_forms() {
     let (ws, token) = workspace(&w.app, "Hotel").await;
     let (ws_b, _) = workspace(&w.app, "Other").await;
     let (cookie, csrf) = sign_in(&w.router, &token).await;
-    let jane = w
-        .app
-        .create_user_identity(
-            ws,
-            keygate_app::identities::CreateIdentity {
-                idem: None,
-                person: keygate_domain::validate::new_user_identity("", "Jane", "", "")
-                    .expect("person"),
-            },
-        )
-        .await
-        .expect("identity");
+    let jane = person(&w.app, ws, "Jane", "").await;
     let space = system_named(&w.app, ws, "Salto Space").await;
-    let room = w
-        .app
-        .list_entrances(ws, Some(space.id), &page())
-        .await
-        .expect("entrances")
-        .items
-        .into_iter()
-        .find(|e| e.display_name == "Room 101")
-        .expect("Room 101");
+    let room = entrance_named(&w.app, ws, "Salto Space", "Room 101").await;
     // Nothing chosen: the refusal is on the page, the person kept.
     let form = send(&w.router, get("/console/grants/new", &cookie)).await;
     assert_eq!(form.status, StatusCode::OK);
@@ -791,16 +791,7 @@ async fn grants_encoding_and_unlock_through_the_forms() {
     assert!(encoded.body.contains("role=\"alert\""));
     assert!(encoded.body.contains("Room 101"), "on the grant's page");
     // Remote unlock: a confirmation first, then the attempt.
-    let ks = system_named(&w.app, ws, "Salto KS").await;
-    let main = w
-        .app
-        .list_entrances(ws, Some(ks.id), &page())
-        .await
-        .expect("entrances")
-        .items
-        .into_iter()
-        .find(|e| e.display_name == "Main Entrance")
-        .expect("Main Entrance");
+    let main = entrance_named(&w.app, ws, "Salto KS", "Main Entrance").await;
     let path = format!("/console/entrances/{}/unlock", main.id);
     let confirm = send(&w.router, get(&path, &cookie)).await;
     assert!(confirm.body.contains("Unlock Main Entrance?"));
@@ -842,17 +833,7 @@ async fn the_events_view_shows_the_log_and_refuses_another_workspaces_cursor() {
     let (ws, token) = workspace(&w.app, "Hotel").await;
     let (ws_b, _) = workspace(&w.app, "Other").await;
     let (cookie, _) = sign_in(&w.router, &token).await;
-    w.app
-        .create_user_identity(
-            ws,
-            keygate_app::identities::CreateIdentity {
-                idem: None,
-                person: keygate_domain::validate::new_user_identity("", "Jane", "", "")
-                    .expect("person"),
-            },
-        )
-        .await
-        .expect("identity");
+    person(&w.app, ws, "Jane", "").await;
     let page = send(&w.router, get("/console/events", &cookie)).await;
     assert_eq!(page.status, StatusCode::OK);
     assert!(
@@ -882,23 +863,7 @@ async fn an_instant_key_is_sent_and_its_deliveries_show() {
         .await;
         let (ws, token) = workspace(&w.app, "Hotel").await;
         let (cookie, csrf) = sign_in(&w.router, &token).await;
-        let jane = w
-            .app
-            .create_user_identity(
-                ws,
-                keygate_app::identities::CreateIdentity {
-                    idem: None,
-                    person: keygate_domain::validate::new_user_identity(
-                        "",
-                        "Jane",
-                        "jane@example.com",
-                        "",
-                    )
-                    .expect("person"),
-                },
-            )
-            .await
-            .expect("identity");
+        let jane = person(&w.app, ws, "Jane", "jane@example.com").await;
         let (k, _) = w
             .app
             .generate_instant_key(
@@ -1118,4 +1083,449 @@ async fn systems_are_connected_synced_and_disconnected() {
     assert!(page.body.contains("Disconnected"));
     let still = w.app.get_access_system(ws_b, theirs.id).await.expect("B's");
     assert!(still.health.disconnected_at.is_none());
+}
+
+/// An access grant of `ws` for `who` on `doors`, made through the app as `CreateAccessGrant`
+/// makes it (the list filters need grants with keys the console's form does not set).
+async fn grant(
+    app: &App,
+    ws: WorkspaceId,
+    who: keygate_domain::ids::UserIdentityId,
+    doors: &[&Entrance],
+    name: &str,
+    reservation_key: &str,
+) -> keygate_domain::grant::AccessGrant {
+    use keygate_proto::v1;
+    use keygate_wire::parse::IntoCommand as _;
+    let cmd = v1::CreateAccessGrantRequest {
+        request_id: String::new(),
+        acs_entrance_ids: doors.iter().map(|e| e.id.to_string()).collect(),
+        requested_access_methods: vec![v1::NewRequestedAccessMethod {
+            mode: v1::AccessMethodMode::MobileKey as i32,
+            code: String::new(),
+        }],
+        starts_at: None,
+        ends_at: Some(keygate_wire::convert::ts(
+            time::OffsetDateTime::now_utc() + time::Duration::days(30),
+        )),
+        access_grant_key: String::new(),
+        name: name.to_owned(),
+        reservation_key: reservation_key.to_owned(),
+        grantee: Some(v1::create_access_grant_request::Grantee::UserIdentityId(
+            who.to_string(),
+        )),
+    }
+    .into_command()
+    .expect("a valid request");
+    app.create_access_grant(ws, cmd).await.expect("grant")
+}
+
+/// How many rows the grants list shows.
+fn grant_rows(body: &str) -> usize {
+    body.matches("data-label=\"Name\"").count()
+}
+
+/// The `href` of the page's "Next page" link, unescaped.
+fn next_link(body: &str) -> Option<String> {
+    let at = body.find("rel=\"next\"")?;
+    let start = body[..at].rfind("href=\"")? + "href=\"".len();
+    Some(body[start..].split('"').next()?.replace("&amp;", "&"))
+}
+
+#[tokio::test]
+async fn the_grant_list_filters_pages_and_refuses_bad_or_foreign_filters() {
+    let w = world().await;
+    let (ws, token) = workspace(&w.app, "Hotel").await;
+    let (ws_b, _) = workspace(&w.app, "Other").await;
+    let (cookie, _) = sign_in(&w.router, &token).await;
+    let jane = person(&w.app, ws, "Jane", "").await;
+    let bob = person(&w.app, ws, "Bob", "").await;
+    let room = entrance_named(&w.app, ws, "Salto Space", "Room 101").await;
+    let main = entrance_named(&w.app, ws, "Salto KS", "Main Entrance").await;
+    let ks = system_named(&w.app, ws, "Salto KS").await;
+    for i in 0..51 {
+        grant(
+            &w.app,
+            ws,
+            jane.identity.id,
+            &[&room],
+            &format!("Jane {i:02}"),
+            "",
+        )
+        .await;
+    }
+    grant(&w.app, ws, bob.identity.id, &[&main], "Bob main", "res-42").await;
+    let list = |q: String| {
+        let r = w.router.clone();
+        let cookie = cookie.clone();
+        async move { send(&r, get(&format!("/console/grants?{q}"), &cookie)).await }
+    };
+    // Unfiltered: the first page of 50, with a next page.
+    let all = list(String::new()).await;
+    assert_eq!(all.status, StatusCode::OK);
+    assert_eq!(grant_rows(&all.body), 50);
+    // By person, system, entrance, reservation key: the form keeps what was chosen.
+    let bobs = list(format!("user_identity_id={}", bob.identity.id)).await;
+    assert_eq!(grant_rows(&bobs.body), 1);
+    assert!(bobs.body.contains("Bob main"));
+    assert!(bobs.body.contains(&format!(
+        "<option value=\"{}\" selected>Bob</option>",
+        bob.identity.id
+    )));
+    let on_ks = list(format!("acs_system_id={}", ks.id)).await;
+    assert_eq!(grant_rows(&on_ks.body), 1);
+    assert!(on_ks.body.contains("Bob main"));
+    let reserved = list("reservation_key=res-42".into()).await;
+    assert_eq!(grant_rows(&reserved.body), 1);
+    assert!(reserved.body.contains("value=\"res-42\""));
+    let none = list("reservation_key=res-43".into()).await;
+    assert_eq!(grant_rows(&none.body), 0);
+    assert!(none.body.contains("No access grant matches."));
+    // Jane's 51 grants at Room 101: two pages, the filter carried by the next-page link.
+    let first = list(format!(
+        "user_identity_id={}&acs_entrance_id={}",
+        jane.identity.id, room.id
+    ))
+    .await;
+    assert_eq!(grant_rows(&first.body), 50);
+    let next = next_link(&first.body).expect("a next page");
+    assert!(next.contains(&jane.identity.id.to_string()), "{next}");
+    let second = send(&w.router, get(&next, &cookie)).await;
+    assert_eq!(second.status, StatusCode::OK);
+    assert_eq!(grant_rows(&second.body), 1);
+    assert!(next_link(&second.body).is_none());
+    // A page token is bound to its filter: with another filter it is refused (422).
+    let token_only = next.split("page=").nth(1).expect("a page token");
+    let swapped = list(format!(
+        "user_identity_id={}&page={token_only}",
+        bob.identity.id
+    ))
+    .await;
+    assert_eq!(swapped.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(swapped.body.contains("role=\"alert\""));
+    // Bad values: 422 with the message next to the field, the value kept.
+    let bad = list("user_identity_id=not-an-id&reservation_key=%01".into()).await;
+    assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", bad.body);
+    assert!(bad.body.contains("id=\"q-user_identity_id-err\""));
+    assert!(bad.body.contains("is not a valid id"));
+    assert!(bad.body.contains("<option value=\"not-an-id\" selected>"));
+    assert!(bad.body.contains("id=\"q-reservation_key-err\""));
+    assert!(bad.body.contains("control characters"));
+    assert_eq!(grant_rows(&bad.body), 0);
+    // Another workspace's ids: 404, as for a page's own id.
+    let bob_b = person(&w.app, ws_b, "Bob B", "").await;
+    let ks_b = system_named(&w.app, ws_b, "Salto KS").await;
+    let main_b = entrance_named(&w.app, ws_b, "Salto KS", "Main Entrance").await;
+    for q in [
+        format!("user_identity_id={}", bob_b.identity.id),
+        format!("acs_system_id={}", ks_b.id),
+        format!("acs_entrance_id={}", main_b.id),
+    ] {
+        assert_eq!(list(q.clone()).await.status, StatusCode::NOT_FOUND, "{q}");
+    }
+}
+
+#[tokio::test]
+async fn a_grant_is_updated_and_deleted_through_the_forms() {
+    let w = world().await;
+    let (ws, token) = workspace(&w.app, "Hotel").await;
+    let (ws_b, _) = workspace(&w.app, "Other").await;
+    let (cookie, csrf) = sign_in(&w.router, &token).await;
+    let jane = person(&w.app, ws, "Jane", "").await;
+    let room = entrance_named(&w.app, ws, "Salto Space", "Room 101").await;
+    let main = entrance_named(&w.app, ws, "Salto KS", "Main Entrance").await;
+    let g = grant(&w.app, ws, jane.identity.id, &[&room], "Jane's stay", "").await;
+    let edit = format!("/console/grants/{}/edit", g.id);
+    let form = send(&w.router, get(&edit, &cookie)).await;
+    assert_eq!(form.status, StatusCode::OK);
+    assert!(
+        form.body.contains("value=\"Jane&#39;s stay\"")
+            || form.body.contains("value=\"Jane's stay\"")
+    );
+    let checked = format!("value=\"{}\" checked", room.id);
+    assert!(form.body.contains(&checked), "the grant's door is checked");
+    let room_id = room.id.to_string();
+    let main_id = main.id.to_string();
+    // Without the CSRF token: refused, nothing changed.
+    let no_token = send(
+        &w.router,
+        post(
+            &edit,
+            &cookie,
+            &[("name", "Mallory"), ("acs_entrance_ids", &room_id)],
+        ),
+    )
+    .await;
+    assert_eq!(no_token.status, StatusCode::FORBIDDEN);
+    // The app's refusal: next to its field, everything typed kept.
+    let refused = send(
+        &w.router,
+        post(
+            &edit,
+            &cookie,
+            &[
+                ("csrf", &csrf),
+                ("name", "Renamed <b>stay</b>"),
+                ("acs_entrance_ids", &room_id),
+                ("acs_entrance_ids", &main_id),
+                ("ends_at", "2020-01-01T10:00"),
+            ],
+        ),
+    )
+    .await;
+    assert_eq!(
+        refused.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        refused.body
+    );
+    assert!(
+        refused.body.contains("must be after starts_at"),
+        "{}",
+        refused.body
+    );
+    assert!(refused.body.contains("value=\"2020-01-01T10:00\""));
+    assert!(
+        refused
+            .body
+            .contains("value=\"Renamed &lt;b&gt;stay&lt;/b&gt;\"")
+    );
+    assert!(
+        refused
+            .body
+            .contains(&format!("value=\"{main_id}\" checked"))
+    );
+    let bad_time = send(
+        &w.router,
+        post(
+            &edit,
+            &cookie,
+            &[
+                ("csrf", &csrf),
+                ("acs_entrance_ids", &room_id),
+                ("starts_at", "tomorrow"),
+            ],
+        ),
+    )
+    .await;
+    assert_eq!(bad_time.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(bad_time.body.contains("is not a date and time"));
+    let unchanged = w.app.get_access_grant(ws, g.id).await.expect("grant");
+    assert_eq!(unchanged.name, "Jane's stay");
+    assert_eq!(unchanged.ends_at, g.ends_at);
+    // Name, a door added, a new end: saved, back on the grant's page.
+    let saved = send(
+        &w.router,
+        post(
+            &edit,
+            &cookie,
+            &[
+                ("csrf", &csrf),
+                ("name", "Jane, week 2"),
+                ("acs_entrance_ids", &room_id),
+                ("acs_entrance_ids", &main_id),
+                ("starts_at", &hidden_value(&form.body, "starts_at")),
+                ("ends_at", "2099-06-01T12:00"),
+            ],
+        ),
+    )
+    .await;
+    assert_eq!(saved.status, StatusCode::SEE_OTHER, "{}", saved.body);
+    assert_eq!(saved.location, format!("/console/grants/{}", g.id));
+    let after = w.app.get_access_grant(ws, g.id).await.expect("grant");
+    assert_eq!(after.name, "Jane, week 2");
+    assert_eq!(
+        after.starts_at, g.starts_at,
+        "an unchanged start is not sent"
+    );
+    let june = time::Date::from_calendar_date(2099, time::Month::June, 1)
+        .expect("a date")
+        .with_hms(12, 0, 0)
+        .expect("a time")
+        .assume_utc();
+    assert_eq!(after.ends_at, Some(june), "2099-06-01T12:00 read as UTC");
+    assert!(after.entrance_ids.contains(&main.id) && after.entrance_ids.contains(&room.id));
+    // Emptying the end clears it.
+    let cleared = send(
+        &w.router,
+        post(
+            &edit,
+            &cookie,
+            &[
+                ("csrf", &csrf),
+                ("name", "Jane, week 2"),
+                ("acs_entrance_ids", &room_id),
+                ("acs_entrance_ids", &main_id),
+            ],
+        ),
+    )
+    .await;
+    assert_eq!(cleared.status, StatusCode::SEE_OTHER, "{}", cleared.body);
+    assert_eq!(
+        w.app
+            .get_access_grant(ws, g.id)
+            .await
+            .expect("grant")
+            .ends_at,
+        None
+    );
+    // Another workspace's grant: 404 on every page and form.
+    let bob_b = person(&w.app, ws_b, "Bob", "").await;
+    let room_b = entrance_named(&w.app, ws_b, "Salto Space", "Room 101").await;
+    let theirs = grant(&w.app, ws_b, bob_b.identity.id, &[&room_b], "B's", "").await;
+    for path in [
+        format!("/console/grants/{}/edit", theirs.id),
+        format!("/console/grants/{}/delete", theirs.id),
+    ] {
+        assert_eq!(
+            send(&w.router, get(&path, &cookie)).await.status,
+            StatusCode::NOT_FOUND,
+            "{path}"
+        );
+        let r = send(
+            &w.router,
+            post(&path, &cookie, &[("csrf", &csrf), ("name", "x")]),
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::NOT_FOUND, "{path}");
+    }
+    let still = w
+        .app
+        .get_access_grant(ws_b, theirs.id)
+        .await
+        .expect("B's grant");
+    assert_eq!(still.name, "B's");
+    // Delete: a confirmation first; without the token refused; then gone.
+    let delete = format!("/console/grants/{}/delete", g.id);
+    let confirm = send(&w.router, get(&delete, &cookie)).await;
+    assert_eq!(confirm.status, StatusCode::OK);
+    assert!(confirm.body.contains("Delete Jane, week 2?"));
+    let refused = send(&w.router, post(&delete, &cookie, &[])).await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
+    assert!(
+        w.app.get_access_grant(ws, g.id).await.is_ok(),
+        "not deleted"
+    );
+    let deleted = send(&w.router, post(&delete, &cookie, &[("csrf", &csrf)])).await;
+    assert_eq!(deleted.status, StatusCode::SEE_OTHER, "{}", deleted.body);
+    let list = send(&w.router, get(&deleted.location, &cookie)).await;
+    assert!(list.body.contains("The access grant was deleted"));
+    assert!(!list.body.contains("Jane, week 2"));
+    assert!(matches!(
+        w.app.get_access_grant(ws, g.id).await,
+        Err(keygate_domain::Error::NotFound { .. })
+    ));
+    let gone = send(
+        &w.router,
+        get(&format!("/console/grants/{}", g.id), &cookie),
+    )
+    .await;
+    assert_eq!(gone.status, StatusCode::NOT_FOUND);
+}
+
+/// The value of the input `name` of a page (not only hidden ones).
+fn hidden_value(body: &str, name: &str) -> String {
+    let marker = format!("name=\"{name}\" value=\"");
+    body.find(&marker)
+        .map(|at| {
+            body[at + marker.len()..]
+                .split('"')
+                .next()
+                .unwrap_or("")
+                .to_owned()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn the_events_view_filters_by_type_grant_person_place_and_time() {
+    let w = world().await;
+    let (ws, token) = workspace(&w.app, "Hotel").await;
+    let (ws_b, _) = workspace(&w.app, "Other").await;
+    let (cookie, _) = sign_in(&w.router, &token).await;
+    let jane = person(&w.app, ws, "Jane", "").await;
+    let room = entrance_named(&w.app, ws, "Salto Space", "Room 101").await;
+    let g1 = grant(&w.app, ws, jane.identity.id, &[&room], "One", "").await;
+    let g2 = grant(&w.app, ws, jane.identity.id, &[&room], "Two", "").await;
+    let events = |q: String| {
+        let r = w.router.clone();
+        let cookie = cookie.clone();
+        async move { send(&r, get(&format!("/console/events?{q}"), &cookie)).await }
+    };
+    let code = |t: &str| format!("<code>{t}</code>");
+    let all = events(String::new()).await;
+    assert!(all.body.contains(&code("access_grant.created")));
+    assert!(
+        all.body.contains(&code("access_method.created")),
+        "{}",
+        all.body
+    );
+    // By type: only that type, chosen in the form, the live follow kept.
+    let created = events("event_types=access_grant.created".into()).await;
+    assert_eq!(created.status, StatusCode::OK);
+    assert_eq!(
+        created.body.matches(&code("access_grant.created")).count(),
+        2
+    );
+    assert!(!created.body.contains(&code("access_method.created")));
+    assert!(
+        created
+            .body
+            .contains("<option value=\"access_grant.created\" selected")
+    );
+    assert!(
+        created.body.contains("data-live"),
+        "the filtered log follows live"
+    );
+    // By grant: only its events.
+    let one = events(format!("access_grant_id={}", g1.id)).await;
+    assert!(one.body.contains(&format!("/console/grants/{}", g1.id)));
+    assert!(!one.body.contains(&format!("/console/grants/{}", g2.id)));
+    // By person: Jane's grants' events; nobody else's.
+    let janes = events(format!(
+        "user_identity_id={}&event_types=access_grant.created",
+        jane.identity.id
+    ))
+    .await;
+    assert_eq!(janes.body.matches(&code("access_grant.created")).count(), 2);
+    let someone = person(&w.app, ws, "Someone", "").await;
+    let quiet = events(format!("user_identity_id={}", someone.identity.id)).await;
+    assert_eq!(quiet.status, StatusCode::OK);
+    assert!(!quiet.body.contains("<code>"));
+    // By time: nothing before 2000; everything after.
+    let before = events("occurred_before=2000-01-01T00:00".into()).await;
+    assert!(!before.body.contains("<code>"), "{}", before.body);
+    let since =
+        events("occurred_after=2000-01-01T00:00&event_types=access_grant.created".into()).await;
+    assert_eq!(since.body.matches(&code("access_grant.created")).count(), 2);
+    // Bad values: 422 with the message next to the field, the values kept.
+    let bad = events("event_types=door.opened&occurred_after=tomorrow".into()).await;
+    assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", bad.body);
+    assert!(bad.body.contains("is not a date and time"));
+    assert!(bad.body.contains("value=\"tomorrow\""));
+    let bad = events("event_types=door.opened".into()).await;
+    assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", bad.body);
+    assert!(bad.body.contains("unknown event type"));
+    assert!(bad.body.contains("<option value=\"door.opened\" selected"));
+    let bad = events("access_grant_id=nope".into()).await;
+    assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(bad.body.contains("id=\"q-access_grant_id\""));
+    assert!(bad.body.contains("is not a valid id"));
+    let bad = events("acs_entrance_id=nope".into()).await;
+    assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(bad.body.contains("id=\"q-acs_entrance_id-err\""));
+    assert!(bad.body.contains("<option value=\"nope\" selected>"));
+    // Another workspace's grant: 404.
+    let bob = person(&w.app, ws_b, "Bob", "").await;
+    let room_b = entrance_named(&w.app, ws_b, "Salto Space", "Room 101").await;
+    let theirs = grant(&w.app, ws_b, bob.identity.id, &[&room_b], "B", "").await;
+    let ks_b = system_named(&w.app, ws_b, "Salto KS").await;
+    for q in [
+        format!("access_grant_id={}", theirs.id),
+        format!("user_identity_id={}", bob.identity.id),
+        format!("acs_system_id={}", ks_b.id),
+        format!("acs_entrance_id={}", room_b.id),
+    ] {
+        assert_eq!(events(q.clone()).await.status, StatusCode::NOT_FOUND, "{q}");
+    }
 }
