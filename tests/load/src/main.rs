@@ -15,7 +15,11 @@
 //! random key ids each reach the store), with one made-up id repeated (the negative cache), and
 //! with the limit on (60 failures a minute per client).
 //!
+//! With `--overload`, it measures goodput at twice the capacity (`overload.rs`).
+//!
 //! Figures are printed as a table; ratios matter more than absolutes on a shared machine.
+
+mod overload;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -68,6 +72,16 @@ struct Harness {
 }
 
 async fn start(postgres: bool, auth_failures_per_minute: u32) -> anyhow::Result<Harness> {
+    start_with(postgres, auth_failures_per_minute, 100_000, false).await
+}
+
+/// [`start`] with load shedding set: `max_in_flight`, adaptive or fixed.
+async fn start_with(
+    postgres: bool,
+    auth_failures_per_minute: u32,
+    max_in_flight: usize,
+    adaptive_in_flight: bool,
+) -> anyhow::Result<Harness> {
     let db = if postgres {
         TestDb::postgres().await
     } else {
@@ -102,8 +116,8 @@ async fn start(postgres: bool, auth_failures_per_minute: u32) -> anyhow::Result<
             rate_per_second: 1e9,
             rate_burst: u32::MAX,
             max_deadline: Duration::from_secs(30),
-            max_in_flight: 100_000,
-            adaptive_in_flight: false,
+            max_in_flight,
+            adaptive_in_flight,
             auth_failures_per_minute,
             shared_rate: None,
         },
@@ -474,6 +488,9 @@ async fn main() -> anyhow::Result<()> {
     let postgres = std::env::args().any(|a| a == "--postgres");
     if std::env::args().any(|a| a == "--forged") {
         return forged_mode(postgres).await;
+    }
+    if std::env::args().any(|a| a == "--overload") {
+        return overload::run(postgres).await;
     }
     let concurrency = 32;
     let secs = Duration::from_secs(5);
