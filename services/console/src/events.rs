@@ -30,6 +30,7 @@ const PAGE: u32 = 100;
 const FIELDS: &[&str] = &[
     "event_types",
     "access_grant_id",
+    "access_method_id",
     "user_identity_id",
     "acs_system_id",
     "acs_entrance_id",
@@ -52,6 +53,7 @@ fn filter_of(f: &FormData, errors: &mut Errors) -> EventFilter {
     let req = v1::ListEventsRequest {
         event_types: f.all("event_types"),
         access_grant_id: f.get("access_grant_id").to_owned(),
+        access_method_id: f.get("access_method_id").to_owned(),
         user_identity_id: f.get("user_identity_id").to_owned(),
         acs_system_id: f.get("acs_system_id").to_owned(),
         acs_entrance_id: f.get("acs_entrance_id").to_owned(),
@@ -67,6 +69,7 @@ fn filter_of(f: &FormData, errors: &mut Errors) -> EventFilter {
                 Resource::UserIdentity => "user_identity_id",
                 Resource::AccessSystem => "acs_system_id",
                 Resource::Entrance => "acs_entrance_id",
+                Resource::AccessMethod => "access_method_id",
                 _ => "access_grant_id",
             };
             errors.push(field, "is not a valid id");
@@ -134,6 +137,9 @@ pub async fn list(
             let exists = async {
                 if let Some(id) = filter.access_grant_id {
                     c.app.get_access_grant(ctx.ws, id).await?;
+                }
+                if let Some(id) = filter.access_method_id {
+                    c.app.get_access_method(ctx.ws, id).await?;
                 }
                 if let Some(id) = filter.user_identity_id {
                     c.app.get_user_identity(ctx.ws, id).await?;
@@ -207,6 +213,12 @@ pub async fn list(
                     input #q-access_grant_id type="text" name="access_grant_id" value=(f.get("access_grant_id"))
                         aria-invalid=[err("access_grant_id").map(|_| "true")];
                     @if let Some(e) = err("access_grant_id") { p.error { (e) } }
+                }
+                div.field {
+                    label for="q-access_method_id" { "Access method id" }
+                    input #q-access_method_id type="text" name="access_method_id" value=(f.get("access_method_id"))
+                        aria-invalid=[err("access_method_id").map(|_| "true")];
+                    @if let Some(e) = err("access_method_id") { p.error { (e) } }
                 }
                 (filter_select("Who", "user_identity_id", "Anyone", &person_options, &f, &errors))
                 (filter_select("Access system", "acs_system_id", "Any system", &system_options, &f, &errors))

@@ -1481,6 +1481,16 @@ async fn the_events_view_filters_by_type_grant_person_place_and_time() {
     let one = events(format!("access_grant_id={}", g1.id)).await;
     assert!(one.body.contains(&format!("/console/grants/{}", g1.id)));
     assert!(!one.body.contains(&format!("/console/grants/{}", g2.id)));
+    // By access method: its events only, and not the other grant's.
+    let m1 = g1.access_method_ids[0];
+    let by_method = events(format!("access_method_id={m1}")).await;
+    assert_eq!(by_method.status, StatusCode::OK);
+    assert!(by_method.body.contains(&code("access_method.created")));
+    assert!(
+        !by_method
+            .body
+            .contains(&format!("/console/grants/{}", g2.id))
+    );
     // By person: Jane's grants' events; nobody else's.
     let janes = events(format!(
         "user_identity_id={}&event_types=access_grant.created",
@@ -1525,6 +1535,7 @@ async fn the_events_view_filters_by_type_grant_person_place_and_time() {
         format!("user_identity_id={}", bob.identity.id),
         format!("acs_system_id={}", ks_b.id),
         format!("acs_entrance_id={}", room_b.id),
+        format!("access_method_id={}", theirs.access_method_ids[0]),
     ] {
         assert_eq!(events(q.clone()).await.status, StatusCode::NOT_FOUND, "{q}");
     }
