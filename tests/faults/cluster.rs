@@ -15,7 +15,7 @@ use crate::harness::{DataDir, authed, create_workspace, production_keys};
 /// The Redis database the suite uses (its keys stay out of database 0).
 const REDIS_DB: u32 = 7;
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
     l.local_addr().expect("local addr").port()
 }
@@ -158,10 +158,15 @@ impl Cluster {
     /// Starts `n` replicas (one after the other, so only the first migrates) with `args`, and
     /// creates a sandbox workspace through the first.
     pub async fn start(scenario: &str, n: usize, args: &[&str]) -> Self {
-        let database_url = keygate_store::testdb::create_postgres_database().await;
         let base = std::env::var("KEYGATE_TEST_REDIS_URL")
             .unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
-        let redis_url = format!("{}/{REDIS_DB}", base.trim_end_matches('/'));
+        Self::start_on(scenario, n, args, &base).await
+    }
+
+    /// [`Cluster::start`] with the Redis at `redis_base` (`redis://host:port`).
+    pub async fn start_on(scenario: &str, n: usize, args: &[&str], redis_base: &str) -> Self {
+        let database_url = keygate_store::testdb::create_postgres_database().await;
+        let redis_url = format!("{}/{REDIS_DB}", redis_base.trim_end_matches('/'));
         let mut env = production_keys();
         env.extend([
             ("KEYGATE_DATABASE_URL".to_owned(), database_url.clone()),

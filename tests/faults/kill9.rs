@@ -23,30 +23,78 @@ fn secs_from_env(var: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
-/// Waits until the log has stopped growing for 3 s and the watcher holds its last event.
-pub async fn settle(url: &str, key: &str, watched: &Arc<Mutex<Watched>>) -> Vec<v1::Event> {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let mut stable_since: Option<(usize, Instant)> = None;
+/// How the log and a watcher came to rest after the load.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Settled {
+    /// From the end of the load until the log stopped growing (the jobs the load left behind
+    /// finished): the orchestrators' backlog, not the watcher.
+    pub log_secs: f64,
+    /// From the log's last growth until the watcher held its last event.
+    pub watcher_secs: f64,
+    /// Most events the watcher was behind the log at any check (once a second).
+    pub max_behind: usize,
+}
+
+/// How long the jobs left by the load may take to finish: the backlog grows with the run's
+/// length and drains at the orchestrators' pace, which the machine's other work slows.
+const DRAIN_LIMIT: Duration = Duration::from_secs(600);
+/// How long after the log's last growth the watcher may take to hold its last event.
+const WATCHER_LIMIT: Duration = Duration::from_secs(15);
+
+/// Waits until the log has stopped growing for 3 s and the watcher holds its last event. The
+/// two are timed apart: the log keeps growing while the jobs of the load run (up to
+/// `DRAIN_LIMIT`), the watcher must follow it closely (`WATCHER_LIMIT` after the log's last
+/// growth).
+pub async fn settle(
+    url: &str,
+    key: &str,
+    watched: &Arc<Mutex<Watched>>,
+) -> (Vec<v1::Event>, Settled) {
+    let started = Instant::now();
+    let mut out = Settled::default();
+    // The log's length and when it was last seen to change.
+    let mut grew: (usize, Instant) = (0, started);
+    // When the watcher was first seen holding the log's last event since its last growth.
+    let mut caught: Option<Instant> = None;
     loop {
-        let log = all_events(url, key).await;
-        let last = log.last().map(|e| e.event_id.clone());
+        // The watcher's last event first: the log read after it holds that event.
         let watcher_last = watched
             .lock()
             .expect("lock")
             .events
             .last()
             .map(|e| e.event_id.clone());
-        match stable_since {
-            Some((n, since)) if n == log.len() && last == watcher_last => {
-                if since.elapsed() >= Duration::from_secs(3) {
-                    return log;
-                }
-            }
-            _ => stable_since = Some((log.len(), Instant::now())),
+        let log = all_events(url, key).await;
+        let held = watcher_last
+            .as_ref()
+            .and_then(|id| log.iter().rposition(|e| &e.event_id == id))
+            .map_or(0, |i| i + 1);
+        let behind = log.len() - held;
+        out.max_behind = out.max_behind.max(behind);
+        if log.len() != grew.0 {
+            grew = (log.len(), Instant::now());
+            caught = None;
+        }
+        if behind == 0 && caught.is_none() {
+            caught = Some(Instant::now());
+        }
+        let quiet = grew.1.elapsed();
+        if let Some(at) = caught
+            && quiet >= Duration::from_secs(3)
+        {
+            out.log_secs = grew.1.duration_since(started).as_secs_f64();
+            out.watcher_secs = at.duration_since(grew.1).as_secs_f64();
+            return (log, out);
         }
         assert!(
-            Instant::now() < deadline,
-            "the log and the watcher settle within 120 s ({} events in the log, watcher at {watcher_last:?})",
+            started.elapsed() < DRAIN_LIMIT,
+            "the log stops growing within {DRAIN_LIMIT:?} of the load's end ({} events, watcher {behind} behind)",
+            log.len()
+        );
+        assert!(
+            behind == 0 || quiet < WATCHER_LIMIT,
+            "the watcher holds the log's last event within {WATCHER_LIMIT:?} of its last growth \
+             ({} events in the log, watcher {behind} behind at {watcher_last:?})",
             log.len()
         );
         tokio::time::sleep(Duration::from_secs(1)).await;
@@ -54,7 +102,7 @@ pub async fn settle(url: &str, key: &str, watched: &Arc<Mutex<Watched>>) -> Vec<
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "long, and its watcher did not settle within 120 s in the last CI run: run by tools/faults"]
+#[ignore = "long (60 s of kills, then ~60 s for the jobs the load left to finish): run by tools/faults"]
 async fn kill9_every_few_seconds_under_load() {
     let run_secs = secs_from_env("KEYGATE_FAULTS_KILL_SECS", 60);
     let every = Duration::from_secs(secs_from_env("KEYGATE_FAULTS_KILL_EVERY_SECS", 5));
@@ -127,23 +175,30 @@ async fn kill9_every_few_seconds_under_load() {
         }
     }
     // No create made two grants: every person (named after its request_id) is there once.
-    let (people, names): (i64, i64) = {
+    let (people, names, backlog): (i64, i64, i64) = {
         use sqlx::Connection as _;
         let mut db = sqlx::PgConnection::connect(&cluster.database_url)
             .await
             .expect("connect");
-        sqlx::query_as(
+        let (people, names) = sqlx::query_as(
             "SELECT count(*), count(DISTINCT full_name) FROM user_identities WHERE workspace_id = $1 AND full_name LIKE 'k9-%'",
         )
         .bind(&cluster.workspace_id)
         .fetch_one(&mut db)
         .await
-        .expect("count people")
+        .expect("count people");
+        // The jobs the load left behind: the log grows until they are done.
+        let backlog = sqlx::query_scalar(
+            "SELECT count(*) FROM jobs WHERE workspace_id = $1 AND state IN ('queued', 'running')",
+        )
+        .bind(&cluster.workspace_id)
+        .fetch_one(&mut db)
+        .await
+        .expect("count jobs");
+        (people, names, backlog)
     };
 
-    let settling = Instant::now();
-    let log = settle(&urls[0], &key, &watched).await;
-    let settle_secs = settling.elapsed().as_secs_f64();
+    let (log, settled) = settle(&urls[0], &key, &watched).await;
     stop_watch_tx.send(true).expect("stop watcher");
     watcher.await.expect("watcher");
     let w = watched.lock().expect("lock");
@@ -218,8 +273,17 @@ async fn kill9_every_few_seconds_under_load() {
         ),
     );
     report.row(
-        "Time for the log to stop growing and the watcher to catch up after the load",
-        format!("{settle_secs:.1} s"),
+        "Jobs queued or running when the load stopped / time until the log stopped growing",
+        format!("{backlog} / {:.1} s", settled.log_secs),
+    );
+    report.row(
+        "Watcher: most events behind the log at a check (each second, after the load) / time to hold the log's last event after its last growth",
+        format!(
+            "{} / {:.1} s (must be ≤ {} s)",
+            settled.max_behind,
+            settled.watcher_secs,
+            WATCHER_LIMIT.as_secs()
+        ),
     );
     report.row("Repeated events (same `event_id`, same event)", dups);
     report.row(

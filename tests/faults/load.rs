@@ -66,11 +66,23 @@ pub async fn run_creators(
                     tokio::time::sleep(pace).await;
                 }
                 let request_id = format!("{prefix}-{c}-{n}");
+                // A template with an e-mail address (vendors whose users are e-mail
+                // addresses) gives each person one of its own at the same domain.
+                let email_address = match &template.grantee {
+                    Some(v1::create_access_grant_request::Grantee::UserIdentity(t))
+                        if !t.email_address.is_empty() =>
+                    {
+                        let domain = t.email_address.rsplit('@').next().unwrap_or("example.com");
+                        format!("{request_id}@{domain}")
+                    }
+                    _ => String::new(),
+                };
                 let req = v1::CreateAccessGrantRequest {
                     request_id: request_id.clone(),
                     grantee: Some(v1::create_access_grant_request::Grantee::UserIdentity(
                         v1::NewUserIdentity {
                             full_name: request_id.clone(),
+                            email_address,
                             ..Default::default()
                         },
                     )),

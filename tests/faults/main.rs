@@ -10,6 +10,8 @@ mod cluster;
 
 mod load;
 
+mod blackhole;
 mod idempotent;
 mod kill9;
+mod redis_down;
 mod sigterm;

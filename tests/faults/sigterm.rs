@@ -77,7 +77,7 @@ async fn sigterm_under_load() {
 
     let mut logs = Vec::new();
     for w in &watched {
-        logs.push(settle(&urls[1], &key, w).await);
+        logs.push(settle(&urls[1], &key, w).await.0);
     }
     stop_watch_tx.send(true).expect("stop watchers");
     for w in watchers {

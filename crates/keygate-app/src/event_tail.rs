@@ -272,20 +272,35 @@ impl Shared {
             let Some(last) = logged.last() else {
                 return Ok(());
             };
+            let from = position;
             position = last.event.seq;
-            if !self.fan_out(ws, &logged)? || !full {
+            if !self.fan_out(ws, from, &logged)? || !full {
                 return Ok(());
             }
         }
     }
 
-    /// Hands `events` (in seq order) to every member of `ws` that has not had them. Returns
-    /// whether the workspace is still followed.
-    fn fan_out(&self, ws: WorkspaceId, events: &[Arc<LoggedEvent>]) -> Result<bool, Error> {
+    /// Hands `events` (in seq order, read from the log after `from`) to every member of `ws`
+    /// that has not had them. Returns whether the workspace is still followed and this read
+    /// should go on.
+    fn fan_out(
+        &self,
+        ws: WorkspaceId,
+        from: i64,
+        events: &[Arc<LoggedEvent>],
+    ) -> Result<bool, Error> {
         let mut s = self.lock()?;
         let Some(w) = s.workspaces.get_mut(&ws) else {
             return Ok(false);
         };
+        if w.position < from {
+            // The workspace was left and followed anew, from further back, while this read was
+            // under way (its last watcher went and a watcher behind it joined): the events
+            // between its position and `from` were never read. Handing these on would skip
+            // them; the new entry's own read (pending since it was made) starts at its position.
+            w.pending = true;
+            return Ok(false);
+        }
         for ev in events {
             let seq = ev.event.seq;
             if seq <= w.position {

@@ -5,8 +5,8 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -25,13 +25,38 @@ use keygate_store::conformance::{quick_start_entrances, seeded_workspace};
 use keygate_store::testdb::TestDb;
 use keygate_store::{EventLog, Store};
 use time::OffsetDateTime;
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 
 /// The store's event log, counting the tail's reads.
 struct CountingLog {
     inner: Arc<dyn Store>,
     lists: AtomicUsize,
     heads: AtomicUsize,
+    /// One-shot holds of unfiltered reads, to force an interleaving.
+    gates: Mutex<Vec<Gate>>,
+}
+
+/// Holds the next unfiltered read after `after`: it signals `entered`, then waits for
+/// `release`, before the query (`before_query`) or after it (its answer then is stale).
+struct Gate {
+    after: i64,
+    before_query: bool,
+    entered: Arc<Notify>,
+    release: Arc<Notify>,
+}
+
+impl CountingLog {
+    /// Arms a gate; returns (entered, release).
+    fn gate(&self, after: i64, before_query: bool) -> (Arc<Notify>, Arc<Notify>) {
+        let (entered, release) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
+        self.gates.lock().expect("gates").push(Gate {
+            after,
+            before_query,
+            entered: entered.clone(),
+            release: release.clone(),
+        });
+        (entered, release)
+    }
 }
 
 #[async_trait]
@@ -44,7 +69,28 @@ impl EventLog for CountingLog {
         limit: u32,
     ) -> Result<Vec<Event>, Error> {
         self.lists.fetch_add(1, Ordering::SeqCst);
-        self.inner.list_events(ws, filter, after, limit).await
+        let gate = if *filter == EventFilter::default() {
+            let mut gates = self.gates.lock().expect("gates");
+            gates
+                .iter()
+                .position(|g| g.after == after)
+                .map(|i| gates.remove(i))
+        } else {
+            None
+        };
+        let Some(gate) = gate else {
+            return self.inner.list_events(ws, filter, after, limit).await;
+        };
+        if gate.before_query {
+            gate.entered.notify_one();
+            gate.release.notified().await;
+            self.inner.list_events(ws, filter, after, limit).await
+        } else {
+            let found = self.inner.list_events(ws, filter, after, limit).await;
+            gate.entered.notify_one();
+            gate.release.notified().await;
+            found
+        }
     }
 
     async fn get_event(&self, ws: WorkspaceId, id: EventId) -> Result<Event, Error> {
@@ -91,6 +137,7 @@ async fn fixture(buffer: usize) -> Fixture {
         inner: store,
         lists: AtomicUsize::new(0),
         heads: AtomicUsize::new(0),
+        gates: Mutex::new(Vec::new()),
     });
     let tail = EventTail::start(
         app.clone(),
@@ -328,4 +375,51 @@ async fn filters_apply_on_the_shared_tail_and_on_the_catch_up() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(only_created.try_recv().is_err());
     assert!(late.try_recv().is_err());
+}
+
+/// The last watcher of a workspace leaves while the tail is reading it, and a watcher further
+/// back joins at once: the tail follows the workspace anew from the newcomer's position, and
+/// the read that was under way (which started further on) must not be handed to it, or the
+/// events in between are lost for it.
+#[tokio::test]
+async fn a_read_under_way_is_not_handed_to_a_watcher_that_joined_further_back() {
+    let f = fixture(256).await;
+    f.grant().await;
+    let h0 = f.app.store.latest_event_seq(f.ws).await.expect("head");
+    // A: live from h0, the workspace's only watcher.
+    let mut a = f.watch(EventFilter::default(), String::new()).await;
+    join(&mut a).await;
+    f.joined(1).await;
+    // Let the tail's first read of the newly followed workspace happen.
+    tokio::time::sleep(Duration::from_millis(150)).await;
+
+    // B resumes from h0: its catch-up reads the log (nothing after h0 yet) and is held there,
+    // before it joins the tail.
+    let (b_read, b_go) = f.log.gate(h0, false);
+    let cursor = keygate_app::events::seal_cursor(&f.app.tokens, f.ws, h0).expect("cursor");
+    let mut b = forward(f.watch(EventFilter::default(), cursor).await);
+    b_read.notified().await;
+
+    // The tail moves on past h0 (A gets those events) ...
+    f.grant().await;
+    let h1 = f.app.store.latest_event_seq(f.ws).await.expect("head");
+    for _ in h0..h1 {
+        assert!(matches!(a.next().await, Ok(Next::Event(_))));
+    }
+    // ... and its next read (after h1) is held before its query.
+    let (tail_read, tail_go) = f.log.gate(h1, true);
+    f.grant().await;
+    let h2 = f.app.store.latest_event_seq(f.ws).await.expect("head");
+    tail_read.notified().await;
+
+    // A leaves (the workspace is no longer followed); B joins at h0, behind the held read.
+    drop(a);
+    f.joined(0).await;
+    b_go.notify_one();
+    f.joined(1).await;
+    tail_go.notify_one();
+
+    // B gets every event after h0, in order: none lost between h0 and h1.
+    let want: Vec<i64> = (h0 + 1..=h2).collect();
+    assert_eq!(take(&mut b, want.len()).await, want);
 }
