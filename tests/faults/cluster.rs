@@ -155,6 +155,11 @@ pub struct Cluster {
 }
 
 impl Cluster {
+    /// The replicas' log files.
+    pub fn log_paths(&self) -> Vec<PathBuf> {
+        self.replicas.iter().map(|r| r.log.clone()).collect()
+    }
+
     /// Starts `n` replicas (one after the other, so only the first migrates) with `args`, and
     /// creates a sandbox workspace through the first.
     pub async fn start(scenario: &str, n: usize, args: &[&str]) -> Self {

@@ -23,6 +23,9 @@ pub struct Creates {
     pub failed: Vec<(String, String)>,
     /// Attempts in all.
     pub attempts: u64,
+    /// Each retried attempt: its code and its `x-request-id` (`<request_id>.<attempt>`), which
+    /// the replicas log with the call when it reaches them.
+    pub retried_attempts: Vec<(tonic::Code, String)>,
 }
 
 /// Runs `clients` creators until `stop` turns true. Client `c` starts on replica `c % n`;
@@ -94,9 +97,14 @@ pub async fn run_creators(
                     let mut client = v1::access_grant_service_client::AccessGrantServiceClient::new(
                         chans[replica].clone(),
                     );
+                    let attempt_id = format!("{request_id}.{attempt}");
+                    let mut call = authed(&key, req.clone());
+                    if let Ok(v) = attempt_id.parse() {
+                        call.metadata_mut().insert("x-request-id", v);
+                    }
                     let r = tokio::time::timeout(
                         Duration::from_secs(10),
-                        client.create_access_grant(authed(&key, req.clone())),
+                        client.create_access_grant(call),
                     )
                     .await
                     .unwrap_or_else(|_| Err(tonic::Status::deadline_exceeded("client timeout")));
@@ -111,6 +119,7 @@ pub async fn run_creators(
                             }
                             Err(s) if retry_on(&s) && attempt < max_attempts => {
                                 *o.retried.entry(format!("{:?}", s.code())).or_default() += 1;
+                                o.retried_attempts.push((s.code(), attempt_id.clone()));
                                 true
                             }
                             Err(s) => {

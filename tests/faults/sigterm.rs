@@ -63,7 +63,13 @@ async fn sigterm_under_load() {
         CREATORS,
         PACE,
         stop_load,
-        |s| s.code() == Code::Unavailable,
+        // `UNAVAILABLE`: refused before handling (or no connection). `CANCELLED` "operation was
+        // canceled": hyper's answer for a call it had queued on a connection the server closed
+        // after its GOAWAY; retried too, and checked below never to have reached a server.
+        |s| {
+            s.code() == Code::Unavailable
+                || (s.code() == Code::Cancelled && s.message().contains("operation was canceled"))
+        },
         ATTEMPTS,
     ));
 
@@ -92,6 +98,28 @@ async fn sigterm_under_load() {
     }
     let first_end = watched[0].lock().expect("lock").ends.first().cloned();
 
+    // A retried `CANCELLED` must be a call no replica saw: its attempt id is in no log.
+    let logs_text: String = cluster
+        .log_paths()
+        .iter()
+        .map(|p| std::fs::read_to_string(p).unwrap_or_default())
+        .collect();
+    let cancelled: Vec<&String> = creates
+        .retried_attempts
+        .iter()
+        .filter(|(c, _)| *c == Code::Cancelled)
+        .map(|(_, id)| id)
+        .collect();
+    let seen: Vec<&&String> = cancelled
+        .iter()
+        .filter(|id| {
+            logs_text.contains(&format!("request_id={id}")) || logs_text.contains(id.as_str())
+        })
+        .collect();
+    assert!(
+        seen.is_empty(),
+        "cancelled calls that reached a replica (a server-side failure): {seen:?}"
+    );
     assert!(exited_ok, "the stopped replica exits with status 0");
     assert!(
         took <= Duration::from_secs(DRAIN_SECS + 1),
@@ -119,7 +147,10 @@ async fn sigterm_under_load() {
              After 3 s replica a gets SIGTERM (`--drain-secs {DRAIN_SECS}`); the load goes on 3 s \
              more. A client retries a call only when it fails with `UNAVAILABLE` (what tonic \
              reports when the connection is refused or the server refused the stream before \
-             handling it, `REFUSED_STREAM` after `GOAWAY`), on the other replica, same \
+             handling it, `REFUSED_STREAM` after `GOAWAY`) or with `CANCELLED` \"operation was \
+             canceled\" (hyper's answer for a call it had queued on a connection the server \
+             closed after its `GOAWAY`; each such attempt is then looked up in the replicas' \
+             logs by its own `x-request-id`, and must not be there), on the other replica, same \
              `request_id` and body, at most {} times. **A failed call** is one whose last \
              attempt did not return OK: any other code at any attempt, or `UNAVAILABLE` \
              {ATTEMPTS} times. A watcher whose stream ends reopens on the other replica with \
@@ -141,8 +172,12 @@ async fn sigterm_under_load() {
         format!("{} / {}", creates.acked.len(), creates.attempts),
     );
     report.row(
-        "Attempts retried after `UNAVAILABLE`",
+        "Attempts retried, by code",
         format!("{:?}", creates.retried),
+    );
+    report.row(
+        "Retried `CANCELLED` attempts found in a replica's log (each attempt carries its own `x-request-id`)",
+        format!("{} of {} (must be 0: the call never reached a server)", seen.len(), cancelled.len()),
     );
     report.row(
         "Failed unary calls",
