@@ -20,8 +20,9 @@ const db = fake.database
 // ---------------------------------------------------------------------------------------------
 // Seed: workspaces, each with its own API key.
 //   B: two systems (a Visionline system and a Salto KS site): acs_system_id must be chosen.
-//   More on request, each a Salto KS site of its own (POST /_keygate/site_workspace): one per
-//   test, so tests running at once never see each other's objects or faults.
+//   More on request, each a Salto KS site of its own (POST /_keygate/site_workspace), or smart
+//   locks of their own (POST /_keygate/locks_workspace): one per test, so tests running at once
+//   never see each other's objects or faults.
 // ---------------------------------------------------------------------------------------------
 
 const suffix = randomUUID().replaceAll("-", "")
@@ -76,6 +77,48 @@ function siteWorkspace() {
   }
 }
 
+// A workspace with smart locks (the fake's own devices): an August account with two locks that
+// take codes and unlock remotely (different PIN lengths) and a gate that only unlocks remotely,
+// and a second account (Yale) with one lock, for `connected_account_id`.
+let locksCount = 0
+function locksWorkspace() {
+  locksCount += 1
+  const w = workspace(`Keygate locks ${locksCount}`, `keygatelocks${locksCount}`)
+  const lock = (ca, device_type, name, codes, lengths) =>
+    db.addDevice({
+      connected_account_id: ca,
+      device_type,
+      name,
+      display_name: name,
+      workspace_id: w.ws.workspace_id,
+      can_remotely_lock: true,
+      can_remotely_unlock: true,
+      can_program_online_access_codes: codes,
+      properties: {
+        name,
+        manufacturer: device_type.split("_")[0],
+        locked: true,
+        ...(lengths == null ? {} : { supported_code_lengths: lengths }),
+      },
+    })
+  const august = w.ca.connected_account_id
+  const front = lock(august, "august_lock", "Front Door", true, [4, 5, 6])
+  const back = lock(august, "august_lock", "Back Door", true, [4, 5, 6, 7, 8])
+  const gate = lock(august, "august_lock", "Garden Gate", false, null)
+  const yale = db.addConnectedAccount({
+    provider: "yale",
+    workspace_id: w.ws.workspace_id,
+    user_identifier: { email: "owner@example.com" },
+  })
+  const garage = lock(yale.connected_account_id, "yale_lock", "Garage", true, [6])
+  return {
+    api_key: w.token,
+    workspace_id: w.ws.workspace_id,
+    connected_account_ids: [august, yale.connected_account_id],
+    device_ids: [front.device_id, back.device_id, gate.device_id, garage.device_id],
+  }
+}
+
 const b = workspace("Keygate B", "keygateB")
 const visionline = db.addAcsSystem({
   external_type: "visionline_system",
@@ -121,6 +164,7 @@ const SHIMMED = [
   "/acs/credentials/get",
   "/acs/credentials/delete",
   "/acs/entrances/list (with acs_credential_id)",
+  "/access_codes/create (keeps common_code_key, which the pinned fake drops)",
 ]
 
 // Calls that only read: a scripted fault hits the next call that is not one of these.
@@ -138,6 +182,12 @@ const READS = new Set([
   "/acs/credentials/get",
   "/user_identities/get",
   "/action_attempts/get",
+  "/locks/list",
+  "/locks/get",
+  "/devices/list",
+  "/devices/get",
+  "/access_codes/list",
+  "/access_codes/get",
 ])
 
 const credentials = [] // acs_credential objects made by /acs/credentials/create
@@ -263,6 +313,24 @@ function shim(path, body, ws, res) {
   }
 }
 
+// What the shim adds to an answer of the fake: /access_codes/create keeps the request's
+// common_code_key on the code (the published API takes and returns it; the pinned fake's schema
+// drops it).
+function after(path, body, out) {
+  if (path !== "/access_codes/create" || out.status !== 200 || body.common_code_key == null) return out
+  try {
+    const answer = JSON.parse(Buffer.concat(out.chunks).toString())
+    const id = answer?.access_code?.access_code_id
+    if (id == null) return out
+    db.updateAccessCode({ access_code_id: id, common_code_key: body.common_code_key })
+    answer.access_code.common_code_key = body.common_code_key
+    out.chunks = [Buffer.from(JSON.stringify(answer))]
+  } catch {
+    // Not JSON: passed on as the fake answered.
+  }
+  return out
+}
+
 function forward(req, res, raw) {
   const up = http.request(
     { host: "127.0.0.1", port: fakePort, path: req.url, method: req.method, headers: req.headers },
@@ -305,7 +373,7 @@ function run(req, path, body, ws, raw) {
           out.status = r.statusCode ?? 502
           out.headers = r.headers
           r.on("data", (c) => out.chunks.push(c))
-          r.on("end", () => resolve(out))
+          r.on("end", () => resolve(after(path, body, out)))
         },
       )
       up.on("error", () => {
@@ -329,6 +397,7 @@ const front = http.createServer((req, res) => {
       return send(res, 200, {})
     }
     if (path === "/_keygate/site_workspace") return send(res, 200, siteWorkspace())
+    if (path === "/_keygate/locks_workspace") return send(res, 200, locksWorkspace())
     if (path === "/_keygate/state") {
       return send(res, 200, {
         credentials: credentials.map((c) => ({ ...strip(c), acs_entrance_ids: c._entrances })),
