@@ -64,7 +64,7 @@
 //! 5xx and timeouts → Ambiguous on changes, Transient on reads; a connection that could not be
 //! opened → Transient `provider_unreachable`; other 4xx → Permanent `<error.type>: <message>`.
 
-mod locks;
+pub mod locks;
 
 use crate::vendor::attempt;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -95,6 +95,7 @@ pub const SYSTEM_TYPE: &str = "seam";
 pub use crate::vendor::{
     INVALID_CONNECTION_SETTINGS, INVALID_CREDENTIALS, PROVIDER_UNREACHABLE, RATE_LIMITED,
 };
+pub use locks::access_code_key;
 /// Seam's API.
 pub const DEFAULT_ENDPOINT: &str = "https://connect.getseam.com";
 /// The prefix of the `user_identity_key` of an access method's Seam user identity.
