@@ -1,5 +1,6 @@
 //! The Seam adapter (`seam` system type): one access control system (`acs_system`) of a Seam
-//! workspace, reached over Seam's HTTP API (`POST <endpoint>/<route>` with a JSON body, as every
+//! workspace, or the workspace's smart locks ([`locks`], `devices = "locks"`), reached over
+//! Seam's HTTP API (`POST <endpoint>/<route>` with a JSON body, as every
 //! Seam SDK calls it; reference: <https://docs.seam.co/latest/api>).
 //!
 //! Settings (`Connection::settings` at discover, `Link::settings` for a stored system):
@@ -9,10 +10,22 @@
 //!   Without it the workspace must have exactly one (`/acs/systems/list`); otherwise discover
 //!   refuses with `invalid_connection_settings: acs_system_id: ...` listing the choices.
 //! - `timeout_ms` (optional, default 10000, 100..=120000): the deadline of every request.
+//! - `devices` (optional, the one value `locks`): this Keygate system is the workspace's smart
+//!   locks instead of an access system (see [`locks`]); refused together with `acs_system_id`.
+//! - `connected_account_id` (optional, only with `devices = "locks"`): take the locks of that
+//!   connected account only.
 //!
 //! Credentials: `api_key` (required), sent as `Authorization: Bearer <api_key>`, marked
 //! sensitive, never logged nor put in an error. Anything else, or a malformed value, is refused
 //! as `Permanent("invalid_connection_settings: ...")`.
+//!
+//! ## Smart locks
+//!
+//! With `devices = "locks"` the entrances are the workspace's locks (`/locks/list`, device ids
+//! as external ids), PINs are access codes on them (`/access_codes/*`, found again by their
+//! `common_code_key`) and a remote unlock is `/locks/unlock_door` with its action attempt
+//! polled. The mapping, the PIN rules and the key are in [`locks`]; the errors, the requests,
+//! the pagination and the action attempt polling are this module's, shared.
 //!
 //! ## References (what makes every change idempotent)
 //!
@@ -1716,6 +1729,19 @@ mod tests {
             (settings(&[("timeout_ms", "soon")]), "timeout_ms"),
             (settings(&[("acs_system_id", " ")]), "acs_system_id"),
             (settings(&[("colour", "red")]), "colour"),
+            (
+                settings(&[("devices", "locks"), ("acs_system_id", "a")]),
+                "devices",
+            ),
+            (settings(&[("devices", "doors")]), "devices"),
+            (
+                settings(&[("connected_account_id", "ca")]),
+                "connected_account_id",
+            ),
+            (
+                settings(&[("devices", "locks"), ("connected_account_id", "")]),
+                "connected_account_id",
+            ),
         ] {
             match Settings::parse(&bad) {
                 Err(ProviderError::Permanent(m)) => assert!(
@@ -1725,6 +1751,28 @@ mod tests {
                 other => panic!("{bad:?} gave {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn devices_locks_is_a_scope_of_its_own() {
+        let scope = |pairs: &[(&str, &str)]| Settings::parse(&settings(pairs)).map(|s| s.scope);
+        assert_eq!(scope(&[]), Ok(Scope::Acs(None)));
+        assert_eq!(
+            scope(&[("acs_system_id", "a")]),
+            Ok(Scope::Acs(Some("a".into())))
+        );
+        assert_eq!(
+            scope(&[("devices", " locks ")]),
+            Ok(Scope::Locks {
+                connected_account_id: None
+            })
+        );
+        assert_eq!(
+            scope(&[("devices", "locks"), ("connected_account_id", "ca1")]),
+            Ok(Scope::Locks {
+                connected_account_id: Some("ca1".into())
+            })
+        );
     }
 
     #[test]

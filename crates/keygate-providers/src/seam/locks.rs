@@ -556,7 +556,7 @@ mod tests {
         }))
         .unwrap_or_else(|| panic!("a lock"));
         assert!(!no_pin.codes);
-        let caps = capabilities(&[no_pin.clone()]);
+        let caps = capabilities(std::slice::from_ref(&no_pin));
         assert!(caps.supported_modes.is_empty() && caps.pin_code_rules.is_none());
         assert!(!caps.can_remote_unlock);
         let disjoint = Lock {
