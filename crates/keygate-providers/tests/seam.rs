@@ -1541,3 +1541,116 @@ async fn a_lock_unlocks_through_unlock_door_and_its_action_attempt() {
     assert_eq!(e.error_type, keygate_domain::action::unlock_errors::EXPIRED);
     assert_eq!(locked(ext(&site, front.id)).await, Some(true));
 }
+
+/// A locks system on the stub: one lock that unlocks remotely and takes codes.
+async fn stub_locks(stub: &Stub) -> (SeamProvider, Site) {
+    stub.answer(
+        "/locks/list",
+        200,
+        json!({ "locks": [{
+            "device_id": "2b4bd5a4-4f0a-4d8e-9d2c-5b1c1f1d0a01",
+            "device_type": "schlage_lock",
+            "display_name": "Side Door",
+            "connected_account_id": "c1",
+            "can_remotely_unlock": true,
+            "can_program_online_access_codes": true,
+            "properties": { "name": "Side Door", "online": false, "supported_code_lengths": [4, 5, 6, 7, 8] }
+        }] }),
+    );
+    let url = stub.clone().serve().await;
+    let links = Arc::new(Links::default());
+    let provider = SeamProvider::new(links.clone());
+    let mut conn = connection(&url, "seam_test_key");
+    conn.settings = locks_settings(&url);
+    let d = provider
+        .discover(SYSTEM_TYPE, &conn)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let site = Site::from_discovery(d, WorkspaceId::new());
+    if let Ok(mut m) = links.0.lock() {
+        m.insert(
+            site.system.id,
+            Link {
+                settings: locks_settings(&url),
+                credentials: credentials("seam_test_key"),
+                entrances: site.external_ids.entrances.clone(),
+                access_groups: Default::default(),
+                encoders: Default::default(),
+            },
+        );
+    }
+    (provider, site)
+}
+
+/// The fake's unlocks always succeed at once: a pending attempt that fails (the lock is
+/// offline, as in the published reference's action attempt errors) comes from the stub.
+#[tokio::test]
+async fn a_lock_unlock_whose_action_attempt_fails_is_typed_with_seams_error() {
+    let stub = Stub::default();
+    let (provider, site) = stub_locks(&stub).await;
+    let pending = json!({ "action_attempt": {
+        "action_attempt_id": "5f8b4d2a-0000-4000-8000-000000000010",
+        "action_type": "UNLOCK_DOOR", "status": "pending", "result": null, "error": null
+    } });
+    stub.answer("/locks/unlock_door", 200, pending.clone());
+    stub.answer("/action_attempts/get", 200, pending);
+    stub.answer(
+        "/action_attempts/get",
+        200,
+        json!({ "action_attempt": {
+            "action_attempt_id": "5f8b4d2a-0000-4000-8000-000000000010",
+            "action_type": "UNLOCK_DOOR", "status": "error", "result": null,
+            "error": { "type": "device_offline", "message": "The lock is offline" }
+        } }),
+    );
+    let job = UnlockJob {
+        action_attempt_id: ActionAttemptId::new(),
+        acs_system_id: site.system.id,
+        acs_entrance_id: site.entrances[0].id,
+        user_identity_id: None,
+        instant_key_id: None,
+        access_grant_id: None,
+        access_method_id: None,
+        expires_at: Some(time::OffsetDateTime::now_utc() + time::Duration::seconds(10)),
+    };
+    let e = provider
+        .unlock(&site.system, &job)
+        .await
+        .expect_err("the attempt failed");
+    assert_eq!(e.error_type, "device_offline");
+    assert_eq!(
+        stub.asked("/locks/unlock_door"),
+        [json!({ "device_id": "2b4bd5a4-4f0a-4d8e-9d2c-5b1c1f1d0a01" })],
+        "sent once"
+    );
+    assert_eq!(
+        stub.asked("/action_attempts/get").len(),
+        2,
+        "polled to the end"
+    );
+
+    // Still pending at the deadline: not confirmed, and never sent again.
+    let stub = Stub::default();
+    let (provider, site) = stub_locks(&stub).await;
+    let pending = json!({ "action_attempt": {
+        "action_attempt_id": "5f8b4d2a-0000-4000-8000-000000000011",
+        "action_type": "UNLOCK_DOOR", "status": "pending", "result": null, "error": null
+    } });
+    stub.answer("/locks/unlock_door", 200, pending.clone());
+    stub.answer("/action_attempts/get", 200, pending);
+    let job = UnlockJob {
+        acs_system_id: site.system.id,
+        acs_entrance_id: site.entrances[0].id,
+        expires_at: Some(time::OffsetDateTime::now_utc() + time::Duration::seconds(1)),
+        ..job
+    };
+    let e = provider
+        .unlock(&site.system, &job)
+        .await
+        .expect_err("pending at the deadline");
+    assert_eq!(
+        e.error_type,
+        keygate_domain::action::unlock_errors::NOT_CONFIRMED
+    );
+    assert_eq!(stub.asked("/locks/unlock_door").len(), 1);
+}
