@@ -165,6 +165,12 @@ const SHIMMED = [
   "/acs/credentials/delete",
   "/acs/entrances/list (with acs_credential_id)",
   "/access_codes/create (keeps common_code_key, which the pinned fake drops)",
+  "/access_grants/create",
+  "/access_grants/get",
+  "/access_grants/list",
+  "/access_grants/update",
+  "/access_grants/delete",
+  "/access_methods/list",
 ]
 
 // Calls that only read: a scripted fault hits the next call that is not one of these.
@@ -188,9 +194,15 @@ const READS = new Set([
   "/devices/get",
   "/access_codes/list",
   "/access_codes/get",
+  "/access_grants/get",
+  "/access_grants/list",
+  "/access_methods/list",
 ])
 
 const credentials = [] // acs_credential objects made by /acs/credentials/create
+const accessGrants = [] // access_grant objects made by /access_grants/create
+const accessMethods = [] // their access methods (one per requested method, on the grant's devices)
+const ACCESS_METHOD_MODES = ["code", "card", "mobile_key", "cloud_key"]
 let nextCredential = 1
 const faults = new Map() // workspace id -> one-shot "unavailable" | "500_after" | "timeout_before" | "refused"
 
@@ -302,6 +314,114 @@ function shim(path, body, ws, res) {
       credentials.splice(i, 1)
       return send(res, 200, {})
     }
+    // Access grants (docs.seam.co/latest/api/access_grants): a user identity's access to
+    // devices in a window, through requested access methods; found by access_grant_key.
+    case "/access_grants/create": {
+      const identity = db.user_identities.find((u) => u.workspace_id === ws && u.user_identity_id === body.user_identity_id)
+      if (identity == null) return seamError(res, 404, "user_identity_not_found", "User identity not found")
+      if (body.access_grant_key != null && accessGrants.some((g) => g.workspace_id === ws && g.access_grant_key === body.access_grant_key)) {
+        return seamError(res, 400, "access_grant_key_taken", "An access grant with this key already exists")
+      }
+      const devices = body.device_ids ?? []
+      for (const d of devices) {
+        if (!db.devices.some((x) => x.device_id === d && x.workspace_id === ws)) {
+          return seamError(res, 404, "device_not_found", `Device ${d} not found`)
+        }
+      }
+      const requested = body.requested_access_methods ?? []
+      if (requested.length === 0 || requested.some((m) => !ACCESS_METHOD_MODES.includes(m?.mode))) {
+        return seamError(res, 400, "invalid_input", "requested_access_methods is not valid")
+      }
+      if (body.starts_at != null && body.ends_at != null && new Date(body.ends_at) <= new Date(body.starts_at)) {
+        return seamError(res, 400, "invalid_input", "ends_at must be after starts_at")
+      }
+      const now = new Date().toISOString()
+      const g = {
+        workspace_id: ws,
+        access_grant_id: randomUUID(),
+        access_grant_key: body.access_grant_key,
+        user_identity_id: identity.user_identity_id,
+        location_ids: [],
+        space_ids: [],
+        requested_access_methods: [],
+        access_method_ids: [],
+        name: body.name ?? null,
+        display_name: body.name ?? "Access Grant",
+        created_at: now,
+        starts_at: body.starts_at ?? now,
+        ends_at: body.ends_at ?? null,
+        warnings: [],
+        _device_ids: devices,
+      }
+      for (const m of requested) {
+        const am = {
+          workspace_id: ws,
+          access_method_id: randomUUID(),
+          display_name: m.mode,
+          mode: m.mode,
+          created_at: now,
+          is_issued: m.mode === "cloud_key",
+          _access_grant_id: g.access_grant_id,
+          _device_ids: devices,
+        }
+        accessMethods.push(am)
+        g.access_method_ids.push(am.access_method_id)
+        g.requested_access_methods.push({ display_name: m.mode, mode: m.mode, created_at: now, created_access_method_ids: [am.access_method_id] })
+      }
+      accessGrants.push(g)
+      return send(res, 200, { access_grant: strip(g) })
+    }
+    case "/access_grants/get": {
+      const g = accessGrants.find(
+        (g) =>
+          g.workspace_id === ws &&
+          ((body.access_grant_id != null && g.access_grant_id === body.access_grant_id) ||
+            (body.access_grant_key != null && g.access_grant_key === body.access_grant_key)),
+      )
+      if (g == null) return seamError(res, 404, "access_grant_not_found", "Access grant not found")
+      return send(res, 200, { access_grant: strip(g) })
+    }
+    case "/access_grants/list": {
+      const list = accessGrants.filter(
+        (g) =>
+          g.workspace_id === ws &&
+          (body.user_identity_id == null || g.user_identity_id === body.user_identity_id) &&
+          (body.access_grant_key == null || g.access_grant_key === body.access_grant_key),
+      )
+      return send(res, 200, { access_grants: list.map(strip) })
+    }
+    case "/access_grants/update": {
+      const g = accessGrants.find((g) => g.workspace_id === ws && g.access_grant_id === body.access_grant_id)
+      if (g == null) return seamError(res, 404, "access_grant_not_found", "Access grant not found")
+      if (body.starts_at != null) g.starts_at = body.starts_at
+      if (body.ends_at !== undefined) g.ends_at = body.ends_at
+      if (body.name != null) g.name = g.display_name = body.name
+      return send(res, 200, {})
+    }
+    case "/access_grants/delete": {
+      const i = accessGrants.findIndex((g) => g.workspace_id === ws && g.access_grant_id === body.access_grant_id)
+      if (i < 0) return seamError(res, 404, "access_grant_not_found", "Access grant not found")
+      const [g] = accessGrants.splice(i, 1)
+      for (let j = accessMethods.length - 1; j >= 0; j--) {
+        if (accessMethods[j]._access_grant_id === g.access_grant_id) accessMethods.splice(j, 1)
+      }
+      return send(res, 200, {})
+    }
+    case "/access_methods/list": {
+      const grant = accessGrants.find(
+        (g) =>
+          g.workspace_id === ws &&
+          ((body.access_grant_id != null && g.access_grant_id === body.access_grant_id) ||
+            (body.access_grant_key != null && g.access_grant_key === body.access_grant_key)),
+      )
+      if (grant == null) return seamError(res, 404, "access_grant_not_found", "Access grant not found")
+      const list = accessMethods.filter(
+        (m) =>
+          m._access_grant_id === grant.access_grant_id &&
+          (body.device_id == null || m._device_ids.includes(body.device_id)),
+      )
+      return send(res, 200, { access_methods: list.map(strip) })
+    }
     case "/acs/entrances/list": {
       if (body.acs_credential_id == null) return false
       const c = credentials.find((c) => c.acs_credential_id === body.acs_credential_id && c.workspace_id === ws)
@@ -402,6 +522,7 @@ const front = http.createServer((req, res) => {
       return send(res, 200, {
         credentials: credentials.map((c) => ({ ...strip(c), acs_entrance_ids: c._entrances })),
         group_entrances: Object.fromEntries(groupEntrances),
+        access_grants: accessGrants.map((g) => ({ ...strip(g), device_ids: g._device_ids })),
       })
     }
     if (path.startsWith("/_fake/")) return forward(req, res, raw)

@@ -23,7 +23,8 @@
 //!
 //! With `devices = "locks"` the entrances are the workspace's locks (`/locks/list`, device ids
 //! as external ids), PINs are access codes on them (`/access_codes/*`, found again by their
-//! `common_code_key`) and a remote unlock is `/locks/unlock_door` with its action attempt
+//! `common_code_key`), cloud keys are access grants (`/access_grants/*`, by
+//! `access_grant_key`) and a remote unlock is `/locks/unlock_door` with its action attempt
 //! polled. The mapping, the PIN rules and the key are in [`locks`]; the errors, the requests,
 //! the pagination and the action attempt polling are this module's, shared.
 //!

@@ -9,6 +9,12 @@
 //! Each test gets a Seam workspace of its own (one Salto KS site: three entrances, two access
 //! groups) in the one fake process, so tests running at once never see each other.
 //!
+//! Smart locks (`devices = "locks"`) get a workspace of their own too: four of the fake's own
+//! locks in two connected accounts. For them: the conformance suite again; the access codes
+//! (key, PIN, window), their update and deletion, and the cloud key's access grant, seen by
+//! asking the fake; an unlock seen in the fake's lock state and action attempts; and, from the
+//! stub, an unlock whose action attempt fails or stays pending.
+//!
 //! Then: the provider conformance suite; a provision seen by asking the fake directly (its ACS
 //! users, its access group memberships); the settings and system choice at discover; wrong API
 //! key, unreachable endpoint and the fake's own simulated outage; the key never in an error;
@@ -310,17 +316,28 @@ impl Harness for SeamHarness {
 
     async fn held_count(&self, _system: &AccessSystem) -> Option<usize> {
         if self.ws.locks() {
-            // One PIN per access method: the distinct keys of the workspace's access codes.
+            // One per access method: the distinct keys of the workspace's access codes (one PIN
+            // on several locks) and access grants (cloud keys).
+            let ws = Some(self.ws.workspace_id.as_str());
             let db = fake_database().await;
-            let keys: std::collections::BTreeSet<String> = db["access_codes"]
+            let mut keys: std::collections::BTreeSet<String> = db["access_codes"]
                 .as_array()
                 .map(|a| {
                     a.iter()
-                        .filter(|c| c["workspace_id"].as_str() == Some(&self.ws.workspace_id))
+                        .filter(|c| c["workspace_id"].as_str() == ws)
                         .filter_map(|c| c["common_code_key"].as_str().map(str::to_owned))
                         .collect()
                 })
                 .unwrap_or_default();
+            let state = ask("/_keygate/state", None, json!({})).await;
+            keys.extend(
+                state["access_grants"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter(|g| g["workspace_id"].as_str() == ws)
+                    .filter_map(|g| g["access_grant_key"].as_str().map(|k| format!("grant {k}"))),
+            );
             return Some(keys.len());
         }
         let v = ask("/_keygate/state", None, json!({})).await;
@@ -1278,7 +1295,10 @@ async fn locks_discover_maps_the_workspace_locks() {
     let caps = &site.system.capabilities;
     assert_eq!(caps.permission_model, PermissionModel::CredentialBased);
     assert!(caps.can_assign_entrances_directly && caps.can_schedule_credentials);
-    assert_eq!(caps.supported_modes, [AccessMethodMode::Code]);
+    assert_eq!(
+        caps.supported_modes,
+        [AccessMethodMode::Code, AccessMethodMode::CloudKey]
+    );
     assert!(caps.can_remote_unlock && !caps.is_card_encoding_required);
     // Front 4–6, Back 4–8, Garage 6: the one length they all take.
     let rules = caps
@@ -1653,4 +1673,119 @@ async fn a_lock_unlock_whose_action_attempt_fails_is_typed_with_seams_error() {
         keygate_domain::action::unlock_errors::NOT_CONFIRMED
     );
     assert_eq!(stub.asked("/locks/unlock_door").len(), 1);
+}
+
+/// The fake's access grant of an access method, with the locks it covers (from the front's
+/// state: access grants are shimmed, see `SHIMMED`).
+async fn grant_in_fake(workspace_id: &str, key: &str) -> Option<Value> {
+    let state = ask("/_keygate/state", None, json!({})).await;
+    state["access_grants"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|g| {
+            g["workspace_id"].as_str() == Some(workspace_id)
+                && g["access_grant_key"].as_str() == Some(key)
+        })
+        .cloned()
+}
+
+#[tokio::test]
+async fn a_locks_cloud_key_is_an_access_grant_in_the_fake() {
+    let (provider, h) = locks_setup().await;
+    let site = h.connect(&provider, SYSTEM_TYPE).await;
+    let job = c::provision_job(&site, AccessMethodMode::CloudKey)
+        .unwrap_or_else(|| panic!("no job for cloud keys"));
+    let who = c::holder();
+    let result = provider
+        .provision(&site.system, &job, &who)
+        .await
+        .unwrap_or_else(|e| panic!("provision: {e}"));
+    assert_eq!(result.code, None);
+    let key = keygate_providers::seam::access_code_key(job.access_method_id);
+    let grant = grant_in_fake(&h.ws.workspace_id, &key)
+        .await
+        .unwrap_or_else(|| panic!("no access grant"));
+    let mut devices = strings(&grant["device_ids"]);
+    devices.sort();
+    let mut want: Vec<String> = job.entrance_ids.iter().map(|e| ext(&site, *e)).collect();
+    want.sort();
+    assert_eq!(devices, want, "the job's locks");
+    assert_eq!(grant["requested_access_methods"][0]["mode"], "cloud_key");
+    // Granted to the access method's user identity, no PIN on any lock.
+    let identity = ask(
+        "/user_identities/get",
+        Some(&h.ws.api_key),
+        json!({ "user_identity_key": user_identity_key(job.access_method_id) }),
+    )
+    .await;
+    assert_eq!(
+        grant["user_identity_id"],
+        identity["user_identity"]["user_identity_id"]
+    );
+    for device in &h.ws.device_ids {
+        assert!(codes_on(&h.ws.api_key, device).await.is_empty());
+    }
+
+    // A repeat and a window change keep the grant; other locks make it anew.
+    let first = grant["access_grant_id"].clone();
+    provider
+        .provision(&site.system, &job, &who)
+        .await
+        .unwrap_or_else(|e| panic!("repeat: {e}"));
+    let later = keygate_providers::Holder {
+        ends_at: who.ends_at.map(|e| e + time::Duration::days(1)),
+        ..who.clone()
+    };
+    provider
+        .provision(&site.system, &job, &later)
+        .await
+        .unwrap_or_else(|e| panic!("update: {e}"));
+    let grant = grant_in_fake(&h.ws.workspace_id, &key)
+        .await
+        .unwrap_or_else(|| panic!("no access grant"));
+    assert_eq!(grant["access_grant_id"], first, "kept");
+    let held = provider
+        .read_back(&site.system, job.access_method_id)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap_or_else(|| panic!("nothing held"));
+    assert_eq!(held.ends_at, later.ends_at);
+    assert_eq!(held.code, None);
+    let gate = door(&site, "Garden Gate");
+    let moved = keygate_domain::grant::ProvisionJob {
+        entrance_ids: vec![gate.id],
+        removed_entrance_ids: job.entrance_ids.clone(),
+        update: true,
+        ..job.clone()
+    };
+    provider
+        .provision(&site.system, &moved, &later)
+        .await
+        .unwrap_or_else(|e| panic!("moved: {e}"));
+    let grant = grant_in_fake(&h.ws.workspace_id, &key)
+        .await
+        .unwrap_or_else(|| panic!("no access grant"));
+    assert_eq!(strings(&grant["device_ids"]), [ext(&site, gate.id)]);
+    let held = provider
+        .read_back(&site.system, job.access_method_id)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap_or_else(|| panic!("nothing held"));
+    assert_eq!(held.entrance_ids, [gate.id]);
+
+    // Revoke: the grant is gone.
+    provider
+        .revoke(
+            &site.system,
+            &keygate_domain::action::RevokeJob {
+                access_grant_id: job.access_grant_id,
+                access_method_id: job.access_method_id,
+                acs_system_id: site.system.id,
+                entrance_ids: moved.entrance_ids.clone(),
+            },
+        )
+        .await
+        .unwrap_or_else(|e| panic!("revoke: {e}"));
+    assert!(grant_in_fake(&h.ws.workspace_id, &key).await.is_none());
 }

@@ -1,46 +1,71 @@
 //! Seam smart locks (`devices = "locks"`): a Keygate access system whose entrances are the
 //! locks of a Seam workspace (or of one of its connected accounts), reached through Seam's
-//! device routes: `/locks/list`, `/access_codes/*`, `/locks/unlock_door` and
+//! device routes: `/locks/list`, `/access_codes/*`, `/access_grants/*`, `/locks/unlock_door` and
 //! `/action_attempts/get` (reference: <https://docs.seam.co/latest/api>).
 //!
 //! - **Entrances**: the locks `/locks/list` answers (filtered by `connected_account_id` when the
-//!   setting is given), the Seam `device_id` as `external_id`, named by the device's
-//!   `display_name` (else `properties.name`).
-//! - **Permission model**: credential based, doors assigned directly: one access code per lock
-//!   of the job.
-//! - **Modes**: `code` on locks that program access codes online (`can_program_online_access_codes`,
-//!   else the `access_code` capability in `capabilities_supported`), except those whose
-//!   `properties.code_constraints` say `cannot_specify_pin_code` (Keygate chooses the PIN, one
-//!   PIN per access method on all its locks). Remote unlock (`can_remote_unlock`, entrances'
-//!   `can_unlock_with_cloud_key`) on locks that `can_remotely_unlock` (else the `lock`
-//!   capability): the unlock needs no credential on the lock; Keygate's own checks decide who
-//!   may ask for it. `cloud_key` is therefore not a mode Seam locks *provision*: Seam keeps no
-//!   per-person object with a window for it on a lock (see the module docs of [`super`]).
+//!   setting is given; kept only when they match it, in case a filter is ignored), the Seam
+//!   `device_id` as `external_id`, named by the device's `display_name` (else
+//!   `properties.name`).
+//! - **Permission model**: credential based, doors assigned directly (the job's locks).
+//! - **Modes**:
+//!   - `code` on locks that program access codes online (`can_program_online_access_codes`,
+//!     else the `access_code` capability in `capabilities_supported`), except those whose
+//!     `properties.code_constraints` say `cannot_specify_pin_code`: Keygate chooses the PIN,
+//!     one PIN per access method on all its locks, one access code per lock.
+//!   - `cloud_key` on locks that unlock remotely (`can_remotely_unlock`, else the `lock`
+//!     capability): an **access grant** (`/access_grants/create`) of the access method's user
+//!     identity (`user_identity_key`, as for access systems) to the job's locks
+//!     (`device_ids`), with one requested access method of mode `cloud_key` and the window.
+//!     It is Seam's record of who may unlock which lock when; the unlock itself is
+//!     `/locks/unlock_door`, sent by Keygate once its own checks allow it. Access grants are
+//!     marked "early access" in Seam's reference, and their `cloud_key` mode is recent.
+//! - **Remote unlock**: where any lock unlocks remotely (`can_remote_unlock`; those locks'
+//!   `can_unlock_with_cloud_key`): `/locks/unlock_door` with the `device_id`, sent only before
+//!   the unlock's deadline, its action attempt polled (`/action_attempts/get`) to `success` or
+//!   `error` until the deadline (`settle` in the parent module, shared with access systems);
+//!   still pending then is `unlock_not_confirmed`, never sent again.
 //! - **PIN rules**: Keygate generates, lengths the intersection of the code locks'
 //!   `properties.supported_code_lengths` (4 to 8 where a lock gives none): from the shortest
-//!   common length up to the longest with every length in between common.
-//! - **Schedules**: `starts_at`/`ends_at` on the access code (a `time_bound` code). A holder
-//!   without an end is an `ongoing` code when the start has come; an open-ended window starting
-//!   later is refused (`schedule_not_supported`: Seam takes both ends or none).
+//!   common length up to the longest with every length in between common. When the code locks
+//!   share no length, codes are not offered. Other `code_constraints` (`no_zeros`, ...) are
+//!   not expressible in Keygate's rules: Seam refuses such a PIN, a Permanent error with
+//!   Seam's type.
+//! - **Schedules**: `starts_at`/`ends_at` on the access code (a `time_bound` code) and on the
+//!   access grant. A holder without an end is an `ongoing` code when the start has come; an
+//!   open-ended code window starting later is refused (`schedule_not_supported`: Seam's access
+//!   codes take both ends or none).
+//! - **Not supported**: cards and mobile keys on locks, card encoding, locks whose PIN Seam
+//!   must choose (`cannot_specify_pin_code`), other device types (thermostats, sensors).
 //!
-//! ## The idempotency key
+//! ## The idempotency keys
 //!
 //! Every access code Keygate makes carries `common_code_key` = `keygate-access-method-<id>`
 //! (the access method's id). It is the one client-chosen key `/access_codes/create` takes and
 //! every access code returns (Seam: "any two access codes with the same `common_code_key` are
 //! guaranteed to have the same code", which is what one PIN per access method across its locks
 //! is); `/access_codes/list` has no filter by it, so the codes of a lock are listed by
-//! `device_id` and matched by the key here. A repeat finds the code again and creates nothing;
-//! a changed PIN or window is an `/access_codes/update`; codes of this key on a lock the method
-//! no longer opens (`removed_entrance_ids`) are deleted. The `name` is the holder's name (what
-//! the lock's own app shows), never Keygate ids.
+//! `device_id` and matched here by lock and key. A repeat finds the code again and creates
+//! nothing; a changed PIN or window is an `/access_codes/update` of the same code; codes of the
+//! key on a lock the method no longer opens (`removed_entrance_ids`) are deleted. The `name` is
+//! the holder's name (what the lock's own app shows), never a Keygate id.
 //!
-//! Revoke deletes every code of the key on the system's locks (`/access_codes/delete`; one
-//! already gone is success). Read back lists the codes of each lock and keeps those of the key
-//! that are not being removed (`status` `removing`).
+//! A cloud key's access grant carries `access_grant_key` = the same key (unique in the
+//! workspace, `/access_grants/get` by it). Its locks are read back through its access methods
+//! per lock (`/access_methods/list` by `access_grant_key` and `device_id`: the grant itself
+//! lists spaces, not devices). A window change is `/access_grants/update`; other locks make the
+//! grant anew (Seam changes no grant's devices); a create refused because the key is taken is
+//! Transient (made meanwhile, or still being deleted).
 //!
-//! Errors are classed by the adapter's one classifier ([`super::provider_error`]), unlocks and
-//! their action attempts by [`super::attempt_failure`] and [`super::settle`].
+//! Revoke deletes every code of the key on the system's locks (`/access_codes/delete`) and the
+//! key's access grant (`/access_grants/delete`); one already gone is success. Read back lists
+//! the codes of each lock and keeps those of the key that are not being removed (`status`
+//! `removing`), else the access grant.
+//!
+//! Errors are classed by the adapter's one classifier (`provider_error` in the parent module),
+//! unlocks and their action attempts by its `attempt_failure` and `settle`. Seam's published
+//! limits per device (10 access code creations, 10 updates, 20 deletions, 15 unlocks a
+//! minute) answer 429 beyond them: Transient, retried by the orchestrator.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -161,11 +186,14 @@ pub fn capabilities(locks: &[Lock]) -> CapabilityDescriptor {
     let remote = locks.iter().any(|l| l.remote_unlock);
     CapabilityDescriptor {
         permission_model: PermissionModel::CredentialBased,
-        supported_modes: if codes {
-            vec![AccessMethodMode::Code]
-        } else {
-            Vec::new()
-        },
+        supported_modes: [
+            (codes, AccessMethodMode::Code),
+            (remote, AccessMethodMode::CloudKey),
+        ]
+        .into_iter()
+        .filter(|(on, _)| *on)
+        .map(|(_, m)| m)
+        .collect(),
         pin_code_rules: lengths.map(|(min_length, max_length)| PinCodeRules {
             generator: PinCodeGenerator::Keygate,
             min_length,
@@ -342,11 +370,14 @@ pub(super) async fn provision(
     job: &ProvisionJob,
     holder: &Holder,
 ) -> Result<ProvisionResult, ProviderError> {
-    if job.mode != AccessMethodMode::Code {
-        return Err(ProviderError::Permanent(format!(
-            "mode_not_supported: Seam locks take access codes only, not {:?} (remote unlock needs no credential)",
-            job.mode
-        )));
+    match job.mode {
+        AccessMethodMode::Code => {}
+        AccessMethodMode::CloudKey => return provision_cloud_key(t, link, job, holder).await,
+        other => {
+            return Err(ProviderError::Permanent(format!(
+                "mode_not_supported: Seam locks take access codes and cloud keys, not {other:?}"
+            )));
+        }
     }
     let Some(pin) = job.requested_code.clone() else {
         return Err(ProviderError::Permanent(
@@ -455,6 +486,16 @@ pub(super) async fn revoke(t: &Target, link: &Link, job: &RevokeJob) -> Result<(
     for device in devices {
         delete_codes(t, device, &key).await?;
     }
+    // And the cloud key's access grant.
+    if let Some(grant) = grant_of(t, &key).await?
+        && let Some(id) = str_of(&grant, "access_grant_id")
+    {
+        let route = "/access_grants/delete";
+        gone_is_fine(
+            route,
+            t.post(route, &json!({ "access_grant_id": id })).await,
+        )?;
+    }
     Ok(())
 }
 
@@ -478,7 +519,24 @@ pub(super) async fn read_back(
         }
     }
     let Some(code) = first else {
-        return Ok(None);
+        // No code: a cloud key's access grant, or nothing.
+        let Some(grant) = grant_of(t, &key).await? else {
+            return Ok(None);
+        };
+        let covered = grant_devices(t, link, &key).await?;
+        let entrance_ids = link
+            .entrances
+            .iter()
+            .filter(|(_, d)| covered.contains(*d))
+            .map(|(id, _)| *id)
+            .collect();
+        return Ok(Some(HeldCredential {
+            entrance_ids,
+            starts_at: parse_ts(grant.get("starts_at")),
+            ends_at: parse_ts(grant.get("ends_at")),
+            code: None,
+            card_encoding_required: false,
+        }));
     };
     Ok(Some(HeldCredential {
         entrance_ids,
@@ -487,6 +545,200 @@ pub(super) async fn read_back(
         code: str_of(&code, "code").map(str::to_owned),
         card_encoding_required: false,
     }))
+}
+
+/// The access method's Seam user identity (`user_identity_key`, as for access systems), made
+/// when missing.
+async fn identity(
+    t: &Target,
+    method: AccessMethodId,
+    holder: &Holder,
+) -> Result<String, ProviderError> {
+    let key = super::user_identity_key(method);
+    let get = |route: &'static str| {
+        let body = json!({ "user_identity_key": key });
+        async move {
+            match t.post(route, &body).await {
+                Ok(v) => Ok(v
+                    .get("user_identity")
+                    .and_then(|u| str_of(u, "user_identity_id"))
+                    .map(str::to_owned)),
+                Err(f) if f.is_not_found() => Ok(None),
+                Err(f) => Err(provider_error(route, &f, Kind::Read)),
+            }
+        }
+    };
+    if let Some(id) = get("/user_identities/get").await? {
+        return Ok(id);
+    }
+    let route = "/user_identities/create";
+    let r = t
+        .post(
+            route,
+            &json!({
+                "user_identity_key": super::user_identity_key(method),
+                "full_name": holder.full_name,
+            }),
+        )
+        .await;
+    match r {
+        Ok(v) => v
+            .get("user_identity")
+            .and_then(|u| str_of(u, "user_identity_id"))
+            .map(str::to_owned)
+            .ok_or_else(|| {
+                ProviderError::Ambiguous(format!("{route}: no user_identity in the answer"))
+            }),
+        // Made meanwhile (a concurrent repeat): use it.
+        Err(super::Failure::Status {
+            status: 400 | 409,
+            error_type: Some(ty),
+            ..
+        }) if ty.contains("taken") || ty.contains("exists") => {
+            get("/user_identities/get").await?.ok_or_else(|| {
+                ProviderError::Transient(format!(
+                    "{route}: the key is taken but no identity has it yet"
+                ))
+            })
+        }
+        Err(f) => Err(provider_error(route, &f, Kind::Change)),
+    }
+}
+
+/// The access grant of `key`, if any.
+async fn grant_of(t: &Target, key: &str) -> Result<Option<Value>, ProviderError> {
+    let route = "/access_grants/get";
+    match t.post(route, &json!({ "access_grant_key": key })).await {
+        Ok(v) => Ok(v
+            .get("access_grant")
+            .cloned()
+            .filter(|g| str_of(g, "access_grant_id").is_some())),
+        Err(f) if f.is_not_found() => Ok(None),
+        Err(f) => Err(provider_error(route, &f, Kind::Read)),
+    }
+}
+
+/// The system's locks the access grant of `key` covers (its access methods on each lock;
+/// the grant itself lists spaces, not devices).
+async fn grant_devices(
+    t: &Target,
+    link: &Link,
+    key: &str,
+) -> Result<BTreeSet<String>, ProviderError> {
+    let route = "/access_methods/list";
+    let mut covered = BTreeSet::new();
+    let devices: BTreeSet<&String> = link.entrances.values().collect();
+    for device in devices {
+        let methods = match t
+            .list_all(
+                route,
+                "access_methods",
+                json!({ "access_grant_key": key, "device_id": device }),
+            )
+            .await
+        {
+            Ok(m) => m,
+            // The grant went meanwhile.
+            Err(f) if f.is_not_found() => return Ok(BTreeSet::new()),
+            Err(f) => return Err(provider_error(route, &f, Kind::Read)),
+        };
+        if methods
+            .iter()
+            .any(|m| str_of(m, "mode") == Some("cloud_key"))
+        {
+            covered.insert(device.clone());
+        }
+    }
+    Ok(covered)
+}
+
+/// A cloud key on locks: an access grant (`access_grant_key` = the access method's key) of the
+/// method's user identity to the job's locks, with a `cloud_key` access method and the window.
+/// The unlock itself is `/locks/unlock_door`; the grant is Seam's record of who may ask it.
+async fn provision_cloud_key(
+    t: &Target,
+    link: &Link,
+    job: &ProvisionJob,
+    holder: &Holder,
+) -> Result<ProvisionResult, ProviderError> {
+    let devices = job
+        .entrance_ids
+        .iter()
+        .map(|id| device_of(link, id))
+        .collect::<Result<BTreeSet<_>, _>>()?;
+    let key = access_code_key(job.access_method_id);
+    let ends = holder.ends_at.map(ts);
+    let mut existing = grant_of(t, &key).await?;
+    if let Some(grant) = &existing {
+        let id = str_of(grant, "access_grant_id")
+            .unwrap_or_default()
+            .to_owned();
+        if grant_devices(t, link, &key).await? != devices {
+            // Seam changes no grant's devices: the grant is made anew.
+            let route = "/access_grants/delete";
+            gone_is_fine(
+                route,
+                t.post(route, &json!({ "access_grant_id": id })).await,
+            )?;
+            existing = None;
+        } else if parse_ts(grant.get("starts_at")) != Some(holder.starts_at)
+            || parse_ts(grant.get("ends_at")) != holder.ends_at
+        {
+            let route = "/access_grants/update";
+            t.post(
+                route,
+                &json!({ "access_grant_id": id, "starts_at": ts(holder.starts_at), "ends_at": ends }),
+            )
+            .await
+            .map_err(|f| provider_error(route, &f, Kind::Change))?;
+        }
+    }
+    if existing.is_none() {
+        let user_identity_id = identity(t, job.access_method_id, holder).await?;
+        let route = "/access_grants/create";
+        let mut body = json!({
+            "user_identity_id": user_identity_id,
+            "access_grant_key": key,
+            "device_ids": devices,
+            "requested_access_methods": [{ "mode": "cloud_key" }],
+            "starts_at": ts(holder.starts_at),
+        });
+        if let (Some(e), Some(o)) = (&ends, body.as_object_mut()) {
+            o.insert("ends_at".into(), Value::String(e.clone()));
+        }
+        match t.post(route, &body).await {
+            Ok(r)
+                if r.get("access_grant")
+                    .and_then(|g| str_of(g, "access_grant_id"))
+                    .is_some() => {}
+            Ok(_) => {
+                return Err(ProviderError::Ambiguous(format!(
+                    "{route}: no access_grant in the answer"
+                )));
+            }
+            // Made meanwhile by a repeat whose answer was lost: the next attempt finds it.
+            Err(super::Failure::Status {
+                status: 400 | 409,
+                error_type: Some(ty),
+                ..
+            }) if ty.contains("taken") || ty.contains("exists") => {
+                return Err(ProviderError::Transient(format!(
+                    "{route}: the access grant key is taken (made meanwhile, or being deleted)"
+                )));
+            }
+            Err(f) => return Err(provider_error(route, &f, Kind::Change)),
+        }
+    }
+    Ok(ProvisionResult {
+        doors: job
+            .entrance_ids
+            .iter()
+            .map(|e| (*e, DoorOutcome::Granted))
+            .collect(),
+        code: None,
+        card_encoding_required: false,
+        client_session_token: None,
+    })
 }
 
 /// `/locks/unlock_door`, its action attempt polled until `until`.
@@ -546,7 +798,10 @@ mod tests {
         assert_eq!(common_lengths(&[a.clone(), b.clone()]), Some((5, 6)));
         assert_eq!(common_lengths(std::slice::from_ref(&a)), Some((4, 6)));
         let caps = capabilities(&[a.clone(), b]);
-        assert_eq!(caps.supported_modes, [AccessMethodMode::Code]);
+        assert_eq!(
+            caps.supported_modes,
+            [AccessMethodMode::Code, AccessMethodMode::CloudKey]
+        );
         assert!(caps.can_remote_unlock && caps.can_assign_entrances_directly);
         let no_pin = lock_of(&json!({
             "device_id": "d3",
