@@ -609,10 +609,17 @@ async fn identity(
 async fn grant_of(t: &Target, key: &str) -> Result<Option<Value>, ProviderError> {
     let route = "/access_grants/get";
     match t.post(route, &json!({ "access_grant_key": key })).await {
-        Ok(v) => Ok(v
-            .get("access_grant")
-            .cloned()
-            .filter(|g| str_of(g, "access_grant_id").is_some())),
+        // One being deleted (Seam's `being_deleted` warning) is gone already.
+        Ok(v) => Ok(v.get("access_grant").cloned().filter(|g| {
+            str_of(g, "access_grant_id").is_some()
+                && !g
+                    .get("warnings")
+                    .and_then(Value::as_array)
+                    .is_some_and(|w| {
+                        w.iter()
+                            .any(|w| str_of(w, "warning_code") == Some("being_deleted"))
+                    })
+        })),
         Err(f) if f.is_not_found() => Ok(None),
         Err(f) => Err(provider_error(route, &f, Kind::Read)),
     }
