@@ -20,8 +20,9 @@ const db = fake.database
 // ---------------------------------------------------------------------------------------------
 // Seed: workspaces, each with its own API key.
 //   B: two systems (a Visionline system and a Salto KS site): acs_system_id must be chosen.
-//   More on request, each a Salto KS site of its own (POST /_keygate/site_workspace): one per
-//   test, so tests running at once never see each other's objects or faults.
+//   More on request, each a Salto KS site of its own (POST /_keygate/site_workspace), or smart
+//   locks of their own (POST /_keygate/locks_workspace): one per test, so tests running at once
+//   never see each other's objects or faults.
 // ---------------------------------------------------------------------------------------------
 
 const suffix = randomUUID().replaceAll("-", "")
@@ -76,6 +77,48 @@ function siteWorkspace() {
   }
 }
 
+// A workspace with smart locks (the fake's own devices): an August account with two locks that
+// take codes and unlock remotely (different PIN lengths) and a gate that only unlocks remotely,
+// and a second account (Yale) with one lock, for `connected_account_id`.
+let locksCount = 0
+function locksWorkspace() {
+  locksCount += 1
+  const w = workspace(`Keygate locks ${locksCount}`, `keygatelocks${locksCount}`)
+  const lock = (ca, device_type, name, codes, lengths) =>
+    db.addDevice({
+      connected_account_id: ca,
+      device_type,
+      name,
+      display_name: name,
+      workspace_id: w.ws.workspace_id,
+      can_remotely_lock: true,
+      can_remotely_unlock: true,
+      can_program_online_access_codes: codes,
+      properties: {
+        name,
+        manufacturer: device_type.split("_")[0],
+        locked: true,
+        ...(lengths == null ? {} : { supported_code_lengths: lengths }),
+      },
+    })
+  const august = w.ca.connected_account_id
+  const front = lock(august, "august_lock", "Front Door", true, [4, 5, 6])
+  const back = lock(august, "august_lock", "Back Door", true, [4, 5, 6, 7, 8])
+  const gate = lock(august, "august_lock", "Garden Gate", false, null)
+  const yale = db.addConnectedAccount({
+    provider: "yale",
+    workspace_id: w.ws.workspace_id,
+    user_identifier: { email: "owner@example.com" },
+  })
+  const garage = lock(yale.connected_account_id, "yale_lock", "Garage", true, [6])
+  return {
+    api_key: w.token,
+    workspace_id: w.ws.workspace_id,
+    connected_account_ids: [august, yale.connected_account_id],
+    device_ids: [front.device_id, back.device_id, gate.device_id, garage.device_id],
+  }
+}
+
 const b = workspace("Keygate B", "keygateB")
 const visionline = db.addAcsSystem({
   external_type: "visionline_system",
@@ -121,6 +164,13 @@ const SHIMMED = [
   "/acs/credentials/get",
   "/acs/credentials/delete",
   "/acs/entrances/list (with acs_credential_id)",
+  "/access_codes/create (keeps common_code_key, which the pinned fake drops)",
+  "/access_grants/create",
+  "/access_grants/get",
+  "/access_grants/list",
+  "/access_grants/update",
+  "/access_grants/delete",
+  "/access_methods/list",
 ]
 
 // Calls that only read: a scripted fault hits the next call that is not one of these.
@@ -138,9 +188,21 @@ const READS = new Set([
   "/acs/credentials/get",
   "/user_identities/get",
   "/action_attempts/get",
+  "/locks/list",
+  "/locks/get",
+  "/devices/list",
+  "/devices/get",
+  "/access_codes/list",
+  "/access_codes/get",
+  "/access_grants/get",
+  "/access_grants/list",
+  "/access_methods/list",
 ])
 
 const credentials = [] // acs_credential objects made by /acs/credentials/create
+const accessGrants = [] // access_grant objects made by /access_grants/create
+const accessMethods = [] // their access methods (one per requested method, on the grant's devices)
+const ACCESS_METHOD_MODES = ["code", "card", "mobile_key", "cloud_key"]
 let nextCredential = 1
 const faults = new Map() // workspace id -> one-shot "unavailable" | "500_after" | "timeout_before" | "refused"
 
@@ -252,6 +314,114 @@ function shim(path, body, ws, res) {
       credentials.splice(i, 1)
       return send(res, 200, {})
     }
+    // Access grants (docs.seam.co/latest/api/access_grants): a user identity's access to
+    // devices in a window, through requested access methods; found by access_grant_key.
+    case "/access_grants/create": {
+      const identity = db.user_identities.find((u) => u.workspace_id === ws && u.user_identity_id === body.user_identity_id)
+      if (identity == null) return seamError(res, 404, "user_identity_not_found", "User identity not found")
+      if (body.access_grant_key != null && accessGrants.some((g) => g.workspace_id === ws && g.access_grant_key === body.access_grant_key)) {
+        return seamError(res, 400, "access_grant_key_taken", "An access grant with this key already exists")
+      }
+      const devices = body.device_ids ?? []
+      for (const d of devices) {
+        if (!db.devices.some((x) => x.device_id === d && x.workspace_id === ws)) {
+          return seamError(res, 404, "device_not_found", `Device ${d} not found`)
+        }
+      }
+      const requested = body.requested_access_methods ?? []
+      if (requested.length === 0 || requested.some((m) => !ACCESS_METHOD_MODES.includes(m?.mode))) {
+        return seamError(res, 400, "invalid_input", "requested_access_methods is not valid")
+      }
+      if (body.starts_at != null && body.ends_at != null && new Date(body.ends_at) <= new Date(body.starts_at)) {
+        return seamError(res, 400, "invalid_input", "ends_at must be after starts_at")
+      }
+      const now = new Date().toISOString()
+      const g = {
+        workspace_id: ws,
+        access_grant_id: randomUUID(),
+        access_grant_key: body.access_grant_key,
+        user_identity_id: identity.user_identity_id,
+        location_ids: [],
+        space_ids: [],
+        requested_access_methods: [],
+        access_method_ids: [],
+        name: body.name ?? null,
+        display_name: body.name ?? "Access Grant",
+        created_at: now,
+        starts_at: body.starts_at ?? now,
+        ends_at: body.ends_at ?? null,
+        warnings: [],
+        _device_ids: devices,
+      }
+      for (const m of requested) {
+        const am = {
+          workspace_id: ws,
+          access_method_id: randomUUID(),
+          display_name: m.mode,
+          mode: m.mode,
+          created_at: now,
+          is_issued: m.mode === "cloud_key",
+          _access_grant_id: g.access_grant_id,
+          _device_ids: devices,
+        }
+        accessMethods.push(am)
+        g.access_method_ids.push(am.access_method_id)
+        g.requested_access_methods.push({ display_name: m.mode, mode: m.mode, created_at: now, created_access_method_ids: [am.access_method_id] })
+      }
+      accessGrants.push(g)
+      return send(res, 200, { access_grant: strip(g) })
+    }
+    case "/access_grants/get": {
+      const g = accessGrants.find(
+        (g) =>
+          g.workspace_id === ws &&
+          ((body.access_grant_id != null && g.access_grant_id === body.access_grant_id) ||
+            (body.access_grant_key != null && g.access_grant_key === body.access_grant_key)),
+      )
+      if (g == null) return seamError(res, 404, "access_grant_not_found", "Access grant not found")
+      return send(res, 200, { access_grant: strip(g) })
+    }
+    case "/access_grants/list": {
+      const list = accessGrants.filter(
+        (g) =>
+          g.workspace_id === ws &&
+          (body.user_identity_id == null || g.user_identity_id === body.user_identity_id) &&
+          (body.access_grant_key == null || g.access_grant_key === body.access_grant_key),
+      )
+      return send(res, 200, { access_grants: list.map(strip) })
+    }
+    case "/access_grants/update": {
+      const g = accessGrants.find((g) => g.workspace_id === ws && g.access_grant_id === body.access_grant_id)
+      if (g == null) return seamError(res, 404, "access_grant_not_found", "Access grant not found")
+      if (body.starts_at != null) g.starts_at = body.starts_at
+      if (body.ends_at !== undefined) g.ends_at = body.ends_at
+      if (body.name != null) g.name = g.display_name = body.name
+      return send(res, 200, {})
+    }
+    case "/access_grants/delete": {
+      const i = accessGrants.findIndex((g) => g.workspace_id === ws && g.access_grant_id === body.access_grant_id)
+      if (i < 0) return seamError(res, 404, "access_grant_not_found", "Access grant not found")
+      const [g] = accessGrants.splice(i, 1)
+      for (let j = accessMethods.length - 1; j >= 0; j--) {
+        if (accessMethods[j]._access_grant_id === g.access_grant_id) accessMethods.splice(j, 1)
+      }
+      return send(res, 200, {})
+    }
+    case "/access_methods/list": {
+      const grant = accessGrants.find(
+        (g) =>
+          g.workspace_id === ws &&
+          ((body.access_grant_id != null && g.access_grant_id === body.access_grant_id) ||
+            (body.access_grant_key != null && g.access_grant_key === body.access_grant_key)),
+      )
+      if (grant == null) return seamError(res, 404, "access_grant_not_found", "Access grant not found")
+      const list = accessMethods.filter(
+        (m) =>
+          m._access_grant_id === grant.access_grant_id &&
+          (body.device_id == null || m._device_ids.includes(body.device_id)),
+      )
+      return send(res, 200, { access_methods: list.map(strip) })
+    }
     case "/acs/entrances/list": {
       if (body.acs_credential_id == null) return false
       const c = credentials.find((c) => c.acs_credential_id === body.acs_credential_id && c.workspace_id === ws)
@@ -261,6 +431,24 @@ function shim(path, body, ws, res) {
     default:
       return false
   }
+}
+
+// What the shim adds to an answer of the fake: /access_codes/create keeps the request's
+// common_code_key on the code (the published API takes and returns it; the pinned fake's schema
+// drops it).
+function after(path, body, out) {
+  if (path !== "/access_codes/create" || out.status !== 200 || body.common_code_key == null) return out
+  try {
+    const answer = JSON.parse(Buffer.concat(out.chunks).toString())
+    const id = answer?.access_code?.access_code_id
+    if (id == null) return out
+    db.updateAccessCode({ access_code_id: id, common_code_key: body.common_code_key })
+    answer.access_code.common_code_key = body.common_code_key
+    out.chunks = [Buffer.from(JSON.stringify(answer))]
+  } catch {
+    // Not JSON: passed on as the fake answered.
+  }
+  return out
 }
 
 function forward(req, res, raw) {
@@ -305,7 +493,7 @@ function run(req, path, body, ws, raw) {
           out.status = r.statusCode ?? 502
           out.headers = r.headers
           r.on("data", (c) => out.chunks.push(c))
-          r.on("end", () => resolve(out))
+          r.on("end", () => resolve(after(path, body, out)))
         },
       )
       up.on("error", () => {
@@ -329,10 +517,12 @@ const front = http.createServer((req, res) => {
       return send(res, 200, {})
     }
     if (path === "/_keygate/site_workspace") return send(res, 200, siteWorkspace())
+    if (path === "/_keygate/locks_workspace") return send(res, 200, locksWorkspace())
     if (path === "/_keygate/state") {
       return send(res, 200, {
         credentials: credentials.map((c) => ({ ...strip(c), acs_entrance_ids: c._entrances })),
         group_entrances: Object.fromEntries(groupEntrances),
+        access_grants: accessGrants.map((g) => ({ ...strip(g), device_ids: g._device_ids })),
       })
     }
     if (path.startsWith("/_fake/")) return forward(req, res, raw)

@@ -1,5 +1,6 @@
 //! The Seam adapter (`seam` system type): one access control system (`acs_system`) of a Seam
-//! workspace, reached over Seam's HTTP API (`POST <endpoint>/<route>` with a JSON body, as every
+//! workspace, or the workspace's smart locks ([`locks`], `devices = "locks"`), reached over
+//! Seam's HTTP API (`POST <endpoint>/<route>` with a JSON body, as every
 //! Seam SDK calls it; reference: <https://docs.seam.co/latest/api>).
 //!
 //! Settings (`Connection::settings` at discover, `Link::settings` for a stored system):
@@ -9,10 +10,23 @@
 //!   Without it the workspace must have exactly one (`/acs/systems/list`); otherwise discover
 //!   refuses with `invalid_connection_settings: acs_system_id: ...` listing the choices.
 //! - `timeout_ms` (optional, default 10000, 100..=120000): the deadline of every request.
+//! - `devices` (optional, the one value `locks`): this Keygate system is the workspace's smart
+//!   locks instead of an access system (see [`locks`]); refused together with `acs_system_id`.
+//! - `connected_account_id` (optional, only with `devices = "locks"`): take the locks of that
+//!   connected account only.
 //!
 //! Credentials: `api_key` (required), sent as `Authorization: Bearer <api_key>`, marked
 //! sensitive, never logged nor put in an error. Anything else, or a malformed value, is refused
 //! as `Permanent("invalid_connection_settings: ...")`.
+//!
+//! ## Smart locks
+//!
+//! With `devices = "locks"` the entrances are the workspace's locks (`/locks/list`, device ids
+//! as external ids), PINs are access codes on them (`/access_codes/*`, found again by their
+//! `common_code_key`), cloud keys are access grants (`/access_grants/*`, by
+//! `access_grant_key`) and a remote unlock is `/locks/unlock_door` with its action attempt
+//! polled. The mapping, the PIN rules and the key are in [`locks`]; the errors, the requests,
+//! the pagination and the action attempt polling are this module's, shared.
 //!
 //! ## References (what makes every change idempotent)
 //!
@@ -64,6 +78,8 @@
 //! 5xx and timeouts → Ambiguous on changes, Transient on reads; a connection that could not be
 //! opened → Transient `provider_unreachable`; other 4xx → Permanent `<error.type>: <message>`.
 
+pub mod locks;
+
 use crate::vendor::attempt;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
@@ -93,6 +109,7 @@ pub const SYSTEM_TYPE: &str = "seam";
 pub use crate::vendor::{
     INVALID_CONNECTION_SETTINGS, INVALID_CREDENTIALS, PROVIDER_UNREACHABLE, RATE_LIMITED,
 };
+pub use locks::access_code_key;
 /// Seam's API.
 pub const DEFAULT_ENDPOINT: &str = "https://connect.getseam.com";
 /// The prefix of the `user_identity_key` of an access method's Seam user identity.
@@ -105,6 +122,12 @@ const POLL_EVERY: Duration = Duration::from_millis(250);
 const MAX_PAGES: usize = 200;
 const MAX_ITEMS: usize = 10_000;
 const MAX_MESSAGE: usize = 300;
+
+/// The declared limit of every Seam system (see "Rate limit" above).
+const RATE_LIMIT: ProviderRateLimit = ProviderRateLimit {
+    requests_per_second: 5.0,
+    burst: 10,
+};
 
 /// The key of an access method's Seam user identity.
 pub fn user_identity_key(access_method_id: AccessMethodId) -> String {
@@ -133,7 +156,7 @@ impl SeamProvider {
         &self,
         settings: &BTreeMap<String, String>,
         credentials: &Credentials,
-    ) -> Result<(Target, Option<String>), ProviderError> {
+    ) -> Result<(Target, Scope), ProviderError> {
         let s = Settings::parse(settings)?;
         let api_key = bearer(credentials)?;
         let client = self.clients.get(s.loopback)?;
@@ -144,20 +167,19 @@ impl SeamProvider {
                 api_key,
                 timeout: s.timeout,
             },
-            s.acs_system_id,
+            s.scope,
         ))
     }
 
-    /// The target of a stored system and its Seam system id.
-    async fn stored(
-        &self,
-        system: &AccessSystem,
-    ) -> Result<(Target, String, crate::provider::Link), ProviderError> {
+    /// The target of a stored system and what it is: an access system (with its Seam id) or
+    /// the workspace's locks.
+    async fn stored(&self, system: &AccessSystem) -> Result<Stored, ProviderError> {
         let link = self.directory.link(system).await?;
-        let (t, configured) = self.target(&link.settings, &link.credentials)?;
-        let acs = match configured {
-            Some(id) => id,
-            None => {
+        let (t, scope) = self.target(&link.settings, &link.credentials)?;
+        let acs = match scope {
+            Scope::Locks { .. } => return Ok(Stored::Locks(t, link)),
+            Scope::Acs(Some(id)) => id,
+            Scope::Acs(None) => {
                 let cached = self
                     .resolved
                     .lock()
@@ -175,8 +197,27 @@ impl SeamProvider {
                 }
             }
         };
-        Ok((t, acs, link))
+        Ok(Stored::Acs(t, acs, link))
     }
+}
+
+/// A stored system as its calls need it.
+enum Stored {
+    /// An access control system: its Seam `acs_system_id`.
+    Acs(Target, String, crate::provider::Link),
+    /// The workspace's smart locks ([`locks`]).
+    Locks(Target, crate::provider::Link),
+}
+
+/// What one Keygate system of type `seam` is in its Seam workspace.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Scope {
+    /// An access control system (`acs_system_id`, or the workspace's only one).
+    Acs(Option<String>),
+    /// The workspace's smart locks (`devices = "locks"`), optionally of one connected account.
+    Locks {
+        connected_account_id: Option<String>,
+    },
 }
 
 /// The parsed settings.
@@ -184,7 +225,7 @@ impl SeamProvider {
 struct Settings {
     endpoint: String,
     loopback: bool,
-    acs_system_id: Option<String>,
+    scope: Scope,
     timeout: Duration,
 }
 
@@ -194,7 +235,10 @@ impl Settings {
             ProviderError::Permanent(format!("{INVALID_CONNECTION_SETTINGS}: {name}: {why}"))
         };
         for name in settings.keys() {
-            if !matches!(name.as_str(), "endpoint" | "acs_system_id" | "timeout_ms") {
+            if !matches!(
+                name.as_str(),
+                "endpoint" | "acs_system_id" | "timeout_ms" | "devices" | "connected_account_id"
+            ) {
                 return Err(invalid(name, "unknown setting"));
             }
         }
@@ -203,13 +247,34 @@ impl Settings {
             .map(|e| e.trim())
             .unwrap_or(DEFAULT_ENDPOINT);
         let (url, loopback) = crate::vendor::vendor_endpoint(raw)?;
-        let acs_system_id = match settings.get("acs_system_id").map(|s| s.trim()) {
-            None => None,
-            Some("") => return Err(invalid("acs_system_id", "empty")),
+        let id_setting = |name: &str| match settings.get(name).map(|s| s.trim()) {
+            None => Ok(None),
+            Some("") => Err(invalid(name, "empty")),
             Some(id) if id.len() > 200 || id.chars().any(char::is_control) => {
-                return Err(invalid("acs_system_id", "not a Seam id"));
+                Err(invalid(name, "not a Seam id"))
             }
-            Some(id) => Some(id.to_owned()),
+            Some(id) => Ok(Some(id.to_owned())),
+        };
+        let acs_system_id = id_setting("acs_system_id")?;
+        let connected_account_id = id_setting("connected_account_id")?;
+        let scope = match settings.get("devices").map(|s| s.trim()) {
+            None if connected_account_id.is_some() => {
+                return Err(invalid(
+                    "connected_account_id",
+                    "only with devices = \"locks\"",
+                ));
+            }
+            None => Scope::Acs(acs_system_id),
+            Some("locks") if acs_system_id.is_some() => {
+                return Err(invalid(
+                    "devices",
+                    "either devices = \"locks\" or acs_system_id, not both",
+                ));
+            }
+            Some("locks") => Scope::Locks {
+                connected_account_id,
+            },
+            Some(_) => return Err(invalid("devices", "the only value is \"locks\"")),
         };
         let timeout = match settings.get("timeout_ms") {
             None => DEFAULT_TIMEOUT,
@@ -226,7 +291,7 @@ impl Settings {
         Ok(Self {
             endpoint: url.as_str().trim_end_matches('/').to_owned(),
             loopback,
-            acs_system_id,
+            scope,
             timeout,
         })
     }
@@ -677,10 +742,7 @@ pub fn capabilities(
         can_issue_mobile_keys: supported_modes.contains(&AccessMethodMode::MobileKey),
         can_assign_entrances_directly: !by_groups,
         can_schedule_credentials: true,
-        rate_limit: ProviderRateLimit {
-            requests_per_second: 5.0,
-            burst: 10,
-        },
+        rate_limit: RATE_LIMIT,
         supported_modes,
     }
 }
@@ -906,6 +968,33 @@ async fn settle(
     }
 }
 
+/// When an unlock must be settled by: its deadline, capped; refused when it has none or it
+/// passed.
+fn unlock_deadline(job: &UnlockJob) -> Result<tokio::time::Instant, AttemptError> {
+    use keygate_domain::action::unlock_errors;
+    let until = match job.expires_at {
+        Some(expires_at) => {
+            let left = Duration::try_from(expires_at - OffsetDateTime::now_utc())
+                .unwrap_or(Duration::ZERO);
+            if left.is_zero() {
+                return Err(attempt(
+                    unlock_errors::EXPIRED,
+                    "the unlock's deadline passed before it was sent",
+                ));
+            }
+            left.min(UNLOCK_TIMEOUT_CAP)
+        }
+        None => {
+            return Err(attempt(
+                unlock_errors::EXPIRED,
+                "an unlock without a deadline is never sent",
+            ));
+        }
+    };
+    let until = tokio::time::Instant::now() + until;
+    Ok(until)
+}
+
 /// An unlock's or encoding's typed error from a failure before the answer.
 fn from_provider_error(e: ProviderError) -> AttemptError {
     crate::vendor::attempt_from(e, PROVIDER_UNREACHABLE)
@@ -931,7 +1020,13 @@ impl AccessSystemProvider for SeamProvider {
         if let Some(id) = connection.acs_system_id {
             tracing::Span::current().record("acs_system_id", id.to_string());
         }
-        let (t, configured) = self.target(&connection.settings, &connection.credentials)?;
+        let (t, scope) = self.target(&connection.settings, &connection.credentials)?;
+        let configured = match scope {
+            Scope::Locks {
+                connected_account_id,
+            } => return locks::discover(&t, connection, connected_account_id.as_deref()).await,
+            Scope::Acs(configured) => configured,
+        };
         let system = match configured {
             Some(id) => {
                 let route = "/acs/systems/get";
@@ -1124,7 +1219,10 @@ impl AccessSystemProvider for SeamProvider {
         job: &ProvisionJob,
         holder: &Holder,
     ) -> Result<ProvisionResult, ProviderError> {
-        let (t, acs, link) = self.stored(system).await?;
+        let (t, acs, link) = match self.stored(system).await? {
+            Stored::Acs(t, acs, link) => (t, acs, link),
+            Stored::Locks(t, link) => return locks::provision(&t, &link, job, holder).await,
+        };
         let by_groups = system.capabilities.permission_model == PermissionModel::AccessGroups;
         let entrances = job
             .entrance_ids
@@ -1346,7 +1444,10 @@ impl AccessSystemProvider for SeamProvider {
 
     #[tracing::instrument(skip_all, fields(acs_system_id = %system.id, access_method_id = %job.access_method_id, route))]
     async fn revoke(&self, system: &AccessSystem, job: &RevokeJob) -> Result<(), ProviderError> {
-        let (t, acs, _link) = self.stored(system).await?;
+        let (t, acs) = match self.stored(system).await? {
+            Stored::Acs(t, acs, _) => (t, acs),
+            Stored::Locks(t, link) => return locks::revoke(&t, &link, job).await,
+        };
         let held = find_held(&t, &acs, job.access_method_id).await?;
         let Some(user_id) = held.user_id().map(str::to_owned) else {
             return Ok(());
@@ -1386,7 +1487,10 @@ impl AccessSystemProvider for SeamProvider {
         system: &AccessSystem,
         access_method_id: AccessMethodId,
     ) -> Result<Option<HeldCredential>, ProviderError> {
-        let (t, acs, link) = self.stored(system).await?;
+        let (t, acs, link) = match self.stored(system).await? {
+            Stored::Acs(t, acs, link) => (t, acs, link),
+            Stored::Locks(t, link) => return locks::read_back(&t, &link, access_method_id).await,
+        };
         let held = find_held(&t, &acs, access_method_id).await?;
         let (Some(user), Some(user_id)) = (held.user.as_ref(), held.user_id()) else {
             return Ok(None);
@@ -1443,27 +1547,11 @@ impl AccessSystemProvider for SeamProvider {
                 "this Seam access system has no entrance that unlocks with a cloud key",
             ));
         }
-        let until = match job.expires_at {
-            Some(expires_at) => {
-                let left = Duration::try_from(expires_at - OffsetDateTime::now_utc())
-                    .unwrap_or(Duration::ZERO);
-                if left.is_zero() {
-                    return Err(attempt(
-                        unlock_errors::EXPIRED,
-                        "the unlock's deadline passed before it was sent",
-                    ));
-                }
-                left.min(UNLOCK_TIMEOUT_CAP)
-            }
-            None => {
-                return Err(attempt(
-                    unlock_errors::EXPIRED,
-                    "an unlock without a deadline is never sent",
-                ));
-            }
+        let until = unlock_deadline(job)?;
+        let (t, acs, link) = match self.stored(system).await.map_err(from_provider_error)? {
+            Stored::Acs(t, acs, link) => (t, acs, link),
+            Stored::Locks(t, link) => return locks::unlock(&t, &link, job, until).await,
         };
-        let until = tokio::time::Instant::now() + until;
-        let (t, acs, link) = self.stored(system).await.map_err(from_provider_error)?;
         let Some(entrance) = link.entrances.get(&job.acs_entrance_id).cloned() else {
             return Err(attempt(
                 "entrance_not_synced",
@@ -1528,7 +1616,15 @@ impl AccessSystemProvider for SeamProvider {
             ));
         }
         let until = tokio::time::Instant::now() + ENCODE_TIMEOUT;
-        let (t, acs, link) = self.stored(system).await.map_err(from_provider_error)?;
+        let (t, acs, link) = match self.stored(system).await.map_err(from_provider_error)? {
+            Stored::Acs(t, acs, link) => (t, acs, link),
+            Stored::Locks(..) => {
+                return Err(attempt(
+                    "credential_cannot_be_reissued",
+                    "Seam locks take no cards",
+                ));
+            }
+        };
         let Some(encoder) = link.encoders.get(&job.acs_encoder_id).cloned() else {
             return Err(attempt(
                 "encoder_not_online",
@@ -1634,6 +1730,19 @@ mod tests {
             (settings(&[("timeout_ms", "soon")]), "timeout_ms"),
             (settings(&[("acs_system_id", " ")]), "acs_system_id"),
             (settings(&[("colour", "red")]), "colour"),
+            (
+                settings(&[("devices", "locks"), ("acs_system_id", "a")]),
+                "devices",
+            ),
+            (settings(&[("devices", "doors")]), "devices"),
+            (
+                settings(&[("connected_account_id", "ca")]),
+                "connected_account_id",
+            ),
+            (
+                settings(&[("devices", "locks"), ("connected_account_id", "")]),
+                "connected_account_id",
+            ),
         ] {
             match Settings::parse(&bad) {
                 Err(ProviderError::Permanent(m)) => assert!(
@@ -1643,6 +1752,28 @@ mod tests {
                 other => panic!("{bad:?} gave {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn devices_locks_is_a_scope_of_its_own() {
+        let scope = |pairs: &[(&str, &str)]| Settings::parse(&settings(pairs)).map(|s| s.scope);
+        assert_eq!(scope(&[]), Ok(Scope::Acs(None)));
+        assert_eq!(
+            scope(&[("acs_system_id", "a")]),
+            Ok(Scope::Acs(Some("a".into())))
+        );
+        assert_eq!(
+            scope(&[("devices", " locks ")]),
+            Ok(Scope::Locks {
+                connected_account_id: None
+            })
+        );
+        assert_eq!(
+            scope(&[("devices", "locks"), ("connected_account_id", "ca1")]),
+            Ok(Scope::Locks {
+                connected_account_id: Some("ca1".into())
+            })
+        );
     }
 
     #[test]

@@ -9,6 +9,12 @@
 //! Each test gets a Seam workspace of its own (one Salto KS site: three entrances, two access
 //! groups) in the one fake process, so tests running at once never see each other.
 //!
+//! Smart locks (`devices = "locks"`) get a workspace of their own too: four of the fake's own
+//! locks in two connected accounts. For them: the conformance suite again; the access codes
+//! (key, PIN, window), their update and deletion, and the cloud key's access grant, seen by
+//! asking the fake; an unlock seen in the fake's lock state and action attempts; and, from the
+//! stub, an unlock whose action attempt fails or stays pending.
+//!
 //! Then: the provider conformance suite; a provision seen by asking the fake directly (its ACS
 //! users, its access group memberships); the settings and system choice at discover; wrong API
 //! key, unreachable endpoint and the fake's own simulated outage; the key never in an error;
@@ -128,13 +134,57 @@ async fn ask(route: &str, api_key: Option<&str>, body: Value) -> Value {
     v
 }
 
-/// A workspace of one's own: one Salto KS site.
-#[derive(Clone, Debug)]
+/// A workspace of one's own: one Salto KS site, or smart locks.
+#[derive(Clone, Debug, Default)]
 struct Workspace {
     api_key: String,
     workspace_id: String,
     acs_system_id: String,
     access_groups: Vec<String>,
+    /// Smart locks: Front Door, Back Door (codes and remote unlock), Garden Gate (remote
+    /// unlock only) of the first connected account, Garage of the second.
+    device_ids: Vec<String>,
+    connected_account_ids: Vec<String>,
+}
+
+impl Workspace {
+    fn locks(&self) -> bool {
+        !self.device_ids.is_empty()
+    }
+}
+
+fn strings(v: &Value) -> Vec<String> {
+    v.as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+async fn locks_workspace() -> Workspace {
+    let v = ask("/_keygate/locks_workspace", None, json!({})).await;
+    Workspace {
+        api_key: v["api_key"].as_str().unwrap_or_default().to_owned(),
+        workspace_id: v["workspace_id"].as_str().unwrap_or_default().to_owned(),
+        device_ids: strings(&v["device_ids"]),
+        connected_account_ids: strings(&v["connected_account_ids"]),
+        ..Workspace::default()
+    }
+}
+
+/// The fake's own database.
+async fn fake_database() -> Value {
+    http()
+        .get(format!("{}/_fake/database", fake().url))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .json::<Value>()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
 }
 
 async fn site_workspace() -> Workspace {
@@ -153,6 +203,7 @@ async fn site_workspace() -> Workspace {
                     .collect()
             })
             .unwrap_or_default(),
+        ..Workspace::default()
     }
 }
 
@@ -172,6 +223,12 @@ impl Directory for Links {
             .and_then(|m| m.get(&system.id).cloned())
             .ok_or_else(|| ProviderError::Permanent("account_disconnected: no link".into()))
     }
+}
+
+fn locks_settings(endpoint: &str) -> BTreeMap<String, String> {
+    let mut s = settings(endpoint);
+    s.insert("devices".to_owned(), "locks".to_owned());
+    s
 }
 
 fn settings(endpoint: &str) -> BTreeMap<String, String> {
@@ -217,12 +274,19 @@ impl SeamHarness {
 #[async_trait]
 impl Harness for SeamHarness {
     async fn connect(&self, provider: &dyn AccessSystemProvider, system_type: &str) -> Site {
+        let mut conn = connection(&fake().url, &self.ws.api_key);
+        let settings = if self.ws.locks() {
+            locks_settings(&fake().url)
+        } else {
+            settings(&fake().url)
+        };
+        conn.settings = settings.clone();
         let discovered = provider
-            .discover(system_type, &connection(&fake().url, &self.ws.api_key))
+            .discover(system_type, &conn)
             .await
             .unwrap_or_else(|e| panic!("{system_type}: discover failed: {e}"));
         let site = Site::from_discovery(discovered, WorkspaceId::new());
-        self.store(&site, settings(&fake().url), &self.ws.api_key);
+        self.store(&site, settings, &self.ws.api_key);
         site
     }
 
@@ -251,6 +315,31 @@ impl Harness for SeamHarness {
     }
 
     async fn held_count(&self, _system: &AccessSystem) -> Option<usize> {
+        if self.ws.locks() {
+            // One per access method: the distinct keys of the workspace's access codes (one PIN
+            // on several locks) and access grants (cloud keys).
+            let ws = Some(self.ws.workspace_id.as_str());
+            let db = fake_database().await;
+            let mut keys: std::collections::BTreeSet<String> = db["access_codes"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter(|c| c["workspace_id"].as_str() == ws)
+                        .filter_map(|c| c["common_code_key"].as_str().map(str::to_owned))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let state = ask("/_keygate/state", None, json!({})).await;
+            keys.extend(
+                state["access_grants"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter(|g| g["workspace_id"].as_str() == ws)
+                    .filter_map(|g| g["access_grant_key"].as_str().map(|k| format!("grant {k}"))),
+            );
+            return Some(keys.len());
+        }
         let v = ask("/_keygate/state", None, json!({})).await;
         let system = self.ws.acs_system_id.as_str();
         v["credentials"].as_array().map(|a| {
@@ -267,18 +356,24 @@ async fn setup() -> (SeamProvider, SeamHarness) {
     (SeamProvider::new(links.clone()), SeamHarness { ws, links })
 }
 
+async fn locks_setup() -> (SeamProvider, SeamHarness) {
+    let ws = locks_workspace().await;
+    let links = Arc::new(Links::default());
+    (SeamProvider::new(links.clone()), SeamHarness { ws, links })
+}
+
 // ---------------------------------------------------------------------------------------------
 // The conformance suite
 // ---------------------------------------------------------------------------------------------
 
 macro_rules! suite {
-    ($($scenario:ident),* $(,)?) => {
-        mod conformance {
+    ($module:ident, $setup:ident: $($scenario:ident),* $(,)?) => {
+        mod $module {
             use super::*;
             $(
                 #[tokio::test]
                 async fn $scenario() {
-                    let (provider, harness) = setup().await;
+                    let (provider, harness) = $setup().await;
                     c::$scenario(&provider, &harness, SYSTEM_TYPE).await;
                 }
             )*
@@ -287,6 +382,21 @@ macro_rules! suite {
 }
 
 suite!(
+    conformance,
+    setup:
+    discover_is_consistent,
+    provision_is_idempotent,
+    revoke_is_idempotent,
+    unlock_follows_capabilities,
+    encode_follows_capabilities,
+    error_classes_are_honest,
+    declared_rate_limit_is_usable,
+);
+
+// The same suite for a system of the workspace's smart locks.
+suite!(
+    locks_conformance,
+    locks_setup:
     discover_is_consistent,
     provision_is_idempotent,
     revoke_is_idempotent,
@@ -1135,4 +1245,547 @@ async fn an_update_moves_the_memberships_and_keeps_the_credential() {
     };
     assert_eq!(count(&ext(staff.id)), 0);
     assert_eq!(count(&ext(visitors.id)), 1);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Smart locks (`devices = "locks"`): what the fake itself holds
+// ---------------------------------------------------------------------------------------------
+
+/// The fake's access codes on one lock (listed by device; its list ignores the device filter,
+/// so they are matched here too).
+async fn codes_on(api_key: &str, device_id: &str) -> Vec<Value> {
+    let v = ask(
+        "/access_codes/list",
+        Some(api_key),
+        json!({ "device_id": device_id }),
+    )
+    .await;
+    v["access_codes"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter(|c| c["device_id"].as_str() == Some(device_id))
+                .cloned()
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn ext(site: &Site, id: keygate_domain::ids::EntranceId) -> String {
+    site.external_ids
+        .entrances
+        .get(&id)
+        .cloned()
+        .unwrap_or_default()
+}
+
+fn door(site: &Site, name: &str) -> keygate_domain::model::Entrance {
+    site.entrances
+        .iter()
+        .find(|e| e.display_name == name)
+        .cloned()
+        .unwrap_or_else(|| panic!("no {name}"))
+}
+
+#[tokio::test]
+async fn locks_discover_maps_the_workspace_locks() {
+    let (provider, h) = locks_setup().await;
+    let site = h.connect(&provider, SYSTEM_TYPE).await;
+    assert_eq!(site.system.external_type, "seam_locks");
+    let caps = &site.system.capabilities;
+    assert_eq!(caps.permission_model, PermissionModel::CredentialBased);
+    assert!(caps.can_assign_entrances_directly && caps.can_schedule_credentials);
+    assert_eq!(
+        caps.supported_modes,
+        [AccessMethodMode::Code, AccessMethodMode::CloudKey]
+    );
+    assert!(caps.can_remote_unlock && !caps.is_card_encoding_required);
+    // Front 4–6, Back 4–8, Garage 6: the one length they all take.
+    let rules = caps
+        .pin_code_rules
+        .clone()
+        .unwrap_or_else(|| panic!("no PIN rules"));
+    assert_eq!((rules.min_length, rules.max_length), (6, 6));
+    let mut names: Vec<&str> = site
+        .entrances
+        .iter()
+        .map(|e| e.display_name.as_str())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["Back Door", "Front Door", "Garage", "Garden Gate"]);
+    let gate = door(&site, "Garden Gate");
+    assert!(!gate.can_unlock_with_code && gate.can_unlock_with_cloud_key);
+    assert!(door(&site, "Front Door").can_unlock_with_code);
+    let mut ids: Vec<String> = site.external_ids.entrances.values().cloned().collect();
+    ids.sort();
+    let mut want = h.ws.device_ids.clone();
+    want.sort();
+    assert_eq!(ids, want, "entrances keep the Seam device ids");
+
+    // One connected account's locks only: no Garage, so lengths 4 to 6.
+    let mut conn = connection(&fake().url, &h.ws.api_key);
+    conn.settings = locks_settings(&fake().url);
+    conn.settings.insert(
+        "connected_account_id".into(),
+        h.ws.connected_account_ids[0].clone(),
+    );
+    let d = provider
+        .discover(SYSTEM_TYPE, &conn)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut names: Vec<&str> = d
+        .entrances
+        .iter()
+        .map(|e| e.display_name.as_str())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["Back Door", "Front Door", "Garden Gate"]);
+    let rules = d
+        .capabilities
+        .pin_code_rules
+        .unwrap_or_else(|| panic!("no PIN rules"));
+    assert_eq!((rules.min_length, rules.max_length), (4, 6));
+}
+
+#[tokio::test]
+async fn locks_settings_are_checked() {
+    let (provider, h) = locks_setup().await;
+    let url = &fake().url;
+    let with = |pairs: &[(&str, &str)]| {
+        let mut c = connection(url, &h.ws.api_key);
+        for (k, v) in pairs {
+            c.settings.insert((*k).to_owned(), (*v).to_owned());
+        }
+        c
+    };
+    for (conn, prefix) in [
+        (
+            with(&[("devices", "locks"), ("acs_system_id", "acs_system1")]),
+            "invalid_connection_settings: devices",
+        ),
+        (
+            with(&[("devices", "thermostats")]),
+            "invalid_connection_settings: devices",
+        ),
+        (
+            with(&[("connected_account_id", "connected_account1")]),
+            "invalid_connection_settings: connected_account_id",
+        ),
+        (
+            with(&[("devices", "locks"), ("connected_account_id", "nope")]),
+            "invalid_connection_settings: connected_account_id",
+        ),
+    ] {
+        assert_prefix(provider.discover(SYSTEM_TYPE, &conn).await, true, prefix);
+    }
+}
+
+#[tokio::test]
+async fn a_locks_provision_is_access_codes_in_the_fake_and_a_revoke_deletes_them() {
+    let (provider, h) = locks_setup().await;
+    let site = h.connect(&provider, SYSTEM_TYPE).await;
+    let job = c::provision_job(&site, AccessMethodMode::Code)
+        .unwrap_or_else(|| panic!("no job for codes"));
+    let pin = job.requested_code.clone().unwrap_or_default();
+    let who = c::holder();
+    let result = provider
+        .provision(&site.system, &job, &who)
+        .await
+        .unwrap_or_else(|e| panic!("provision: {e}"));
+    assert_eq!(result.code.as_deref(), Some(pin.as_str()));
+
+    // The fake's own access codes: one on each lock of the job, none elsewhere.
+    let key = h.ws.api_key.as_str();
+    let job_devices: Vec<String> = job.entrance_ids.iter().map(|e| ext(&site, *e)).collect();
+    assert_eq!(job_devices.len(), 2);
+    let mut first_ids = Vec::new();
+    for device in &h.ws.device_ids {
+        let codes = codes_on(key, device).await;
+        if !job_devices.contains(device) {
+            assert!(codes.is_empty(), "{device}: {codes:?}");
+            continue;
+        }
+        assert_eq!(codes.len(), 1, "{device}: {codes:?}");
+        let code = &codes[0];
+        assert_eq!(code["code"], pin.as_str());
+        assert_eq!(code["name"], who.full_name.as_str());
+        assert_eq!(code["type"], "time_bound");
+        assert_eq!(
+            code["common_code_key"],
+            keygate_providers::seam::access_code_key(job.access_method_id).as_str()
+        );
+        let at = |k: &str| {
+            code[k].as_str().and_then(|s| {
+                time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()
+            })
+        };
+        assert_eq!(at("starts_at"), Some(who.starts_at));
+        assert_eq!(at("ends_at"), who.ends_at);
+        first_ids.push(code["access_code_id"].clone());
+    }
+
+    // A repeat makes nothing new.
+    provider
+        .provision(&site.system, &job, &who)
+        .await
+        .unwrap_or_else(|e| panic!("repeat: {e}"));
+    let mut again = Vec::new();
+    for device in &job_devices {
+        let codes = codes_on(key, device).await;
+        assert_eq!(codes.len(), 1, "{device}: {codes:?}");
+        again.push(codes[0]["access_code_id"].clone());
+    }
+    assert_eq!(again, first_ids, "the same codes");
+
+    // A longer window: the same codes, updated.
+    let later = keygate_providers::Holder {
+        ends_at: who.ends_at.map(|e| e + time::Duration::days(2)),
+        ..who.clone()
+    };
+    let update = keygate_domain::grant::ProvisionJob {
+        update: true,
+        ..job.clone()
+    };
+    provider
+        .provision(&site.system, &update, &later)
+        .await
+        .unwrap_or_else(|e| panic!("update: {e}"));
+    for (device, id) in job_devices.iter().zip(&first_ids) {
+        let codes = codes_on(key, device).await;
+        assert_eq!(codes.len(), 1, "{device}: {codes:?}");
+        assert_eq!(&codes[0]["access_code_id"], id, "updated, not replaced");
+    }
+    let held = provider
+        .read_back(&site.system, job.access_method_id)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap_or_else(|| panic!("nothing held"));
+    assert_eq!(held.ends_at, later.ends_at);
+    assert_eq!(held.code.as_deref(), Some(pin.as_str()));
+
+    // One lock fewer: its code goes, the other stays.
+    let fewer = keygate_domain::grant::ProvisionJob {
+        entrance_ids: vec![job.entrance_ids[1]],
+        removed_entrance_ids: vec![job.entrance_ids[0]],
+        update: true,
+        ..job.clone()
+    };
+    provider
+        .provision(&site.system, &fewer, &later)
+        .await
+        .unwrap_or_else(|e| panic!("fewer: {e}"));
+    assert!(codes_on(key, &job_devices[0]).await.is_empty());
+    assert_eq!(codes_on(key, &job_devices[1]).await.len(), 1);
+
+    // Revoke: no code of the method left on any lock.
+    let revoke = keygate_domain::action::RevokeJob {
+        access_grant_id: job.access_grant_id,
+        access_method_id: job.access_method_id,
+        acs_system_id: site.system.id,
+        entrance_ids: fewer.entrance_ids.clone(),
+    };
+    provider
+        .revoke(&site.system, &revoke)
+        .await
+        .unwrap_or_else(|e| panic!("revoke: {e}"));
+    for device in &h.ws.device_ids {
+        assert!(codes_on(key, device).await.is_empty(), "{device}");
+    }
+    assert_eq!(
+        provider
+            .read_back(&site.system, job.access_method_id)
+            .await
+            .unwrap_or_else(|e| panic!("{e}")),
+        None
+    );
+}
+
+/// Whether the fake's lock is locked.
+async fn is_locked(api_key: String, device: String) -> Option<bool> {
+    let v = ask("/locks/get", Some(&api_key), json!({ "device_id": device })).await;
+    v["device"]["properties"]["locked"]
+        .as_bool()
+        .or_else(|| v["lock"]["properties"]["locked"].as_bool())
+}
+
+#[tokio::test]
+async fn a_lock_unlocks_through_unlock_door_and_its_action_attempt() {
+    let (provider, h) = locks_setup().await;
+    let site = h.connect(&provider, SYSTEM_TYPE).await;
+    let gate = door(&site, "Garden Gate");
+    let device = ext(&site, gate.id);
+    let locked = |device: String| is_locked(h.ws.api_key.clone(), device);
+    assert_eq!(locked(device.clone()).await, Some(true));
+    let attempts_before = fake_database().await["action_attempts"]
+        .as_array()
+        .map_or(0, Vec::len);
+    let job = UnlockJob {
+        action_attempt_id: ActionAttemptId::new(),
+        acs_system_id: site.system.id,
+        acs_entrance_id: gate.id,
+        user_identity_id: None,
+        instant_key_id: None,
+        access_grant_id: None,
+        access_method_id: None,
+        expires_at: Some(time::OffsetDateTime::now_utc() + time::Duration::seconds(10)),
+    };
+    provider
+        .unlock(&site.system, &job)
+        .await
+        .unwrap_or_else(|e| panic!("{e:?}"));
+    assert_eq!(locked(device).await, Some(false), "the fake's lock is open");
+    let db = fake_database().await;
+    let attempts = db["action_attempts"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let unlocks: Vec<&Value> = attempts
+        .iter()
+        .skip(attempts_before)
+        .filter(|a| a["action_type"] == "UNLOCK_DOOR")
+        .collect();
+    assert_eq!(unlocks.len(), 1, "sent once: {unlocks:?}");
+    assert_eq!(unlocks[0]["status"], "success");
+
+    // Past its deadline: never sent, the door stays locked.
+    let front = door(&site, "Front Door");
+    let late = UnlockJob {
+        acs_entrance_id: front.id,
+        expires_at: Some(time::OffsetDateTime::now_utc() - time::Duration::seconds(1)),
+        ..job
+    };
+    let e = provider
+        .unlock(&site.system, &late)
+        .await
+        .expect_err("a late unlock is refused");
+    assert_eq!(e.error_type, keygate_domain::action::unlock_errors::EXPIRED);
+    assert_eq!(locked(ext(&site, front.id)).await, Some(true));
+}
+
+/// A locks system on the stub: one lock that unlocks remotely and takes codes.
+async fn stub_locks(stub: &Stub) -> (SeamProvider, Site) {
+    stub.answer(
+        "/locks/list",
+        200,
+        json!({ "locks": [{
+            "device_id": "2b4bd5a4-4f0a-4d8e-9d2c-5b1c1f1d0a01",
+            "device_type": "schlage_lock",
+            "display_name": "Side Door",
+            "connected_account_id": "c1",
+            "can_remotely_unlock": true,
+            "can_program_online_access_codes": true,
+            "properties": { "name": "Side Door", "online": false, "supported_code_lengths": [4, 5, 6, 7, 8] }
+        }] }),
+    );
+    let url = stub.clone().serve().await;
+    let links = Arc::new(Links::default());
+    let provider = SeamProvider::new(links.clone());
+    let mut conn = connection(&url, "seam_test_key");
+    conn.settings = locks_settings(&url);
+    let d = provider
+        .discover(SYSTEM_TYPE, &conn)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let site = Site::from_discovery(d, WorkspaceId::new());
+    if let Ok(mut m) = links.0.lock() {
+        m.insert(
+            site.system.id,
+            Link {
+                settings: locks_settings(&url),
+                credentials: credentials("seam_test_key"),
+                entrances: site.external_ids.entrances.clone(),
+                access_groups: Default::default(),
+                encoders: Default::default(),
+            },
+        );
+    }
+    (provider, site)
+}
+
+/// The fake's unlocks always succeed at once: a pending attempt that fails (the lock is
+/// offline, as in the published reference's action attempt errors) comes from the stub.
+#[tokio::test]
+async fn a_lock_unlock_whose_action_attempt_fails_is_typed_with_seams_error() {
+    let stub = Stub::default();
+    let (provider, site) = stub_locks(&stub).await;
+    let pending = json!({ "action_attempt": {
+        "action_attempt_id": "5f8b4d2a-0000-4000-8000-000000000010",
+        "action_type": "UNLOCK_DOOR", "status": "pending", "result": null, "error": null
+    } });
+    stub.answer("/locks/unlock_door", 200, pending.clone());
+    stub.answer("/action_attempts/get", 200, pending);
+    stub.answer(
+        "/action_attempts/get",
+        200,
+        json!({ "action_attempt": {
+            "action_attempt_id": "5f8b4d2a-0000-4000-8000-000000000010",
+            "action_type": "UNLOCK_DOOR", "status": "error", "result": null,
+            "error": { "type": "device_offline", "message": "The lock is offline" }
+        } }),
+    );
+    let job = UnlockJob {
+        action_attempt_id: ActionAttemptId::new(),
+        acs_system_id: site.system.id,
+        acs_entrance_id: site.entrances[0].id,
+        user_identity_id: None,
+        instant_key_id: None,
+        access_grant_id: None,
+        access_method_id: None,
+        expires_at: Some(time::OffsetDateTime::now_utc() + time::Duration::seconds(10)),
+    };
+    let e = provider
+        .unlock(&site.system, &job)
+        .await
+        .expect_err("the attempt failed");
+    assert_eq!(e.error_type, "device_offline");
+    assert_eq!(
+        stub.asked("/locks/unlock_door"),
+        [json!({ "device_id": "2b4bd5a4-4f0a-4d8e-9d2c-5b1c1f1d0a01" })],
+        "sent once"
+    );
+    assert_eq!(
+        stub.asked("/action_attempts/get").len(),
+        2,
+        "polled to the end"
+    );
+
+    // Still pending at the deadline: not confirmed, and never sent again.
+    let stub = Stub::default();
+    let (provider, site) = stub_locks(&stub).await;
+    let pending = json!({ "action_attempt": {
+        "action_attempt_id": "5f8b4d2a-0000-4000-8000-000000000011",
+        "action_type": "UNLOCK_DOOR", "status": "pending", "result": null, "error": null
+    } });
+    stub.answer("/locks/unlock_door", 200, pending.clone());
+    stub.answer("/action_attempts/get", 200, pending);
+    let job = UnlockJob {
+        acs_system_id: site.system.id,
+        acs_entrance_id: site.entrances[0].id,
+        expires_at: Some(time::OffsetDateTime::now_utc() + time::Duration::seconds(1)),
+        ..job
+    };
+    let e = provider
+        .unlock(&site.system, &job)
+        .await
+        .expect_err("pending at the deadline");
+    assert_eq!(
+        e.error_type,
+        keygate_domain::action::unlock_errors::NOT_CONFIRMED
+    );
+    assert_eq!(stub.asked("/locks/unlock_door").len(), 1);
+}
+
+/// The fake's access grant of an access method, with the locks it covers (from the front's
+/// state: access grants are shimmed, see `SHIMMED`).
+async fn grant_in_fake(workspace_id: &str, key: &str) -> Option<Value> {
+    let state = ask("/_keygate/state", None, json!({})).await;
+    state["access_grants"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|g| {
+            g["workspace_id"].as_str() == Some(workspace_id)
+                && g["access_grant_key"].as_str() == Some(key)
+        })
+        .cloned()
+}
+
+#[tokio::test]
+async fn a_locks_cloud_key_is_an_access_grant_in_the_fake() {
+    let (provider, h) = locks_setup().await;
+    let site = h.connect(&provider, SYSTEM_TYPE).await;
+    let job = c::provision_job(&site, AccessMethodMode::CloudKey)
+        .unwrap_or_else(|| panic!("no job for cloud keys"));
+    let who = c::holder();
+    let result = provider
+        .provision(&site.system, &job, &who)
+        .await
+        .unwrap_or_else(|e| panic!("provision: {e}"));
+    assert_eq!(result.code, None);
+    let key = keygate_providers::seam::access_code_key(job.access_method_id);
+    let grant = grant_in_fake(&h.ws.workspace_id, &key)
+        .await
+        .unwrap_or_else(|| panic!("no access grant"));
+    let mut devices = strings(&grant["device_ids"]);
+    devices.sort();
+    let mut want: Vec<String> = job.entrance_ids.iter().map(|e| ext(&site, *e)).collect();
+    want.sort();
+    assert_eq!(devices, want, "the job's locks");
+    assert_eq!(grant["requested_access_methods"][0]["mode"], "cloud_key");
+    // Granted to the access method's user identity, no PIN on any lock.
+    let identity = ask(
+        "/user_identities/get",
+        Some(&h.ws.api_key),
+        json!({ "user_identity_key": user_identity_key(job.access_method_id) }),
+    )
+    .await;
+    assert_eq!(
+        grant["user_identity_id"],
+        identity["user_identity"]["user_identity_id"]
+    );
+    for device in &h.ws.device_ids {
+        assert!(codes_on(&h.ws.api_key, device).await.is_empty());
+    }
+
+    // A repeat and a window change keep the grant; other locks make it anew.
+    let first = grant["access_grant_id"].clone();
+    provider
+        .provision(&site.system, &job, &who)
+        .await
+        .unwrap_or_else(|e| panic!("repeat: {e}"));
+    let later = keygate_providers::Holder {
+        ends_at: who.ends_at.map(|e| e + time::Duration::days(1)),
+        ..who.clone()
+    };
+    provider
+        .provision(&site.system, &job, &later)
+        .await
+        .unwrap_or_else(|e| panic!("update: {e}"));
+    let grant = grant_in_fake(&h.ws.workspace_id, &key)
+        .await
+        .unwrap_or_else(|| panic!("no access grant"));
+    assert_eq!(grant["access_grant_id"], first, "kept");
+    let held = provider
+        .read_back(&site.system, job.access_method_id)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap_or_else(|| panic!("nothing held"));
+    assert_eq!(held.ends_at, later.ends_at);
+    assert_eq!(held.code, None);
+    let gate = door(&site, "Garden Gate");
+    let moved = keygate_domain::grant::ProvisionJob {
+        entrance_ids: vec![gate.id],
+        removed_entrance_ids: job.entrance_ids.clone(),
+        update: true,
+        ..job.clone()
+    };
+    provider
+        .provision(&site.system, &moved, &later)
+        .await
+        .unwrap_or_else(|e| panic!("moved: {e}"));
+    let grant = grant_in_fake(&h.ws.workspace_id, &key)
+        .await
+        .unwrap_or_else(|| panic!("no access grant"));
+    assert_eq!(strings(&grant["device_ids"]), [ext(&site, gate.id)]);
+    let held = provider
+        .read_back(&site.system, job.access_method_id)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap_or_else(|| panic!("nothing held"));
+    assert_eq!(held.entrance_ids, [gate.id]);
+
+    // Revoke: the grant is gone.
+    provider
+        .revoke(
+            &site.system,
+            &keygate_domain::action::RevokeJob {
+                access_grant_id: job.access_grant_id,
+                access_method_id: job.access_method_id,
+                acs_system_id: site.system.id,
+                entrance_ids: moved.entrance_ids.clone(),
+            },
+        )
+        .await
+        .unwrap_or_else(|e| panic!("revoke: {e}"));
+    assert!(grant_in_fake(&h.ws.workspace_id, &key).await.is_none());
 }
