@@ -1,5 +1,8 @@
 //! Redis cache shared by all replicas. Every operation has a short deadline, and the connection
 //! is (re)made lazily: Keygate starts and serves with Redis down, and uses it once it is back.
+//! An operation that failed for want of Redis (no connection, a dropped one, no answer in time)
+//! marks Redis down for [`RECONNECT_BACKOFF`]: until then every operation fails at once, so an
+//! outage costs callers one timeout per second, not one per call; then one operation tries again.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -22,6 +25,8 @@ const RECONNECT_BACKOFF: Duration = Duration::from_secs(1);
 pub struct RedisCache {
     client: redis::Client,
     state: Arc<Mutex<State>>,
+    /// Until when operations fail at once (Redis was found unreachable).
+    down_until: Arc<std::sync::Mutex<Option<Instant>>>,
 }
 
 struct State {
@@ -46,7 +51,31 @@ impl RedisCache {
                 conn: None,
                 last_attempt: None,
             })),
+            down_until: Arc::new(std::sync::Mutex::new(None)),
         })
+    }
+
+    /// Whether Redis was found unreachable less than [`RECONNECT_BACKOFF`] ago. The first
+    /// operation after that takes the turn to try again (the others still fail at once).
+    fn is_down(&self) -> bool {
+        let Ok(mut until) = self.down_until.lock() else {
+            return false;
+        };
+        match *until {
+            Some(t) if Instant::now() < t => true,
+            Some(_) => {
+                // This caller probes; the rest wait for its outcome for one more pause.
+                *until = Some(Instant::now() + RECONNECT_BACKOFF);
+                false
+            }
+            None => false,
+        }
+    }
+
+    fn mark(&self, reachable: bool) {
+        if let Ok(mut until) = self.down_until.lock() {
+            *until = (!reachable).then(|| Instant::now() + RECONNECT_BACKOFF);
+        }
     }
 
     async fn conn(&self) -> Result<ConnectionManager, CacheError> {
@@ -82,11 +111,37 @@ impl RedisCache {
         &self,
         op: impl AsyncFnOnce(ConnectionManager) -> redis::RedisResult<T>,
     ) -> Result<T, CacheError> {
-        let conn = self.conn().await?;
+        if self.is_down() {
+            return Err(CacheError::Unavailable(
+                "redis unreachable a moment ago; trying again after a pause".into(),
+            ));
+        }
+        let conn = match self.conn().await {
+            Ok(c) => c,
+            Err(e) => {
+                self.mark(false);
+                return Err(e);
+            }
+        };
         match tokio::time::timeout(OP_TIMEOUT, op(conn)).await {
-            Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => Err(CacheError::Unavailable(e.to_string())),
-            Err(_) => Err(CacheError::Timeout(OP_TIMEOUT)),
+            Ok(Ok(v)) => {
+                self.mark(true);
+                Ok(v)
+            }
+            Ok(Err(e)) => {
+                let unreachable = e.is_io_error()
+                    || e.is_timeout()
+                    || e.is_connection_dropped()
+                    || e.is_connection_refusal();
+                if unreachable {
+                    self.mark(false);
+                }
+                Err(CacheError::Unavailable(e.to_string()))
+            }
+            Err(_) => {
+                self.mark(false);
+                Err(CacheError::Timeout(OP_TIMEOUT))
+            }
         }
     }
 }

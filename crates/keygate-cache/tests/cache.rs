@@ -70,6 +70,100 @@ async fn redis_down_fails_fast_instead_of_hanging() {
     );
 }
 
+/// A TCP proxy on loopback in front of `upstream` that forwards, and while `hang` is set forwards
+/// nothing (Redis stopped answering mid-run, its connections still open), then resumes.
+async fn proxy(upstream: String, hang: std::sync::Arc<std::sync::atomic::AtomicBool>) -> String {
+    use std::sync::atomic::Ordering;
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((mut client, _)) = listener.accept().await {
+            let hang = hang.clone();
+            let upstream = upstream.clone();
+            tokio::spawn(async move {
+                let Ok(mut server) = tokio::net::TcpStream::connect(&upstream).await else {
+                    return;
+                };
+                let mut a = [0u8; 16 * 1024];
+                let mut b = [0u8; 16 * 1024];
+                loop {
+                    if hang.load(Ordering::SeqCst) {
+                        // Paused: nothing is read, so nothing is lost; it flows again after.
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                        continue;
+                    }
+                    tokio::select! {
+                        n = client.read(&mut a) => match n {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => if server.write_all(&a[..n]).await.is_err() { return },
+                        },
+                        n = server.read(&mut b) => match n {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => if client.write_all(&b[..n]).await.is_err() { return },
+                        },
+                        _ = tokio::time::sleep(Duration::from_millis(5)) => {}
+                    }
+                }
+            });
+        }
+    });
+    format!("redis://{addr}")
+}
+
+/// Redis that stops answering costs one timeout per pause, not one per call; when it answers
+/// again, the cache uses it again.
+#[tokio::test]
+async fn an_unanswering_redis_is_skipped_for_a_pause_then_tried_again() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let url = redis_url();
+    let upstream = url
+        .trim_start_matches("redis://")
+        .split('/')
+        .next()
+        .unwrap_or("127.0.0.1:6379")
+        .to_owned();
+    let hang = std::sync::Arc::new(AtomicBool::new(false));
+    let cache = RedisCache::new(&proxy(upstream, hang.clone()).await).expect("url");
+    let k = unique("outage");
+    cache
+        .set(&k, b"v", Duration::from_secs(30))
+        .await
+        .expect("set through the proxy");
+
+    hang.store(true, Ordering::SeqCst);
+    let first = Instant::now();
+    assert!(cache.get(&k).await.is_err(), "no answer: an error");
+    let first = first.elapsed();
+    assert!(
+        first >= Duration::from_millis(200),
+        "the first call waits its timeout: {first:?}"
+    );
+    // The next 200 calls within the pause fail at once.
+    let started = Instant::now();
+    for _ in 0..200 {
+        assert!(cache.get(&k).await.is_err());
+    }
+    assert!(
+        started.elapsed() < Duration::from_millis(200),
+        "200 calls while Redis is marked down took {:?}",
+        started.elapsed()
+    );
+
+    hang.store(false, Ordering::SeqCst);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Ok(Some(v)) = cache.get(&k).await {
+            assert_eq!(v, b"v");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the cache came back within 10 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 #[test]
 fn keys_are_namespaced_and_scoped() {
     assert_eq!(key("api_key", "ws1", "k1"), "keygate:v1:api_key:ws1:k1");
