@@ -6,7 +6,8 @@
 //! concurrency-limits): each window of completed calls compares how long they took with how
 //! long calls of the same method usually take. While they take about as long (up to
 //! [`TOLERANCE`] times), the limit grows by a small queue allowance; when they slow down, it
-//! shrinks in proportion, never below [`MIN_LIMIT`] nor above the configured maximum. Each
+//! drops at once, from the calls that were in flight, in proportion to the slowdown (at most by
+//! half a window), never below [`MIN_LIMIT`] nor above the configured maximum. Each
 //! method keeps its own usual latency (a slow moving average), so a shift in the mix of calls
 //! (more writes than reads) is not mistaken for overload. A window in which fewer than half the
 //! allowed calls were in flight says nothing about the limit and changes nothing.
@@ -215,11 +216,17 @@ impl ConcurrencyLimit {
         if (peak as f64) < limit / 2.0 {
             return; // Not enough calls to say anything about the limit.
         }
-        let gradient = (TOLERANCE / mean_slowdown).clamp(0.5, 1.0);
-        let queue = limit.sqrt().max(4.0);
-        let proposed = limit * gradient + queue;
-        let next = (limit * (1.0 - SMOOTHING) + proposed * SMOOTHING)
-            .clamp(MIN_LIMIT.min(self.max) as f64, self.max as f64);
+        let next = if mean_slowdown > TOLERANCE {
+            // Slower than tolerated: down at once, from the calls that were in flight, in
+            // proportion to the slowdown (at most by half a window), so a queue that built up
+            // is cut within a few windows rather than served late.
+            limit.min(peak as f64) * (TOLERANCE / mean_slowdown).max(0.5)
+        } else {
+            // Within tolerance: up slowly, by a queue allowance.
+            let queue = limit.sqrt().max(4.0);
+            limit * (1.0 - SMOOTHING) + (limit + queue) * SMOOTHING
+        }
+        .clamp(MIN_LIMIT.min(self.max) as f64, self.max as f64);
         s.limit = next;
         self.limit.store(next as usize, Ordering::Relaxed);
         keygate_telemetry::metrics::concurrency_limit(next as usize);

@@ -82,7 +82,11 @@ async fn measure(postgres: bool, adaptive: bool) -> anyhow::Result<Phase> {
             match r {
                 Ok(()) => o.ok.push(took),
                 Err(tonic::Code::ResourceExhausted) => o.refused.push(took),
-                Err(tonic::Code::DeadlineExceeded) => o.deadline.push(took),
+                // The client's own deadline (tonic answers `CANCELLED` "Timeout expired")
+                // and the server's are both a call that came too late.
+                Err(tonic::Code::DeadlineExceeded | tonic::Code::Cancelled) => {
+                    o.deadline.push(took)
+                }
                 Err(code) => o.other.push((code, took)),
             }
         }));
@@ -147,8 +151,12 @@ fn report(name: &str, p: &mut Phase) {
     } else {
         println!("   refused RESOURCE_EXHAUSTED: 0");
     }
+    let mut by_code = std::collections::BTreeMap::<String, usize>::new();
+    for (code, _) in &o.other {
+        *by_code.entry(format!("{code:?}")).or_default() += 1;
+    }
     println!(
-        "   DEADLINE_EXCEEDED: {}   other errors: {}",
+        "   past the deadline (DEADLINE_EXCEEDED, or CANCELLED by the client's timer): {}   other errors: {} {by_code:?}",
         o.deadline.len(),
         o.other.len()
     );
