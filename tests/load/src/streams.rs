@@ -4,7 +4,8 @@
 //! delivery loop polls the store; the in-process cache and doorbell; the per-workspace stream
 //! limit and the rate limit out of the way) on a fresh database. The streams are this process's;
 //! the server's figures are the child's alone, read from `/proc/<pid>`:
-//! - RSS (`VmRSS`) idle before the streams and after N streams are open and settled;
+//! - RSS (`VmRSS`) idle before the streams and after N streams are open and settled (opened
+//!   200 at a time);
 //! - store statements over an idle window, with 0 streams and with N (the child logs each
 //!   statement at `sqlx::query=debug`; on PostgreSQL also the database's committed transactions
 //!   from `pg_stat_database`);
@@ -36,6 +37,11 @@ const IDLE_WINDOW: Duration = Duration::from_secs(10);
 const LAG_GRANTS: usize = 50;
 /// Pause between two of those creates.
 const LAG_GAP: Duration = Duration::from_millis(100);
+/// How long PostgreSQL may keep an idle backend's statistics before reporting them, and a bit.
+const PG_STATS_DELAY: Duration = Duration::from_secs(11);
+/// Streams being opened at once: a steady state, not the high-water mark of a burst of opens
+/// waiting for the store's pool (each open reads where the log ends).
+const OPENING_AT_ONCE: usize = 200;
 const ADMIN_TOKEN: &str = "keygate-load-admin-token-0123456789";
 
 /// The `keygate` binary: `KEYGATE_BIN`, or next to this one (`cargo build --release -p keygate`).
@@ -227,10 +233,15 @@ struct Idle {
 }
 
 async fn idle_window(server: &Server, ticks_per_second: f64) -> anyhow::Result<Idle> {
-    // Statistics reach pg_stat_database up to about a second after the statements (and on
-    // idle backends later): the same delay at both ends leaves the window's count.
+    // A backend that has just reported its statistics keeps the next ones for up to 10 s
+    // (PGSTAT_IDLE_INTERVAL) when it goes idle: wait that out so the window does not count the
+    // statements that came before it (opening the streams). The same delay at the window's end
+    // is idle time like the window itself.
     let pg_before = match &server.pg_database {
-        Some(db) => Some(pg_transactions(db).await?),
+        Some(db) => {
+            tokio::time::sleep(PG_STATS_DELAY).await;
+            Some(pg_transactions(db).await?)
+        }
         None => None,
     };
     let statements = server.statements()?;
@@ -257,8 +268,10 @@ async fn watch_one(
     ch: Channel,
     key: String,
     opened: Arc<AtomicUsize>,
+    opening: Arc<tokio::sync::Semaphore>,
     mut stop: watch::Receiver<bool>,
 ) -> anyhow::Result<Arrivals> {
+    let permit = opening.acquire_owned().await?;
     let mut stream = v1::event_service_client::EventServiceClient::new(ch)
         .watch_events(authed(
             &key,
@@ -270,6 +283,7 @@ async fn watch_one(
         .await?
         .into_inner();
     opened.fetch_add(1, Ordering::Relaxed);
+    drop(permit);
     let mut got = Vec::new();
     loop {
         tokio::select! {
@@ -331,7 +345,13 @@ async fn measure(n: usize, postgres: bool, ticks_per_second: f64) -> anyhow::Res
     {
         let (stop_tx, stop_rx) = watch::channel(false);
         let opened = Arc::new(AtomicUsize::new(0));
-        let w = tokio::spawn(watch_one(ch.clone(), key.clone(), opened.clone(), stop_rx));
+        let w = tokio::spawn(watch_one(
+            ch.clone(),
+            key.clone(),
+            opened.clone(),
+            Arc::new(tokio::sync::Semaphore::new(1)),
+            stop_rx,
+        ));
         while opened.load(Ordering::Relaxed) == 0 && !w.is_finished() {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
@@ -352,12 +372,14 @@ async fn measure(n: usize, postgres: bool, ticks_per_second: f64) -> anyhow::Res
     let (stop_tx, stop_rx) = watch::channel(false);
     let opened = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
+    let opening = Arc::new(tokio::sync::Semaphore::new(OPENING_AT_ONCE));
     let watchers: Vec<_> = (0..n)
         .map(|i| {
             tokio::spawn(watch_one(
                 chans[i % connections].clone(),
                 key.clone(),
                 opened.clone(),
+                opening.clone(),
                 stop_rx.clone(),
             ))
         })
