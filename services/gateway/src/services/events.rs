@@ -174,7 +174,8 @@ impl KeyChecks {
         let Principal::Workspace { api_key_id, .. } = *caller else {
             return None;
         };
-        let mut keys = self.keys.lock().ok()?;
+        // The map is only inserted into and removed from: a poisoned lock still holds a whole one.
+        let mut keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(rx) = keys.get(&api_key_id) {
             return Some(rx.clone());
         }
@@ -197,19 +198,21 @@ impl KeyChecks {
         loop {
             tick.tick().await;
             // Under the lock, so a stream subscribing now either finds this task or starts one.
-            if let Ok(mut keys) = self.keys.lock()
-                && tx.receiver_count() <= 1
             {
-                keys.remove(&id);
-                return;
+                let mut keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
+                if tx.receiver_count() <= 1 {
+                    keys.remove(&id);
+                    return;
+                }
             }
             match self.auth.recheck(&caller).await {
                 Ok(()) => {}
                 Err(Error::Unauthenticated { reason, message }) => {
                     tracing::info!(api_key_id = %id, "watches end: their API key no longer stands");
-                    if let Ok(mut keys) = self.keys.lock() {
-                        keys.remove(&id);
-                    }
+                    self.keys
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .remove(&id);
                     let _ = tx.send(Some((reason, message)));
                     return;
                 }
