@@ -17,7 +17,7 @@ use crate::services::access_grants::AccessGrants;
 use crate::services::access_methods::{AccessMethods, ActionAttempts};
 use crate::services::access_systems::AccessSystems;
 use crate::services::acs_users::AcsUsers;
-use crate::services::events::{Events, OpenStreams, StreamLimits};
+use crate::services::events::{EventServer, Events, KeyChecks, OpenStreams, StreamLimits};
 use crate::services::instant_keys::InstantKeys;
 use crate::services::user_identities::UserIdentities;
 use crate::services::webhooks::Webhooks;
@@ -153,6 +153,7 @@ pub async fn serve(
         app: app.clone(),
         shutdown: deps.shutdown.clone(),
         auth: auth.clone(),
+        key_checks: std::sync::Arc::new(KeyChecks::new(auth.clone(), cfg.streams.recheck_every)),
         streams: std::sync::Arc::new(OpenStreams::new(cfg.streams)),
         // One tail of the event log for every stream of this server.
         tail: keygate_app::event_tail::EventTail::start(
@@ -206,10 +207,8 @@ pub async fn serve(
             v1::instant_key_service_server::InstantKeyServiceServer::from_arc(instant_keys),
             cfg
         ))
-        .add_service(limited!(
-            v1::event_service_server::EventServiceServer::new(events),
-            cfg
-        ))
+        // WatchEvents with a small encode buffer per stream; the other methods as generated.
+        .add_service(EventServer::new(events, cfg.max_message_bytes))
         .add_service(limited!(
             v1::webhook_service_server::WebhookServiceServer::new(webhooks),
             cfg

@@ -200,6 +200,58 @@ async fn a_stream_ends_unauthenticated_soon_after_its_key_is_revoked() {
     );
 }
 
+/// The re-check is one per key, shared by the key's streams: revoking a key ends all of its
+/// streams and none of another key's; a key whose streams all closed is checked again when a
+/// new stream opens.
+#[tokio::test]
+async fn a_revoked_key_ends_all_its_streams_and_only_those() {
+    let s = start(StreamLimits {
+        per_workspace: 10,
+        recheck_every: Duration::from_millis(300),
+        ..Default::default()
+    })
+    .await;
+    let (ws, _) = workspace(&s.app).await;
+    let mut keys = Vec::new();
+    for name in ["first", "second"] {
+        keys.push(
+            s.app
+                .create_api_key(ws, CreateApiKey { name: name.into() })
+                .await
+                .expect("key"),
+        );
+    }
+    let (first, first_token) = &keys[0];
+    let (_, second_token) = &keys[1];
+
+    // A stream of the first key opens and closes; its check ends with it.
+    drop(watch(&s.channel, first_token).await.expect("stream"));
+    tokio::time::sleep(Duration::from_millis(700)).await;
+
+    let mut firsts = Vec::new();
+    for _ in 0..3 {
+        firsts.push(watch(&s.channel, first_token).await.expect("stream"));
+    }
+    let mut other = watch(&s.channel, second_token).await.expect("stream");
+    s.app.revoke_api_key(ws, first.id).await.expect("revoke");
+    for mut stream in firsts {
+        let end = tokio::time::timeout(Duration::from_secs(5), stream.message())
+            .await
+            .expect("a stream outlived its key by 5 s");
+        let status = end.expect_err("ends with an error");
+        assert_eq!(status.code(), tonic::Code::Unauthenticated);
+        assert_eq!(
+            status
+                .get_error_details()
+                .error_info()
+                .map(|i| i.reason.clone()),
+            Some("API_KEY_REVOKED".to_owned())
+        );
+    }
+    let still = tokio::time::timeout(Duration::from_millis(900), other.message()).await;
+    assert!(still.is_err(), "the other key's stream ended: {still:?}");
+}
+
 #[tokio::test]
 async fn a_client_that_keeps_failing_authentication_is_refused_before_auth() {
     let s = start_with(StreamLimits::default(), 3).await;

@@ -17,9 +17,15 @@
 //!
 //! With `--overload`, it measures goodput at twice the capacity (`overload.rs`).
 //!
+//! With `--streams 1000,10000`, it measures instead what open `WatchEvents` streams cost a
+//! `keygate serve` child process: RSS per stream, store statements and CPU while idle with 0 and
+//! with N streams, and the lag from `CreateAccessGrant` to the event on every stream (see
+//! `streams.rs`; build the binary first: `cargo build --release -p keygate`).
+//!
 //! Figures are printed as a table; ratios matter more than absolutes on a shared machine.
 
 mod overload;
+mod streams;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -41,6 +47,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_stream::StreamExt as _;
 use tonic::transport::Channel;
+
 
 fn authed<T>(key: &str, msg: T) -> tonic::Request<T> {
     let mut r = tonic::Request::new(msg);
@@ -162,10 +169,18 @@ async fn start_with(
 
 /// One entrance per system type, opening with a mobile key, with its system id.
 async fn doors(h: &Harness, types: &[&str]) -> anyhow::Result<Vec<(String, String)>> {
-    let mut sys =
-        v1::access_system_service_client::AccessSystemServiceClient::new(h.channel.clone());
+    doors_on(&h.channel, &h.key, types).await
+}
+
+/// [`doors`] of the workspace of `key`, through `channel`.
+async fn doors_on(
+    channel: &Channel,
+    key: &str,
+    types: &[&str],
+) -> anyhow::Result<Vec<(String, String)>> {
+    let mut sys = v1::access_system_service_client::AccessSystemServiceClient::new(channel.clone());
     let all = sys
-        .list_access_systems(authed(&h.key, v1::ListAccessSystemsRequest::default()))
+        .list_access_systems(authed(key, v1::ListAccessSystemsRequest::default()))
         .await?
         .into_inner()
         .acs_systems;
@@ -177,7 +192,7 @@ async fn doors(h: &Harness, types: &[&str]) -> anyhow::Result<Vec<(String, Strin
             .context("system type")?;
         let e = sys
             .list_entrances(authed(
-                &h.key,
+                key,
                 v1::ListEntrancesRequest {
                     acs_system_id: s.acs_system_id.clone(),
                     ..Default::default()
@@ -486,6 +501,20 @@ async fn forged_mode(postgres: bool) -> anyhow::Result<()> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let postgres = std::env::args().any(|a| a == "--postgres");
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "--streams") {
+        let counts = args
+            .get(i + 1)
+            .map(|v| {
+                v.split(',')
+                    .map(|n| n.trim().replace('_', "").parse::<usize>())
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .transpose()
+            .context("--streams takes counts such as 1000,10000")?
+            .unwrap_or_else(|| vec![1000, 10_000]);
+        return streams::run(&counts, postgres).await;
+    }
     if std::env::args().any(|a| a == "--forged") {
         return forged_mode(postgres).await;
     }

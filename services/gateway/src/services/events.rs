@@ -9,6 +9,10 @@
 //! this process (more are refused with RESOURCE_EXHAUSTED, `WATCH_STREAM_LIMIT_REACHED`), and
 //! every [`StreamLimits::recheck_every`] a stream checks that its API key still stands, so it
 //! ends with UNAUTHENTICATED within seconds of the key's revocation.
+//!
+//! The service is served as [`EventServer`]: the generated server for every method but
+//! `WatchEvents`, whose replies are encoded through a small buffer ([`WatchCodec`]): tonic's
+//! default, 8 KiB allocated for every response stream, was most of what an idle stream cost.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -45,6 +49,8 @@ pub struct Events {
     pub streams: Arc<OpenStreams>,
     /// The process's one tail of the event log, which every stream waits on.
     pub tail: EventTail,
+    /// One re-check per API key with open streams, shared by its streams.
+    pub key_checks: Arc<KeyChecks>,
 }
 
 /// Limits of `WatchEvents` streams.
@@ -140,6 +146,187 @@ impl Drop for StreamSlot {
     }
 }
 
+/// Why a key no longer stands, once its re-check found out.
+type Verdict = Option<(ErrorReason, String)>;
+
+/// The re-checks of the API keys that have open streams: one task per key, every
+/// [`StreamLimits::recheck_every`], whatever the number of its streams, each of which waits on
+/// the key's verdict. (A check per stream woke every stream every few seconds: idle CPU that grew
+/// with the number of streams.) The task ends when the key's last stream has, or after it
+/// found the key revoked.
+pub struct KeyChecks {
+    auth: Authenticator,
+    every: Duration,
+    keys: Mutex<HashMap<keygate_domain::ids::ApiKeyId, watch::Receiver<Verdict>>>,
+}
+
+impl KeyChecks {
+    pub fn new(auth: Authenticator, every: Duration) -> Self {
+        Self {
+            auth,
+            every,
+            keys: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The verdict of `caller`'s key, checked from now on; `None` for a caller without one.
+    fn watch(self: &Arc<Self>, caller: &Principal) -> Option<watch::Receiver<Verdict>> {
+        let Principal::Workspace { api_key_id, .. } = *caller else {
+            return None;
+        };
+        // The map is only inserted into and removed from: a poisoned lock still holds a whole one.
+        let mut keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(rx) = keys.get(&api_key_id) {
+            return Some(rx.clone());
+        }
+        let (tx, rx) = watch::channel(None);
+        keys.insert(api_key_id, rx.clone());
+        drop(keys);
+        tokio::spawn(self.clone().check(*caller, api_key_id, tx));
+        Some(rx)
+    }
+
+    async fn check(
+        self: Arc<Self>,
+        caller: Principal,
+        id: keygate_domain::ids::ApiKeyId,
+        tx: watch::Sender<Verdict>,
+    ) {
+        let mut tick =
+            tokio::time::interval_at(tokio::time::Instant::now() + self.every, self.every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            // Under the lock, so a stream subscribing now either finds this task or starts one.
+            {
+                let mut keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
+                if tx.receiver_count() <= 1 {
+                    keys.remove(&id);
+                    return;
+                }
+            }
+            match self.auth.recheck(&caller).await {
+                Ok(()) => {}
+                Err(Error::Unauthenticated { reason, message }) => {
+                    tracing::info!(api_key_id = %id, "watches end: their API key no longer stands");
+                    self.keys
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .remove(&id);
+                    let _ = tx.send(Some((reason, message)));
+                    return;
+                }
+                // The store or cache failing is not the key failing: the streams go on.
+                Err(e) => tracing::debug!(error = %e, "could not re-check the streams' key"),
+            }
+        }
+    }
+}
+
+/// Bytes a `WatchEvents` stream's encoder starts with (tonic's default is 8 KiB). One event is a
+/// few hundred bytes; the buffer grows when a message, or a burst the client has not taken yet,
+/// needs more.
+const WATCH_ENCODE_BUFFER: usize = 1024;
+
+/// How much encoded data a stream gathers before yielding (tonic's default).
+const WATCH_YIELD_THRESHOLD: usize = 32 * 1024;
+
+/// The codec of `WatchEvents`: prost, with a small encode buffer.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct WatchCodec;
+
+impl tonic::codec::Codec for WatchCodec {
+    type Encode = v1::WatchEventsResponse;
+    type Decode = v1::WatchEventsRequest;
+    type Encoder = tonic_prost::ProstEncoder<v1::WatchEventsResponse>;
+    type Decoder = tonic_prost::ProstDecoder<v1::WatchEventsRequest>;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        tonic_prost::ProstEncoder::new(tonic::codec::BufferSettings::new(
+            WATCH_ENCODE_BUFFER,
+            WATCH_YIELD_THRESHOLD,
+        ))
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        tonic_prost::ProstDecoder::new(tonic::codec::BufferSettings::default())
+    }
+}
+
+const WATCH_EVENTS_PATH: &str = "/keygate.v1.EventService/WatchEvents";
+
+/// `keygate.v1.EventService` as the server serves it: the generated server for every method
+/// but `WatchEvents`, which is encoded through [`WatchCodec`].
+#[derive(Clone)]
+pub struct EventServer {
+    generated: v1::event_service_server::EventServiceServer<Events>,
+    events: Arc<Events>,
+    max_message_bytes: usize,
+}
+
+impl EventServer {
+    /// The service, with `max_message_bytes` as the largest request and reply of every method.
+    pub fn new(events: Events, max_message_bytes: usize) -> Self {
+        let events = Arc::new(events);
+        Self {
+            generated: v1::event_service_server::EventServiceServer::from_arc(events.clone())
+                .max_decoding_message_size(max_message_bytes)
+                .max_encoding_message_size(max_message_bytes),
+            events,
+            max_message_bytes,
+        }
+    }
+}
+
+impl tonic::server::NamedService for EventServer {
+    const NAME: &'static str =
+        <v1::event_service_server::EventServiceServer<Events> as tonic::server::NamedService>::NAME;
+}
+
+/// `WatchEvents` as tonic's server-streaming handler.
+struct WatchHandler(Arc<Events>);
+
+impl tonic::server::ServerStreamingService<v1::WatchEventsRequest> for WatchHandler {
+    type Response = v1::WatchEventsResponse;
+    type ResponseStream = WatchStream;
+    type Future = tonic::codegen::BoxFuture<Response<WatchStream>, Status>;
+
+    fn call(&mut self, request: Request<v1::WatchEventsRequest>) -> Self::Future {
+        let events = self.0.clone();
+        Box::pin(async move { events.watch_events(request).await })
+    }
+}
+
+impl<B> tower::Service<http::Request<B>> for EventServer
+where
+    B: tonic::codegen::Body + Send + 'static,
+    B::Error: Into<tonic::codegen::StdError> + Send + 'static,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = std::convert::Infallible;
+    type Future = tonic::codegen::BoxFuture<Self::Response, Self::Error>;
+
+    fn poll_ready(
+        &mut self,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        if req.uri().path() != WATCH_EVENTS_PATH {
+            return self.generated.call(req);
+        }
+        let handler = WatchHandler(self.events.clone());
+        let max = self.max_message_bytes;
+        Box::pin(async move {
+            let mut grpc = tonic::server::Grpc::new(WatchCodec)
+                .apply_max_message_size_config(Some(max), Some(max));
+            Ok(grpc.server_streaming(handler, req).await)
+        })
+    }
+}
+
 /// The event on the wire, with the webhook a `webhook.disabled` event is about.
 fn wire(e: &LoggedEvent) -> v1::Event {
     let mut pb = convert::event(&e.event, e.cursor.clone());
@@ -197,15 +384,10 @@ impl EventService for Events {
         let slot = self.streams.open(ws).map_err(to_status)?;
         let cmd = req.into_inner().into_command().map_err(to_status)?;
         let sub = self.tail.watch(ws, cmd).await.map_err(to_status)?;
-        let every = self.streams.limits().recheck_every;
-        let mut recheck = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
-        recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let state = Watching {
             sub,
-            auth: self.auth.clone(),
-            caller,
+            key: self.key_checks.watch(&caller),
             shutdown: self.shutdown.clone(),
-            recheck,
             _slot: slot,
             ended: false,
         };
@@ -217,10 +399,9 @@ impl EventService for Events {
 /// more, and it waits on its place in the process's event tail meanwhile.
 struct Watching {
     sub: Subscription,
-    auth: Authenticator,
-    caller: Principal,
+    /// The verdict of the stream's key ([`KeyChecks`]); `None` once no more can come.
+    key: Option<watch::Receiver<Verdict>>,
     shutdown: watch::Receiver<bool>,
-    recheck: tokio::time::Interval,
     /// Held until the stream ends, whichever way.
     _slot: StreamSlot,
     ended: bool,
@@ -253,15 +434,15 @@ impl Watching {
             tokio::select! {
                 biased;
                 _ = self.shutdown.changed() => continue,
-                _ = self.recheck.tick() => match self.auth.recheck(&self.caller).await {
-                    Ok(()) => {}
-                    Err(e @ Error::Unauthenticated { .. }) => {
+                changed = key_changed(&mut self.key), if self.key.is_some() => match changed {
+                    Some((reason, message)) => {
                         tracing::info!(workspace_id = %self.sub.workspace(), "watch ended: its API key no longer stands");
                         self.ended = true;
+                        let e = Error::Unauthenticated { reason, message };
                         return Some((Err(to_status(e)), self));
                     }
-                    // The store or cache failing is not the key failing: the stream goes on.
-                    Err(e) => tracing::debug!(error = %e, "could not re-check the stream's key"),
+                    // The key's check ended without a verdict: nothing more will come.
+                    None => self.key = None,
                 },
                 next = self.sub.next() => match next {
                     Ok(Next::Event(e)) => {
@@ -286,6 +467,17 @@ impl Watching {
                 },
             }
         }
+    }
+}
+
+/// The next verdict on a stream's key; `None` when no verdict can come any more.
+async fn key_changed(key: &mut Option<watch::Receiver<Verdict>>) -> Verdict {
+    let rx = key.as_mut()?;
+    loop {
+        if let Some(v) = rx.borrow_and_update().clone() {
+            return Some(v);
+        }
+        rx.changed().await.ok()?;
     }
 }
 
