@@ -5,9 +5,10 @@
 //! The limit adapts as a gradient on latency (after the "Gradient2" limiter of Netflix's
 //! concurrency-limits): each window of completed calls compares how long they took with how
 //! long calls of the same method usually take. While they take about as long (up to
-//! [`TOLERANCE`] times), the limit grows by a small queue allowance; when they slow down, it
-//! drops at once, from the calls that were in flight, in proportion to the slowdown (at most by
-//! half a window), never below [`MIN_LIMIT`] nor above the configured maximum. Each
+//! [`TOLERANCE`] times), the limit grows by a small queue allowance; when they are slower, it
+//! comes down in proportion, smoothed; when they are more than twice as slow as tolerated (a
+//! queue built up), it halves at once from the calls that were in flight. Never below
+//! [`MIN_LIMIT`] nor above the configured maximum. Each
 //! method keeps its own usual latency (a slow moving average), so a shift in the mix of calls
 //! (more writes than reads) is not mistaken for overload. A window in which fewer than half the
 //! allowed calls were in flight says nothing about the limit and changes nothing.
@@ -25,8 +26,8 @@ pub const MIN_LIMIT: usize = 16;
 /// shrinks.
 pub const TOLERANCE: f64 = 2.0;
 /// A window closes after this many completions, or [`WINDOW_TIME`], whichever comes later.
-const WINDOW_SAMPLES: u32 = 20;
-const WINDOW_TIME: Duration = Duration::from_millis(100);
+const WINDOW_SAMPLES: u32 = 50;
+const WINDOW_TIME: Duration = Duration::from_millis(200);
 /// A method's usual latency follows its latency over about this long.
 const USUAL_TIME: Duration = Duration::from_secs(30);
 /// A new limit counts for this share against the old one.
@@ -216,15 +217,17 @@ impl ConcurrencyLimit {
         if (peak as f64) < limit / 2.0 {
             return; // Not enough calls to say anything about the limit.
         }
-        let next = if mean_slowdown > TOLERANCE {
-            // Slower than tolerated: down at once, from the calls that were in flight, in
-            // proportion to the slowdown (at most by half a window), so a queue that built up
-            // is cut within a few windows rather than served late.
-            limit.min(peak as f64) * (TOLERANCE / mean_slowdown).max(0.5)
+        let next = if mean_slowdown > 2.0 * TOLERANCE {
+            // Far slower than tolerated (a queue built up): down at once, from the calls that
+            // were in flight, by half, so the queue is cut within a few windows rather than
+            // served late.
+            limit.min(peak as f64) * 0.5
+        } else if mean_slowdown > TOLERANCE {
+            // Slower than tolerated: down in proportion, smoothed (one slow window is noise).
+            limit * (1.0 - SMOOTHING) + limit * (TOLERANCE / mean_slowdown) * SMOOTHING
         } else {
-            // Within tolerance: up slowly, by a queue allowance.
-            let queue = limit.sqrt().max(4.0);
-            limit * (1.0 - SMOOTHING) + (limit + queue) * SMOOTHING
+            // Within tolerance: up by a queue allowance.
+            limit + limit.sqrt().max(4.0) * SMOOTHING * 2.0
         }
         .clamp(MIN_LIMIT.min(self.max) as f64, self.max as f64);
         s.limit = next;
@@ -290,8 +293,8 @@ mod tests {
         // Usual: 5 ms. Windows at the usual latency leave the limit at the maximum.
         let t = feed(&l, "w", 200, Duration::from_millis(5), t0, gap);
         assert_eq!(l.limit(), 400);
-        // Calls now take four times as long: past the tolerance, the limit comes down.
-        let t = feed(&l, "w", 200, Duration::from_millis(20), t, gap);
+        // Calls now take six times as long (a queue): the limit comes down at once.
+        let t = feed(&l, "w", 200, Duration::from_millis(30), t, gap);
         let shrunk = l.limit();
         assert!(shrunk < 400 / 2, "limit {shrunk} after slow windows");
         // Within the tolerance again: it grows back.
