@@ -13,3 +13,4 @@ mod load;
 mod idempotent;
 mod kill9;
 mod sigterm;
+mod tenancy;
