@@ -10,6 +10,7 @@ mod cluster;
 
 mod load;
 
+mod fuzz;
 mod idempotent;
 mod kill9;
 mod sigterm;

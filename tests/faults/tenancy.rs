@@ -11,7 +11,7 @@ use std::time::{Duration, Instant, SystemTime};
 use keygate_proto::{admin, v1};
 use prost::Message as _;
 use prost::bytes::{Buf as _, BufMut as _};
-use prost_types::field_descriptor_proto::{Label, Type};
+use prost_types::field_descriptor_proto::Type;
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::codegen::http::uri::PathAndQuery;
 use tonic::transport::Channel;
@@ -210,7 +210,6 @@ impl Descriptors {
 pub struct IdField {
     pub name: String,
     pub number: u32,
-    pub repeated: bool,
     /// The real oneof it belongs to (proto3 `optional` is not one).
     pub oneof: Option<i32>,
     /// Which resource's id it takes: the name without `add_`/`remove_` and in the singular.
@@ -236,7 +235,6 @@ pub fn id_fields(d: &Descriptors, input: &str) -> Vec<IdField> {
         if !id_like {
             continue;
         }
-        let repeated = f.label() == Label::Repeated;
         let kind = name
             .trim_start_matches("add_")
             .trim_start_matches("remove_")
@@ -250,7 +248,6 @@ pub fn id_fields(d: &Descriptors, input: &str) -> Vec<IdField> {
         out.push(IdField {
             name: name.to_owned(),
             number: u32::try_from(f.number()).expect("field number"),
-            repeated,
             oneof,
             kind,
         });
