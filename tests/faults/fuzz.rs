@@ -127,9 +127,9 @@ fn body_strategy() -> impl Strategy<Value = Body> {
 
 fn token_strategy() -> impl Strategy<Value = Token> {
     prop_oneof![
-        6 => Just(Token::Valid),
+        12 => Just(Token::Valid),
         1 => Just(Token::OtherKind),
-        2 => Just(Token::Foreign),
+        3 => Just(Token::Foreign),
         1 => Just(Token::Missing),
         1 => "[ -~]{0,200}".prop_map(Token::Garbage),
         1 => (any::<usize>(), proptest::char::range('!', '~'))
