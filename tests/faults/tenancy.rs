@@ -80,7 +80,7 @@ pub async fn call_raw(
     grpc.ready()
         .await
         .map_err(|e| Status::unavailable(format!("not ready: {e}")))?;
-    let path = PathAndQuery::from_maybe_shared(path.to_owned())
+    let path = PathAndQuery::try_from(path)
         .map_err(|e| Status::invalid_argument(format!("path: {e}")))?;
     grpc.unary(raw_request(token, body), path, RawCodec)
         .await
@@ -103,7 +103,7 @@ pub async fn stream_raw(
             Some(Status::unavailable(format!("not ready: {e}"))),
         );
     }
-    let path = match PathAndQuery::from_maybe_shared(path.to_owned()) {
+    let path = match PathAndQuery::try_from(path) {
         Ok(p) => p,
         Err(e) => return (Vec::new(), Some(Status::invalid_argument(e.to_string()))),
     };
@@ -1512,6 +1512,7 @@ async fn cross_tenant_matrix() {
     let mut calls = 0usize;
     let mut id_fields_total = 0usize;
     let mut streams = Vec::new();
+    let mut list_outcomes: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for m in &d.methods {
         let fields = id_fields(&d, &m.input);
         id_fields_total += fields.len();
@@ -1597,6 +1598,17 @@ async fn cross_tenant_matrix() {
                 (Ok(_), _) => Err("OK".into()),
                 (Err(s), _) => Err(format!("{:?} {}: {}", s.code(), reason(s), s.message())),
             };
+            if rule == Rule::EmptyOrNotFound && !what.starts_with("all") {
+                let outcome = if code == Code::NotFound {
+                    "NOT_FOUND"
+                } else {
+                    "empty"
+                };
+                list_outcomes
+                    .entry(format!("{outcome}: {}", what))
+                    .or_default()
+                    .push(m.path.rsplit('/').next().unwrap_or_default().to_owned());
+            }
             if let Err(e) = verdict {
                 failures.push(format!("{} [{what}] under {rule:?}: {e}", m.path));
             }
@@ -1739,6 +1751,14 @@ async fn cross_tenant_matrix() {
             .map(|(k, v)| format!("{k}: {v}"))
             .collect::<Vec<_>>()
             .join(", "),
+    );
+    report.row(
+        "Lists filtered by one foreign id, by filter",
+        list_outcomes
+            .iter()
+            .map(|(k, v)| format!("{k} ({})", v.join(", ")))
+            .collect::<Vec<_>>()
+            .join("; "),
     );
     report.row(
         "Id fields under a rule of their own",
