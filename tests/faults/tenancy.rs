@@ -80,8 +80,8 @@ pub async fn call_raw(
     grpc.ready()
         .await
         .map_err(|e| Status::unavailable(format!("not ready: {e}")))?;
-    let path = PathAndQuery::try_from(path)
-        .map_err(|e| Status::invalid_argument(format!("path: {e}")))?;
+    let path =
+        PathAndQuery::try_from(path).map_err(|e| Status::invalid_argument(format!("path: {e}")))?;
     grpc.unary(raw_request(token, body), path, RawCodec)
         .await
         .map(|r| r.into_inner())
