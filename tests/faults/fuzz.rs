@@ -402,6 +402,7 @@ async fn random_and_mutated_requests() {
     let mut failures: Vec<String> = Vec::new();
     let (mut checks, mut rebaselines, mut health_checks) = (0usize, 0usize, 0usize);
     let mut batch_wrote = false;
+    let mut previous = String::from("none");
     for i in 0..cases {
         let case = strategy.new_tree(&mut runner).expect("a case").current();
         let m = &d.methods[case.method];
@@ -468,7 +469,7 @@ async fn random_and_mutated_requests() {
             }
             Err(s) if !acceptable(&s) => {
                 failures.push(format!(
-                    "call {i} {} answered {:?} {}: {} for {case:?}",
+                    "call {i} {} answered {:?} {}: {} for {case:?} (the call before: {previous})",
                     m.path,
                     s.code(),
                     reason(&s),
@@ -477,6 +478,7 @@ async fn random_and_mutated_requests() {
             }
             Err(_) => {}
         }
+        previous = format!("{} {case:?}", m.path);
         if !failures.is_empty() {
             // Is the server still there?
             if let Err(e) = healthy(&ch).await {
