@@ -11,7 +11,9 @@ mod cluster;
 mod load;
 
 mod blackhole;
+mod fuzz;
 mod idempotent;
 mod kill9;
 mod redis_down;
 mod sigterm;
+mod tenancy;

@@ -44,7 +44,7 @@ use crate::error::to_status;
 pub use keygate_app::throttle::{AuthFailureLimiter, Limiters, RateLimiter, client_key};
 
 /// The stack's stages, outermost first. `build` follows this order and a test asserts it.
-pub const ORDER: [&str; 8] = [
+pub const ORDER: [&str; 9] = [
     RequestId::NAME,
     Trace::NAME,
     Metrics::NAME,
@@ -53,6 +53,7 @@ pub const ORDER: [&str; 8] = [
     RateLimit::NAME,
     Deadline::NAME,
     LoadShed::NAME,
+    DecodeErrors::NAME,
 ];
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
@@ -581,6 +582,63 @@ impl Middleware for LoadShed {
     }
 }
 
+/// What tonic's protobuf codec says when a request body is not the method's message.
+const UNDECODABLE: &str = "failed to decode Protobuf message";
+
+/// Stage 9: a request body that is not the method's protobuf message is the caller's error, but
+/// tonic's codec answers it with INTERNAL ("failed to decode Protobuf message: ..."), before any
+/// handler runs. This stage, next to the services, answers INVALID_ARGUMENT (`INVALID_FIELD`)
+/// instead, through the one error mapping, so every stage outside it (metrics, trace) sees the
+/// code the caller gets.
+#[derive(Clone)]
+pub struct DecodeErrors;
+
+impl Middleware for DecodeErrors {
+    const NAME: &'static str = "decode_errors";
+
+    fn handle<S: Inner>(
+        &self,
+        req: Request<Body>,
+        next: Next<S>,
+    ) -> BoxFuture<Result<Response<Body>, S::Error>> {
+        let fut = next.run(req);
+        Box::pin(async move { fut.await.map(undecodable_is_invalid) })
+    }
+}
+
+/// `resp`, or INVALID_ARGUMENT when it is tonic's INTERNAL for a request body it could not
+/// decode (always a trailers-only response: the codec fails before the handler).
+pub fn undecodable_is_invalid(resp: Response<Body>) -> Response<Body> {
+    if response_code(&resp) != tonic::Code::Internal {
+        return resp;
+    }
+    let Some(status) = tonic::Status::from_header_map(resp.headers()) else {
+        return resp;
+    };
+    let Some(detail) = status.message().strip_prefix(UNDECODABLE) else {
+        return resp;
+    };
+    // prost names the field it failed in: `ListAcsUsersRequest.page_token: invalid wire type`.
+    let detail = detail.trim_start_matches(':').trim();
+    let field = detail
+        .split_once(": ")
+        .and_then(|(path, _)| path.split_once('.'))
+        .map_or("", |(_, field)| field);
+    let field = if field.is_empty()
+        || !field
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.')
+    {
+        "request"
+    } else {
+        field
+    };
+    refuse(Error::invalid(
+        field,
+        format!("the request body is not a valid protobuf message for this method: {detail}"),
+    ))
+}
+
 /// Settings of the stack.
 #[derive(Clone)]
 pub struct StackConfig {
@@ -598,12 +656,18 @@ pub struct StackConfig {
 
 /// The composed layer type of [`build`], outermost stage last in the nesting.
 pub type Stack = Nest<
-    LoadShed,
+    DecodeErrors,
     Nest<
-        Deadline,
+        LoadShed,
         Nest<
-            RateLimit,
-            Nest<Auth, Nest<AuthFailures, Nest<Metrics, Nest<Trace, Nest<RequestId, Identity>>>>>,
+            Deadline,
+            Nest<
+                RateLimit,
+                Nest<
+                    Auth,
+                    Nest<AuthFailures, Nest<Metrics, Nest<Trace, Nest<RequestId, Identity>>>>,
+                >,
+            >,
         >,
     >,
 >;
@@ -638,12 +702,61 @@ pub fn build_with(cfg: &StackConfig, auth: Authenticator, limiters: Limiters) ->
             cfg.max_in_flight,
             cfg.adaptive_in_flight,
         ))))
+        .layer(StageLayer(DecodeErrors))
         .into_inner()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// tonic-prost's answer to a body it cannot decode: INTERNAL with prost's error as message.
+    fn undecodable(bytes: &[u8]) -> Response<Body> {
+        use prost::Message as _;
+        let err = keygate_proto::v1::ListAcsUsersRequest::decode(bytes)
+            .expect_err("the bytes are not a ListAcsUsersRequest");
+        tonic::Status::internal(err.to_string()).into_http()
+    }
+
+    #[test]
+    fn an_undecodable_body_is_invalid_argument_naming_the_field() {
+        // Field 2 (`page_token`, a string) sent with wire type 5 (32-bit), as the fuzzer found.
+        let resp = undecodable_is_invalid(undecodable(&[0x15, 1, 2, 3, 4]));
+        let status = tonic::Status::from_header_map(resp.headers()).expect("a status");
+        assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+        use tonic_types::StatusExt as _;
+        let details = status.get_error_details();
+        assert_eq!(
+            details.error_info().map(|i| i.reason.as_str()),
+            Some("INVALID_FIELD")
+        );
+        let violations = details
+            .bad_request()
+            .expect("bad request")
+            .field_violations
+            .clone();
+        assert_eq!(violations[0].field, "page_token");
+        assert!(violations[0].description.contains("invalid wire type"));
+    }
+
+    #[test]
+    fn a_truncated_body_is_invalid_argument() {
+        // A length that claims more bytes than follow.
+        let resp = undecodable_is_invalid(undecodable(&[0x12, 0xff, 0xff, 0x03, b'a']));
+        let status = tonic::Status::from_header_map(resp.headers()).expect("a status");
+        assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+    }
+
+    #[test]
+    fn other_answers_pass_through_unchanged() {
+        let internal = tonic::Status::internal("database unreachable").into_http();
+        let resp = undecodable_is_invalid(internal);
+        let status = tonic::Status::from_header_map(resp.headers()).expect("a status");
+        assert_eq!(status.code(), tonic::Code::Internal);
+        assert_eq!(status.message(), "database unreachable");
+        let ok = undecodable_is_invalid(Response::new(Body::empty()));
+        assert!(ok.headers().get("grpc-status").is_none());
+    }
 
     #[test]
     fn grpc_timeout_parsing() {

@@ -60,7 +60,8 @@ async fn stages_run_in_the_named_order() {
             "auth",
             "rate_limit",
             "deadline",
-            "load_shed"
+            "load_shed",
+            "decode_errors"
         ]
     );
     assert!(

@@ -977,10 +977,7 @@ pub async fn call(app: &App, action: &str, p: &mut Params, ctx: &Ctx) -> Body {
                     app.get_user_identity(ws, id).await?
                 }
                 (None, Some(key)) => {
-                    let filter = keygate_domain::model::UserIdentityFilter {
-                        user_identity_key: Some(key.clone()),
-                        email_address: None,
-                    };
+                    let filter = validate::user_identity_filter(&key, "")?;
                     let scope = PageScope::workspace(ws, &["SeamGetUserIdentityByKey"]);
                     let page = app.page_request(&scope, 1, "")?;
                     let found: Page<_> = app.list_user_identities(ws, &filter, &page).await?;

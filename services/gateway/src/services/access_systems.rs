@@ -31,10 +31,15 @@ impl AccessSystemService for AccessSystems {
             let filter = ["ListAccessSystems", r.external_type.as_str()];
             let scope = PageScope::workspace(ws, &filter);
             let page = self.app.page_request(&scope, r.page_size, &r.page_token)?;
-            let external_type = Some(r.external_type.as_str()).filter(|t| !t.is_empty());
+            let external_type =
+                validate::filter_text("external_type", &r.external_type).map_err(|v| {
+                    keygate_domain::Error::InvalidArgument {
+                        violations: vec![v],
+                    }
+                })?;
             let found = self
                 .app
-                .list_access_systems(ws, external_type, &page)
+                .list_access_systems(ws, external_type.as_deref(), &page)
                 .await?;
             Ok(v1::ListAccessSystemsResponse {
                 acs_systems: found.items.iter().map(convert::access_system).collect(),

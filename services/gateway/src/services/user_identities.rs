@@ -6,7 +6,6 @@ use std::sync::Arc;
 use keygate_app::App;
 use keygate_app::tokens::PageScope;
 use keygate_domain::Resource;
-use keygate_domain::model::UserIdentityFilter;
 use keygate_domain::validate;
 use keygate_proto::v1::{self, user_identity_service_server::UserIdentityService};
 use keygate_wire::convert::{self, identity_view};
@@ -127,10 +126,7 @@ impl UserIdentityService for UserIdentities {
             ];
             let scope = PageScope::workspace(ws, &filter_parts);
             let page = self.app.page_request(&scope, r.page_size, &r.page_token)?;
-            let filter = UserIdentityFilter {
-                user_identity_key: Some(r.user_identity_key.clone()).filter(|k| !k.is_empty()),
-                email_address: Some(r.email_address.trim().to_owned()).filter(|e| !e.is_empty()),
-            };
+            let filter = validate::user_identity_filter(&r.user_identity_key, &r.email_address)?;
             let found = self.app.list_user_identities(ws, &filter, &page).await?;
             Ok(v1::ListUserIdentitiesResponse {
                 user_identities: found.items.iter().map(identity_view).collect(),
