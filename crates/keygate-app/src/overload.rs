@@ -214,9 +214,6 @@ impl ConcurrencyLimit {
         s.latency_sum = 0.0;
         s.samples = 0;
         s.peak = self.in_flight.load(Ordering::Relaxed);
-        if (peak as f64) < limit / 2.0 {
-            return; // Not enough calls to say anything about the limit.
-        }
         let next = if mean_slowdown > 2.0 * TOLERANCE {
             // Far slower than tolerated (a queue built up): down at once, from the calls that
             // were in flight, by half, so the queue is cut within a few windows rather than
@@ -224,7 +221,11 @@ impl ConcurrencyLimit {
             limit.min(peak as f64) * 0.5
         } else if mean_slowdown > TOLERANCE {
             // Slower than tolerated: down in proportion, smoothed (one slow window is noise).
-            limit * (1.0 - SMOOTHING) + limit * (TOLERANCE / mean_slowdown) * SMOOTHING
+            let base = limit.min(peak as f64);
+            base * (1.0 - SMOOTHING) + base * (TOLERANCE / mean_slowdown) * SMOOTHING
+        } else if (peak as f64) < limit / 2.0 {
+            // Fast enough, but with too few calls in flight to say the limit could be higher.
+            return;
         } else {
             // Within tolerance: up by a queue allowance.
             limit + limit.sqrt().max(4.0) * SMOOTHING * 2.0

@@ -60,15 +60,17 @@ type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 
 /// What a stage can wrap: the rest of the stack, as tonic hands it over.
 pub trait Inner:
-    Service<Request<Body>, Response = Response<Body>, Future: Send, Error: Send> + Send + 'static
+    Service<Request<Body>, Response = Response<Body>, Future: Send + 'static, Error: Send + 'static>
+    + Send
+    + 'static
 {
 }
 
 impl<S> Inner for S
 where
     S: Service<Request<Body>, Response = Response<Body>> + Send + 'static,
-    S::Future: Send,
-    S::Error: Send,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
 {
 }
 
@@ -529,9 +531,20 @@ impl Middleware for Deadline {
         let deadline = asked.map_or(self.max, |a| a.min(self.max));
         let fut = next.run(req);
         // Bounds the time to the response head: a stream, once started, is not cut by this.
+        // The call itself runs to its end in a task of its own: the deadline (or a caller that
+        // went away) answers the caller, but never cuts the call's work between two statements
+        // (a store transaction dropped halfway, its BEGIN sent and no ROLLBACK, would go back
+        // to the pool still open and fail the next calls that get its connection).
         Box::pin(async move {
-            match tokio::time::timeout(deadline, fut).await {
-                Ok(r) => r,
+            let mut call = tokio::spawn(fut.in_current_span());
+            match tokio::time::timeout(deadline, &mut call).await {
+                Ok(Ok(r)) => r,
+                Ok(Err(e)) => {
+                    tracing::error!(error = %e, "the call's task failed");
+                    Ok(refuse(Error::Internal {
+                        message: "the call failed".into(),
+                    }))
+                }
                 Err(_) => Ok(tonic::Status::deadline_exceeded(format!(
                     "deadline of {deadline:?} exceeded"
                 ))

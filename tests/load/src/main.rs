@@ -500,6 +500,13 @@ async fn forged_mode(postgres: bool) -> anyhow::Result<()> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // The in-process server's log, when asked for (e.g. KEYGATE_LOAD_LOG=error).
+    if let Ok(filter) = std::env::var("KEYGATE_LOAD_LOG") {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let postgres = std::env::args().any(|a| a == "--postgres");
     let args: Vec<String> = std::env::args().collect();
     if let Some(i) = args.iter().position(|a| a == "--streams") {

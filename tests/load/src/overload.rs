@@ -2,9 +2,10 @@
 //! of 1024, as before the adaptive limit) and adaptive (the default), each on a server of its
 //! own in one run.
 //!
-//! For each server: the capacity C is `CreateAccessGrant`s per second from 32 closed-loop
-//! clients (each waits for its answer before the next call) for 5 s. Then calls arrive open loop
-//! (on a fixed schedule, whatever the answers) at 2 × C for 10 s, each with a 1 s deadline
+//! The capacity C is `CreateAccessGrant`s per second from 32 closed-loop clients (each waits for
+//! its answer before the next call) for 5 s, on a server of its own with the fixed limit (which
+//! refuses nothing at that load). Then, on a fresh server each, calls arrive open loop (on a
+//! fixed schedule, whatever the answers) at 2 × C for 10 s, each with a 1 s deadline
 //! (`grpc-timeout`), as a client with a deadline sends them. Goodput is the calls answered OK
 //! per second of that phase; the refusals are timed from call to answer.
 
@@ -27,16 +28,25 @@ struct Outcomes {
     refused: Vec<Duration>,
     deadline: Vec<Duration>,
     other: Vec<(tonic::Code, Duration)>,
+    /// The first message of each other code.
+    messages: std::collections::BTreeMap<String, String>,
 }
 
-async fn create(ch: Channel, key: String, door: String) -> (Result<(), tonic::Code>, Duration) {
+async fn create(
+    ch: Channel,
+    key: String,
+    door: String,
+) -> (Result<(), (tonic::Code, String)>, Duration) {
     let t = Instant::now();
     let mut req = authed(&key, mobile_grant(&[door]));
     req.set_timeout(DEADLINE);
     let r = v1::access_grant_service_client::AccessGrantServiceClient::new(ch)
         .create_access_grant(req)
         .await;
-    (r.map(|_| ()).map_err(|s| s.code()), t.elapsed())
+    (
+        r.map(|_| ()).map_err(|s| (s.code(), s.message().to_owned())),
+        t.elapsed(),
+    )
 }
 
 struct Phase {
@@ -45,21 +55,25 @@ struct Phase {
     out: Outcomes,
 }
 
-async fn measure(postgres: bool, adaptive: bool) -> anyhow::Result<Phase> {
-    let h = start_with(postgres, 0, 1024, adaptive).await?;
+/// The capacity: closed loop on a server with a fixed limit (nothing refused).
+async fn capacity(postgres: bool) -> anyhow::Result<f64> {
+    let h = start_with(postgres, 0, 1024, false).await?;
     let door = doors(&h, &["virtual_salto_ks"]).await?[0].0.clone();
     let chans = channels(h.addr.clone(), 4).await?;
-
-    // Capacity: closed loop.
     let (key, d, c) = (h.key.clone(), door.clone(), chans.clone());
     let (capacity, _) = drive(CLIENTS, Duration::from_secs(CAPACITY_SECS), move |i| {
         let (ch, key, door) = (c[i % c.len()].clone(), key.clone(), d.clone());
         async move { create(ch, key, door).await.0.is_ok() }
     })
     .await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    Ok(capacity)
+}
 
-    // Twice that, open loop.
+/// Twice `capacity`, open loop, on a fresh server with the limit fixed or adaptive.
+async fn measure(postgres: bool, adaptive: bool, capacity: f64) -> anyhow::Result<Phase> {
+    let h = start_with(postgres, 0, 1024, adaptive).await?;
+    let door = doors(&h, &["virtual_salto_ks"]).await?[0].0.clone();
+    let chans = channels(h.addr.clone(), 4).await?;
     let offered = 2.0 * capacity;
     let gap = Duration::from_secs_f64(1.0 / offered.max(1.0));
     let out = Arc::new(Mutex::new(Outcomes::default()));
@@ -81,13 +95,16 @@ async fn measure(postgres: bool, adaptive: bool) -> anyhow::Result<Phase> {
             let Ok(mut o) = out.lock() else { return };
             match r {
                 Ok(()) => o.ok.push(took),
-                Err(tonic::Code::ResourceExhausted) => o.refused.push(took),
+                Err((tonic::Code::ResourceExhausted, _)) => o.refused.push(took),
                 // The client's own deadline (tonic answers `CANCELLED` "Timeout expired")
                 // and the server's are both a call that came too late.
-                Err(tonic::Code::DeadlineExceeded | tonic::Code::Cancelled) => {
+                Err((tonic::Code::DeadlineExceeded | tonic::Code::Cancelled, _)) => {
                     o.deadline.push(took)
                 }
-                Err(code) => o.other.push((code, took)),
+                Err((code, message)) => {
+                    o.messages.entry(format!("{code:?}")).or_insert(message);
+                    o.other.push((code, took));
+                }
             }
         }));
         n += 1;
@@ -113,7 +130,7 @@ fn report(name: &str, p: &mut Phase) {
     let goodput = o.ok.len() as f64 / secs;
     println!("\n{name}");
     println!(
-        "   capacity (closed loop, {CLIENTS} clients, {CAPACITY_SECS}s): {:.0} grants/s",
+        "   capacity (closed loop, {CLIENTS} clients, {CAPACITY_SECS}s, fixed limit, a server of its own): {:.0} grants/s",
         p.capacity
     );
     println!(
@@ -160,6 +177,9 @@ fn report(name: &str, p: &mut Phase) {
         o.deadline.len(),
         o.other.len()
     );
+    for (code, message) in &o.messages {
+        println!("   first {code}: {message}");
+    }
 }
 
 pub async fn run(postgres: bool) -> anyhow::Result<()> {
@@ -170,12 +190,13 @@ pub async fn run(postgres: bool) -> anyhow::Result<()> {
             .map(|n| n.get())
             .unwrap_or(1)
     );
-    let mut fixed = measure(postgres, false).await?;
+    let capacity = capacity(postgres).await?;
+    let mut fixed = measure(postgres, false, capacity).await?;
     report(
         "A. fixed in-flight limit (1024, KEYGATE_ADAPTIVE_IN_FLIGHT=false: as before)",
         &mut fixed,
     );
-    let mut adaptive = measure(postgres, true).await?;
+    let mut adaptive = measure(postgres, true, capacity).await?;
     report(
         "B. adaptive in-flight limit (at most 1024; the default)",
         &mut adaptive,
