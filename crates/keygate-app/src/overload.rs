@@ -301,7 +301,11 @@ mod tests {
         // Within the tolerance again: it grows back.
         let held2 = saturate(&l);
         let _t = feed(&l, "w", 400, Duration::from_millis(6), t, gap);
-        assert!(l.limit() > shrunk, "limit {} grew back from {shrunk}", l.limit());
+        assert!(
+            l.limit() > shrunk,
+            "limit {} grew back from {shrunk}",
+            l.limit()
+        );
         drop((held, held2));
     }
 
@@ -315,7 +319,11 @@ mod tests {
         let t = feed(&l, "read", 100, Duration::from_millis(1), t0, gap);
         let t = feed(&l, "write", 5, Duration::from_millis(50), t, gap);
         let _ = feed(&l, "write", 200, Duration::from_millis(50), t, gap);
-        assert_eq!(l.limit(), 200, "writes at their usual latency are not overload");
+        assert_eq!(
+            l.limit(),
+            200,
+            "writes at their usual latency are not overload"
+        );
     }
 
     #[test]

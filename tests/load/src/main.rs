@@ -48,7 +48,6 @@ use tokio::sync::watch;
 use tokio_stream::StreamExt as _;
 use tonic::transport::Channel;
 
-
 fn authed<T>(key: &str, msg: T) -> tonic::Request<T> {
     let mut r = tonic::Request::new(msg);
     if let Ok(v) = format!("Bearer {key}").parse() {

@@ -44,7 +44,8 @@ async fn create(
         .create_access_grant(req)
         .await;
     (
-        r.map(|_| ()).map_err(|s| (s.code(), s.message().to_owned())),
+        r.map(|_| ())
+            .map_err(|s| (s.code(), s.message().to_owned())),
         t.elapsed(),
     )
 }
