@@ -331,6 +331,17 @@ pub async fn all_events(url: &str, key: &str) -> Vec<v1::Event> {
     }
 }
 
+/// `key value, key value, ...` of a count map (`sep` between a key and its value), for a row.
+pub fn tally<K: std::fmt::Display, V: std::fmt::Display>(
+    m: &std::collections::BTreeMap<K, V>,
+    sep: &str,
+) -> String {
+    m.iter()
+        .map(|(k, v)| format!("{k}{sep}{v}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// One section of docs/reliability.md: a table of what was asserted and the figure measured.
 pub struct Report {
     title: String,

@@ -549,22 +549,8 @@ async fn random_and_mutated_requests() {
         format!("{} of {}", methods_hit.len(), d.methods.len()),
     );
     report.row("Calls", cases);
-    report.row(
-        "Bodies",
-        by_body
-            .iter()
-            .map(|(k, v)| format!("{k} {v}"))
-            .collect::<Vec<_>>()
-            .join(", "),
-    );
-    report.row(
-        "Statuses",
-        by_code
-            .iter()
-            .map(|(k, v)| format!("{k} {v}"))
-            .collect::<Vec<_>>()
-            .join(", "),
-    );
+    report.row("Bodies", crate::cluster::tally(&by_body, " "));
+    report.row("Statuses", crate::cluster::tally(&by_code, " "));
     report.row(
         "INTERNAL / UNKNOWN / dropped connections / panics",
         "0 (must be 0)",

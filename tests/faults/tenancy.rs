@@ -1727,30 +1727,12 @@ async fn cross_tenant_matrix() {
     );
     report.row("Methods covered (descriptor = table)", declared.len());
     report.row("Id fields filled with A's ids", id_fields_total);
-    report.row(
-        "Methods by rule",
-        by_rule
-            .iter()
-            .map(|(k, v)| format!("{k} {v}"))
-            .collect::<Vec<_>>()
-            .join(", "),
-    );
+    report.row("Methods by rule", crate::cluster::tally(&by_rule, " "));
     report.row("Calls made with B's key", calls);
-    report.row(
-        "Statuses",
-        by_code
-            .iter()
-            .map(|(k, v)| format!("{k} {v}"))
-            .collect::<Vec<_>>()
-            .join(", "),
-    );
+    report.row("Statuses", crate::cluster::tally(&by_code, " "));
     report.row(
         "`WatchEvents` outcomes",
-        stream_outcomes
-            .iter()
-            .map(|(k, v)| format!("{k}: {v}"))
-            .collect::<Vec<_>>()
-            .join(", "),
+        crate::cluster::tally(&stream_outcomes, ": "),
     );
     report.row(
         "Lists filtered by one foreign id, by filter",

@@ -214,6 +214,9 @@ impl ConcurrencyLimit {
         s.latency_sum = 0.0;
         s.samples = 0;
         s.peak = self.in_flight.load(Ordering::Relaxed);
+        if mean_slowdown > TOLERANCE && peak <= MIN_LIMIT {
+            return; // A few slow calls are not a queue: nothing to shed.
+        }
         let next = if mean_slowdown > 2.0 * TOLERANCE {
             // Far slower than tolerated (a queue built up): down at once, from the calls that
             // were in flight, by half, so the queue is cut within a few windows rather than
