@@ -220,6 +220,43 @@ enum Scope {
     },
 }
 
+/// Makes the access method's Seam user identity (`user_identity_key`, the holder's name):
+/// its id, or `None` when Seam says the key is taken (a concurrent repeat made it meanwhile;
+/// the caller finds it again).
+async fn create_identity(
+    t: &Target,
+    method: AccessMethodId,
+    holder: &Holder,
+) -> Result<Option<String>, ProviderError> {
+    let route = "/user_identities/create";
+    let body = json!({
+        "user_identity_key": user_identity_key(method),
+        "full_name": holder.full_name,
+    });
+    match t.post(route, &body).await {
+        Ok(v) => v
+            .get("user_identity")
+            .and_then(|u| str_of(u, "user_identity_id"))
+            .map(|id| Some(id.to_owned()))
+            .ok_or_else(|| {
+                ProviderError::Ambiguous(format!("{route}: no user_identity in the answer"))
+            }),
+        Err(Failure::Status {
+            status: 400 | 409,
+            error_type: Some(ty),
+            ..
+        }) if ty.contains("taken") || ty.contains("exists") => Ok(None),
+        Err(f) => Err(provider_error(route, &f, Kind::Change)),
+    }
+}
+
+/// A key Seam said was taken, with no identity found under it yet.
+fn identity_key_taken() -> ProviderError {
+    ProviderError::Transient(
+        "/user_identities/create: the key is taken but no identity has it yet".into(),
+    )
+}
+
 /// The parsed settings.
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Settings {
@@ -1252,43 +1289,16 @@ impl AccessSystemProvider for SeamProvider {
         let mut held = find_held(&t, &acs, job.access_method_id).await?;
         let identity = match held.user_identity_id.clone() {
             Some(id) => id,
-            None => {
-                let route = "/user_identities/create";
-                let r = t
-                    .post(
-                        route,
-                        &json!({
-                            "user_identity_key": user_identity_key(job.access_method_id),
-                            "full_name": holder.full_name,
-                        }),
-                    )
-                    .await;
-                match r {
-                    Ok(v) => v
-                        .get("user_identity")
-                        .and_then(|u| str_of(u, "user_identity_id"))
-                        .map(str::to_owned)
-                        .ok_or_else(|| {
-                            ProviderError::Ambiguous(format!(
-                                "{route}: no user_identity in the answer"
-                            ))
-                        })?,
-                    // Made meanwhile (a concurrent repeat): use it.
-                    Err(Failure::Status {
-                        status: 400 | 409,
-                        error_type: Some(ty),
-                        ..
-                    }) if ty.contains("taken") || ty.contains("exists") => {
-                        held = find_held(&t, &acs, job.access_method_id).await?;
-                        held.user_identity_id.clone().ok_or_else(|| {
-                            ProviderError::Transient(format!(
-                                "{route}: the key is taken but no identity has it yet"
-                            ))
-                        })?
-                    }
-                    Err(f) => return Err(provider_error(route, &f, Kind::Change)),
+            None => match create_identity(&t, job.access_method_id, holder).await? {
+                Some(id) => id,
+                // Made meanwhile (a concurrent repeat): find it again.
+                None => {
+                    held = find_held(&t, &acs, job.access_method_id).await?;
+                    held.user_identity_id
+                        .clone()
+                        .ok_or_else(identity_key_taken)?
                 }
-            }
+            },
         };
 
         // 2. Its ACS user in this system, with the holder's schedule.

@@ -571,37 +571,12 @@ async fn identity(
     if let Some(id) = get("/user_identities/get").await? {
         return Ok(id);
     }
-    let route = "/user_identities/create";
-    let r = t
-        .post(
-            route,
-            &json!({
-                "user_identity_key": super::user_identity_key(method),
-                "full_name": holder.full_name,
-            }),
-        )
-        .await;
-    match r {
-        Ok(v) => v
-            .get("user_identity")
-            .and_then(|u| str_of(u, "user_identity_id"))
-            .map(str::to_owned)
-            .ok_or_else(|| {
-                ProviderError::Ambiguous(format!("{route}: no user_identity in the answer"))
-            }),
-        // Made meanwhile (a concurrent repeat): use it.
-        Err(super::Failure::Status {
-            status: 400 | 409,
-            error_type: Some(ty),
-            ..
-        }) if ty.contains("taken") || ty.contains("exists") => {
-            get("/user_identities/get").await?.ok_or_else(|| {
-                ProviderError::Transient(format!(
-                    "{route}: the key is taken but no identity has it yet"
-                ))
-            })
-        }
-        Err(f) => Err(provider_error(route, &f, Kind::Change)),
+    match super::create_identity(t, method, holder).await? {
+        Some(id) => Ok(id),
+        // Made meanwhile (a concurrent repeat): find it again.
+        None => get("/user_identities/get")
+            .await?
+            .ok_or_else(super::identity_key_taken),
     }
 }
 
