@@ -44,6 +44,8 @@ pub struct ConcurrencyLimit {
     max: usize,
     adaptive: bool,
     in_flight: AtomicUsize,
+    /// The most calls in flight seen in the current window.
+    peak: AtomicUsize,
     /// The current limit (for the fast path; the gradient state holds it as a float).
     limit: AtomicUsize,
     state: Mutex<Gradient>,
@@ -58,8 +60,6 @@ struct Gradient {
     slowdown_sum: f64,
     samples: u32,
     latency_sum: f64,
-    /// The most calls in flight seen in the window.
-    peak: usize,
     /// The last closed window's mean latency, seconds (for the time to retry).
     recent_latency: f64,
 }
@@ -94,6 +94,7 @@ impl ConcurrencyLimit {
             max,
             adaptive,
             in_flight: AtomicUsize::new(0),
+            peak: AtomicUsize::new(0),
             limit: AtomicUsize::new(max),
             state: Mutex::new(Gradient {
                 limit: max as f64,
@@ -102,7 +103,6 @@ impl ConcurrencyLimit {
                 slowdown_sum: 0.0,
                 samples: 0,
                 latency_sum: 0.0,
-                peak: 0,
                 recent_latency: 0.0,
             }),
         })
@@ -137,10 +137,9 @@ impl ConcurrencyLimit {
                 Err(now) => current = now,
             }
         }
-        if self.adaptive
-            && let Ok(mut s) = self.state.lock()
-        {
-            s.peak = s.peak.max(current + 1);
+        if self.adaptive {
+            // No lock on the way in: the peak is an atomic.
+            self.peak.fetch_max(current + 1, Ordering::Relaxed);
         }
         Ok(InFlight {
             owner: self.clone(),
@@ -208,12 +207,13 @@ impl ConcurrencyLimit {
             }
         }
         let limit = s.limit;
-        let peak = s.peak;
+        let peak = self
+            .peak
+            .swap(self.in_flight.load(Ordering::Relaxed), Ordering::Relaxed);
         s.window_started = now;
         s.slowdown_sum = 0.0;
         s.latency_sum = 0.0;
         s.samples = 0;
-        s.peak = self.in_flight.load(Ordering::Relaxed);
         if mean_slowdown > TOLERANCE && peak <= MIN_LIMIT {
             return; // A few slow calls are not a queue: nothing to shed.
         }
